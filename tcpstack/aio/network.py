@@ -1,0 +1,120 @@
+"""A stack bound to a packet device on an event loop: the library's entry object."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tcpstack.aio.runtime import PacketDevice, StackRuntime
+from tcpstack.aio.streams import DEFAULT_LIMIT, ClientConnectedCallback, Connection, Server
+from tcpstack.stack import Stack, StackConfig
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.tcb import Tcb
+
+log = logging.getLogger("tcpstack.network")
+
+
+class Network:
+    """Runs a :class:`~tcpstack.stack.Stack` over ``device`` on the running loop.
+
+    Create it inside a coroutine (it binds to the running loop) with a device that
+    is already open and configured: interface setup with pyroute2 must happen
+    before the loop starts or in a worker thread (see :mod:`tcpstack.link.tun`).
+    """
+
+    def __init__(self, device: PacketDevice, config: StackConfig | None = None, *,
+                 stack: Stack | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stack = stack or Stack(config)
+        self.device = device
+        self.runtime = StackRuntime(self.stack, device, self._on_events, self.loop)
+        self._servers: dict[int, Server] = {}
+        self._connections: set[Connection] = set()
+        self._closed = False
+        self.runtime.start()
+
+    # ------------------------------------------------------------ public API
+
+    def start_server(self, callback: ClientConnectedCallback, port: int, *,
+                     backlog: int = 128, limit: int = DEFAULT_LIMIT) -> Server:
+        if self._closed:
+            raise RuntimeError("network is closed")
+        self.stack.listen(port, backlog)
+        server = Server(self, port, callback, limit)
+        self._servers[port] = server
+        return server
+
+    def connect(self, host: str, port: int, limit: int = DEFAULT_LIMIT) -> Connection:
+        if self._closed:
+            raise RuntimeError("network is closed")
+        tcb = self.stack.connect(host, port, self.loop.time())
+        conn = self._register(tcb, limit)
+        self.runtime.kick()
+        return conn
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        return frozenset(self._connections)
+
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Stop listening, close every connection (FIN), wait up to ``grace`` seconds,
+        then reset whatever is left and stop driving the device."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in list(self._servers.values()):
+            server.close()
+        conns = list(self._connections)
+        for conn in conns:
+            conn.writer.close()
+        self.runtime.flush_now()
+        if conns:
+            waits = [asyncio.ensure_future(c.writer.wait_closed()) for c in conns]
+            _done, pending = await asyncio.wait(waits, timeout=grace)
+            for w in pending:
+                w.cancel()
+        # Anything still open (peer gone, or a handler that never finished) gets RST,
+        # and orphaned TCBs (TIME-WAIT, closing) are dropped with it.
+        self.stack.abort_all()
+        self.runtime.flush_now()
+        self.runtime.stop()
+
+    # ------------------------------------------------------------ internals
+
+    def _register(self, tcb: Tcb, limit: int) -> Connection:
+        conn = Connection(self, tcb, limit)
+        self._connections.add(conn)
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+
+    def _unlisten(self, server: Server) -> None:
+        if self._servers.get(server.port) is server:
+            del self._servers[server.port]
+            self.stack.unlisten(server.port)
+
+    def _on_events(self, tcb: Tcb, events: list[ev.Event]) -> None:
+        conn = tcb.user
+        if isinstance(conn, Connection):
+            conn.on_events(events)
+            return
+        if tcb.listener is None:
+            return
+        # A passive connection with no owner yet: hand it to its server once it is
+        # established (and not if it died in SYN-RECEIVED).
+        if any(isinstance(e, ev.Terminated) for e in events):
+            return
+        if any(isinstance(e, ev.Established) for e in events):
+            server = self._servers.get(tcb.listener.port)
+            if server is None or not server.is_serving():
+                tcb.abort()
+                return
+            server._accept(tcb)
+            conn = tcb.user
+            if isinstance(conn, Connection):
+                # Deliver the rest of this batch (data, FIN) to the new owner.
+                conn.on_events([e for e in events if not isinstance(e, ev.Established)])
+
+
+__all__ = ["Network"]

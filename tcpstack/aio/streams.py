@@ -1,0 +1,444 @@
+"""asyncio-style streams over tcpstack connections.
+
+:class:`TcpStreamReader` and :class:`TcpStreamWriter` mirror the API of
+``asyncio.StreamReader`` / ``asyncio.StreamWriter`` (read, readline, readexactly,
+readuntil, write, drain with back-pressure, write_eof, close, wait_closed,
+get_extra_info) so code written for asyncio's streams runs unchanged.
+
+The reader consumes the connection's receive buffer directly -- there is no second
+buffer -- so the TCP window the peer sees is exactly the space the application has
+not yet read: a slow reader slows the sender down (RFC 9293 3.8.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.state import State
+from tcpstack.tcp.tcb import Tcb
+
+if TYPE_CHECKING:
+    from tcpstack.aio.network import Network
+
+log = logging.getLogger("tcpstack.streams")
+
+DEFAULT_LIMIT = 2**16  # same default as asyncio's streams
+
+ClientConnectedCallback = Callable[
+    ["TcpStreamReader", "TcpStreamWriter"], Awaitable[None] | None
+]
+
+
+def _error_for(reason: str | None) -> OSError | None:
+    if reason is None or reason == "aborted":
+        return None
+    if reason == "reset":
+        return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    if reason == "refused":
+        return ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    if reason == "timeout":
+        return TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+    return ConnectionError(reason)
+
+
+class Connection:
+    """Glue between one TCB and its reader/writer: turns engine events into wake-ups."""
+
+    __slots__ = ("_closed", "_drain_waiter", "_established", "_read_waiter", "closing",
+                 "eof", "error", "net", "reader", "tcb", "writer")
+
+    def __init__(self, net: Network, tcb: Tcb, limit: int = DEFAULT_LIMIT) -> None:
+        self.net = net
+        self.tcb = tcb
+        tcb.user = self
+        loop = net.loop
+        self.eof = False
+        self.error: OSError | None = None
+        self.closing = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._established: asyncio.Future[None] = loop.create_future()
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self.reader = TcpStreamReader(self, limit)
+        self.writer = TcpStreamWriter(self)
+        if tcb.state not in (State.SYN_SENT, State.SYN_RECEIVED):
+            self._established.set_result(None)
+
+    # engine -> application
+    def on_events(self, events: list[ev.Event]) -> None:
+        for e in events:
+            if isinstance(e, ev.DataReceived):
+                self._wake_reader()
+            elif isinstance(e, ev.EndOfStream):
+                self.eof = True
+                self._wake_reader()
+            elif isinstance(e, ev.WriteSpace):
+                self._wake_drain()
+            elif isinstance(e, ev.Established):
+                if not self._established.done():
+                    self._established.set_result(None)
+            elif isinstance(e, ev.FinAcked):
+                if not self._closed.done():
+                    self._closed.set_result(None)
+            elif isinstance(e, ev.Terminated):
+                self._terminated(_error_for(e.error))
+
+    def _terminated(self, error: OSError | None) -> None:
+        self.net._forget(self)
+        if error is not None and self.error is None:
+            self.error = error
+        self.eof = True
+        self._wake_reader()
+        self._wake_drain()
+        if not self._established.done():
+            self._established.set_exception(
+                error or ConnectionAbortedError(errno.ECONNABORTED, "Connection aborted"))
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake_reader(self) -> None:
+        w = self._read_waiter
+        if w is not None:
+            self._read_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _wake_drain(self) -> None:
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def wait_readable(self) -> None:
+        if self._read_waiter is not None:
+            raise RuntimeError("another coroutine is already waiting for incoming data")
+        self._read_waiter = self.net.loop.create_future()
+        try:
+            await self._read_waiter
+        finally:
+            self._read_waiter = None
+
+    async def wait_established(self) -> None:
+        await self._established
+
+    # application -> engine
+    def kick(self) -> None:
+        self.net.runtime.kick()
+
+    def abort(self) -> None:
+        """Reset the connection at once (RST), like ``transport.abort()``."""
+        self.closing = True
+        self.tcb.abort()
+        self.kick()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        tcb = self.tcb
+        if name == "peername":
+            return (str(ipaddress.IPv4Address(tcb.remote_ip)), tcb.remote_port)
+        if name == "sockname":
+            return (str(ipaddress.IPv4Address(tcb.local_ip)), tcb.local_port)
+        if name == "tcb":
+            return tcb
+        return default
+
+    def is_closing(self) -> bool:
+        return self.closing or self.tcb.state is State.CLOSED
+
+
+class TcpStreamReader:
+    """Reads from a connection's receive buffer; the API of ``asyncio.StreamReader``."""
+
+    def __init__(self, conn: Connection, limit: int = DEFAULT_LIMIT) -> None:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        self._conn = conn
+        self._limit = limit
+
+    def _check_error(self) -> None:
+        if self._conn.error is not None and not self._conn.tcb.rcv_buf:
+            raise self._conn.error
+
+    def at_eof(self) -> bool:
+        """True when the peer has closed and everything received has been read."""
+        return self._conn.eof and not self._conn.tcb.rcv_buf
+
+    def exception(self) -> BaseException | None:
+        return self._conn.error
+
+    def _take(self, n: int) -> bytes:
+        data = self._conn.tcb.recv(n)
+        if data:
+            self._conn.kick()  # reading may open the window: let the flush decide
+        return data
+
+    async def _wait(self) -> None:
+        self._check_error()
+        await self._conn.wait_readable()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes; with ``n < 0``, everything until EOF (as asyncio does)."""
+        if n == 0:
+            return b""
+        buf = self._conn.tcb.rcv_buf
+        if n < 0:
+            parts = []
+            while True:
+                if buf:
+                    parts.append(self._take(-1))
+                elif self._conn.eof:
+                    self._check_error()
+                    return b"".join(parts)
+                else:
+                    await self._wait()
+        while not buf:
+            if self._conn.eof:
+                self._check_error()
+                return b""
+            await self._wait()
+        return self._take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        buf = self._conn.tcb.rcv_buf
+        while len(buf) < n:
+            if self._conn.eof:
+                self._check_error()
+                partial = self._take(-1)
+                raise asyncio.IncompleteReadError(partial, n)
+            await self._wait()
+        return self._take(n)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Data up to and including ``separator``; asyncio's errors at EOF and over the limit."""
+        seplen = len(separator)
+        if seplen == 0:
+            raise ValueError("Separator should be at least one-byte string")
+        buf = self._conn.tcb.rcv_buf
+        start = 0
+        while True:
+            idx = buf.find(separator, start)
+            if idx >= 0:
+                end = idx + seplen
+                if end > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "Separator is found, but chunk is longer than limit", idx)
+                return self._take(end)
+            start = max(0, len(buf) + 1 - seplen)
+            if len(buf) >= self._limit:
+                raise asyncio.LimitOverrunError(
+                    "Separator is not found, and chunk exceed the limit", len(buf))
+            if self._conn.eof:
+                self._check_error()
+                partial = self._take(-1)
+                raise asyncio.IncompleteReadError(partial, None)
+            await self._wait()
+
+    async def readline(self) -> bytes:
+        """A line ending in ``\\n``, or the rest of the data at EOF (asyncio semantics)."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+        except asyncio.LimitOverrunError as e:
+            buf = self._conn.tcb.rcv_buf
+            if buf.startswith(b"\n", e.consumed):
+                self._take(e.consumed + 1)
+            else:
+                self._take(len(buf))
+            raise ValueError(e.args[0]) from None
+
+    def __aiter__(self) -> TcpStreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if line == b"":
+            raise StopAsyncIteration
+        return line
+
+
+class TcpStreamWriter:
+    """Writes into a connection's send buffer; the API of ``asyncio.StreamWriter``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._eof_written = False
+
+    @property
+    def transport(self) -> Connection:
+        return self._conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; never blocks. Use :meth:`drain` for back-pressure."""
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        conn = self._conn
+        if conn.closing or not conn.tcb.can_send:
+            # Like asyncio's transports: writes after close or on a dead connection
+            # are dropped; drain() reports the error.
+            return
+        conn.tcb.send(data)
+        conn.kick()
+
+    def writelines(self, data: list[bytes] | tuple[bytes, ...]) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: send FIN after the queued data; reading continues."""
+        if self._eof_written:
+            return
+        self._eof_written = True
+        self._conn.tcb.shutdown_write()
+        self._conn.kick()
+
+    async def drain(self) -> None:
+        """Wait until the unacknowledged send buffer is below the high-water mark."""
+        conn = self._conn
+        if conn.error is not None:
+            raise conn.error
+        while conn.tcb.send_buffered > conn.tcb.cfg.snd_buf and conn.tcb.state \
+                is not State.CLOSED:
+            waiter = conn.net.loop.create_future()
+            conn._drain_waiter = waiter
+            await waiter
+            if conn.error is not None:
+                raise conn.error
+        if conn.tcb.state is State.CLOSED and conn.error is None and not conn.closing:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection lost")
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn.closing:
+            return
+        conn.closing = True
+        conn.tcb.close()
+        conn.kick()
+
+    def is_closing(self) -> bool:
+        return self._conn.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until our FIN is acknowledged or the connection has ended."""
+        await asyncio.shield(self._conn._closed)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._conn.get_extra_info(name, default)
+
+    def __repr__(self) -> str:
+        return f"<TcpStreamWriter {self._conn.tcb!r}>"
+
+
+class Server:
+    """A listening port; the shape of ``asyncio.Server`` (close, wait_closed, serve_forever)."""
+
+    def __init__(self, net: Network, port: int, callback: ClientConnectedCallback,
+                 limit: int) -> None:
+        self._net = net
+        self.port = port
+        self._callback = callback
+        self._limit = limit
+        self._serving = True
+        self._closed = net.loop.create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _accept(self, tcb: Tcb) -> None:
+        conn = self._net._register(tcb, self._limit)
+        try:
+            result = self._callback(conn.reader, conn.writer)
+        except Exception:
+            log.exception("client_connected_cb raised")
+            conn.abort()
+            return
+        if asyncio.iscoroutine(result):
+            task = self._net.loop.create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection handler failed", exc_info=task.exception())
+
+    @property
+    def sockets(self) -> tuple[()]:
+        return ()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._net.loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        """Stop listening; existing connections carry on."""
+        if self._serving:
+            self._serving = False
+            self._net._unlisten(self)
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def start_serving(self) -> None:
+        return None
+
+    async def serve_forever(self) -> None:
+        try:
+            await asyncio.shield(self._closed)
+        finally:
+            self.close()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def handler_tasks(self) -> set[asyncio.Task[None]]:
+        return set(self._tasks)
+
+
+async def start_server(
+    client_connected_cb: ClientConnectedCallback,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    network: Network,
+    backlog: int = 128,
+    limit: int = DEFAULT_LIMIT,
+) -> Server:
+    """Listen on ``port`` of ``network``; like :func:`asyncio.start_server`.
+
+    ``host`` is accepted for signature compatibility; a listener serves every
+    address of the stack.
+    """
+    if port is None:
+        raise ValueError("port is required")
+    if host not in (None, "", "0.0.0.0") and \
+            int(ipaddress.IPv4Address(host)) not in network.stack.addresses:
+        raise OSError(errno.EADDRNOTAVAIL, f"{host} is not an address of this stack")
+    return network.start_server(client_connected_cb, port, backlog=backlog, limit=limit)
+
+
+async def open_connection(
+    host: str, port: int, *, network: Network, limit: int = DEFAULT_LIMIT
+) -> tuple[TcpStreamReader, TcpStreamWriter]:
+    """Active open to ``host:port``; like :func:`asyncio.open_connection`."""
+    conn = network.connect(host, port, limit)
+    await conn.wait_established()
+    return conn.reader, conn.writer

@@ -1,0 +1,257 @@
+"""The ``tcpstack`` command line.
+
+``tcpstack serve`` owns an IP address behind a TUN interface and serves HTTP,
+echo and discard on it. Input is validated up front: a bad flag or value prints a
+single ``tcpstack: error: ...`` line and exits with status 2; a failure to set up
+the interface exits with status 1; a clean shutdown (SIGINT/SIGTERM) exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tcpstack import __version__
+
+log = logging.getLogger("tcpstack")
+
+DEFAULT_INTERFACE = "tcpstack0"
+DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
+DEFAULT_ADDRESS = "10.0.0.2"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tcpstack: error: {message}\n")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range 0..65535")
+    return port
+
+
+def _ipv4(value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IPv4 address {value!r}") from None
+
+
+def _ipv4_interface(value: str) -> ipaddress.IPv4Interface:
+    if "/" not in value:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a prefix length, e.g. 10.0.0.1/24")
+    try:
+        return ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IPv4 address/prefix {value!r}") from None
+
+
+def _bounded_int(lo: int, hi: int, what: str) -> Any:
+    def parse(value: str) -> int:
+        try:
+            n = int(value, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{what} {n} out of range {lo}..{hi}")
+        return n
+
+    return parse
+
+
+def _positive_float(what: str) -> Any:
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}") from None
+        if not 0 < x < 1e6:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number of seconds")
+        return x
+
+    return parse
+
+
+def _directory(value: str) -> Path:
+    p = Path(value)
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a directory")
+    return p
+
+
+def _log_level(value: str) -> int:
+    level = logging.getLevelName(value.upper())
+    if not isinstance(level, int):
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {value!r} (debug, info, warning, error)")
+    return level
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tcpstack", description="A userspace TCP/IP stack over a TUN device.")
+    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("serve", help="run the stack with HTTP, echo and discard services",
+                       description="Own --address behind the TUN interface and serve on it.")
+    net = s.add_argument_group("interface")
+    net.add_argument("--interface", "-i", default=DEFAULT_INTERFACE, metavar="NAME",
+                     help="TUN interface to create or attach to (default: %(default)s)")
+    net.add_argument("--host-address", type=_ipv4_interface, default=None, metavar="CIDR",
+                     help="kernel-side address of the TUN (default: "
+                          f"{DEFAULT_HOST_ADDRESS} when the interface is created)")
+    net.add_argument("--address", "-a", type=_ipv4, default=_ipv4(DEFAULT_ADDRESS),
+                     metavar="IP", help="the stack's own address (default: %(default)s)")
+    net.add_argument("--mtu", type=_bounded_int(576, 65535, "MTU"), default=1500,
+                     help="interface MTU; the MSS is MTU-40 (default: %(default)s)")
+    cfg = net.add_mutually_exclusive_group()
+    cfg.add_argument("--configure", dest="configure", action="store_true", default=None,
+                     help="set MTU/address/up even on an existing interface")
+    cfg.add_argument("--no-configure", dest="configure", action="store_false",
+                     help="never change the interface's configuration")
+
+    svc = s.add_argument_group("services (port 0 disables a service)")
+    svc.add_argument("--http-port", type=_port, default=80, metavar="PORT")
+    svc.add_argument("--echo-port", type=_port, default=7, metavar="PORT")
+    svc.add_argument("--discard-port", type=_port, default=9, metavar="PORT")
+    svc.add_argument("--www", type=_directory, default=None, metavar="DIR",
+                     help="serve files under DIR over HTTP")
+
+    tcp = s.add_argument_group("TCP")
+    tcp.add_argument("--msl", type=_positive_float("MSL"), default=30.0, metavar="SECONDS",
+                     help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default: 30)")
+    tcp.add_argument("--rcv-buf", type=_bounded_int(1024, 1 << 30, "buffer size"),
+                     default=256 * 1024, metavar="BYTES", help="receive buffer per connection")
+    tcp.add_argument("--snd-buf", type=_bounded_int(1024, 1 << 30, "buffer size"),
+                     default=256 * 1024, metavar="BYTES", help="send buffer per connection")
+    tcp.add_argument("--max-retries", type=_bounded_int(1, 100, "retry count"), default=15,
+                     metavar="N", help="retransmissions before a connection is dropped")
+    tcp.add_argument("--backlog", type=_bounded_int(1, 65535, "backlog"), default=128,
+                     metavar="N", help="half-open connections per listener")
+
+    s.add_argument("--grace", type=_positive_float("grace period"), default=2.0,
+                   metavar="SECONDS", help="time given to connections to close at shutdown")
+    s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
+                   help="debug, info, warning or error (default: info)")
+    return parser
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"tcpstack: error: {message}", file=sys.stderr)
+    return status
+
+
+def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop, or on asyncio's default loop (with a warning) without it."""
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not available; using the default asyncio event loop")
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tcpstack.link.tun import TunDevice, TunError
+    from tcpstack.stack import StackConfig
+    from tcpstack.tcp.config import TcpConfig
+
+    ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
+    used = [p for p in ports.values() if p]
+    if len(used) != len(set(used)):
+        return _fail("two services cannot share a port", 2)
+    try:
+        tcp = TcpConfig(mss=args.mtu - 40, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf,
+                        msl=args.msl, max_retries=args.max_retries)
+        config = StackConfig(addresses=(args.address,), tcp=tcp)
+    except ValueError as e:
+        return _fail(str(e), 2)
+    host = args.host_address
+    if host is not None and host.ip == args.address:
+        return _fail(f"--address {args.address} is the host side's own address", 2)
+    if host is None:
+        host = ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
+
+    try:
+        device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
+                                configure=args.configure)
+    except TunError as e:
+        return _fail(str(e))
+    try:
+        if device.created or args.configure:
+            if args.address not in host.network:
+                log.warning("%s is outside %s: the kernel will not route to it via %s "
+                            "without a route", args.address, host.network, device.name)
+        return run_event_loop(_serve(args, device, config, ports))
+    finally:
+        try:
+            device.close()
+        except TunError as e:
+            print(f"tcpstack: warning: {e}", file=sys.stderr)
+
+
+async def _serve(args: argparse.Namespace, device: Any, config: Any,
+                 ports: dict[str, int]) -> int:
+    from tcpstack.aio.network import Network
+    from tcpstack.apps import HttpService, discard, echo
+
+    net = Network(device, config)
+    handlers: dict[str, Any] = {"http": HttpService(www=args.www), "echo": echo,
+                                "discard": discard}
+    for name, port in ports.items():
+        if port:
+            net.start_server(handlers[name], port, backlog=args.backlog)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    services = ", ".join(f"{name} on {port}" for name, port in ports.items() if port)
+    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address, device.name,
+             "created" if device.created else "attached", services or "no services")
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("shutting down: closing %d connection(s)", len(net.connections))
+    await net.aclose(grace=args.grace)
+    counters = net.stack.counters
+    log.info("stopped; counters: %s",
+             ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            return cmd_serve(args)
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,564 @@
+"""A Linux TUN interface as a non-blocking packet file descriptor.
+
+How TUN works (kernel ``Documentation/networking/tuntap.rst``):
+
+* Every interface is made by opening the *clone device* ``/dev/net/tun`` and
+  issuing the ``TUNSETIFF`` ioctl with a ``struct ifreq`` naming the interface
+  and carrying flags (tuntap.rst section 3, "Program interface"). If no
+  interface of that name exists the kernel creates one; if a TUN interface of
+  that name exists (e.g. a persistent one made by ``ip tuntap add``), the file
+  descriptor is attached to it instead. The name may be a template such as
+  ``"tun%d"``; the kernel writes the name it chose back into the ``ifreq``.
+* ``IFF_TUN`` asks for a layer-3 device: each ``read()`` returns exactly one IP
+  packet the kernel routed into the interface, each ``write()`` hands exactly
+  one IP packet to the kernel's input path as if it had arrived on the wire.
+  No link-layer header, no ARP.
+* ``IFF_NO_PI`` drops the 4-byte "packet information" prefix (flags and an
+  EtherType) that TUN would otherwise put in front of every frame
+  (tuntap.rst 3.2, "Frame format"); the kernel then infers IPv4 vs IPv6 on
+  write from the version nibble of the packet.
+* A non-persistent interface lives exactly as long as some file descriptor is
+  attached to it: closing the last one unregisters it. A *persistent* one
+  (``TUNSETPERSIST``, which is what ``ip tuntap add`` does) survives.
+* Without ``IFF_MULTI_QUEUE`` an interface has a single queue, so only one file
+  descriptor can be attached at a time; a second ``TUNSETIFF`` fails with
+  ``EBUSY`` (see the "Multiqueue tuntap interface" part of tuntap.rst).
+
+Addresses, MTU and link state are configured over rtnetlink with pyroute2.
+
+.. warning::
+   pyroute2 (0.9.x) runs its netlink socket on an asyncio event loop of its own
+   and cannot run while an event loop is already running in the calling
+   thread; it also fails outright on uvloop loops (uvloop cannot open an
+   ``AF_NETLINK`` datagram endpoint), including when a uvloop event-loop policy
+   is merely installed. This module therefore always hands pyroute2 a private
+   stdlib :class:`asyncio.SelectorEventLoop`. Call :meth:`TunDevice.open` and
+   :meth:`TunDevice.close` before the application's loop starts, after it
+   stops, or from a worker thread (``await asyncio.to_thread(dev.close)``). If
+   they are called on a thread whose loop is running, the netlink work is done
+   on a short-lived helper thread and the loop is blocked until it finishes
+   (milliseconds), which is correct but stalls every other task meanwhile.
+
+The reading and writing methods never touch netlink and are safe to call from
+``loop.add_reader`` callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno as _errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+__all__ = [
+    "IFF_NO_PI",
+    "IFF_TAP",
+    "IFF_TUN",
+    "IFF_TUN_EXCL",
+    "IFNAMSIZ",
+    "TUNSETIFF",
+    "Packet",
+    "TunDevice",
+    "TunError",
+]
+
+TUN_CLONE_DEVICE = "/dev/net/tun"
+"""The clone device every TUN/TAP file descriptor is opened from."""
+
+IFNAMSIZ = 16
+"""Size of an interface name buffer in ``struct ifreq``, including the NUL:
+names are at most 15 bytes (``include/uapi/linux/if.h``)."""
+
+# Flags for ifreq.ifr_flags, from include/uapi/linux/if_tun.h.
+IFF_TUN = 0x0001
+"""Layer-3 device: the file carries bare IP packets."""
+IFF_TAP = 0x0002
+"""Layer-2 device: the file carries Ethernet frames (not used here)."""
+IFF_NO_PI = 0x1000
+"""Do not prefix each packet with the 4-byte ``struct tun_pi``."""
+IFF_TUN_EXCL = 0x8000
+"""Fail with EBUSY instead of attaching if the interface already exists."""
+
+# TUNSETIFF is _IOW('T', 202, int) in if_tun.h. Encoded with the asm-generic
+# ioctl layout (x86, arm, arm64, riscv): dir(write=1)<<30 | size<<16 | type<<8 | nr.
+TUNSETIFF = (1 << 30) | (4 << 16) | (ord("T") << 8) | 202  # == 0x400454CA
+
+# struct ifreq: char ifr_name[IFNAMSIZ] then a union whose first member we use,
+# short ifr_flags; the union is 24 bytes on 64-bit, so the struct is 40 bytes.
+_IFREQ = struct.Struct("16sH22x")
+
+_MIN_MTU = 68  # ETH_MIN_MTU; the TUN driver's lower bound
+_MAX_MTU = 65535  # MAX_MTU in drivers/net/tun.c
+
+_RTNL_TUN_KIND = "tun"  # IFLA_INFO_KIND of both TUN and TAP interfaces
+
+Packet = bytes | bytearray | memoryview
+"""Anything :meth:`TunDevice.write` accepts."""
+
+_T = TypeVar("_T")
+
+
+class TunError(Exception):
+    """Opening or configuring a TUN interface failed; the message is one line.
+
+    ``errno`` holds the underlying error number when there was one.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """What rtnetlink tells about one interface."""
+
+    index: int
+    kind: str | None
+    tun_type: int | None
+    multi_queue: bool
+    mtu: int
+    addresses: frozenset[ipaddress.IPv4Interface]
+
+
+# --------------------------------------------------------------------- netlink
+
+
+def _netlink(fn: Callable[[Any], _T]) -> _T:
+    """Run ``fn(ipr)`` with a short-lived pyroute2 ``IPRoute`` in this network namespace.
+
+    See the module docstring for why pyroute2 gets a private selector loop and
+    why a thread whose event loop is running delegates to a helper thread.
+    (A new thread inherits the caller's network namespace, so this is safe.)
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _netlink_here(fn)
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="tcpstack-netlink"
+    ) as pool:
+        return pool.submit(_netlink_here, fn).result()
+
+
+def _netlink_here(fn: Callable[[Any], _T]) -> _T:
+    loop = asyncio.SelectorEventLoop()
+    try:
+        try:
+            ipr = IPRoute(use_event_loop=loop)
+        except OSError as exc:
+            raise TunError(
+                f"cannot open an rtnetlink socket: {os.strerror(exc.errno or 0)}",
+                errno=exc.errno,
+            ) from exc
+        with ipr:
+            return fn(ipr)
+    finally:
+        if not loop.is_closed():
+            # pyroute2 closes its datagram transport but the transport only
+            # finishes closing (connection_lost) on a later loop iteration;
+            # give it one so that no ResourceWarning is left behind.
+            try:
+                loop.run_until_complete(asyncio.sleep(0))
+            finally:
+                loop.close()
+
+
+def _nl_step(what: str, fn: Callable[[], _T]) -> _T:
+    """Run one netlink request, turning its failure into a one-line :class:`TunError`."""
+    try:
+        return fn()
+    except NetlinkError as exc:
+        code = int(exc.code)
+        raise TunError(f"{what}: {os.strerror(code)}", errno=code) from exc
+
+
+def _lookup(ipr: Any, name: str) -> _Link | None:
+    """Describe interface ``name``, or return None when there is none."""
+    indices = ipr.link_lookup(ifname=name)
+    if not indices:
+        return None
+    index = int(indices[0])
+    msg = ipr.get_links(index)[0]
+    kind: str | None = None
+    tun_type: int | None = None
+    multi_queue = False
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    if linkinfo is not None:
+        kind = linkinfo.get_attr("IFLA_INFO_KIND")
+        data = linkinfo.get_attr("IFLA_INFO_DATA")
+        if kind == _RTNL_TUN_KIND and data is not None and hasattr(data, "get_attr"):
+            raw_type = data.get_attr("IFLA_TUN_TYPE")
+            tun_type = None if raw_type is None else int(raw_type)
+            multi_queue = bool(data.get_attr("IFLA_TUN_MULTI_QUEUE"))
+    addresses: set[ipaddress.IPv4Interface] = set()
+    for amsg in ipr.get_addr(index=index, family=socket.AF_INET):
+        # On point-to-point links (TUN is one) IFA_ADDRESS is the peer; the
+        # interface's own address is IFA_LOCAL.
+        local = amsg.get_attr("IFA_LOCAL") or amsg.get_attr("IFA_ADDRESS")
+        if local is not None:
+            addresses.add(ipaddress.IPv4Interface(f"{local}/{int(amsg['prefixlen'])}"))
+    return _Link(
+        index=index,
+        kind=None if kind is None else str(kind),
+        tun_type=tun_type,
+        multi_queue=multi_queue,
+        mtu=int(msg.get_attr("IFLA_MTU")),
+        addresses=frozenset(addresses),
+    )
+
+
+def _configure(
+    ipr: Any, name: str, mtu: int, host_address: ipaddress.IPv4Interface | None
+) -> _Link:
+    """Set the MTU, add the host-side address if missing, and bring the link up."""
+    link = _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
+    if link is None:
+        raise TunError(f"interface {name!r} vanished while being configured")
+    index = link.index
+    if link.mtu != mtu:
+        _nl_step(
+            f"cannot set MTU {mtu} on {name!r}",
+            lambda: ipr.link("set", index=index, mtu=mtu),
+        )
+    if host_address is not None and host_address not in link.addresses:
+        _nl_step(
+            f"cannot add address {host_address} to {name!r}",
+            lambda: ipr.addr(
+                "add",
+                index=index,
+                address=str(host_address.ip),
+                prefixlen=host_address.network.prefixlen,
+            ),
+        )
+    _nl_step(f"cannot bring {name!r} up", lambda: ipr.link("set", index=index, state="up"))
+    final = _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
+    if final is None:
+        raise TunError(f"interface {name!r} vanished while being configured")
+    return final
+
+
+def _delete_if_ours(ipr: Any, name: str, index: int) -> None:
+    """Delete ``name`` if it still exists and is the TUN interface we created."""
+    link = _lookup(ipr, name)
+    if link is None or link.index != index or link.kind != _RTNL_TUN_KIND:
+        return
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if int(exc.code) != _errno.ENODEV:  # gone in the meantime is fine
+            raise
+
+
+# ----------------------------------------------------------------- char device
+
+
+def _check_name(name: str) -> bytes:
+    """Validate an interface name the way the kernel's ``dev_valid_name`` does."""
+    encoded = name.encode()
+    if not encoded:
+        raise TunError("interface name is empty")
+    if len(encoded) > IFNAMSIZ - 1:
+        raise TunError(
+            f"interface name {name!r} is {len(encoded)} bytes long; "
+            f"Linux allows at most {IFNAMSIZ - 1}"
+        )
+    if name in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in name):
+        raise TunError(f"invalid interface name {name!r}")
+    return encoded
+
+
+def _open_clone_device() -> int:
+    try:
+        return os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (_errno.ENOENT, _errno.ENODEV, _errno.ENXIO):
+            why = "not available (no device node, or the tun driver is missing)"
+        elif exc.errno in (_errno.EACCES, _errno.EPERM):
+            why = "not accessible (needs root or permission on the device node)"
+        else:
+            why = os.strerror(exc.errno or 0)
+        raise TunError(f"cannot open {TUN_CLONE_DEVICE}: {why}", errno=exc.errno) from exc
+
+
+def _tunsetiff(fd: int, encoded_name: bytes, flags: int, *, creating: bool) -> str:
+    """Issue TUNSETIFF; return the name the kernel reports back."""
+    name = encoded_name.decode()
+    try:
+        result = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(encoded_name, flags))
+    except OSError as exc:
+        code = exc.errno
+        if code == _errno.EPERM:
+            msg = (
+                f"not permitted to {'create' if creating else 'attach to'} TUN interface "
+                f"{name!r}: needs CAP_NET_ADMIN in the network namespace "
+                "(or to be the device's owner/group)"
+            )
+        elif code == _errno.EBUSY and creating:
+            msg = f"interface {name!r} appeared while it was being created"
+        elif code == _errno.EBUSY:
+            msg = (
+                f"TUN interface {name!r} is busy: another file descriptor is already "
+                "attached to its single queue"
+            )
+        elif code == _errno.EINVAL:
+            msg = (
+                f"kernel rejected TUNSETIFF for {name!r}: invalid name or incompatible "
+                "existing device (TAP or multi-queue)"
+            )
+        else:
+            msg = f"TUNSETIFF for {name!r} failed: {os.strerror(code or 0)}"
+        raise TunError(msg, errno=code) from exc
+    raw_name: bytes = _IFREQ.unpack(result)[0]
+    return raw_name.split(b"\0", 1)[0].decode()
+
+
+# ---------------------------------------------------------------------- device
+
+
+class TunDevice:
+    """An open, non-blocking TUN interface (``IFF_TUN | IFF_NO_PI``).
+
+    Create one with :meth:`open`. Attributes:
+
+    ``fd``
+        The non-blocking file descriptor (``-1`` once closed); register it with
+        ``loop.add_reader`` and drain it with :meth:`read_batch`.
+    ``name``
+        The interface name as the kernel reports it.
+    ``mtu``
+        The interface MTU as configured in the kernel when the device was opened.
+    ``created``
+        True if :meth:`open` created the interface (it is then removed by
+        :meth:`close`), False if it attached to an existing one.
+    ``index``
+        The interface index (``ifindex``).
+    """
+
+    __slots__ = ("created", "fd", "index", "mtu", "name")
+
+    def __init__(self, fd: int, name: str, mtu: int, created: bool, index: int) -> None:
+        self.fd = fd
+        self.name = name
+        self.mtu = mtu
+        self.created = created
+        self.index = index
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        mtu: int = 1500,
+        host_address: ipaddress.IPv4Interface | None = None,
+        configure: bool | None = None,
+    ) -> TunDevice:
+        """Open (creating if needed) the TUN interface ``name`` in this network namespace.
+
+        If an interface called ``name`` already exists it must be a single-queue
+        TUN interface (for example a persistent one from
+        ``ip tuntap add mode tun name NAME``); the device attaches to it and,
+        unless ``configure`` is True, leaves its MTU, addresses and link state
+        alone. Such an interface is never deleted by :meth:`close`.
+
+        Otherwise the interface is created (``IFF_TUN_EXCL`` guards against a
+        concurrent creator) and, unless ``configure`` is False, given ``mtu``,
+        the host-side (kernel) address ``host_address`` such as
+        ``IPv4Interface("10.0.0.1/24")``, and brought up. The kernel adds the
+        connected route for ``host_address``'s network, so traffic to the
+        other addresses of that network is routed into the device.
+
+        ``configure=True`` on an existing interface sets its MTU, adds
+        ``host_address`` if it is not present and brings it up.
+
+        ``name`` may be a kernel template like ``"tcpst%d"``; the chosen name is
+        in :attr:`name`.
+
+        Raises :class:`TunError` (one-line message) on any failure: name too
+        long or invalid, MTU out of range, an existing interface that is not a
+        TUN interface, missing permission (EPERM), an interface already held
+        by another file descriptor (EBUSY), or a netlink configuration error
+        (such as EEXIST for an address). A device created before a
+        configuration error is removed again.
+
+        Uses pyroute2; see the module docstring about event loops.
+        """
+        encoded = _check_name(name)
+        if not _MIN_MTU <= mtu <= _MAX_MTU:
+            raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
+
+        existing = _netlink(
+            lambda ipr: _nl_step(f"cannot look up interface {name!r}", lambda: _lookup(ipr, name))
+        )
+        if existing is not None:
+            if existing.kind != _RTNL_TUN_KIND:
+                raise TunError(
+                    f"interface {name!r} exists but is not a TUN device "
+                    f"(kind: {existing.kind or 'unknown, e.g. physical or loopback'})"
+                )
+            if existing.tun_type == IFF_TAP:
+                raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
+            if existing.multi_queue:
+                raise TunError(f"interface {name!r} is a multi-queue TUN device; not supported")
+
+        creating = existing is None
+        flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
+        fd = _open_clone_device()
+        try:
+            actual_name = _tunsetiff(fd, encoded, flags, creating=creating)
+        except BaseException:
+            os.close(fd)
+            raise
+
+        do_configure = creating if configure is None else configure
+        device = cls(fd, actual_name, mtu, creating, -1)
+        try:
+            # SIOCGIFINDEX: an ioctl, so no netlink needed to learn the index
+            # that close() later uses to recognise "our" interface.
+            device.index = socket.if_nametoindex(actual_name)
+            if do_configure:
+                link = _netlink(lambda ipr: _configure(ipr, actual_name, mtu, host_address))
+            else:
+                found = _netlink(
+                    lambda ipr: _nl_step(
+                        f"cannot look up {actual_name!r}", lambda: _lookup(ipr, actual_name)
+                    )
+                )
+                if found is None:
+                    raise TunError(f"interface {actual_name!r} vanished after TUNSETIFF")
+                link = found
+        except BaseException:
+            try:
+                device.close()
+            except TunError:
+                pass  # report the original failure
+            raise
+        device.index = link.index
+        device.mtu = link.mtu
+        return device
+
+    def close(self) -> None:
+        """Close the file descriptor; remove the interface if :meth:`open` created it.
+
+        Closing the last descriptor of a non-persistent TUN interface makes the
+        kernel unregister it; if it is still there (its descriptor was shared
+        with a forked child, or someone made it persistent) it is deleted over
+        netlink, but only if it still has the ifindex it was created with.
+        Idempotent. Uses pyroute2 when the interface was created; see the
+        module docstring about event loops.
+        """
+        fd, self.fd = self.fd, -1
+        if fd < 0:
+            return
+        os.close(fd)
+        if self.created:
+            name, index = self.name, self.index
+            _netlink(
+                lambda ipr: _nl_step(
+                    f"cannot delete interface {name!r}", lambda: _delete_if_ours(ipr, name, index)
+                )
+            )
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self.fd < 0
+
+    def fileno(self) -> int:
+        """The file descriptor, for ``select``/``loop.add_reader``."""
+        return self.fd
+
+    def __enter__(self) -> TunDevice:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.fd < 0 else f"fd={self.fd}"
+        return (
+            f"<TunDevice {self.name!r} {state} mtu={self.mtu} "
+            f"{'created' if self.created else 'attached'}>"
+        )
+
+    # -- I/O ------------------------------------------------------------------
+
+    def read_batch(self, max_packets: int = 256, bufsize: int = 65536) -> list[bytes]:
+        """Read up to ``max_packets`` packets without blocking; ``[]`` if none is queued.
+
+        Each read returns one whole IP packet. A packet longer than ``bufsize``
+        is silently truncated by the kernel, so keep ``bufsize`` at least the
+        MTU (the default covers the largest possible TUN MTU). Raises
+        :class:`ValueError` on a closed device; other ``OSError`` s propagate
+        (e.g. EBADFD if the interface was deleted underneath).
+        """
+        fd = self.fd
+        if fd < 0:
+            raise ValueError("I/O on a closed TunDevice")
+        packets: list[bytes] = []
+        append = packets.append
+        read = os.read
+        try:
+            for _ in range(max_packets):
+                append(read(fd, bufsize))
+        except BlockingIOError:
+            pass
+        return packets
+
+    def write(self, packet: Packet) -> bool:
+        """Hand one IP packet to the kernel; False if it was not taken.
+
+        False means the kernel had no room right now (EAGAIN or ENOBUFS); the
+        packet was dropped and nothing was counted, so the caller decides
+        whether to retry or count a drop. Any other ``OSError`` propagates
+        (e.g. EINVAL for a packet whose first nibble is neither 4 nor 6).
+        """
+        fd = self.fd
+        if fd < 0:
+            raise ValueError("I/O on a closed TunDevice")
+        try:
+            os.write(fd, packet)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno == _errno.ENOBUFS:
+                return False
+            raise
+        return True
+
+    def write_batch(self, packets: Iterable[Packet]) -> int:
+        """Write packets in order until one is not taken; return how many were written."""
+        fd = self.fd
+        if fd < 0:
+            raise ValueError("I/O on a closed TunDevice")
+        write = os.write
+        written = 0
+        for packet in packets:
+            try:
+                write(fd, packet)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == _errno.ENOBUFS:
+                    break
+                raise
+            written += 1
+        return written

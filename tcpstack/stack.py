@@ -1,0 +1,386 @@
+"""The sans-I/O network stack: IP packets in, IP packets out, one deadline.
+
+:class:`Stack` validates each received packet (dropping and counting malformed
+ones by reason), answers ICMP echo, demultiplexes TCP segments to connections by
+their 4-tuple with a fallback to listeners, and answers segments for closed ports
+with RST (RFC 9293 3.10.7.1). It keeps one timer heap for all connections and
+exposes a single :meth:`Stack.next_deadline`, so the event loop needs one timer.
+
+Usage by an I/O shell, per wake-up::
+
+    for pkt in device_packets:
+        stack.receive(pkt, now)
+    stack.handle_timer(now)            # if the deadline passed
+    for tcb in stack.take_notified():  # connections with events
+        ... tcb.take_events() ...
+    device.write_batch(stack.packets_to_send(now))
+
+Application calls on a TCB (send, recv, close) mark it dirty; the next
+:meth:`packets_to_send` transmits what they caused.
+
+Nothing here performs I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import count
+
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.isn import IsnGenerator
+from tcpstack.tcp.seq import seq_add, seq_gt
+from tcpstack.tcp.state import State
+from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire import icmp as icmp_wire
+from tcpstack.wire.errors import BytesLike, Malformed
+from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
+from tcpstack.wire.tcp import ACK, RST, SYN, TcpSegment, emit_tcp_ipv4, parse_tcp
+
+log = logging.getLogger("tcpstack.stack")
+
+Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
+
+EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """Stack-wide settings: our own IPv4 addresses and the TCP tunables."""
+
+    addresses: tuple[ipaddress.IPv4Address, ...] = (ipaddress.IPv4Address("10.0.0.2"),)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    ttl: int = 64
+    answer_ping: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            raise ValueError("the stack needs at least one address")
+        for a in self.addresses:
+            if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
+                raise ValueError(f"{a} cannot be a host address")
+        if not 1 <= self.ttl <= 255:
+            raise ValueError(f"TTL {self.ttl} out of range 1..255")
+
+
+class Listener:
+    """A passive OPEN on a port (RFC 9293 3.10.1), on every address of the stack.
+
+    ``backlog`` bounds connections still in SYN-RECEIVED; SYNs beyond it are
+    dropped and counted (the client retransmits), as Linux does without SYN cookies.
+    """
+
+    __slots__ = ("backlog", "half_open", "port")
+
+    def __init__(self, port: int, backlog: int) -> None:
+        self.port = port
+        self.backlog = backlog
+        self.half_open = 0
+
+    def __repr__(self) -> str:
+        return f"<Listener :{self.port} backlog={self.backlog} half_open={self.half_open}>"
+
+
+def _is_bad_source(src: int) -> bool:
+    """RFC 1122 3.2.1.3 / 4.2.3.10: never answer broadcast, multicast or 0.0.0.0 sources."""
+    return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
+
+
+class Stack:
+    """The sans-I/O stack. All methods take ``now`` where time matters; none raise on input."""
+
+    def __init__(self, config: StackConfig | None = None, *, isn_secret: bytes | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.config = config or StackConfig()
+        self.tcp_config = self.config.tcp
+        self.addresses = frozenset(int(a) for a in self.config.addresses)
+        self._primary = int(self.config.addresses[0])
+        self.counters: Counter[str] = Counter()
+        self.tcbs: dict[Key, Tcb] = {}
+        self.listeners: dict[int, Listener] = {}
+        self._isn = IsnGenerator(isn_secret)
+        self._rng = rng or random.SystemRandom()
+        self._dirty: list[Tcb] = []
+        self._notified: list[Tcb] = []
+        self._control: list[bytearray] = []
+        self._timers: list[tuple[float, int, Tcb]] = []
+        self._timer_seq = count()
+        self._ident = self._rng.randrange(0x10000)
+
+    # --------------------------------------------------------------- control
+
+    def listen(self, port: int, backlog: int = 128) -> Listener:
+        """Open a listener on ``port`` on all stack addresses."""
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} out of range 1..65535")
+        if port in self.listeners:
+            raise OSError(98, f"port {port} already has a listener")
+        listener = Listener(port, max(1, backlog))
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, port: int) -> None:
+        """Close a listener; established connections are not affected."""
+        self.listeners.pop(port, None)
+
+    def connect(self, remote_ip: int | str, remote_port: int, now: float,
+                local_ip: int | str | None = None, local_port: int | None = None) -> Tcb:
+        """Active OPEN (RFC 9293 3.10.1): returns a TCB in SYN-SENT."""
+        rip = int(ipaddress.IPv4Address(remote_ip))
+        lip = self._primary if local_ip is None else int(ipaddress.IPv4Address(local_ip))
+        if lip not in self.addresses:
+            raise OSError(99, f"{ipaddress.IPv4Address(lip)} is not an address of this stack")
+        if not 1 <= remote_port <= 65535:
+            raise ValueError(f"port {remote_port} out of range 1..65535")
+        if local_port is None:
+            local_port = self._pick_port(lip, rip, remote_port)
+        key = (lip, local_port, rip, remote_port)
+        if key in self.tcbs:
+            raise OSError(98, "connection already exists")
+        iss = self._isn.isn(lip, local_port, rip, remote_port, now)
+        tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now)
+        self._adopt(key, tcb)
+        tcb._dirty = True
+        self._dirty.append(tcb)
+        return tcb
+
+    def _pick_port(self, lip: int, rip: int, rport: int) -> int:
+        n = len(EPHEMERAL_PORTS)
+        start = self._rng.randrange(n)
+        for i in range(n):
+            port = EPHEMERAL_PORTS[(start + i) % n]
+            if (lip, port, rip, rport) not in self.tcbs and port not in self.listeners:
+                return port
+        raise OSError(99, "no free local port")
+
+    def _adopt(self, key: Key, tcb: Tcb) -> None:
+        self.tcbs[key] = tcb
+        tcb._on_dirty = self._mark_dirty
+
+    def _mark_dirty(self, tcb: Tcb) -> None:
+        self._dirty.append(tcb)
+
+    # --------------------------------------------------------------- receive
+
+    def receive(self, packet: BytesLike, now: float) -> None:
+        """Process one IP packet. Malformed input is counted by reason and dropped."""
+        try:
+            self._receive(packet, now)
+        except Malformed as e:
+            self.counters[e.reason] += 1
+        except Exception:  # a bug must not take the stack down; make it loud instead
+            self.counters["internal_error"] += 1
+            log.exception("internal error while processing a packet")
+
+    def _receive(self, packet: BytesLike, now: float) -> None:
+        self.counters["ip_received"] += 1
+        ip = parse_ipv4(packet)
+        if ip.dst not in self.addresses:
+            self.counters["ip_not_for_us"] += 1
+            return
+        if _is_bad_source(ip.src) or ip.src in self.addresses:
+            self.counters["ip_bad_source"] += 1
+            return
+        proto = ip.proto
+        if proto == PROTO_TCP:
+            self._receive_tcp(ip.src, ip.dst, ip.payload, now)
+        elif proto == PROTO_ICMP:
+            self._receive_icmp(ip.src, ip.dst, ip.payload)
+        elif proto == PROTO_UDP:
+            # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
+            self.counters["udp_port_unreachable"] += 1
+            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
+                icmp_wire.CODE_PORT_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+        else:
+            # RFC 1122 3.2.2.1: protocol unreachable.
+            self.counters["ip_unknown_protocol"] += 1
+            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
+                icmp_wire.CODE_PROTOCOL_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+
+    def _receive_icmp(self, src: int, dst: int, payload: memoryview) -> None:
+        msg = icmp_wire.parse_icmp(payload)
+        if msg.type == icmp_wire.ECHO_REQUEST:
+            if not self.config.answer_ping:
+                self.counters["icmp_echo_ignored"] += 1
+                return
+            self.counters["icmp_echo_replied"] += 1
+            self._send_icmp(dst, src, icmp_wire.build_echo_reply(msg))
+        else:
+            self.counters[f"icmp_type_{msg.type}_ignored"] += 1
+
+    def _send_icmp(self, src: int, dst: int, message: bytearray) -> None:
+        self._control.append(build_ipv4(src, dst, PROTO_ICMP, message, self._next_ident(),
+                                        self.config.ttl))
+
+    def _receive_tcp(self, src: int, dst: int, payload: memoryview, now: float) -> None:
+        seg = parse_tcp(payload, src, dst)
+        self.counters["tcp_received"] += 1
+        if seg.dst_port == 0 or seg.src_port == 0:
+            self.counters["tcp_port_zero"] += 1
+            return
+        key = (dst, seg.dst_port, src, seg.src_port)
+        tcb = self.tcbs.get(key)
+        if tcb is not None:
+            if tcb.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
+                    and seq_gt(seg.seq, tcb.rcv_nxt):
+                # RFC 9293 3.10.7.4 note / RFC 6191: a new SYN above the old sequence
+                # space may reopen a connection in TIME-WAIT.
+                self.counters["tcp_time_wait_reused"] += 1
+                self._remove(key, tcb)
+            else:
+                tcb.receive(seg, now)
+                return
+        listener = self.listeners.get(seg.dst_port)
+        if listener is None:
+            self.counters["tcp_closed_port"] += 1
+            self._reply_rst(dst, src, seg)
+            return
+        self._receive_listen(listener, key, seg, now)
+
+    def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN."""
+        flags = seg.flags
+        if flags & RST:
+            self.counters["tcp_listen_rst_ignored"] += 1
+            return
+        if flags & ACK:
+            self.counters["tcp_listen_ack_reset"] += 1
+            self._reply_rst(key[0], key[2], seg)
+            return
+        if not flags & SYN:
+            self.counters["tcp_listen_no_syn"] += 1
+            return
+        if listener.half_open >= listener.backlog:
+            self.counters["tcp_listen_overflow"] += 1
+            return
+        lip, lport, rip, rport = key
+        iss = self._isn.isn(lip, lport, rip, rport, now)
+        tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now)
+        tcb.listener = listener
+        tcb.half_open = True
+        listener.half_open += 1
+        self._adopt(key, tcb)
+        tcb._dirty = True
+        self._dirty.append(tcb)
+        self.counters["tcp_syn_accepted"] += 1
+
+    def _reply_rst(self, local: int, remote: int, seg: TcpSegment) -> None:
+        """RST for a segment that has no connection (RFC 9293 3.10.7.1).
+
+        Never in answer to a RST. If the segment has ACK, the RST takes its sequence
+        number from SEG.ACK; otherwise it is <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+        """
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            rst = TcpSegment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len),
+                             RST | ACK, 0)
+        self.counters["tcp_rst_sent"] += 1
+        self._control.append(
+            emit_tcp_ipv4(rst, local, remote, self._next_ident(), self.config.ttl))
+
+    # ---------------------------------------------------------------- output
+
+    def packets_to_send(self, now: float) -> list[bytearray]:
+        """Flush every connection touched since the last call; return IP packets to write."""
+        out = self._control
+        self._control = []
+        dirty = self._dirty
+        self._dirty = []
+        ttl = self.config.ttl
+        for tcb in dirty:
+            for seg in tcb.segments_to_send(now):
+                out.append(emit_tcp_ipv4(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
+                                         ttl))
+            self._after_flush(tcb)
+        self.counters["ip_sent"] += len(out)
+        return out
+
+    def _after_flush(self, tcb: Tcb) -> None:
+        if tcb.half_open and tcb.state is not State.SYN_RECEIVED:
+            self._release_half_open(tcb)
+        if tcb.events:
+            self._notified.append(tcb)
+        if tcb.state is State.CLOSED:
+            key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
+            if self.tcbs.get(key) is tcb:
+                self._remove(key, tcb)
+            return
+        self._schedule(tcb)
+
+    def _remove(self, key: Key, tcb: Tcb) -> None:
+        del self.tcbs[key]
+        self._release_half_open(tcb)
+
+    @staticmethod
+    def _release_half_open(tcb: Tcb) -> None:
+        """A passive TCB leaving SYN-RECEIVED frees its backlog slot, exactly once."""
+        if tcb.half_open:
+            tcb.half_open = False
+            tcb.listener.half_open -= 1
+
+    def has_pending_output(self) -> bool:
+        """True if a connection or control packet is waiting for :meth:`packets_to_send`."""
+        return bool(self._dirty or self._control)
+
+    def take_notified(self) -> list[Tcb]:
+        """Connections that have events waiting (call after :meth:`packets_to_send`)."""
+        out = self._notified
+        self._notified = []
+        return out
+
+    # ---------------------------------------------------------------- timers
+
+    def _schedule(self, tcb: Tcb) -> None:
+        d = tcb.next_deadline()
+        if d is not None and (tcb._heap_deadline is None or d < tcb._heap_deadline):
+            tcb._heap_deadline = d
+            heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap)."""
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run all connection timers due at ``now``. Lazy: stale entries are skipped."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            d, _, tcb = heapq.heappop(timers)
+            if tcb._heap_deadline == d:
+                tcb._heap_deadline = None
+            if tcb.state is State.CLOSED:
+                continue
+            actual = tcb.next_deadline()
+            if actual is not None and actual <= now:
+                try:
+                    tcb.handle_timer(now)
+                except Exception:
+                    self.counters["internal_error"] += 1
+                    log.exception("internal error in a connection timer")
+                tcb._mark()
+            else:
+                self._schedule(tcb)
+
+    # ---------------------------------------------------------------- misc
+
+    def _next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
+
+    def connections(self) -> Iterable[Tcb]:
+        return self.tcbs.values()
+
+    def abort_all(self) -> None:
+        """Reset every connection (used at shutdown after the grace period)."""
+        for tcb in list(self.tcbs.values()):
+            tcb.abort()
+
+
+__all__ = ["Listener", "Stack", "StackConfig"]

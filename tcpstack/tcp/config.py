@@ -1,0 +1,59 @@
+"""Tunables of the TCP engine, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tcpstack.tcp import congestion
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """Per-stack TCP settings. Times are in seconds, sizes in bytes.
+
+    ``mss`` is the MSS we advertise (RFC 9293 3.7.1: interface MTU minus 40 for IPv4).
+    ``snd_buf`` is the high-water mark above which writers are asked to wait.
+    """
+
+    mss: int = 1460
+    rcv_buf: int = 256 * 1024
+    snd_buf: int = 256 * 1024
+    msl: float = 30.0
+    fin_timeout: float = 60.0
+    rto_initial: float = 1.0
+    rto_min: float = 0.2
+    rto_max: float = 120.0
+    max_retries: int = 15
+    syn_retries: int = 6
+    synack_retries: int = 5
+    initial_window: int = 10
+    congestion_control: str = "newreno"
+    window_scaling: bool = True
+
+    def __post_init__(self) -> None:
+        if not 88 <= self.mss <= 65495:
+            raise ValueError(f"MSS {self.mss} out of range 88..65495")
+        if not 1024 <= self.rcv_buf <= 1 << 30:
+            raise ValueError(f"receive buffer {self.rcv_buf} out of range 1024..2**30")
+        if not 1024 <= self.snd_buf <= 1 << 30:
+            raise ValueError(f"send buffer {self.snd_buf} out of range 1024..2**30")
+        if not 0 < self.msl <= 3600:
+            raise ValueError(f"MSL {self.msl} out of range (0, 3600] seconds")
+        if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
+            raise ValueError("RTO settings must satisfy 0 < rto_min <= rto_initial <= rto_max")
+        if self.max_retries < 1 or self.syn_retries < 1 or self.synack_retries < 1:
+            raise ValueError("retry limits must be at least 1")
+        if self.fin_timeout <= 0:
+            raise ValueError("fin_timeout must be positive")
+        if self.initial_window < 1:
+            raise ValueError("initial window must be at least one segment")
+        if self.congestion_control not in congestion.ALGORITHMS:
+            raise ValueError(f"unknown congestion control {self.congestion_control!r}")
+
+    @property
+    def rcv_wscale(self) -> int:
+        """Our window-scale shift: the smallest letting ``rcv_buf`` fit (RFC 7323 2.2)."""
+        shift = 0
+        while (self.rcv_buf >> shift) > 0xFFFF and shift < 14:
+            shift += 1
+        return shift

@@ -1,0 +1,853 @@
+"""The transmission control block: one TCP connection's state machine (RFC 9293).
+
+A :class:`Tcb` is driven by four kinds of input, each taking the current time:
+
+* :meth:`Tcb.receive` -- a parsed segment arrived for this connection;
+* :meth:`Tcb.handle_timer` -- the deadline from :meth:`Tcb.next_deadline` passed;
+* application calls -- :meth:`send`, :meth:`recv`, :meth:`shutdown_write`,
+  :meth:`close`, :meth:`abort`;
+* :meth:`Tcb.segments_to_send` -- the owner collects what to transmit.
+
+Processing a segment only updates state and sets flags; segments are generated
+when the owner calls :meth:`segments_to_send`, normally once per batch of received
+packets, so a burst of arrivals is answered with one ACK (or with data carrying it).
+Events for the application accumulate in :attr:`events`.
+
+The code follows the "SEGMENT ARRIVES" procedure of RFC 9293 3.10.7, in order;
+comments cite the step. Out-of-order queueing, SACK, timestamps, fast retransmit,
+delayed ACKs and Nagle are later additions and are marked where they will slot in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tcpstack.tcp import congestion
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.seq import (
+    MASK,
+    seq_add,
+    seq_diff,
+    seq_ge,
+    seq_gt,
+    seq_in_window,
+    seq_le,
+    seq_lt,
+)
+from tcpstack.tcp.state import (
+    CAN_SEND,
+    CLOSE_TRANSITIONS,
+    FIN_ACKED_TRANSITIONS,
+    FIN_RECEIVED_TRANSITIONS,
+    RECEIVES_TEXT,
+    State,
+)
+from tcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpOptions, TcpSegment
+
+DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+
+
+class Tcb:
+    """One connection. Create with :meth:`passive_open` or :meth:`active_open`."""
+
+    __slots__ = (
+        "_ack_pending",
+        "_closed_by_app",
+        "_data_event_pending",
+        "_dirty",
+        "_fin_queued",
+        "_heap_deadline",
+        "_on_dirty",
+        "_out",
+        "_persist_backoff",
+        "_probes",
+        "_retries",
+        "_rtt_seq",
+        "_rtt_time",
+        "_sndbuf",
+        "_write_blocked",
+        "cc",
+        "cfg",
+        "events",
+        "fin_wait_deadline",
+        "half_open",
+        "irs",
+        "iss",
+        "listener",
+        "local_ip",
+        "local_port",
+        "max_snd_wnd",
+        "persist_deadline",
+        "rcv_adv",
+        "rcv_buf",
+        "rcv_nxt",
+        "rcv_wscale",
+        "remote_ip",
+        "remote_port",
+        "rto_deadline",
+        "rtt",
+        "snd_buf_seq",
+        "snd_max",
+        "snd_mss",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "state",
+        "time_wait_deadline",
+        "user",
+        "wscale_ok",
+    )
+
+    def __init__(
+        self,
+        cfg: TcpConfig,
+        local: tuple[int, int],
+        remote: tuple[int, int],
+        iss: int,
+    ) -> None:
+        self.cfg = cfg
+        self.local_ip, self.local_port = local
+        self.remote_ip, self.remote_port = remote
+        self.state = State.CLOSED
+        self.iss = iss
+        self.irs = 0
+        # Send sequence space (RFC 9293 3.3.1). snd_max is the highest sequence
+        # number sent so far; snd_nxt is pulled back to snd_una on a timeout.
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.wscale_ok = False
+        self.snd_mss = DEFAULT_PEER_MSS
+        # Receive sequence space. rcv_adv is the right edge last advertised,
+        # which must never move left (RFC 9293 3.8.6.2.2).
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wscale = 0
+        self.rcv_buf = bytearray()
+        # Bytes not yet acknowledged, sent or not; _sndbuf[0] has sequence snd_buf_seq.
+        self._sndbuf = bytearray()
+        self.snd_buf_seq = seq_add(iss, 1)
+        self._fin_queued = False
+        self._closed_by_app = False
+        self._write_blocked = False
+        self._ack_pending = False
+        self._data_event_pending = False
+        self._out: list[TcpSegment] = []
+        self.events: list[ev.Event] = []
+        self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self._rtt_seq: int | None = None
+        self._rtt_time = 0.0
+        self._retries = 0
+        self._probes = 0
+        self._persist_backoff = 0
+        self.cc: congestion.CongestionControl = congestion.create(
+            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window
+        )
+        self.rto_deadline: float | None = None
+        self.persist_deadline: float | None = None
+        self.time_wait_deadline: float | None = None
+        self.fin_wait_deadline: float | None = None
+        # Owner's bookkeeping: the stack's dirty-list hook and timer-heap entry,
+        # the listener that spawned a passive connection, the application handle.
+        self._dirty = False
+        self._on_dirty: Callable[[Tcb], None] | None = None
+        self._heap_deadline: float | None = None
+        self.listener: Any = None
+        self.half_open = False
+        self.user: Any = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def passive_open(
+        cls,
+        cfg: TcpConfig,
+        local: tuple[int, int],
+        remote: tuple[int, int],
+        syn: TcpSegment,
+        iss: int,
+        now: float,
+    ) -> Tcb:
+        """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK."""
+        tcb = cls(cfg, local, remote, iss)
+        tcb.irs = syn.seq
+        tcb.rcv_nxt = seq_add(syn.seq, 1)
+        tcb._negotiate(syn.options, offered_wscale=syn.options.wscale is not None)
+        # The window in a SYN is never scaled (RFC 7323 2.2).
+        tcb.snd_wnd = syn.window
+        tcb.max_snd_wnd = syn.window
+        tcb.snd_wl1 = syn.seq
+        tcb.snd_wl2 = iss
+        tcb.state = State.SYN_RECEIVED
+        tcb._send_syn(now, ack=True)
+        return tcb
+
+    @classmethod
+    def active_open(
+        cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int], iss: int, now: float
+    ) -> Tcb:
+        """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
+        tcb = cls(cfg, local, remote, iss)
+        tcb.state = State.SYN_SENT
+        tcb._send_syn(now, ack=False)
+        return tcb
+
+    def _negotiate(self, opts: TcpOptions, offered_wscale: bool) -> None:
+        """Apply the peer's SYN options: MSS (RFC 9293 3.7.1), window scale (RFC 7323 2.2)."""
+        peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
+        self.snd_mss = max(64, min(peer_mss, self.cfg.mss))
+        self.cc.set_mss(self.snd_mss)
+        self.cc.cwnd = congestion.initial_window(self.snd_mss, self.cfg.initial_window)
+        self.wscale_ok = self.cfg.window_scaling and offered_wscale and opts.wscale is not None
+        if self.wscale_ok:
+            self.snd_wscale = opts.wscale or 0
+            self.rcv_wscale = self.cfg.rcv_wscale
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+
+    def _send_syn(self, now: float, ack: bool) -> None:
+        if ack:
+            opts = self._syn_options()
+        else:
+            opts = TcpOptions(mss=self.cfg.mss)
+            if self.cfg.window_scaling:
+                opts.wscale = self.cfg.rcv_wscale
+        # RFC 7323 2.2: the window field of a SYN is not scaled.
+        window = min(self.cfg.rcv_buf, 0xFFFF)
+        flags = SYN | ACK if ack else SYN
+        self._out.append(
+            TcpSegment(self.local_port, self.remote_port, self.iss,
+                       self.rcv_nxt if ack else 0, flags, window, opts)
+        )
+        self.rcv_adv = seq_add(self.rcv_nxt, window)
+        self.snd_nxt = seq_add(self.iss, 1)
+        self.snd_max = self.snd_nxt
+        if self._retries == 0:
+            self._rtt_seq = self.snd_nxt
+            self._rtt_time = now
+        self.rto_deadline = now + self.rtt.rto
+        self._mark()
+
+    # ---------------------------------------------------------------- app calls
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes queued for sending and not yet acknowledged."""
+        return len(self._sndbuf)
+
+    @property
+    def can_send(self) -> bool:
+        return self.state in CAN_SEND and not self._fin_queued
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` (RFC 9293 3.10.2 SEND). Raises ConnectionError if not allowed."""
+        if not self.can_send:
+            raise ConnectionError(f"cannot send in state {self.state} after shutdown")
+        if not data:
+            return
+        self._sndbuf += data
+        if len(self._sndbuf) > self.cfg.snd_buf:
+            self._write_blocked = True
+        self._mark()
+
+    @property
+    def recv_buffered(self) -> int:
+        return len(self.rcv_buf)
+
+    def recv(self, n: int = -1) -> bytes:
+        """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
+        buf = self.rcv_buf
+        if n < 0 or n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        if data:
+            self._window_update_check()
+        return data
+
+    def _window_update_check(self) -> None:
+        """Send a window update when reading opened the window substantially.
+
+        RFC 9293 3.8.6.2.2 (receiver SWS avoidance) and RFC 1122 4.2.3.3: announce
+        a larger window once it grows by min(half the buffer, 2 * MSS) or more.
+        """
+        if self.state not in RECEIVES_TEXT:
+            return
+        advertised = seq_diff(self.rcv_adv, self.rcv_nxt)
+        free = self.cfg.rcv_buf - len(self.rcv_buf)
+        if free - advertised >= min(self.cfg.rcv_buf // 2, 2 * self.cfg.mss):
+            self._ack_pending = True
+            self._mark()
+
+    def shutdown_write(self) -> None:
+        """Half-close: send FIN after the queued data (RFC 9293 3.10.4 CLOSE)."""
+        if self._fin_queued:
+            return
+        self._fin_queued = True
+        if self.state is State.SYN_RECEIVED or self.state is State.SYN_SENT:
+            # RFC 9293 3.10.4: queue the FIN until ESTABLISHED is reached.
+            self._mark()
+            return
+        nxt = CLOSE_TRANSITIONS.get(self.state)
+        if nxt is None:
+            return
+        self._fin_queued = True
+        self.state = nxt
+        self._mark()
+
+    def close(self) -> None:
+        """Full close: no more sending or receiving by the application.
+
+        Unread received data makes this an abort (RST), as RFC 2525 2.17 asks and
+        Linux does, so the peer learns its data was not consumed.
+        """
+        if self.state is State.CLOSED:
+            return
+        self._closed_by_app = True
+        if self.state is State.SYN_SENT:
+            # RFC 9293 3.10.4: CLOSE in SYN-SENT deletes the TCB; nothing was exchanged.
+            self._terminate(None)
+            return
+        if self.rcv_buf and self.state not in (State.TIME_WAIT, State.CLOSED):
+            self.rcv_buf.clear()
+            self.abort()
+            return
+        self.shutdown_write()
+        self._mark()  # segments_to_send arms the FIN-WAIT-2 timeout if needed
+
+    def abort(self) -> None:
+        """ABORT (RFC 9293 3.10.5): send RST if synchronized, and drop everything."""
+        if self.state is State.CLOSED:
+            return
+        if self.state in (State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1,
+                          State.FIN_WAIT_2, State.CLOSE_WAIT):
+            self._out.append(
+                TcpSegment(self.local_port, self.remote_port, self.snd_nxt, self.rcv_nxt,
+                           RST | ACK, 0)
+            )
+        self._terminate("aborted")
+
+    # --------------------------------------------------------------- receiving
+
+    def receive(self, seg: TcpSegment, now: float) -> None:
+        """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
+        state = self.state
+        if state is State.SYN_SENT:
+            self._receive_syn_sent(seg, now)
+        elif state is State.CLOSED or state is State.LISTEN:
+            return
+        else:
+            self._receive_synchronized(seg, now)
+
+    def _receive_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 3.10.7.3: SEGMENT ARRIVES in SYN-SENT."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            # First: an ACK outside (ISS, SND.NXT] gets a RST unless it is one.
+            if seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_max):
+                if not flags & RST:
+                    self._send_rst(seg.ack)
+                return
+            ack_ok = True
+        if flags & RST:
+            # Second: a RST is acceptable only with an acceptable ACK (RFC 5961 3.2).
+            if ack_ok:
+                self._terminate("refused")
+            return
+        if not flags & SYN:
+            return
+        # Fourth: the SYN.
+        self.irs = seg.seq
+        self.rcv_nxt = seq_add(seg.seq, 1)
+        self._negotiate(seg.options, offered_wscale=seg.options.wscale is not None)
+        if ack_ok:
+            self._ack_advance(seg.ack, now)
+            self.snd_wnd = seg.window  # SYN windows are unscaled
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = seg.ack
+            self.state = State.FIN_WAIT_1 if self._fin_queued else State.ESTABLISHED
+            self._ack_pending = True
+            self.events.append(ev.ESTABLISHED)
+            self._mark()
+            if seg.payload or seg.flags & FIN:
+                self._process_text(seg, now, self.rcv_nxt)
+        else:
+            # Simultaneous open: SYN-RECEIVED, answer with SYN,ACK on our ISS.
+            self.state = State.SYN_RECEIVED
+            self.snd_wnd = seg.window
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = self.iss
+            self._retries = 0
+            self._send_syn(now, ack=True)
+
+    def _acceptable(self, seg: TcpSegment) -> bool:
+        """The segment acceptability test of RFC 9293 3.10.7.4 (first)."""
+        wnd = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if wnd < 0:
+            wnd = 0
+        seg_len = seg.seg_len
+        if seg_len == 0:
+            if wnd == 0:
+                return seg.seq == self.rcv_nxt
+            return seq_in_window(seg.seq, self.rcv_nxt, wnd)
+        if wnd == 0:
+            return False
+        return seq_in_window(seg.seq, self.rcv_nxt, wnd) or seq_in_window(
+            seq_add(seg.seq, seg_len - 1), self.rcv_nxt, wnd
+        )
+
+    def _receive_synchronized(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 3.10.7.4: SEGMENT ARRIVES in SYN-RECEIVED and the synchronized states."""
+        flags = seg.flags
+        if self.state is State.TIME_WAIT:
+            self._receive_time_wait(seg, now)
+            return
+        if self.state is State.SYN_RECEIVED and flags & SYN and not flags & ACK \
+                and seg.seq == self.irs:
+            # A retransmitted SYN: our SYN,ACK was lost; send it again.
+            self._out.append(
+                TcpSegment(self.local_port, self.remote_port, self.iss, self.rcv_nxt, SYN | ACK,
+                           min(self.cfg.rcv_buf, 0xFFFF), self._syn_options())
+            )
+            self._mark()
+            return
+        # First: sequence number check.
+        if not self._acceptable(seg):
+            if flags & RST:
+                return
+            # RFC 9293 3.10.7.4: zero-window special case -- an ACK at RCV.NXT is
+            # still processed even though its text cannot be accepted.
+            if seg.seq == self.rcv_nxt and flags & ACK and not flags & SYN:
+                self._process_ack(seg, now)
+            self._ack_pending = True
+            self._mark()
+            return
+        # Second: RST (RFC 5961 3.2, adopted by RFC 9293): exact match resets,
+        # anything else in the window draws a challenge ACK.
+        if flags & RST:
+            if seg.seq == self.rcv_nxt:
+                self._terminate(None if self.state in (State.CLOSING, State.LAST_ACK)
+                                else "reset")
+            else:
+                self._ack_pending = True
+                self._mark()
+            return
+        # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
+        if flags & SYN:
+            self._ack_pending = True
+            self._mark()
+            return
+        # Fifth: segments without ACK are dropped.
+        if not flags & ACK:
+            return
+        if self.state is State.SYN_RECEIVED:
+            if seq_gt(seg.ack, self.snd_una) and seq_le(seg.ack, self.snd_max):
+                self.state = State.ESTABLISHED
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = self.snd_wnd
+                self.snd_wl1 = seg.seq
+                self.snd_wl2 = seg.ack
+                self.events.append(ev.ESTABLISHED)
+                self._mark()
+                if self._fin_queued:
+                    # CLOSE was called in SYN-RECEIVED: now the FIN can go.
+                    self.state = State.FIN_WAIT_1
+            else:
+                self._send_rst(seg.ack)
+                return
+        if not self._process_ack(seg, now):
+            return
+        if self.state is State.CLOSED:
+            return
+        self._process_text(seg, now, seg.seq)
+
+    def _receive_time_wait(self, seg: TcpSegment, now: float) -> None:
+        """TIME-WAIT: re-ACK a retransmitted FIN and restart 2*MSL (RFC 9293 3.10.7.4).
+
+        A RST is ignored here, following RFC 1337 (TIME-WAIT assassination hazards).
+        A new SYN is handled by the stack before it reaches this TCB (RFC 6191).
+        """
+        if seg.flags & RST:
+            return
+        if seg.flags & FIN or seg.seg_len:
+            self.time_wait_deadline = now + 2 * self.cfg.msl
+        self._ack_pending = True
+        self._mark()
+
+    def _process_ack(self, seg: TcpSegment, now: float) -> bool:
+        """The ACK field (RFC 9293 3.10.7.4, fifth). Returns False if the segment is dropped."""
+        ack = seg.ack
+        if seq_gt(ack, self.snd_max):
+            # Acknowledges something not yet sent: ACK and drop.
+            self._ack_pending = True
+            self._mark()
+            return False
+        if seq_lt(ack, (self.snd_una - max(self.max_snd_wnd, 1)) & MASK):
+            # RFC 5961 5.2: far too old an ACK is suspicious: challenge ACK, drop.
+            self._ack_pending = True
+            self._mark()
+            return False
+        if seq_gt(ack, self.snd_una):
+            self._ack_advance(ack, now)
+        # Window update (RFC 9293 3.10.7.4): only from a newer segment.
+        if seq_lt(self.snd_wl1, seg.seq) or (
+            self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)
+        ):
+            wnd = seg.window << self.snd_wscale
+            if wnd > self.snd_wnd:
+                self._mark()
+            self.snd_wnd = wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+            if wnd:
+                self.persist_deadline = None
+                self._persist_backoff = 0
+        if self._probes and seq_ge(ack, self.snd_una):
+            self._probes = 0
+        return True
+
+    def _ack_advance(self, ack: int, now: float) -> None:
+        """New data acknowledged: SND.UNA moves to ``ack``."""
+        flight = seq_diff(self.snd_max, self.snd_una)
+        acked = seq_diff(ack, self.snd_una)
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        # Drop acknowledged bytes from the send buffer.
+        n = seq_diff(ack, self.snd_buf_seq)
+        if n > 0:
+            k = min(n, len(self._sndbuf))
+            if k:
+                del self._sndbuf[:k]
+                self.snd_buf_seq = seq_add(self.snd_buf_seq, k)
+        # RTT sample (Karn's rule: _rtt_seq is cleared when we retransmit).
+        if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._retries = 0
+        self.rtt.reset_backoff()
+        self.cc.on_ack(acked, flight, now)
+        # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
+        if self.snd_una == self.snd_max:
+            self.rto_deadline = None
+        else:
+            self.rto_deadline = now + self.rtt.rto
+        if self._write_blocked and len(self._sndbuf) <= self.cfg.snd_buf // 2:
+            self._write_blocked = False
+            self.events.append(ev.WRITE_SPACE)
+        if self._fin_queued and self.snd_una == self.snd_max and \
+                seq_diff(self.snd_max, self.snd_buf_seq) == 1 and not self._sndbuf:
+            self._fin_acked(now)
+        self._mark()
+
+    def _fin_acked(self, now: float) -> None:
+        nxt = FIN_ACKED_TRANSITIONS.get(self.state)
+        if nxt is None:
+            return
+        self.events.append(ev.FIN_ACKED)
+        if nxt is State.CLOSED:
+            self._terminate(None)
+            return
+        self.state = nxt
+        if nxt is State.TIME_WAIT:
+            self._enter_time_wait(now)
+
+    def _process_text(self, seg: TcpSegment, now: float, seq: int) -> None:
+        """Segment text and FIN (RFC 9293 3.10.7.4, seventh and eighth)."""
+        payload = seg.payload
+        n = len(payload)
+        fin = bool(seg.flags & FIN)
+        if n:
+            if self.state not in RECEIVES_TEXT:
+                # CLOSE-WAIT, CLOSING, LAST-ACK: the peer already sent FIN; ignore.
+                return
+            if self._closed_by_app:
+                # Data after a full close: the application will never read it
+                # (RFC 1122 4.2.2.13, RFC 2525 2.17): reset.
+                self.abort()
+                return
+            # Trim what we already have from the front, what exceeds the window at the back.
+            skip = seq_diff(self.rcv_nxt, seq)
+            if skip > 0:
+                payload = payload[skip:]
+                seq = self.rcv_nxt
+                n = len(payload)
+            if seq != self.rcv_nxt:
+                # Out of order: not queued yet (reassembly arrives with SACK); a
+                # duplicate ACK tells the sender what we miss.
+                self._ack_pending = True
+                self._mark()
+                return
+            room = seq_diff(self.rcv_adv, self.rcv_nxt)
+            if n > room:
+                payload = payload[:max(room, 0)]
+                n = len(payload)
+                fin = False
+            if n:
+                self.rcv_buf += payload
+                self.rcv_nxt = seq_add(self.rcv_nxt, n)
+                if not self._data_event_pending:
+                    self._data_event_pending = True
+                    self.events.append(ev.DATA_RECEIVED)
+            self._ack_pending = True
+            self._mark()
+        if fin and seq_add(seq, n) == self.rcv_nxt:
+            self._receive_fin(now)
+
+    def _receive_fin(self, now: float) -> None:
+        """Eighth step: the peer's FIN (RFC 9293 3.10.7.4)."""
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self._ack_pending = True
+        self._mark()
+        state = self.state
+        nxt = FIN_RECEIVED_TRANSITIONS.get(state)
+        if nxt is None:
+            return  # CLOSE-WAIT, CLOSING, LAST-ACK: a retransmitted FIN; just ACK it.
+        self.events.append(ev.END_OF_STREAM)
+        self.state = nxt
+        if nxt is State.TIME_WAIT:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.rto_deadline = None
+        self.persist_deadline = None
+        self.fin_wait_deadline = None
+        self.time_wait_deadline = now + 2 * self.cfg.msl
+
+    # ---------------------------------------------------------------- sending
+
+    def _syn_options(self) -> TcpOptions:
+        """Options of our SYN,ACK: MSS always, window scale only if the peer offered it."""
+        opts = TcpOptions(mss=self.cfg.mss)
+        if self.wscale_ok:
+            opts.wscale = self.rcv_wscale
+        return opts
+
+    def _window_field(self) -> int:
+        """The window to advertise, scaled, never shrinking the right edge (3.8.6.2.2)."""
+        free = self.cfg.rcv_buf - len(self.rcv_buf)
+        advertised = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if advertised < 0:
+            advertised = 0
+        # Receiver SWS avoidance: move the right edge only by a worthwhile amount.
+        wnd = free if free - advertised >= min(self.cfg.rcv_buf // 2, self.cfg.mss) else advertised
+        wnd = max(wnd, advertised)
+        shift = self.rcv_wscale
+        field = wnd >> shift
+        if (field << shift) < advertised:
+            field += 1
+        if field > 0xFFFF:
+            field = 0xFFFF
+        self.rcv_adv = seq_add(self.rcv_nxt, field << shift)
+        return field
+
+    def _send_rst(self, seq: int) -> None:
+        self._out.append(TcpSegment(self.local_port, self.remote_port, seq, 0, RST, 0))
+        self._mark()
+
+    def segments_to_send(self, now: float) -> list[TcpSegment]:
+        """Everything this connection wants transmitted now; clears the dirty mark."""
+        self._dirty = False
+        self._data_event_pending = False
+        if self.state is State.FIN_WAIT_2 and self._closed_by_app and \
+                self.fin_wait_deadline is None:
+            # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
+            self.fin_wait_deadline = now + self.cfg.fin_timeout
+        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
+                          State.CLOSING, State.LAST_ACK):
+            self._send_data(now)
+        if self._ack_pending:
+            self._ack_pending = False
+            if self.state is not State.CLOSED and self.state is not State.SYN_SENT:
+                self._out.append(
+                    TcpSegment(self.local_port, self.remote_port, self.snd_nxt, self.rcv_nxt,
+                               ACK, self._window_field())
+                )
+        out = self._out
+        self._out = []
+        return out
+
+    def _send_data(self, now: float) -> None:
+        """Send what the windows allow: new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
+        mss = self.snd_mss
+        buf = self._sndbuf
+        sent_any = False
+        while True:
+            off = seq_diff(self.snd_nxt, self.snd_buf_seq)
+            unsent = len(buf) - off
+            if unsent > 0:
+                in_flight = seq_diff(self.snd_nxt, self.snd_una)
+                wnd = min(self.snd_wnd, self.cc.cwnd)
+                usable = wnd - in_flight
+                n = min(unsent, mss, usable)
+                if n <= 0:
+                    if self.snd_wnd == 0 and in_flight == 0:
+                        self._arm_persist(now)
+                    break
+                # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a short segment goes
+                # out only if it is all we have, or nothing is outstanding.
+                if n < mss and n < unsent and in_flight > 0:
+                    break
+                payload = bytes(buf[off:off + n])
+                flags = ACK
+                if n == unsent:
+                    flags |= PSH
+                    if self._fin_queued:
+                        flags |= FIN
+                self._emit(flags, payload, now)
+                sent_any = True
+                continue
+            if self._fin_queued and off == len(buf) and \
+                    self.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK):
+                self._emit(FIN | ACK, b"", now)
+                sent_any = True
+            break
+        if sent_any:
+            self._ack_pending = False
+
+    def _emit(self, flags: int, payload: bytes, now: float) -> None:
+        seq = self.snd_nxt
+        seg = TcpSegment(self.local_port, self.remote_port, seq, self.rcv_nxt, flags,
+                         self._window_field(), NO_OPTIONS, payload)
+        self._out.append(seg)
+        end = seq_add(seq, seg.seg_len)
+        self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            # Fresh data: time it if no measurement is running (RFC 6298 3, Karn).
+            if self._rtt_seq is None and seq == self.snd_max:
+                self._rtt_seq = end
+                self._rtt_time = now
+            self.snd_max = end
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.rto
+
+    def _arm_persist(self, now: float) -> None:
+        """RFC 9293 3.8.6.1: probe a zero window on a backed-off timer."""
+        if self.persist_deadline is None:
+            delay = min(self.rtt.rto * (1 << min(self._persist_backoff, 16)), self.cfg.rto_max)
+            self.persist_deadline = now + delay
+
+    # ----------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which :meth:`handle_timer` must run, or None."""
+        best: float | None = None
+        for d in (self.rto_deadline, self.persist_deadline, self.time_wait_deadline,
+                  self.fin_wait_deadline):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline has passed."""
+        if self.time_wait_deadline is not None and now >= self.time_wait_deadline:
+            self.time_wait_deadline = None
+            self._terminate(None)
+            return
+        if self.fin_wait_deadline is not None and now >= self.fin_wait_deadline:
+            self.fin_wait_deadline = None
+            if self.state is State.FIN_WAIT_2:
+                self._terminate(None)
+                return
+        if self.rto_deadline is not None and now >= self.rto_deadline:
+            self.rto_deadline = None
+            self._on_rto(now)
+        if self.persist_deadline is not None and now >= self.persist_deadline:
+            self.persist_deadline = None
+            self._on_persist(now)
+
+    def _on_rto(self, now: float) -> None:
+        """Retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1)."""
+        if self.snd_una == self.snd_max:
+            return
+        self._retries += 1
+        state = self.state
+        if state is State.SYN_SENT:
+            limit = self.cfg.syn_retries
+        elif state is State.SYN_RECEIVED:
+            limit = self.cfg.synack_retries
+        else:
+            limit = self.cfg.max_retries
+        if self._retries > limit:
+            self._terminate("timeout")
+            return
+        self.rtt.backoff()
+        self._rtt_seq = None  # Karn: no sample from a retransmitted segment
+        self.cc.on_timeout(seq_diff(self.snd_max, self.snd_una), now)
+        if state is State.SYN_SENT:
+            self._send_syn(now, ack=False)
+            return
+        if state is State.SYN_RECEIVED:
+            self._send_syn(now, ack=True)
+            return
+        # Go back to the first unacknowledged byte; the window now holds one segment.
+        self.snd_nxt = self.snd_una
+        self.rto_deadline = now + self.rtt.rto
+        self._mark()
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe: an old sequence number forces the peer to ACK its window."""
+        if self.snd_wnd != 0 or self.state not in (State.ESTABLISHED, State.CLOSE_WAIT,
+                                                   State.FIN_WAIT_1, State.CLOSING,
+                                                   State.LAST_ACK):
+            return
+        self._probes += 1
+        if self._probes > self.cfg.max_retries:
+            self._terminate("timeout")
+            return
+        self._out.append(
+            TcpSegment(self.local_port, self.remote_port, seq_add(self.snd_una, -1),
+                       self.rcv_nxt, ACK, self._window_field())
+        )
+        self._persist_backoff += 1
+        self._arm_persist(now)
+        self._mark()
+
+    # ------------------------------------------------------------- bookkeeping
+
+    def _terminate(self, error: str | None) -> None:
+        """Enter CLOSED and report it; the owner removes the TCB."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.rto_deadline = self.persist_deadline = None
+        self.time_wait_deadline = self.fin_wait_deadline = None
+        self._sndbuf.clear()
+        self._ack_pending = False
+        self.events.append(ev.Terminated(error))
+        self._mark()
+
+    def _mark(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            if self._on_dirty is not None:
+                self._on_dirty(self)
+
+    def take_events(self) -> list[ev.Event]:
+        out = self.events
+        self.events = []
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<Tcb {self.local_port}->{self.remote_port} {self.state} "
+            f"una={self.snd_una} nxt={self.snd_nxt} rcv_nxt={self.rcv_nxt}>"
+        )

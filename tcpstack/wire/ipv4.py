@@ -1,0 +1,109 @@
+"""IPv4 header parsing and building (RFC 791)."""
+
+from __future__ import annotations
+
+import struct
+
+from tcpstack.wire import checksum as _ck
+from tcpstack.wire.errors import BytesLike as Buffer
+from tcpstack.wire.errors import Malformed
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+HEADER_LEN = 20
+_FLAG_DF = 0x4000
+_FLAG_MF = 0x2000
+_FRAG_OFFSET_MASK = 0x1FFF
+
+_HDR = struct.Struct("!BBHHHBBHII")
+
+
+class IPv4Packet:
+    """A parsed, validated IPv4 packet. ``payload`` is a view into the received buffer."""
+
+    __slots__ = ("dst", "header_len", "ident", "payload", "proto", "src", "tos", "ttl")
+
+    def __init__(
+        self,
+        src: int,
+        dst: int,
+        proto: int,
+        ttl: int,
+        tos: int,
+        ident: int,
+        header_len: int,
+        payload: memoryview,
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.proto = proto
+        self.ttl = ttl
+        self.tos = tos
+        self.ident = ident
+        self.header_len = header_len
+        self.payload = payload
+
+
+def parse_ipv4(data: Buffer) -> IPv4Packet:
+    """Parse and validate an IPv4 packet; raise :class:`Malformed` naming what is wrong.
+
+    Checks (RFC 791 3.1, RFC 1122 3.2.1): version, IHL >= 5, total length within the
+    buffer and covering the header, header checksum, and -- for now -- fragments,
+    which are not reassembled and are dropped as ``ipv4_fragment``.
+    """
+    buf = memoryview(data)
+    n = len(buf)
+    if n < 1:
+        raise Malformed("ip_truncated")
+    version = buf[0] >> 4
+    if version != 4:
+        raise Malformed("ipv6_unsupported" if version == 6 else "ip_bad_version")
+    if n < HEADER_LEN:
+        raise Malformed("ipv4_truncated")
+    vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HDR.unpack_from(buf)
+    hlen = (vihl & 0x0F) * 4
+    if hlen < HEADER_LEN:
+        raise Malformed("ipv4_bad_ihl")
+    if hlen > n:
+        raise Malformed("ipv4_truncated")
+    if total < hlen or total > n:
+        raise Malformed("ipv4_bad_length")
+    if not _ck.verify(_ck.partial(buf[:hlen])):
+        raise Malformed("ipv4_bad_checksum")
+    if frag & (_FLAG_MF | _FRAG_OFFSET_MASK):
+        raise Malformed("ipv4_fragment")
+    return IPv4Packet(src, dst, proto, ttl, tos, ident, hlen, buf[hlen:total])
+
+
+def pack_ipv4_header(
+    buf: bytearray | memoryview,
+    offset: int,
+    src: int,
+    dst: int,
+    proto: int,
+    payload_len: int,
+    ident: int,
+    ttl: int = 64,
+    tos: int = 0,
+) -> None:
+    """Write a 20-byte IPv4 header (DF set, no options) with its checksum into ``buf``."""
+    total = HEADER_LEN + payload_len
+    _HDR.pack_into(buf, offset, 0x45, tos, total, ident & 0xFFFF, _FLAG_DF, ttl, proto, 0, src, dst)
+    # Residue of the header words without the checksum field, computed arithmetically.
+    s = (
+        0x4500 + tos + total + (ident & 0xFFFF) + _FLAG_DF + (ttl << 8) + proto + src + dst
+    )
+    struct.pack_into("!H", buf, offset + 10, _ck.finish(s))
+
+
+def build_ipv4(
+    src: int, dst: int, proto: int, payload: Buffer, ident: int = 0, ttl: int = 64
+) -> bytearray:
+    """Return a complete IPv4 packet around ``payload``."""
+    p = memoryview(payload)
+    out = bytearray(HEADER_LEN + len(p))
+    pack_ipv4_header(out, 0, src, dst, proto, len(p), ident, ttl)
+    out[HEADER_LEN:] = p
+    return out

@@ -1,0 +1,258 @@
+"""TCP header and option parsing and building (RFC 9293 3.1, RFC 7323, RFC 2018).
+
+:func:`parse_tcp` validates a segment once and returns a :class:`TcpSegment`;
+:func:`emit_tcp_ipv4` writes a segment, with its IPv4 header, into one buffer.
+The same :class:`TcpSegment` type is what the engine produces for sending.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tcpstack.wire import checksum as _ck
+from tcpstack.wire.errors import BytesLike, Malformed
+from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
+from tcpstack.wire.ipv4 import PROTO_TCP, pack_ipv4_header
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+HEADER_LEN = 20
+MAX_OPTIONS_LEN = 40
+
+OPT_EOL = 0
+OPT_NOP = 1
+OPT_MSS = 2
+OPT_WSCALE = 3
+OPT_SACK_PERMITTED = 4
+OPT_SACK = 5
+OPT_TIMESTAMPS = 8
+
+_HDR = struct.Struct("!HHIIBBHHH")
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+_II = struct.Struct("!II")
+
+_FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
+               (ECE, "E"), (CWR, "W"))
+
+
+def flags_str(flags: int) -> str:
+    """tcpdump-style flag letters, e.g. ``S.`` for SYN+ACK."""
+    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
+
+
+class TcpOptions:
+    """The TCP options the stack understands; absent options are None / False / empty."""
+
+    __slots__ = ("mss", "sack_blocks", "sack_permitted", "timestamps", "wscale")
+
+    def __init__(
+        self,
+        mss: int | None = None,
+        wscale: int | None = None,
+        sack_permitted: bool = False,
+        sack_blocks: tuple[tuple[int, int], ...] = (),
+        timestamps: tuple[int, int] | None = None,
+    ) -> None:
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.sack_blocks = sack_blocks
+        self.timestamps = timestamps
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TcpOptions):
+            return NotImplemented
+        return (
+            self.mss == other.mss
+            and self.wscale == other.wscale
+            and self.sack_permitted == other.sack_permitted
+            and self.sack_blocks == other.sack_blocks
+            and self.timestamps == other.timestamps
+        )
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]
+        return f"TcpOptions({', '.join(parts)})"
+
+
+NO_OPTIONS = TcpOptions()
+
+
+class TcpSegment:
+    """A TCP segment: the parsed form of a received one, or one the engine wants sent.
+
+    ``payload`` is a zero-copy view for received segments. ``seg_len`` is the
+    sequence space the segment occupies (payload plus one each for SYN and FIN).
+    """
+
+    __slots__ = ("ack", "dst_port", "flags", "options", "payload", "seq", "src_port",
+                 "urgent", "window")
+
+    def __init__(
+        self,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        options: TcpOptions = NO_OPTIONS,
+        payload: BytesLike = b"",
+        urgent: int = 0,
+    ) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.options = options
+        self.payload = payload
+        self.urgent = urgent
+
+    @property
+    def seg_len(self) -> int:
+        n = len(self.payload)
+        if self.flags & SYN:
+            n += 1
+        if self.flags & FIN:
+            n += 1
+        return n
+
+    def __repr__(self) -> str:
+        return (
+            f"TcpSegment({self.src_port}->{self.dst_port} [{flags_str(self.flags)}] "
+            f"seq={self.seq} ack={self.ack} win={self.window} len={len(self.payload)}"
+            f"{' ' + repr(self.options) if self.options is not NO_OPTIONS else ''})"
+        )
+
+
+def parse_options(opts: memoryview) -> TcpOptions:
+    """Parse the option bytes of a TCP header (RFC 9293 3.2).
+
+    EOL ends the list; NOP is skipped; every other option must carry a length
+    byte >= 2 that stays inside the header, else the segment is malformed.
+    Unknown options are skipped by their length. A known option whose length
+    is wrong for its kind is ignored, as Linux does.
+    """
+    o = TcpOptions()
+    i = 0
+    n = len(opts)
+    while i < n:
+        kind = opts[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise Malformed("tcp_bad_option_length")
+        length = opts[i + 1]
+        if length < 2 or i + length > n:
+            raise Malformed("tcp_bad_option_length")
+        if kind == OPT_MSS:
+            if length == 4:
+                o.mss = _H.unpack_from(opts, i + 2)[0]
+        elif kind == OPT_WSCALE:
+            if length == 3:
+                # RFC 7323 2.3: a shift count above 14 is treated as 14.
+                o.wscale = min(opts[i + 2], 14)
+        elif kind == OPT_SACK_PERMITTED:
+            if length == 2:
+                o.sack_permitted = True
+        elif kind == OPT_SACK:
+            if length >= 10 and (length - 2) % 8 == 0:
+                o.sack_blocks = tuple(
+                    _II.unpack_from(opts, j) for j in range(i + 2, i + length, 8)
+                )
+        elif kind == OPT_TIMESTAMPS:
+            if length == 10:
+                o.timestamps = _II.unpack_from(opts, i + 2)
+        i += length
+    return o
+
+
+def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True) -> TcpSegment:
+    """Parse and validate a TCP segment carried in IPv4 from ``src`` to ``dst``.
+
+    Raises :class:`Malformed` with reasons ``tcp_truncated``, ``tcp_bad_data_offset``,
+    ``tcp_bad_checksum`` or ``tcp_bad_option_length``.
+    """
+    buf = memoryview(data)
+    n = len(buf)
+    if n < HEADER_LEN:
+        raise Malformed("tcp_truncated")
+    sport, dport, seq, ack, off, flags, window, _csum, urgent = _HDR.unpack_from(buf)
+    doff = (off >> 4) * 4
+    if doff < HEADER_LEN or doff > n:
+        raise Malformed("tcp_bad_data_offset")
+    if verify_checksum:
+        total = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, n) + _ck.partial(buf)
+        if not _ck.verify(total):
+            raise Malformed("tcp_bad_checksum")
+    options = parse_options(buf[HEADER_LEN:doff]) if doff > HEADER_LEN else NO_OPTIONS
+    return TcpSegment(sport, dport, seq, ack, flags, window, options, buf[doff:], urgent)
+
+
+def encode_options(o: TcpOptions, syn: bool) -> bytes:
+    """Encode options in the order Linux uses, padded to a multiple of four bytes.
+
+    SYN: MSS, SACK-permitted + timestamps (or NOPs), window scale.
+    Others: timestamps, then SACK blocks, each preceded by two NOPs.
+    """
+    out = bytearray()
+    if syn:
+        if o.mss is not None:
+            out += struct.pack("!BBH", OPT_MSS, 4, o.mss)
+        if o.sack_permitted and o.timestamps is not None:
+            out += struct.pack("!BBBBII", OPT_SACK_PERMITTED, 2, OPT_TIMESTAMPS, 10,
+                               *o.timestamps)
+        elif o.timestamps is not None:
+            out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *o.timestamps)
+        elif o.sack_permitted:
+            out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
+        if o.wscale is not None:
+            out += bytes((OPT_NOP, OPT_WSCALE, 3, o.wscale))
+    else:
+        if o.timestamps is not None:
+            out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *o.timestamps)
+        if o.sack_blocks:
+            room = (MAX_OPTIONS_LEN - len(out) - 4) // 8
+            blocks = o.sack_blocks[:room]
+            out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
+            for left, right in blocks:
+                out += _II.pack(left, right)
+    if len(out) % 4:
+        out += bytes(4 - len(out) % 4)
+    return bytes(out)
+
+
+def emit_tcp_ipv4(seg: TcpSegment, src: int, dst: int, ident: int, ttl: int = 64) -> bytearray:
+    """Build a complete IPv4+TCP packet for ``seg`` in a single buffer, with both checksums."""
+    opts = b"" if seg.options is NO_OPTIONS else encode_options(seg.options, bool(seg.flags & SYN))
+    hlen = HEADER_LEN + len(opts)
+    payload = seg.payload
+    plen = len(payload)
+    tcp_len = hlen + plen
+    out = bytearray(IPV4_HEADER_LEN + tcp_len)
+    pack_ipv4_header(out, 0, src, dst, PROTO_TCP, tcp_len, ident, ttl)
+    t = IPV4_HEADER_LEN
+    _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
+                   seg.flags, seg.window, 0, seg.urgent)
+    if opts:
+        out[t + HEADER_LEN : t + hlen] = opts
+    if plen:
+        out[t + hlen :] = payload
+    total = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len) + _ck.partial(
+        memoryview(out)[t:]
+    )
+    _H.pack_into(out, t + 16, _ck.finish(total))
+    return out
