@@ -117,7 +117,12 @@ class StackRuntime:
         for _ in range(MAX_FLUSH_ROUNDS):
             packets = stack.packets_to_send(now)
             if packets:
-                written = self.device.write_batch(packets)
+                try:
+                    written = self.device.write_batch(packets)
+                except OSError as e:
+                    log.error("device write failed: %s", e)
+                    stack.counters["device_write_error"] += 1
+                    written = 0
                 if written < len(packets):
                     # TCP retransmits what was lost here; count it.
                     stack.counters["device_write_dropped"] += len(packets) - written
