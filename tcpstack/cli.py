@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -26,6 +27,7 @@ log = logging.getLogger("tcpstack")
 DEFAULT_INTERFACE = "tcpstack0"
 DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
 DEFAULT_ADDRESS = "10.0.0.2"
+TSO_SIZE = 65535 - 20 - 60  # largest TCP payload in one IPv4 packet with full options
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set MTU/address/up even on an existing interface")
     cfg.add_argument("--no-configure", dest="configure", action="store_false",
                      help="never change the interface's configuration")
+    net.add_argument("--no-offload", dest="offload", action="store_false",
+                     help="plain packets: no virtio-net header, checksum or TSO offload")
 
     svc = s.add_argument_group("services (port 0 disables a service)")
     svc.add_argument("--http-port", type=_port, default=80, metavar="PORT")
@@ -169,7 +173,7 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tcpstack.link.tun import TunDevice, TunError
+    from tcpstack.link.tun import TUN_F_TSO4, TunDevice, TunError
     from tcpstack.stack import StackConfig
     from tcpstack.tcp.config import TcpConfig
 
@@ -191,9 +195,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
-                                configure=args.configure)
+                                configure=args.configure, offload=args.offload)
     except TunError as e:
         return _fail(str(e))
+    # What the kernel granted decides how packets are framed and how large the
+    # segments we hand it may be.
+    tso = TSO_SIZE if device.offloads & TUN_F_TSO4 else 0
+    config = dataclasses.replace(config, vnet_hdr=device.vnet_hdr,
+                                 tcp=dataclasses.replace(tcp, tso_size=tso))
+    log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
+              device.offloads, tso)
     try:
         if device.created or args.configure:
             if args.address not in host.network:

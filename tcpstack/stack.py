@@ -38,6 +38,7 @@ from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
+from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
 from tcpstack.wire.tcp import ACK, RST, SYN, TcpSegment, emit_tcp_ipv4, parse_tcp
@@ -57,6 +58,9 @@ class StackConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     ttl: int = 64
     answer_ping: bool = True
+    #: Packets in and out carry a virtio-net header (TUN opened with IFF_VNET_HDR);
+    #: TCP checksums are then left to the kernel.
+    vnet_hdr: bool = False
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -111,6 +115,7 @@ class Stack:
         self._timers: list[tuple[float, int, Tcb]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
+        self._vnet = self.config.vnet_hdr
 
     # --------------------------------------------------------------- control
 
@@ -179,6 +184,12 @@ class Stack:
 
     def _receive(self, packet: BytesLike, now: float) -> None:
         self.counters["ip_received"] += 1
+        trusted = False
+        if self._vnet:
+            # The kernel computed or vouched for the L4 checksum (virtio NEEDS_CSUM /
+            # DATA_VALID); the header itself is stripped.
+            trusted = virtio.checksum_trusted(virtio.parse_flags(packet))
+            packet = memoryview(packet)[virtio.HEADER_LEN:]
         ip = parse_ipv4(packet)
         if ip.dst not in self.addresses:
             self.counters["ip_not_for_us"] += 1
@@ -188,9 +199,9 @@ class Stack:
             return
         proto = ip.proto
         if proto == PROTO_TCP:
-            self._receive_tcp(ip.src, ip.dst, ip.payload, now)
+            self._receive_tcp(ip.src, ip.dst, ip.payload, now, not trusted)
         elif proto == PROTO_ICMP:
-            self._receive_icmp(ip.src, ip.dst, ip.payload)
+            self._receive_icmp(ip.src, ip.dst, ip.payload, not trusted)
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
@@ -202,8 +213,8 @@ class Stack:
             self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
                 icmp_wire.CODE_PROTOCOL_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
 
-    def _receive_icmp(self, src: int, dst: int, payload: memoryview) -> None:
-        msg = icmp_wire.parse_icmp(payload)
+    def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool) -> None:
+        msg = icmp_wire.parse_icmp(payload, verify)
         if msg.type == icmp_wire.ECHO_REQUEST:
             if not self.config.answer_ping:
                 self.counters["icmp_echo_ignored"] += 1
@@ -214,11 +225,12 @@ class Stack:
             self.counters[f"icmp_type_{msg.type}_ignored"] += 1
 
     def _send_icmp(self, src: int, dst: int, message: bytearray) -> None:
-        self._control.append(build_ipv4(src, dst, PROTO_ICMP, message, self._next_ident(),
-                                        self.config.ttl))
+        pkt = build_ipv4(src, dst, PROTO_ICMP, message, self._next_ident(), self.config.ttl)
+        self._control.append(bytearray(virtio.PLAIN) + pkt if self._vnet else pkt)
 
-    def _receive_tcp(self, src: int, dst: int, payload: memoryview, now: float) -> None:
-        seg = parse_tcp(payload, src, dst)
+    def _receive_tcp(self, src: int, dst: int, payload: memoryview, now: float,
+                     verify: bool = True) -> None:
+        seg = parse_tcp(payload, src, dst, verify)
         self.counters["tcp_received"] += 1
         if seg.dst_port == 0 or seg.src_port == 0:
             self.counters["tcp_port_zero"] += 1
@@ -284,7 +296,7 @@ class Stack:
                              RST | ACK, 0)
         self.counters["tcp_rst_sent"] += 1
         self._control.append(
-            emit_tcp_ipv4(rst, local, remote, self._next_ident(), self.config.ttl))
+            emit_tcp_ipv4(rst, local, remote, self._next_ident(), self.config.ttl, self._vnet))
 
     # ---------------------------------------------------------------- output
 
@@ -295,10 +307,11 @@ class Stack:
         dirty = self._dirty
         self._dirty = []
         ttl = self.config.ttl
+        vnet = self._vnet
         for tcb in dirty:
             for seg in tcb.segments_to_send(now):
                 out.append(emit_tcp_ipv4(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
-                                         ttl))
+                                         ttl, vnet, tcb.snd_mss))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

@@ -22,6 +22,7 @@ from tcpstack.tcp.tcb import Tcb
 
 log = logging.getLogger("tcpstack.runtime")
 
+READ_BUFSIZE = 65536 + 64  # a 64 KiB IP packet plus a virtio-net header
 MAX_FLUSH_ROUNDS = 8  # event handlers may cause more output; bound the re-flush loop
 
 
@@ -78,7 +79,7 @@ class StackRuntime:
 
     def _on_readable(self) -> None:
         try:
-            packets = self.device.read_batch(self._batch)
+            packets = self.device.read_batch(self._batch, READ_BUFSIZE)
         except OSError as e:
             log.error("device read failed: %s", e)
             self.stack.counters["device_read_error"] += 1

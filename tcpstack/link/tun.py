@@ -66,6 +66,7 @@ __all__ = [
     "IFF_TAP",
     "IFF_TUN",
     "IFF_TUN_EXCL",
+    "IFF_VNET_HDR",
     "IFNAMSIZ",
     "TUNSETIFF",
     "Packet",
@@ -89,10 +90,22 @@ IFF_NO_PI = 0x1000
 """Do not prefix each packet with the 4-byte ``struct tun_pi``."""
 IFF_TUN_EXCL = 0x8000
 """Fail with EBUSY instead of attaching if the interface already exists."""
+IFF_VNET_HDR = 0x4000
+"""Prefix every packet with a ``struct virtio_net_hdr`` (see :mod:`tcpstack.wire.virtio`)."""
+
+# Offload features for TUNSETOFFLOAD (if_tun.h): what the kernel may hand us.
+TUN_F_CSUM = 0x01
+"""Packets may arrive with a partial checksum (virtio NEEDS_CSUM)."""
+TUN_F_TSO4 = 0x02
+"""TCP/IPv4 super-segments (up to 64 KiB) may arrive unsegmented."""
+TUN_F_TSO6 = 0x04
+"""TCP/IPv6 super-segments may arrive unsegmented."""
 
 # TUNSETIFF is _IOW('T', 202, int) in if_tun.h. Encoded with the asm-generic
 # ioctl layout (x86, arm, arm64, riscv): dir(write=1)<<30 | size<<16 | type<<8 | nr.
 TUNSETIFF = (1 << 30) | (4 << 16) | (ord("T") << 8) | 202  # == 0x400454CA
+# TUNSETOFFLOAD is _IOW('T', 208, unsigned int).
+TUNSETOFFLOAD = (1 << 30) | (4 << 16) | (ord("T") << 8) | 208  # == 0x400454D0
 
 # struct ifreq: char ifr_name[IFNAMSIZ] then a union whose first member we use,
 # short ifr_flags; the union is 24 bytes on 64-bit, so the struct is 40 bytes.
@@ -324,6 +337,17 @@ def _tunsetiff(fd: int, encoded_name: bytes, flags: int, *, creating: bool) -> s
     return raw_name.split(b"\0", 1)[0].decode()
 
 
+def _set_offload(fd: int) -> int:
+    """Ask for checksum + TSO offloads, degrading to what the kernel grants; return it."""
+    for features in (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, features)
+        except OSError:
+            continue
+        return features
+    return 0
+
+
 # ---------------------------------------------------------------------- device
 
 
@@ -346,7 +370,7 @@ class TunDevice:
         The interface index (``ifindex``).
     """
 
-    __slots__ = ("created", "fd", "index", "mtu", "name")
+    __slots__ = ("created", "fd", "index", "mtu", "name", "offloads", "vnet_hdr")
 
     def __init__(self, fd: int, name: str, mtu: int, created: bool, index: int) -> None:
         self.fd = fd
@@ -354,6 +378,8 @@ class TunDevice:
         self.mtu = mtu
         self.created = created
         self.index = index
+        self.vnet_hdr = False
+        self.offloads = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -365,6 +391,7 @@ class TunDevice:
         mtu: int = 1500,
         host_address: ipaddress.IPv4Interface | None = None,
         configure: bool | None = None,
+        offload: bool = False,
     ) -> TunDevice:
         """Open (creating if needed) the TUN interface ``name`` in this network namespace.
 
@@ -394,6 +421,13 @@ class TunDevice:
         (such as EEXIST for an address). A device created before a
         configuration error is removed again.
 
+        With ``offload`` the descriptor is opened with ``IFF_VNET_HDR`` and asks
+        for checksum and TSO offloads (``TUNSETOFFLOAD``), as wireguard-go does:
+        packets then carry a virtio-net header both ways, the kernel hands over
+        TCP super-segments of up to 64 KiB and accepts them for segmentation.
+        If the kernel refuses, it falls back to checksum offload only, then to
+        plain packets; :attr:`vnet_hdr` and :attr:`offloads` say what was granted.
+
         Uses pyroute2; see the module docstring about event loops.
         """
         encoded = _check_name(name)
@@ -417,14 +451,27 @@ class TunDevice:
         creating = existing is None
         flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
         fd = _open_clone_device()
+        vnet = False
         try:
-            actual_name = _tunsetiff(fd, encoded, flags, creating=creating)
+            if offload:
+                try:
+                    actual_name = _tunsetiff(fd, encoded, flags | IFF_VNET_HDR,
+                                             creating=creating)
+                    vnet = True
+                except TunError as exc:
+                    if exc.errno != _errno.EINVAL:
+                        raise
+            if not vnet:
+                actual_name = _tunsetiff(fd, encoded, flags, creating=creating)
         except BaseException:
             os.close(fd)
             raise
+        granted = _set_offload(fd) if vnet else 0
 
         do_configure = creating if configure is None else configure
         device = cls(fd, actual_name, mtu, creating, -1)
+        device.vnet_hdr = vnet
+        device.offloads = granted
         try:
             # SIOCGIFINDEX: an ioctl, so no netlink needed to learn the index
             # that close() later uses to recognise "our" interface.

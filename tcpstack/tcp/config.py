@@ -29,6 +29,9 @@ class TcpConfig:
     initial_window: int = 10
     congestion_control: str = "newreno"
     window_scaling: bool = True
+    #: Largest payload handed to the device in one segment when it segments for us
+    #: (TSO); 0 means every segment is at most one MSS.
+    tso_size: int = 0
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -47,6 +50,8 @@ class TcpConfig:
             raise ValueError("fin_timeout must be positive")
         if self.initial_window < 1:
             raise ValueError("initial window must be at least one segment")
+        if not 0 <= self.tso_size <= 65535 - 40:
+            raise ValueError(f"TSO size {self.tso_size} out of range 0..65495")
         if self.congestion_control not in congestion.ALGORITHMS:
             raise ValueError(f"unknown congestion control {self.congestion_control!r}")
 

@@ -688,6 +688,9 @@ class Tcb:
     def _send_data(self, now: float) -> None:
         """Send what the windows allow: new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
         mss = self.snd_mss
+        # With TSO the device cuts large segments into MSS-sized ones; emit up to
+        # a whole number of MSS per segment (RFC 9293 3.7.1 still holds on the wire).
+        seg_max = max(mss, self.cfg.tso_size // mss * mss)
         buf = self._sndbuf
         sent_any = False
         while True:
@@ -697,7 +700,7 @@ class Tcb:
                 in_flight = seq_diff(self.snd_nxt, self.snd_una)
                 wnd = min(self.snd_wnd, self.cc.cwnd)
                 usable = wnd - in_flight
-                n = min(unsent, mss, usable)
+                n = min(unsent, seg_max, usable)
                 if n <= 0:
                     if self.snd_wnd == 0 and in_flight == 0:
                         self._arm_persist(now)

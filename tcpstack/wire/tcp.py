@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from tcpstack.wire import checksum as _ck
+from tcpstack.wire import virtio as _vnet
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
 from tcpstack.wire.ipv4 import PROTO_TCP, pack_ipv4_header
@@ -235,24 +236,44 @@ def encode_options(o: TcpOptions, syn: bool) -> bytes:
     return bytes(out)
 
 
-def emit_tcp_ipv4(seg: TcpSegment, src: int, dst: int, ident: int, ttl: int = 64) -> bytearray:
-    """Build a complete IPv4+TCP packet for ``seg`` in a single buffer, with both checksums."""
+def emit_tcp_ipv4(
+    seg: TcpSegment,
+    src: int,
+    dst: int,
+    ident: int,
+    ttl: int = 64,
+    vnet: bool = False,
+    gso_size: int = 0,
+) -> bytearray:
+    """Build a complete IPv4+TCP packet for ``seg`` in a single buffer.
+
+    Without ``vnet`` both checksums are computed here. With ``vnet`` the packet is
+    prefixed with a virtio-net header asking the kernel to finish the TCP checksum
+    (``NEEDS_CSUM``: the field carries the pseudo-header sum only), and, if the
+    payload exceeds ``gso_size``, to cut it into ``gso_size`` segments (TSO).
+    """
     opts = b"" if seg.options is NO_OPTIONS else encode_options(seg.options, bool(seg.flags & SYN))
     hlen = HEADER_LEN + len(opts)
     payload = seg.payload
     plen = len(payload)
     tcp_len = hlen + plen
-    out = bytearray(IPV4_HEADER_LEN + tcp_len)
-    pack_ipv4_header(out, 0, src, dst, PROTO_TCP, tcp_len, ident, ttl)
-    t = IPV4_HEADER_LEN
+    base = _vnet.HEADER_LEN if vnet else 0
+    out = bytearray(base + IPV4_HEADER_LEN + tcp_len)
+    pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl)
+    t = base + IPV4_HEADER_LEN
     _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
                    seg.flags, seg.window, 0, seg.urgent)
     if opts:
         out[t + HEADER_LEN : t + hlen] = opts
     if plen:
         out[t + hlen :] = payload
-    total = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len) + _ck.partial(
-        memoryview(out)[t:]
-    )
-    _H.pack_into(out, t + 16, _ck.finish(total))
+    pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
+    if vnet:
+        gso = _vnet.GSO_TCPV4 if gso_size and plen > gso_size else _vnet.GSO_NONE
+        _vnet.HDR.pack_into(out, 0, _vnet.F_NEEDS_CSUM, gso, IPV4_HEADER_LEN + hlen,
+                            gso_size if gso else 0, IPV4_HEADER_LEN, 16)
+        # The field holds the folded, uncomplemented pseudo-header sum.
+        _H.pack_into(out, t + 16, pseudo % 0xFFFF or 0xFFFF)
+    else:
+        _H.pack_into(out, t + 16, _ck.finish(pseudo + _ck.partial(memoryview(out)[t:])))
     return out
