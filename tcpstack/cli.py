@@ -47,6 +47,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _interface_name(value: str) -> str:
+    from tcpstack.link.tun import TunError, check_name
+
+    try:
+        check_name(value)
+    except TunError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
 def _ipv4(value: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(value)
@@ -113,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the stack with HTTP, echo and discard services",
                        description="Own --address behind the TUN interface and serve on it.")
     net = s.add_argument_group("interface")
-    net.add_argument("--interface", "-i", default=DEFAULT_INTERFACE, metavar="NAME",
+    net.add_argument("--interface", "-i", type=_interface_name, default=DEFAULT_INTERFACE,
+                     metavar="NAME",
                      help="TUN interface to create or attach to (default: %(default)s)")
     net.add_argument("--host-address", type=_ipv4_interface, default=None, metavar="CIDR",
                      help="kernel-side address of the TUN (default: "
@@ -127,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set MTU/address/up even on an existing interface")
     cfg.add_argument("--no-configure", dest="configure", action="store_false",
                      help="never change the interface's configuration")
+    net.add_argument("--txqueuelen", type=_bounded_int(1, 1 << 20, "queue length"),
+                     default=10000, metavar="N",
+                     help="packets the kernel queues for the stack (when configuring; "
+                          "default: %(default)s)")
     net.add_argument("--no-offload", dest="offload", action="store_false",
                      help="plain packets: no virtio-net header, checksum or TSO offload")
 
@@ -195,7 +210,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
-                                configure=args.configure, offload=args.offload)
+                                configure=args.configure, offload=args.offload,
+                                txqueuelen=args.txqueuelen)
     except TunError as e:
         return _fail(str(e))
     # What the kernel granted decides how packets are framed and how large the

@@ -233,13 +233,22 @@ def _lookup(ipr: Any, name: str) -> _Link | None:
 
 
 def _configure(
-    ipr: Any, name: str, mtu: int, host_address: ipaddress.IPv4Interface | None
+    ipr: Any,
+    name: str,
+    mtu: int,
+    host_address: ipaddress.IPv4Interface | None,
+    txqueuelen: int | None = None,
 ) -> _Link:
-    """Set the MTU, add the host-side address if missing, and bring the link up."""
+    """Set the MTU (and queue length), add the host-side address if missing, bring it up."""
     link = _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
     if link is None:
         raise TunError(f"interface {name!r} vanished while being configured")
     index = link.index
+    if txqueuelen is not None:
+        _nl_step(
+            f"cannot set txqueuelen {txqueuelen} on {name!r}",
+            lambda: ipr.link("set", index=index, txqlen=txqueuelen),
+        )
     if link.mtu != mtu:
         _nl_step(
             f"cannot set MTU {mtu} on {name!r}",
@@ -277,7 +286,7 @@ def _delete_if_ours(ipr: Any, name: str, index: int) -> None:
 # ----------------------------------------------------------------- char device
 
 
-def _check_name(name: str) -> bytes:
+def check_name(name: str) -> bytes:
     """Validate an interface name the way the kernel's ``dev_valid_name`` does."""
     encoded = name.encode()
     if not encoded:
@@ -392,6 +401,7 @@ class TunDevice:
         host_address: ipaddress.IPv4Interface | None = None,
         configure: bool | None = None,
         offload: bool = False,
+        txqueuelen: int | None = None,
     ) -> TunDevice:
         """Open (creating if needed) the TUN interface ``name`` in this network namespace.
 
@@ -428,9 +438,13 @@ class TunDevice:
         If the kernel refuses, it falls back to checksum offload only, then to
         plain packets; :attr:`vnet_hdr` and :attr:`offloads` say what was granted.
 
+        ``txqueuelen``, when configuring, sets how many packets the kernel queues
+        for us before dropping (the TUN default of 500 drops bursts such as
+        thousands of simultaneous connection attempts).
+
         Uses pyroute2; see the module docstring about event loops.
         """
-        encoded = _check_name(name)
+        encoded = check_name(name)
         if not _MIN_MTU <= mtu <= _MAX_MTU:
             raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
 
@@ -477,7 +491,9 @@ class TunDevice:
             # that close() later uses to recognise "our" interface.
             device.index = socket.if_nametoindex(actual_name)
             if do_configure:
-                link = _netlink(lambda ipr: _configure(ipr, actual_name, mtu, host_address))
+                link = _netlink(
+                    lambda ipr: _configure(ipr, actual_name, mtu, host_address, txqueuelen)
+                )
             else:
                 found = _netlink(
                     lambda ipr: _nl_step(
