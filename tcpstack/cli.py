@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--backlog", type=_bounded_int(1, 65535, "backlog"), default=128,
                      metavar="N", help="half-open connections per listener")
 
+    s.add_argument("--workers", type=_bounded_int(1, 64, "worker count"), default=1,
+                   metavar="N", help="worker processes, one TUN queue each (default: 1)")
     s.add_argument("--grace", type=_positive_float("grace period"), default=2.0,
                    metavar="SECONDS", help="time given to connections to close at shutdown")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
@@ -211,7 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
                                 configure=args.configure, offload=args.offload,
-                                txqueuelen=args.txqueuelen)
+                                txqueuelen=args.txqueuelen, queues=args.workers)
     except TunError as e:
         return _fail(str(e))
     # What the kernel granted decides how packets are framed and how large the
@@ -226,6 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.address not in host.network:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
                             "without a route", args.address, host.network, device.name)
+        if args.workers > 1:
+            return _serve_workers(args, device, config, ports)
         return run_event_loop(_serve(args, device, config, ports))
     finally:
         try:
@@ -234,12 +239,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"tcpstack: warning: {e}", file=sys.stderr)
 
 
+def _serve_workers(args: argparse.Namespace, device: Any, config: Any,
+                   ports: dict[str, int]) -> int:
+    """Fork one worker per TUN queue; forward SIGINT/SIGTERM to them; exit 0 if all did.
+
+    Each worker runs its own stack on its own queue. The kernel steers every flow to
+    one queue by its hash, so a connection lives entirely in one worker; all workers
+    share the ISN secret so ISNs stay monotonic per 4-tuple (RFC 6528).
+    """
+    secret = os.urandom(32)
+    pids: list[int] = []
+    for i in range(device.queue_count):
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 1
+            try:
+                queue = device.queue(i)
+                device.release_queues(keep=i)
+                for handler in logging.getLogger().handlers:
+                    handler.setFormatter(logging.Formatter(
+                        f"%(asctime)s %(levelname)s [worker {i}] %(name)s: %(message)s"))
+                code = run_event_loop(_serve(args, queue, config, ports, secret))
+            except BaseException:
+                log.exception("worker %d failed", i)
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    device.release_queues()  # the workers hold the queues now
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in pids:
+        _, wstatus = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(wstatus) != 0:
+            status = 1
+    return status
+
+
 async def _serve(args: argparse.Namespace, device: Any, config: Any,
-                 ports: dict[str, int]) -> int:
+                 ports: dict[str, int], isn_secret: bytes | None = None) -> int:
     from tcpstack.aio.network import Network
     from tcpstack.apps import HttpService, discard, echo
+    from tcpstack.stack import Stack
 
-    net = Network(device, config)
+    net = Network(device, stack=Stack(config, isn_secret=isn_secret))
     handlers: dict[str, Any] = {"http": HttpService(www=args.www), "echo": echo,
                                 "discard": discard}
     for name, port in ports.items():

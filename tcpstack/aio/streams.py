@@ -88,6 +88,9 @@ class Connection:
                     self._closed.set_result(None)
             elif isinstance(e, ev.Terminated):
                 self._terminated(_error_for(e.error))
+        if self.tcb.state is State.TIME_WAIT:
+            # Both directions are finished; only the engine's 2*MSL wait remains.
+            self.net._forget(self)
 
     def _terminated(self, error: OSError | None) -> None:
         self.net._forget(self)

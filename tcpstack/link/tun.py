@@ -62,6 +62,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 __all__ = [
+    "IFF_MULTI_QUEUE",
     "IFF_NO_PI",
     "IFF_TAP",
     "IFF_TUN",
@@ -91,6 +92,8 @@ IFF_NO_PI = 0x1000
 IFF_TUN_EXCL = 0x8000
 """Fail with EBUSY instead of attaching if the interface already exists."""
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
+"""Several file descriptors (queues) per interface; the kernel spreads flows over them."""
 """Prefix every packet with a ``struct virtio_net_hdr`` (see :mod:`tcpstack.wire.virtio`)."""
 
 # Offload features for TUNSETOFFLOAD (if_tun.h): what the kernel may hand us.
@@ -379,7 +382,7 @@ class TunDevice:
         The interface index (``ifindex``).
     """
 
-    __slots__ = ("created", "fd", "index", "mtu", "name", "offloads", "vnet_hdr")
+    __slots__ = ("created", "extra_fds", "fd", "index", "mtu", "name", "offloads", "vnet_hdr")
 
     def __init__(self, fd: int, name: str, mtu: int, created: bool, index: int) -> None:
         self.fd = fd
@@ -389,6 +392,8 @@ class TunDevice:
         self.index = index
         self.vnet_hdr = False
         self.offloads = 0
+        # Queues 1..N-1 of a multi-queue interface (queue 0 is ``fd``).
+        self.extra_fds: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -402,6 +407,7 @@ class TunDevice:
         configure: bool | None = None,
         offload: bool = False,
         txqueuelen: int | None = None,
+        queues: int = 1,
     ) -> TunDevice:
         """Open (creating if needed) the TUN interface ``name`` in this network namespace.
 
@@ -438,6 +444,10 @@ class TunDevice:
         If the kernel refuses, it falls back to checksum offload only, then to
         plain packets; :attr:`vnet_hdr` and :attr:`offloads` say what was granted.
 
+        ``queues`` > 1 opens a multi-queue interface (``IFF_MULTI_QUEUE``) with that
+        many file descriptors: queue 0 is :attr:`fd`; :meth:`queue` hands each to
+        a worker. The kernel steers every flow to one queue by its hash.
+
         ``txqueuelen``, when configuring, sets how many packets the kernel queues
         for us before dropping (the TUN default of 500 drops bursts such as
         thousands of simultaneous connection attempts).
@@ -459,11 +469,19 @@ class TunDevice:
                 )
             if existing.tun_type == IFF_TAP:
                 raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
-            if existing.multi_queue:
-                raise TunError(f"interface {name!r} is a multi-queue TUN device; not supported")
+            if existing.multi_queue != (queues > 1):
+                raise TunError(
+                    f"interface {name!r} is "
+                    f"{'a multi-queue' if existing.multi_queue else 'a single-queue'} TUN "
+                    f"device; {queues} queue(s) requested"
+                )
 
+        if not 1 <= queues <= 256:
+            raise TunError(f"queue count {queues} out of range 1..256")
         creating = existing is None
         flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
+        if queues > 1:
+            flags |= IFF_MULTI_QUEUE
         fd = _open_clone_device()
         vnet = False
         try:
@@ -486,6 +504,22 @@ class TunDevice:
         device = cls(fd, actual_name, mtu, creating, -1)
         device.vnet_hdr = vnet
         device.offloads = granted
+        try:
+            queue_flags = (flags & ~IFF_TUN_EXCL) | (IFF_VNET_HDR if vnet else 0)
+            for _ in range(queues - 1):
+                qfd = _open_clone_device()
+                try:
+                    _tunsetiff(qfd, actual_name.encode(), queue_flags, creating=False)
+                except BaseException:
+                    os.close(qfd)
+                    raise
+                device.extra_fds.append(qfd)
+        except BaseException:
+            try:
+                device.close()
+            except TunError:
+                pass
+            raise
         try:
             # SIOCGIFINDEX: an ioctl, so no netlink needed to learn the index
             # that close() later uses to recognise "our" interface.
@@ -527,6 +561,7 @@ class TunDevice:
         if fd < 0:
             return
         os.close(fd)
+        self.release_queues()
         if self.created:
             name, index = self.name, self.index
             _netlink(
@@ -534,6 +569,34 @@ class TunDevice:
                     f"cannot delete interface {name!r}", lambda: _delete_if_ours(ipr, name, index)
                 )
             )
+
+    @property
+    def queue_count(self) -> int:
+        return 1 + len(self.extra_fds)
+
+    def queue(self, i: int) -> TunDevice:
+        """A device for queue ``i`` alone, for a worker process (after ``fork``).
+
+        It shares this device's settings, owns only that queue's descriptor and never
+        deletes the interface; the caller should :meth:`release_queues` the others.
+        """
+        fds = [self.fd, *self.extra_fds]
+        if not 0 <= i < len(fds) or fds[i] < 0:
+            raise ValueError(f"no queue {i}")
+        q = TunDevice(fds[i], self.name, self.mtu, False, self.index)
+        q.vnet_hdr = self.vnet_hdr
+        q.offloads = self.offloads
+        return q
+
+    def release_queues(self, keep: int | None = None) -> None:
+        """Close every queue descriptor except ``keep`` (no netlink involved)."""
+        fds = [self.fd, *self.extra_fds]
+        for i, fd in enumerate(fds):
+            if i != keep and fd >= 0:
+                os.close(fd)
+        self.extra_fds = []
+        if keep != 0:
+            self.fd = -1
 
     @property
     def closed(self) -> bool:
