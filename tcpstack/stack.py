@@ -237,24 +237,28 @@ class Stack:
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         tcb = self.tcbs.get(key)
+        listener = self.listeners.get(seg.dst_port)
+        old_snd_max: int | None = None
         if tcb is not None:
-            if tcb.state is State.TIME_WAIT and seg.flags & (SYN | ACK | RST) == SYN \
-                    and seq_gt(seg.seq, tcb.rcv_nxt):
+            if tcb.state is State.TIME_WAIT and listener is not None \
+                    and seg.flags & (SYN | ACK | RST) == SYN and seq_gt(seg.seq, tcb.rcv_nxt):
                 # RFC 9293 3.10.7.4 note / RFC 6191: a new SYN above the old sequence
-                # space may reopen a connection in TIME-WAIT.
+                # space may reopen a connection in TIME-WAIT; the new ISS must lie
+                # above the old incarnation's sequence numbers (RFC 9293 3.6.1).
                 self.counters["tcp_time_wait_reused"] += 1
+                old_snd_max = tcb.snd_max
                 self._remove(key, tcb)
             else:
                 tcb.receive(seg, now)
                 return
-        listener = self.listeners.get(seg.dst_port)
         if listener is None:
             self.counters["tcp_closed_port"] += 1
             self._reply_rst(dst, src, seg)
             return
-        self._receive_listen(listener, key, seg, now)
+        self._receive_listen(listener, key, seg, now, old_snd_max)
 
-    def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float) -> None:
+    def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
+                        old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN."""
         flags = seg.flags
         if flags & RST:
@@ -272,6 +276,8 @@ class Stack:
             return
         lip, lport, rip, rport = key
         iss = self._isn.isn(lip, lport, rip, rport, now)
+        if old_snd_max is not None and not seq_gt(iss, old_snd_max):
+            iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
         tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now)
         tcb.listener = listener
         tcb.half_open = True

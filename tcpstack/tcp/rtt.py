@@ -40,6 +40,11 @@ class RttEstimator:
         # RFC 6298 5.7 (after backoff, a new sample collapses the backoff).
         self._backoff = 0
 
+    def reinitialize(self, rto: float) -> None:
+        """Restart from ``rto`` with no backoff (RFC 6298 5.7, after a lost SYN)."""
+        self._rto = rto
+        self._backoff = 0
+
     def backoff(self) -> None:
         """RFC 6298 5.5: double the RTO after a retransmission timeout."""
         self._backoff += 1

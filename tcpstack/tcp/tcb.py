@@ -68,6 +68,7 @@ class Tcb:
         "_rtt_seq",
         "_rtt_time",
         "_sndbuf",
+        "_syn_retransmitted",
         "_write_blocked",
         "cc",
         "cfg",
@@ -149,6 +150,7 @@ class Tcb:
         self._rtt_seq: int | None = None
         self._rtt_time = 0.0
         self._retries = 0
+        self._syn_retransmitted = False
         self._probes = 0
         self._persist_backoff = 0
         self.cc: congestion.CongestionControl = congestion.create(
@@ -374,6 +376,8 @@ class Tcb:
         # Fourth: the SYN.
         self.irs = seg.seq
         self.rcv_nxt = seq_add(seg.seq, 1)
+        # Our SYN advertised an unscaled window; only now is its base known.
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcv_buf, 0xFFFF))
         self._negotiate(seg.options, offered_wscale=seg.options.wscale is not None)
         if ack_ok:
             self._ack_advance(seg.ack, now)
@@ -382,6 +386,7 @@ class Tcb:
             self.snd_wl1 = seg.seq
             self.snd_wl2 = seg.ack
             self.state = State.FIN_WAIT_1 if self._fin_queued else State.ESTABLISHED
+            self._after_handshake()
             self._ack_pending = True
             self.events.append(ev.ESTABLISHED)
             self._mark()
@@ -459,6 +464,7 @@ class Tcb:
         if self.state is State.SYN_RECEIVED:
             if seq_gt(seg.ack, self.snd_una) and seq_le(seg.ack, self.snd_max):
                 self.state = State.ESTABLISHED
+                self._after_handshake()
                 self.snd_wnd = seg.window << self.snd_wscale
                 self.max_snd_wnd = self.snd_wnd
                 self.snd_wl1 = seg.seq
@@ -476,6 +482,17 @@ class Tcb:
         if self.state is State.CLOSED:
             return
         self._process_text(seg, now, seg.seq)
+
+    def _after_handshake(self) -> None:
+        """Consequences of a lost SYN or SYN,ACK once the connection is established.
+
+        RFC 6298 5.7: without an RTT sample the RTO restarts at 3 s; RFC 5681 3.1 and
+        RFC 6928 2: the initial window is one segment.
+        """
+        if self._syn_retransmitted:
+            if self.rtt.srtt is None:
+                self.rtt.reinitialize(max(3.0, self.cfg.rto_min))
+            self.cc.cwnd = self.snd_mss
 
     def _receive_time_wait(self, seg: TcpSegment, now: float) -> None:
         """TIME-WAIT: re-ACK a retransmitted FIN and restart 2*MSL (RFC 9293 3.10.7.4).
@@ -527,12 +544,12 @@ class Tcb:
     def _ack_advance(self, ack: int, now: float) -> None:
         """New data acknowledged: SND.UNA moves to ``ack``."""
         flight = seq_diff(self.snd_max, self.snd_una)
-        acked = seq_diff(ack, self.snd_una)
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         # Drop acknowledged bytes from the send buffer.
         n = seq_diff(ack, self.snd_buf_seq)
+        k = 0
         if n > 0:
             k = min(n, len(self._sndbuf))
             if k:
@@ -544,7 +561,9 @@ class Tcb:
             self._rtt_seq = None
         self._retries = 0
         self.rtt.reset_backoff()
-        self.cc.on_ack(acked, flight, now)
+        if k:
+            # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2).
+            self.cc.on_ack(k, flight, now)
         # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
         if self.snd_una == self.snd_max:
             self.rto_deadline = None
@@ -609,8 +628,13 @@ class Tcb:
                     self.events.append(ev.DATA_RECEIVED)
             self._ack_pending = True
             self._mark()
-        if fin and seq_add(seq, n) == self.rcv_nxt:
-            self._receive_fin(now)
+        if fin:
+            if seq_add(seq, n) == self.rcv_nxt:
+                self._receive_fin(now)
+            else:
+                # An out-of-order FIN draws a duplicate ACK like out-of-order data.
+                self._ack_pending = True
+                self._mark()
 
     def _receive_fin(self, now: float) -> None:
         """Eighth step: the peer's FIN (RFC 9293 3.10.7.4)."""
@@ -795,11 +819,18 @@ class Tcb:
         self.rtt.backoff()
         self._rtt_seq = None  # Karn: no sample from a retransmitted segment
         self.cc.on_timeout(seq_diff(self.snd_max, self.snd_una), now)
-        if state is State.SYN_SENT:
-            self._send_syn(now, ack=False)
+        if state is State.SYN_SENT or state is State.SYN_RECEIVED:
+            self._syn_retransmitted = True
+            self._send_syn(now, ack=state is State.SYN_RECEIVED)
             return
-        if state is State.SYN_RECEIVED:
-            self._send_syn(now, ack=True)
+        if self.snd_wnd == 0:
+            # The peer closed its window with our data in flight: the retransmissions
+            # become zero-window probes, which do not count toward giving up while
+            # they are answered (RFC 1122 4.2.2.17; Linux does the same).
+            self._retries -= 1
+            self.snd_nxt = self.snd_una
+            self._arm_persist(now)
+            self._mark()
             return
         # Go back to the first unacknowledged byte; the window now holds one segment.
         self.snd_nxt = self.snd_una

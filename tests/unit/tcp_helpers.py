@@ -1,0 +1,496 @@
+"""Fixtures and helpers for the sans-I/O TCP engine tests (test_tcp_*.py, test_stack_*.py).
+
+Two levels:
+
+* single-TCB helpers: build a :class:`Tcb` in any RFC 9293 state in one line
+  (``tcb_established()``, ``tcb_fin_wait_2()``, ...), forge segments as the peer
+  would send them (:func:`peer`), and assert on what the TCB transmits
+  (:func:`expect`, :func:`expect_one`, :func:`expect_nothing`);
+* whole-stack helpers: :class:`Net` wires two :class:`Stack` objects together in
+  memory with a fake clock; :class:`Wire` drives one Stack with hand-made packets.
+
+Time is a plain float passed as ``now``; nothing here reads a clock.
+
+Conventions for the single-TCB helpers: the TCB under test is 10.0.0.2:80
+("local"), the peer is 10.0.0.1:40000. Our ISS is :data:`ISS`, the peer's is
+:data:`IRS`, unless a helper is told otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tcpstack.stack import Stack, StackConfig
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.seq import seq_add
+from tcpstack.tcp.state import State
+from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.ipv4 import PROTO_TCP, parse_ipv4
+from tcpstack.wire.tcp import (
+    ACK,
+    FIN,
+    NO_OPTIONS,
+    SYN,
+    TcpOptions,
+    TcpSegment,
+    emit_tcp_ipv4,
+    flags_str,
+    parse_tcp,
+)
+
+LOCAL_IP = int(ipaddress.IPv4Address("10.0.0.2"))
+REMOTE_IP = int(ipaddress.IPv4Address("10.0.0.1"))
+LOCAL_PORT = 80
+REMOTE_PORT = 40000
+LOCAL = (LOCAL_IP, LOCAL_PORT)
+REMOTE = (REMOTE_IP, REMOTE_PORT)
+
+ISS = 1000  # our initial send sequence number
+IRS = 5000  # the peer's initial sequence number
+PEER_WINDOW = 65535
+RTT = 0.1  # the handshake RTT used by the builders (SRTT = 0.1, RTO = 0.3 afterwards)
+
+MASK = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------- segments
+
+
+def peer(
+    tcb: Tcb,
+    flags: int = ACK,
+    *,
+    seq: int | None = None,
+    ack: int | None = None,
+    payload: bytes = b"",
+    window: int = PEER_WINDOW,
+    options: TcpOptions = NO_OPTIONS,
+) -> TcpSegment:
+    """A segment from the peer to ``tcb``.
+
+    By default it is the "expected" one: SEQ = RCV.NXT of ``tcb``, ACK = SND.NXT
+    (everything ``tcb`` sent is acknowledged), and the window is :data:`PEER_WINDOW`
+    (a raw header field, i.e. before any window scaling).
+    """
+    return TcpSegment(
+        tcb.remote_port,
+        tcb.local_port,
+        tcb.rcv_nxt if seq is None else seq & MASK,
+        tcb.snd_nxt if ack is None else ack & MASK,
+        flags,
+        window,
+        options,
+        payload,
+    )
+
+
+def syn_from_peer(
+    *,
+    seq: int = IRS,
+    flags: int = SYN,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    window: int = PEER_WINDOW,
+    src_port: int = REMOTE_PORT,
+    dst_port: int = LOCAL_PORT,
+) -> TcpSegment:
+    """The peer's opening SYN, with the given options."""
+    return TcpSegment(src_port, dst_port, seq & MASK, 0, flags, window,
+                      TcpOptions(mss=mss, wscale=wscale))
+
+
+def describe(segs: Iterable[TcpSegment]) -> str:
+    return ", ".join(
+        f"[{flags_str(s.flags)}] seq={s.seq} ack={s.ack} win={s.window} len={len(s.payload)}"
+        for s in segs
+    )
+
+
+def check_segment(
+    seg: TcpSegment,
+    flags: int | None = None,
+    *,
+    seq: int | None = None,
+    ack: int | None = None,
+    payload: bytes | None = None,
+    window: int | None = None,
+) -> TcpSegment:
+    """Assert fields of ``seg`` (``flags`` must match exactly); return it."""
+    what = describe([seg])
+    if flags is not None:
+        assert seg.flags == flags, f"flags {flags_str(seg.flags)} != {flags_str(flags)}: {what}"
+    if seq is not None:
+        assert seg.seq == seq & MASK, f"seq {seg.seq} != {seq & MASK}: {what}"
+    if ack is not None:
+        assert seg.ack == ack & MASK, f"ack {seg.ack} != {ack & MASK}: {what}"
+    if payload is not None:
+        assert bytes(seg.payload) == payload, f"payload differs: {what}"
+    if window is not None:
+        assert seg.window == window, f"window {seg.window} != {window}: {what}"
+    return seg
+
+
+def expect(tcb: Tcb, now: float, count: int | None = None) -> list[TcpSegment]:
+    """Collect what ``tcb`` sends at ``now``; optionally assert how many segments."""
+    segs = tcb.segments_to_send(now)
+    if count is not None:
+        assert len(segs) == count, f"expected {count} segment(s), got {describe(segs)}"
+    return segs
+
+
+def expect_one(
+    tcb: Tcb,
+    now: float,
+    flags: int | None = None,
+    *,
+    seq: int | None = None,
+    ack: int | None = None,
+    payload: bytes | None = None,
+    window: int | None = None,
+) -> TcpSegment:
+    """Assert ``tcb`` sends exactly one segment now, with the given fields; return it."""
+    (seg,) = expect(tcb, now, 1)
+    return check_segment(seg, flags, seq=seq, ack=ack, payload=payload, window=window)
+
+
+def expect_nothing(tcb: Tcb, now: float) -> None:
+    segs = tcb.segments_to_send(now)
+    assert not segs, f"expected silence, got {describe(segs)}"
+
+
+def events(tcb: Tcb) -> list[ev.Event]:
+    return tcb.take_events()
+
+
+def drain(tcb: Tcb, now: float) -> Tcb:
+    """Discard pending output and events (used by the builders)."""
+    tcb.segments_to_send(now)
+    tcb.take_events()
+    return tcb
+
+
+# ------------------------------------------------------------ state builders
+
+
+def tcb_listen_syn_received(
+    cfg: TcpConfig | None = None,
+    *,
+    iss: int = ISS,
+    irs: int = IRS,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    window: int = PEER_WINDOW,
+    now: float = 0.0,
+    keep_output: bool = False,
+) -> Tcb:
+    """LISTEN + SYN -> SYN-RECEIVED (RFC 9293 3.10.7.2). The SYN,ACK is drained
+    unless ``keep_output``."""
+    syn = syn_from_peer(seq=irs, mss=mss, wscale=wscale, window=window)
+    tcb = Tcb.passive_open(cfg or TcpConfig(), LOCAL, REMOTE, syn, iss, now)
+    assert tcb.state is State.SYN_RECEIVED
+    return tcb if keep_output else drain(tcb, now)
+
+
+def tcb_syn_sent(
+    cfg: TcpConfig | None = None, *, iss: int = ISS, now: float = 0.0, keep_output: bool = False
+) -> Tcb:
+    """CLOSED + active OPEN -> SYN-SENT (RFC 9293 3.10.1)."""
+    tcb = Tcb.active_open(cfg or TcpConfig(), LOCAL, REMOTE, iss, now)
+    assert tcb.state is State.SYN_SENT
+    return tcb if keep_output else drain(tcb, now)
+
+
+def tcb_established(
+    cfg: TcpConfig | None = None,
+    *,
+    iss: int = ISS,
+    irs: int = IRS,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    window: int = PEER_WINDOW,
+    now: float = 0.0,
+) -> Tcb:
+    """A passively opened connection after the three-way handshake, quiescent.
+
+    The handshake takes :data:`RTT` seconds, so SRTT = RTT afterwards.
+    """
+    tcb = tcb_listen_syn_received(cfg, iss=iss, irs=irs, mss=mss, wscale=wscale,
+                                  window=window, now=now)
+    tcb.receive(peer(tcb, window=window), now + RTT)
+    assert tcb.state is State.ESTABLISHED
+    return drain(tcb, now + RTT)
+
+
+def tcb_established_active(
+    cfg: TcpConfig | None = None,
+    *,
+    iss: int = ISS,
+    irs: int = IRS,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    window: int = PEER_WINDOW,
+    now: float = 0.0,
+) -> Tcb:
+    """An actively opened connection after SYN / SYN,ACK / ACK, quiescent."""
+    tcb = tcb_syn_sent(cfg, iss=iss, now=now)
+    tcb.receive(TcpSegment(REMOTE_PORT, LOCAL_PORT, irs & MASK, seq_add(iss, 1), SYN | ACK,
+                           window, TcpOptions(mss=mss, wscale=wscale)), now + RTT)
+    assert tcb.state is State.ESTABLISHED
+    return drain(tcb, now + RTT)
+
+
+def tcb_fin_wait_1(cfg: TcpConfig | None = None, *, half_close: bool = False,
+                   now: float = 0.0) -> Tcb:
+    """ESTABLISHED + CLOSE -> FIN-WAIT-1, our FIN sent and not yet acknowledged.
+
+    ``half_close`` uses shutdown_write() (the application can still read) instead
+    of close() (an orphaned connection)."""
+    tcb = tcb_established(cfg, now=now)
+    if half_close:
+        tcb.shutdown_write()
+    else:
+        tcb.close()
+    assert tcb.state is State.FIN_WAIT_1
+    return drain(tcb, now + RTT)
+
+
+def tcb_fin_wait_2(cfg: TcpConfig | None = None, *, half_close: bool = False,
+                   now: float = 0.0) -> Tcb:
+    """FIN-WAIT-1 + ACK of our FIN -> FIN-WAIT-2."""
+    tcb = tcb_fin_wait_1(cfg, half_close=half_close, now=now)
+    tcb.receive(peer(tcb), now + 2 * RTT)
+    assert tcb.state is State.FIN_WAIT_2
+    return drain(tcb, now + 2 * RTT)
+
+
+def tcb_closing(cfg: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """FIN-WAIT-1 + the peer's FIN (not acknowledging ours) -> CLOSING."""
+    tcb = tcb_fin_wait_1(cfg, now=now)
+    tcb.receive(peer(tcb, ACK | FIN, ack=tcb.snd_una), now + 2 * RTT)
+    assert tcb.state is State.CLOSING
+    return drain(tcb, now + 2 * RTT)
+
+
+def tcb_time_wait(cfg: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """FIN-WAIT-2 + the peer's FIN -> TIME-WAIT (entered at ``now + 3 * RTT``)."""
+    tcb = tcb_fin_wait_2(cfg, now=now)
+    tcb.receive(peer(tcb, ACK | FIN), now + 3 * RTT)
+    assert tcb.state is State.TIME_WAIT
+    return drain(tcb, now + 3 * RTT)
+
+
+def tcb_close_wait(cfg: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """ESTABLISHED + the peer's FIN -> CLOSE-WAIT."""
+    tcb = tcb_established(cfg, now=now)
+    tcb.receive(peer(tcb, ACK | FIN), now + 2 * RTT)
+    assert tcb.state is State.CLOSE_WAIT
+    return drain(tcb, now + 2 * RTT)
+
+
+def tcb_last_ack(cfg: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
+    """CLOSE-WAIT + CLOSE -> LAST-ACK, our FIN sent."""
+    tcb = tcb_close_wait(cfg, now=now)
+    tcb.close()
+    assert tcb.state is State.LAST_ACK
+    return drain(tcb, now + 2 * RTT)
+
+
+# --------------------------------------------------------- two TCBs, directly
+
+
+@dataclass
+class Pair:
+    """Two TCBs connected back to back, passing TcpSegment objects, fake clock.
+
+    ``lose`` may drop segments: it is called with (sender, segment) and returns
+    True to drop.
+    """
+
+    a: Tcb
+    b: Tcb
+    now: float = 0.0
+    lose: Callable[[Tcb, TcpSegment], bool] | None = None
+    log: list[tuple[str, TcpSegment]] = field(default_factory=list)
+
+    def step(self) -> bool:
+        """Deliver one round of output both ways; True if anything moved."""
+        # Collect both sides' output first: segments sent "at the same time" cross.
+        out_a = self.a.segments_to_send(self.now)
+        out_b = self.b.segments_to_send(self.now)
+        for src, dst, name, segs in ((self.a, self.b, "a", out_a), (self.b, self.a, "b", out_b)):
+            for seg in segs:
+                self.log.append((name, seg))
+                if self.lose is not None and self.lose(src, seg):
+                    continue
+                dst.receive(seg, self.now)
+        return bool(out_a or out_b)
+
+    def run(self, app: Callable[[], None] | None = None, max_rounds: int = 100_000,
+            until: Callable[[], bool] | None = None) -> None:
+        """Exchange segments, calling ``app`` each round, advancing the clock when idle."""
+        for _ in range(max_rounds):
+            if app is not None:
+                app()
+            if until is not None and until():
+                return
+            if self.step():
+                continue
+            deadlines = [d for d in (self.a.next_deadline(), self.b.next_deadline())
+                         if d is not None]
+            if not deadlines:
+                assert until is None, "Pair.run went idle before the condition held"
+                return
+            self.now = max(self.now, min(deadlines))
+            for t in (self.a, self.b):
+                d = t.next_deadline()
+                if d is not None and d <= self.now:
+                    t.handle_timer(self.now)
+        raise AssertionError("Pair.run did not settle")
+
+
+def connected_pair(
+    cfg_a: TcpConfig | None = None,
+    cfg_b: TcpConfig | None = None,
+    *,
+    iss_a: int = ISS,
+    iss_b: int = IRS,
+) -> Pair:
+    """An active opener ``a`` (10.0.0.1:40000) and a passive opener ``b`` (10.0.0.2:80),
+    handshake completed."""
+    a = Tcb.active_open(cfg_a or TcpConfig(), REMOTE, LOCAL, iss_a, 0.0)
+    (syn,) = a.segments_to_send(0.0)
+    b = Tcb.passive_open(cfg_b or TcpConfig(), LOCAL, REMOTE, syn, iss_b, 0.0)
+    pair = Pair(a, b)
+    pair.run(until=lambda: a.state is State.ESTABLISHED and b.state is State.ESTABLISHED)
+    pair.step()
+    a.take_events()
+    b.take_events()
+    return pair
+
+
+# ------------------------------------------------------------- stack level
+
+
+def ip(addr: str) -> int:
+    return int(ipaddress.IPv4Address(addr))
+
+
+def stack(addr: str = "10.0.0.2", cfg: TcpConfig | None = None, *, seed: int = 1,
+          isn_secret: bytes | None = None) -> Stack:
+    """A Stack with one address, a deterministic RNG and (optionally) a fixed ISN secret."""
+    config = StackConfig(addresses=(ipaddress.IPv4Address(addr),), tcp=cfg or TcpConfig())
+    return Stack(config, isn_secret=isn_secret, rng=random.Random(seed))
+
+
+def packet(seg: TcpSegment, src: str | int, dst: str | int, ident: int = 1) -> bytearray:
+    """An IPv4 packet carrying ``seg``."""
+    s = ip(src) if isinstance(src, str) else src
+    d = ip(dst) if isinstance(dst, str) else dst
+    return emit_tcp_ipv4(seg, s, d, ident)
+
+
+@dataclass
+class Parsed:
+    src: int
+    dst: int
+    seg: TcpSegment
+
+
+def parse(pkt: bytes | bytearray) -> Parsed:
+    """Parse an IPv4+TCP packet produced by a Stack (checksums verified)."""
+    p = parse_ipv4(pkt)
+    assert p.proto == PROTO_TCP
+    seg = parse_tcp(bytes(p.payload), p.src, p.dst)
+    seg.payload = bytes(seg.payload)
+    return Parsed(p.src, p.dst, seg)
+
+
+class Wire:
+    """Drive one Stack (10.0.0.2) by hand as the host 10.0.0.1 would."""
+
+    def __init__(self, st: Stack | None = None, peer_addr: str = "10.0.0.1") -> None:
+        self.stack = st or stack()
+        self.peer_ip = ip(peer_addr)
+        self.local_ip = next(iter(self.stack.addresses))
+        self.now = 0.0
+
+    def send(self, seg: TcpSegment, now: float | None = None) -> list[TcpSegment]:
+        """Deliver ``seg`` from the peer; return the segments the stack sends back."""
+        if now is not None:
+            self.now = now
+        self.stack.receive(packet(seg, self.peer_ip, self.local_ip), self.now)
+        return self.out()
+
+    def out(self) -> list[TcpSegment]:
+        segs = []
+        for pkt in self.stack.packets_to_send(self.now):
+            p = parse(pkt)
+            assert p.src == self.local_ip and p.dst == self.peer_ip
+            segs.append(p.seg)
+        return segs
+
+    def tick(self, now: float) -> list[TcpSegment]:
+        """Advance the clock to ``now``, run due timers, collect output."""
+        self.now = now
+        self.stack.handle_timer(now)
+        return self.out()
+
+
+class Net:
+    """Two Stacks (10.0.0.1 and 10.0.0.2) wired back to back, with a fake clock.
+
+    :meth:`run` moves packets both ways and, when nothing is in flight, advances
+    the clock to the earliest deadline. ``app`` is called every round so tests
+    can read and write like an application would. ISN secrets are fixed by default
+    so runs are reproducible; ``lose`` may drop packets (return True to drop).
+    """
+
+    def __init__(self, cfg: TcpConfig | None = None, *, seed: int = 7,
+                 secret_a: bytes | None = b"secret of host A",
+                 secret_b: bytes | None = b"secret of host B",
+                 lose: Callable[[bytearray], bool] | None = None) -> None:
+        self.a = stack("10.0.0.1", cfg, seed=seed, isn_secret=secret_a)
+        self.b = stack("10.0.0.2", cfg, seed=seed + 1, isn_secret=secret_b)
+        self.now = 0.0
+        self.packets = 0
+        self.dropped = 0
+        self.lose = lose
+        self.notified: list[Tcb] = []
+
+    def step(self) -> bool:
+        moved = False
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
+            pkts = src.packets_to_send(self.now)
+            self.notified += src.take_notified()
+            for pkt in pkts:
+                moved = True
+                self.packets += 1
+                if self.lose is not None and self.lose(pkt):
+                    self.dropped += 1
+                    continue
+                dst.receive(pkt, self.now)
+        return moved
+
+    def run(self, app: Callable[[], None] | None = None, *, until: Callable[[], bool],
+            max_rounds: int = 200_000) -> None:
+        for _ in range(max_rounds):
+            if app is not None:
+                app()
+            if self.step():
+                continue
+            if until():
+                return
+            if self.a.has_pending_output() or self.b.has_pending_output():
+                continue
+            deadlines = [d for d in (self.a.next_deadline(), self.b.next_deadline())
+                         if d is not None]
+            if not deadlines:
+                break
+            self.now = max(self.now, min(deadlines))
+            self.a.handle_timer(self.now)
+            self.b.handle_timer(self.now)
+        assert until(), "Net.run stopped before the condition held"
