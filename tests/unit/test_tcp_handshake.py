@@ -454,7 +454,7 @@ def test_syn_received_lost_synack_initial_window_is_one_segment() -> None:
     assert [len(s.payload) for s in segs] == [1460]
 
 
-# ------------------------------------------------- engine bugs (xfail strict)
+# ------------------------------------------ regressions: engine bugs found here
 
 
 def test_syn_sent_window_after_syn_ack_never_exceeds_rcv_buf() -> None:
