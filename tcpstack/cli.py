@@ -107,6 +107,15 @@ def _directory(value: str) -> Path:
     return p
 
 
+def _impair_spec(value: str) -> Any:
+    from tcpstack.link.impair import ImpairSpec
+
+    try:
+        return ImpairSpec.parse(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _log_level(value: str) -> int:
     level = logging.getLevelName(value.upper())
     if not isinstance(level, int):
@@ -145,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: %(default)s)")
     net.add_argument("--no-offload", dest="offload", action="store_false",
                      help="plain packets: no virtio-net header, checksum or TSO offload")
+
+    net.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC",
+                     help="inject seeded faults into the TUN traffic, e.g. "
+                          "loss=5,delay=10ms,jitter=2ms,seed=7 (keys: loss, delay, jitter, "
+                          "reorder, reorder_delay, duplicate, corrupt, rate, limit, seed, "
+                          "dir=both|in|out; percentages, times in us/ms/s); implies "
+                          "--no-offload")
 
     svc = s.add_argument_group("services (port 0 disables a service)")
     svc.add_argument("--http-port", type=_port, default=80, metavar="PORT")
@@ -211,9 +227,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if host is None:
         host = ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
 
+    # The impairment acts on single IP packets: a TSO super-segment lost or
+    # corrupted as a whole would be unrealistic, so --impair turns offloads off.
+    offload = args.offload and args.impair is None
     try:
         device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
-                                configure=args.configure, offload=args.offload,
+                                configure=args.configure, offload=offload,
                                 txqueuelen=args.txqueuelen, queues=args.workers)
     except TunError as e:
         return _fail(str(e))
@@ -288,6 +307,13 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
     from tcpstack.apps import HttpService, discard, echo
     from tcpstack.stack import Stack
 
+    raw_device = device
+    loop = asyncio.get_running_loop()
+    if args.impair is not None:
+        from tcpstack.link.impair import ImpairedDevice, Impairment
+
+        device = ImpairedDevice(device, Impairment(args.impair), loop.time)
+        log.info("impairing traffic on %s: %s", raw_device.name, args.impair)
     net = Network(device, stack=Stack(config, isn_secret=isn_secret))
     handlers: dict[str, Any] = {"http": HttpService(www=args.www), "echo": echo,
                                 "discard": discard}
@@ -295,12 +321,12 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
         if port:
             net.start_server(handlers[name], port, backlog=args.backlog)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     services = ", ".join(f"{name} on {port}" for name, port in ports.items() if port)
-    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address, device.name,
-             "created" if device.created else "attached", services or "no services")
+    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address,
+             raw_device.name, "created" if raw_device.created else "attached",
+             services or "no services")
     try:
         await stop.wait()
     finally:
@@ -308,10 +334,27 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
             loop.remove_signal_handler(sig)
     log.info("shutting down: closing %d connection(s)", len(net.connections))
     await net.aclose(grace=args.grace)
+    if device is not raw_device:
+        await _drain_impairment(device)
     counters = net.stack.counters
     log.info("stopped; counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none")
+    if device is not raw_device:
+        log.info("impairment counters: %s",
+                 ", ".join(f"{k}={v}" for k, v in sorted(device.counters.items())) or "none")
     return 0
+
+
+async def _drain_impairment(device: Any, limit: float = 1.0) -> None:
+    """Send what the impairment still holds (final FINs/RSTs), for at most ``limit`` s."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    for _ in range(1000):
+        deadline = device.next_deadline()
+        if deadline is None or deadline > end:
+            return
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        device.poll()  # inbound packets are no longer wanted
 
 
 def main(argv: Sequence[str] | None = None) -> int:

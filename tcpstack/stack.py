@@ -317,7 +317,7 @@ class Stack:
         for tcb in dirty:
             for seg in tcb.segments_to_send(now):
                 out.append(emit_tcp_ipv4(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
-                                         ttl, vnet, tcb.snd_mss))
+                                         ttl, vnet, tcb.gso_size))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

@@ -7,6 +7,12 @@ hands connection events to their owners, and writes all resulting packets. One
 stack's deadline moves earlier (a late wake-up is harmless: the stack re-checks).
 Application calls (write, read, close) only mark connections dirty; a single
 ``call_soon`` flush per loop iteration gathers their output.
+
+A device may hold packets itself (a :class:`TimedDevice`, such as
+:class:`tcpstack.link.impair.ImpairedDevice` delaying them): the single timer is
+then armed for the earlier of the stack's and the device's deadlines, and every
+wake-up first polls the device, feeding the inbound packets it releases to the
+stack.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tcpstack.stack import Stack
 from tcpstack.tcp.events import Event
@@ -34,6 +40,19 @@ class PacketDevice(Protocol):
     def read_batch(self, max_packets: int = ..., bufsize: int = ...) -> list[bytes]: ...
 
     def write_batch(self, packets: Iterable[bytes | bytearray]) -> int: ...
+
+
+@runtime_checkable
+class TimedDevice(PacketDevice, Protocol):
+    """A device that holds packets until deadlines of its own (e.g. a fault injector).
+
+    ``poll`` sends the held outbound packets that are due and returns the held
+    inbound ones that are due; ``next_deadline`` is when that next happens.
+    """
+
+    def next_deadline(self) -> float | None: ...
+
+    def poll(self) -> list[bytes]: ...
 
 
 EventHandler = Callable[[Tcb, list[Event]], None]
@@ -59,6 +78,7 @@ class StackRuntime:
         self._timer_when: float | None = None
         self._flush_scheduled = False
         self._running = False
+        self._timed: TimedDevice | None = device if isinstance(device, TimedDevice) else None
 
     def start(self) -> None:
         self._running = True
@@ -94,6 +114,7 @@ class StackRuntime:
         self._timer = None
         self._timer_when = None
         now = self.loop.time()
+        self._poll_device(now)
         self.stack.handle_timer(now)
         self._process(now)
 
@@ -113,8 +134,23 @@ class StackRuntime:
 
     # --------------------------------------------------------------- work
 
+    def _poll_device(self, now: float) -> None:
+        """Let a :class:`TimedDevice` release what it held; feed the inbound part."""
+        if self._timed is None:
+            return
+        try:
+            packets = self._timed.poll()
+        except OSError as e:
+            log.error("device poll failed: %s", e)
+            self.stack.counters["device_write_error"] += 1
+            return
+        receive = self.stack.receive
+        for pkt in packets:
+            receive(pkt, now)
+
     def _process(self, now: float) -> None:
         stack = self.stack
+        self._poll_device(now)
         for _ in range(MAX_FLUSH_ROUNDS):
             packets = stack.packets_to_send(now)
             if packets:
@@ -146,6 +182,10 @@ class StackRuntime:
         if not self._running:
             return
         deadline = self.stack.next_deadline()
+        if self._timed is not None:
+            held = self._timed.next_deadline()
+            if held is not None and (deadline is None or held < deadline):
+                deadline = held
         if deadline is None:
             return
         if self._timer is not None and self._timer_when is not None \

@@ -32,6 +32,15 @@ class TcpConfig:
     #: Largest payload handed to the device in one segment when it segments for us
     #: (TSO); 0 means every segment is at most one MSS.
     tso_size: int = 0
+    sack: bool = True  # RFC 2018 / RFC 6675, offered in SYNs and accepted
+    timestamps: bool = True  # RFC 7323: RTTM and PAWS
+    delayed_ack: float = 0.04  # RFC 1122 4.2.3.2 (<= 0.5 s; Linux's minimum 40 ms); 0 = off
+    nagle: bool = True  # RFC 9293 3.7.4 / RFC 896; per connection: Tcb.set_nodelay
+    tlp: bool = True  # RFC 8985 7: tail loss probes
+    keepalive: bool = False  # RFC 1122 4.2.3.6; per connection: Tcb.set_keepalive
+    keepalive_idle: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_count: int = 9
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -50,6 +59,10 @@ class TcpConfig:
             raise ValueError("fin_timeout must be positive")
         if self.initial_window < 1:
             raise ValueError("initial window must be at least one segment")
+        if not 0 <= self.delayed_ack <= 0.5:
+            raise ValueError("delayed ACK timeout must be within 0..0.5 s (RFC 1122 4.2.3.2)")
+        if self.keepalive_idle <= 0 or self.keepalive_interval <= 0 or self.keepalive_count < 1:
+            raise ValueError("keepalive idle and interval must be positive and count >= 1")
         if not 0 <= self.tso_size <= 65535 - 40:
             raise ValueError(f"TSO size {self.tso_size} out of range 0..65495")
         if self.congestion_control not in congestion.ALGORITHMS:

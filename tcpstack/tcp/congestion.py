@@ -19,13 +19,15 @@ class CongestionControl:
     """Base class: the interface every algorithm implements."""
 
     name = "base"
-    __slots__ = ("cwnd", "mss", "ssthresh")
+    __slots__ = ("_saved", "cwnd", "mss", "srtt", "ssthresh")
 
     def __init__(self, mss: int, iw_segments: int = 10) -> None:
         self.mss = mss
         self.cwnd = initial_window(mss, iw_segments)
         # RFC 5681 3.1: ssthresh starts arbitrarily high.
         self.ssthresh = 1 << 30
+        self._saved: tuple[int, int] | None = None
+        self.srtt: float | None = None  # kept current by the TCB, for delay-aware algorithms
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """``acked`` new bytes were cumulatively acknowledged; ``flight`` before the ACK."""
@@ -33,8 +35,28 @@ class CongestionControl:
 
     def on_timeout(self, flight: int, now: float) -> None:
         """A retransmission timeout fired (RFC 5681 3.1, equation 4 and the loss window)."""
+        self.save()
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
+
+    def on_loss(self, flight: int, now: float) -> None:
+        """Loss detected by ACKs: enter fast recovery (RFC 5681 3.2, RFC 6675 5)."""
+        self.save()
+        self.ssthresh = max(flight // 2, 2 * self.mss)
+        self.cwnd = self.ssthresh
+
+    def save(self) -> None:
+        """Remember the state before a reduction, for :meth:`undo`."""
+        self._saved = (self.cwnd, self.ssthresh)
+
+    def undo(self) -> None:
+        """The reduction was caused by a spurious retransmission: restore the state
+        from before it (Eifel response, RFC 4015 / RFC 3708)."""
+        saved = self._saved
+        if saved is not None:
+            self.cwnd = max(self.cwnd, saved[0])
+            self.ssthresh = max(self.ssthresh, saved[1])
+            self._saved = None
 
     def set_mss(self, mss: int) -> None:
         self.mss = mss
@@ -68,7 +90,86 @@ class NewReno(CongestionControl):
         self._ca_acc = 0
 
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {"newreno": NewReno}
+class Cubic(CongestionControl):
+    """CUBIC (RFC 9438): window growth as a cubic function of time since the last loss.
+
+    Windows are tracked in segments as floats internally (RFC 9438 4.1); ``cwnd`` is
+    exposed in bytes like every controller.
+    """
+
+    name = "cubic"
+    C = 0.4  # RFC 9438 4.1
+    BETA = 0.7  # RFC 9438 4.6
+    ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3, the Reno-friendly increase
+    __slots__ = ("_cwnd_epoch", "_epoch", "_k", "_w_est", "_w_last_max", "_w_max")
+
+    def __init__(self, mss: int, iw_segments: int = 10) -> None:
+        super().__init__(mss, iw_segments)
+        self._epoch: float | None = None
+        self._w_max = 0.0
+        self._w_last_max = 0.0
+        self._k = 0.0
+        self._w_est = 0.0
+        self._cwnd_epoch = 0.0
+
+    def on_ack(self, acked: int, flight: int, now: float) -> None:
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(acked, 2 * self.mss)  # slow start as in RFC 5681 (RFC 9438 4.10)
+            return
+        mss = self.mss
+        cwnd_seg = self.cwnd / mss
+        if self._epoch is None:
+            # RFC 9438 4.2: a congestion-avoidance epoch starts.
+            self._epoch = now
+            self._cwnd_epoch = cwnd_seg
+            self._w_est = cwnd_seg
+            if self._w_max <= cwnd_seg:
+                self._k = 0.0
+                self._w_max = cwnd_seg
+            else:
+                self._k = ((self._w_max - cwnd_seg) / self.C) ** (1 / 3)
+        rtt = self.srtt if self.srtt is not None else 0.1
+        t = now - self._epoch + rtt
+        target = self.C * (t - self._k) ** 3 + self._w_max  # eq. 1 at t + RTT (4.2)
+        target = min(max(target, cwnd_seg), 1.5 * cwnd_seg)  # RFC 9438 4.4: bounded
+        # Reno-friendly estimate (RFC 9438 4.3, eq. 4).
+        self._w_est += self.ALPHA * (acked / mss) / cwnd_seg
+        if self._w_est > target:
+            target = self._w_est
+        # Grow by (target - cwnd) / cwnd per acknowledged segment (RFC 9438 4.4/4.5).
+        inc = (target - cwnd_seg) / cwnd_seg * (acked / mss)
+        self.cwnd = int((cwnd_seg + inc) * mss)
+
+    def _reduce(self) -> None:
+        cwnd_seg = self.cwnd / self.mss
+        # Fast convergence (RFC 9438 4.7).
+        if cwnd_seg < self._w_last_max:
+            self._w_last_max = cwnd_seg
+            self._w_max = cwnd_seg * (1 + self.BETA) / 2
+        else:
+            self._w_last_max = cwnd_seg
+            self._w_max = cwnd_seg
+        self._epoch = None
+
+    def on_loss(self, flight: int, now: float) -> None:
+        self.save()
+        self._reduce()
+        # RFC 9438 4.6: ssthresh = cwnd * beta, at least 2 segments.
+        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
+        self.cwnd = self.ssthresh
+
+    def on_timeout(self, flight: int, now: float) -> None:
+        self.save()
+        self._reduce()
+        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
+        self.cwnd = self.mss
+
+    def undo(self) -> None:
+        super().undo()
+        self._epoch = None
+
+
+ALGORITHMS: dict[str, type[CongestionControl]] = {"newreno": NewReno, "cubic": Cubic}
 
 
 def create(name: str, mss: int, iw_segments: int = 10) -> CongestionControl:

@@ -14,8 +14,11 @@ packets, so a burst of arrivals is answered with one ACK (or with data carrying 
 Events for the application accumulate in :attr:`events`.
 
 The code follows the "SEGMENT ARRIVES" procedure of RFC 9293 3.10.7, in order;
-comments cite the step. Out-of-order queueing, SACK, timestamps, fast retransmit,
-delayed ACKs and Nagle are later additions and are marked where they will slot in.
+comments cite the step. On top of it: out-of-order reassembly with SACK and
+D-SACK (RFC 2018, RFC 2883), timestamps with PAWS (RFC 7323), loss recovery
+from a SACK scoreboard with RACK-TLP (RFC 6675, RFC 8985) or, for peers without
+SACK, NewReno (RFC 6582), Eifel undo of spurious retransmissions (RFC 3522,
+RFC 4015), delayed ACKs, Nagle's algorithm and keepalives (RFC 1122).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any
 from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.scoreboard import Scoreboard, Sent
 from tcpstack.tcp.seq import (
     MASK,
     seq_add,
@@ -48,6 +53,10 @@ from tcpstack.tcp.state import (
 from tcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpOptions, TcpSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
+PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
+WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
+DUPTHRESH = 3  # RFC 5681 3.2
 
 
 class Tcb:
@@ -57,31 +66,57 @@ class Tcb:
         "_ack_pending",
         "_closed_by_app",
         "_data_event_pending",
+        "_delack",
         "_dirty",
+        "_dsack",
+        "_dupacks",
         "_fin_queued",
         "_heap_deadline",
+        "_ka_probes",
+        "_last_ack_sent",
+        "_last_rcv",
         "_on_dirty",
+        "_ooo",
         "_out",
         "_persist_backoff",
         "_probes",
+        "_rcv_unacked",
+        "_recovery",
         "_retries",
+        "_rto_high",
         "_rtt_seq",
         "_rtt_time",
+        "_rtx_tsval",
+        "_sb",
         "_sndbuf",
         "_syn_retransmitted",
+        "_tlp_dsack",
+        "_tlp_high",
+        "_tlp_rtx",
+        "_ts_recent",
+        "_ts_recent_age",
         "_write_blocked",
         "cc",
         "cfg",
+        "delack_deadline",
         "events",
         "fin_wait_deadline",
+        "gso_size",
         "half_open",
         "irs",
         "iss",
+        "keepalive",
+        "keepalive_count",
+        "keepalive_deadline",
+        "keepalive_idle",
+        "keepalive_interval",
         "listener",
         "local_ip",
         "local_port",
         "max_snd_wnd",
+        "nodelay",
         "persist_deadline",
+        "rack_deadline",
         "rcv_adv",
         "rcv_buf",
         "rcv_nxt",
@@ -90,6 +125,8 @@ class Tcb:
         "remote_port",
         "rto_deadline",
         "rtt",
+        "sack_ok",
+        "seg_mss",
         "snd_buf_seq",
         "snd_max",
         "snd_mss",
@@ -101,6 +138,9 @@ class Tcb:
         "snd_wscale",
         "state",
         "time_wait_deadline",
+        "tlp_deadline",
+        "ts_offset",
+        "ts_ok",
         "user",
         "wscale_ok",
     )
@@ -156,10 +196,47 @@ class Tcb:
         self.cc: congestion.CongestionControl = congestion.create(
             cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window
         )
+        # Options agreed in the handshake, and the payload per segment they leave.
+        self.sack_ok = False
+        self.ts_ok = False
+        self.seg_mss = DEFAULT_PEER_MSS
+        self.gso_size = DEFAULT_PEER_MSS
+        # RFC 7323: our clock offset (unpredictable per connection, RFC 7323 7.1),
+        # the peer's TSval to echo and when it was recorded.
+        self.ts_offset = (iss * 0x9E3779B1) & MASK
+        self._ts_recent = 0
+        self._ts_recent_age = -1.0
+        self._last_ack_sent = 0
+        # Receive side: out-of-order runs, a pending D-SACK, delayed-ACK state.
+        self._ooo = ReassemblyQueue()
+        self._dsack: tuple[int, int] | None = None
+        self._delack = False
+        self._rcv_unacked = 0
+        # Send side: the scoreboard, recovery point, dup-ACK count (NewReno),
+        # the TSval of the first retransmission of an episode (Eifel), TLP state.
+        self._sb = Scoreboard()
+        self._recovery: int | None = None
+        self._rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
+        self._dupacks = 0
+        self._rtx_tsval: int | None = None
+        self._tlp_high: int | None = None
+        self._tlp_rtx = False
+        self._tlp_dsack = 0
+        self.nodelay = not cfg.nagle
+        self.keepalive = cfg.keepalive
+        self.keepalive_idle = cfg.keepalive_idle
+        self.keepalive_interval = cfg.keepalive_interval
+        self.keepalive_count = cfg.keepalive_count
+        self._ka_probes = 0
+        self._last_rcv = 0.0
         self.rto_deadline: float | None = None
         self.persist_deadline: float | None = None
         self.time_wait_deadline: float | None = None
         self.fin_wait_deadline: float | None = None
+        self.delack_deadline: float | None = None
+        self.rack_deadline: float | None = None
+        self.tlp_deadline: float | None = None
+        self.keepalive_deadline: float | None = None
         # Owner's bookkeeping: the stack's dirty-list hook and timer-heap entry,
         # the listener that spawned a passive connection, the application handle.
         self._dirty = False
@@ -185,7 +262,11 @@ class Tcb:
         tcb = cls(cfg, local, remote, iss)
         tcb.irs = syn.seq
         tcb.rcv_nxt = seq_add(syn.seq, 1)
+        tcb._last_rcv = now
         tcb._negotiate(syn.options, offered_wscale=syn.options.wscale is not None)
+        if tcb.ts_ok and syn.options.timestamps is not None:
+            tcb._ts_recent = syn.options.timestamps[0]
+            tcb._ts_recent_age = now
         # The window in a SYN is never scaled (RFC 7323 2.2).
         tcb.snd_wnd = syn.window
         tcb.max_snd_wnd = syn.window
@@ -206,11 +287,18 @@ class Tcb:
         return tcb
 
     def _negotiate(self, opts: TcpOptions, offered_wscale: bool) -> None:
-        """Apply the peer's SYN options: MSS (RFC 9293 3.7.1), window scale (RFC 7323 2.2)."""
+        """Apply the peer's SYN options: MSS (RFC 9293 3.7.1), window scale and timestamps
+        (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2)."""
         peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
         self.snd_mss = max(64, min(peer_mss, self.cfg.mss))
-        self.cc.set_mss(self.snd_mss)
-        self.cc.cwnd = congestion.initial_window(self.snd_mss, self.cfg.initial_window)
+        self.sack_ok = self.cfg.sack and opts.sack_permitted
+        self.ts_ok = self.cfg.timestamps and opts.timestamps is not None
+        # RFC 9293 3.7.1 / RFC 6691: the MSS excludes options, so the payload of a
+        # segment shrinks by the options it carries.
+        self.seg_mss = self.snd_mss - (TS_OPTION_LEN if self.ts_ok else 0)
+        self.gso_size = self.seg_mss
+        self.cc.set_mss(self.seg_mss)
+        self.cc.cwnd = congestion.initial_window(self.seg_mss, self.cfg.initial_window)
         self.wscale_ok = self.cfg.window_scaling and offered_wscale and opts.wscale is not None
         if self.wscale_ok:
             self.snd_wscale = opts.wscale or 0
@@ -221,11 +309,13 @@ class Tcb:
 
     def _send_syn(self, now: float, ack: bool) -> None:
         if ack:
-            opts = self._syn_options()
+            opts = self._syn_options(now)
         else:
-            opts = TcpOptions(mss=self.cfg.mss)
+            opts = TcpOptions(mss=self.cfg.mss, sack_permitted=self.cfg.sack)
             if self.cfg.window_scaling:
                 opts.wscale = self.cfg.rcv_wscale
+            if self.cfg.timestamps:
+                opts.timestamps = (self._tsval(now), 0)
         # RFC 7323 2.2: the window field of a SYN is not scaled.
         window = min(self.cfg.rcv_buf, 0xFFFF)
         flags = SYN | ACK if ack else SYN
@@ -264,6 +354,30 @@ class Tcb:
             self._write_blocked = True
         self._mark()
 
+    def set_nodelay(self, on: bool) -> None:
+        """Disable (``on``) or re-enable Nagle's algorithm for this connection."""
+        self.nodelay = on
+        self._mark()
+
+    def set_keepalive(self, on: bool, idle: float | None = None,
+                      interval: float | None = None, count: int | None = None) -> None:
+        """Keepalive probes after ``idle`` seconds of silence (RFC 1122 4.2.3.6)."""
+        if idle is not None:
+            if idle <= 0:
+                raise ValueError("keepalive idle time must be positive")
+            self.keepalive_idle = idle
+        if interval is not None:
+            if interval <= 0:
+                raise ValueError("keepalive interval must be positive")
+            self.keepalive_interval = interval
+        if count is not None:
+            if count < 1:
+                raise ValueError("keepalive count must be at least 1")
+            self.keepalive_count = count
+        self.keepalive = on
+        self.keepalive_deadline = None
+        self._mark()
+
     @property
     def recv_buffered(self) -> int:
         return len(self.rcv_buf)
@@ -290,7 +404,7 @@ class Tcb:
         if self.state not in RECEIVES_TEXT:
             return
         advertised = seq_diff(self.rcv_adv, self.rcv_nxt)
-        free = self.cfg.rcv_buf - len(self.rcv_buf)
+        free = self.cfg.rcv_buf - len(self.rcv_buf) - self._ooo.nbytes
         if free - advertised >= min(self.cfg.rcv_buf // 2, 2 * self.cfg.mss):
             self._ack_pending = True
             self._mark()
@@ -338,7 +452,7 @@ class Tcb:
         if self.state in (State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1,
                           State.FIN_WAIT_2, State.CLOSE_WAIT):
             self._out.append(
-                TcpSegment(self.local_port, self.remote_port, self.snd_nxt, self.rcv_nxt,
+                TcpSegment(self.local_port, self.remote_port, self.snd_max, self.rcv_nxt,
                            RST | ACK, 0)
             )
         self._terminate("aborted")
@@ -348,6 +462,8 @@ class Tcb:
     def receive(self, seg: TcpSegment, now: float) -> None:
         """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
         state = self.state
+        self._last_rcv = now
+        self._ka_probes = 0
         if state is State.SYN_SENT:
             self._receive_syn_sent(seg, now)
         elif state is State.CLOSED or state is State.LISTEN:
@@ -379,8 +495,11 @@ class Tcb:
         # Our SYN advertised an unscaled window; only now is its base known.
         self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcv_buf, 0xFFFF))
         self._negotiate(seg.options, offered_wscale=seg.options.wscale is not None)
+        if self.ts_ok and seg.options.timestamps is not None:
+            self._ts_recent = seg.options.timestamps[0]
+            self._ts_recent_age = now
         if ack_ok:
-            self._ack_advance(seg.ack, now)
+            self._ack_advance(seg.ack, now, seg)
             self.snd_wnd = seg.window  # SYN windows are unscaled
             self.max_snd_wnd = self.snd_wnd
             self.snd_wl1 = seg.seq
@@ -428,8 +547,16 @@ class Tcb:
             # A retransmitted SYN: our SYN,ACK was lost; send it again.
             self._out.append(
                 TcpSegment(self.local_port, self.remote_port, self.iss, self.rcv_nxt, SYN | ACK,
-                           min(self.cfg.rcv_buf, 0xFFFF), self._syn_options())
+                           min(self.cfg.rcv_buf, 0xFFFF), self._syn_options(now))
             )
+            self._mark()
+            return
+        # RFC 7323 5.3: PAWS -- a timestamp older than TS.Recent marks an old duplicate.
+        ts = seg.options.timestamps
+        if self.ts_ok and ts is not None and not flags & RST and self._ts_recent_age >= 0 \
+                and seq_lt(ts[0], self._ts_recent) \
+                and now - self._ts_recent_age < PAWS_IDLE_LIMIT:
+            self._ack_pending = True
             self._mark()
             return
         # First: sequence number check.
@@ -458,6 +585,12 @@ class Tcb:
             self._ack_pending = True
             self._mark()
             return
+        # RFC 7323 4.3: remember the TSval to echo, from a segment that covers the
+        # last ACK we sent.
+        if self.ts_ok and ts is not None and seq_le(seg.seq, self._last_ack_sent) \
+                and (self._ts_recent_age < 0 or seq_ge(ts[0], self._ts_recent)):
+            self._ts_recent = ts[0]
+            self._ts_recent_age = now
         # Fifth: segments without ACK are dropped.
         if not flags & ACK:
             return
@@ -520,8 +653,22 @@ class Tcb:
             self._ack_pending = True
             self._mark()
             return False
-        if seq_gt(ack, self.snd_una):
-            self._ack_advance(ack, now)
+        sb = self._sb
+        prior_flight = seq_diff(self.snd_max, self.snd_una)
+        newly_sacked = 0
+        if self.sack_ok and seg.options.sack_blocks and sb.recs:
+            newly_sacked = sb.sack(seg.options.sack_blocks, self.snd_una, self.snd_max, now,
+                                   self._tsecr_valid(seg))
+        advanced = seq_gt(ack, self.snd_una)
+        if advanced:
+            self._ack_advance(ack, now, seg)
+            self._dupacks = 0
+        elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
+                and (seg.window << self.snd_wscale) == self.snd_wnd and ack == self.snd_una:
+            # A duplicate ACK by RFC 5681 2's definition.
+            self._dupacks += 1
+            if not self.sack_ok:
+                self._mark()
         # Window update (RFC 9293 3.10.7.4): only from a newer segment.
         if seq_lt(self.snd_wl1, seg.seq) or (
             self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)
@@ -539,9 +686,53 @@ class Tcb:
                 self._persist_backoff = 0
         if self._probes and seq_ge(ack, self.snd_una):
             self._probes = 0
+        if sb.recs or self._recovery is not None:
+            self._detect_loss(now, advanced, newly_sacked, prior_flight)
         return True
 
-    def _ack_advance(self, ack: int, now: float) -> None:
+    def _detect_loss(self, now: float, advanced: bool, newly_sacked: int,
+                     prior_flight: int) -> None:
+        """Loss detection after an ACK: RACK with SACK (RFC 8985 6), NewReno without
+        (RFC 6582), and entry to / exit from fast recovery (RFC 6675 5)."""
+        sb = self._sb
+        if self._recovery is not None and seq_ge(self.snd_una, self._recovery):
+            self._recovery = None  # RFC 6675 5 / RFC 6582 3.2 step 3: full ACK ends it
+            self._rtx_tsval = None
+        if self._rto_high is not None and seq_ge(self.snd_una, self._rto_high):
+            self._rto_high = None
+            self._rtx_tsval = None
+        if self.sack_ok:
+            if advanced or newly_sacked or self.rack_deadline is not None:
+                newly_lost, timeout = sb.detect_loss(now, self.rtt.srtt)
+                self.rack_deadline = timeout
+                if newly_lost:
+                    self._on_loss_detected(now, prior_flight)
+        elif self._recovery is None and self._rto_high is None:
+            if self._dupacks >= DUPTHRESH and sb.recs:
+                # RFC 5681 3.2 / RFC 6582 3.2 step 2: fast retransmit of SND.UNA.
+                sb.mark_lost_from(self.snd_una, limit=1)
+                self._on_loss_detected(now, prior_flight)
+        elif advanced and sb.recs:
+            # RFC 6582 3.2 step 3: a partial ACK -- the next hole is lost too.
+            if sb.first_lost() is None:
+                sb.mark_lost_from(self.snd_una, limit=1)
+            self._mark()
+
+    def _on_loss_detected(self, now: float, flight: int) -> None:
+        # One window reduction per episode: none while an earlier RTO's or fast
+        # recovery's data is still outstanding (RFC 6582 3.2, RFC 6675 5).
+        if self._recovery is None and self._rto_high is None:
+            self._recovery = self.snd_max
+            self.cc.on_loss(flight, now)
+            if self._rtx_tsval is None and self.ts_ok:
+                self._rtx_tsval = self._tsval(now)
+        self._mark()
+
+    def _tsecr_valid(self, seg: TcpSegment) -> bool:
+        ts = seg.options.timestamps
+        return self.ts_ok and ts is not None and ts[1] != 0
+
+    def _ack_advance(self, ack: int, now: float, seg: TcpSegment | None = None) -> None:
         """New data acknowledged: SND.UNA moves to ``ack``."""
         flight = seq_diff(self.snd_max, self.snd_una)
         self.snd_una = ack
@@ -555,18 +746,42 @@ class Tcb:
             if k:
                 del self._sndbuf[:k]
                 self.snd_buf_seq = seq_add(self.snd_buf_seq, k)
-        # RTT sample (Karn's rule: _rtt_seq is cleared when we retransmit).
-        if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+        ts = seg.options.timestamps if seg is not None else None
+        tsecr_ok = self.ts_ok and ts is not None and ts[1] != 0
+        self._sb.ack(ack, now, tsecr_ok)
+        # RTT: from the echoed timestamp when there is one (RFC 7323 4.1, no Karn
+        # ambiguity), else from the one timed segment (RFC 6298 3, Karn's rule).
+        if tsecr_ok and ts is not None:
+            rtt_ms = (self._tsval(now) - ts[1]) & MASK
+            if rtt_ms < 0x7FFFFFFF:
+                self.rtt.sample(rtt_ms / 1000.0)
+                self.cc.srtt = self.rtt.srtt
+            self._rtt_seq = None
+            # Eifel detection (RFC 3522): the ACK echoes a timestamp older than our
+            # first retransmission, so the original arrived: undo (RFC 4015).
+            if self._rtx_tsval is not None and seq_lt(ts[1], self._rtx_tsval):
+                self._undo_spurious()
+        elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
+            self.cc.srtt = self.rtt.srtt
             self._rtt_seq = None
         self._retries = 0
         self.rtt.reset_backoff()
-        if k:
-            # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2).
+        if k and self._recovery is None:
+            # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2),
+            # and not during recovery (RFC 6675 5).
             self.cc.on_ack(k, flight, now)
+        if self._tlp_high is not None and seq_ge(ack, self._tlp_high):
+            # RFC 8985 7.4: the probe's episode is over; if it repaired a loss (no
+            # D-SACK for it came back), the network dropped data: react once.
+            if self._tlp_rtx and self._sb.dsack_seen == self._tlp_dsack \
+                    and self._recovery is None and self._rto_high is None:
+                self.cc.on_loss(flight, now)
+            self._tlp_high = None
         # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
         if self.snd_una == self.snd_max:
             self.rto_deadline = None
+            self.tlp_deadline = None
         else:
             self.rto_deadline = now + self.rtt.rto
         if self._write_blocked and len(self._sndbuf) <= self.cfg.snd_buf // 2:
@@ -576,6 +791,17 @@ class Tcb:
                 seq_diff(self.snd_max, self.snd_buf_seq) == 1 and not self._sndbuf:
             self._fin_acked(now)
         self._mark()
+
+    def _undo_spurious(self) -> None:
+        """A retransmission proved unnecessary: restore the window, forget the losses."""
+        self.cc.undo()
+        self._rtx_tsval = None
+        self._recovery = None
+        self._rto_high = None
+        for rec in self._sb.recs:
+            if rec.lost:
+                rec.lost = False
+        self._sb.lost_bytes = 0
 
     def _fin_acked(self, now: float) -> None:
         nxt = FIN_ACKED_TRANSITIONS.get(self.state)
@@ -603,38 +829,75 @@ class Tcb:
                 # (RFC 1122 4.2.2.13, RFC 2525 2.17): reset.
                 self.abort()
                 return
-            # Trim what we already have from the front, what exceeds the window at the back.
+            # Trim what we already have from the front; report it as D-SACK (RFC 2883 4.1.1).
             skip = seq_diff(self.rcv_nxt, seq)
             if skip > 0:
+                if self.sack_ok:
+                    self._dsack = (seq, seq_add(seq, min(skip, n)))
                 payload = payload[skip:]
                 seq = self.rcv_nxt
                 n = len(payload)
-            if seq != self.rcv_nxt:
-                # Out of order: not queued yet (reassembly arrives with SACK); a
-                # duplicate ACK tells the sender what we miss.
                 self._ack_pending = True
-                self._mark()
-                return
-            room = seq_diff(self.rcv_adv, self.rcv_nxt)
+            # ... and what exceeds the advertised window at the back.
+            room = seq_diff(self.rcv_adv, seq)
             if n > room:
                 payload = payload[:max(room, 0)]
                 n = len(payload)
                 fin = False
+            if seq != self.rcv_nxt:
+                # Out of order: queue it and send a duplicate ACK at once (RFC 5681 4.2),
+                # carrying SACK blocks (RFC 2018 4).
+                if n:
+                    dup = self._ooo.add(seq, payload, self.rcv_nxt)
+                    if dup is not None and self.sack_ok:
+                        self._dsack = dup
+                if fin:
+                    self._ooo.fin_seq = seq_add(seq, n)
+                self._ack_pending = True
+                self._mark()
+                return
             if n:
                 self.rcv_buf += payload
                 self.rcv_nxt = seq_add(self.rcv_nxt, n)
+                self._rcv_unacked += n
+                if self._ooo:
+                    self._pull_reassembled()
                 if not self._data_event_pending:
                     self._data_event_pending = True
                     self.events.append(ev.DATA_RECEIVED)
-            self._ack_pending = True
+                # RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK at least every second full-sized
+                # segment; otherwise the ACK may wait for the delayed-ACK timer.
+                if self._rcv_unacked >= 2 * self.cfg.mss or not self.cfg.delayed_ack:
+                    self._ack_pending = True
+                else:
+                    self._delack = True
             self._mark()
         if fin:
             if seq_add(seq, n) == self.rcv_nxt:
                 self._receive_fin(now)
             else:
                 # An out-of-order FIN draws a duplicate ACK like out-of-order data.
+                self._ooo.fin_seq = seq_add(seq, n)
                 self._ack_pending = True
                 self._mark()
+        elif self._ooo.fin_seq is not None and self._ooo.fin_seq == self.rcv_nxt:
+            self._ooo.fin_seq = None
+            self._receive_fin(now)
+
+    def _pull_reassembled(self) -> None:
+        """Move queued runs that now continue RCV.NXT into the receive buffer.
+
+        Filling a hole is acknowledged at once (RFC 5681 4.2).
+        """
+        ooo = self._ooo
+        while True:
+            data = ooo.pop_ready(self.rcv_nxt)
+            if data is None:
+                break
+            self.rcv_buf += data
+            self.rcv_nxt = seq_add(self.rcv_nxt, len(data))
+        ooo.drop_below(self.rcv_nxt)
+        self._ack_pending = True
 
     def _receive_fin(self, now: float) -> None:
         """Eighth step: the peer's FIN (RFC 9293 3.10.7.4)."""
@@ -654,20 +917,47 @@ class Tcb:
         self.rto_deadline = None
         self.persist_deadline = None
         self.fin_wait_deadline = None
+        self.tlp_deadline = self.rack_deadline = self.keepalive_deadline = None
         self.time_wait_deadline = now + 2 * self.cfg.msl
 
     # ---------------------------------------------------------------- sending
 
-    def _syn_options(self) -> TcpOptions:
-        """Options of our SYN,ACK: MSS always, window scale only if the peer offered it."""
-        opts = TcpOptions(mss=self.cfg.mss)
+    def _tsval(self, now: float) -> int:
+        """Our timestamp clock: milliseconds plus the per-connection offset (RFC 7323 5.4)."""
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def _syn_options(self, now: float) -> TcpOptions:
+        """Options of our SYN,ACK: MSS always; window scale, SACK-permitted and
+        timestamps only if the peer offered them."""
+        opts = TcpOptions(mss=self.cfg.mss, sack_permitted=self.sack_ok)
         if self.wscale_ok:
             opts.wscale = self.rcv_wscale
+        if self.ts_ok:
+            opts.timestamps = (self._tsval(now), self._ts_recent)
+        return opts
+
+    def _options(self, now: float) -> TcpOptions:
+        """Options for a non-SYN segment: timestamps (RFC 7323 3.2: on every segment once
+        agreed) and SACK blocks, a pending D-SACK first (RFC 2883 4)."""
+        if not self.ts_ok and not (self.sack_ok and (self._ooo or self._dsack)):
+            return NO_OPTIONS
+        opts = TcpOptions()
+        if self.ts_ok:
+            opts.timestamps = (self._tsval(now), self._ts_recent)
+        if self.sack_ok:
+            limit = 3 if self.ts_ok else 4
+            blocks: list[tuple[int, int]] = []
+            if self._dsack is not None:
+                blocks.append(self._dsack)
+                self._dsack = None
+            blocks.extend(self._ooo.sack_blocks(limit - len(blocks)))
+            if blocks:
+                opts.sack_blocks = tuple(blocks)
         return opts
 
     def _window_field(self) -> int:
         """The window to advertise, scaled, never shrinking the right edge (3.8.6.2.2)."""
-        free = self.cfg.rcv_buf - len(self.rcv_buf)
+        free = self.cfg.rcv_buf - len(self.rcv_buf) - self._ooo.nbytes
         advertised = seq_diff(self.rcv_adv, self.rcv_nxt)
         if advertised < 0:
             advertised = 0
@@ -687,84 +977,175 @@ class Tcb:
         self._out.append(TcpSegment(self.local_port, self.remote_port, seq, 0, RST, 0))
         self._mark()
 
+    def _acked_now(self) -> None:
+        """Any segment we send carries the current ACK: nothing is owed any more."""
+        self._ack_pending = False
+        self._delack = False
+        self.delack_deadline = None
+        self._rcv_unacked = 0
+        self._last_ack_sent = self.rcv_nxt
+
     def segments_to_send(self, now: float) -> list[TcpSegment]:
         """Everything this connection wants transmitted now; clears the dirty mark."""
         self._dirty = False
         self._data_event_pending = False
-        if self.state is State.FIN_WAIT_2 and self._closed_by_app and \
+        state = self.state
+        if state is State.FIN_WAIT_2 and self._closed_by_app and \
                 self.fin_wait_deadline is None:
             # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
             self.fin_wait_deadline = now + self.cfg.fin_timeout
-        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
-                          State.CLOSING, State.LAST_ACK):
+        if state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
+                     State.CLOSING, State.LAST_ACK):
             self._send_data(now)
-        if self._ack_pending:
-            self._ack_pending = False
-            if self.state is not State.CLOSED and self.state is not State.SYN_SENT:
-                self._out.append(
-                    TcpSegment(self.local_port, self.remote_port, self.snd_nxt, self.rcv_nxt,
-                               ACK, self._window_field())
-                )
+        if self._ack_pending and state is not State.CLOSED and state is not State.SYN_SENT:
+            self._out.append(
+                TcpSegment(self.local_port, self.remote_port, self.snd_max, self.rcv_nxt,
+                           ACK, self._window_field(), self._options(now))
+            )
+            self._acked_now()
+        elif self._delack and self.delack_deadline is None:
+            self.delack_deadline = now + self.cfg.delayed_ack
+        if self.keepalive and self.keepalive_deadline is None and state is State.ESTABLISHED:
+            self.keepalive_deadline = self._last_rcv + self.keepalive_idle
         out = self._out
         self._out = []
         return out
 
     def _send_data(self, now: float) -> None:
-        """Send what the windows allow: new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
-        mss = self.snd_mss
-        # With TSO the device cuts large segments into MSS-sized ones; emit up to
-        # a whole number of MSS per segment (RFC 9293 3.7.1 still holds on the wire).
+        """Transmit what the windows allow: first segments judged lost (RFC 6675 5
+        NextSeg rule 1), then new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
+        opts = self._options(now) if (self.ts_ok or self.sack_ok) else NO_OPTIONS
+        extra = 4 + 8 * len(opts.sack_blocks) if opts.sack_blocks else 0
+        mss = self.seg_mss - extra
+        self.gso_size = mss
+        # With TSO the device cuts large segments into MSS-sized ones.
         seg_max = max(mss, self.cfg.tso_size // mss * mss)
-        buf = self._sndbuf
+        sb = self._sb
+        cwnd = self.cc.cwnd
         sent_any = False
+        # 1. Retransmissions (pipe = flight - SACKed - lost, RFC 6675 4).
+        while sb.lost_bytes > 0:
+            pipe = self._pipe(seq_diff(self.snd_max, self.snd_una))
+            if pipe > 0 and cwnd - pipe < mss:
+                break
+            rec = sb.first_lost()
+            if rec is None:
+                break
+            allowed = max(mss, (cwnd - pipe) // mss * mss)
+            self._retransmit(rec, min(allowed, seg_max), opts, now)
+            sent_any = True
+        # 2. New data.
+        buf = self._sndbuf
         while True:
-            off = seq_diff(self.snd_nxt, self.snd_buf_seq)
+            off = seq_diff(self.snd_max, self.snd_buf_seq)
             unsent = len(buf) - off
             if unsent > 0:
-                in_flight = seq_diff(self.snd_nxt, self.snd_una)
-                wnd = min(self.snd_wnd, self.cc.cwnd)
-                usable = wnd - in_flight
+                flight = seq_diff(self.snd_max, self.snd_una)
+                usable = min(self.snd_wnd - flight, cwnd - self._pipe(flight))
                 n = min(unsent, seg_max, usable)
                 if n <= 0:
-                    if self.snd_wnd == 0 and in_flight == 0:
+                    if self.snd_wnd == 0 and flight == 0:
                         self._arm_persist(now)
                     break
-                # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a short segment goes
-                # out only if it is all we have, or nothing is outstanding.
-                if n < mss and n < unsent and in_flight > 0:
-                    break
-                payload = bytes(buf[off:off + n])
+                if n < mss and n < unsent and flight > 0:
+                    break  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
+                if n < mss and flight > 0 and not self.nodelay and not self._fin_queued:
+                    break  # Nagle (RFC 9293 3.7.4): one small segment in flight at most
+                payload = bytes(memoryview(buf)[off:off + n])
                 flags = ACK
                 if n == unsent:
                     flags |= PSH
                     if self._fin_queued:
                         flags |= FIN
-                self._emit(flags, payload, now)
+                self._emit(flags, payload, opts, now)
                 sent_any = True
                 continue
             if self._fin_queued and off == len(buf) and \
                     self.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK):
-                self._emit(FIN | ACK, b"", now)
+                self._emit(FIN | ACK, b"", opts, now)
                 sent_any = True
             break
         if sent_any:
-            self._ack_pending = False
+            self._acked_now()
+            self._arm_tlp(now)
 
-    def _emit(self, flags: int, payload: bytes, now: float) -> None:
-        seq = self.snd_nxt
-        seg = TcpSegment(self.local_port, self.remote_port, seq, self.rcv_nxt, flags,
-                         self._window_field(), NO_OPTIONS, payload)
-        self._out.append(seg)
-        end = seq_add(seq, seg.seg_len)
-        self.snd_nxt = end
-        if seq_gt(end, self.snd_max):
-            # Fresh data: time it if no measurement is running (RFC 6298 3, Karn).
-            if self._rtt_seq is None and seq == self.snd_max:
-                self._rtt_seq = end
-                self._rtt_time = now
-            self.snd_max = end
+    def _pipe(self, flight: int) -> int:
+        """RFC 6675 4 *pipe*: bytes believed in the network.
+
+        Without SACK, each duplicate ACK stands for one segment that left the network
+        (as Linux emulates SACK for Reno peers); this gives RFC 3042 limited transmit
+        and RFC 6582's window inflation during recovery.
+        """
+        sb = self._sb
+        pipe = flight - sb.sacked_bytes - sb.lost_bytes
+        if not self.sack_ok and self._dupacks:
+            pipe -= min(self._dupacks * self.seg_mss, max(0, pipe - self.seg_mss))
+        return pipe
+
+    def _fin_seq(self) -> int | None:
+        """The sequence number our FIN occupies, once the application closed."""
+        if not self._fin_queued:
+            return None
+        return seq_add(self.snd_buf_seq, len(self._sndbuf))
+
+    def _retransmit(self, rec: Sent, limit: int, opts: TcpOptions, now: float) -> None:
+        """Send record ``rec`` again (at most ``limit`` bytes of it)."""
+        if rec.length > limit:
+            i = self._sb.recs.index(rec)
+            self._sb._split(i, seq_add(rec.start, limit))
+            rec = self._sb.recs[i]
+        fin_seq = self._fin_seq()
+        end = rec.end
+        flags = ACK
+        if fin_seq is not None and seq_gt(end, fin_seq):
+            end = fin_seq
+            flags |= FIN
+        off = seq_diff(rec.start, self.snd_buf_seq)
+        n = seq_diff(end, rec.start)
+        payload = bytes(memoryview(self._sndbuf)[off:off + n]) if n > 0 else b""
+        if payload and rec.end == self.snd_max:
+            flags |= PSH
+        self._out.append(TcpSegment(self.local_port, self.remote_port, rec.start, self.rcv_nxt,
+                                    flags, self._window_field(), opts, payload))
+        self._sb.on_retransmit(rec, now)
+        self._rtt_seq = None  # Karn's rule (RFC 6298 3)
+        if self._rtx_tsval is None and self.ts_ok:
+            self._rtx_tsval = self._tsval(now)
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
+
+    def _emit(self, flags: int, payload: bytes, opts: TcpOptions, now: float) -> None:
+        """Send new data (and/or the FIN) at SND.MAX."""
+        seq = self.snd_max
+        seg = TcpSegment(self.local_port, self.remote_port, seq, self.rcv_nxt, flags,
+                         self._window_field(), opts, payload)
+        self._out.append(seg)
+        end = seq_add(seq, seg.seg_len)
+        # Fresh data: time it if no measurement is running (RFC 6298 3, Karn).
+        if self._rtt_seq is None and not self.ts_ok:
+            self._rtt_seq = end
+            self._rtt_time = now
+        self._sb.on_send(seq, end, now)
+        self.snd_nxt = self.snd_max = end
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.rto
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 7.2: schedule a tail loss probe two SRTTs after the last send."""
+        if not (self.cfg.tlp and self.sack_ok) or self._recovery is not None \
+                or self.rtt.srtt is None or self._tlp_high is not None:
+            return
+        flight = seq_diff(self.snd_max, self.snd_una)
+        if flight == 0:
+            return
+        pto = 2 * self.rtt.srtt
+        if flight <= self.seg_mss:
+            pto += WORST_CASE_DELAYED_ACK
+        pto = max(pto, 0.01)
+        deadline = now + pto
+        if self.rto_deadline is not None and deadline >= self.rto_deadline:
+            return  # the RTO comes first anyway
+        self.tlp_deadline = deadline
 
     def _arm_persist(self, now: float) -> None:
         """RFC 9293 3.8.6.1: probe a zero window on a backed-off timer."""
@@ -778,7 +1159,8 @@ class Tcb:
         """The earliest time at which :meth:`handle_timer` must run, or None."""
         best: float | None = None
         for d in (self.rto_deadline, self.persist_deadline, self.time_wait_deadline,
-                  self.fin_wait_deadline):
+                  self.fin_wait_deadline, self.delack_deadline, self.rack_deadline,
+                  self.tlp_deadline, self.keepalive_deadline):
             if d is not None and (best is None or d < best):
                 best = d
         return best
@@ -794,15 +1176,36 @@ class Tcb:
             if self.state is State.FIN_WAIT_2:
                 self._terminate(None)
                 return
+        if self.delack_deadline is not None and now >= self.delack_deadline:
+            self.delack_deadline = None
+            if self._delack:
+                self._ack_pending = True
+                self._mark()
+        if self.rack_deadline is not None and now >= self.rack_deadline:
+            self.rack_deadline = None
+            # RFC 8985 6.3: the reordering window passed for a suspect segment.
+            flight = seq_diff(self.snd_max, self.snd_una)
+            newly_lost, self.rack_deadline = self._sb.detect_loss(now, self.rtt.srtt)
+            if newly_lost:
+                self._on_loss_detected(now, flight)
         if self.rto_deadline is not None and now >= self.rto_deadline:
             self.rto_deadline = None
+            self.tlp_deadline = None
             self._on_rto(now)
+            if self.state is State.CLOSED:
+                return
+        if self.tlp_deadline is not None and now >= self.tlp_deadline:
+            self.tlp_deadline = None
+            self._on_tlp(now)
         if self.persist_deadline is not None and now >= self.persist_deadline:
             self.persist_deadline = None
             self._on_persist(now)
+        if self.keepalive_deadline is not None and now >= self.keepalive_deadline:
+            self.keepalive_deadline = None
+            self._on_keepalive(now)
 
     def _on_rto(self, now: float) -> None:
-        """Retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1)."""
+        """Retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1, RFC 6675 5.1)."""
         if self.snd_una == self.snd_max:
             return
         self._retries += 1
@@ -818,9 +1221,9 @@ class Tcb:
             return
         self.rtt.backoff()
         self._rtt_seq = None  # Karn: no sample from a retransmitted segment
-        self.cc.on_timeout(seq_diff(self.snd_max, self.snd_una), now)
         if state is State.SYN_SENT or state is State.SYN_RECEIVED:
             self._syn_retransmitted = True
+            self.cc.on_timeout(seq_diff(self.snd_max, self.snd_una), now)
             self._send_syn(now, ack=state is State.SYN_RECEIVED)
             return
         if self.snd_wnd == 0:
@@ -828,12 +1231,54 @@ class Tcb:
             # become zero-window probes, which do not count toward giving up while
             # they are answered (RFC 1122 4.2.2.17; Linux does the same).
             self._retries -= 1
-            self.snd_nxt = self.snd_una
             self._arm_persist(now)
             self._mark()
             return
-        # Go back to the first unacknowledged byte; the window now holds one segment.
-        self.snd_nxt = self.snd_una
+        flight = seq_diff(self.snd_max, self.snd_una)
+        self.cc.on_timeout(flight, now)
+        # Everything not SACKed is presumed lost and goes out again in order, as the
+        # one-segment window allows (RFC 6675 5.1, RFC 5681 3.1).
+        self._sb.mark_lost_from()
+        self._recovery = None  # slow start from here (RFC 5681 3.1), not fast recovery
+        self._rto_high = self.snd_max
+        self._dupacks = 0
+        self.rack_deadline = None
+        self._tlp_high = None
+        if self._rtx_tsval is None and self.ts_ok:
+            self._rtx_tsval = self._tsval(now)
+        self.rto_deadline = now + self.rtt.rto
+        self._mark()
+
+    def _on_tlp(self, now: float) -> None:
+        """RFC 8985 7.3: send a probe -- new data if possible, else the last segment."""
+        if self.snd_una == self.snd_max or self._recovery is not None:
+            return
+        sb = self._sb
+        opts = self._options(now)
+        mss = self.seg_mss - (4 + 8 * len(opts.sack_blocks) if opts.sack_blocks else 0)
+        off = seq_diff(self.snd_max, self.snd_buf_seq)
+        unsent = len(self._sndbuf) - off
+        flight = seq_diff(self.snd_max, self.snd_una)
+        retransmitted = False
+        if unsent > 0 and self.snd_wnd - flight >= min(unsent, mss):
+            n = min(unsent, mss)
+            flags = ACK | (PSH if n == unsent else 0)
+            self._emit(flags, bytes(memoryview(self._sndbuf)[off:off + n]), opts, now)
+        else:
+            rec = sb.last_unsacked()
+            if rec is None:
+                return
+            if rec.length > mss:
+                i = sb.recs.index(rec)
+                sb._split(i, seq_add(rec.end, -mss))
+                rec = sb.recs[i + 1]
+            self._retransmit(rec, mss, opts, now)
+            self._rtx_tsval = None  # a probe is not an episode for Eifel
+            retransmitted = True
+        self._tlp_high = self.snd_max
+        self._tlp_rtx = retransmitted
+        self._tlp_dsack = sb.dsack_seen
+        self._acked_now()
         self.rto_deadline = now + self.rtt.rto
         self._mark()
 
@@ -849,10 +1294,35 @@ class Tcb:
             return
         self._out.append(
             TcpSegment(self.local_port, self.remote_port, seq_add(self.snd_una, -1),
-                       self.rcv_nxt, ACK, self._window_field())
+                       self.rcv_nxt, ACK, self._window_field(), self._options(now))
         )
         self._persist_backoff += 1
         self._arm_persist(now)
+        self._mark()
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 1122 4.2.3.6: after ``keepalive_idle`` of silence, probe every
+        ``keepalive_interval``; give up after ``keepalive_count`` unanswered probes."""
+        if not self.keepalive or self.state is not State.ESTABLISHED:
+            return
+        idle_until = self._last_rcv + self.keepalive_idle
+        if self._ka_probes == 0 and now < idle_until:
+            self.keepalive_deadline = idle_until  # traffic since: wait again
+            return
+        if self.snd_una != self.snd_max:
+            # Data in flight: the retransmission timer watches the peer instead.
+            self.keepalive_deadline = now + self.keepalive_interval
+            return
+        if self._ka_probes >= self.keepalive_count:
+            self._terminate("timeout")
+            return
+        self._ka_probes += 1
+        # Linux-style probe: SEG.SEQ = SND.NXT - 1 and no data; the peer must ACK it.
+        self._out.append(
+            TcpSegment(self.local_port, self.remote_port, seq_add(self.snd_max, -1),
+                       self.rcv_nxt, ACK, self._window_field(), self._options(now))
+        )
+        self.keepalive_deadline = now + self.keepalive_interval
         self._mark()
 
     # ------------------------------------------------------------- bookkeeping
@@ -864,7 +1334,11 @@ class Tcb:
         self.state = State.CLOSED
         self.rto_deadline = self.persist_deadline = None
         self.time_wait_deadline = self.fin_wait_deadline = None
+        self.delack_deadline = self.rack_deadline = None
+        self.tlp_deadline = self.keepalive_deadline = None
         self._sndbuf.clear()
+        self._sb.clear()
+        self._ooo.clear()
         self._ack_pending = False
         self.events.append(ev.Terminated(error))
         self._mark()

@@ -18,10 +18,12 @@ Conventions for the single-TCB helpers: the TCB under test is 10.0.0.2:80
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
@@ -41,6 +43,16 @@ from tcpstack.wire.tcp import (
     flags_str,
     parse_tcp,
 )
+
+# The RFC 9293 baseline that the per-state tests check segment by segment: every
+# segment is ACKed at once and small segments are not held back. Delayed ACKs and
+# Nagle's algorithm (on by default) have their own tests (test_tcp_ack_policy.py).
+BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False)
+
+
+def base_config(**changes: Any) -> TcpConfig:
+    """:data:`BASE_CONFIG` with some settings changed."""
+    return dataclasses.replace(BASE_CONFIG, **changes)
 
 LOCAL_IP = int(ipaddress.IPv4Address("10.0.0.2"))
 REMOTE_IP = int(ipaddress.IPv4Address("10.0.0.1"))
@@ -190,7 +202,7 @@ def tcb_listen_syn_received(
     """LISTEN + SYN -> SYN-RECEIVED (RFC 9293 3.10.7.2). The SYN,ACK is drained
     unless ``keep_output``."""
     syn = syn_from_peer(seq=irs, mss=mss, wscale=wscale, window=window)
-    tcb = Tcb.passive_open(cfg or TcpConfig(), LOCAL, REMOTE, syn, iss, now)
+    tcb = Tcb.passive_open(cfg or BASE_CONFIG, LOCAL, REMOTE, syn, iss, now)
     assert tcb.state is State.SYN_RECEIVED
     return tcb if keep_output else drain(tcb, now)
 
@@ -199,7 +211,7 @@ def tcb_syn_sent(
     cfg: TcpConfig | None = None, *, iss: int = ISS, now: float = 0.0, keep_output: bool = False
 ) -> Tcb:
     """CLOSED + active OPEN -> SYN-SENT (RFC 9293 3.10.1)."""
-    tcb = Tcb.active_open(cfg or TcpConfig(), LOCAL, REMOTE, iss, now)
+    tcb = Tcb.active_open(cfg or BASE_CONFIG, LOCAL, REMOTE, iss, now)
     assert tcb.state is State.SYN_SENT
     return tcb if keep_output else drain(tcb, now)
 
@@ -361,9 +373,9 @@ def connected_pair(
 ) -> Pair:
     """An active opener ``a`` (10.0.0.1:40000) and a passive opener ``b`` (10.0.0.2:80),
     handshake completed."""
-    a = Tcb.active_open(cfg_a or TcpConfig(), REMOTE, LOCAL, iss_a, 0.0)
+    a = Tcb.active_open(cfg_a or BASE_CONFIG, REMOTE, LOCAL, iss_a, 0.0)
     (syn,) = a.segments_to_send(0.0)
-    b = Tcb.passive_open(cfg_b or TcpConfig(), LOCAL, REMOTE, syn, iss_b, 0.0)
+    b = Tcb.passive_open(cfg_b or BASE_CONFIG, LOCAL, REMOTE, syn, iss_b, 0.0)
     pair = Pair(a, b)
     pair.run(until=lambda: a.state is State.ESTABLISHED and b.state is State.ESTABLISHED)
     pair.step()

@@ -101,7 +101,7 @@ def test_transfer_survives_packet_loss() -> None:
     rng = random.Random(99)
     net = Net(TcpConfig(msl=1.0, rto_min=0.2), lose=lambda pkt: rng.random() < 0.08)
     client, server = transfer(net, 200_000, 50_000)
-    assert net.dropped >= 10
+    assert net.dropped >= 5
     assert bytes(server.received) == client.data
     assert bytes(client.received) == server.data
     assert client.terminated is not None and server.terminated is not None

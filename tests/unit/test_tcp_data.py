@@ -9,6 +9,7 @@ import pytest
 from tcp_helpers import (
     IRS,
     ISS,
+    base_config,
     expect,
     expect_nothing,
     expect_one,
@@ -17,7 +18,6 @@ from tcp_helpers import (
 )
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import initial_window
 from tcpstack.tcp.seq import seq_add, seq_ge
 from tcpstack.tcp.state import State
@@ -49,7 +49,7 @@ def test_established_in_order_data_delivered_and_acked() -> None:
 def test_established_receive_window_shrinks_as_buffer_fills() -> None:
     """RFC 9293 3.8.6.2.2: the advertised window is what the buffer can still take,
     and the right edge (RCV.NXT + RCV.WND) never moves left."""
-    tcb = tcb_established(TcpConfig(rcv_buf=8192))
+    tcb = tcb_established(base_config(rcv_buf=8192))
     edge = RCV + 8192
     windows = []
     for _ in range(8):
@@ -66,7 +66,7 @@ def test_established_receive_window_shrinks_as_buffer_fills() -> None:
 def test_established_small_reads_do_not_reopen_window() -> None:
     """RFC 9293 3.8.6.2.2 (receiver SWS avoidance): the window opens only when it can
     grow by min(RCV.BUFF/2, MSS); tiny reads do not announce tiny windows."""
-    tcb = tcb_established(TcpConfig(rcv_buf=8192))
+    tcb = tcb_established(base_config(rcv_buf=8192))
     for _ in range(8):
         tcb.receive(peer(tcb, payload=b"d" * 1024), 0.3)
     assert expect_one(tcb, 0.3, ACK).window == 0
@@ -79,7 +79,7 @@ def test_established_small_reads_do_not_reopen_window() -> None:
 def test_established_zero_window_then_recv_sends_window_update() -> None:
     """RFC 9293 3.8.6.2.2 / RFC 1122 4.2.3.3: once the application frees enough space,
     a window update ACK is sent."""
-    tcb = tcb_established(TcpConfig(rcv_buf=4096))
+    tcb = tcb_established(base_config(rcv_buf=4096))
     for chunk in (1460, 1460, 1176):
         tcb.receive(peer(tcb, payload=b"z" * chunk), 0.3)
     assert expect_one(tcb, 0.3, ACK).window == 0
@@ -90,7 +90,7 @@ def test_established_zero_window_then_recv_sends_window_update() -> None:
 
 def test_established_receive_window_scaled() -> None:
     """RFC 7323 2.3: the window field is RCV.WND >> Rcv.Wind.Shift."""
-    cfg = TcpConfig(rcv_buf=256 * 1024)
+    cfg = base_config(rcv_buf=256 * 1024)
     tcb = tcb_established(cfg, wscale=2)
     assert tcb.rcv_wscale == 3
     tcb.receive(peer(tcb, payload=b"q" * 1000), 0.3)
@@ -131,7 +131,7 @@ def test_established_sender_respects_peer_window() -> None:
 
 def test_established_sender_respects_cwnd() -> None:
     """RFC 5681 3.1: at most min(cwnd, rwnd) outstanding; IW per RFC 6928."""
-    tcb = tcb_established(TcpConfig(rcv_buf=1 << 20), wscale=8, window=4096)  # rwnd 1 MiB
+    tcb = tcb_established(base_config(rcv_buf=1 << 20), wscale=8, window=4096)  # rwnd 1 MiB
     assert tcb.snd_wnd == 4096 << 8  # the handshake ACK's window is scaled (RFC 7323 2.2)
     tcb.send(b"c" * 100_000)
     segs = expect(tcb, 0.3)
@@ -214,7 +214,7 @@ def test_established_persist_probe_sent_and_backs_off() -> None:
 def test_established_persist_answered_probes_never_abort() -> None:
     """RFC 9293 3.8.6.1 (MUST-?): the connection must not be aborted while the receiver
     keeps answering probes, however many."""
-    cfg = TcpConfig(max_retries=3, rto_max=2.0)
+    cfg = base_config(max_retries=3, rto_max=2.0)
     tcb = tcb_established(cfg, window=1000)
     tcb.send(b"p" * 1500)
     expect(tcb, 0.3)
@@ -239,7 +239,7 @@ def test_established_persist_answered_probes_never_abort() -> None:
 
 def test_established_persist_unanswered_probes_time_out() -> None:
     """RFC 9293 3.8.6.1: a peer that never answers the probes may be given up on."""
-    cfg = TcpConfig(max_retries=3)
+    cfg = base_config(max_retries=3)
     tcb = tcb_established(cfg, window=1000)
     tcb.send(b"p" * 1500)
     expect(tcb, 0.3)
@@ -270,7 +270,7 @@ def test_established_window_opening_ack_resumes_sending() -> None:
 def test_established_send_buffer_back_pressure_write_space() -> None:
     """RFC 9293 3.10.2 (SEND may block when buffers are full): once the unacknowledged
     data falls to half of snd_buf, a WriteSpace event tells the writer to continue."""
-    cfg = TcpConfig(snd_buf=4096)
+    cfg = base_config(snd_buf=4096)
     tcb = tcb_established(cfg)
     tcb.send(b"b" * 3000)
     assert tcb.send_buffered == 3000
@@ -287,7 +287,7 @@ def test_established_send_buffer_back_pressure_write_space() -> None:
 
 def test_established_no_write_space_event_without_blocking() -> None:
     """RFC 9293 3.10.2: a writer that never blocked gets no wake-up."""
-    tcb = tcb_established(TcpConfig(snd_buf=4096))
+    tcb = tcb_established(base_config(snd_buf=4096))
     tcb.send(b"b" * 1000)
     expect(tcb, 0.3)
     tcb.receive(peer(tcb), 0.4)
@@ -308,7 +308,7 @@ def test_established_window_closed_with_data_in_flight_not_aborted() -> None:
     send acknowledgments in response to the probe segments, the sending TCP MUST allow
     the connection to stay open." Here the window closes while data is outstanding
     (the receiver dropped it: its buffer was full)."""
-    tcb = tcb_established(TcpConfig(max_retries=3))
+    tcb = tcb_established(base_config(max_retries=3))
     tcb.send(b"x" * 3000)
     expect(tcb, 1.0, 3)
     tcb.receive(peer(tcb, ack=SND, window=0), 1.05)  # nothing accepted, window closed

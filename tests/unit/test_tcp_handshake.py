@@ -11,6 +11,7 @@ from tcp_helpers import (
     REMOTE,
     Pair,
     Wire,
+    base_config,
     check_segment,
     expect,
     expect_nothing,
@@ -57,7 +58,7 @@ def test_listen_syn_sends_syn_ack_with_mss_only() -> None:
 
 def test_listen_syn_with_wscale_gets_wscale_in_syn_ack() -> None:
     """RFC 7323 2.2: window scale is sent in a SYN,ACK only if the SYN carried it."""
-    cfg = TcpConfig(rcv_buf=256 * 1024)
+    cfg = base_config(rcv_buf=256 * 1024)
     w = listening_wire(cfg=cfg)
     (synack,) = w.send(syn_from_peer(mss=1460, wscale=7))
     assert synack.options.mss == 1460
@@ -211,7 +212,7 @@ def test_syn_received_synack_retransmitted_on_timeout() -> None:
 
 def test_syn_received_gives_up_after_synack_retries() -> None:
     """RFC 9293 3.8.3 (R2): give up after the configured number of retransmissions."""
-    tcb = tcb_listen_syn_received(TcpConfig(synack_retries=3))
+    tcb = tcb_listen_syn_received(base_config(synack_retries=3))
     sent = 0
     while tcb.state is State.SYN_RECEIVED:
         d = tcb.next_deadline()
@@ -225,7 +226,7 @@ def test_syn_received_gives_up_after_synack_retries() -> None:
 def test_syn_received_timeout_frees_backlog_in_stack() -> None:
     """RFC 9293 3.8.3 (R2 for SYN): give-up in SYN-RECEIVED removes the TCB and releases
     the backlog slot."""
-    w = listening_wire(backlog=1, cfg=TcpConfig(synack_retries=2))
+    w = listening_wire(backlog=1, cfg=base_config(synack_retries=2))
     w.send(syn_from_peer(src_port=1111))
     synacks = 0
     for _ in range(10):
@@ -254,7 +255,7 @@ def test_syn_received_close_sends_fin_after_establishment() -> None:
 
 def test_syn_sent_syn_has_mss_and_wscale() -> None:
     """RFC 9293 3.10.1 / 3.7.1 / RFC 7323 2.2: <SEQ=ISS><CTL=SYN> with MSS and window scale."""
-    cfg = TcpConfig(rcv_buf=256 * 1024)
+    cfg = base_config(rcv_buf=256 * 1024)
     tcb = tcb_syn_sent(cfg, keep_output=True)
     seg = expect_one(tcb, 0.0, SYN, seq=ISS, ack=0)
     assert seg.options.mss == 1460
@@ -264,7 +265,7 @@ def test_syn_sent_syn_has_mss_and_wscale() -> None:
 
 def test_syn_sent_no_wscale_when_disabled() -> None:
     """RFC 7323 2.2: window scaling is optional; off means no option in the SYN."""
-    tcb = tcb_syn_sent(TcpConfig(window_scaling=False), keep_output=True)
+    tcb = tcb_syn_sent(base_config(window_scaling=False), keep_output=True)
     seg = expect_one(tcb, 0.0, SYN)
     assert seg.options.wscale is None
 
@@ -283,7 +284,7 @@ def test_syn_sent_syn_ack_establishes_and_acks() -> None:
 
 def test_syn_sent_syn_ack_with_wscale_scales_later_windows() -> None:
     """RFC 7323 2.2: the SYN,ACK window is unscaled, later windows are shifted by SND.WND.SCALE."""
-    tcb = tcb_syn_sent(TcpConfig(rcv_buf=256 * 1024))
+    tcb = tcb_syn_sent(base_config(rcv_buf=256 * 1024))
     tcb.receive(TcpSegment(40000, 80, IRS, ISS + 1, SYN | ACK, 1000,
                            TcpOptions(mss=1460, wscale=4)), 0.1)
     assert tcb.snd_wnd == 1000
@@ -295,7 +296,7 @@ def test_syn_sent_syn_ack_with_wscale_scales_later_windows() -> None:
 
 def test_syn_sent_syn_ack_without_wscale_disables_scaling() -> None:
     """RFC 7323 2.2: scaling is used only if both SYNs carried the option."""
-    tcb = tcb_syn_sent(TcpConfig(rcv_buf=256 * 1024))
+    tcb = tcb_syn_sent(base_config(rcv_buf=256 * 1024))
     tcb.receive(TcpSegment(40000, 80, IRS, ISS + 1, SYN | ACK, 1000, TcpOptions(mss=1460)), 0.1)
     assert tcb.snd_wscale == 0 and tcb.rcv_wscale == 0
     ack = expect_one(tcb, 0.1, ACK)
@@ -360,7 +361,7 @@ def test_syn_sent_simultaneous_open_syn_received() -> None:
 
 def test_simultaneous_open_two_tcbs() -> None:
     """RFC 9293 3.5 figure 8: both sides send SYN, both end ESTABLISHED, data flows."""
-    cfg = TcpConfig()
+    cfg = base_config()
     a = Tcb.active_open(cfg, REMOTE, LOCAL, 111, 0.0)
     b = Tcb.active_open(cfg, LOCAL, REMOTE, 999, 0.0)
     syn_a = a.segments_to_send(0.0)
@@ -380,7 +381,7 @@ def test_simultaneous_open_two_tcbs() -> None:
 
 def test_syn_sent_syn_retransmitted_with_exponential_backoff() -> None:
     """RFC 6298 2.1/5.5, RFC 9293 3.8.1: SYN retransmitted at 1, 3, 7, 15 s (RTO doubling)."""
-    tcb = tcb_syn_sent(TcpConfig(rto_initial=1.0))
+    tcb = tcb_syn_sent(base_config(rto_initial=1.0))
     times = []
     for _ in range(4):
         d = tcb.next_deadline()
@@ -393,7 +394,7 @@ def test_syn_sent_syn_retransmitted_with_exponential_backoff() -> None:
 
 def test_syn_sent_gives_up_after_syn_retries() -> None:
     """RFC 9293 3.8.3 (R2 for SYN): give up after syn_retries retransmissions -> timeout."""
-    tcb = tcb_syn_sent(TcpConfig(syn_retries=3))
+    tcb = tcb_syn_sent(base_config(syn_retries=3))
     syns = 0
     for _ in range(10):
         d = tcb.next_deadline()
@@ -459,7 +460,7 @@ def test_syn_received_lost_synack_initial_window_is_one_segment() -> None:
 
 def test_syn_sent_window_after_syn_ack_never_exceeds_rcv_buf() -> None:
     """RFC 9293 3.8.6.2.2 / 3.3.1: RCV.WND is what the receive buffer can take."""
-    cfg = TcpConfig(rcv_buf=4096, window_scaling=False)
+    cfg = base_config(rcv_buf=4096, window_scaling=False)
     tcb = tcb_syn_sent(cfg)
     irs = 0xBFFFFFFF  # any IRS with 0 < (65535 - IRS - 1) mod 2**32 < 2**31 shows it
     tcb.receive(TcpSegment(40000, 80, irs, ISS + 1, SYN | ACK, 65535, TcpOptions(mss=1460)), 0.1)

@@ -4,7 +4,17 @@ RFC 9293 3.8.1 and 3.8.3)."""
 from __future__ import annotations
 
 import pytest
-from tcp_helpers import IRS, ISS, RTT, expect, expect_nothing, expect_one, peer, tcb_established
+from tcp_helpers import (
+    IRS,
+    ISS,
+    RTT,
+    base_config,
+    expect,
+    expect_nothing,
+    expect_one,
+    peer,
+    tcb_established,
+)
 
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
@@ -63,7 +73,7 @@ def test_established_rtt_sample_from_data() -> None:
     assert tcb.rtt.rttvar == pytest.approx(rttvar)
 
 
-def test_established_rto_goes_back_to_snd_una() -> None:
+def test_established_rto_retransmits_from_snd_una() -> None:
     """RFC 6298 5.4 / RFC 5681 3.1: on timeout retransmit the earliest unacknowledged
     segment; cwnd drops to one segment, so only that one goes."""
     tcb = sending(3 * 1460, now=1.0)
@@ -74,7 +84,8 @@ def test_established_rto_goes_back_to_snd_una() -> None:
     tcb.handle_timer(d)
     seg = expect_one(tcb, d, ACK, seq=SND + 1460, ack=RCV)
     assert bytes(seg.payload) == bytes(i % 251 for i in range(1460, 2920))
-    assert tcb.snd_nxt == SND + 2920
+    # Nothing new goes out: the scoreboard drives the retransmission (RFC 6675 5.1).
+    assert tcb.snd_max == SND + 3 * 1460
     assert tcb.cc.cwnd == 1460
 
 
@@ -103,7 +114,7 @@ def test_established_rto_backoff_doubles() -> None:
     assert gaps == pytest.approx([0.3, 0.6, 1.2, 2.4, 4.8])
 
 
-def test_established_after_go_back_ack_releases_remaining_data() -> None:
+def test_established_after_rto_slow_start_resends_the_rest() -> None:
     """RFC 5681 3.1: after the timeout, slow start resends the rest as ACKs arrive."""
     tcb = sending(3 * 1460, now=1.0)
     tcb.handle_timer(1.3)
@@ -131,7 +142,7 @@ def test_established_karn_no_sample_from_retransmission() -> None:
 def test_established_gives_up_after_max_retries() -> None:
     """RFC 9293 3.8.3 (R2) / RFC 1122 4.2.3.5: after max_retries retransmissions -> close,
     reported as a timeout."""
-    tcb = sending(1000, cfg=TcpConfig(max_retries=4), now=1.0)
+    tcb = sending(1000, cfg=base_config(max_retries=4), now=1.0)
     retransmissions = 0
     for _ in range(20):
         d = tcb.next_deadline()
@@ -146,7 +157,7 @@ def test_established_gives_up_after_max_retries() -> None:
 
 def test_established_new_ack_resets_retries() -> None:
     """RFC 9293 3.8.3: the retry count is per segment; progress (a new ACK) resets it."""
-    tcb = sending(3 * 1460, cfg=TcpConfig(max_retries=3), now=1.0)
+    tcb = sending(3 * 1460, cfg=base_config(max_retries=3), now=1.0)
     now = 1.0
     for _ in range(3):  # three timeouts: one short of giving up
         d = tcb.next_deadline()

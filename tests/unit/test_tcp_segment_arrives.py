@@ -9,6 +9,7 @@ import pytest
 from tcp_helpers import (
     IRS,
     ISS,
+    base_config,
     expect,
     expect_nothing,
     expect_one,
@@ -23,7 +24,6 @@ from tcp_helpers import (
 )
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.tcp import ACK, FIN, PSH, RST, SYN
@@ -34,7 +34,7 @@ SND = ISS + 1  # SND.NXT of a fresh tcb_established()
 
 def zero_window_tcb() -> Tcb:
     """ESTABLISHED with a 4096-byte receive buffer the peer has filled: RCV.WND = 0."""
-    tcb = tcb_established(TcpConfig(rcv_buf=4096))
+    tcb = tcb_established(base_config(rcv_buf=4096))
     for chunk in (1460, 1460, 1176):
         tcb.receive(peer(tcb, payload=b"z" * chunk), 0.2)
     ack = expect_one(tcb, 0.2, ACK, ack=RCV + 4096)
@@ -128,7 +128,7 @@ def test_established_segment_beyond_window_acked_and_dropped() -> None:
 
 def test_established_segment_past_right_edge_truncated() -> None:
     """RFC 9293 3.10.7.4 (seventh): text beyond the window is trimmed, a FIN with it dropped."""
-    tcb = tcb_established(TcpConfig(rcv_buf=4096))
+    tcb = tcb_established(base_config(rcv_buf=4096))
     tcb.receive(peer(tcb, payload=b"x" * 4000), 0.3)
     expect(tcb, 0.3)
     tcb.receive(peer(tcb, ACK | FIN, payload=b"y" * 200), 0.3)
@@ -145,15 +145,17 @@ def test_established_unacceptable_rst_is_not_answered() -> None:
     assert tcb.state is State.ESTABLISHED
 
 
-def test_established_out_of_order_data_dropped_with_duplicate_ack() -> None:
-    """RFC 9293 3.10.7.4 seventh (RFC 5681 4.2: immediate duplicate ACK for out-of-order
-    data). Current behaviour: not queued (no reassembly yet)."""
+def test_established_out_of_order_data_queued_with_duplicate_ack() -> None:
+    """RFC 9293 3.10.7.4 seventh (segments beyond RCV.NXT may be held) and RFC 5681 4.2
+    (an immediate duplicate ACK for out-of-order data); the gap filling delivers both."""
     tcb = tcb_established()
     tcb.receive(peer(tcb, seq=RCV + 100, payload=b"later"), 0.3)
     expect_one(tcb, 0.3, ACK, seq=SND, ack=RCV)
     assert tcb.recv_buffered == 0
     tcb.receive(peer(tcb, payload=b"x" * 100), 0.4)
-    assert tcb.rcv_nxt == RCV + 100  # the later segment was not kept
+    assert tcb.rcv_nxt == RCV + 105
+    assert tcb.recv(-1) == b"x" * 100 + b"later"
+    expect_one(tcb, 0.4, ACK, ack=RCV + 105)  # filling a hole is ACKed at once
 
 
 # ----------------------------------------------------------- RST (second)

@@ -10,6 +10,7 @@ from tcp_helpers import (
     IRS,
     ISS,
     RTT,
+    base_config,
     connected_pair,
     expect,
     expect_nothing,
@@ -25,7 +26,6 @@ from tcp_helpers import (
 )
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.tcp import ACK, FIN, PSH, RST, TcpSegment
@@ -123,7 +123,7 @@ def test_time_wait_expires_after_2msl() -> None:
 
 def test_time_wait_msl_configurable() -> None:
     """RFC 9293 3.4.2: MSL is an engineering choice; 2*MSL follows the setting."""
-    tcb = tcb_time_wait(TcpConfig(msl=2.5))
+    tcb = tcb_time_wait(base_config(msl=2.5))
     assert tcb.next_deadline() == pytest.approx(T_TW + 5.0)
     tcb.handle_timer(T_TW + 5.0)
     assert tcb.state is State.CLOSED
@@ -321,7 +321,7 @@ def test_half_closed_fin_wait_2_has_no_timeout() -> None:
 def test_fin_wait_2_orphan_times_out_after_fin_timeout() -> None:
     """Linux tcp_fin_timeout (RFC 9293 3.6 allows a bounded FIN-WAIT-2 for a fully closed
     connection): an orphaned FIN-WAIT-2 is deleted after fin_timeout."""
-    tcb = tcb_fin_wait_2(TcpConfig(fin_timeout=7.0))
+    tcb = tcb_fin_wait_2(base_config(fin_timeout=7.0))
     d = tcb.next_deadline()
     assert d == pytest.approx(2 * RTT + 7.0)
     tcb.handle_timer(d - 0.01)
@@ -334,7 +334,7 @@ def test_fin_wait_2_orphan_times_out_after_fin_timeout() -> None:
 def test_fin_wait_2_close_after_half_close_arms_fin_timeout() -> None:
     """RFC 9293 3.10.4: shutdown_write then close -- the connection becomes orphaned and
     gets the FIN-WAIT-2 timeout (Linux tcp_fin_timeout)."""
-    tcb = tcb_fin_wait_2(TcpConfig(fin_timeout=5.0), half_close=True)
+    tcb = tcb_fin_wait_2(base_config(fin_timeout=5.0), half_close=True)
     tcb.close()
     expect(tcb, 1.0)
     assert tcb.next_deadline() == pytest.approx(6.0)

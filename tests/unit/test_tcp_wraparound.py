@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from tcp_helpers import Net, connected_pair
+from tcp_helpers import Net, base_config, connected_pair
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import TICKS_PER_SECOND, IsnGenerator
 from tcpstack.tcp.seq import seq_diff
 from tcpstack.tcp.state import State
@@ -89,7 +88,7 @@ def test_stack_connection_with_isn_near_2_32() -> None:
     offset = IsnGenerator(secret).offset(a_ip, port, b_ip, 80)
     ticks = (TOP - 700 - offset) % TOP
     start = ticks / TICKS_PER_SECOND
-    net = Net(TcpConfig(msl=1.0), secret_a=secret)
+    net = Net(base_config(msl=1.0), secret_a=secret)
     net.now = start
     net.b.listen(80)
     client = net.a.connect("10.0.0.2", 80, start, local_port=port)

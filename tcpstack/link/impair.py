@@ -1,0 +1,608 @@
+"""A seeded, sans-I/O fault injector for IP packets, and a device wrapper using it.
+
+What it models is a lossy, slow, misbehaving path, in the spirit of smoltcp's
+``FaultInjector`` middleware (``src/phy/fault_injector.rs``) and of Linux's
+``netem`` queueing discipline (``tc-netem(8)``): random loss, a fixed one-way
+delay with uniform jitter (so packets may overtake one another), packets held
+back so that later ones overtake them (reordering), duplication, single-bit
+corruption and a bottleneck rate with a bounded queue.
+
+Three pieces:
+
+* :class:`ImpairSpec` -- the frozen description, parsed from a one-line
+  ``key=value,...`` string such as ``"loss=5,delay=10ms,jitter=2ms,seed=7"``.
+* :class:`Impairment` -- the sans-I/O engine. It never reads the clock or
+  touches a device: packets go in with ``now``, come out either at once or
+  later from :meth:`Impairment.due`, and :meth:`Impairment.next_deadline` says
+  when to call it again. Each direction (``in``: towards the stack, ``out``:
+  from the stack) has its own :class:`random.Random` seeded from the spec's
+  seed and the direction's name, so the two streams of decisions never affect
+  each other and the same seed always makes the same decisions.
+* :class:`ImpairedDevice` -- wraps a packet device (``fileno``/``read_batch``/
+  ``write_batch``, see :class:`tcpstack.aio.runtime.PacketDevice`) and adds
+  ``next_deadline``/``poll`` for the runtime's single timer
+  (:class:`tcpstack.aio.runtime.TimedDevice`).
+
+Order of the per-packet decisions (each with its own independent probability,
+as in netem): loss, duplication (the copy follows the original immediately),
+corruption, then the release time: the bottleneck (``rate``) serialises the
+packet, then ``delay`` +- ``jitter`` and, for a reordered packet, the extra
+``reorder_delay`` are added. Exactly six random numbers are drawn per packet
+whatever the outcome, so turning one impairment on or off does not change
+which packets another one hits.
+
+Packets carrying a virtio-net header (a TUN opened with ``IFF_VNET_HDR``) are
+not supported: a 64 KiB TSO super-segment lost or corrupted as one unit is not
+what a real path does, and such packets may carry partial checksums. The CLI
+therefore turns offloads off when ``--impair`` is given.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from itertools import count
+from random import Random
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+from tcpstack.wire import checksum as _ck
+
+__all__ = [
+    "DIRECTIONS",
+    "ImpairSpec",
+    "ImpairedDevice",
+    "Impairment",
+]
+
+Direction = Literal["in", "out"]
+DIRECTIONS: Final[tuple[Direction, Direction]] = ("in", "out")
+"""``in``: packets travelling towards the stack (device reads); ``out``: from it."""
+
+_P = TypeVar("_P", bound=bytes | bytearray | memoryview)
+
+DEFAULT_LIMIT: Final = 1000
+"""Packets one direction may hold at once (netem's default ``limit``); more are dropped."""
+
+MIN_REORDER_DELAY: Final = 0.010
+"""The smallest default extra delay of a reordered packet (seconds)."""
+
+_MAX_SECONDS: Final = 3600.0
+_DIRECTION_VALUES: Final = ("both", "in", "out")
+
+_IPPROTO_ICMP: Final = 1
+_IPPROTO_TCP: Final = 6
+_IPPROTO_UDP: Final = 17
+_H: Final = struct.Struct("!H")
+
+
+# ----------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True, slots=True)
+class ImpairSpec:
+    """What to do to packets; all probabilities are percentages (0-100).
+
+    ``reorder_delay`` defaults to ``max(2 * delay, 10 ms)`` (see
+    :attr:`effective_reorder_delay`). ``rate`` is in bytes per second (None: no
+    bottleneck). ``limit`` bounds the packets held per direction. ``direction``
+    is ``"both"``, ``"in"`` (only packets towards the stack) or ``"out"``.
+    """
+
+    loss: float = 0.0
+    delay: float = 0.0
+    jitter: float = 0.0
+    reorder: float = 0.0
+    reorder_delay: float | None = None
+    duplicate: float = 0.0
+    corrupt: float = 0.0
+    rate: float | None = None
+    limit: int = DEFAULT_LIMIT
+    seed: int = 0
+    direction: str = "both"
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "reorder", "duplicate", "corrupt"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+                raise ValueError(f"{name} must be a percentage in 0..100, not {value!r}")
+        for name in ("delay", "jitter", "reorder_delay"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= _MAX_SECONDS):
+                raise ValueError(f"{name} must be 0..{_MAX_SECONDS:g} seconds, not {value!r}")
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"rate must be a positive number of bytes/s, not {self.rate!r}")
+        if not 1 <= self.limit <= 1_000_000:
+            raise ValueError(f"limit must be 1..1000000 packets, not {self.limit!r}")
+        if self.direction not in _DIRECTION_VALUES:
+            raise ValueError(f"dir must be one of both, in, out, not {self.direction!r}")
+
+    # -- derived ----------------------------------------------------------------
+
+    @property
+    def effective_reorder_delay(self) -> float:
+        """The extra hold time of a reordered packet."""
+        if self.reorder_delay is not None:
+            return self.reorder_delay
+        return max(2.0 * self.delay, MIN_REORDER_DELAY)
+
+    def applies_to(self, direction: Direction) -> bool:
+        """Whether packets travelling in ``direction`` are impaired at all."""
+        return self.direction in ("both", direction) and not self.is_noop
+
+    @property
+    def is_noop(self) -> bool:
+        """True when no packet would ever be changed, dropped or held."""
+        return (self.loss == 0 and self.delay == 0 and self.jitter == 0 and self.reorder == 0
+                and self.duplicate == 0 and self.corrupt == 0 and self.rate is None)
+
+    # -- text form --------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, text: str) -> ImpairSpec:
+        """Parse ``"loss=5,delay=10ms,jitter=2ms,reorder=10,duplicate=2,corrupt=1,seed=7"``.
+
+        Keys: ``loss``, ``reorder``, ``duplicate`` (or ``dup``), ``corrupt`` as
+        percentages (``5`` or ``5%``); ``delay``, ``jitter``, ``reorder_delay`` as
+        times with a unit (``us``, ``ms`` or ``s``; a bare ``0`` is allowed);
+        ``rate`` in bytes/s, or with a tc-style unit (``kbit``, ``mbit``,
+        ``gbit``, ``bit`` are bits/s; ``bps``, ``kbps``, ``mbps``, ``gbps``
+        bytes/s); ``limit`` (packets held per direction), ``seed`` (integer),
+        ``dir`` (or ``direction``: ``both``, ``in``, ``out``). Raises
+        :class:`ValueError` with a one-line message for anything wrong.
+        """
+        if not text.strip():
+            raise ValueError("empty impairment spec (example: loss=5,delay=10ms,seed=1)")
+        values: dict[str, Any] = {}
+        for item in text.split(","):
+            item = item.strip()
+            key, eq, raw = item.partition("=")
+            key, raw = key.strip().lower(), raw.strip()
+            if not eq or not key:
+                raise ValueError(f"expected key=value, got {item!r}")
+            name = _ALIASES.get(key)
+            if name is None:
+                raise ValueError(
+                    f"unknown key {key!r} (known: {', '.join(sorted(_PARSERS))})")
+            if name in values:
+                raise ValueError(f"{key!r} given twice")
+            if not raw:
+                raise ValueError(f"{key}: missing value")
+            values[name] = _PARSERS[_CANONICAL_KEY[name]](key, raw)
+        return cls(**values)
+
+    def __str__(self) -> str:
+        """The canonical text form (only non-default settings); :meth:`parse` reads it."""
+        parts: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            key = _CANONICAL_KEY[f.name]
+            if f.name in ("loss", "reorder", "duplicate", "corrupt"):
+                parts.append(f"{key}={value:g}%")
+            elif f.name in ("delay", "jitter", "reorder_delay"):
+                parts.append(f"{key}={_format_seconds(value)}")
+            elif f.name == "rate":
+                parts.append(f"{key}={value:g}bps")
+            else:
+                parts.append(f"{key}={value}")
+        return ",".join(parts) or "none"
+
+
+def _parse_percent(key: str, raw: str) -> float:
+    text = raw[:-1] if raw.endswith("%") else raw
+    value = _float(key, text, raw)
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{key}: {raw!r} is not a percentage in 0..100")
+    return value
+
+
+_TIME_UNITS: Final = (("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0))
+
+
+def _parse_seconds(key: str, raw: str) -> float:
+    text = raw.lower()
+    for suffix, scale in _TIME_UNITS:
+        if text.endswith(suffix):
+            value = _float(key, text[: -len(suffix)], raw) * scale
+            break
+    else:
+        value = _float(key, text, raw)
+        if value != 0:
+            raise ValueError(f"{key}: {raw!r} needs a unit: us, ms or s (e.g. {raw}ms)")
+    if not 0.0 <= value <= _MAX_SECONDS:
+        raise ValueError(f"{key}: {raw!r} out of range 0..{_MAX_SECONDS:g}s")
+    return value
+
+
+# tc(8) conventions: "bit" units are bits per second, "bps" units bytes per second.
+_RATE_UNITS: Final = (
+    ("gbit", 1e9 / 8), ("mbit", 1e6 / 8), ("kbit", 1e3 / 8), ("bit", 1 / 8),
+    ("gbps", 1e9), ("mbps", 1e6), ("kbps", 1e3), ("bps", 1.0),
+)
+
+
+def _parse_rate(key: str, raw: str) -> float:
+    text = raw.lower()
+    scale = 1.0
+    for suffix, factor in _RATE_UNITS:
+        if text.endswith(suffix):
+            text, scale = text[: -len(suffix)], factor
+            break
+    value = _float(key, text, raw) * scale
+    if not value > 0:
+        raise ValueError(f"{key}: {raw!r} must be a positive rate")
+    return value
+
+
+def _parse_limit(key: str, raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ValueError(f"{key}: {raw!r} is not an integer") from None
+    if not 1 <= value <= 1_000_000:
+        raise ValueError(f"{key}: {raw!r} out of range 1..1000000")
+    return value
+
+
+def _parse_seed(key: str, raw: str) -> int:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise ValueError(f"{key}: {raw!r} is not an integer") from None
+
+
+def _parse_direction(key: str, raw: str) -> str:
+    value = raw.lower()
+    if value not in _DIRECTION_VALUES:
+        raise ValueError(f"{key}: {raw!r} is not one of both, in, out")
+    return value
+
+
+def _float(key: str, text: str, raw: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{key}: {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: {raw!r} is not a finite number")
+    return value
+
+
+def _format_seconds(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 1e-3:
+        return f"{value * 1e6:g}us"
+    if value < 1.0:
+        return f"{value * 1e3:g}ms"
+    return f"{value:g}s"
+
+
+# text key -> parser; field name <-> canonical text key; accepted aliases.
+_PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
+    "loss": _parse_percent,
+    "delay": _parse_seconds,
+    "jitter": _parse_seconds,
+    "reorder": _parse_percent,
+    "reorder_delay": _parse_seconds,
+    "duplicate": _parse_percent,
+    "corrupt": _parse_percent,
+    "rate": _parse_rate,
+    "limit": _parse_limit,
+    "seed": _parse_seed,
+    "dir": _parse_direction,
+}
+_CANONICAL_KEY: Final = {name: name for name in _PARSERS} | {"direction": "dir"}
+_ALIASES: Final = {name: name for name in _PARSERS if name != "dir"} | {
+    "dir": "direction",
+    "direction": "direction",
+    "dup": "duplicate",
+    "reorder-delay": "reorder_delay",
+}
+
+
+# ----------------------------------------------------------------- corruption
+
+
+def _complete_checksum(buf: bytearray) -> None:
+    """Make the transport checksum of an IPv4 packet in ``buf`` complete and valid.
+
+    A packet may carry a partial checksum (only the pseudo-header sum, as with
+    checksum offload) or none at all (UDP's optional zero, RFC 768). Either
+    way a flipped bit would go unnoticed, so such a checksum is (re)computed
+    here -- RFC 9293 3.1 (TCP, over the pseudo-header), RFC 768 (UDP, zero sent
+    as all ones), RFC 792 (ICMP, over the message) -- before the corruption.
+    Fragments and other protocols are left alone.
+    """
+    ihl = (buf[0] & 0x0F) * 4
+    total = _H.unpack_from(buf, 2)[0]
+    frag = _H.unpack_from(buf, 6)[0]
+    proto = buf[9]
+    if frag & 0x3FFF or total > len(buf) or total <= ihl:
+        return
+    seg = memoryview(buf)[ihl:total]
+    length = len(seg)
+    src = int.from_bytes(buf[12:16], "big")
+    dst = int.from_bytes(buf[16:20], "big")
+    if proto == _IPPROTO_TCP and length >= 20:
+        field, pseudo = 16, _ck.pseudo_header_ipv4(src, dst, proto, length)
+    elif proto == _IPPROTO_UDP and length >= 8:
+        field, pseudo = 6, _ck.pseudo_header_ipv4(src, dst, proto, length)
+    elif proto == _IPPROTO_ICMP and length >= 8:
+        field, pseudo = 2, 0
+    else:
+        return
+    present = _H.unpack_from(seg, field)[0]
+    if (present != 0 or proto != _IPPROTO_UDP) and _ck.verify(pseudo + _ck.partial(seg)):
+        return  # already complete
+    _H.pack_into(seg, field, 0)
+    value = _ck.finish(pseudo + _ck.partial(seg))
+    if proto == _IPPROTO_UDP and value == 0:
+        value = 0xFFFF  # RFC 768: a computed zero is transmitted as all ones
+    _H.pack_into(seg, field, value)
+
+
+def corrupt_packet(packet: bytes | bytearray | memoryview, u: float) -> bytes | None:
+    """A copy of ``packet`` with one bit flipped, chosen by ``u`` in [0, 1); None if unsuited.
+
+    For IPv4 the transport checksum is first completed (:func:`_complete_checksum`)
+    and the bit is flipped in the IP payload, so the receiver's checksum check
+    (a single-bit error always changes the one's-complement sum, RFC 1071)
+    detects it; UDP's checksum field itself is spared so it can never become
+    the "no checksum" zero. An IPv4 packet without payload gets the flip in its
+    header checksum. IPv6 packets get a flip in the payload (TCP, UDP and ICMPv6
+    checksums are mandatory there). Anything else is not corrupted. The caller's
+    buffer is never modified.
+    """
+    buf = bytearray(packet)
+    if len(buf) < 20:
+        return None
+    version = buf[0] >> 4
+    if version == 4:
+        ihl = (buf[0] & 0x0F) * 4
+        total = min(_H.unpack_from(buf, 2)[0], len(buf))
+        if ihl < 20 or ihl > len(buf):
+            return None
+        _complete_checksum(buf)
+        start, end = ihl, total
+        skip: tuple[int, int] | None = None
+        if buf[9] == _IPPROTO_UDP and end - start >= 8:
+            skip = (start + 6, start + 8)
+        if end <= start:
+            start, end, skip = 10, 12, None  # the IPv4 header checksum field
+    elif version == 6:
+        start, end, skip = 40, len(buf), None
+        if end <= start:
+            return None
+    else:
+        return None
+    nbytes = end - start - (2 if skip else 0)
+    bit = min(int(u * nbytes * 8), nbytes * 8 - 1)
+    index = start + bit // 8
+    if skip is not None and index >= skip[0]:
+        index += skip[1] - skip[0]
+    buf[index] ^= 1 << (bit % 8)
+    return bytes(buf)
+
+
+# ----------------------------------------------------------------- the engine
+
+
+class _Channel:
+    """One direction's state: its random stream, bottleneck and held packets."""
+
+    __slots__ = ("enabled", "heap", "link_free", "prefix", "rng", "seq")
+
+    def __init__(self, spec: ImpairSpec, direction: Direction) -> None:
+        self.enabled = spec.applies_to(direction)
+        # A string seed is hashed with SHA-512 by random.Random (version 2), so the
+        # stream is the same in every process, independent of PYTHONHASHSEED.
+        self.rng = Random(f"tcpstack-impair:{spec.seed}:{direction}")
+        self.heap: list[tuple[float, int, bytes]] = []
+        self.seq = count()
+        self.link_free = -math.inf
+        self.prefix = direction + "_"
+
+    def due(self, now: float) -> list[bytes]:
+        heap = self.heap
+        out: list[bytes] = []
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
+        return out
+
+
+class Impairment:
+    """The sans-I/O fault injector: packets and ``now`` in, surviving packets out.
+
+    :meth:`inbound` and :meth:`outbound` return the packets to deliver right
+    away (unchanged objects when untouched; corrupted ones are fresh copies)
+    and hold the others; :meth:`due` releases held packets whose time has
+    come, in release order. Call :meth:`due` before handing over new packets so
+    that held packets already due are not overtaken. :attr:`counters` counts,
+    per direction (``in_``/``out_`` prefix): ``packets`` seen, ``dropped``,
+    ``duplicated``, ``corrupted``, ``delayed`` (held past ``now``),
+    ``reordered`` and ``overflow`` (dropped because ``limit`` packets were held).
+    """
+
+    def __init__(self, spec: ImpairSpec) -> None:
+        self.spec = spec
+        self.counters: Counter[str] = Counter()
+        self._channels = {d: _Channel(spec, d) for d in DIRECTIONS}
+        self._reorder_delay = spec.effective_reorder_delay
+
+    def inbound(self, packets: Iterable[_P], now: float) -> list[_P | bytes]:
+        """Impair packets travelling towards the stack; return those delivered now."""
+        return self._apply(self._channels["in"], packets, now)
+
+    def outbound(self, packets: Iterable[_P], now: float) -> list[_P | bytes]:
+        """Impair packets the stack sends; return those delivered now."""
+        return self._apply(self._channels["out"], packets, now)
+
+    def due_inbound(self, now: float) -> list[bytes]:
+        """Held inbound packets due at ``now``, in release order."""
+        return self._channels["in"].due(now)
+
+    def due_outbound(self, now: float) -> list[bytes]:
+        """Held outbound packets due at ``now``, in release order."""
+        return self._channels["out"].due(now)
+
+    def due(self, now: float) -> tuple[list[bytes], list[bytes]]:
+        """``(inbound, outbound)`` held packets whose release time is at or before ``now``."""
+        return self.due_inbound(now), self.due_outbound(now)
+
+    def next_deadline(self) -> float | None:
+        """The earliest release time of a held packet, or None if nothing is held."""
+        times = [ch.heap[0][0] for ch in self._channels.values() if ch.heap]
+        return min(times) if times else None
+
+    def held(self) -> int:
+        """How many packets are held (both directions)."""
+        return sum(len(ch.heap) for ch in self._channels.values())
+
+    # -- the decisions ------------------------------------------------------------
+
+    def _apply(self, ch: _Channel, packets: Iterable[_P], now: float) -> list[_P | bytes]:
+        if not ch.enabled:
+            return list(packets)
+        spec = self.spec
+        counters = self.counters
+        p = ch.prefix
+        loss, dup, corrupt, reorder = (spec.loss / 100.0, spec.duplicate / 100.0,
+                                       spec.corrupt / 100.0, spec.reorder / 100.0)
+        rand = ch.rng.random
+        out: list[_P | bytes] = []
+        for packet in packets:
+            counters[p + "packets"] += 1
+            # Six draws per packet, always, so that the impairments stay independent.
+            u_loss, u_dup, u_corrupt, u_bit, u_reorder, u_jitter = (
+                rand(), rand(), rand(), rand(), rand(), rand())
+            if u_loss < loss:
+                counters[p + "dropped"] += 1
+                continue
+            pkt: _P | bytes = packet
+            if u_corrupt < corrupt:
+                damaged = corrupt_packet(packet, u_bit)
+                if damaged is not None:
+                    counters[p + "corrupted"] += 1
+                    pkt = damaged
+            copies = 1
+            if u_dup < dup:
+                counters[p + "duplicated"] += 1
+                copies = 2
+            extra = 0.0
+            if u_reorder < reorder:
+                counters[p + "reordered"] += 1
+                extra = self._reorder_delay
+            jitter = (2.0 * u_jitter - 1.0) * spec.jitter
+            for i in range(copies):
+                # A duplicate is an independent copy, so nobody sees one object twice.
+                item: _P | bytes = pkt if i == 0 else bytes(pkt)
+                start = now
+                if spec.rate is not None:
+                    # The bottleneck serialises packets one after another (netem "rate").
+                    start = max(now, ch.link_free) + len(item) / spec.rate
+                    ch.link_free = start
+                release = max(start + spec.delay + jitter, start) + extra
+                if release <= now:
+                    out.append(item)
+                    continue
+                if len(ch.heap) >= spec.limit:
+                    counters[p + "overflow"] += 1
+                    continue
+                counters[p + "delayed"] += 1
+                # Keep a private copy: the caller may reuse its buffer.
+                held = item if isinstance(item, bytes) else bytes(item)
+                heapq.heappush(ch.heap, (release, next(ch.seq), held))
+        return out
+
+
+# ----------------------------------------------------------------- the device
+
+
+class _Device(Protocol):
+    def fileno(self) -> int: ...
+
+    def read_batch(self, max_packets: int = ..., bufsize: int = ...) -> list[bytes]: ...
+
+    def write_batch(self, packets: Iterable[bytes | bytearray]) -> int: ...
+
+
+class ImpairedDevice:
+    """A packet device whose traffic passes through an :class:`Impairment`.
+
+    ``read_batch`` returns the inbound packets due now (held ones first, then
+    what was just read and survived); ``write_batch`` impairs outbound packets
+    and writes those due now, reporting every packet as taken (losing them is
+    the point). :meth:`poll` writes held outbound packets that became due and
+    returns held inbound ones for the stack; :meth:`next_deadline` says when to
+    poll next -- :class:`tcpstack.aio.runtime.StackRuntime` does both with its
+    single timer. ``clock`` gives the time (the event loop's ``time``).
+
+    Other attributes (``name``, ``mtu``, ``created`` ...) are the wrapped
+    device's. A device that frames packets with a virtio-net header
+    (``vnet_hdr``) is refused: open it without offloads.
+    """
+
+    def __init__(self, device: _Device, impairment: Impairment,
+                 clock: Callable[[], float]) -> None:
+        if getattr(device, "vnet_hdr", False):
+            raise ValueError("cannot impair a device with virtio-net headers; "
+                             "open it without offloads")
+        self.device = device
+        self.impairment = impairment
+        self.clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not found on the wrapper itself.
+        if name == "device":
+            raise AttributeError(name)
+        return getattr(self.device, name)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """The impairment's counters (plus ``out_device_refused``)."""
+        return self.impairment.counters
+
+    def fileno(self) -> int:
+        return self.device.fileno()
+
+    def read_batch(self, max_packets: int = 256, bufsize: int = 65536) -> list[bytes]:
+        """Packets for the stack now: held ones now due, then newly read survivors."""
+        now = self.clock()
+        imp = self.impairment
+        self._write(imp.due_outbound(now))
+        packets = imp.due_inbound(now)
+        packets += imp.inbound(self.device.read_batch(max_packets, bufsize), now)
+        return packets
+
+    def write_batch(self, packets: Iterable[bytes | bytearray]) -> int:
+        """Impair and write; returns the number of packets given (all are "taken")."""
+        batch = list(packets)
+        now = self.clock()
+        imp = self.impairment
+        self._write(imp.due_outbound(now))
+        self._write(imp.outbound(batch, now))
+        return len(batch)
+
+    def next_deadline(self) -> float | None:
+        """When a held packet becomes due, or None."""
+        return self.impairment.next_deadline()
+
+    def poll(self) -> list[bytes]:
+        """Write held outbound packets now due; return held inbound packets now due."""
+        inbound, outbound = self.impairment.due(self.clock())
+        self._write(outbound)
+        return inbound
+
+    def _write(self, packets: list[bytes | bytearray] | list[bytes]) -> None:
+        if not packets:
+            return
+        written = self.device.write_batch(packets)
+        if written < len(packets):
+            # The kernel's queue was full: a real drop, distinct from the impairment's.
+            self.impairment.counters["out_device_refused"] += len(packets) - written
