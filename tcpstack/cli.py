@@ -100,6 +100,16 @@ def _positive_float(what: str) -> Any:
     return parse
 
 
+def _delay(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid delay {value!r}") from None
+    if not 0 <= x <= 0.5:
+        raise argparse.ArgumentTypeError("delayed-ACK timeout must be within 0..0.5 seconds")
+    return x
+
+
 def _directory(value: str) -> Path:
     p = Path(value)
     if not p.is_dir():
@@ -178,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
                      default=256 * 1024, metavar="BYTES", help="send buffer per connection")
     tcp.add_argument("--max-retries", type=_bounded_int(1, 100, "retry count"), default=15,
                      metavar="N", help="retransmissions before a connection is dropped")
+    tcp.add_argument("--congestion-control", "--cc", choices=("newreno", "cubic"),
+                     default="cubic", help="congestion control (default: %(default)s)")
+    tcp.add_argument("--no-sack", dest="sack", action="store_false",
+                     help="do not negotiate SACK (RFC 2018)")
+    tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false",
+                     help="do not negotiate timestamps (RFC 7323)")
+    tcp.add_argument("--delayed-ack", type=_delay, default=0.04, metavar="SECONDS",
+                     help="delayed-ACK timeout, 0 to ACK every segment (default: 0.04)")
+    tcp.add_argument("--keepalive", type=_positive_float("keepalive idle time"), default=None,
+                     metavar="SECONDS", help="send keepalives after this much idle time")
     tcp.add_argument("--backlog", type=_bounded_int(1, 65535, "backlog"), default=128,
                      metavar="N", help="half-open connections per listener")
 
@@ -217,7 +237,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail("two services cannot share a port", 2)
     try:
         tcp = TcpConfig(mss=args.mtu - 40, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf,
-                        msl=args.msl, max_retries=args.max_retries)
+                        msl=args.msl, max_retries=args.max_retries,
+                        congestion_control=args.congestion_control, sack=args.sack,
+                        timestamps=args.timestamps, delayed_ack=args.delayed_ack,
+                        keepalive=args.keepalive is not None,
+                        keepalive_idle=args.keepalive or 7200.0)
         config = StackConfig(addresses=(args.address,), tcp=tcp)
     except ValueError as e:
         return _fail(str(e), 2)

@@ -36,19 +36,21 @@ class Network:
     # ------------------------------------------------------------ public API
 
     def start_server(self, callback: ClientConnectedCallback, port: int, *,
-                     backlog: int = 128, limit: int = DEFAULT_LIMIT) -> Server:
+                     backlog: int = 128, limit: int = DEFAULT_LIMIT,
+                     nodelay: bool = True) -> Server:
         if self._closed:
             raise RuntimeError("network is closed")
         self.stack.listen(port, backlog)
-        server = Server(self, port, callback, limit)
+        server = Server(self, port, callback, limit, nodelay)
         self._servers[port] = server
         return server
 
-    def connect(self, host: str, port: int, limit: int = DEFAULT_LIMIT) -> Connection:
+    def connect(self, host: str, port: int, limit: int = DEFAULT_LIMIT,
+                nodelay: bool = True) -> Connection:
         if self._closed:
             raise RuntimeError("network is closed")
         tcb = self.stack.connect(host, port, self.loop.time())
-        conn = self._register(tcb, limit)
+        conn = self._register(tcb, limit, nodelay)
         self.runtime.kick()
         return conn
 
@@ -81,8 +83,8 @@ class Network:
 
     # ------------------------------------------------------------ internals
 
-    def _register(self, tcb: Tcb, limit: int) -> Connection:
-        conn = Connection(self, tcb, limit)
+    def _register(self, tcb: Tcb, limit: int, nodelay: bool = True) -> Connection:
+        conn = Connection(self, tcb, limit, nodelay)
         self._connections.add(conn)
         return conn
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from tcpstack.aio.sockopts import ConnectionSocket
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
@@ -53,10 +54,15 @@ class Connection:
     __slots__ = ("_closed", "_drain_waiter", "_established", "_read_waiter", "closing",
                  "eof", "error", "net", "reader", "tcb", "writer")
 
-    def __init__(self, net: Network, tcb: Tcb, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, net: Network, tcb: Tcb, limit: int = DEFAULT_LIMIT,
+                 nodelay: bool = True) -> None:
         self.net = net
         self.tcb = tcb
         tcb.user = self
+        if nodelay:
+            # Like asyncio, which sets TCP_NODELAY on every stream socket; the engine
+            # itself keeps Nagle on by default (RFC 9293 3.7.4).
+            tcb.set_nodelay(True)
         loop = net.loop
         self.eof = False
         self.error: OSError | None = None
@@ -149,6 +155,8 @@ class Connection:
             return (str(ipaddress.IPv4Address(tcb.local_ip)), tcb.local_port)
         if name == "tcb":
             return tcb
+        if name == "socket":
+            return ConnectionSocket(tcb)
         return default
 
     def is_closing(self) -> bool:
@@ -348,17 +356,18 @@ class Server:
     """A listening port; the shape of ``asyncio.Server`` (close, wait_closed, serve_forever)."""
 
     def __init__(self, net: Network, port: int, callback: ClientConnectedCallback,
-                 limit: int) -> None:
+                 limit: int, nodelay: bool = True) -> None:
         self._net = net
         self.port = port
         self._callback = callback
         self._limit = limit
+        self._nodelay = nodelay
         self._serving = True
         self._closed = net.loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _accept(self, tcb: Tcb) -> None:
-        conn = self._net._register(tcb, self._limit)
+        conn = self._net._register(tcb, self._limit, self._nodelay)
         try:
             result = self._callback(conn.reader, conn.writer)
         except Exception:
@@ -424,24 +433,28 @@ async def start_server(
     network: Network,
     backlog: int = 128,
     limit: int = DEFAULT_LIMIT,
+    nodelay: bool = True,
 ) -> Server:
     """Listen on ``port`` of ``network``; like :func:`asyncio.start_server`.
 
     ``host`` is accepted for signature compatibility; a listener serves every
-    address of the stack.
+    address of the stack. ``nodelay`` (default on, as asyncio does) disables
+    Nagle's algorithm on accepted connections.
     """
     if port is None:
         raise ValueError("port is required")
     if host not in (None, "", "0.0.0.0") and \
             int(ipaddress.IPv4Address(host)) not in network.stack.addresses:
         raise OSError(errno.EADDRNOTAVAIL, f"{host} is not an address of this stack")
-    return network.start_server(client_connected_cb, port, backlog=backlog, limit=limit)
+    return network.start_server(client_connected_cb, port, backlog=backlog, limit=limit,
+                                nodelay=nodelay)
 
 
 async def open_connection(
-    host: str, port: int, *, network: Network, limit: int = DEFAULT_LIMIT
+    host: str, port: int, *, network: Network, limit: int = DEFAULT_LIMIT,
+    nodelay: bool = True,
 ) -> tuple[TcpStreamReader, TcpStreamWriter]:
     """Active open to ``host:port``; like :func:`asyncio.open_connection`."""
-    conn = network.connect(host, port, limit)
+    conn = network.connect(host, port, limit, nodelay)
     await conn.wait_established()
     return conn.reader, conn.writer

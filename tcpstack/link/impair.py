@@ -565,7 +565,8 @@ class ImpairedDevice:
 
     @property
     def counters(self) -> Counter[str]:
-        """The impairment's counters (plus ``out_device_refused``)."""
+        """The impairment's counters, plus ``out_device_refused`` (packets the device
+        did not take) and ``out_device_error`` (writes that failed)."""
         return self.impairment.counters
 
     def fileno(self) -> int:
@@ -602,7 +603,13 @@ class ImpairedDevice:
     def _write(self, packets: list[bytes | bytearray] | list[bytes]) -> None:
         if not packets:
             return
-        written = self.device.write_batch(packets)
+        try:
+            written = self.device.write_batch(packets)
+        except OSError:
+            # Like a full queue, a rejected write loses the rest of the batch; a
+            # dead device shows up on the next read.
+            self.impairment.counters["out_device_error"] += 1
+            return
         if written < len(packets):
             # The kernel's queue was full: a real drop, distinct from the impairment's.
             self.impairment.counters["out_device_refused"] += len(packets) - written
