@@ -471,6 +471,22 @@ def test_impaired_device_counts_what_the_device_refuses() -> None:
     assert imp.counters["out_device_refused"] == 1
 
 
+def test_impaired_device_counts_failed_writes_instead_of_raising() -> None:
+    class Broken(FakeDevice):
+        def write_batch(self, packets: Iterable[bytes | bytearray]) -> int:
+            raise OSError(22, "Invalid argument")
+
+    dev, clock = Broken(), FakeClock()
+    imp = ImpairedDevice(dev, Impairment(ImpairSpec(delay=0.01)), clock)
+    dev.to_read = numbered(1)
+    assert imp.write_batch(numbered(2)) == 2
+    clock.now = 0.01
+    assert imp.read_batch() == []  # the due outbound write failed; reading still works
+    assert imp.counters["out_device_error"] == 1
+    clock.now = 0.02
+    assert imp.poll() == numbered(1)
+
+
 def test_impaired_device_refuses_vnet_header_devices() -> None:
     dev = FakeDevice()
     dev.vnet_hdr = True  # type: ignore[attr-defined]

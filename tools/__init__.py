@@ -1,0 +1,1 @@
+"""Developer tools for the tcpstack project (not part of the installed package)."""
