@@ -15,9 +15,12 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ab >/dev/null || need+=(apache2-utils)
+command -v tshark >/dev/null || need+=(tshark)
 if ((${#need[@]})); then
     echo "== installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # tshark's package asks whether non-root users may capture; answer no.
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
