@@ -105,9 +105,10 @@ class Network:
             return
         # A passive connection with no owner yet: hand it to its server once it is
         # established (and not if it died in SYN-RECEIVED).
-        if any(isinstance(e, ev.Terminated) for e in events):
+        kinds = {type(e) for e in events}
+        if ev.Terminated in kinds:
             return
-        if any(isinstance(e, ev.Established) for e in events):
+        if ev.Established in kinds:
             server = self._servers.get(tcb.listener.port)
             if server is None or not server.is_serving():
                 tcb.abort()

@@ -133,7 +133,10 @@ class Cubic(CongestionControl):
         target = self.C * (t - self._k) ** 3 + self._w_max  # eq. 1 at t + RTT (4.2)
         target = min(max(target, cwnd_seg), 1.5 * cwnd_seg)  # RFC 9438 4.4: bounded
         # Reno-friendly estimate (RFC 9438 4.3, eq. 4).
-        self._w_est += self.ALPHA * (acked / mss) / cwnd_seg
+        # RFC 9438 4.3: alpha becomes 1 once the estimate reaches the window from
+        # before the last reduction.
+        alpha = 1.0 if self._w_est >= self._w_max else self.ALPHA
+        self._w_est += alpha * (acked / mss) / cwnd_seg
         if self._w_est > target:
             target = self._w_est
         # Grow by (target - cwnd) / cwnd per acknowledged segment (RFC 9438 4.4/4.5).

@@ -76,11 +76,19 @@ class Scoreboard:
 
     # -------------------------------------------------------------- delivery
 
-    def _delivered(self, rec: Sent, now: float, tsecr_ok: bool) -> None:
-        """RACK step 2 (RFC 8985 6.2): remember the most recently sent delivered record."""
-        if rec.retrans and not tsecr_ok and self.min_rtt is not None \
-                and now - rec.xmit_ts < self.min_rtt:
-            return  # ambiguous: this may acknowledge the original transmission
+    def _delivered(self, rec: Sent, now: float, echo: float | None) -> None:
+        """RACK step 2 (RFC 8985 6.2): remember the most recently sent delivered record.
+
+        ``echo`` is when the acknowledged transmission was sent, from the echoed
+        timestamp; a retransmitted record acknowledged for its original
+        transmission must not count as recently delivered.
+        """
+        if rec.retrans:
+            if echo is not None:
+                if echo < rec.xmit_ts - 0.002:
+                    return  # the ACK is for an earlier transmission
+            elif self.min_rtt is not None and now - rec.xmit_ts < self.min_rtt:
+                return  # ambiguous: this may acknowledge the original transmission
         rtt = now - rec.xmit_ts
         if self.rack_rtt is None or rec.xmit_ts > self.rack_xmit_ts or (
                 rec.xmit_ts == self.rack_xmit_ts and seq_gt(rec.end, self.rack_end)):
@@ -90,7 +98,7 @@ class Scoreboard:
         if not rec.retrans and (self.min_rtt is None or rtt < self.min_rtt):
             self.min_rtt = rtt
 
-    def ack(self, snd_una: int, now: float, tsecr_ok: bool = False) -> int:
+    def ack(self, snd_una: int, now: float, echo: float | None = None) -> int:
         """Drop records below the new cumulative ACK; return how many bytes that acked."""
         recs = self.recs
         i = 0
@@ -102,7 +110,7 @@ class Scoreboard:
             if rec.sacked:
                 self.sacked_bytes -= n
             else:
-                self._delivered(rec, now, tsecr_ok)
+                self._delivered(rec, now, echo)
             if rec.lost:
                 self.lost_bytes -= n
             i += 1
@@ -114,7 +122,7 @@ class Scoreboard:
             if rec.sacked:
                 self.sacked_bytes -= cut
             else:
-                self._delivered(rec, now, tsecr_ok)
+                self._delivered(rec, now, echo)
             if rec.lost:
                 self.lost_bytes -= cut
             rec.start = snd_una
@@ -129,22 +137,30 @@ class Scoreboard:
         self.recs.insert(i + 1, tail)
 
     def sack(self, blocks: tuple[tuple[int, int], ...], snd_una: int, snd_max: int,
-             now: float, tsecr_ok: bool = False) -> int:
-        """Apply SACK blocks; return newly SACKed bytes. D-SACK blocks are counted."""
+             now: float, echo: float | None = None, ack: int | None = None) -> int:
+        """Apply SACK blocks; return newly SACKed bytes. D-SACK blocks are counted.
+
+        RFC 2883 4: the first block is a D-SACK if it lies below the cumulative ACK
+        carried with it (``ack``), or inside the second block.
+        """
         newly = 0
+        cum = snd_una if ack is None or seq_lt(ack, snd_una) else ack
         for n, (left, right) in enumerate(blocks):
             if not seq_lt(left, right) or seq_gt(right, snd_max):
                 continue  # invalid: ignore (RFC 2018 is silent; Linux drops such blocks)
+            if n == 0 and (seq_le(right, cum) or (
+                    len(blocks) > 1 and seq_ge(left, blocks[1][0])
+                    and seq_le(right, blocks[1][1]))):
+                self.dsack_seen += 1
+                continue
             if seq_le(right, snd_una):
-                if n == 0:
-                    self.dsack_seen += 1  # RFC 2883: first block below the ACK = D-SACK
                 continue
             if seq_lt(left, snd_una):
                 left = snd_una
-            newly += self._mark_sacked(left, right, now, tsecr_ok)
+            newly += self._mark_sacked(left, right, now, echo)
         return newly
 
-    def _mark_sacked(self, left: int, right: int, now: float, tsecr_ok: bool) -> int:
+    def _mark_sacked(self, left: int, right: int, now: float, echo: float | None) -> int:
         recs = self.recs
         newly = 0
         i = 0
@@ -172,7 +188,7 @@ class Scoreboard:
             if rec.lost:
                 rec.lost = False
                 self.lost_bytes -= n
-            self._delivered(rec, now, tsecr_ok)
+            self._delivered(rec, now, echo)
             i += 1
         return newly
 

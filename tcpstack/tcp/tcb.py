@@ -69,6 +69,7 @@ class Tcb:
         "_delack",
         "_dirty",
         "_dsack",
+        "_dupack_flight",
         "_dupacks",
         "_fin_queued",
         "_heap_deadline",
@@ -80,12 +81,14 @@ class Tcb:
         "_out",
         "_persist_backoff",
         "_probes",
+        "_rcv_mss",
         "_rcv_unacked",
         "_recovery",
         "_retries",
         "_rto_high",
         "_rtt_seq",
         "_rtt_time",
+        "_rtx_now",
         "_rtx_tsval",
         "_sb",
         "_sndbuf",
@@ -212,12 +215,17 @@ class Tcb:
         self._dsack: tuple[int, int] | None = None
         self._delack = False
         self._rcv_unacked = 0
+        # Largest segment payload seen from the peer (Linux's rcv_mss): what a
+        # "full-sized segment" is for the delayed-ACK rule.
+        self._rcv_mss = min(cfg.mss, DEFAULT_PEER_MSS)
         # Send side: the scoreboard, recovery point, dup-ACK count (NewReno),
         # the TSval of the first retransmission of an episode (Eifel), TLP state.
         self._sb = Scoreboard()
         self._recovery: int | None = None
         self._rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
         self._dupacks = 0
+        self._dupack_flight = 0  # flight when the first duplicate ACK arrived
+        self._rtx_now = False  # one retransmission may ignore pipe (recovery entry)
         self._rtx_tsval: int | None = None
         self._tlp_high: int | None = None
         self._tlp_rtx = False
@@ -324,6 +332,8 @@ class Tcb:
                        self.rcv_nxt if ack else 0, flags, window, opts)
         )
         self.rcv_adv = seq_add(self.rcv_nxt, window)
+        if ack:
+            self._last_ack_sent = self.rcv_nxt  # RFC 7323 4.3: Last.ACK.sent
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         if self._retries == 0:
@@ -567,6 +577,9 @@ class Tcb:
             # still processed even though its text cannot be accepted.
             if seg.seq == self.rcv_nxt and flags & ACK and not flags & SYN:
                 self._process_ack(seg, now)
+            n = len(seg.payload)
+            if n and self.sack_ok and seq_le(seq_add(seg.seq, n), self.rcv_nxt):
+                self._dsack = (seg.seq, seq_add(seg.seq, n))  # RFC 2883 4.1.1
             self._ack_pending = True
             self._mark()
             return
@@ -658,14 +671,17 @@ class Tcb:
         newly_sacked = 0
         if self.sack_ok and seg.options.sack_blocks and sb.recs:
             newly_sacked = sb.sack(seg.options.sack_blocks, self.snd_una, self.snd_max, now,
-                                   self._tsecr_valid(seg))
+                                   self._echo_time(seg, now), ack)
         advanced = seq_gt(ack, self.snd_una)
         if advanced:
             self._ack_advance(ack, now, seg)
             self._dupacks = 0
+            self._dupack_flight = 0
         elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
                 and (seg.window << self.snd_wscale) == self.snd_wnd and ack == self.snd_una:
             # A duplicate ACK by RFC 5681 2's definition.
+            if self._dupacks == 0:
+                self._dupack_flight = prior_flight
             self._dupacks += 1
             if not self.sack_ok:
                 self._mark()
@@ -709,13 +725,15 @@ class Tcb:
                     self._on_loss_detected(now, prior_flight)
         elif self._recovery is None and self._rto_high is None:
             if self._dupacks >= DUPTHRESH and sb.recs:
-                # RFC 5681 3.2 / RFC 6582 3.2 step 2: fast retransmit of SND.UNA.
+                # RFC 5681 3.2 / RFC 6582 3.2 step 2: fast retransmit of SND.UNA;
+                # ssthresh from the flight before limited transmit added to it.
                 sb.mark_lost_from(self.snd_una, limit=1)
-                self._on_loss_detected(now, prior_flight)
+                self._on_loss_detected(now, self._dupack_flight or prior_flight)
         elif advanced and sb.recs:
             # RFC 6582 3.2 step 3: a partial ACK -- the next hole is lost too.
             if sb.first_lost() is None:
                 sb.mark_lost_from(self.snd_una, limit=1)
+            self._rtx_now = True
             self._mark()
 
     def _on_loss_detected(self, now: float, flight: int) -> None:
@@ -724,13 +742,22 @@ class Tcb:
         if self._recovery is None and self._rto_high is None:
             self._recovery = self.snd_max
             self.cc.on_loss(flight, now)
+            # RFC 6675 5 (4.3) / RFC 5681 3.2: the first retransmission goes at once.
+            self._rtx_now = True
             if self._rtx_tsval is None and self.ts_ok:
                 self._rtx_tsval = self._tsval(now)
         self._mark()
 
-    def _tsecr_valid(self, seg: TcpSegment) -> bool:
+    def _echo_time(self, seg: TcpSegment, now: float) -> float | None:
+        """When (on our clock) the transmission this segment acknowledges was sent,
+        from its echoed timestamp (RFC 7323 4); None without one."""
         ts = seg.options.timestamps
-        return self.ts_ok and ts is not None and ts[1] != 0
+        if not self.ts_ok or ts is None or ts[1] == 0:
+            return None
+        age_ms = (self._tsval(now) - ts[1]) & MASK
+        if age_ms >= 0x7FFFFFFF:
+            return None
+        return now - age_ms / 1000.0
 
     def _ack_advance(self, ack: int, now: float, seg: TcpSegment | None = None) -> None:
         """New data acknowledged: SND.UNA moves to ``ack``."""
@@ -748,7 +775,7 @@ class Tcb:
                 self.snd_buf_seq = seq_add(self.snd_buf_seq, k)
         ts = seg.options.timestamps if seg is not None else None
         tsecr_ok = self.ts_ok and ts is not None and ts[1] != 0
-        self._sb.ack(ack, now, tsecr_ok)
+        self._sb.ack(ack, now, self._echo_time(seg, now) if seg is not None else None)
         # RTT: from the echoed timestamp when there is one (RFC 7323 4.1, no Karn
         # ambiguity), else from the one timed segment (RFC 6298 3, Karn's rule).
         if tsecr_ok and ts is not None:
@@ -782,6 +809,7 @@ class Tcb:
         if self.snd_una == self.snd_max:
             self.rto_deadline = None
             self.tlp_deadline = None
+            self.rack_deadline = None
         else:
             self.rto_deadline = now + self.rtt.rto
         if self._write_blocked and len(self._sndbuf) <= self.cfg.snd_buf // 2:
@@ -857,6 +885,8 @@ class Tcb:
                 self._mark()
                 return
             if n:
+                if n > self._rcv_mss:
+                    self._rcv_mss = min(n, self.cfg.mss)
                 self.rcv_buf += payload
                 self.rcv_nxt = seq_add(self.rcv_nxt, n)
                 self._rcv_unacked += n
@@ -867,7 +897,7 @@ class Tcb:
                     self.events.append(ev.DATA_RECEIVED)
                 # RFC 1122 4.2.3.2 / RFC 5681 4.2: ACK at least every second full-sized
                 # segment; otherwise the ACK may wait for the delayed-ACK timer.
-                if self._rcv_unacked >= 2 * self.cfg.mss or not self.cfg.delayed_ack:
+                if self._rcv_unacked >= 2 * self._rcv_mss or not self.cfg.delayed_ack:
                     self._ack_pending = True
                 else:
                     self._delack = True
@@ -944,13 +974,14 @@ class Tcb:
         opts = TcpOptions()
         if self.ts_ok:
             opts.timestamps = (self._tsval(now), self._ts_recent)
-        if self.sack_ok:
+        if self.sack_ok and (self._dsack is not None or self._ooo.nbytes):
             limit = 3 if self.ts_ok else 4
             blocks: list[tuple[int, int]] = []
             if self._dsack is not None:
                 blocks.append(self._dsack)
                 self._dsack = None
-            blocks.extend(self._ooo.sack_blocks(limit - len(blocks)))
+            if self._ooo.nbytes:
+                blocks.extend(self._ooo.sack_blocks(limit - len(blocks)))
             if blocks:
                 opts.sack_blocks = tuple(blocks)
         return opts
@@ -1014,7 +1045,12 @@ class Tcb:
     def _send_data(self, now: float) -> None:
         """Transmit what the windows allow: first segments judged lost (RFC 6675 5
         NextSeg rule 1), then new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
+        dsack = self._dsack
         opts = self._options(now) if (self.ts_ok or self.sack_ok) else NO_OPTIONS
+        # RFC 2883 4: a D-SACK block is reported once -- on the first segment only.
+        rest = opts
+        if dsack is not None and opts.sack_blocks and opts.sack_blocks[0] == dsack:
+            rest = TcpOptions(timestamps=opts.timestamps, sack_blocks=opts.sack_blocks[1:])
         extra = 4 + 8 * len(opts.sack_blocks) if opts.sack_blocks else 0
         mss = self.seg_mss - extra
         self.gso_size = mss
@@ -1026,13 +1062,15 @@ class Tcb:
         # 1. Retransmissions (pipe = flight - SACKed - lost, RFC 6675 4).
         while sb.lost_bytes > 0:
             pipe = self._pipe(seq_diff(self.snd_max, self.snd_una))
-            if pipe > 0 and cwnd - pipe < mss:
+            if pipe > 0 and cwnd - pipe < mss and not self._rtx_now:
                 break
+            self._rtx_now = False
             rec = sb.first_lost()
             if rec is None:
                 break
             allowed = max(mss, (cwnd - pipe) // mss * mss)
             self._retransmit(rec, min(allowed, seg_max), opts, now)
+            opts = rest
             sent_any = True
         # 2. New data.
         buf = self._sndbuf
@@ -1058,6 +1096,7 @@ class Tcb:
                     if self._fin_queued:
                         flags |= FIN
                 self._emit(flags, payload, opts, now)
+                opts = rest
                 sent_any = True
                 continue
             if self._fin_queued and off == len(buf) and \
@@ -1068,6 +1107,8 @@ class Tcb:
         if sent_any:
             self._acked_now()
             self._arm_tlp(now)
+        else:
+            self._dsack = dsack  # still owed: the pure ACK will carry it
 
     def _pipe(self, flight: int) -> int:
         """RFC 6675 4 *pipe*: bytes believed in the network.
@@ -1143,8 +1184,8 @@ class Tcb:
             pto += WORST_CASE_DELAYED_ACK
         pto = max(pto, 0.01)
         deadline = now + pto
-        if self.rto_deadline is not None and deadline >= self.rto_deadline:
-            return  # the RTO comes first anyway
+        if self.rto_deadline is not None and deadline > self.rto_deadline:
+            deadline = self.rto_deadline  # RFC 8985 7.2: PTO = min(PTO, RTO)
         self.tlp_deadline = deadline
 
     def _arm_persist(self, now: float) -> None:
@@ -1188,15 +1229,16 @@ class Tcb:
             newly_lost, self.rack_deadline = self._sb.detect_loss(now, self.rtt.srtt)
             if newly_lost:
                 self._on_loss_detected(now, flight)
+        if self.tlp_deadline is not None and now >= self.tlp_deadline:
+            # Before the RTO: a probe due at the same time re-arms the RTO instead.
+            self.tlp_deadline = None
+            self._on_tlp(now)
         if self.rto_deadline is not None and now >= self.rto_deadline:
             self.rto_deadline = None
             self.tlp_deadline = None
             self._on_rto(now)
             if self.state is State.CLOSED:
                 return
-        if self.tlp_deadline is not None and now >= self.tlp_deadline:
-            self.tlp_deadline = None
-            self._on_tlp(now)
         if self.persist_deadline is not None and now >= self.persist_deadline:
             self.persist_deadline = None
             self._on_persist(now)

@@ -506,3 +506,152 @@ class Net:
             self.a.handle_timer(self.now)
             self.b.handle_timer(self.now)
         assert until(), "Net.run stopped before the condition held"
+
+
+# ------------------------------------------------- SACK / timestamps builders
+#
+# The builders above open connections with a SYN that offers neither SACK nor
+# timestamps. These open one that does (RFC 2018 2, RFC 7323 3.2), and model the
+# peer's timestamp clock as milliseconds since PEER_TS0.
+
+PEER_TS0 = 7_000_000  # the peer's TSval at time 0 (its clock ticks once per ms)
+
+
+def peer_tsval(now: float) -> int:
+    """The TSval the peer puts in a segment sent at ``now``."""
+    return (PEER_TS0 + int(now * 1000)) & MASK
+
+
+def our_tsval(tcb: Tcb, now: float) -> int:
+    """The TSval ``tcb`` puts in a segment sent at ``now`` (ms plus its offset)."""
+    return (int(now * 1000) + tcb.ts_offset) & MASK
+
+
+def syn_with_options(
+    *,
+    seq: int = IRS,
+    flags: int = SYN,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    sack: bool = False,
+    ts: tuple[int, int] | None = None,
+    window: int = PEER_WINDOW,
+) -> TcpSegment:
+    """The peer's SYN offering SACK-permitted and/or timestamps."""
+    return TcpSegment(REMOTE_PORT, LOCAL_PORT, seq & MASK, 0, flags, window,
+                      TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack, timestamps=ts))
+
+
+def peer_opts(
+    tcb: Tcb,
+    now: float,
+    *,
+    sack: tuple[tuple[int, int], ...] = (),
+    tsval: int | None = None,
+    tsecr: int | None = None,
+) -> TcpOptions:
+    """Options of a segment the peer sends at ``now``: timestamps if ``tcb`` agreed to
+    them (TSval from the peer's clock, TSecr by default our TSval of ``now - RTT``)
+    and the given SACK blocks (absolute sequence numbers)."""
+    ts = None
+    if tcb.ts_ok:
+        ts = (peer_tsval(now) if tsval is None else tsval,
+              our_tsval(tcb, max(0.0, now - RTT)) if tsecr is None else tsecr)
+    if ts is None and not sack:
+        return NO_OPTIONS
+    return TcpOptions(sack_blocks=tuple((a & MASK, b & MASK) for a, b in sack), timestamps=ts)
+
+
+def tcb_established_opts(
+    cfg: TcpConfig | None = None,
+    *,
+    sack: bool = True,
+    ts: bool = True,
+    iss: int = ISS,
+    irs: int = IRS,
+    mss: int | None = 1460,
+    wscale: int | None = None,
+    window: int = PEER_WINDOW,
+    now: float = 0.0,
+) -> Tcb:
+    """Like :func:`tcb_established`, but the peer's SYN offers SACK-permitted and/or
+    timestamps, and the handshake ACK echoes our SYN,ACK's TSval (SRTT = RTT)."""
+    syn = syn_with_options(seq=irs, mss=mss, wscale=wscale, sack=sack,
+                           ts=(peer_tsval(now), 0) if ts else None, window=window)
+    tcb = Tcb.passive_open(cfg or BASE_CONFIG, LOCAL, REMOTE, syn, iss, now)
+    (synack,) = tcb.segments_to_send(now)
+    opts = NO_OPTIONS
+    if ts and synack.options.timestamps is not None:
+        opts = TcpOptions(timestamps=(peer_tsval(now + RTT), synack.options.timestamps[0]))
+    tcb.receive(peer(tcb, window=window, options=opts), now + RTT)
+    assert tcb.state is State.ESTABLISHED
+    return drain(tcb, now + RTT)
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    """``n`` bytes of a position-dependent pattern (so misplaced bytes are caught)."""
+    return bytes((i * 7 + seed + i // 251) % 256 for i in range(n))
+
+
+class LossyLink:
+    """Two TCBs joined by an in-memory path with delay, jitter (reordering),
+    duplication and random loss, all drawn from a seeded ``random.Random``.
+
+    Each direction delays a segment by ``delay`` plus a uniform ``[0, jitter)``;
+    segments are delivered in arrival-time order, so jitter reorders them.
+    """
+
+    def __init__(self, a: Tcb, b: Tcb, rng: random.Random, *, now: float = 0.0,
+                 loss: float = 0.0, delay: float = 0.01, jitter: float = 0.0,
+                 dup: float = 0.0) -> None:
+        self.a, self.b = a, b
+        self.rng = rng
+        self.now = now
+        self.loss, self.delay, self.jitter, self.dup = loss, delay, jitter, dup
+        self._queue: list[tuple[float, int, Tcb, TcpSegment]] = []
+        self._seq = 0
+        self.sent = 0
+        self.dropped = 0
+
+    def _push(self, dst: Tcb, seg: TcpSegment) -> None:
+        import heapq
+
+        t = self.now + self.delay + self.rng.random() * self.jitter
+        self._seq += 1
+        heapq.heappush(self._queue, (t, self._seq, dst, seg))
+
+    def _flush(self) -> None:
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
+            for seg in src.segments_to_send(self.now):
+                self.sent += 1
+                if self.rng.random() < self.loss:
+                    self.dropped += 1
+                    continue
+                self._push(dst, seg)
+                if self.dup and self.rng.random() < self.dup:
+                    self._push(dst, seg)
+
+    def run(self, app: Callable[[], None], until: Callable[[], bool],
+            max_time: float) -> None:
+        """Run until ``until()`` holds; fail if simulated time passes ``max_time``."""
+        import heapq
+
+        while True:
+            app()
+            self._flush()
+            if until():
+                return
+            times = [d for d in (self.a.next_deadline(), self.b.next_deadline())
+                     if d is not None]
+            if self._queue:
+                times.append(self._queue[0][0])
+            assert times, "LossyLink went idle before the condition held"
+            self.now = max(self.now, min(times))
+            assert self.now <= max_time, f"not done after {max_time} simulated seconds"
+            while self._queue and self._queue[0][0] <= self.now:
+                _, _, dst, seg = heapq.heappop(self._queue)
+                dst.receive(seg, self.now)
+            for t in (self.a, self.b):
+                d = t.next_deadline()
+                if d is not None and d <= self.now:
+                    t.handle_timer(self.now)

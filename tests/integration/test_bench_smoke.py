@@ -1,0 +1,79 @@
+"""Smoke test of the benchmark tool: ``python -m tools.bench --quick --tiny --skip-pytcp``.
+
+Runs the whole tool (tcpstack over TUN and the kernel reference, each in
+namespaces the tool creates) with very small sizes and one repetition, then
+checks the exit status, the JSON (every workload, both stacks, positive
+numbers), the Markdown table, and that the tool's namespaces are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.netns import REPO_ROOT
+
+pytestmark = pytest.mark.root
+
+WORKLOADS = ("download", "upload", "latency", "idle", "connrate")
+METRICS = {
+    "download": ("mbps",),
+    "upload": ("mbps",),
+    "latency": ("p50_us", "p99_us"),
+    "idle": ("answered", "rss_per_conn_bytes"),
+    "connrate": ("rps",),
+}
+
+
+def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.bench", "--quick", "--tiny", "--skip-pytcp",
+         "--out", str(out)],
+        cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=85)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the tool's own atexit/finally cleanup cannot run after SIGKILL...
+        proc.communicate()
+        pytest.fail("python -m tools.bench --tiny took longer than 85 s")
+    finally:
+        # ...so remove any namespace it left behind (they carry its PID in their name).
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=False).stdout
+        leftovers = [ln.split()[0] for ln in listed.splitlines()
+                     if ln.startswith(f"tcpbench-{proc.pid}-")]
+        for name in leftovers:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+    detail = f"exit {proc.returncode}\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+    assert proc.returncode == 0, detail
+    assert not leftovers, f"namespaces left behind: {leftovers}"
+
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["mode"] == "tiny"
+    for stack in ("tcpstack", "kernel"):
+        results = doc["results"][stack]
+        for workload in WORKLOADS:
+            assert workload in results, f"{stack}: no {workload} result\n{detail}"
+            outcome = results[workload]
+            assert outcome["status"] == "ok", f"{stack} {workload}: {outcome['reason']}"
+            for key in METRICS[workload]:
+                value = outcome["summary"].get(key)
+                assert isinstance(value, (int, float)) and value > 0, (
+                    f"{stack} {workload} {key} = {value!r}")
+        assert results["idle"]["summary"]["answered"] == 50
+        assert results["connrate"]["summary"]["failed"] == 0
+    assert all("skipped" in line for line in doc["missing"])
+
+    markdown = (out / "latest.md").read_text()
+    header = "| workload | tcpstack | kernel | pytcp | tcpstack/kernel |"
+    assert header in markdown
+    assert header in stdout
+    table = [ln for ln in markdown.splitlines() if ln.startswith("| ")]
+    assert len(table) >= 1 + len(WORKLOADS)  # header plus at least one row per workload
+    assert list(out.glob("bench-*.json")) and list(out.glob("bench-*.md"))

@@ -1,0 +1,271 @@
+"""Out-of-order reassembly (RFC 9293 3.10.7.4 seventh step, RFC 5681 4.2): the
+:class:`ReassemblyQueue` on its own, and the receiving TCB that uses it."""
+
+from __future__ import annotations
+
+import pytest
+from tcp_helpers import (
+    IRS,
+    ISS,
+    base_config,
+    expect_nothing,
+    expect_one,
+    pattern,
+    peer,
+    tcb_established,
+)
+
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.seq import seq_add
+from tcpstack.tcp.state import State
+from tcpstack.wire.tcp import ACK, FIN, PSH
+
+RCV = IRS + 1
+SND = ISS + 1
+DATA = pattern(20_000, seed=3)
+
+
+def chunk(start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the peer's stream (offsets from RCV)."""
+    return DATA[start:end]
+
+
+# ------------------------------------------------------------ ReassemblyQueue
+
+
+def test_queue_holds_out_of_order_run_until_gap_fills() -> None:
+    """RFC 9293 3.10.7.4 seventh: data beyond RCV.NXT is kept, not delivered, until the
+    segments before it arrive."""
+    q = ReassemblyQueue()
+    assert q.add(RCV + 100, chunk(100, 200), RCV) is None
+    assert q.nbytes == 100
+    assert q.pop_ready(RCV) is None  # the gap [0, 100) is still open
+    assert q.pop_ready(RCV + 50) is None
+    data = q.pop_ready(RCV + 100)
+    assert data == chunk(100, 200)
+    assert q.nbytes == 0 and not q
+
+
+def test_queue_pop_ready_trims_what_rcv_nxt_already_covers() -> None:
+    """RFC 9293 3.10.7.4 seventh: only bytes at or beyond RCV.NXT are new; the part of a
+    queued run that in-order data already delivered is discarded."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 300), RCV)
+    assert q.pop_ready(RCV + 150) == chunk(150, 300)
+    assert q.nbytes == 0
+
+
+def test_queue_pop_ready_skips_runs_entirely_below_rcv_nxt() -> None:
+    """RFC 9293 3.10.7.4 seventh: a queued run wholly covered by in-order data is stale
+    and must not be delivered a second time."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.add(RCV + 300, chunk(300, 400), RCV)
+    assert q.pop_ready(RCV + 250) is None  # first run stale, second not reached
+    assert q.nbytes == 100
+    assert q.pop_ready(RCV + 300) == chunk(300, 400)
+
+
+def test_queue_overlapping_runs_merge_with_correct_content() -> None:
+    """RFC 9293 3.10.7.4 seventh (trimming overlaps): overlapping and adjacent segments
+    merge into one run holding each byte once, in the right place."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.add(RCV + 300, chunk(300, 400), RCV)
+    q.add(RCV + 400, chunk(400, 450), RCV)  # adjacent: merges without overlap
+    dup = q.add(RCV + 150, chunk(150, 350), RCV)  # bridges both runs
+    assert dup == (RCV + 150, RCV + 200)  # the first already-queued part (RFC 2883 4.1.2)
+    assert len(q) == 1
+    assert q.nbytes == 350
+    assert q.sack_blocks(4) == [(RCV + 100, RCV + 450)]
+    assert q.pop_ready(RCV + 100) == chunk(100, 450)
+
+
+def test_queue_exact_duplicate_reported_and_not_counted_twice() -> None:
+    """RFC 2883 4.1.2: a segment that is already queued is a duplicate; the queue keeps
+    one copy and reports the duplicated range."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    assert q.add(RCV + 100, chunk(100, 200), RCV) == (RCV + 100, RCV + 200)
+    assert q.nbytes == 100 and len(q) == 1
+
+
+def test_queue_segment_inside_run_is_a_duplicate() -> None:
+    """RFC 2883 4.1.2: a segment wholly inside a queued run adds nothing."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 400), RCV)
+    assert q.add(RCV + 200, chunk(200, 250), RCV) == (RCV + 200, RCV + 250)
+    assert q.nbytes == 300
+    assert q.pop_ready(RCV + 100) == chunk(100, 400)
+
+
+def test_queue_drop_below_forgets_covered_runs() -> None:
+    """RFC 9293 3.10.7.4 seventh: once RCV.NXT passes a run it no longer occupies the
+    receive buffer."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.add(RCV + 500, chunk(500, 600), RCV)
+    q.drop_below(RCV + 200)
+    assert q.nbytes == 100
+    assert q.sack_blocks(4) == [(RCV + 500, RCV + 600)]
+
+
+def test_queue_sack_blocks_most_recent_first_and_limited() -> None:
+    """RFC 2018 4: the first SACK block is the run holding the most recently received
+    segment; then the most recently reported others; at most ``limit`` blocks."""
+    q = ReassemblyQueue()
+    for off in (100, 300, 500):
+        q.add(RCV + off, chunk(off, off + 50), RCV)
+    assert q.sack_blocks(4) == [(RCV + 500, RCV + 550), (RCV + 300, RCV + 350),
+                                (RCV + 100, RCV + 150)]
+    q.add(RCV + 150, chunk(150, 160), RCV)  # extends the oldest run: it moves first
+    assert q.sack_blocks(2) == [(RCV + 100, RCV + 160), (RCV + 500, RCV + 550)]
+
+
+def test_queue_works_across_sequence_wraparound() -> None:
+    """RFC 9293 3.4: sequence numbers wrap modulo 2**32; runs straddling zero merge and
+    deliver like any other."""
+    base = 0xFFFFFF00
+    q = ReassemblyQueue()
+    q.add(seq_add(base, 0x80), chunk(0x80, 0x180), base)  # crosses 2**32
+    q.add(seq_add(base, 0x180), chunk(0x180, 0x200), base)
+    assert q.sack_blocks(1) == [(seq_add(base, 0x80), seq_add(base, 0x200))]
+    assert q.pop_ready(seq_add(base, 0x80)) == chunk(0x80, 0x200)
+
+
+def test_queue_clear_forgets_everything() -> None:
+    """A closed connection drops its queue, including a queued FIN."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.fin_seq = RCV + 200
+    q.clear()
+    assert not q and q.nbytes == 0 and q.sack_blocks(4) == []
+
+
+# ------------------------------------------------------------ through the TCB
+
+
+def test_out_of_order_segments_delivered_in_order_when_gap_fills() -> None:
+    """RFC 9293 3.10.7.4 seventh: segments ahead of RCV.NXT are held; when the missing
+    segment arrives, everything contiguous is delivered in sequence order."""
+    tcb = tcb_established()
+    for off in (3000, 1000, 2000):
+        tcb.receive(peer(tcb, seq=RCV + off, payload=chunk(off, off + 1000)), 1.0)
+        expect_one(tcb, 1.0, ACK, ack=RCV)
+    assert tcb.recv_buffered == 0 and tcb.take_events() == []
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.1)
+    assert tcb.rcv_nxt == RCV + 4000
+    assert tcb.take_events() == [ev.DATA_RECEIVED]
+    assert tcb.recv() == chunk(0, 4000)
+    expect_one(tcb, 1.1, ACK, ack=RCV + 4000)
+
+
+def test_overlapping_duplicates_trimmed_data_exact() -> None:
+    """RFC 9293 3.10.7.4 seventh: overlapping retransmissions (repacketized differently)
+    and duplicates are trimmed, so each byte is delivered exactly once."""
+    tcb = tcb_established()
+    arrivals = [(1000, 2000), (1500, 3000), (1000, 2000), (2500, 2600), (4000, 5000),
+                (3000, 4500), (500, 1200)]
+    for a, b in arrivals:
+        tcb.receive(peer(tcb, seq=RCV + a, payload=chunk(a, b)), 1.0)
+    assert tcb.recv_buffered == 0
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 800)), 1.0)
+    assert tcb.rcv_nxt == RCV + 5000
+    assert tcb.recv() == chunk(0, 5000)
+    # A late copy of delivered data changes nothing.
+    tcb.receive(peer(tcb, seq=RCV + 4000, payload=chunk(4000, 5000)), 1.1)
+    assert tcb.recv() == b"" and tcb.rcv_nxt == RCV + 5000
+
+
+def test_in_order_segment_overlapping_queue_head_delivers_once() -> None:
+    """RFC 9293 3.10.7.4 seventh: an in-order segment that runs into queued data
+    delivers the overlap only once."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, seq=RCV + 1000, payload=chunk(1000, 2000)), 1.0)
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1500)), 1.0)
+    assert tcb.recv() == chunk(0, 2000)
+    assert tcb.rcv_nxt == RCV + 2000
+
+
+def test_queued_fin_processed_when_gap_fills() -> None:
+    """RFC 9293 3.10.7.4 eighth: a FIN is processed only when all data before it has
+    arrived; an out-of-order FIN waits in the queue for the gap to fill."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN | PSH, seq=RCV + 1000, payload=chunk(1000, 1500)), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV)
+    assert tcb.state is State.ESTABLISHED
+    assert tcb.take_events() == []
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.1)
+    assert tcb.state is State.CLOSE_WAIT
+    assert tcb.rcv_nxt == RCV + 1501  # data plus the FIN
+    assert tcb.take_events() == [ev.DATA_RECEIVED, ev.END_OF_STREAM]
+    assert tcb.recv() == chunk(0, 1500)
+    expect_one(tcb, 1.1, ACK, ack=RCV + 1501)
+
+
+def test_queued_bare_fin_processed_when_gap_fills() -> None:
+    """RFC 9293 3.10.7.4 eighth: a FIN without data that arrives ahead of missing data
+    takes effect once the data arrives."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 700), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV)
+    assert tcb.state is State.ESTABLISHED
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 700)), 1.1)
+    assert tcb.state is State.CLOSE_WAIT
+    assert tcb.rcv_nxt == RCV + 701
+    expect_one(tcb, 1.1, ACK, ack=RCV + 701)
+
+
+def test_advertised_window_accounts_queued_bytes() -> None:
+    """RFC 9293 3.8.6.2.2 / 3.10.7.4: bytes held for reassembly occupy the receive
+    buffer, so reading in-order data reopens the window only by what is really free."""
+    tcb = tcb_established(base_config(rcv_buf=16384))
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 8000)), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV + 8000, window=16384 - 8000)
+    tcb.receive(peer(tcb, seq=RCV + 9000, payload=chunk(9000, 15000)), 1.0)
+    # The out-of-order data sits inside the window already offered: no shrinking.
+    expect_one(tcb, 1.0, ACK, ack=RCV + 8000, window=16384 - 8000)
+    assert tcb.recv() == chunk(0, 8000)
+    # Trigger an ACK with an old duplicate: the window is the buffer minus the queue.
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 100)), 1.1)
+    expect_one(tcb, 1.1, ACK, ack=RCV + 8000, window=16384 - 6000)
+
+
+def test_every_out_of_order_segment_gets_immediate_duplicate_ack() -> None:
+    """RFC 5681 4.2 / RFC 9293 3.8.6.3: an out-of-order segment SHOULD be acknowledged at
+    once (a duplicate ACK), even with delayed ACKs on -- every one of them."""
+    tcb = tcb_established(base_config(delayed_ack=0.2))
+    for i, off in enumerate((2000, 3000, 4000, 6000)):
+        now = 1.0 + i * 0.01
+        tcb.receive(peer(tcb, seq=RCV + off, payload=chunk(off, off + 1000)), now)
+        expect_one(tcb, now, ACK, seq=SND, ack=RCV)
+
+
+def test_filling_the_hole_is_acked_immediately() -> None:
+    """RFC 5681 4.2: a segment that fills a gap SHOULD be acknowledged at once, even
+    when delayed ACKs are on and it is a single segment."""
+    tcb = tcb_established(base_config(delayed_ack=0.2))
+    tcb.receive(peer(tcb, seq=RCV + 1000, payload=chunk(1000, 2000)), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV)
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.05)
+    expect_one(tcb, 1.05, ACK, ack=RCV + 2000)
+
+
+def test_filling_part_of_the_hole_is_acked_immediately() -> None:
+    """RFC 5681 4.2: "fills in all or part of a gap" -- a segment that advances RCV.NXT
+    while a gap remains also draws an immediate ACK."""
+    tcb = tcb_established(base_config(delayed_ack=0.2))
+    tcb.receive(peer(tcb, seq=RCV + 2000, payload=chunk(2000, 3000)), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV)
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.05)
+    expect_one(tcb, 1.05, ACK, ack=RCV + 1000)
+
+
+def test_in_order_data_without_queue_still_delayed() -> None:
+    """RFC 1122 4.2.3.2: the immediate ACK is for gaps; ordinary in-order data with an
+    empty reassembly queue may wait for the delayed-ACK timer."""
+    tcb = tcb_established(base_config(delayed_ack=0.2))
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.0)
+    expect_nothing(tcb, 1.0)
+    assert tcb.next_deadline() == pytest.approx(1.2)

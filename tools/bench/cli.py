@@ -1,0 +1,325 @@
+"""``python -m tools.bench``: run the workloads against tcpstack, the kernel and PyTCP.
+
+Exit status: 0 when the benchmark ran (missed targets and failed workloads are
+reported in the table, not as an error); 1 with a one-line ``bench: error:
+...`` message when the environment could not be set up; 2 for bad
+arguments; 130 when interrupted. Namespaces and processes are cleaned up in
+every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from tools.bench import netns, report
+from tools.bench.netns import SetupError
+from tools.bench.profiling import PySpy
+from tools.bench.pytcp_env import DEFAULT_VENV, PytcpUnavailable, ensure_pytcp
+from tools.bench.settings import WORKLOADS, sizes_for
+from tools.bench.targets import (
+    KernelTarget,
+    PytcpTarget,
+    Target,
+    TcpstackTarget,
+    default_pinning,
+)
+from tools.bench.workloads import Hook, Outcome, run_workload
+
+WORKLOAD_HELP = {
+    "download": "bulk download over one connection (curl GET /bytes/N), MB/s",
+    "upload": "bulk upload over one connection to discard, MB/s",
+    "latency": "64-byte ping-pong to echo, p50/p99 in microseconds",
+    "idle": "N concurrent idle connections to echo: all answer? server RSS per connection",
+    "connrate": "new connections per second (ab -c 16, no keep-alive)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"bench: error: {message}\n")
+
+
+def _workload_list(value: str) -> list[str]:
+    names = [w.strip() for w in value.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(WORKLOADS))
+    return [w for w in WORKLOADS if w in names]
+
+
+def _stack_list(value: str) -> list[str]:
+    names = [w.strip() for w in value.split(",") if w.strip()]
+    unknown = [w for w in names if w not in report.STACKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown stack(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(report.STACKS))
+    return [s for s in report.STACKS if s in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "workloads:\n" + "\n".join(f"  {k:9} {v}" for k, v in WORKLOAD_HELP.items())
+    p = _Parser(prog="python -m tools.bench",
+                description="Benchmark tcpstack over TUN against the Linux kernel's TCP "
+                            "(and PyTCP), each inside throw-away network namespaces. "
+                            "Needs root.",
+                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smaller sizes and fewer repetitions (about a minute)")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke-test sizes: 1 MiB, 50 requests/round trips/connections, "
+                        "1 repetition (overrides --quick)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR",
+                   help="where the JSON and Markdown results go (default: ./bench-results/)")
+    p.add_argument("--only", type=_workload_list, default=list(WORKLOADS),
+                   metavar="WORKLOAD,...", help="run only these workloads")
+    p.add_argument("--skip-pytcp", action="store_true", help="do not run PyTCP")
+    p.add_argument("--stacks", type=_stack_list, default=list(report.STACKS),
+                   metavar="STACK,...",
+                   help="run only these of tcpstack, kernel, pytcp (default: all; for "
+                        "debugging -- the ratios need tcpstack and kernel)")
+    p.add_argument("--pytcp-venv", type=Path, default=DEFAULT_VENV, metavar="DIR",
+                   help="virtualenv for PyTCP, created with pip if missing "
+                        "(default: %(default)s)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin servers to the first CPU and clients to the second "
+                        "(pinning makes runs comparable; see the notes in the output)")
+    p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                   help="record py-spy profiles of the tcpstack server into DIR "
+                        "(every repetition; slows it down, so use such a run for the "
+                        "profiles, not the numbers)")
+    return p
+
+
+def preflight() -> None:
+    """Raise :class:`SetupError` (one line) if this machine cannot run the benchmark."""
+    if os.geteuid() != 0:
+        raise SetupError("must run as root (network namespaces, TUN/TAP devices)")
+    try:
+        if not stat.S_ISCHR(os.stat("/dev/net/tun").st_mode):
+            raise SetupError("/dev/net/tun is not a character device")
+    except FileNotFoundError:
+        raise SetupError("/dev/net/tun is missing (no TUN support)") from None
+    missing = [t for t in ("ip", "curl", "ab") if shutil.which(t) is None]
+    if missing:
+        hint = {"ip": "iproute2", "curl": "curl", "ab": "apache2-utils"}
+        raise SetupError("missing tools: " + ", ".join(f"{t} (apt-get install {hint[t]})"
+                                                         for t in missing))
+    probe = netns.Netns("probe")
+    probe.create()  # raises SetupError with the reason
+    probe.close()
+
+
+def _progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _headline(o: Outcome) -> str:
+    if o.status != "ok":
+        return f"{o.status}: {o.reason}"
+    parts = [f"{k}={v:,.1f}" for k, v in o.summary.items()]
+    return ", ".join(parts)
+
+
+def run_target(target: Target, workloads: list[str], hook: Hook | None,
+               fatal_setup: bool) -> tuple[dict[str, Outcome], str | None]:
+    """Set up ``target``, run the workloads, tear down. Returns (outcomes, setup error)."""
+    outcomes: dict[str, Outcome] = {}
+    try:
+        _progress(f"[{target.name}] setting up: {target.describe()}")
+        try:
+            target.setup()
+        except SetupError as exc:
+            if fatal_setup:
+                raise
+            return outcomes, str(exc)
+        for name in workloads:
+            _progress(f"[{target.name}] {name} ...")
+            outcome = run_workload(name, target, hook)
+            outcomes[name] = outcome
+            _progress(f"[{target.name}] {name}: {_headline(outcome)} ({outcome.seconds:.1f} s)")
+    finally:
+        target.teardown()
+    return outcomes, None
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    workloads: list[str] = args.only
+    # SIGINT too: a shell starts background jobs with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    started = time.monotonic()
+    try:
+        preflight()
+        out_dir: Path = args.out
+        log_dir = out_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        doc = _run(args, mode, workloads, log_dir)
+        doc["seconds"] = round(time.monotonic() - started, 1)
+        json_path, md_path = report.write(doc, out_dir)
+        print(report.render(doc))
+        _progress(f"wrote {json_path} and {md_path} ({doc['seconds']:.0f} s)")
+        return 0
+    except SetupError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; namespaces and processes cleaned up", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        netns.close_all()
+
+
+def _run(args: argparse.Namespace, mode: str, workloads: list[str],
+         log_dir: Path) -> dict[str, Any]:
+    results: dict[str, dict[str, Outcome]] = {}
+    targets: dict[str, str] = {}
+    missing: list[str] = []
+    notes: list[str] = []
+    sizes = {s: sizes_for(mode, s) for s in report.STACKS}
+
+    tcp = TcpstackTarget(sizes["tcpstack"], log_dir)
+    hook: Hook | None = None
+    if args.py_spy is not None:
+        try:
+            spy = PySpy(args.py_spy, lambda: tcp.server_pid)
+        except FileNotFoundError as exc:
+            raise SetupError(str(exc)) from None
+        hook = spy.record
+        notes.append(f"py-spy profiles of the tcpstack server were recorded into {args.py_spy} "
+                     "during every repetition: the tcpstack numbers of this run are slowed "
+                     "down by the sampling")
+    kernel = KernelTarget(sizes["kernel"], log_dir)
+    pin = None if args.no_pin else default_pinning()
+    if pin is not None:
+        notes.append(f"every server process is pinned to CPU {pin[0]} and every client to CPU "
+                     f"{pin[1]} (sched_setaffinity), the same for all stacks: placement "
+                     "changes the results a lot on a small machine (ping-pong with both on one "
+                     "CPU is 2-3x faster than across CPUs, for the kernel as for tcpstack)")
+    else:
+        notes.append("processes are not pinned to CPUs (--no-pin, or fewer than 2 CPUs): "
+                     "expect more run-to-run variance")
+    tcp.pin = kernel.pin = pin
+    for target, h in ((tcp, hook), (kernel, None)):
+        if target.name not in args.stacks:
+            targets[target.name] = "skipped (--stacks)"
+            continue
+        targets[target.name] = target.describe()
+        results[target.name], _ = run_target(target, workloads, h, fatal_setup=True)
+        notes += target.notes
+
+    if args.skip_pytcp or "pytcp" not in args.stacks:
+        why = "--skip-pytcp" if args.skip_pytcp else "--stacks"
+        targets["pytcp"] = f"skipped ({why})"
+        missing += [f"pytcp {w}: skipped ({why})" for w in workloads]
+    else:
+        reason = None
+        try:
+            _progress(f"[pytcp] preparing the virtualenv {args.pytcp_venv}")
+            python, version, pyver = ensure_pytcp(args.pytcp_venv)
+        except PytcpUnavailable as exc:
+            reason = str(exc)
+        if reason is None:
+            pyt = PytcpTarget(sizes["pytcp"], log_dir, python, version)
+            pyt.pin = pin
+            targets["pytcp"] = pyt.describe()
+            if not version.startswith("3."):
+                notes.append(f"PyTCP {version} was used: the newest PyTCP release pip resolves "
+                             f"for Python {pyver}; the 3.0.x releases require Python >= 3.14")
+            results["pytcp"], reason = run_target(pyt, workloads, None, fatal_setup=False)
+            notes += pyt.notes
+            if reason is not None:
+                reason = f"the PyTCP server could not be started: {reason}"
+        if reason is not None:
+            targets["pytcp"] = f"not run: {reason}"
+            missing += [f"pytcp {w}: not run: {reason}" for w in workloads]
+        else:
+            for w in workloads:
+                o = results["pytcp"].get(w)
+                if o is not None and o.status != "ok":
+                    missing.append(f"pytcp {w}: {o.status}: {o.reason}")
+            notes.append("PyTCP runs with smaller sizes and counts than the others (it moves "
+                         "about 1 MB/s, one thread per connection): "
+                         + report.sizes_line("pytcp", sizes["pytcp"]))
+
+    failures = [f"{stack} {w}: {o.reason}" for stack in ("tcpstack", "kernel")
+                for w, o in results.get(stack, {}).items() if o.status != "ok"]
+    for stack, outs in results.items():
+        for w, o in outs.items():
+            if o.disturbed:
+                notes.append(f"other load on the machine during {stack} {w}: "
+                             + "; ".join(o.disturbed))
+    notes += _notes(results, sizes["tcpstack"])
+    doc: dict[str, Any] = {
+        "mode": mode,
+        "workloads": workloads,
+        "meta": report.machine_meta(),
+        "targets": targets,
+        "sizes": {s: sz.as_dict() for s, sz in sizes.items()},
+        "results": {stack: {w: o.as_dict() for w, o in outs.items()}
+                    for stack, outs in results.items()},
+        "missing": missing,
+        "failures": failures,
+        "notes": notes,
+    }
+    doc["rows"] = report.evaluate(results)
+    return doc
+
+
+def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
+    notes = [report.sizes_line("tcpstack and kernel", sz)]
+    for stack in ("tcpstack", "kernel"):
+        dl = results.get(stack, {}).get("download")
+        if dl is not None and "bytes" in dl.params:
+            notes.append(f"{stack} download size: {dl.params['bytes'] / (1 << 20):g} MiB")
+    k_idle = results.get("kernel", {}).get("idle")
+    if k_idle is not None:
+        notes += _kernel_socket_memory(k_idle)
+    notes.append("the kernel reference uses a veth pair (with its offloads) between two "
+                 "namespaces; tcpstack a TUN device; in both the clients and the server share "
+                 "this machine's CPUs")
+    return notes
+
+
+def _kernel_socket_memory(idle: Outcome) -> list[str]:
+    """Notes on the kernel's own memory for the idle connections (not in the app's RSS)."""
+    notes = []
+    if "sockstat" in idle.params:
+        before, after = idle.params["sockstat"]["before"], idle.params["sockstat"]["after"]
+        notes.append(
+            f"kernel idle run, /proc/net/sockstat of the server namespace: TCP sockets in use "
+            f"{before.get('inuse')} -> {after.get('inuse')}, 'mem' {before.get('mem')} -> "
+            f"{after.get('mem')} pages ('mem' counts socket buffer pages, system-wide: idle "
+            f"sockets hold none)")
+    if "slab" in idle.params:
+        before, after = idle.params["slab"]["before"], idle.params["slab"]["after"]
+        sizes = {name: after[name][1] for name in after}
+        per_socket = sum(sizes.values())
+        grown = {name: after[name][0] - before.get(name, [0, 0])[0] for name in after}
+        notes.append(
+            "kernel memory per socket (slab object sizes, outside any process's RSS): "
+            + " + ".join(f"{name} {size} B" for name, size in sizes.items())
+            + f" = {per_socket / 1024:.2f} KiB per socket, and a connection has a socket at "
+            f"each end; during the kernel idle run the slabs grew by "
+            + ", ".join(f"{name} {n:+,}" for name, n in grown.items()) + " objects")
+    return notes

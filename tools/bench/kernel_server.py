@@ -1,0 +1,67 @@
+"""The kernel reference server: tcpstack's own services on the Linux kernel's TCP.
+
+``python -m tools.bench.kernel_server --host 10.9.0.1`` serves
+:class:`tcpstack.apps.HttpService` on 80, :func:`tcpstack.apps.echo` on 7 and
+:func:`tcpstack.apps.discard` on 9 with :func:`asyncio.start_server` on
+uvloop -- the very handlers ``tcpstack serve`` runs over its own TCP, so the
+benchmark compares the TCP implementations, not the applications. Prints
+``READY`` once listening; exits 0 on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import signal
+import sys
+from typing import Any
+
+from tcpstack.apps import HttpService, discard, echo
+
+
+async def serve(host: str, ports: dict[str, int], backlog: int) -> int:
+    handlers: dict[str, Any] = {"http": HttpService(), "echo": echo, "discard": discard}
+    servers = []
+    for name, port in ports.items():
+        if port:
+            servers.append(await asyncio.start_server(handlers[name], host, port,
+                                                      backlog=backlog, reuse_address=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("READY", flush=True)
+    await stop.wait()
+    for server in servers:
+        server.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.kernel_server",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="10.9.0.1")
+    parser.add_argument("--http-port", type=int, default=80)
+    parser.add_argument("--echo-port", type=int, default=7)
+    parser.add_argument("--discard-port", type=int, default=9)
+    parser.add_argument("--backlog", type=int, default=1024)
+    parser.add_argument("--nofile", type=int, default=0,
+                        help="raise RLIMIT_NOFILE to this (also settable from outside)")
+    args = parser.parse_args(argv)
+    if args.nofile:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < args.nofile:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, max(hard, args.nofile)))
+            except (ValueError, OSError):  # no CAP_SYS_RESOURCE: up to the hard limit
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ports = {"http": args.http_port, "echo": args.echo_port, "discard": args.discard_port}
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(args.host, ports, args.backlog))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

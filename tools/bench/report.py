@@ -1,0 +1,256 @@
+"""The results table (Markdown), the targets from the issue, and the JSON document."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tools.bench.settings import MIB, Sizes
+from tools.bench.workloads import Outcome
+
+STACKS = ("tcpstack", "kernel", "pytcp")
+Results = dict[str, dict[str, Outcome]]
+"""stack -> workload -> outcome."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a number taken from one workload's summary."""
+
+    workload: str
+    label: str
+    key: str
+    fmt: Callable[[float], str]
+    target: str = ""
+    # (tcpstack value, kernel value, tcpstack outcome) -> pass?; None: no target
+    check: Callable[[float, float | None, Outcome], bool] | None = None
+    ratio: bool = True
+
+
+def _f0(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _f1(x: float) -> str:
+    return f"{x:,.1f}" if x < 1000 else f"{x:,.0f}"
+
+
+def _kib(x: float) -> str:
+    return f"{x / 1024:.2f}"
+
+
+def _ratio_at_least(r: float) -> Callable[[float, float | None, Outcome], bool]:
+    return lambda t, k, o: k is not None and k > 0 and t / k >= r
+
+
+def _connrate_ok(t: float, k: float | None, o: Outcome) -> bool:
+    return k is not None and k > 0 and t / k >= 0.5 and o.summary.get("failed", 1) == 0
+
+
+def _latency_ok(t: float, k: float | None, o: Outcome) -> bool:
+    return k is not None and k > 0 and t <= 2 * k
+
+
+def _all_answer(t: float, k: float | None, o: Outcome) -> bool:
+    return o.status == "ok" and t == o.summary.get("connections")
+
+
+def _small_rss(t: float, k: float | None, o: Outcome) -> bool:
+    return t < 8 * 1024
+
+
+ROWS: tuple[Row, ...] = (
+    Row("download", "bulk download, 1 connection (MB/s)", "mbps", _f1,
+        ">= 30% of kernel", _ratio_at_least(0.30)),
+    Row("upload", "bulk upload, 1 connection (MB/s)", "mbps", _f1,
+        ">= 30% of kernel", _ratio_at_least(0.30)),
+    Row("connrate", "new connections/s (ab -c 16, HTTP/1.0)", "rps", _f0,
+        ">= 50% of kernel, 0 failed", _connrate_ok),
+    Row("latency", "64 B ping-pong p50 (us)", "p50_us", _f1, "<= 2x kernel", _latency_ok),
+    Row("latency", "64 B ping-pong p99 (us)", "p99_us", _f1),
+    Row("idle", "idle connections answering", "answered", _f0, "all answer", _all_answer,
+        ratio=False),
+    Row("idle", "idle: server RSS per connection (KiB)", "rss_per_conn_bytes", _kib,
+        "< 8 KiB", _small_rss),
+)
+
+
+def _value(outcome: Outcome | None, key: str) -> float | None:
+    if outcome is None:
+        return None
+    v = outcome.summary.get(key)
+    return None if v is None else float(v)
+
+
+def _cell(outcome: Outcome | None, row: Row) -> str:
+    if outcome is None:
+        return "not run"
+    if outcome.status == "skipped":
+        return "n/a"
+    v = _value(outcome, row.key)
+    if row.key == "answered" and v is not None:
+        text = f"{v:,.0f}/{outcome.summary.get('connections', 0):,.0f}"
+    elif v is None:
+        text = "—"
+    else:
+        text = row.fmt(v)
+    if row.key == "rps" and v is not None:
+        text += f" ({outcome.summary.get('failed', 0):.0f} failed req.)"
+    if outcome.status == "failed":
+        bad = sum(1 for r in outcome.reps if "error" in r)
+        text += f" FAILED ({bad}/{len(outcome.reps)} runs)" if outcome.reps else " FAILED"
+    return text
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def evaluate(results: Results) -> list[dict[str, Any]]:
+    """One record per row: the three values, ratios, the target and PASS/FAIL."""
+    rows = []
+    for row in ROWS:
+        outs = {s: results.get(s, {}).get(row.workload) for s in STACKS}
+        vals = {s: _value(outs[s], row.key) for s in STACKS}
+        verdict = ""
+        tout = outs["tcpstack"]
+        if row.check is not None:
+            t = vals["tcpstack"]
+            if tout is None:
+                verdict = "not run"
+            elif tout.status == "failed" or t is None:
+                verdict = "FAIL"
+            else:
+                kout = outs["kernel"]
+                k = vals["kernel"] if kout is not None and kout.status == "ok" else None
+                verdict = "PASS" if row.check(t, k, tout) else "FAIL"
+                if k is None and row.ratio:
+                    verdict = "FAIL (no kernel reference)"
+        rows.append({
+            "workload": row.workload, "metric": row.label, "key": row.key,
+            "values": vals,
+            "cells": {s: _cell(outs[s], row) for s in STACKS},
+            "tcpstack_over_kernel": _ratio(vals["tcpstack"], vals["kernel"]) if row.ratio
+            else "—",
+            "tcpstack_over_pytcp": _ratio(vals["tcpstack"], vals["pytcp"]) if row.ratio
+            else "—",
+            "target": row.target or "—", "result": verdict or "—",
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]], workloads: list[str]) -> str:
+    head = ("| workload | tcpstack | kernel | pytcp | tcpstack/kernel | tcpstack/pytcp "
+            "| target | result |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        if r["workload"] not in workloads:
+            continue
+        c = r["cells"]
+        lines.append(f"| {r['metric']} | {c['tcpstack']} | {c['kernel']} | {c['pytcp']} | "
+                     f"{r['tcpstack_over_kernel']} | {r['tcpstack_over_pytcp']} | "
+                     f"{r['target']} | {r['result']} |")
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False,
+                             cwd=str(Path(__file__).resolve().parents[2]))
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def machine_meta() -> dict[str, Any]:
+    import tcpstack
+
+    try:
+        uvloop_version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        uvloop_version = "not installed"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count() or 0,
+        "python": platform.python_version(),
+        "tcpstack_version": getattr(tcpstack, "__version__", "?"),
+        "git_commit": _git_commit(),
+        "uvloop": uvloop_version,
+        "argv": sys.argv[1:],
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:g} MiB" if n >= MIB else f"{n} B"
+
+
+def sizes_line(name: str, sz: Sizes) -> str:
+    return (f"{name}: {sz.reps} repetition(s) (idle: {sz.idle_reps}); download up to "
+            f"{_mib(sz.download_max)} (~{sz.download_seconds:g} s), upload up to "
+            f"{_mib(sz.upload_max)} (<= {sz.upload_seconds:g} s), ab -n {sz.connrate_n} "
+            f"-c {sz.connrate_c}, {sz.latency_n} round trips, {sz.idle_n} idle connections")
+
+
+def render(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    out = [
+        f"# tcpstack benchmark ({doc['mode']}) -- {meta['date']}",
+        "",
+        f"- machine: {meta['cpu']}, {meta['cores']} cores; Linux {meta['kernel']}; "
+        f"Python {meta['python']}; uvloop {meta['uvloop']}; tcpstack {meta['tcpstack_version']}"
+        + (f" ({meta['git_commit']})" if meta.get("git_commit") else ""),
+    ]
+    for name, desc in doc["targets"].items():
+        out.append(f"- {name}: {desc}")
+    out += ["", markdown_table(doc["rows"], doc["workloads"]), ""]
+    out.append("Values are medians over the repetitions (p99: median of per-run p99s). "
+               "MB = 10^6 bytes. Ratios are tcpstack divided by the other column.")
+    missing = doc.get("missing", [])
+    if missing:
+        out += ["", "## Not run", ""]
+        out += [f"- {line}" for line in missing]
+    failures = doc.get("failures", [])
+    if failures:
+        out += ["", "## Failures", ""]
+        out += [f"- {line}" for line in failures]
+    out += ["", "## Notes", ""]
+    out += [f"- {line}" for line in doc.get("notes", [])]
+    return "\n".join(out) + "\n"
+
+
+def write(doc: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    text = render(doc)
+    payload = json.dumps(doc, indent=2, default=str) + "\n"
+    json_path = out_dir / f"bench-{stamp}.json"
+    md_path = out_dir / f"bench-{stamp}.md"
+    json_path.write_text(payload)
+    md_path.write_text(text)
+    (out_dir / "latest.json").write_text(payload)
+    (out_dir / "latest.md").write_text(text)
+    return json_path, md_path

@@ -1,0 +1,102 @@
+"""Sizes, counts, repetitions and hard timeouts for each benchmark mode."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+MIB = 1024 * 1024
+
+WORKLOADS: tuple[str, ...] = ("download", "upload", "latency", "idle", "connrate")
+"""Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What one target runs; every loop it drives is bounded by these."""
+
+    reps: int
+    """Repetitions of each workload (the median is reported)."""
+    idle_reps: int
+    """Repetitions of the idle workload (each on a freshly started server)."""
+    download_max: int
+    """Bytes of the bulk download at most (``GET /bytes/N``)."""
+    download_seconds: float
+    """Aim for a download of about this long: N = probed rate x this, capped at download_max."""
+    download_probe: int
+    """Bytes of the calibration download that picks N (0: always download_max)."""
+    upload_max: int
+    """Bytes of the bulk upload at most."""
+    upload_seconds: float
+    """Stop sending after this long even if upload_max was not reached."""
+    connrate_n: int
+    """Requests for ``ab -n``."""
+    connrate_c: int
+    """Concurrency for ``ab -c``."""
+    latency_n: int
+    """Timed 64-byte round trips (after a short warm-up)."""
+    idle_n: int
+    """Concurrent idle connections."""
+    timeout_download: float
+    timeout_upload: float
+    timeout_connrate: float
+    timeout_latency: float
+    timeout_idle: float
+    quiet_wait: float = 10.0
+    """Before each measured repetition, wait at most this long for the CPUs to be idle."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Sizes(
+    reps=5, idle_reps=3,
+    download_max=200 * MIB, download_seconds=10.0, download_probe=16 * MIB,
+    upload_max=200 * MIB, upload_seconds=10.0,
+    connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
+    timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
+    timeout_latency=90.0, timeout_idle=300.0,
+)
+
+QUICK = replace(
+    FULL, reps=2, idle_reps=1,
+    download_max=200 * MIB, download_seconds=3.0, download_probe=8 * MIB,
+    upload_max=200 * MIB, upload_seconds=3.0,
+    connrate_n=500, latency_n=500, idle_n=500,
+    timeout_download=30.0, timeout_upload=30.0, timeout_connrate=60.0,
+    timeout_latency=30.0, timeout_idle=60.0,
+)
+
+TINY = replace(
+    QUICK, reps=1, idle_reps=1,
+    download_max=1 * MIB, download_seconds=1.0, download_probe=0,
+    upload_max=1 * MIB, upload_seconds=1.0,
+    connrate_n=50, latency_n=50, idle_n=50,
+    timeout_download=20.0, timeout_upload=20.0, timeout_connrate=30.0,
+    timeout_latency=20.0, timeout_idle=30.0, quiet_wait=1.0,
+)
+
+# PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per
+# connection: small sizes and counts, strict timeouts.
+PYTCP_FULL = replace(
+    FULL, reps=3, idle_reps=1,
+    download_max=2 * MIB, download_seconds=5.0, download_probe=0,
+    upload_max=2 * MIB, upload_seconds=5.0,
+    connrate_n=500, connrate_c=16, latency_n=1000, idle_n=500,
+    timeout_download=40.0, timeout_upload=40.0, timeout_connrate=90.0,
+    timeout_latency=60.0, timeout_idle=120.0,
+)
+
+PYTCP_QUICK = replace(
+    PYTCP_FULL, reps=1, download_max=1 * MIB, upload_max=1 * MIB,
+    connrate_n=200, latency_n=200, idle_n=100,
+)
+
+PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20)
+
+
+def sizes_for(mode: str, stack: str) -> Sizes:
+    """The sizes for ``mode`` (full, quick, tiny) and ``stack`` (tcpstack, kernel, pytcp)."""
+    if stack == "pytcp":
+        return {"full": PYTCP_FULL, "quick": PYTCP_QUICK, "tiny": PYTCP_TINY}[mode]
+    return {"full": FULL, "quick": QUICK, "tiny": TINY}[mode]

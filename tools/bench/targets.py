@@ -1,0 +1,316 @@
+"""The three systems under test, each in namespaces of its own.
+
+* :class:`TcpstackTarget` -- namespace A: ``tcpstack serve`` creates the TUN
+  ``tcpstack0`` (host side 10.0.0.1/24, stack 10.0.0.2); clients run in A.
+* :class:`KernelTarget` -- namespace S runs :mod:`tools.bench.kernel_server`
+  on 10.9.0.1, namespace C the clients on 10.9.0.2; a veth pair joins them.
+* :class:`PytcpTarget` -- namespace P: a TAP ``tap7`` (host side 10.8.0.1/24)
+  with PyTCP on 10.8.0.2 behind it, run by :mod:`tools.bench.pytcp_server`
+  under PyTCP's own virtualenv; clients run in P.
+
+Every address is a 10.x address inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from tools.bench import client as client_mod
+from tools.bench.netns import Netns, SetupError, terminate
+from tools.bench.settings import Sizes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_NOFILE = 65536
+"""RLIMIT_NOFILE given to every server process started (needed by the kernel reference)."""
+
+PORT_RANGE = "10000 65000"
+"""Client ephemeral ports in the client namespaces (room for many short connections)."""
+
+
+def python_env() -> dict[str, str]:
+    """Environment for child interpreters: ``tools`` and ``tcpstack`` importable."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _raise_nofile() -> None:
+    """A high RLIMIT_NOFILE for a server process, set before exec.
+
+    Raising the hard limit needs CAP_SYS_RESOURCE; without it the soft limit
+    goes up to the hard one.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= SERVER_NOFILE:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_NOFILE, max(hard, SERVER_NOFILE)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def default_pinning() -> tuple[int, int] | None:
+    """(server CPU, client CPU): the first two CPUs this process may use, or None if < 2."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def _preexec(cpu: int | None, server: bool) -> Callable[[], None]:
+    def setup_child() -> None:
+        if server:
+            _raise_nofile()
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    return setup_child
+
+
+class Target:
+    """A server under test, with the namespace its clients run in."""
+
+    name = "?"
+    ports = "80,7,9"
+    ready_timeout = 30.0
+
+    def __init__(self, sizes: Sizes, log_dir: Path) -> None:
+        self.sizes = sizes
+        self.log_dir = log_dir
+        self.host = ""
+        self.server: subprocess.Popen[Any] | None = None
+        self.server_ns: Netns | None = None
+        self.client_ns: Netns | None = None
+        self.namespaces: list[Netns] = []
+        self.starts = 0
+        self.fresh = False
+        """True while the running server process has not served a workload yet."""
+        self.pin: tuple[int, int] | None = None
+        """(server CPU, client CPU) to pin processes to, or None to let the scheduler decide."""
+        self.notes: list[str] = []
+        self._log: IO[bytes] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the namespaces and start the server; raises :class:`SetupError`."""
+        raise NotImplementedError
+
+    def server_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Stop every process (by PID) and delete every namespace. Idempotent."""
+        try:
+            self.stop_server()
+        finally:
+            for ns in reversed(self.namespaces):
+                ns.close()
+            self.namespaces.clear()
+
+    def _new_ns(self, role: str) -> Netns:
+        ns = Netns(role)
+        self.namespaces.append(ns)
+        ns.create()
+        return ns
+
+    @property
+    def server_pid(self) -> int:
+        return self.server.pid if self.server is not None else 0
+
+    def clients(self) -> Netns:
+        if self.client_ns is None:
+            raise SetupError(f"{self.name}: not set up")
+        return self.client_ns
+
+    def start_server(self) -> None:
+        """Start the server in its namespace and wait (bounded) until all ports answer."""
+        if self.server_ns is None:
+            raise SetupError(f"{self.name}: not set up")
+        self.starts += 1
+        log_path = self.log_dir / f"{self.name}-server-{self.starts}.log"
+        self._log = log_path.open("wb")
+        self.server = self.server_ns.popen(
+            self.server_argv(), stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, env=python_env(), cwd=str(REPO_ROOT),
+            preexec_fn=_preexec(self.pin[0] if self.pin else None, server=True),
+        )
+        self.wait_ready(log_path)
+        self.fresh = True
+
+    def wait_ready(self, log_path: Path) -> None:
+        result = client_run(self, ["probe", "--host", self.host, "--ports", self.ports,
+                                   "--timeout", f"{self.ready_timeout:g}"],
+                            timeout=self.ready_timeout + 15)
+        if self.server is not None and self.server.poll() is not None:
+            raise SetupError(f"{self.name} server exited with status {self.server.returncode} "
+                             f"during start-up: {_last_line(log_path)}")
+        if "error" in result:
+            raise SetupError(f"{self.name} server did not become ready: {result['error']}; "
+                             f"log: {_last_line(log_path)}")
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            if self.server_ns is not None:
+                self.server_ns.forget(self.server)
+            else:
+                terminate(self.server)
+            self.server = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart_server(self) -> None:
+        """A fresh server process (clean memory baseline for the idle workload)."""
+        self.stop_server()
+        self.start_server()
+
+    def ensure_fresh(self) -> None:
+        """Make sure the next workload starts on a server process that served nothing yet.
+
+        Then no workload inherits another's leftovers (thousands of closing
+        connections, TIME-WAIT state, grown heaps, pending garbage collection).
+        """
+        if self.server is not None and self.server.poll() is not None:
+            self.notes.append(f"{self.name} server had exited (status "
+                              f"{self.server.returncode}) after a workload; restarted")
+            self.fresh = False
+        if not self.fresh or self.server is None:
+            self.restart_server()
+        self.fresh = False
+
+    def run_client(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run a client command in the client namespace (on the client CPU when pinned).
+
+        Raises :class:`subprocess.TimeoutExpired` after killing it (by PID) on timeout.
+        """
+        return self.clients().run(
+            argv, timeout=timeout, env=python_env(), cwd=str(REPO_ROOT),
+            preexec_fn=_preexec(self.pin[1] if self.pin else None, server=False))
+
+    def describe(self) -> str:
+        return self.name
+
+
+class TcpstackTarget(Target):
+    name = "tcpstack"
+    ready_timeout = 20.0
+
+    def setup(self) -> None:
+        ns = self._new_ns("A")
+        self.server_ns = self.client_ns = ns
+        ns.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
+        self.host = "10.0.0.2"
+        self.start_server()
+
+    def server_argv(self) -> list[str]:
+        return [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning"]
+
+    def restart_server(self) -> None:
+        # The TUN goes away with the process; wait (bounded) before the next one creates it.
+        self.stop_server()
+        ns = self.server_ns
+        if ns is not None:
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                try:
+                    ns.ip("link", "show", "tcpstack0")
+                except SetupError:
+                    break
+                time.sleep(0.1)
+        self.start_server()
+
+    def describe(self) -> str:
+        return "tcpstack serve over TUN (10.0.0.1 -> 10.0.0.2, one namespace)"
+
+
+class KernelTarget(Target):
+    name = "kernel"
+    ready_timeout = 20.0
+
+    def setup(self) -> None:
+        srv = self._new_ns("S")
+        cli = self._new_ns("C")
+        self.server_ns, self.client_ns = srv, cli
+        # The veth pair is created inside S with its peer placed straight into C.
+        srv.ip("link", "add", "vbench-s", "type", "veth", "peer", "name", "vbench-c",
+               "netns", cli.name)
+        srv.ip("addr", "add", "10.9.0.1/24", "dev", "vbench-s")
+        cli.ip("addr", "add", "10.9.0.2/24", "dev", "vbench-c")
+        srv.ip("link", "set", "vbench-s", "up")
+        cli.ip("link", "set", "vbench-c", "up")
+        cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
+        self.host = "10.9.0.1"
+        self.start_server()
+
+    def server_argv(self) -> list[str]:
+        return [sys.executable, "-m", "tools.bench.kernel_server", "--host", "10.9.0.1",
+                "--nofile", str(SERVER_NOFILE)]
+
+    def describe(self) -> str:
+        return ("Linux TCP: asyncio.start_server + uvloop with the same tcpstack.apps "
+                "services, veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
+
+
+class PytcpTarget(Target):
+    name = "pytcp"
+    ready_timeout = 45.0  # PyTCP probes its addresses (ARP) before it answers
+
+    def __init__(self, sizes: Sizes, log_dir: Path, python: Path, version: str) -> None:
+        super().__init__(sizes, log_dir)
+        self.python = python
+        self.version = version
+
+    def setup(self) -> None:
+        ns = self._new_ns("P")
+        self.server_ns = self.client_ns = ns
+        ns.ip("tuntap", "add", "mode", "tap", "name", "tap7")
+        ns.ip("addr", "add", "10.8.0.1/24", "dev", "tap7")
+        ns.ip("link", "set", "tap7", "up")
+        ns.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
+        self.host = "10.8.0.2"
+        self.start_server()
+
+    def server_argv(self) -> list[str]:
+        script = Path(__file__).with_name("pytcp_server.py")
+        return [str(self.python), "-O", str(script), "--interface", "tap7",
+                "--address", "10.8.0.2/24"]
+
+    def describe(self) -> str:
+        return f"PyTCP {self.version} on TAP tap7 (10.8.0.1 -> 10.8.0.2, one namespace)"
+
+
+def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``python -m tools.bench.client ARGS`` in the target's client namespace.
+
+    Returns the client's RESULT fields, or ``{"error": ...}`` when it timed
+    out (it is killed by PID), crashed, or printed no result.
+    """
+    argv = [sys.executable, "-m", "tools.bench.client", *args]
+    try:
+        proc = target.run_client(argv, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(client_mod.RESULT_PREFIX):
+            fields: dict[str, Any] = json.loads(line[len(client_mod.RESULT_PREFIX):])
+            return fields
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"client exited with status {proc.returncode}: {tail}"}
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][-300:] if lines else "(empty log)"
+

@@ -1,0 +1,297 @@
+"""The five workloads, each run ``reps`` times against one target.
+
+* ``download`` -- ``curl`` fetches ``GET /bytes/N`` over one connection; the
+  length is verified. N is 200 MiB, or less when a calibration download shows
+  the target would need more than ~10 s for it (full mode).
+* ``upload`` -- the Python client sends up to 200 MiB (or ~10 s worth) to
+  discard, half-closes and waits for the server's FIN.
+* ``connrate`` -- ``ab -n N -c 16`` (HTTP/1.0, one connection per request).
+* ``latency`` -- 64-byte ping-pong to echo over one connection; p50 and p99.
+* ``idle`` -- N concurrent idle connections to echo, all checked afterwards;
+  the server's VmRSS growth per connection. Each repetition starts on a fresh
+  server process so that freed-and-reused memory does not flatter later runs.
+
+Every workload starts on a freshly started server process, so none inherits
+another's leftovers (closing connections, TIME-WAIT state, a grown heap).
+
+Each repetition has a hard timeout; one that hits it is killed (by PID) and
+the workload is reported as failed rather than hanging the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tools.bench.netns import SetupError
+from tools.bench.settings import MIB
+from tools.bench.system import wait_quiet
+from tools.bench.targets import Target, client_run
+
+Hook = Callable[[str, int], AbstractContextManager[None]]
+"""``with hook(workload, rep):`` wraps each measured repetition (used for profiling)."""
+
+
+def _gave_up(out: Outcome) -> bool:
+    """True once a repetition timed out: the rest would most likely hang as well."""
+    if out.reps and "timed out" in str(out.reps[-1].get("error", "")).lower():
+        out.params["stopped_early"] = f"after {len(out.reps)} repetition(s): a timeout"
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _rep(target: Target, out: Outcome, hook: Hook | None, rep: int) -> Iterator[None]:
+    """Around one measured repetition: wait for a quiet machine, then run under ``hook``."""
+    quiet, waited, busy = wait_quiet(target.sizes.quiet_wait)
+    out.params.setdefault("background_busy", []).append(round(busy, 3))
+    if not quiet:
+        out.disturbed.append(f"rep {rep + 1}: CPUs {busy:.0%} busy before it started "
+                             f"(waited {waited:.0f} s)")
+    with hook(out.workload, rep) if hook is not None else contextlib.nullcontext():
+        yield
+
+
+@dataclass
+class Outcome:
+    """One workload on one target."""
+
+    workload: str
+    status: str = "ok"  # ok | failed | skipped
+    reason: str = ""
+    summary: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    disturbed: list[str] = field(default_factory=list)
+    """Repetitions that started while the machine was busy with something else."""
+
+    def fail(self, reason: str) -> None:
+        if self.status != "failed":
+            self.status, self.reason = "failed", reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "status": self.status, "reason": self.reason,
+                "summary": self.summary, "params": self.params, "reps": self.reps,
+                "seconds": round(self.seconds, 3), "disturbed": self.disturbed}
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+# -- download ---------------------------------------------------------------------
+
+
+def _curl(target: Target, nbytes: int, timeout: float) -> dict[str, Any]:
+    url = f"http://{target.host}/bytes/{nbytes}"
+    argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", f"{timeout:g}",
+            "-w", "%{size_download} %{time_total} %{http_code}", url]
+    try:
+        proc = target.run_client(argv, timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    try:
+        size_s, secs_s, code = proc.stdout.split()
+        size, secs = int(size_s), float(secs_s)
+    except ValueError:
+        return {"error": f"curl exit {proc.returncode}: {proc.stderr.strip()[-200:]}"}
+    if proc.returncode != 0:
+        return {"error": f"curl exit {proc.returncode} after {size} bytes: "
+                         f"{proc.stderr.strip()[-200:]}"}
+    if code != "200":
+        return {"error": f"HTTP status {code}"}
+    if size != nbytes:
+        return {"error": f"length mismatch: got {size} bytes, expected {nbytes}"}
+    return {"bytes": size, "seconds": secs, "mbps": size / secs / 1e6 if secs > 0 else 0.0}
+
+
+def run_download(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("download")
+    nbytes = sz.download_max
+    if sz.download_probe:
+        probe = _curl(target, sz.download_probe, sz.timeout_download)
+        out.params["probe"] = probe
+        if "error" in probe:
+            out.fail(f"calibration download: {probe['error']}")
+            return out
+        rate = probe["bytes"] / max(probe["seconds"], 1e-6)
+        nbytes = max(sz.download_probe, min(sz.download_max, int(rate * sz.download_seconds)))
+        nbytes = max(MIB, nbytes // MIB * MIB)
+    out.params["bytes"] = nbytes
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(_curl(target, nbytes, sz.timeout_download))
+    _summarise(out, {"mbps": "mbps"})
+    return out
+
+
+# -- upload --------------------------------------------------------------------------
+
+
+def run_upload(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("upload", params={"max_bytes": sz.upload_max, "max_seconds": sz.upload_seconds})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(client_run(target, [
+                "upload", "--host", target.host, "--port", "9", "--bytes", str(sz.upload_max),
+                "--max-seconds", f"{sz.upload_seconds:g}", "--timeout", f"{sz.timeout_upload:g}",
+            ], timeout=sz.timeout_upload + 15))
+    _summarise(out, {"mbps": "mbps", "bytes": "bytes"})
+    return out
+
+
+# -- connection rate --------------------------------------------------------------------
+
+_AB_FIELDS = {
+    "complete": re.compile(r"^Complete requests:\s+(\d+)", re.M),
+    "failed": re.compile(r"^Failed requests:\s+(\d+)", re.M),
+    "non2xx": re.compile(r"^Non-2xx responses:\s+(\d+)", re.M),
+    "rps": re.compile(r"^Requests per second:\s+([\d.]+)", re.M),
+    "time_per_request_ms": re.compile(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)$", re.M),
+}
+
+
+def _ab(target: Target, n: int, c: int, timeout: float) -> dict[str, Any]:
+    argv = ["ab", "-q", "-r", "-s", "10", "-n", str(n), "-c", str(c), f"http://{target.host}/"]
+    try:
+        proc = target.run_client(argv, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    rec: dict[str, Any] = {}
+    for key, rx in _AB_FIELDS.items():
+        m = rx.search(proc.stdout)
+        if m:
+            rec[key] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    rec.setdefault("non2xx", 0)
+    if proc.returncode != 0 or "rps" not in rec:
+        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["?"])[-1]
+        rec["error"] = f"ab exit {proc.returncode}: {tail}"
+    elif rec.get("complete") != n:
+        rec["error"] = f"ab completed {rec.get('complete')} of {n} requests"
+    return rec
+
+
+def run_connrate(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("connrate", params={"n": sz.connrate_n, "c": sz.connrate_c})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(_ab(target, sz.connrate_n, sz.connrate_c, sz.timeout_connrate))
+    _summarise(out, {"rps": "rps"})
+    ok = [r for r in out.reps if "error" not in r]
+    out.summary["failed"] = float(sum(int(r.get("failed", 0)) + int(r.get("non2xx", 0))
+                                      for r in ok))
+    return out
+
+
+# -- latency ---------------------------------------------------------------------------
+
+
+def run_latency(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("latency", params={"round_trips": sz.latency_n, "payload": 64})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(client_run(target, [
+                "latency", "--host", target.host, "--port", "7", "--count", str(sz.latency_n),
+                "--size", "64", "--timeout", f"{sz.timeout_latency:g}",
+            ], timeout=sz.timeout_latency + 15))
+    _summarise(out, {"p50_us": "p50_us", "p99_us": "p99_us"})
+    return out
+
+
+# -- idle connections --------------------------------------------------------------------
+
+
+def run_idle(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("idle", params={"connections": sz.idle_n, "fresh_server_per_rep": True})
+    for rep in range(sz.idle_reps):
+        if _gave_up(out):
+            break
+        target.ensure_fresh()
+        with _rep(target, out, hook, rep):
+            rec = client_run(target, [
+                "idle", "--host", target.host, "--port", "7", "--count", str(sz.idle_n),
+                "--server-pid", str(target.server_pid), "--concurrency", "100",
+                "--timeout", f"{sz.timeout_idle:g}",
+            ], timeout=sz.timeout_idle + 30)
+        if "error" not in rec and rec.get("answered") != sz.idle_n:
+            rec["error"] = (f"only {rec.get('answered')} of {sz.idle_n} connections answered "
+                            f"({rec.get('opened')} opened; errors {rec.get('errors')})")
+        if "error" not in rec and "rss_per_conn_bytes" not in rec:
+            rec["error"] = "could not read the server's VmRSS"
+        out.reps.append(rec)
+    _summarise(out, {"rss_per_conn_bytes": "rss_per_conn_bytes"})
+    answered = [int(r.get("answered", 0)) for r in out.reps]
+    out.summary["answered"] = float(min(answered)) if answered else 0.0
+    out.summary["connections"] = float(sz.idle_n)
+    stats = [r for r in out.reps if r.get("sockstat_before") and r.get("sockstat_after")]
+    if stats:
+        out.params["sockstat"] = {"before": stats[0]["sockstat_before"],
+                                  "after": stats[0]["sockstat_after"]}
+    slabs = [r for r in out.reps if r.get("slab_before") and r.get("slab_after")]
+    if slabs:
+        out.params["slab"] = {"before": slabs[0]["slab_before"], "after": slabs[0]["slab_after"]}
+    return out
+
+
+# -- common ------------------------------------------------------------------------------
+
+
+def _summarise(out: Outcome, keys: dict[str, str]) -> None:
+    """Medians of the successful repetitions; the outcome fails if any repetition did."""
+    ok = [r for r in out.reps if "error" not in r]
+    bad = [r for r in out.reps if "error" in r]
+    if bad:
+        out.fail(f"{len(bad)} of {len(out.reps)} repetitions failed: {bad[0]['error']}")
+    for name, key in keys.items():
+        values = [float(r[key]) for r in ok if r.get(key) is not None]
+        if values:
+            out.summary[name] = _median(values)
+
+
+RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
+    "download": run_download,
+    "upload": run_upload,
+    "latency": run_latency,
+    "idle": run_idle,
+    "connrate": run_connrate,
+}
+
+
+def run_workload(name: str, target: Target, hook: Hook | None = None) -> Outcome:
+    """Run one workload; never raises for a workload failure (only for Ctrl-C)."""
+    t0 = time.monotonic()
+    try:
+        if name != "idle":  # idle starts a fresh server for every repetition itself
+            target.ensure_fresh()
+        out = RUNNERS[name](target, hook)
+    except SetupError as exc:
+        out = Outcome(name)
+        out.fail(f"server could not be (re)started: {exc}")
+    except Exception as exc:  # a bug or an unexpected tool failure: report, go on
+        out = Outcome(name)
+        out.fail(f"{type(exc).__name__}: {exc}")
+        out.params["traceback"] = traceback.format_exc()[-2000:]
+    out.seconds = time.monotonic() - t0
+    return out
