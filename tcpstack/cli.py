@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -344,6 +345,15 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
     for name, port in ports.items():
         if port:
             net.start_server(handlers[name], port, backlog=args.backlog)
+    # Everything allocated so far lives as long as the daemon: keep it out of the
+    # garbage collector's full passes.
+    gc.collect()
+    gc.freeze()
+    # Connections are freed by reference counting; reference cycles are rare. Fewer,
+    # larger collections cost far less than the default's frequent full passes over
+    # thousands of connections lingering in TIME-WAIT (measured: ~8% of CPU at
+    # 4,000 new connections/s with the defaults).
+    gc.set_threshold(20_000, 50, 100)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

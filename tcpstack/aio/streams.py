@@ -95,8 +95,12 @@ class Connection:
             elif isinstance(e, ev.Terminated):
                 self._terminated(_error_for(e.error))
         if self.tcb.state is State.TIME_WAIT:
-            # Both directions are finished; only the engine's 2*MSL wait remains.
+            # Both directions are finished; only the engine's 2*MSL wait remains. The
+            # TCB no longer needs its application objects (and holding them for 2*MSL
+            # costs memory and garbage-collector time); reading what is buffered still
+            # works through self.tcb.
             self.net._forget(self)
+            self.tcb.user = None
 
     def _terminated(self, error: OSError | None) -> None:
         self.net._forget(self)

@@ -59,6 +59,11 @@ WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
 DUPTHRESH = 3  # RFC 5681 3.2
 
 
+# Shared, always-empty stand-ins for connections in TIME-WAIT (see _enter_time_wait).
+_IDLE_SCOREBOARD = Scoreboard()
+_IDLE_REASSEMBLY = ReassemblyQueue()
+
+
 class Tcb:
     """One connection. Create with :meth:`passive_open` or :meth:`active_open`."""
 
@@ -948,6 +953,11 @@ class Tcb:
         self.persist_deadline = None
         self.fin_wait_deadline = None
         self.tlp_deadline = self.rack_deadline = self.keepalive_deadline = None
+        # Like Linux's compact timewait sockets: a connection in TIME-WAIT only re-ACKs
+        # FINs, so it lets go of its send and reassembly machinery (fewer live objects
+        # for the garbage collector while thousands of connections linger for 2*MSL).
+        self._sb = _IDLE_SCOREBOARD
+        self._ooo = _IDLE_REASSEMBLY
         self.time_wait_deadline = now + 2 * self.cfg.msl
 
     # ---------------------------------------------------------------- sending
