@@ -6,8 +6,11 @@ from __future__ import annotations
 class RttEstimator:
     """SRTT/RTTVAR smoothing and the RTO with exponential backoff.
 
-    Deliberate deviation: the minimum RTO defaults to 200 ms, as in Linux, rather
-    than the 1 s of RFC 6298 2.4 (which the RFC itself notes is conservative).
+    Deliberate deviation, as Linux does: ``rto_min`` (default 200 ms) bounds the
+    variance term rather than the whole RTO, RTO = SRTT + max(G, 4*RTTVAR, rto_min),
+    instead of RFC 6298 2.4's floor of 1 s on the RTO. With per-ACK timestamp samples
+    RTTVAR becomes tiny, and a bare 200 ms floor would let the timer fire during
+    ordinary fast recovery on paths of 100 ms or more.
     """
 
     __slots__ = ("_backoff", "_rto", "granularity", "rto_max", "rto_min", "rttvar", "srtt")
@@ -36,7 +39,7 @@ class RttEstimator:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
             self.srtt = 0.875 * self.srtt + 0.125 * r
-        self._rto = self.srtt + max(self.granularity, 4 * self.rttvar)
+        self._rto = self.srtt + max(self.granularity, 4 * self.rttvar, self.rto_min)
         # RFC 6298 5.7 (after backoff, a new sample collapses the backoff).
         self._backoff = 0
 

@@ -49,11 +49,19 @@ def test_granularity_term_when_variance_is_zero() -> None:
     assert r.rto == pytest.approx(0.06, abs=1e-3)
 
 
-def test_rto_min_clamp() -> None:
-    """RFC 6298 2.4 (lower bound; the engine uses 200 ms like Linux)."""
+def test_rto_min_bounds_the_variance_term() -> None:
+    """RFC 6298 2.4 lower bound, the Linux way: RTO = SRTT + max(G, 4*RTTVAR, rto_min),
+    so a tiny RTTVAR from per-ACK samples cannot bring the RTO down to SRTT."""
     r = make(rto_min=0.2)
     r.sample(0.001)
-    assert r.rto == pytest.approx(0.2)
+    assert r.rto == pytest.approx(0.001 + 0.2)
+    r = make(rto_min=0.2)
+    for _ in range(50):
+        r.sample(0.1)  # steady 100 ms: RTTVAR decays towards 0
+    assert r.rto == pytest.approx(0.1 + 0.2, abs=1e-3)
+    r = make(rto_min=0.2)
+    r.sample(1.0)  # RTTVAR = 0.5: the variance term dominates
+    assert r.rto == pytest.approx(1.0 + 4 * 0.5)
 
 
 def test_rto_max_clamp() -> None:

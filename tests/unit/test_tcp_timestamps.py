@@ -313,7 +313,7 @@ def test_rtt_sample_from_retransmitted_segment_via_tsecr() -> None:
                 1.36)
     assert tcb.rtt.rttvar == pytest.approx(0.75 * 0.05 + 0.25 * abs(0.1 - 0.06))
     assert tcb.rtt.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.06)
-    assert tcb.rtt.rto == pytest.approx(max(0.2, tcb.rtt.srtt + 4 * tcb.rtt.rttvar))
+    assert tcb.rtt.rto == pytest.approx(tcb.rtt.srtt + max(0.2, 4 * tcb.rtt.rttvar))
 
 
 def test_no_rtt_sample_from_ack_without_tsecr() -> None:

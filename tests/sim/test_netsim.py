@@ -1,0 +1,164 @@
+"""The simulated throughput table as a regression tripwire, plus sanity properties.
+
+``test_table_matches_checked_in`` regenerates tests/sim/throughput_table.txt in
+process and compares it exactly: any change in loss recovery or congestion
+control changes some number. If the change is intended, regenerate the file
+with ``python -m tools.netsim_table --write`` and commit it with the change.
+
+The other tests check properties that must hold whatever the exact numbers.
+No root, no devices, no wall clock: these run everywhere, CI included.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(_REPO_ROOT) not in sys.path:  # so that plain `pytest` finds tests.sim and tools
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from tests.sim.netsim import Link, Result, simulate  # noqa: E402
+from tools import netsim_table as table  # noqa: E402
+
+#: Relative slack for "goodput does not rise with loss": one seed is one sample.
+MONOTONE_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def grid() -> dict[table.Cell, Result]:
+    """Every cell of the table, simulated once for all the tests of this module."""
+    cells = table.grid()
+    return dict(zip(cells, table.run_grid(cells), strict=True))
+
+
+def test_table_matches_checked_in(grid: dict[table.Cell, Result]) -> None:
+    actual = table.render(list(grid.values()))
+    expected = table.TABLE_PATH.read_text() if table.TABLE_PATH.exists() else ""
+    if actual != expected:
+        pytest.fail(
+            "the simulated throughput table changed:\n"
+            f"{table.diff(expected, actual)}\n"
+            "If this change is intended (e.g. a deliberate change to loss recovery or "
+            "congestion control), regenerate the table with\n"
+            "    python -m tools.netsim_table --write\n"
+            "and commit tests/sim/throughput_table.txt with it.",
+            pytrace=False,
+        )
+
+
+def test_grid_covers_loss_recovery() -> None:
+    cells = table.grid()
+    for cc in ("newreno", "cubic"):
+        for loss in (0.01, 0.05):
+            assert any(c.cc == cc and c.loss == loss and c.sack for c in cells)
+            assert any(c.cc == cc and c.loss == loss and c.rtt == 0.1 for c in cells)
+
+
+def test_every_cell_delivered_byte_exact(grid: dict[table.Cell, Result]) -> None:
+    for cell, r in grid.items():
+        assert r.failure is None, f"{cell}: {r.failure}"
+        assert r.delivered_ok, f"{cell}: the server did not read exactly the bytes sent"
+        assert r.closed_cleanly, cell
+        assert r.completion_time is not None and r.completion_time > 0, cell
+        assert r.size == table.SIZE
+
+
+def test_goodput_does_not_rise_with_loss(grid: dict[table.Cell, Result]) -> None:
+    for cc in table.ALGORITHMS:
+        for rtt in table.RTTS:
+            series = [(loss, grid[table.Cell(cc, loss, rtt)].goodput) for loss in table.LOSSES]
+            for (loss_a, a), (loss_b, b) in pairwise(series):
+                assert b <= a * (1 + MONOTONE_TOLERANCE), (
+                    f"{cc}, rtt {rtt * 1000:g} ms: goodput rose from {a * 8e-6:.2f} Mbit/s "
+                    f"at {loss_a:.1%} loss to {b * 8e-6:.2f} Mbit/s at {loss_b:.1%}"
+                )
+
+
+def test_clean_short_path_is_near_link_bandwidth(grid: dict[table.Cell, Result]) -> None:
+    for cc in table.ALGORITHMS:
+        goodput = grid[table.Cell(cc, 0.0, 0.001)].goodput
+        assert table.BANDWIDTH / 2 <= goodput <= table.BANDWIDTH, (
+            f"{cc}: {goodput * 8e-6:.2f} Mbit/s on a {table.BANDWIDTH * 8e-6:g} Mbit/s link")
+
+
+def test_sack_is_not_worse_than_without(grid: dict[table.Cell, Result]) -> None:
+    for cc in table.ALGORITHMS:
+        with_sack = grid[table.Cell(cc, table.OPTION_LOSS, table.OPTION_RTT)].goodput
+        without = grid[table.Cell(cc, table.OPTION_LOSS, table.OPTION_RTT, sack=False)].goodput
+        assert with_sack >= 0.9 * without, (
+            f"{cc} at {table.OPTION_LOSS:.0%} loss, {table.OPTION_RTT * 1000:g} ms: "
+            f"SACK {with_sack * 8e-6:.2f} Mbit/s vs no SACK {without * 8e-6:.2f} Mbit/s")
+
+
+def test_same_seed_same_result(grid: dict[table.Cell, Result]) -> None:
+    cell = table.Cell("cubic", 0.05, 0.02)
+    assert table.run_cell(cell) == grid[cell]
+    assert table.run_cell(cell) == grid[cell]
+
+
+def _reordering_run(seed: int) -> Result:
+    return simulate(loss=0.02, rtt=0.02, size=512 * 1024, jitter=0.01, duplicate=0.02,
+                    seed=seed)
+
+
+def test_reordering_and_duplication_are_deterministic_and_survived() -> None:
+    first = _reordering_run(7)
+    assert first.delivered_ok and first.failure is None, first
+    assert _reordering_run(7) == first
+    other = _reordering_run(8)
+    assert other.delivered_ok and other.failure is None, other
+    assert other != first
+
+
+# ------------------------------------------------------------------- the link
+
+def _link(*, loss: float = 0.0, delay: float = 0.0, jitter: float = 0.0,
+          bandwidth: float | None = None, queue_limit: int | None = None) -> Link:
+    return Link(random.Random(1), loss=loss, delay=delay, jitter=jitter, bandwidth=bandwidth,
+                queue_limit=queue_limit)
+
+
+def test_link_serializes_and_delays() -> None:
+    link = _link(delay=0.01, bandwidth=1000.0)
+    link.send(b"x" * 100, 0.0)
+    link.send(b"y" * 100, 0.0)
+    assert link.next_delivery() == pytest.approx(0.11)
+    assert link.deliver_due(0.109) == []
+    assert link.deliver_due(0.2) == [b"x" * 100]
+    assert link.deliver_due(0.22) == [b"y" * 100]
+    assert link.next_delivery() is None
+
+
+def test_link_tail_drops_when_the_queue_is_full() -> None:
+    link = _link(bandwidth=1000.0, queue_limit=3)
+    for _ in range(5):
+        link.send(b"z" * 10, 0.0)
+    assert link.stats.tail_dropped == 2
+    link.send(b"z" * 10, 0.015)  # the first packet left at 0.01: room for one
+    assert link.stats.tail_dropped == 2
+    assert len(link.deliver_due(1.0)) == 4
+
+
+def test_link_loss_rate_and_jitter_reordering() -> None:
+    link = _link(loss=0.1, delay=0.05, jitter=0.05)
+    packets = [i.to_bytes(4, "big") for i in range(2000)]
+    for i, p in enumerate(packets):
+        link.send(p, i * 0.001)
+    out = link.deliver_due(10.0)
+    assert 150 < link.stats.lost < 250
+    assert len(out) == 2000 - link.stats.lost
+    assert out != sorted(out)  # jitter larger than the spacing reorders
+
+
+def test_link_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError):
+        _link(loss=1.5)
+    with pytest.raises(ValueError):
+        _link(bandwidth=0.0)
+    with pytest.raises(ValueError):
+        _link(queue_limit=0)
