@@ -44,8 +44,8 @@ class Sent:
 class Scoreboard:
     """Records in flight plus RACK state (RFC 8985 6.1)."""
 
-    __slots__ = ("dsack_seen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt", "rack_xmit_ts",
-                 "recs", "sacked_bytes")
+    __slots__ = ("_dsack_round", "dsack_seen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt",
+                 "rack_xmit_ts", "recs", "reo_wnd_mult", "reo_wnd_persist", "sacked_bytes")
 
     def __init__(self) -> None:
         self.recs: list[Sent] = []
@@ -56,6 +56,11 @@ class Scoreboard:
         self.rack_rtt: float | None = None
         self.min_rtt: float | None = None
         self.dsack_seen = 0
+        # RFC 8985 6.2 step 4: the reordering window grows with D-SACKs (spurious
+        # retransmissions caused by reordering) and falls back after 16 recoveries.
+        self.reo_wnd_mult = 1
+        self.reo_wnd_persist = 0
+        self._dsack_round = -1.0
 
     # ---------------------------------------------------------------- records
 
@@ -152,6 +157,11 @@ class Scoreboard:
                     len(blocks) > 1 and seq_ge(left, blocks[1][0])
                     and seq_le(right, blocks[1][1]))):
                 self.dsack_seen += 1
+                # At most one increase per round trip (the RACK RTT stands in for it).
+                if self.rack_rtt is None or now - self._dsack_round >= self.rack_rtt:
+                    self._dsack_round = now
+                    self.reo_wnd_mult += 1
+                    self.reo_wnd_persist = 16
                 continue
             if seq_le(right, snd_una):
                 continue
@@ -195,11 +205,18 @@ class Scoreboard:
     # ------------------------------------------------------------------ loss
 
     def reo_wnd(self, srtt: float | None) -> float:
-        """RFC 8985 6.2 step 4: a quarter of the minimum RTT, at most SRTT."""
+        """RFC 8985 6.2 step 4: ``reo_wnd_mult`` quarters of the minimum RTT, at most SRTT."""
         if self.min_rtt is None:
             return 0.0
-        w = self.min_rtt / 4
+        w = self.reo_wnd_mult * self.min_rtt / 4
         return min(w, srtt) if srtt is not None else w
+
+    def on_recovery(self) -> None:
+        """A loss recovery episode began: count down towards resetting the multiplier."""
+        if self.reo_wnd_persist > 0:
+            self.reo_wnd_persist -= 1
+            if self.reo_wnd_persist == 0:
+                self.reo_wnd_mult = 1
 
     def detect_loss(self, now: float, srtt: float | None) -> tuple[int, float | None]:
         """RACK_detect_loss (RFC 8985 6.2 step 5).

@@ -746,6 +746,7 @@ class Tcb:
         # recovery's data is still outstanding (RFC 6582 3.2, RFC 6675 5).
         if self._recovery is None and self._rto_high is None:
             self._recovery = self.snd_max
+            self._sb.on_recovery()
             self.cc.on_loss(flight, now)
             # RFC 6675 5 (4.3) / RFC 5681 3.2: the first retransmission goes at once.
             self._rtx_now = True
