@@ -56,6 +56,7 @@ DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS op
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
 WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
+MIN_PTO = 0.04  # floor of the tail-loss-probe timeout (see _arm_tlp)
 DUPTHRESH = 3  # RFC 5681 3.2
 
 
@@ -1191,9 +1192,13 @@ class Tcb:
         if flight == 0:
             return
         pto = 2 * self.rtt.srtt
-        if flight <= self.seg_mss:
+        if flight < 2 * self.seg_mss:
+            # The receiver may hold its ACK for less than two full segments.
             pto += WORST_CASE_DELAYED_ACK
-        pto = max(pto, 0.01)
+        # Deviation from RFC 8985 (and Linux's 10 ms): never below a typical delayed-
+        # ACK time, since a receiver whose application is not reading may hold its ACK
+        # that long even with more in flight; on fast local paths SRTT is microseconds.
+        pto = max(pto, MIN_PTO)
         deadline = now + pto
         if self.rto_deadline is not None and deadline > self.rto_deadline:
             deadline = self.rto_deadline  # RFC 8985 7.2: PTO = min(PTO, RTO)
