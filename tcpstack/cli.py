@@ -265,6 +265,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # segments we hand it may be.
     tso = TSO_SIZE if device.offloads & TUN_F_TSO4 else 0
     config = dataclasses.replace(config, vnet_hdr=device.vnet_hdr,
+                                 scatter=getattr(device, "supports_scatter", False),
                                  tcp=dataclasses.replace(tcp, tso_size=tso))
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)

@@ -41,7 +41,16 @@ from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
-from tcpstack.wire.tcp import ACK, RST, SYN, TcpSegment, emit_tcp_ipv4, parse_tcp
+from tcpstack.wire.tcp import (
+    ACK,
+    RST,
+    SYN,
+    OutPacket,
+    TcpSegment,
+    emit_tcp_ipv4,
+    emit_tcp_ipv4_parts,
+    parse_tcp,
+)
 
 log = logging.getLogger("tcpstack.stack")
 
@@ -61,6 +70,9 @@ class StackConfig:
     #: Packets in and out carry a virtio-net header (TUN opened with IFF_VNET_HDR);
     #: TCP checksums are then left to the kernel.
     vnet_hdr: bool = False
+    #: Large TCP payloads leave as ``(headers, payload)`` for a gathering write instead
+    #: of being copied into one buffer (the device must accept such tuples).
+    scatter: bool = False
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -111,7 +123,7 @@ class Stack:
         self._rng = rng or random.SystemRandom()
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
-        self._control: list[bytearray] = []
+        self._control: list[OutPacket] = []
         self._timers: list[tuple[float, int, Tcb]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
@@ -306,7 +318,7 @@ class Stack:
 
     # ---------------------------------------------------------------- output
 
-    def packets_to_send(self, now: float) -> list[bytearray]:
+    def packets_to_send(self, now: float) -> list[OutPacket]:
         """Flush every connection touched since the last call; return IP packets to write."""
         out = self._control
         self._control = []
@@ -314,10 +326,12 @@ class Stack:
         self._dirty = []
         ttl = self.config.ttl
         vnet = self._vnet
+        scatter = self.config.scatter
         for tcb in dirty:
             for seg in tcb.segments_to_send(now):
-                out.append(emit_tcp_ipv4(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
-                                         ttl, vnet, tcb.gso_size))
+                out.append(emit_tcp_ipv4_parts(seg, tcb.local_ip, tcb.remote_ip,
+                                               self._next_ident(), ttl, vnet, tcb.gso_size,
+                                               scatter))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 from tcpstack.stack import Stack
 from tcpstack.tcp.events import Event
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.tcp import OutPacket
 
 log = logging.getLogger("tcpstack.runtime")
 
@@ -39,7 +40,7 @@ class PacketDevice(Protocol):
 
     def read_batch(self, max_packets: int = ..., bufsize: int = ...) -> list[bytes]: ...
 
-    def write_batch(self, packets: Iterable[bytes | bytearray]) -> int: ...
+    def write_batch(self, packets: Iterable[OutPacket]) -> int: ...
 
 
 @runtime_checkable
@@ -163,6 +164,8 @@ class StackRuntime:
                 if written < len(packets):
                     # TCP retransmits what was lost here; count it.
                     stack.counters["device_write_dropped"] += len(packets) - written
+                # Release views into send buffers before applications write again.
+                del packets
             notified = stack.take_notified()
             if not notified:
                 break

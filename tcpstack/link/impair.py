@@ -50,6 +50,7 @@ from random import Random
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 from tcpstack.wire import checksum as _ck
+from tcpstack.wire.tcp import OutPacket
 
 __all__ = [
     "DIRECTIONS",
@@ -581,9 +582,13 @@ class ImpairedDevice:
         packets += imp.inbound(self.device.read_batch(max_packets, bufsize), now)
         return packets
 
-    def write_batch(self, packets: Iterable[bytes | bytearray]) -> int:
-        """Impair and write; returns the number of packets given (all are "taken")."""
-        batch = list(packets)
+    def write_batch(self, packets: Iterable[OutPacket]) -> int:
+        """Impair and write; returns the number of packets given (all are "taken").
+
+        Gathered ``(headers, payload)`` packets are joined first: the impairment
+        works on whole packets.
+        """
+        batch = [b"".join(p) if isinstance(p, tuple) else p for p in packets]
         now = self.clock()
         imp = self.impairment
         self._write(imp.due_outbound(now))

@@ -670,16 +670,26 @@ class TunDevice:
             raise
         return True
 
-    def write_batch(self, packets: Iterable[Packet]) -> int:
-        """Write packets in order until one is not taken; return how many were written."""
+    #: write_batch accepts ``(headers, payload)`` tuples, written with one writev.
+    supports_scatter = True
+
+    def write_batch(self, packets: Iterable[Packet | tuple[Packet, Packet]]) -> int:
+        """Write packets in order until one is not taken; return how many were written.
+
+        A packet may be a tuple of buffers, gathered by ``writev`` into one packet.
+        """
         fd = self.fd
         if fd < 0:
             raise ValueError("I/O on a closed TunDevice")
         write = os.write
+        writev = os.writev
         written = 0
         for packet in packets:
             try:
-                write(fd, packet)
+                if isinstance(packet, tuple):
+                    writev(fd, packet)  # headers + payload view: no copy in Python
+                else:
+                    write(fd, packet)
             except BlockingIOError:
                 break
             except OSError as exc:

@@ -365,7 +365,11 @@ class Tcb:
             raise ConnectionError(f"cannot send in state {self.state} after shutdown")
         if not data:
             return
-        self._sndbuf += data
+        try:
+            self._sndbuf += data
+        except BufferError:
+            # A segment still holds a view of the buffer (see _send_data): grow a copy.
+            self._sndbuf = self._sndbuf + data
         if len(self._sndbuf) > self.cfg.snd_buf:
             self._write_blocked = True
         self._mark()
@@ -778,7 +782,10 @@ class Tcb:
         if n > 0:
             k = min(n, len(self._sndbuf))
             if k:
-                del self._sndbuf[:k]
+                try:
+                    del self._sndbuf[:k]
+                except BufferError:
+                    self._sndbuf = self._sndbuf[k:]  # a segment still holds a view
                 self.snd_buf_seq = seq_add(self.snd_buf_seq, k)
         ts = seg.options.timestamps if seg is not None else None
         tsecr_ok = self.ts_ok and ts is not None and ts[1] != 0
@@ -1101,7 +1108,10 @@ class Tcb:
                     break  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
                 if n < mss and flight > 0 and not self.nodelay and not self._fin_queued:
                     break  # Nagle (RFC 9293 3.7.4): one small segment in flight at most
-                payload = bytes(memoryview(buf)[off:off + n])
+                # A view, not a copy: the packet builder copies it once into the
+                # packet. Resizing the buffer while a view is alive falls back to a
+                # copy (send() and _ack_advance), so held segments stay valid.
+                payload = memoryview(buf)[off:off + n]
                 flags = ACK
                 if n == unsent:
                     flags |= PSH
@@ -1155,7 +1165,7 @@ class Tcb:
             flags |= FIN
         off = seq_diff(rec.start, self.snd_buf_seq)
         n = seq_diff(end, rec.start)
-        payload = bytes(memoryview(self._sndbuf)[off:off + n]) if n > 0 else b""
+        payload = memoryview(self._sndbuf)[off:off + n] if n > 0 else b""
         if payload and rec.end == self.snd_max:
             flags |= PSH
         self._out.append(TcpSegment(self.local_port, self.remote_port, rec.start, self.rcv_nxt,
@@ -1167,7 +1177,8 @@ class Tcb:
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
 
-    def _emit(self, flags: int, payload: bytes, opts: TcpOptions, now: float) -> None:
+    def _emit(self, flags: int, payload: bytes | memoryview, opts: TcpOptions,
+              now: float) -> None:
         """Send new data (and/or the FIN) at SND.MAX."""
         seq = self.snd_max
         seg = TcpSegment(self.local_port, self.remote_port, seq, self.rcv_nxt, flags,
@@ -1321,7 +1332,7 @@ class Tcb:
         if unsent > 0 and self.snd_wnd - flight >= min(unsent, mss):
             n = min(unsent, mss)
             flags = ACK | (PSH if n == unsent else 0)
-            self._emit(flags, bytes(memoryview(self._sndbuf)[off:off + n]), opts, now)
+            self._emit(flags, memoryview(self._sndbuf)[off:off + n], opts, now)
         else:
             rec = sb.last_unsacked()
             if rec is None:
@@ -1394,7 +1405,7 @@ class Tcb:
         self.time_wait_deadline = self.fin_wait_deadline = None
         self.delack_deadline = self.rack_deadline = None
         self.tlp_deadline = self.keepalive_deadline = None
-        self._sndbuf.clear()
+        self._sndbuf = bytearray()
         self._sb.clear()
         self._ooo.clear()
         self._ack_pending = False

@@ -236,6 +236,13 @@ def encode_options(o: TcpOptions, syn: bool) -> bytes:
     return bytes(out)
 
 
+#: A packet to write: one buffer, or the header and payload for a gathering write.
+OutPacket = bytearray | tuple[bytearray, BytesLike]
+
+# Below this payload size copying into one buffer is cheaper than a second iovec.
+SCATTER_MIN_PAYLOAD = 2048
+
+
 def emit_tcp_ipv4(
     seg: TcpSegment,
     src: int,
@@ -252,20 +259,39 @@ def emit_tcp_ipv4(
     (``NEEDS_CSUM``: the field carries the pseudo-header sum only), and, if the
     payload exceeds ``gso_size``, to cut it into ``gso_size`` segments (TSO).
     """
+    out = emit_tcp_ipv4_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False)
+    assert isinstance(out, bytearray)
+    return out
+
+
+def emit_tcp_ipv4_parts(
+    seg: TcpSegment,
+    src: int,
+    dst: int,
+    ident: int,
+    ttl: int = 64,
+    vnet: bool = False,
+    gso_size: int = 0,
+    scatter: bool = True,
+) -> OutPacket:
+    """Like :func:`emit_tcp_ipv4`, but a large payload is not copied: the result is
+    ``(headers, payload)`` for a gathering write (``os.writev``), the payload being
+    the segment's own buffer (a view into the send buffer)."""
     opts = b"" if seg.options is NO_OPTIONS else encode_options(seg.options, bool(seg.flags & SYN))
     hlen = HEADER_LEN + len(opts)
     payload = seg.payload
     plen = len(payload)
     tcp_len = hlen + plen
     base = _vnet.HEADER_LEN if vnet else 0
-    out = bytearray(base + IPV4_HEADER_LEN + tcp_len)
+    split = scatter and plen >= SCATTER_MIN_PAYLOAD
+    out = bytearray(base + IPV4_HEADER_LEN + (hlen if split else tcp_len))
     pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl)
     t = base + IPV4_HEADER_LEN
     _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
                    seg.flags, seg.window, 0, seg.urgent)
     if opts:
         out[t + HEADER_LEN : t + hlen] = opts
-    if plen:
+    if plen and not split:
         out[t + hlen :] = payload
     pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
     if vnet:
@@ -275,5 +301,12 @@ def emit_tcp_ipv4(
         # The field holds the folded, uncomplemented pseudo-header sum.
         _H.pack_into(out, t + 16, pseudo % 0xFFFF or 0xFFFF)
     else:
-        _H.pack_into(out, t + 16, _ck.finish(pseudo + _ck.partial(memoryview(out)[t:])))
+        # The TCP header length is a multiple of 4, so the payload's sum continues
+        # the header's on a 16-bit boundary.
+        total = pseudo + _ck.partial(memoryview(out)[t:])
+        if split:
+            total += _ck.partial(payload)
+        _H.pack_into(out, t + 16, _ck.finish(total))
+    if split:
+        return (out, payload)
     return out

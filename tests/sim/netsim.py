@@ -42,6 +42,7 @@ from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.tcp import OutPacket
 
 CLIENT_IP = "10.0.0.1"
 SERVER_IP = "10.0.0.2"
@@ -56,6 +57,11 @@ _TCP_FIN = 0x01
 _IP_TOTAL_LEN = struct.Struct("!H")
 _TCP_SEQ = struct.Struct("!I")
 
+
+
+def _flat(pkt: OutPacket) -> bytes:
+    """One buffer for a packet that may come as ``(headers, payload)``."""
+    return b"".join(pkt) if isinstance(pkt, tuple) else bytes(pkt)
 
 def _seed_for(seed: int, purpose: str) -> int:
     """An independent, reproducible seed per random stream (no ``hash()``: it is salted)."""
@@ -355,11 +361,12 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
         # Application calls mark connections dirty; go round until all is sent.
         for _ in range(16):
             for pkt in client.packets_to_send(now):
-                counter.observe(pkt)
-                c2s.send(bytes(pkt), now)
+                flat = _flat(pkt)
+                counter.observe(flat)
+                c2s.send(flat, now)
             for pkt in server.packets_to_send(now):
                 server_packets += 1
-                s2c.send(bytes(pkt), now)
+                s2c.send(_flat(pkt), now)
             client.take_notified()  # the sender polls its one connection
             for tcb in server.take_notified():
                 if receiver.tcb is None:
