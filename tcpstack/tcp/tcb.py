@@ -57,6 +57,7 @@ TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 PAWS_IDLE_LIMIT = 24 * 24 * 3600.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
 WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
 MIN_PTO = 0.04  # floor of the tail-loss-probe timeout (see _arm_tlp)
+AUTOCORK_FLIGHT_SEGMENTS = 4  # see _send_data
 DUPTHRESH = 3  # RFC 5681 3.2
 
 
@@ -1106,8 +1107,13 @@ class Tcb:
                     break
                 if n < mss and n < unsent and flight > 0:
                     break  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
-                if n < mss and flight > 0 and not self.nodelay and not self._fin_queued:
-                    break  # Nagle (RFC 9293 3.7.4): one small segment in flight at most
+                if n < mss and flight > 0 and not self._fin_queued and (
+                        not self.nodelay or flight >= AUTOCORK_FLIGHT_SEGMENTS * mss):
+                    # Nagle (RFC 9293 3.7.4): one small segment in flight at most. Even
+                    # with no-delay, a small tail waits while much is in flight (like
+                    # Linux's autocorking): the next ACK or write comes soon and sends
+                    # it in a full segment instead of a runt.
+                    break
                 # A view, not a copy: the packet builder copies it once into the
                 # packet. Resizing the buffer while a view is alive falls back to a
                 # copy (send() and _ack_advance), so held segments stay valid.
