@@ -168,30 +168,61 @@ class Connection:
 
 
 class TcpStreamReader:
-    """Reads from a connection's receive buffer; the API of ``asyncio.StreamReader``."""
+    """Reads from a connection's receive buffer; the API of ``asyncio.StreamReader``.
+
+    Data normally stays in the connection's receive buffer until read, so the window
+    the peer sees is the unread space. When a read needs more than that buffer holds
+    (``readexactly`` of a large size, a long line), the reader moves the buffered
+    data into its own buffer before waiting -- as asyncio resumes reading while a
+    read waits -- so the window reopens and the read can complete.
+    """
 
     def __init__(self, conn: Connection, limit: int = DEFAULT_LIMIT) -> None:
         if limit <= 0:
             raise ValueError("limit must be positive")
         self._conn = conn
         self._limit = limit
+        self._head = bytearray()
+
+    def _has_data(self) -> bool:
+        return bool(self._head) or bool(self._conn.tcb.rcv_buf)
+
+    def _buffered(self) -> int:
+        return len(self._head) + len(self._conn.tcb.rcv_buf)
 
     def _check_error(self) -> None:
-        if self._conn.error is not None and not self._conn.tcb.rcv_buf:
+        if self._conn.error is not None and not self._has_data():
             raise self._conn.error
 
     def at_eof(self) -> bool:
         """True when the peer has closed and everything received has been read."""
-        return self._conn.eof and not self._conn.tcb.rcv_buf
+        return self._conn.eof and not self._has_data()
 
     def exception(self) -> BaseException | None:
         return self._conn.error
 
     def _take(self, n: int) -> bytes:
-        data = self._conn.tcb.recv(n)
+        """Remove up to ``n`` bytes (all if negative): the reader's buffer first."""
+        tcb = self._conn.tcb
+        head = self._head
+        if not head:
+            data = tcb.recv(n)
+        elif 0 <= n <= len(head):
+            data = bytes(head[:n])
+            del head[:n]
+        else:
+            data = bytes(head) + tcb.recv(-1 if n < 0 else n - len(head))
+            head.clear()
         if data:
             self._conn.kick()  # reading may open the window: let the flush decide
         return data
+
+    def _spill(self) -> None:
+        """Move what the connection holds into the reader's buffer; the window reopens."""
+        data = self._conn.tcb.recv(-1)
+        if data:
+            self._head += data
+            self._conn.kick()
 
     async def _wait(self) -> None:
         self._check_error()
@@ -201,18 +232,17 @@ class TcpStreamReader:
         """Up to ``n`` bytes; with ``n < 0``, everything until EOF (as asyncio does)."""
         if n == 0:
             return b""
-        buf = self._conn.tcb.rcv_buf
         if n < 0:
             parts = []
             while True:
-                if buf:
+                if self._has_data():
                     parts.append(self._take(-1))
                 elif self._conn.eof:
                     self._check_error()
                     return b"".join(parts)
                 else:
                     await self._wait()
-        while not buf:
+        while not self._has_data():
             if self._conn.eof:
                 self._check_error()
                 return b""
@@ -222,12 +252,11 @@ class TcpStreamReader:
     async def readexactly(self, n: int) -> bytes:
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
-        buf = self._conn.tcb.rcv_buf
-        while len(buf) < n:
+        while self._buffered() < n:
             if self._conn.eof:
                 self._check_error()
-                partial = self._take(-1)
-                raise asyncio.IncompleteReadError(partial, n)
+                raise asyncio.IncompleteReadError(self._take(-1), n)
+            self._spill()
             await self._wait()
         return self._take(n)
 
@@ -236,9 +265,13 @@ class TcpStreamReader:
         seplen = len(separator)
         if seplen == 0:
             raise ValueError("Separator should be at least one-byte string")
-        buf = self._conn.tcb.rcv_buf
         start = 0
         while True:
+            if self._head:
+                self._spill()  # one contiguous buffer to search
+                buf = self._head
+            else:
+                buf = self._conn.tcb.rcv_buf
             idx = buf.find(separator, start)
             if idx >= 0:
                 end = idx + seplen
@@ -252,8 +285,8 @@ class TcpStreamReader:
                     "Separator is not found, and chunk exceed the limit", len(buf))
             if self._conn.eof:
                 self._check_error()
-                partial = self._take(-1)
-                raise asyncio.IncompleteReadError(partial, None)
+                raise asyncio.IncompleteReadError(self._take(-1), None)
+            self._spill()  # keeps the search offset: the data keeps its order
             await self._wait()
 
     async def readline(self) -> bytes:
@@ -263,11 +296,11 @@ class TcpStreamReader:
         except asyncio.IncompleteReadError as e:
             return e.partial
         except asyncio.LimitOverrunError as e:
-            buf = self._conn.tcb.rcv_buf
+            buf = self._head if self._head else self._conn.tcb.rcv_buf
             if buf.startswith(b"\n", e.consumed):
                 self._take(e.consumed + 1)
             else:
-                self._take(len(buf))
+                self._take(-1)
             raise ValueError(e.args[0]) from None
 
     def __aiter__(self) -> TcpStreamReader:
