@@ -140,7 +140,6 @@ class Tcb:
         "snd_buf_seq",
         "snd_max",
         "snd_mss",
-        "snd_nxt",
         "snd_una",
         "snd_wl1",
         "snd_wl2",
@@ -168,10 +167,9 @@ class Tcb:
         self.state = State.CLOSED
         self.iss = iss
         self.irs = 0
-        # Send sequence space (RFC 9293 3.3.1). snd_max is the highest sequence
-        # number sent so far; snd_nxt is pulled back to snd_una on a timeout.
+        # Send sequence space (RFC 9293 3.3.1). Retransmissions are driven by the
+        # scoreboard, never by rewinding, so SND.NXT is always snd_max (see snd_nxt).
         self.snd_una = iss
-        self.snd_nxt = iss
         self.snd_max = iss
         self.snd_wnd = 0
         self.snd_wl1 = 0
@@ -341,13 +339,17 @@ class Tcb:
         self.rcv_adv = seq_add(self.rcv_nxt, window)
         if ack:
             self._last_ack_sent = self.rcv_nxt  # RFC 7323 4.3: Last.ACK.sent
-        self.snd_nxt = seq_add(self.iss, 1)
-        self.snd_max = self.snd_nxt
+        self.snd_max = seq_add(self.iss, 1)
         if self._retries == 0:
-            self._rtt_seq = self.snd_nxt
+            self._rtt_seq = self.snd_max
             self._rtt_time = now
         self.rto_deadline = now + self.rtt.rto
         self._mark()
+
+    @property
+    def snd_nxt(self) -> int:
+        """SND.NXT (RFC 9293 3.3.1): the next new sequence number to send."""
+        return self.snd_max
 
     # ---------------------------------------------------------------- app calls
 
@@ -680,12 +682,13 @@ class Tcb:
         sb = self._sb
         prior_flight = seq_diff(self.snd_max, self.snd_una)
         newly_sacked = 0
+        echo = self._echo_time(seg, now)
         if self.sack_ok and seg.options.sack_blocks and sb.recs:
             newly_sacked = sb.sack(seg.options.sack_blocks, self.snd_una, self.snd_max, now,
-                                   self._echo_time(seg, now), ack)
+                                   echo, ack)
         advanced = seq_gt(ack, self.snd_una)
         if advanced:
-            self._ack_advance(ack, now, seg)
+            self._ack_advance(ack, now, seg, echo)
             self._dupacks = 0
             self._dupack_flight = 0
         elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
@@ -771,12 +774,11 @@ class Tcb:
             return None
         return now - age_ms / 1000.0
 
-    def _ack_advance(self, ack: int, now: float, seg: TcpSegment | None = None) -> None:
+    def _ack_advance(self, ack: int, now: float, seg: TcpSegment | None = None,
+                     echo: float | None = None) -> None:
         """New data acknowledged: SND.UNA moves to ``ack``."""
         flight = seq_diff(self.snd_max, self.snd_una)
         self.snd_una = ack
-        if seq_lt(self.snd_nxt, ack):
-            self.snd_nxt = ack
         # Drop acknowledged bytes from the send buffer.
         n = seq_diff(ack, self.snd_buf_seq)
         k = 0
@@ -790,7 +792,7 @@ class Tcb:
                 self.snd_buf_seq = seq_add(self.snd_buf_seq, k)
         ts = seg.options.timestamps if seg is not None else None
         tsecr_ok = self.ts_ok and ts is not None and ts[1] != 0
-        self._sb.ack(ack, now, self._echo_time(seg, now) if seg is not None else None)
+        self._sb.ack(ack, now, echo)
         # RTT: from the echoed timestamp when there is one (RFC 7323 4.1, no Karn
         # ambiguity), else from the one timed segment (RFC 6298 3, Karn's rule).
         if tsecr_ok and ts is not None:
@@ -1196,7 +1198,7 @@ class Tcb:
             self._rtt_seq = end
             self._rtt_time = now
         self._sb.on_send(seq, end, now)
-        self.snd_nxt = self.snd_max = end
+        self.snd_max = end
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
 
