@@ -306,3 +306,54 @@ def test_tlp_not_sent_during_recovery() -> None:
     assert seg_no(out) == [0, 1]
     tcb.handle_timer(1.25)
     assert expect(tcb, 1.25) == []
+
+
+def fast_path_sender() -> Tcb:
+    """A connection whose SRTT is half a millisecond (a local path)."""
+    tcb = tlp_sender()
+    for _ in range(80):
+        tcb.rtt.sample(0.0005)
+    return tcb
+
+
+def test_tlp_pto_never_below_40_ms() -> None:
+    """Deviation from RFC 8985 7.2 (Linux: 10 ms): PTO >= 40 ms, since a receiver whose
+    application is slow may hold its ACK for its delayed-ACK time."""
+    tcb = fast_path_sender()
+    tcb.send(pattern(3 * MT))
+    expect(tcb, 1.0, 3)
+    assert tcb.tlp_deadline == pytest.approx(1.04)
+
+
+def test_tlp_pto_adds_delayed_ack_time_below_two_full_segments() -> None:
+    """RFC 8985 7.2: with less than two full segments in flight the receiver may delay
+    its ACK, so WCDelAckT (200 ms) is added -- which puts the probe at the RTO."""
+    tcb = fast_path_sender()
+    tcb.send(pattern(MT + MT // 2))
+    expect(tcb, 1.0, 2)
+    assert tcb.rto_deadline is not None
+    assert tcb.tlp_deadline == pytest.approx(tcb.rto_deadline)
+    assert tcb.tlp_deadline > 1.2
+
+
+def test_reo_wnd_grows_with_dsacks_once_per_round_trip_and_resets_after_16_recoveries() -> None:
+    """RFC 8985 6.2 step 4: each D-SACK (at most one per round trip) adds min_RTT/4 to
+    the reordering window, capped at SRTT; 16 recoveries without one reset it."""
+    sb = Scoreboard()
+    sb.on_send(SND, SND + 100, 1.0)
+    sb.on_send(SND + 100, SND + 200, 1.0)
+    sb.ack(SND + 100, 1.4)  # min_RTT = RACK.rtt = 0.4
+    assert sb.reo_wnd(10.0) == pytest.approx(0.1)
+    dsack = ((SND, SND + 100),)  # below the cumulative ACK: a duplicate
+    sb.sack(dsack, SND + 100, SND + 200, 1.5, ack=SND + 100)
+    assert sb.dsack_seen == 1 and sb.reo_wnd(10.0) == pytest.approx(0.2)
+    sb.sack(dsack, SND + 100, SND + 200, 1.6, ack=SND + 100)  # same round trip
+    assert sb.dsack_seen == 2 and sb.reo_wnd(10.0) == pytest.approx(0.2)
+    sb.sack(dsack, SND + 100, SND + 200, 2.0, ack=SND + 100)  # a round trip later
+    assert sb.reo_wnd(10.0) == pytest.approx(0.3)
+    assert sb.reo_wnd(0.25) == pytest.approx(0.25)  # never above SRTT
+    for _ in range(15):
+        sb.on_recovery()
+    assert sb.reo_wnd(10.0) == pytest.approx(0.3)
+    sb.on_recovery()
+    assert sb.reo_wnd(10.0) == pytest.approx(0.1)
