@@ -15,25 +15,23 @@ This is a helper module, not a test file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tools.bench.netns import terminate, terminate_pid
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The repository checkout; put on ``PYTHONPATH`` of child interpreters."""
 
-_TERM_GRACE = 5.0
 
 
 class NetNS:
@@ -79,13 +77,13 @@ class NetNS:
             return
         try:
             for proc in self._procs:
-                _terminate(proc)
+                terminate(proc)
             self._procs.clear()
             # Children of our children (or anything a test started with run()
             # and left behind) still pin the namespace: stop them by PID too.
             # Every process in this namespace was started by this helper's user.
             for pid in self.pids():
-                _terminate_pid(pid)
+                terminate_pid(pid)
         finally:
             self._active = False
             subprocess.run(["ip", "netns", "delete", self.name], check=False, capture_output=True)
@@ -161,46 +159,6 @@ class NetNS:
         return [int(tok) for tok in result.stdout.split() if tok.isdigit()]
 
 
-def _terminate(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM ``proc`` by PID, wait up to 5 s, then SIGKILL; reap it."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=_TERM_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-
-
-def _terminate_pid(pid: int) -> None:
-    """Like :func:`_terminate` for a PID that is not our direct child."""
-    if pid == os.getpid():
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + _TERM_GRACE
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")  # a zombie is dead, just not reaped by its parent
-
-
-@lru_cache(maxsize=1)
 def require_root() -> str | None:
     """Why namespace tests cannot run here, or None if they can.
 
