@@ -458,8 +458,6 @@ class Server:
         self.close()
         await self.wait_closed()
 
-    def handler_tasks(self) -> set[asyncio.Task[None]]:
-        return set(self._tasks)
 
 
 async def start_server(

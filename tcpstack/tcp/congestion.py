@@ -101,7 +101,7 @@ class Cubic(CongestionControl):
     C = 0.4  # RFC 9438 4.1
     BETA = 0.7  # RFC 9438 4.6
     ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3, the Reno-friendly increase
-    __slots__ = ("_cwnd_epoch", "_epoch", "_k", "_w_est", "_w_last_max", "_w_max")
+    __slots__ = ("_epoch", "_k", "_w_est", "_w_last_max", "_w_max")
 
     def __init__(self, mss: int, iw_segments: int = 10) -> None:
         super().__init__(mss, iw_segments)
@@ -110,7 +110,6 @@ class Cubic(CongestionControl):
         self._w_last_max = 0.0
         self._k = 0.0
         self._w_est = 0.0
-        self._cwnd_epoch = 0.0
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
@@ -121,7 +120,6 @@ class Cubic(CongestionControl):
         if self._epoch is None:
             # RFC 9438 4.2: a congestion-avoidance epoch starts.
             self._epoch = now
-            self._cwnd_epoch = cwnd_seg
             self._w_est = cwnd_seg
             if self._w_max <= cwnd_seg:
                 self._k = 0.0

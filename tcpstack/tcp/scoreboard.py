@@ -275,6 +275,3 @@ class Scoreboard:
             if not rec.sacked:
                 return rec
         return None
-
-    def has_sacked_above(self, seq: int) -> bool:
-        return any(r.sacked and seq_gt(r.end, seq) for r in self.recs)

@@ -22,19 +22,6 @@ class State(enum.Enum):
         return self.value
 
 
-# States in which both sequence spaces are synchronized (RFC 9293 3.5.2).
-SYNCHRONIZED = frozenset(
-    {
-        State.ESTABLISHED,
-        State.FIN_WAIT_1,
-        State.FIN_WAIT_2,
-        State.CLOSE_WAIT,
-        State.CLOSING,
-        State.LAST_ACK,
-        State.TIME_WAIT,
-    }
-)
-
 # States in which the application may still queue data for sending.
 CAN_SEND = frozenset({State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT})
 

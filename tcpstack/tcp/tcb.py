@@ -1285,8 +1285,17 @@ class Tcb:
         """Retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1, RFC 6675 5.1)."""
         if self.snd_una == self.snd_max:
             return
-        self._retries += 1
         state = self.state
+        if self.snd_wnd == 0 and state not in (State.SYN_SENT, State.SYN_RECEIVED):
+            # The peer closed its window with our data in flight: the retransmissions
+            # become zero-window probes, which do not count toward giving up while
+            # they are answered (RFC 1122 4.2.2.17; Linux does the same).
+            self.rtt.backoff()
+            self._rtt_seq = None  # Karn: what is in flight may be sent again
+            self._arm_persist(now)
+            self._mark()
+            return
+        self._retries += 1
         if state is State.SYN_SENT:
             limit = self.cfg.syn_retries
         elif state is State.SYN_RECEIVED:
@@ -1302,14 +1311,6 @@ class Tcb:
             self._syn_retransmitted = True
             self.cc.on_timeout(seq_diff(self.snd_max, self.snd_una), now)
             self._send_syn(now, ack=state is State.SYN_RECEIVED)
-            return
-        if self.snd_wnd == 0:
-            # The peer closed its window with our data in flight: the retransmissions
-            # become zero-window probes, which do not count toward giving up while
-            # they are answered (RFC 1122 4.2.2.17; Linux does the same).
-            self._retries -= 1
-            self._arm_persist(now)
-            self._mark()
             return
         flight = seq_diff(self.snd_max, self.snd_una)
         self.cc.on_timeout(flight, now)
