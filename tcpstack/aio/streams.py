@@ -365,6 +365,8 @@ class TcpStreamWriter:
                 raise conn.error
         if conn.tcb.state is State.CLOSED and conn.error is None and not conn.closing:
             raise ConnectionResetError(errno.ECONNRESET, "Connection lost")
+        # asyncio's transports write at once; ours send from the loop (the flush that
+        # write() scheduled). Yielding once lets it run between a writer's chunks.
         await asyncio.sleep(0)
 
     def close(self) -> None:

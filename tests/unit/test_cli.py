@@ -183,7 +183,10 @@ def test_version_prints_the_package_version() -> None:
 
 
 def test_console_script_reports_the_same_version() -> None:
-    script = shutil.which("tcpstack")
+    # The script sits next to the interpreter running the tests (the venv's bin/),
+    # which need not be on PATH.
+    beside = Path(sys.executable).with_name("tcpstack")
+    script = str(beside) if beside.exists() else shutil.which("tcpstack")
     if script is None:
         pytest.skip("the tcpstack console script is not installed")
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30,
