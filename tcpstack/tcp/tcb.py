@@ -320,7 +320,8 @@ class Tcb:
             self.snd_wscale = 0
             self.rcv_wscale = 0
 
-    def _send_syn(self, now: float, ack: bool) -> None:
+    def _syn_segment(self, now: float, ack: bool) -> TcpSegment:
+        """Our SYN (active open) or SYN,ACK; its window is never scaled (RFC 7323 2.2)."""
         if ack:
             opts = self._syn_options(now)
         else:
@@ -329,14 +330,15 @@ class Tcb:
                 opts.wscale = self.cfg.rcv_wscale
             if self.cfg.timestamps:
                 opts.timestamps = (self._tsval(now), 0)
-        # RFC 7323 2.2: the window field of a SYN is not scaled.
-        window = min(self.cfg.rcv_buf, 0xFFFF)
-        flags = SYN | ACK if ack else SYN
-        self._out.append(
-            TcpSegment(self.local_port, self.remote_port, self.iss,
-                       self.rcv_nxt if ack else 0, flags, window, opts)
-        )
-        self.rcv_adv = seq_add(self.rcv_nxt, window)
+        return TcpSegment(self.local_port, self.remote_port, self.iss,
+                          self.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
+                          min(self.cfg.rcv_buf, 0xFFFF), opts)
+
+    def _send_syn(self, now: float, ack: bool) -> None:
+        """Send (or resend on a timeout) our SYN or SYN,ACK and run its timer."""
+        seg = self._syn_segment(now, ack)
+        self._out.append(seg)
+        self.rcv_adv = seq_add(self.rcv_nxt, seg.window)
         if ack:
             self._last_ack_sent = self.rcv_nxt  # RFC 7323 4.3: Last.ACK.sent
         self.snd_max = seq_add(self.iss, 1)
@@ -567,11 +569,9 @@ class Tcb:
             return
         if self.state is State.SYN_RECEIVED and flags & SYN and not flags & ACK \
                 and seg.seq == self.irs:
-            # A retransmitted SYN: our SYN,ACK was lost; send it again.
-            self._out.append(
-                TcpSegment(self.local_port, self.remote_port, self.iss, self.rcv_nxt, SYN | ACK,
-                           min(self.cfg.rcv_buf, 0xFFFF), self._syn_options(now))
-            )
+            # A retransmitted SYN: our SYN,ACK was lost; send it again (the timer and
+            # the RTT measurement carry on as they are).
+            self._out.append(self._syn_segment(now, ack=True))
             self._mark()
             return
         # RFC 7323 5.3: PAWS -- a timestamp older than TS.Recent marks an old duplicate.
