@@ -34,6 +34,7 @@ from itertools import count
 
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
+from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
@@ -46,6 +47,7 @@ from tcpstack.wire.tcp import (
     RST,
     SYN,
     OutPacket,
+    OutSegment,
     TcpSegment,
     emit_tcp_ipv4,
     emit_tcp_ipv4_parts,
@@ -82,24 +84,6 @@ class StackConfig:
                 raise ValueError(f"{a} cannot be a host address")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
-
-
-class Listener:
-    """A passive OPEN on a port (RFC 9293 3.10.1), on every address of the stack.
-
-    ``backlog`` bounds connections still in SYN-RECEIVED; SYNs beyond it are
-    dropped and counted (the client retransmits), as Linux does without SYN cookies.
-    """
-
-    __slots__ = ("backlog", "half_open", "port")
-
-    def __init__(self, port: int, backlog: int) -> None:
-        self.port = port
-        self.backlog = backlog
-        self.half_open = 0
-
-    def __repr__(self) -> str:
-        return f"<Listener :{self.port} backlog={self.backlog} half_open={self.half_open}>"
 
 
 def _is_bad_source(src: int) -> bool:
@@ -160,10 +144,9 @@ class Stack:
         if key in self.tcbs:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
-        tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now)
+        tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
+                              self.counters)
         self._adopt(key, tcb)
-        tcb._dirty = True
-        self._dirty.append(tcb)
         return tcb
 
     def _pick_port(self, lip: int, rip: int, rport: int) -> int:
@@ -176,8 +159,9 @@ class Stack:
         raise OSError(99, "no free local port")
 
     def _adopt(self, key: Key, tcb: Tcb) -> None:
+        """Own ``tcb``: index it and have it report when it has output (it has: its SYN)."""
         self.tcbs[key] = tcb
-        tcb._on_dirty = self._mark_dirty
+        tcb.bind(self._mark_dirty)
 
     def _mark_dirty(self, tcb: Tcb) -> None:
         self._dirty.append(tcb)
@@ -290,13 +274,12 @@ class Stack:
         iss = self._isn.isn(lip, lport, rip, rport, now)
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
-        tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now)
+        tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now,
+                               self.counters)
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1
         self._adopt(key, tcb)
-        tcb._dirty = True
-        self._dirty.append(tcb)
         self.counters["tcp_syn_accepted"] += 1
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment) -> None:
@@ -308,9 +291,9 @@ class Stack:
         if seg.flags & RST:
             return
         if seg.flags & ACK:
-            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+            rst = OutSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
         else:
-            rst = TcpSegment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len),
+            rst = OutSegment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len),
                              RST | ACK, 0)
         self.counters["tcp_rst_sent"] += 1
         self._control.append(
@@ -357,7 +340,8 @@ class Stack:
         """A passive TCB leaving SYN-RECEIVED frees its backlog slot, exactly once."""
         if tcb.half_open:
             tcb.half_open = False
-            tcb.listener.half_open -= 1
+            if tcb.listener is not None:
+                tcb.listener.half_open -= 1
 
     def has_pending_output(self) -> bool:
         """True if a connection or control packet is waiting for :meth:`packets_to_send`."""
@@ -372,9 +356,14 @@ class Stack:
     # ---------------------------------------------------------------- timers
 
     def _schedule(self, tcb: Tcb) -> None:
-        d = tcb.next_deadline()
-        if d is not None and (tcb._heap_deadline is None or d < tcb._heap_deadline):
-            tcb._heap_deadline = d
+        """Put the connection's deadline on the heap unless an earlier entry is there.
+
+        ``tcb.timer_entry`` (the owner's field on the TCB) is the earliest entry of
+        this connection on the heap; later or stale entries are skipped when popped.
+        """
+        d = tcb.timers.next_deadline()
+        if d is not None and (tcb.timer_entry is None or d < tcb.timer_entry):
+            tcb.timer_entry = d
             heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
 
     def next_deadline(self) -> float | None:
@@ -386,18 +375,18 @@ class Stack:
         timers = self._timers
         while timers and timers[0][0] <= now:
             d, _, tcb = heapq.heappop(timers)
-            if tcb._heap_deadline == d:
-                tcb._heap_deadline = None
+            if tcb.timer_entry == d:
+                tcb.timer_entry = None
             if tcb.state is State.CLOSED:
                 continue
-            actual = tcb.next_deadline()
+            actual = tcb.timers.next_deadline()
             if actual is not None and actual <= now:
                 try:
-                    tcb.handle_timer(now)
+                    tcb.handle_timer(now)  # marks the connection for the next flush
                 except Exception:
                     self.counters["internal_error"] += 1
                     log.exception("internal error in a connection timer")
-                tcb._mark()
+                    tcb.mark()
             else:
                 self._schedule(tcb)
 
@@ -413,7 +402,8 @@ class Stack:
     def abort_all(self) -> None:
         """Reset every connection (used at shutdown after the grace period)."""
         for tcb in list(self.tcbs.values()):
-            tcb.abort()
+            if tcb.state is not State.CLOSED:
+                tcb.abort()
 
 
 __all__ = ["Listener", "Stack", "StackConfig"]

@@ -50,13 +50,20 @@ class Network:
         if self._closed:
             raise RuntimeError("network is closed")
         tcb = self.stack.connect(host, port, self.loop.time())
-        conn = self._register(tcb, limit, nodelay)
+        conn = self.register(tcb, limit, nodelay)
         self.runtime.kick()
         return conn
 
     @property
     def connections(self) -> frozenset[Connection]:
         return frozenset(self._connections)
+
+    @property
+    def addresses(self) -> frozenset[int]:
+        return self.stack.addresses
+
+    def kick(self) -> None:
+        self.runtime.kick()
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Stop listening, close every connection (FIN), wait up to ``grace`` seconds,
@@ -83,23 +90,23 @@ class Network:
 
     # ------------------------------------------------------------ internals
 
-    def _register(self, tcb: Tcb, limit: int, nodelay: bool = True) -> Connection:
+    def register(self, tcb: Tcb, limit: int, nodelay: bool = True) -> Connection:
+        """Give ``tcb`` its application side (a stream reader and writer)."""
         conn = Connection(self, tcb, limit, nodelay)
         self._connections.add(conn)
         return conn
 
-    def _forget(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         self._connections.discard(conn)
 
-    def _unlisten(self, server: Server) -> None:
+    def unlisten(self, server: Server) -> None:
         if self._servers.get(server.port) is server:
             del self._servers[server.port]
             self.stack.unlisten(server.port)
 
     def _on_events(self, tcb: Tcb, events: list[ev.Event]) -> None:
-        conn = tcb.user
-        if isinstance(conn, Connection):
-            conn.on_events(events)
+        if tcb.user is not None:
+            tcb.user.on_events(events)
             return
         if tcb.listener is None:
             return
@@ -113,11 +120,9 @@ class Network:
             if server is None or not server.is_serving():
                 tcb.abort()
                 return
-            server._accept(tcb)
-            conn = tcb.user
-            if isinstance(conn, Connection):
-                # Deliver the rest of this batch (data, FIN) to the new owner.
-                conn.on_events([e for e in events if not isinstance(e, ev.Established)])
+            conn = server._accept(tcb)
+            # Deliver the rest of this batch (data, FIN) to the new owner.
+            conn.on_events([e for e in events if not isinstance(e, ev.Established)])
 
 
 __all__ = ["Network"]

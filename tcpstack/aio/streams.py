@@ -17,15 +17,12 @@ import errno
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tcpstack.aio.sockopts import ConnectionSocket
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
-
-if TYPE_CHECKING:
-    from tcpstack.aio.network import Network
 
 log = logging.getLogger("tcpstack.streams")
 
@@ -34,6 +31,33 @@ DEFAULT_LIMIT = 2**16  # same default as asyncio's streams
 ClientConnectedCallback = Callable[
     ["TcpStreamReader", "TcpStreamWriter"], Awaitable[None] | None
 ]
+
+
+class StreamHost(Protocol):
+    """What connections and servers need from the network that owns them
+    (:class:`tcpstack.aio.network.Network` is one; tests may provide others)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def addresses(self) -> frozenset[int]:
+        """The stack's own IPv4 addresses, as integers."""
+        ...
+
+    def kick(self) -> None:
+        """Flush what application calls caused, once, in this loop iteration."""
+
+    def register(self, tcb: Tcb, limit: int, nodelay: bool) -> Connection: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def unlisten(self, server: Server) -> None: ...
+
+    def start_server(self, callback: ClientConnectedCallback, port: int, *, backlog: int,
+                     limit: int, nodelay: bool) -> Server: ...
+
+    def connect(self, host: str, port: int, limit: int, nodelay: bool) -> Connection: ...
 
 
 def _error_for(reason: str | None) -> OSError | None:
@@ -54,7 +78,7 @@ class Connection:
     __slots__ = ("_closed", "_drain_waiter", "_established", "_read_waiter", "closing",
                  "eof", "error", "net", "reader", "tcb", "writer")
 
-    def __init__(self, net: Network, tcb: Tcb, limit: int = DEFAULT_LIMIT,
+    def __init__(self, net: StreamHost, tcb: Tcb, limit: int = DEFAULT_LIMIT,
                  nodelay: bool = True) -> None:
         self.net = net
         self.tcb = tcb
@@ -99,11 +123,11 @@ class Connection:
             # TCB no longer needs its application objects (and holding them for 2*MSL
             # costs memory and garbage-collector time); reading what is buffered still
             # works through self.tcb.
-            self.net._forget(self)
+            self.net.forget(self)
             self.tcb.user = None
 
     def _terminated(self, error: OSError | None) -> None:
-        self.net._forget(self)
+        self.net.forget(self)
         if error is not None and self.error is None:
             self.error = error
         self.eof = True
@@ -143,13 +167,15 @@ class Connection:
 
     # application -> engine
     def kick(self) -> None:
-        self.net.runtime.kick()
+        self.net.kick()
 
     def abort(self) -> None:
-        """Reset the connection at once (RST), like ``transport.abort()``."""
+        """Reset the connection at once (RST), like ``transport.abort()``; a no-op
+        once the connection is gone."""
         self.closing = True
-        self.tcb.abort()
-        self.kick()
+        if self.tcb.state is not State.CLOSED:
+            self.tcb.abort()
+            self.kick()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         tcb = self.tcb
@@ -185,10 +211,10 @@ class TcpStreamReader:
         self._head = bytearray()
 
     def _has_data(self) -> bool:
-        return bool(self._head) or bool(self._conn.tcb.rcv_buf)
+        return bool(self._head) or self._conn.tcb.recv_buffered > 0
 
     def _buffered(self) -> int:
-        return len(self._head) + len(self._conn.tcb.rcv_buf)
+        return len(self._head) + self._conn.tcb.recv_buffered
 
     def _check_error(self) -> None:
         if self._conn.error is not None and not self._has_data():
@@ -223,6 +249,16 @@ class TcpStreamReader:
         if data:
             self._head += data
             self._conn.kick()
+
+    def _find(self, sub: bytes, start: int) -> tuple[int, int]:
+        """Where ``sub`` is in the buffered data (from ``start``), and how much is
+        buffered. Data the reader has spilled is moved there first, so the search
+        runs over one contiguous buffer."""
+        if self._head:
+            self._spill()
+            return self._head.find(sub, start), len(self._head)
+        tcb = self._conn.tcb
+        return tcb.recv_find(sub, start), tcb.recv_buffered
 
     async def _wait(self) -> None:
         self._check_error()
@@ -267,22 +303,17 @@ class TcpStreamReader:
             raise ValueError("Separator should be at least one-byte string")
         start = 0
         while True:
-            if self._head:
-                self._spill()  # one contiguous buffer to search
-                buf = self._head
-            else:
-                buf = self._conn.tcb.rcv_buf
-            idx = buf.find(separator, start)
+            idx, buffered = self._find(separator, start)
             if idx >= 0:
                 end = idx + seplen
                 if end > self._limit:
                     raise asyncio.LimitOverrunError(
                         "Separator is found, but chunk is longer than limit", idx)
                 return self._take(end)
-            start = max(0, len(buf) + 1 - seplen)
-            if len(buf) >= self._limit:
+            start = max(0, buffered + 1 - seplen)
+            if buffered >= self._limit:
                 raise asyncio.LimitOverrunError(
-                    "Separator is not found, and chunk exceed the limit", len(buf))
+                    "Separator is not found, and chunk exceed the limit", buffered)
             if self._conn.eof:
                 self._check_error()
                 raise asyncio.IncompleteReadError(self._take(-1), None)
@@ -296,8 +327,7 @@ class TcpStreamReader:
         except asyncio.IncompleteReadError as e:
             return e.partial
         except asyncio.LimitOverrunError as e:
-            buf = self._head if self._head else self._conn.tcb.rcv_buf
-            if buf.startswith(b"\n", e.consumed):
+            if self._find(b"\n", e.consumed)[0] == e.consumed:
                 self._take(e.consumed + 1)
             else:
                 self._take(-1)
@@ -348,8 +378,10 @@ class TcpStreamWriter:
         if self._eof_written:
             return
         self._eof_written = True
-        self._conn.tcb.shutdown_write()
-        self._conn.kick()
+        tcb = self._conn.tcb
+        if tcb.state is not State.CLOSED:
+            tcb.shutdown_write()
+            self._conn.kick()
 
     async def drain(self) -> None:
         """Wait until the unacknowledged send buffer is below the high-water mark."""
@@ -374,8 +406,9 @@ class TcpStreamWriter:
         if conn.closing:
             return
         conn.closing = True
-        conn.tcb.close()
-        conn.kick()
+        if conn.tcb.state is not State.CLOSED:
+            conn.tcb.close()
+            conn.kick()
 
     def is_closing(self) -> bool:
         return self._conn.is_closing()
@@ -394,7 +427,7 @@ class TcpStreamWriter:
 class Server:
     """A listening port; the shape of ``asyncio.Server`` (close, wait_closed, serve_forever)."""
 
-    def __init__(self, net: Network, port: int, callback: ClientConnectedCallback,
+    def __init__(self, net: StreamHost, port: int, callback: ClientConnectedCallback,
                  limit: int, nodelay: bool = True) -> None:
         self._net = net
         self.port = port
@@ -405,18 +438,20 @@ class Server:
         self._closed = net.loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _accept(self, tcb: Tcb) -> None:
-        conn = self._net._register(tcb, self._limit, self._nodelay)
+    def _accept(self, tcb: Tcb) -> Connection:
+        """Give an established passive connection to the application's callback."""
+        conn = self._net.register(tcb, self._limit, self._nodelay)
         try:
             result = self._callback(conn.reader, conn.writer)
         except Exception:
             log.exception("client_connected_cb raised")
             conn.abort()
-            return
+            return conn
         if asyncio.iscoroutine(result):
             task = self._net.loop.create_task(result)
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+        return conn
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -437,7 +472,7 @@ class Server:
         """Stop listening; existing connections carry on."""
         if self._serving:
             self._serving = False
-            self._net._unlisten(self)
+            self._net.unlisten(self)
             if not self._closed.done():
                 self._closed.set_result(None)
 
@@ -467,7 +502,7 @@ async def start_server(
     host: str | None = None,
     port: int | None = None,
     *,
-    network: Network,
+    network: StreamHost,
     backlog: int = 128,
     limit: int = DEFAULT_LIMIT,
     nodelay: bool = True,
@@ -481,14 +516,14 @@ async def start_server(
     if port is None:
         raise ValueError("port is required")
     if host not in (None, "", "0.0.0.0") and \
-            int(ipaddress.IPv4Address(host)) not in network.stack.addresses:
+            int(ipaddress.IPv4Address(host)) not in network.addresses:
         raise OSError(errno.EADDRNOTAVAIL, f"{host} is not an address of this stack")
     return network.start_server(client_connected_cb, port, backlog=backlog, limit=limit,
                                 nodelay=nodelay)
 
 
 async def open_connection(
-    host: str, port: int, *, network: Network, limit: int = DEFAULT_LIMIT,
+    host: str, port: int, *, network: StreamHost, limit: int = DEFAULT_LIMIT,
     nodelay: bool = True,
 ) -> tuple[TcpStreamReader, TcpStreamWriter]:
     """Active open to ``host:port``; like :func:`asyncio.open_connection`."""

@@ -124,3 +124,32 @@ class ReassemblyQueue:
         self.recent.clear()
         self.nbytes = 0
         self.fin_seq = None
+
+
+class _Released(ReassemblyQueue):
+    """The queue of a connection that will receive no more data (TIME-WAIT): empty
+    and immutable, so every such connection shares :data:`RELEASED` and holds no
+    queue of its own (like Linux's compact timewait sockets)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a released reassembly queue is immutable")
+
+    def add(self, seq: int, data: bytes | bytearray | memoryview,
+            rcv_nxt: int) -> tuple[int, int] | None:
+        raise RuntimeError("no data is queued after the connection released its queue")
+
+    def clear(self) -> None:
+        """Nothing to clear: it is empty and stays so."""
+
+
+def _released() -> ReassemblyQueue:
+    q = object.__new__(_Released)
+    for name, value in (("_runs", []), ("recent", []), ("nbytes", 0), ("fin_seq", None)):
+        object.__setattr__(q, name, value)
+    return q
+
+
+#: The shared, immutable, empty queue of connections in TIME-WAIT.
+RELEASED: ReassemblyQueue = _released()

@@ -15,7 +15,7 @@ super-segment), in sequence order, from SND.UNA to SND.MAX. The scoreboard
 
 from __future__ import annotations
 
-from tcpstack.tcp.seq import seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
 
 class Sent:
@@ -132,6 +132,30 @@ class Scoreboard:
                 self.lost_bytes -= cut
             rec.start = snd_una
         return acked
+
+    def head(self, rec: Sent, limit: int) -> Sent:
+        """The first ``limit`` bytes of ``rec`` as a record of their own (the rest is
+        split off into the next record); ``rec`` itself if it is no longer."""
+        if rec.length > limit:
+            i = self.recs.index(rec)
+            self._split(i, seq_add(rec.start, limit))
+            rec = self.recs[i]
+        return rec
+
+    def tail(self, rec: Sent, limit: int) -> Sent:
+        """The last ``limit`` bytes of ``rec`` as a record of their own."""
+        if rec.length > limit:
+            i = self.recs.index(rec)
+            self._split(i, seq_add(rec.end, -limit))
+            rec = self.recs[i + 1]
+        return rec
+
+    def forget_losses(self) -> None:
+        """No record is lost after all (a retransmission proved spurious, RFC 3522)."""
+        for rec in self.recs:
+            if rec.lost:
+                rec.lost = False
+        self.lost_bytes = 0
 
     def _split(self, i: int, at: int) -> None:
         """Split record ``i`` at sequence ``at`` (strictly inside it)."""
@@ -275,3 +299,32 @@ class Scoreboard:
             if not rec.sacked:
                 return rec
         return None
+
+
+class _Released(Scoreboard):
+    """The scoreboard of a connection that sends nothing more (TIME-WAIT): empty and
+    immutable, so every such connection shares :data:`RELEASED`."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a released scoreboard is immutable")
+
+    def on_send(self, start: int, end: int, now: float) -> None:
+        raise RuntimeError("nothing is sent after the connection released its scoreboard")
+
+    def clear(self) -> None:
+        """Nothing to clear: it is empty and stays so."""
+
+
+def _released() -> Scoreboard:
+    sb = object.__new__(_Released)
+    fresh = Scoreboard()
+    for name in Scoreboard.__slots__:
+        object.__setattr__(sb, name, getattr(fresh, name))
+    object.__setattr__(sb, "recs", [])
+    return sb
+
+
+#: The shared, immutable, empty scoreboard of connections in TIME-WAIT.
+RELEASED: Scoreboard = _released()

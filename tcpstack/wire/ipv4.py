@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire.errors import BytesLike as Buffer
@@ -20,30 +21,21 @@ _FRAG_OFFSET_MASK = 0x1FFF
 _HDR = struct.Struct("!BBHHHBBHII")
 
 
-class IPv4Packet:
-    """A parsed, validated IPv4 packet. ``payload`` is a view into the received buffer."""
+class IPv4Packet(NamedTuple):
+    """A parsed, validated IPv4 packet (immutable). ``payload`` is a view into the
+    received buffer."""
 
-    __slots__ = ("dst", "header_len", "ident", "payload", "proto", "src", "tos", "ttl")
+    src: int
+    dst: int
+    proto: int
+    ttl: int
+    tos: int
+    ident: int
+    header_len: int
+    payload: memoryview
 
-    def __init__(
-        self,
-        src: int,
-        dst: int,
-        proto: int,
-        ttl: int,
-        tos: int,
-        ident: int,
-        header_len: int,
-        payload: memoryview,
-    ) -> None:
-        self.src = src
-        self.dst = dst
-        self.proto = proto
-        self.ttl = ttl
-        self.tos = tos
-        self.ident = ident
-        self.header_len = header_len
-        self.payload = payload
+
+_new = tuple.__new__  # NamedTuple construction without its Python-level argument handling
 
 
 def parse_ipv4(data: Buffer) -> IPv4Packet:
@@ -74,7 +66,7 @@ def parse_ipv4(data: Buffer) -> IPv4Packet:
         raise Malformed("ipv4_bad_checksum")
     if frag & (_FLAG_MF | _FRAG_OFFSET_MASK):
         raise Malformed("ipv4_fragment")
-    return IPv4Packet(src, dst, proto, ttl, tos, ident, hlen, buf[hlen:total])
+    return _new(IPv4Packet, (src, dst, proto, ttl, tos, ident, hlen, buf[hlen:total]))
 
 
 def pack_ipv4_header(

@@ -1,13 +1,15 @@
 """TCP header and option parsing and building (RFC 9293 3.1, RFC 7323, RFC 2018).
 
-:func:`parse_tcp` validates a segment once and returns a :class:`TcpSegment`;
-:func:`emit_tcp_ipv4` writes a segment, with its IPv4 header, into one buffer.
-The same :class:`TcpSegment` type is what the engine produces for sending.
+:func:`parse_tcp` validates a received segment once and returns an immutable
+:class:`TcpSegment`; after that no accessor can fail. The engine emits
+:class:`OutSegment` values (a separate type: what we send is not what we parsed);
+:func:`emit_tcp_ipv4` writes either kind, with its IPv4 header, into one buffer.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire import virtio as _vnet
@@ -49,91 +51,107 @@ def flags_str(flags: int) -> str:
     return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
 
 
-class TcpOptions:
-    """The TCP options the stack understands; absent options are None / False / empty."""
+class TcpOptions(NamedTuple):
+    """The TCP options the stack understands; absent options are None / False / empty.
 
-    __slots__ = ("mss", "sack_blocks", "sack_permitted", "timestamps", "wscale")
+    Immutable: a parsed segment's options can be shared and kept without copying,
+    and :data:`NO_OPTIONS` is a safe shared constant.
+    """
 
-    def __init__(
-        self,
-        mss: int | None = None,
-        wscale: int | None = None,
-        sack_permitted: bool = False,
-        sack_blocks: tuple[tuple[int, int], ...] = (),
-        timestamps: tuple[int, int] | None = None,
-    ) -> None:
-        self.mss = mss
-        self.wscale = wscale
-        self.sack_permitted = sack_permitted
-        self.sack_blocks = sack_blocks
-        self.timestamps = timestamps
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TcpOptions):
-            return NotImplemented
-        return (
-            self.mss == other.mss
-            and self.wscale == other.wscale
-            and self.sack_permitted == other.sack_permitted
-            and self.sack_blocks == other.sack_blocks
-            and self.timestamps == other.timestamps
-        )
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    timestamps: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
-        parts = [f"{k}={getattr(self, k)!r}" for k in self.__slots__ if getattr(self, k)]
+        parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]
         return f"TcpOptions({', '.join(parts)})"
 
 
 NO_OPTIONS = TcpOptions()
 
 
-class TcpSegment:
-    """A TCP segment: the parsed form of a received one, or one the engine wants sent.
+def _describe(kind: str, seg: TcpSegment | OutSegment) -> str:
+    return (
+        f"{kind}({seg.src_port}->{seg.dst_port} [{flags_str(seg.flags)}] "
+        f"seq={seg.seq} ack={seg.ack} win={seg.window} len={len(seg.payload)}"
+        f"{' ' + repr(seg.options) if seg.options != NO_OPTIONS else ''})"
+    )
 
-    ``payload`` is a zero-copy view for received segments. ``seg_len`` is the
+
+class TcpSegment(NamedTuple):
+    """A received TCP segment, validated once by :func:`parse_tcp`. Immutable.
+
+    ``payload`` is a zero-copy view into the received packet: whoever keeps the
+    bytes beyond the processing of the packet must copy them. ``seg_len`` is the
     sequence space the segment occupies (payload plus one each for SYN and FIN).
+    Tests also build these by hand to play the peer.
     """
 
-    __slots__ = ("ack", "dst_port", "flags", "options", "payload", "seq", "src_port",
-                 "urgent", "window")
-
-    def __init__(
-        self,
-        src_port: int,
-        dst_port: int,
-        seq: int,
-        ack: int,
-        flags: int,
-        window: int,
-        options: TcpOptions = NO_OPTIONS,
-        payload: BytesLike = b"",
-        urgent: int = 0,
-    ) -> None:
-        self.src_port = src_port
-        self.dst_port = dst_port
-        self.seq = seq
-        self.ack = ack
-        self.flags = flags
-        self.window = window
-        self.options = options
-        self.payload = payload
-        self.urgent = urgent
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: TcpOptions = NO_OPTIONS
+    payload: BytesLike = b""
+    urgent: int = 0
 
     @property
     def seg_len(self) -> int:
         n = len(self.payload)
-        if self.flags & SYN:
+        flags = self.flags
+        if flags & SYN:
             n += 1
-        if self.flags & FIN:
+        if flags & FIN:
             n += 1
         return n
 
     def __repr__(self) -> str:
-        return (
-            f"TcpSegment({self.src_port}->{self.dst_port} [{flags_str(self.flags)}] "
-            f"seq={self.seq} ack={self.ack} win={self.window} len={len(self.payload)}"
-            f"{' ' + repr(self.options) if self.options is not NO_OPTIONS else ''})"
-        )
+        return _describe("TcpSegment", self)
+
+
+class OutSegment(NamedTuple):
+    """A segment the engine wants sent, as built by its one segment builder. Immutable.
+
+    ``payload`` is usually a view into the connection's send buffer; the packet
+    builder copies it (or hands it to a gathering write) before the buffer changes.
+    """
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: TcpOptions = NO_OPTIONS
+    payload: BytesLike = b""
+    urgent: int = 0
+
+    @property
+    def seg_len(self) -> int:
+        n = len(self.payload)
+        flags = self.flags
+        if flags & SYN:
+            n += 1
+        if flags & FIN:
+            n += 1
+        return n
+
+    def __repr__(self) -> str:
+        return _describe("OutSegment", self)
+
+
+# The fast constructor of the tuples above (what NamedTuple's own __new__ ends in,
+# without its Python-level argument handling): for the per-segment paths, with
+# every field given in order.
+new_tuple = tuple.__new__
+
+#: Anything :func:`emit_tcp_ipv4` can write: what the engine emits, or a segment a
+#: test or tool forges as a peer would send it.
+AnySegment = TcpSegment | OutSegment
 
 
 def parse_options(opts: memoryview) -> TcpOptions:
@@ -144,7 +162,11 @@ def parse_options(opts: memoryview) -> TcpOptions:
     Unknown options are skipped by their length. A known option whose length
     is wrong for its kind is ignored, as Linux does.
     """
-    o = TcpOptions()
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted = False
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    timestamps: tuple[int, int] | None = None
     i = 0
     n = len(opts)
     while i < n:
@@ -161,24 +183,24 @@ def parse_options(opts: memoryview) -> TcpOptions:
             raise Malformed("tcp_bad_option_length")
         if kind == OPT_MSS:
             if length == 4:
-                o.mss = _H.unpack_from(opts, i + 2)[0]
+                mss = _H.unpack_from(opts, i + 2)[0]
         elif kind == OPT_WSCALE:
             if length == 3:
                 # RFC 7323 2.3: a shift count above 14 is treated as 14.
-                o.wscale = min(opts[i + 2], 14)
+                wscale = min(opts[i + 2], 14)
         elif kind == OPT_SACK_PERMITTED:
             if length == 2:
-                o.sack_permitted = True
+                sack_permitted = True
         elif kind == OPT_SACK:
             if length >= 10 and (length - 2) % 8 == 0:
-                o.sack_blocks = tuple(
+                sack_blocks = tuple(
                     _II.unpack_from(opts, j) for j in range(i + 2, i + length, 8)
                 )
         elif kind == OPT_TIMESTAMPS:
             if length == 10:
-                o.timestamps = _II.unpack_from(opts, i + 2)
+                timestamps = _II.unpack_from(opts, i + 2)
         i += length
-    return o
+    return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps))
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True) -> TcpSegment:
@@ -200,7 +222,8 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True)
         if not _ck.verify(total):
             raise Malformed("tcp_bad_checksum")
     options = parse_options(buf[HEADER_LEN:doff]) if doff > HEADER_LEN else NO_OPTIONS
-    return TcpSegment(sport, dport, seq, ack, flags, window, options, buf[doff:], urgent)
+    return new_tuple(TcpSegment,
+                     (sport, dport, seq, ack, flags, window, options, buf[doff:], urgent))
 
 
 def encode_options(o: TcpOptions, syn: bool) -> bytes:
@@ -244,7 +267,7 @@ SCATTER_MIN_PAYLOAD = 2048
 
 
 def emit_tcp_ipv4(
-    seg: TcpSegment,
+    seg: AnySegment,
     src: int,
     dst: int,
     ident: int,
@@ -265,7 +288,7 @@ def emit_tcp_ipv4(
 
 
 def emit_tcp_ipv4_parts(
-    seg: TcpSegment,
+    seg: AnySegment,
     src: int,
     dst: int,
     ident: int,

@@ -417,7 +417,7 @@ def parse(pkt: bytes | bytearray) -> Parsed:
     p = parse_ipv4(pkt)
     assert p.proto == PROTO_TCP
     seg = parse_tcp(bytes(p.payload), p.src, p.dst)
-    seg.payload = bytes(seg.payload)
+    seg = seg._replace(payload=bytes(seg.payload))
     return Parsed(p.src, p.dst, seg)
 
 

@@ -56,7 +56,7 @@ class Endpoint:
         if self.off >= len(self.data) and self.eof:
             tcb.close()
             self.closed = True
-        elif self.off >= len(self.data) and not tcb._fin_queued:
+        elif self.off >= len(self.data) and not tcb.fin_queued:
             tcb.shutdown_write()
 
 

@@ -161,10 +161,10 @@ def test_sending_data_piggybacks_ack_and_cancels_timer() -> None:
     tcb = delack_tcb()
     data(tcb, 0, MSS, 1.0)
     expect_nothing(tcb, 1.0)
-    assert tcb.delack_deadline == pytest.approx(1.04)
+    assert tcb.timers.delack == pytest.approx(1.04)
     tcb.send(b"reply")
     expect_one(tcb, 1.01, ACK | PSH, seq=SND, ack=RCV + MSS, payload=b"reply")
-    assert tcb.delack_deadline is None
+    assert tcb.timers.delack is None
     tcb.handle_timer(1.04)
     expect_nothing(tcb, 1.04)
 

@@ -187,9 +187,9 @@ def zero_window_sender() -> Tcb:
 def test_established_zero_window_arms_persist_timer() -> None:
     """RFC 9293 3.8.6.1: with a zero window and data queued, the persist timer runs."""
     tcb = zero_window_sender()
-    assert tcb.persist_deadline is not None
-    assert tcb.next_deadline() == tcb.persist_deadline
-    assert tcb.rto_deadline is None
+    assert tcb.timers.persist is not None
+    assert tcb.next_deadline() == tcb.timers.persist
+    assert tcb.timers.rto is None
 
 
 def test_established_persist_probe_sent_and_backs_off() -> None:
@@ -234,7 +234,7 @@ def test_established_persist_answered_probes_never_abort() -> None:
     tcb.receive(peer(tcb, window=1000), 100.0)
     segs = expect(tcb, 100.0)
     assert b"".join(bytes(s.payload) for s in segs) == b"p" * 500
-    assert tcb.persist_deadline is None
+    assert tcb.timers.persist is None
 
 
 def test_established_persist_unanswered_probes_time_out() -> None:
@@ -261,7 +261,7 @@ def test_established_window_opening_ack_resumes_sending() -> None:
     tcb.receive(peer(tcb, window=65535), 1.0)
     seg = expect_one(tcb, 1.0, ACK | PSH, seq=SND + 1000)
     assert len(seg.payload) == 500
-    assert tcb.persist_deadline is None and tcb.rto_deadline is not None
+    assert tcb.timers.persist is None and tcb.timers.rto is not None
 
 
 # --------------------------------------------------- send buffer back-pressure

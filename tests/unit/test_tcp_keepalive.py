@@ -233,4 +233,4 @@ def test_zero_window_opening_resumes_transmission() -> None:
     tcb.receive(peer(tcb, ack=SND, window=4096), t + 0.05)
     seg = expect_one(tcb, t + 0.05, seq=SND, payload=b"z" * 100)
     assert seg.flags & ACK
-    assert tcb.persist_deadline is None
+    assert tcb.timers.persist is None

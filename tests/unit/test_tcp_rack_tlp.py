@@ -114,7 +114,7 @@ def test_rack_marks_earlier_segment_lost_once_rtt_plus_reo_wnd_passed() -> None:
     expect(tcb, 1.05, 1)
     out = ack(tcb, 0, ((1, 2),), 1.15, sent_at=1.05)
     assert seg_no(out) == [0]
-    assert tcb._recovery is not None
+    assert tcb.recovery_point is not None
 
 
 def test_rack_arms_reordering_timer_with_exact_deadline() -> None:
@@ -126,7 +126,7 @@ def test_rack_arms_reordering_timer_with_exact_deadline() -> None:
     expect(tcb, 1.0, 2)
     out = ack(tcb, 0, ((1, 2),), 1.1, sent_at=1.0)
     assert out == []
-    assert tcb.rack_deadline == pytest.approx(1.0 + 0.1 + 0.1 / 4)
+    assert tcb.timers.rack == pytest.approx(1.0 + 0.1 + 0.1 / 4)
     assert tcb.next_deadline() == pytest.approx(1.125)
     tcb.handle_timer(1.12)
     assert expect(tcb, 1.12) == []
@@ -145,7 +145,7 @@ def test_rack_reordering_within_window_causes_no_retransmission() -> None:
     assert ack(tcb, 2, (), 1.12, sent_at=1.0) == []  # segment 0 was only reordered
     tcb.handle_timer(1.125)
     assert expect(tcb, 1.125) == []
-    assert tcb.cc.cwnd >= cwnd and tcb._recovery is None
+    assert tcb.cc.cwnd >= cwnd and tcb.recovery_point is None
 
 
 def test_rack_no_loss_marking_without_sack() -> None:
@@ -155,7 +155,7 @@ def test_rack_no_loss_marking_without_sack() -> None:
     tcb.send(pattern(2 * MT))
     expect(tcb, 1.0, 2)
     tcb.receive(peer(tcb, ack=SND, options=peer_opts(tcb, 1.1)), 1.1)
-    assert tcb.rack_deadline is None
+    assert tcb.timers.rack is None
     assert expect(tcb, 1.1) == []
 
 
@@ -172,9 +172,9 @@ def test_tlp_scheduled_two_srtt_after_send() -> None:
     tcb = tlp_sender()
     tcb.send(pattern(2 * MT))
     expect(tcb, 1.0, 2)
-    assert tcb.tlp_deadline == pytest.approx(1.2)
+    assert tcb.timers.tlp == pytest.approx(1.2)
     assert tcb.next_deadline() == pytest.approx(1.2)
-    assert tcb.rto_deadline == pytest.approx(1.3)
+    assert tcb.timers.rto == pytest.approx(1.3)
 
 
 def test_tlp_one_segment_in_flight_adds_worst_case_delayed_ack() -> None:
@@ -182,7 +182,7 @@ def test_tlp_one_segment_in_flight_adds_worst_case_delayed_ack() -> None:
     tcb = tlp_sender(rto_min=1.0)
     tcb.send(pattern(MT))
     expect(tcb, 1.0, 1)
-    assert tcb.tlp_deadline == pytest.approx(1.0 + 0.2 + 0.2)
+    assert tcb.timers.tlp == pytest.approx(1.0 + 0.2 + 0.2)
 
 
 def test_tlp_pto_capped_at_rto_expiration() -> None:
@@ -192,7 +192,7 @@ def test_tlp_pto_capped_at_rto_expiration() -> None:
     tcb.send(pattern(MT))
     expect(tcb, 1.0, 1)
     cwnd = tcb.cc.cwnd
-    assert tcb.tlp_deadline == pytest.approx(1.3)
+    assert tcb.timers.tlp == pytest.approx(1.3)
     tcb.handle_timer(1.3)
     assert seg_no(expect(tcb, 1.3)) == [0]
     assert tcb.cc.cwnd == cwnd
@@ -229,8 +229,8 @@ def test_tlp_probe_arms_rto_and_only_one_probe() -> None:
     expect(tcb, 1.0, 2)
     tcb.handle_timer(1.2)
     expect(tcb, 1.2, 1)
-    assert tcb.rto_deadline == pytest.approx(1.2 + tcb.rtt.rto)
-    assert tcb.tlp_deadline is None
+    assert tcb.timers.rto == pytest.approx(1.2 + tcb.rtt.rto)
+    assert tcb.timers.tlp is None
     assert tcb.next_deadline() == pytest.approx(1.5)
     tcb.handle_timer(1.5)
     assert seg_no(expect(tcb, 1.5)) == [0]  # the RTO retransmits from SND.UNA
@@ -242,7 +242,7 @@ def test_tlp_not_scheduled_when_disabled_or_without_sack() -> None:
     for tcb in (tlp_sender(tlp=False), tcb_established_opts(sack=False)):
         tcb.send(pattern(2 * MT))
         expect(tcb, 1.0, 2)
-        assert tcb.tlp_deadline is None
+        assert tcb.timers.tlp is None
         assert tcb.next_deadline() == pytest.approx(1.3)
 
 
@@ -302,7 +302,7 @@ def test_tlp_not_sent_during_recovery() -> None:
     tcb.send(pattern(MT, seed=1))
     expect(tcb, 1.05, 1)  # the probe timer is now due at 1.25
     out = ack(tcb, 0, ((2, 3),), 1.15, sent_at=1.05)  # 0 and 1 deemed lost at once
-    assert tcb._recovery is not None
+    assert tcb.recovery_point is not None
     assert seg_no(out) == [0, 1]
     tcb.handle_timer(1.25)
     assert expect(tcb, 1.25) == []
@@ -322,7 +322,7 @@ def test_tlp_pto_never_below_40_ms() -> None:
     tcb = fast_path_sender()
     tcb.send(pattern(3 * MT))
     expect(tcb, 1.0, 3)
-    assert tcb.tlp_deadline == pytest.approx(1.04)
+    assert tcb.timers.tlp == pytest.approx(1.04)
 
 
 def test_tlp_pto_adds_delayed_ack_time_below_two_full_segments() -> None:
@@ -331,9 +331,9 @@ def test_tlp_pto_adds_delayed_ack_time_below_two_full_segments() -> None:
     tcb = fast_path_sender()
     tcb.send(pattern(MT + MT // 2))
     expect(tcb, 1.0, 2)
-    assert tcb.rto_deadline is not None
-    assert tcb.tlp_deadline == pytest.approx(tcb.rto_deadline)
-    assert tcb.tlp_deadline > 1.2
+    assert tcb.timers.rto is not None
+    assert tcb.timers.tlp == pytest.approx(tcb.timers.rto)
+    assert tcb.timers.tlp > 1.2
 
 
 def test_reo_wnd_grows_with_dsacks_once_per_round_trip_and_resets_after_16_recoveries() -> None:

@@ -76,7 +76,7 @@ def test_newreno_third_dupack_sets_ssthresh_to_half_the_flight() -> None:
         dupack(tcb, 1.1 + i / 1000)
     assert tcb.cc.ssthresh == 10 * M // 2
     assert tcb.cc.cwnd <= tcb.cc.ssthresh + 3 * M
-    assert tcb._recovery == tcb.snd_max
+    assert tcb.recovery_point == tcb.snd_max
 
 
 def test_newreno_ssthresh_floor_is_two_segments() -> None:
@@ -166,13 +166,13 @@ def test_newreno_partial_ack_stays_in_recovery() -> None:
     """RFC 6582 3.2 step 3: a partial ACK does not end fast recovery: the recovery point
     is kept, cwnd is not grown, and the next hole is judged lost."""
     tcb = newreno_after_fast_retransmit()
-    recover = tcb._recovery
+    recover = tcb.recovery_point
     ssthresh, cwnd = tcb.cc.ssthresh, tcb.cc.cwnd
     tcb.receive(peer(tcb, ack=SND + 4 * M), 1.2)
     expect(tcb, 1.2)
-    assert tcb._recovery == recover == SND + 10 * M
+    assert tcb.recovery_point == recover == SND + 10 * M
     assert (tcb.cc.ssthresh, tcb.cc.cwnd) == (ssthresh, cwnd)
-    hole = tcb._sb.recs[0]
+    hole = tcb.scoreboard.recs[0]
     assert hole.start == SND + 4 * M
     assert hole.lost or hole.retrans  # judged lost (and resent, once pipe allows)
 
@@ -183,12 +183,12 @@ def test_newreno_full_ack_exits_recovery_then_cwnd_grows() -> None:
     tcb = newreno(extra=30)
     for i in range(9):
         dupack(tcb, 1.1 + i / 1000)
-    recover = tcb._recovery
+    recover = tcb.recovery_point
     assert recover is not None
     ssthresh = tcb.cc.ssthresh
     assert ssthresh < 10 * M
     tcb.receive(peer(tcb, ack=recover), 1.2)
-    assert tcb._recovery is None
+    assert tcb.recovery_point is None
     assert tcb.cc.cwnd == tcb.cc.ssthresh == ssthresh
     expect(tcb, 1.2)
     tcb.receive(peer(tcb, ack=tcb.snd_max), 1.3)
@@ -202,7 +202,7 @@ def test_newreno_dupacks_ignored_when_they_update_the_window() -> None:
     for i in range(4):
         tcb.receive(peer(tcb, ack=SND, window=60000 - i), 1.1 + i / 1000)
         expect(tcb, 1.1 + i / 1000)
-    assert tcb._recovery is None and tcb.cc.ssthresh >= 1 << 30
+    assert tcb.recovery_point is None and tcb.cc.ssthresh >= 1 << 30
 
 
 # ------------------------------------------------------- SACK-based (RFC 6675)
@@ -280,7 +280,7 @@ def test_sack_loss_detection_retransmits_first_hole_at_once() -> None:
     tcb = sack_sender()
     arrive(tcb, 0, [5], 1.1, tsecr_at=1.0)
     tcb.handle_timer(1.125)  # RACK: segments 0-4 lost
-    assert tcb._recovery is not None
+    assert tcb.recovery_point is not None
     assert offsets(expect(tcb, 1.125), MT)[:1] == [0]
 
 
@@ -294,12 +294,12 @@ def test_sack_recovery_one_window_reduction_per_episode() -> None:
     reduced = (tcb.cc.ssthresh, tcb.cc.cwnd)
     assert reduced == (10 * MT, 10 * MT)
     out += arrive(tcb, 0, [5, 15], 1.13, tsecr_at=1.0)
-    d = tcb.rack_deadline
+    d = tcb.timers.rack
     assert d is not None
     tcb.handle_timer(d)  # segments 6-14 lost as well
     out += expect(tcb, d)
     assert offsets(out, MT)[:3] == [0, 1, 2]  # retransmissions ...
-    assert tcb._sb.lost_bytes > 0
+    assert tcb.scoreboard.lost_bytes > 0
     assert (tcb.cc.ssthresh, tcb.cc.cwnd) == reduced  # ... but no second reduction
 
 
@@ -313,7 +313,7 @@ def test_sack_recovery_new_episode_after_recovery_point_reduces_again() -> None:
     first = tcb.cc.ssthresh
     assert first == 10 * MT
     arrive(tcb, 20, [], 1.225, tsecr_at=1.125)  # everything, recovery over
-    assert tcb._recovery is None
+    assert tcb.recovery_point is None
     tcb.send(pattern(10 * MT, seed=1))
     sent = offsets(expect(tcb, 1.225), MT)
     # The first of the newly sent segments is lost; the rest are SACKed.
@@ -325,7 +325,7 @@ def test_sack_recovery_new_episode_after_recovery_point_reduces_again() -> None:
     assert d is not None
     tcb.handle_timer(d)
     assert offsets(expect(tcb, d), MT)[:1] == [20]
-    assert tcb._recovery is not None
+    assert tcb.recovery_point is not None
     assert tcb.cc.ssthresh == tcb.cc.cwnd == 5 * MT < first  # half of the new flight
 
 
@@ -336,7 +336,7 @@ def test_rto_with_sack_resends_unsacked_in_order_from_one_segment() -> None:
     tcb = sack_sender(segments=10)
     # Segments 4 and 5 are SACKed late, so RACK's timer comes after the RTO.
     arrive(tcb, 0, [4, 5], 1.25, tsecr_at=1.0)
-    assert tcb.rack_deadline is not None and tcb.rack_deadline > 1.3
+    assert tcb.timers.rack is not None and tcb.timers.rack > 1.3
     tcb.handle_timer(1.3)
     assert tcb.cc.cwnd == MT and tcb.cc.ssthresh == 5 * MT
     assert offsets(expect(tcb, 1.3), MT) == [0]
@@ -358,7 +358,7 @@ def test_lost_retransmission_detected_by_rack_before_rto() -> None:
     tcb.send(pattern(4 * MT, seed=1))
     out = offsets(expect(tcb, 1.125), MT)
     assert out == [0, 10, 11, 12, 13]  # retransmission, then new data as pipe allows
-    rto = tcb.rto_deadline
+    rto = tcb.timers.rto
     assert rto is not None
     # The retransmission of 0 is lost; 10-13 arrive and are SACKed.
     got = list(range(1, 14))
@@ -368,7 +368,7 @@ def test_lost_retransmission_detected_by_rack_before_rto() -> None:
     tcb.handle_timer(d)
     again = offsets(expect(tcb, d), MT)
     assert again[:1] == [0]
-    assert tcb._sb.recs[0].retrans == 2
+    assert tcb.scoreboard.recs[0].retrans == 2
     arrive(tcb, 14, [], d + 0.1, tsecr_at=d)
     assert tcb.snd_una == SND + 14 * MT
 
@@ -416,7 +416,7 @@ def test_eifel_undoes_spurious_fast_retransmit() -> None:
     arrive(tcb, 10, [], 1.13, tsecr_at=1.0)  # the original segment 0 was only late
     assert tcb.cc.ssthresh == ssthresh
     assert tcb.cc.cwnd >= cwnd
-    assert tcb._recovery is None
+    assert tcb.recovery_point is None
 
 
 def test_eifel_keeps_reduction_when_retransmission_was_needed() -> None:

@@ -299,4 +299,4 @@ def test_sender_applies_peer_sack_blocks() -> None:
     expect(tcb, 1.0, 4)
     tcb.receive(peer(tcb, ack=SND, options=peer_opts(tcb, 1.1, sack=(
         (SND + 1460, SND + 2920),))), 1.1)
-    assert tcb._sb.sacked_bytes == 1460
+    assert tcb.scoreboard.sacked_bytes == 1460

@@ -15,9 +15,10 @@ from tcp_helpers import (
     tcb_time_wait,
 )
 
-from tcpstack.tcp import tcb as tcb_module
+from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.tcp import (
     ACK,
+    FIN,
     PSH,
     SCATTER_MIN_PAYLOAD,
     TcpOptions,
@@ -30,7 +31,7 @@ SND = ISS + 1
 MT = 1448  # payload per segment with timestamps
 
 
-def nodelay_sender() -> tcb_module.Tcb:
+def nodelay_sender() -> Tcb:
     tcb = tcb_established_opts(base_config(tlp=False, nagle=True))
     tcb.set_nodelay(True)
     return tcb
@@ -90,8 +91,21 @@ def test_gathering_builder_produces_the_same_packet(vnet: bool, size: int) -> No
 
 def test_time_wait_keeps_no_send_or_reassembly_state() -> None:
     """A connection in TIME-WAIT only re-ACKs FINs (RFC 9293 3.10.7.4); like Linux's
-    timewait sockets it lets go of its scoreboard and reassembly queue."""
+    timewait sockets it holds no send or reassembly state of its own: it points at
+    shared stand-ins that are empty and immutable, so no connection can change
+    what another one sees."""
     tcb = tcb_time_wait()
-    assert tcb._sb is tcb_module._IDLE_SCOREBOARD
-    assert tcb._ooo is tcb_module._IDLE_REASSEMBLY
-    assert not tcb._sb.recs and not tcb._ooo
+    other = tcb_time_wait()
+    assert not tcb.scoreboard.recs and not tcb.reassembly and not tcb.send_buffered
+    assert tcb.scoreboard is other.scoreboard and tcb.reassembly is other.reassembly
+    with pytest.raises(AttributeError):
+        tcb.reassembly.fin_seq = 5
+    with pytest.raises(AttributeError):
+        tcb.scoreboard.lost_bytes = 1
+    with pytest.raises(RuntimeError):
+        tcb.reassembly.add(tcb.rcv_nxt + 10, b"x", tcb.rcv_nxt)
+    with pytest.raises(RuntimeError):
+        tcb.scoreboard.on_send(1, 2, 0.0)
+    # Data on a retransmitted FIN is not queued anywhere: it only draws the ACK.
+    tcb.receive(peer(tcb, FIN | ACK, seq=tcb.rcv_nxt - 4, payload=b"late"), 1.0)
+    assert not tcb.reassembly and tcb.recv_buffered == 0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 import pytest
@@ -374,7 +375,11 @@ def test_abort_sends_rst_and_terminates() -> None:
     expect_one(tcb, 0.3, RST | ACK, seq=SND, ack=RCV)
     assert tcb.take_events() == [ev.Terminated("aborted")]
     assert tcb.next_deadline() is None
-    tcb.abort()  # idempotent
+    # RFC 9293 3.10.5 CLOSED: "error: connection does not exist"; nothing changes.
+    with pytest.raises(ConnectionError) as exc:
+        tcb.abort()
+    assert exc.value.errno == errno.ENOTCONN
+    assert tcb.state is State.CLOSED
     expect_nothing(tcb, 0.3)
 
 

@@ -1,0 +1,56 @@
+"""When we acknowledge: immediate ACKs, delayed ACKs (RFC 1122 4.2.3.2, RFC 5681 4.2).
+
+Every rule that decides an ACK is owed goes through this module:
+
+* :func:`ack_now` -- an ACK must go out with the next flush: out-of-order data or
+  a hole filled (RFC 5681 4.2), a FIN, a duplicate, an unacceptable segment
+  (RFC 9293 3.10.7.4), a challenge (RFC 5961), a window update, a PAWS reject;
+* :func:`on_data_received` -- in-order data: ACK at least every second full-sized
+  segment, else let the delayed-ACK timer decide (at most ``cfg.delayed_ack``);
+* :func:`on_ack_sent` -- any segment we send carries the current ACK, so nothing
+  is owed any more (data segments piggyback the ACK);
+* :func:`arm_delayed_ack` / :func:`on_delayed_ack_timer` -- the timer itself.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp.control import ControlBlock
+
+
+def ack_now(tcb: ControlBlock) -> None:
+    """Owe an ACK that goes out with the next flush."""
+    tcb.ack_pending = True
+    tcb.mark()
+
+
+def on_data_received(tcb: ControlBlock, n: int) -> None:
+    """``n`` in-order bytes arrived: RFC 1122 4.2.3.2 / RFC 5681 4.2 -- ACK at least
+    every second full-sized segment; otherwise the ACK may wait for the timer.
+    (The caller marks the connection for the flush.)"""
+    if n > tcb.rcv_mss:
+        tcb.rcv_mss = min(n, tcb.cfg.mss)
+    tcb.rcv_unacked += n
+    if tcb.rcv_unacked >= 2 * tcb.rcv_mss or not tcb.cfg.delayed_ack:
+        tcb.ack_pending = True
+    else:
+        tcb.delack = True
+
+
+def on_ack_sent(tcb: ControlBlock) -> None:
+    """A segment carrying the current ACK was sent: nothing is owed any more."""
+    tcb.ack_pending = False
+    tcb.delack = False
+    tcb.timers.delack = None
+    tcb.rcv_unacked = 0
+    tcb.last_ack_sent = tcb.rcv_nxt
+
+
+def arm_delayed_ack(tcb: ControlBlock, now: float) -> None:
+    """After a flush that owed a delayed ACK but sent nothing: start its timer."""
+    if tcb.delack and tcb.timers.delack is None:
+        tcb.timers.delack = now + tcb.cfg.delayed_ack
+
+
+def on_delayed_ack_timer(tcb: ControlBlock) -> None:
+    if tcb.delack:
+        ack_now(tcb)

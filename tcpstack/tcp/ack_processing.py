@@ -1,0 +1,138 @@
+"""What an arriving ACK does to the sender (RFC 9293 3.10.7.4, fifth step).
+
+:func:`process_ack` checks the acknowledgment number (RFC 5961 5.2 for ACKs far
+below SND.UNA), applies SACK blocks (RFC 2018), counts duplicate ACKs (RFC 5681
+2), takes the send-window update (3.10.7.4) and hands loss detection to
+:mod:`tcpstack.tcp.recovery`. :func:`ack_advance` moves SND.UNA: it releases
+acknowledged bytes, samples the RTT (RFC 7323 4.1 from the echoed timestamp,
+else RFC 6298 with Karn's rule), detects spurious retransmissions (Eifel, RFC
+3522), grows the congestion window, restarts or stops the retransmission timer
+(RFC 6298 5.2, 5.3), and notices that our FIN was acknowledged.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp import ack_policy, recovery, teardown
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.seq import MASK, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from tcpstack.wire.tcp import FIN, SYN, TcpSegment
+
+
+def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
+    """The ACK field (RFC 9293 3.10.7.4, fifth). Returns False if the segment is dropped."""
+    ack = seg.ack
+    if seq_gt(ack, tcb.snd_max):
+        # Acknowledges something not yet sent: ACK and drop.
+        tcb.drop("tcp_ack_unsent")
+        ack_policy.ack_now(tcb)
+        return False
+    if seq_lt(ack, (tcb.snd_una - max(tcb.max_snd_wnd, 1)) & MASK):
+        # RFC 5961 5.2: far too old an ACK is suspicious: challenge ACK, drop.
+        tcb.drop("tcp_ack_too_old")
+        ack_policy.ack_now(tcb)
+        return False
+    sb = tcb.scoreboard
+    prior_flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    newly_sacked = 0
+    echo = echo_time(tcb, seg, now)
+    if tcb.sack_ok and seg.options.sack_blocks and sb.recs:
+        newly_sacked = sb.sack(seg.options.sack_blocks, tcb.snd_una, tcb.snd_max, now,
+                               echo, ack)
+    advanced = seq_gt(ack, tcb.snd_una)
+    if advanced:
+        ack_advance(tcb, ack, now, seg, echo)
+        tcb.dupacks = 0
+        tcb.dupack_flight = 0
+    elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
+            and (seg.window << tcb.snd_wscale) == tcb.snd_wnd and ack == tcb.snd_una:
+        # A duplicate ACK by RFC 5681 2's definition.
+        if tcb.dupacks == 0:
+            tcb.dupack_flight = prior_flight
+        tcb.dupacks += 1
+        if not tcb.sack_ok:
+            tcb.mark()
+    update_send_window(tcb, seg)
+    if tcb.probes and seq_ge(ack, tcb.snd_una):
+        tcb.probes = 0
+    if sb.recs or tcb.recovery_point is not None:
+        recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
+    return True
+
+
+def update_send_window(tcb: ControlBlock, seg: TcpSegment) -> None:
+    """RFC 9293 3.10.7.4: take SEG.WND only from a newer segment (SND.WL1/SND.WL2)."""
+    ack = seg.ack
+    if seq_lt(tcb.snd_wl1, seg.seq) or (tcb.snd_wl1 == seg.seq and seq_le(tcb.snd_wl2, ack)):
+        wnd = seg.window << tcb.snd_wscale
+        if wnd > tcb.snd_wnd:
+            tcb.mark()
+        tcb.snd_wnd = wnd
+        tcb.snd_wl1 = seg.seq
+        tcb.snd_wl2 = ack
+        if wnd > tcb.max_snd_wnd:
+            tcb.max_snd_wnd = wnd
+        if wnd:
+            tcb.timers.persist = None
+            tcb.persist_backoff = 0
+
+
+def echo_time(tcb: ControlBlock, seg: TcpSegment, now: float) -> float | None:
+    """When (on our clock) the transmission this segment acknowledges was sent,
+    from its echoed timestamp (RFC 7323 4); None without one."""
+    ts = seg.options.timestamps
+    if not tcb.ts_ok or ts is None or ts[1] == 0:
+        return None
+    age_ms = (tcb.tsval(now) - ts[1]) & MASK
+    if age_ms >= 0x7FFFFFFF:
+        return None
+    return now - age_ms / 1000.0
+
+
+def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None = None,
+                echo: float | None = None) -> None:
+    """New data acknowledged: SND.UNA moves to ``ack``."""
+    flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    tcb.snd_una = ack
+    acked = tcb.sndbuf.release(seq_diff(ack, tcb.sndbuf.seq))
+    tcb.scoreboard.ack(ack, now, echo)
+    _sample_rtt(tcb, ack, now, seg)
+    tcb.retries = 0
+    tcb.rtt.reset_backoff()
+    if acked and tcb.recovery_point is None:
+        # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2),
+        # and not during recovery (RFC 6675 5).
+        tcb.cc.on_ack(acked, flight, now)
+    recovery.end_tlp_episode(tcb, ack, flight, now)
+    # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
+    if tcb.snd_una == tcb.snd_max:
+        tcb.timers.stop_retransmission()
+    else:
+        tcb.timers.rto = now + tcb.rtt.rto
+    if tcb.write_blocked and len(tcb.sndbuf.data) <= tcb.cfg.snd_buf // 2:
+        tcb.write_blocked = False
+        tcb.events.append(ev.WRITE_SPACE)
+    if tcb.fin_queued and tcb.snd_una == tcb.snd_max and \
+            seq_diff(tcb.snd_max, tcb.sndbuf.seq) == 1 and not len(tcb.sndbuf.data):
+        teardown.fin_acked(tcb, now)
+    tcb.mark()
+
+
+def _sample_rtt(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None) -> None:
+    """RTT: from the echoed timestamp when there is one (RFC 7323 4.1, no Karn
+    ambiguity), else from the one timed segment (RFC 6298 3, Karn's rule)."""
+    ts = seg.options.timestamps if seg is not None else None
+    if tcb.ts_ok and ts is not None and ts[1] != 0:
+        rtt_ms = (tcb.tsval(now) - ts[1]) & MASK
+        if rtt_ms < 0x7FFFFFFF:
+            tcb.rtt.sample(rtt_ms / 1000.0)
+            tcb.cc.srtt = tcb.rtt.srtt
+        tcb.rtt_seq = None
+        # Eifel detection (RFC 3522): the ACK echoes a timestamp older than our
+        # first retransmission, so the original arrived: undo (RFC 4015).
+        if tcb.rtx_tsval is not None and seq_lt(ts[1], tcb.rtx_tsval):
+            recovery.undo_spurious(tcb)
+    elif tcb.rtt_seq is not None and seq_ge(ack, tcb.rtt_seq):
+        tcb.rtt.sample(now - tcb.rtt_time)
+        tcb.cc.srtt = tcb.rtt.srtt
+        tcb.rtt_seq = None

@@ -1,0 +1,248 @@
+"""The transmission control block as data (RFC 9293 3.3.1), and its bookkeeping.
+
+:class:`ControlBlock` holds one connection's variables -- the send and receive
+sequence spaces with RFC 9293's names, the negotiated options, the buffers, the
+recovery state, the timers -- and the few operations every rule needs: changing
+state through the transition table (:meth:`ControlBlock.fire`), counting a drop
+by reason, and telling the owner that the connection has something to do.
+
+The rules that read and change these variables live in one module per concern
+(see ``tcpstack/tcp/README.md``); :class:`tcpstack.tcp.tcb.Tcb` puts them
+together behind the public API. Nothing here performs I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol, Self
+
+from tcpstack.tcp import congestion
+from tcpstack.tcp import events as ev
+from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.rtt import RttEstimator
+from tcpstack.tcp.scoreboard import Scoreboard
+from tcpstack.tcp.seq import MASK, seq_add
+from tcpstack.tcp.state import APP_TRIGGERS, State, Trigger, next_state, refusal
+from tcpstack.tcp.timers import Timers
+from tcpstack.wire.tcp import OutSegment
+
+DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+
+
+class EventSink(Protocol):
+    """Whoever owns a connection on the application side (e.g. an asyncio transport)."""
+
+    def on_events(self, events: list[ev.Event]) -> None: ...
+
+
+
+
+class ControlBlock:
+    """One connection's state. The rules are in the modules of :mod:`tcpstack.tcp`."""
+
+    # Grouped by concern rather than sorted: the groups are the map of this class.
+    __slots__ = (  # noqa: RUF023
+        # identity and configuration
+        "cfg", "counters", "local_ip", "local_port", "remote_ip", "remote_port", "state",
+        # send sequence space (RFC 9293 3.3.1) and what the handshake agreed
+        "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
+        "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
+        # the sender's buffer and the application's requests
+        "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
+        # receive sequence space and buffers
+        "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
+        # ACK policy (when we acknowledge)
+        "ack_pending", "delack", "dsack", "last_ack_sent", "rcv_unacked",
+        # timestamps (RFC 7323)
+        "ts_offset", "ts_recent", "ts_recent_age",
+        # round-trip time and congestion control
+        "cc", "retries", "rtt", "rtt_seq", "rtt_time", "syn_retransmitted",
+        # loss recovery (RFC 6675, RFC 6582, RFC 8985, RFC 3522)
+        "dupack_flight", "dupacks", "recovery_point", "rto_high", "rtx_now", "rtx_tsval",
+        "scoreboard", "tlp_dsack", "tlp_high", "tlp_rtx",
+        # probes: zero window and keepalive
+        "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
+        "last_rcv", "persist_backoff", "probes",
+        # timers, output and events
+        "data_event_pending", "events", "out", "timers",
+        # the owner's links: dirty hook, timer bookkeeping, listener, application side
+        "dirty", "half_open", "listener", "on_dirty", "timer_entry", "user",
+    )
+
+    def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
+                 iss: int, counters: Counter[str] | None = None) -> None:
+        self.cfg = cfg
+        #: Drops and other events counted by reason; the stack passes its own counters.
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.local_ip, self.local_port = local
+        self.remote_ip, self.remote_port = remote
+        self.state = State.CLOSED
+        self._init_send(iss)
+        self._init_receive()
+        self._init_recovery()
+        self._init_probes()
+        self.timers = Timers()
+        self.out: list[OutSegment] = []
+        self.events: list[ev.Event] = []
+        self.data_event_pending = False
+        self.dirty = False
+        self.on_dirty: Callable[[Any], None] | None = None
+        self.timer_entry: float | None = None
+        self.listener: Listener | None = None
+        self.half_open = False
+        self.user: EventSink | None = None
+
+    def _init_send(self, iss: int) -> None:
+        cfg = self.cfg
+        self.iss = iss
+        # Retransmissions are driven by the scoreboard, never by rewinding, so SND.NXT
+        # is always snd_max (see snd_nxt).
+        self.snd_una = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.wscale_ok = False
+        self.snd_mss = DEFAULT_PEER_MSS
+        # Options agreed in the handshake, and the payload per segment they leave.
+        self.sack_ok = False
+        self.ts_ok = False
+        self.seg_mss = DEFAULT_PEER_MSS
+        self.gso_size = DEFAULT_PEER_MSS
+        self.sndbuf = SendBuffer(seq_add(iss, 1))
+        self.fin_queued = False
+        self.closed_by_app = False
+        self.write_blocked = False
+        self.nodelay = not cfg.nagle
+        self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0.0
+        self.retries = 0
+        self.syn_retransmitted = False
+        self.cc: congestion.CongestionControl = congestion.create(
+            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window)
+        # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection.
+        self.ts_offset = (iss * 0x9E3779B1) & MASK
+
+    def _init_receive(self) -> None:
+        # rcv_adv is the right edge last advertised, which must never move left
+        # (RFC 9293 3.8.6.2.2).
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wscale = 0
+        self.rcv_buf = ReceiveBuffer()
+        self.reassembly = ReassemblyQueue()
+        # Largest segment payload seen from the peer (Linux's rcv_mss): what a
+        # "full-sized segment" is for the delayed-ACK rule.
+        self.rcv_mss = min(self.cfg.mss, DEFAULT_PEER_MSS)
+        self.ack_pending = False
+        self.delack = False
+        self.rcv_unacked = 0
+        self.dsack: tuple[int, int] | None = None
+        self.last_ack_sent = 0  # RFC 7323 4.3 Last.ACK.sent
+        # RFC 7323: the peer's TSval to echo and when it was recorded.
+        self.ts_recent = 0
+        self.ts_recent_age = -1.0
+
+    def _init_recovery(self) -> None:
+        self.scoreboard = Scoreboard()
+        self.recovery_point: int | None = None  # RFC 6675 RecoveryPoint / RFC 6582 recover
+        self.rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
+        self.dupacks = 0
+        self.dupack_flight = 0  # flight when the first duplicate ACK arrived
+        self.rtx_now = False  # one retransmission may ignore pipe (recovery entry)
+        self.rtx_tsval: int | None = None  # TSval of an episode's first retransmission
+        self.tlp_high: int | None = None
+        self.tlp_rtx = False
+        self.tlp_dsack = 0
+
+    def _init_probes(self) -> None:
+        cfg = self.cfg
+        self.probes = 0
+        self.persist_backoff = 0
+        self.keepalive = cfg.keepalive
+        self.keepalive_idle = cfg.keepalive_idle
+        self.keepalive_interval = cfg.keepalive_interval
+        self.keepalive_count = cfg.keepalive_count
+        self.ka_probes = 0
+        self.last_rcv = 0.0
+
+    # ------------------------------------------------------------ state changes
+
+    def fire(self, trigger: Trigger) -> State | None:
+        """Apply a segment or timer ``trigger`` through the transition table; return
+        the new state.
+
+        Returns None, counts ``tcp_illegal_transition`` and changes nothing if the
+        table does not allow it (the callers check first; this guards the table).
+        """
+        nxt = next_state(self.state, trigger)
+        if nxt is None:
+            self.counters["tcp_illegal_transition"] += 1
+            return None
+        self.state = nxt
+        return nxt
+
+    def fire_app(self, trigger: Trigger) -> State:
+        """Apply an application call; raise the RFC's error, changing nothing, if the
+        table does not allow it in the current state."""
+        assert trigger in APP_TRIGGERS
+        nxt = next_state(self.state, trigger)
+        if nxt is None:
+            raise refusal(self.state, trigger)
+        self.state = nxt
+        return nxt
+
+    def drop(self, reason: str) -> None:
+        """Count a segment the engine dropped (or answered only with an ACK/RST)."""
+        self.counters[reason] += 1
+
+    # ------------------------------------------------------------- owner links
+
+    def bind(self, on_dirty: Callable[[Self], None]) -> None:
+        """Let the owner (the stack) know whenever this connection has work to flush."""
+        self.on_dirty = on_dirty
+        if self.dirty:
+            on_dirty(self)
+
+    def mark(self) -> None:
+        """Something changed: the owner should call ``segments_to_send`` (once)."""
+        if not self.dirty:
+            self.dirty = True
+            if self.on_dirty is not None:
+                self.on_dirty(self)
+
+    def take_events(self) -> list[ev.Event]:
+        out = self.events
+        self.events = []
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def snd_nxt(self) -> int:
+        """SND.NXT (RFC 9293 3.3.1): the next new sequence number to send."""
+        return self.snd_max
+
+    def tsval(self, now: float) -> int:
+        """Our timestamp clock: milliseconds plus the per-connection offset (RFC 7323 5.4)."""
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def fin_seq(self) -> int | None:
+        """The sequence number our FIN occupies, once the application closed."""
+        if not self.fin_queued:
+            return None
+        return self.sndbuf.end_seq
+
+    def __repr__(self) -> str:
+        return (
+            f"<Tcb {self.local_port}->{self.remote_port} {self.state} "
+            f"una={self.snd_una} nxt={self.snd_nxt} rcv_nxt={self.rcv_nxt}>"
+        )

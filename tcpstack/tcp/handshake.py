@@ -1,0 +1,126 @@
+"""Opening a connection: our SYN or SYN,ACK and what the handshake agrees.
+
+* :func:`start_passive` / :func:`start_active` -- the OPEN calls (RFC 9293 3.10.1,
+  3.10.7.2): record the peer's SYN, send ours.
+* :func:`negotiate` -- apply the peer's SYN options: MSS (RFC 9293 3.7.1, RFC 6691),
+  window scale and timestamps (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2).
+* :func:`send_syn` -- (re)send our SYN or SYN,ACK and run its retransmission timer.
+* :func:`after_handshake` -- RFC 6298 5.7 and RFC 5681 3.1 after a lost SYN.
+
+The segments of the handshake itself are processed in :mod:`tcpstack.tcp.inbound`.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp import congestion
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, ControlBlock
+from tcpstack.tcp.output import make
+from tcpstack.tcp.seq import seq_add
+from tcpstack.tcp.state import Trigger
+from tcpstack.wire.tcp import ACK, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
+
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
+
+
+def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
+    """A listener received ``syn`` (RFC 9293 3.10.7.2): SYN-RECEIVED, send SYN,ACK."""
+    tcb.irs = syn.seq
+    tcb.rcv_nxt = seq_add(syn.seq, 1)
+    tcb.last_rcv = now
+    negotiate(tcb, syn.options)
+    record_syn_timestamp(tcb, syn, now)
+    # The window in a SYN is never scaled (RFC 7323 2.2).
+    tcb.snd_wnd = syn.window
+    tcb.max_snd_wnd = syn.window
+    tcb.snd_wl1 = syn.seq
+    tcb.snd_wl2 = tcb.iss
+    tcb.fire(Trigger.RCV_SYN)
+    send_syn(tcb, now, ack=True)
+
+
+def start_active(tcb: ControlBlock, now: float) -> None:
+    """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
+    tcb.fire_app(Trigger.CONNECT)
+    send_syn(tcb, now, ack=False)
+
+
+def negotiate(tcb: ControlBlock, opts: TcpOptions) -> None:
+    """Apply the peer's SYN options: MSS (RFC 9293 3.7.1), window scale and timestamps
+    (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2)."""
+    cfg = tcb.cfg
+    peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
+    tcb.snd_mss = max(64, min(peer_mss, cfg.mss))
+    tcb.sack_ok = cfg.sack and opts.sack_permitted
+    tcb.ts_ok = cfg.timestamps and opts.timestamps is not None
+    # RFC 9293 3.7.1 / RFC 6691: the MSS excludes options, so the payload of a
+    # segment shrinks by the options it carries.
+    tcb.seg_mss = tcb.snd_mss - (TS_OPTION_LEN if tcb.ts_ok else 0)
+    tcb.gso_size = tcb.seg_mss
+    tcb.cc.set_mss(tcb.seg_mss)
+    tcb.cc.cwnd = congestion.initial_window(tcb.seg_mss, cfg.initial_window)
+    # RFC 7323 2.2: scaling applies only if both SYNs carry the option.
+    tcb.wscale_ok = cfg.window_scaling and opts.wscale is not None
+    if tcb.wscale_ok:
+        tcb.snd_wscale = opts.wscale or 0
+        tcb.rcv_wscale = cfg.rcv_wscale
+    else:
+        tcb.snd_wscale = 0
+        tcb.rcv_wscale = 0
+
+
+def record_syn_timestamp(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
+    """RFC 7323 4.3: the TSval of the peer's SYN is the first TS.Recent."""
+    if tcb.ts_ok and syn.options.timestamps is not None:
+        tcb.ts_recent = syn.options.timestamps[0]
+        tcb.ts_recent_age = now
+
+
+def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
+    """Our SYN (active open) or SYN,ACK; its window is never scaled (RFC 7323 2.2).
+
+    A SYN offers everything we are configured for; a SYN,ACK answers only what
+    the peer's SYN offered. MSS always (RFC 9293 3.7.1).
+    """
+    cfg = tcb.cfg
+    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps.
+    if ack:
+        opts = new_tuple(TcpOptions, (
+            cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
+            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None))
+    else:
+        opts = new_tuple(TcpOptions, (
+            cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
+            (tcb.tsval(now), 0) if cfg.timestamps else None))
+    return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
+                min(cfg.rcv_buf, 0xFFFF), opts)
+
+
+def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
+    """Send (or resend on a timeout) our SYN or SYN,ACK and run its timer."""
+    seg = syn_segment(tcb, now, ack)
+    tcb.out.append(seg)
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, seg.window)
+    if ack:
+        tcb.last_ack_sent = tcb.rcv_nxt  # RFC 7323 4.3: Last.ACK.sent
+    tcb.snd_max = seq_add(tcb.iss, 1)
+    if tcb.retries == 0:
+        tcb.rtt_seq = tcb.snd_max
+        tcb.rtt_time = now
+    tcb.timers.rto = now + tcb.rtt.rto
+    tcb.mark()
+
+
+def after_handshake(tcb: ControlBlock) -> None:
+    """Consequences of a lost SYN or SYN,ACK once the connection is established.
+
+    RFC 6298 5.7: without an RTT sample the RTO restarts at 3 s; RFC 5681 3.1 and
+    RFC 6928 2: the initial window is one segment.
+    """
+    if tcb.syn_retransmitted:
+        if tcb.rtt.srtt is None:
+            tcb.rtt.reinitialize(max(3.0, tcb.cfg.rto_min))
+        tcb.cc.cwnd = tcb.snd_mss
+
+
+__all__ = ["TS_OPTION_LEN", "after_handshake", "negotiate", "record_syn_timestamp",
+           "send_syn", "start_active", "start_passive", "syn_segment"]

@@ -1,0 +1,290 @@
+"""The send side: building segments and deciding what goes out (RFC 9293 3.8.6, 3.7.4).
+
+* :func:`make` is the one place an outgoing segment is built; everything the
+  engine sends (SYN, data, ACK, FIN, RST, probes) goes through it.
+* :func:`flush` collects a connection's output: retransmissions of segments judged
+  lost first (RFC 6675 5, NextSeg rule 1), then new data within the send and
+  congestion windows, then the FIN; then a pure ACK if one is still owed.
+* Sender silly-window avoidance and Nagle's algorithm (RFC 9293 3.8.6.2.1, 3.7.4),
+  with Linux-like autocorking: a sub-MSS tail waits while much is in flight.
+* After sending, the tail-loss-probe (RFC 8985 7.2) and persist (3.8.6.1) timers.
+"""
+
+from __future__ import annotations
+
+from tcpstack.tcp import ack_policy
+from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.scoreboard import Sent
+from tcpstack.tcp.seq import seq_add, seq_diff, seq_gt
+from tcpstack.tcp.state import SENDS_DATA, State
+from tcpstack.tcp.window import window_field
+from tcpstack.wire.errors import BytesLike
+from tcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, OutSegment, TcpOptions, new_tuple
+
+WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
+MIN_PTO = 0.04  # floor of the tail-loss-probe timeout (see arm_tlp)
+AUTOCORK_FLIGHT_SEGMENTS = 4  # see _send_new_data
+
+
+def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
+         options: TcpOptions = NO_OPTIONS, payload: BytesLike = b"") -> OutSegment:
+    """Build a segment of this connection (the engine's only segment constructor)."""
+    return new_tuple(OutSegment, (tcb.local_port, tcb.remote_port, seq, ack, flags, window,
+                                  options, payload, 0))
+
+
+def options(tcb: ControlBlock, now: float) -> TcpOptions:
+    """Options for a non-SYN segment: timestamps (RFC 7323 3.2: on every segment once
+    agreed) and SACK blocks, a pending D-SACK first (RFC 2883 4)."""
+    ooo = tcb.reassembly
+    if not tcb.ts_ok and not (tcb.sack_ok and (ooo or tcb.dsack)):
+        return NO_OPTIONS
+    timestamps = (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None
+    blocks: list[tuple[int, int]] = []
+    if tcb.sack_ok and (tcb.dsack is not None or ooo.nbytes):
+        limit = 3 if tcb.ts_ok else 4
+        if tcb.dsack is not None:
+            blocks.append(tcb.dsack)
+            tcb.dsack = None
+        if ooo.nbytes:
+            blocks.extend(ooo.sack_blocks(limit - len(blocks)))
+    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps))
+
+
+def control_segment(tcb: ControlBlock, seq: int, flags: int, now: float) -> OutSegment:
+    """A segment carrying no data (ACK, probe, FIN) with the current ACK and window."""
+    return make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), options(tcb, now))
+
+
+def send_probe(tcb: ControlBlock, seq: int, now: float) -> None:
+    """An ACK at an old sequence number that the peer must answer (a zero-window
+    probe, RFC 9293 3.8.6.1, or a keepalive, RFC 1122 4.2.3.6)."""
+    tcb.out.append(control_segment(tcb, seq, ACK, now))
+    tcb.mark()
+
+
+def send_rst(tcb: ControlBlock, seq: int) -> None:
+    """<SEQ=seq><CTL=RST> (RFC 9293 3.10.7.3 first, 3.10.7.4 fifth)."""
+    tcb.out.append(make(tcb, seq, 0, RST, 0))
+    tcb.mark()
+
+
+def send_abort_rst(tcb: ControlBlock) -> None:
+    """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=RST,ACK> (RFC 9293 3.10.5 ABORT)."""
+    tcb.out.append(make(tcb, tcb.snd_max, tcb.rcv_nxt, RST | ACK, 0))
+
+
+# ----------------------------------------------------------------- flushing
+
+
+def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
+    """Everything this connection wants transmitted now; clears the dirty mark."""
+    tcb.dirty = False
+    tcb.data_event_pending = False
+    state = tcb.state
+    if state is State.FIN_WAIT_2 and tcb.closed_by_app and tcb.timers.fin_wait is None:
+        # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
+        tcb.timers.fin_wait = now + tcb.cfg.fin_timeout
+    if state in SENDS_DATA:
+        send_data(tcb, now)
+    if tcb.ack_pending and state is not State.CLOSED and state is not State.SYN_SENT:
+        tcb.out.append(control_segment(tcb, tcb.snd_max, ACK, now))
+        ack_policy.on_ack_sent(tcb)
+    elif tcb.delack and tcb.timers.delack is None:
+        ack_policy.arm_delayed_ack(tcb, now)
+    if tcb.keepalive and tcb.timers.keepalive is None and state is State.ESTABLISHED:
+        tcb.timers.keepalive = tcb.last_rcv + tcb.keepalive_idle
+    out = tcb.out
+    tcb.out = []
+    return out
+
+
+def send_data(tcb: ControlBlock, now: float) -> None:
+    """Transmit what the windows allow: first segments judged lost (RFC 6675 5
+    NextSeg rule 1), then new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
+    dsack = tcb.dsack
+    opts = options(tcb, now) if (tcb.ts_ok or tcb.sack_ok) else NO_OPTIONS
+    # RFC 2883 4: a D-SACK block is reported once -- on the first segment only.
+    rest = opts
+    if dsack is not None and opts.sack_blocks and opts.sack_blocks[0] == dsack:
+        rest = TcpOptions(timestamps=opts.timestamps, sack_blocks=opts.sack_blocks[1:])
+    extra = 4 + 8 * len(opts.sack_blocks) if opts.sack_blocks else 0
+    mss = tcb.seg_mss - extra
+    tcb.gso_size = mss
+    # With TSO the device cuts large segments into MSS-sized ones.
+    seg_max = max(mss, tcb.cfg.tso_size // mss * mss)
+    sent = tcb.scoreboard.lost_bytes > 0 and \
+        _send_retransmissions(tcb, mss, seg_max, opts, rest, now)
+    if sent:
+        opts = rest
+    sent = _send_new_data(tcb, mss, seg_max, opts, rest, now) or sent
+    if sent:
+        ack_policy.on_ack_sent(tcb)
+        arm_tlp(tcb, now)
+    else:
+        tcb.dsack = dsack  # still owed: the pure ACK will carry it
+
+
+def _send_retransmissions(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
+                          rest: TcpOptions, now: float) -> bool:
+    """RFC 6675 5 (NextSeg rule 1): resend lost records while pipe leaves room in cwnd
+    (pipe = flight - SACKed - lost, RFC 6675 4); the first one of an episode goes
+    at once (RFC 6675 5 step 4.3, RFC 5681 3.2)."""
+    sb = tcb.scoreboard
+    cwnd = tcb.cc.cwnd
+    sent = False
+    while sb.lost_bytes > 0:
+        pipe_now = pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
+        if pipe_now > 0 and cwnd - pipe_now < mss and not tcb.rtx_now:
+            break
+        tcb.rtx_now = False
+        rec = sb.first_lost()
+        if rec is None:
+            break
+        allowed = max(mss, (cwnd - pipe_now) // mss * mss)
+        retransmit(tcb, rec, min(allowed, seg_max), opts, now)
+        opts = rest
+        sent = True
+    return sent
+
+
+def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
+                   rest: TcpOptions, now: float) -> bool:
+    """New data within min(send window, cwnd - pipe), then the FIN (RFC 9293 3.10.4)."""
+    sndbuf = tcb.sndbuf
+    buf = sndbuf.data
+    cwnd = tcb.cc.cwnd
+    sent = False
+    while True:
+        off = seq_diff(tcb.snd_max, sndbuf.seq)
+        unsent = len(buf) - off
+        if unsent > 0:
+            flight = seq_diff(tcb.snd_max, tcb.snd_una)
+            usable = min(tcb.snd_wnd - flight, cwnd - pipe(tcb, flight))
+            n = min(unsent, seg_max, usable)
+            if n <= 0:
+                if tcb.snd_wnd == 0 and flight == 0:
+                    arm_persist(tcb, now)
+                break
+            if n < mss and n < unsent and flight > 0:
+                break  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
+            if n < mss and flight > 0 and not tcb.fin_queued and (
+                    not tcb.nodelay or flight >= AUTOCORK_FLIGHT_SEGMENTS * mss):
+                # Nagle (RFC 9293 3.7.4): one small segment in flight at most. Even
+                # with no-delay, a small tail waits while much is in flight (like
+                # Linux's autocorking): the next ACK or write comes soon and sends
+                # it in a full segment instead of a runt.
+                break
+            # A view, not a copy: the packet builder copies it once into the packet.
+            payload = memoryview(buf)[off:off + n]
+            flags = ACK
+            if n == unsent:
+                flags |= PSH
+                if tcb.fin_queued:
+                    flags |= FIN
+            emit_new(tcb, flags, payload, opts, now)
+            opts = rest
+            sent = True
+            continue
+        if tcb.fin_queued and off == len(buf) and \
+                tcb.state in (State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK):
+            emit_new(tcb, FIN | ACK, b"", opts, now)
+            sent = True
+        break
+    return sent
+
+
+def pipe(tcb: ControlBlock, flight: int) -> int:
+    """RFC 6675 4 *pipe*: bytes believed in the network.
+
+    Without SACK, each duplicate ACK stands for one segment that left the network
+    (as Linux emulates SACK for Reno peers); this gives RFC 3042 limited transmit
+    and RFC 6582's window inflation during recovery.
+    """
+    sb = tcb.scoreboard
+    in_net = flight - sb.sacked_bytes - sb.lost_bytes
+    if not tcb.sack_ok and tcb.dupacks:
+        in_net -= min(tcb.dupacks * tcb.seg_mss, max(0, in_net - tcb.seg_mss))
+    return in_net
+
+
+def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions,
+             now: float) -> None:
+    """Send new data (and/or the FIN) at SND.MAX."""
+    seq = tcb.snd_max
+    seg = make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
+    tcb.out.append(seg)
+    end = seq_add(seq, seg.seg_len)
+    # Fresh data: time it if no measurement is running (RFC 6298 3, Karn).
+    if tcb.rtt_seq is None and not tcb.ts_ok:
+        tcb.rtt_seq = end
+        tcb.rtt_time = now
+    tcb.scoreboard.on_send(seq, end, now)
+    tcb.snd_max = end
+    if tcb.timers.rto is None:
+        tcb.timers.rto = now + tcb.rtt.rto
+
+
+def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
+               now: float) -> None:
+    """Send record ``rec`` again (at most ``limit`` bytes of it)."""
+    rec = tcb.scoreboard.head(rec, limit)
+    fin_seq = tcb.fin_seq()
+    end = rec.end
+    flags = ACK
+    if fin_seq is not None and seq_gt(end, fin_seq):
+        end = fin_seq
+        flags |= FIN
+    sndbuf = tcb.sndbuf
+    n = seq_diff(end, rec.start)
+    payload: BytesLike = sndbuf.view(seq_diff(rec.start, sndbuf.seq), n) if n > 0 else b""
+    if payload and rec.end == tcb.snd_max:
+        flags |= PSH
+    tcb.out.append(make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload))
+    tcb.scoreboard.on_retransmit(rec, now)
+    tcb.rtt_seq = None  # Karn's rule (RFC 6298 3)
+    if tcb.rtx_tsval is None and tcb.ts_ok:
+        tcb.rtx_tsval = tcb.tsval(now)
+    if tcb.timers.rto is None:
+        tcb.timers.rto = now + tcb.rtt.rto
+
+
+# ------------------------------------------------------------ after sending
+
+
+def arm_tlp(tcb: ControlBlock, now: float) -> None:
+    """RFC 8985 7.2: schedule a tail loss probe two SRTTs after the last send."""
+    srtt = tcb.rtt.srtt
+    if not (tcb.cfg.tlp and tcb.sack_ok) or tcb.recovery_point is not None \
+            or srtt is None or tcb.tlp_high is not None:
+        return
+    flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    if flight == 0:
+        return
+    pto = 2 * srtt
+    if flight < 2 * tcb.seg_mss:
+        # The receiver may hold its ACK for less than two full segments.
+        pto += WORST_CASE_DELAYED_ACK
+    # Deviation from RFC 8985 (and Linux's 10 ms): never below a typical delayed-
+    # ACK time, since a receiver whose application is not reading may hold its ACK
+    # that long even with more in flight; on fast local paths SRTT is microseconds.
+    pto = max(pto, MIN_PTO)
+    deadline = now + pto
+    rto = tcb.timers.rto
+    if rto is not None and deadline > rto:
+        deadline = rto  # RFC 8985 7.2: PTO = min(PTO, RTO)
+    tcb.timers.tlp = deadline
+
+
+def arm_persist(tcb: ControlBlock, now: float) -> None:
+    """RFC 9293 3.8.6.1: probe a zero window on a backed-off timer."""
+    if tcb.timers.persist is None:
+        delay = min(tcb.rtt.rto * (1 << min(tcb.persist_backoff, 16)), tcb.cfg.rto_max)
+        tcb.timers.persist = now + delay
+
+
+__all__ = [
+    "AUTOCORK_FLIGHT_SEGMENTS", "MIN_PTO", "WORST_CASE_DELAYED_ACK", "arm_persist", "arm_tlp",
+    "control_segment", "emit_new", "flush", "make", "options", "pipe", "retransmit",
+    "send_abort_rst", "send_data", "send_probe", "send_rst",
+]
