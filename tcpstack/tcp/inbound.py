@@ -23,6 +23,7 @@ tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5
 tcp_data_after_fin        text after the peer's FIN                        3.10.7.4 seventh
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
+tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
 ========================  ===============================================  ===============
 """
 
@@ -257,17 +258,28 @@ def _ack_of_syn(tcb: ControlBlock, seg: TcpSegment) -> bool:
 
 
 def receive_time_wait(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
-    """TIME-WAIT: re-ACK a retransmitted FIN and restart 2*MSL (RFC 9293 3.10.7.4).
+    """TIME-WAIT (RFC 9293 3.10.7.4): only the peer's retransmitted FIN -- a FIN whose
+    segment ends exactly at RCV.NXT, as Linux checks -- is acknowledged again with
+    the 2 MSL timer restarted. Anything else gets an ACK and is dropped without
+    touching the timer (a SYN is answered by a challenge ACK, RFC 5961 4.2), so
+    no peer can keep the connection in TIME-WAIT.
 
     A RST is ignored here, following RFC 1337 (TIME-WAIT assassination hazards).
-    A new SYN is handled by the stack before it reaches this TCB (RFC 6191).
+    A new SYN above the old sequence space is handled by the stack before it
+    reaches this TCB (RFC 6191).
     """
-    if seg.flags & RST:
+    flags = seg.flags
+    if flags & RST:
         tcb.drop("tcp_time_wait_rst")
         tcb.fire(Trigger.RCV_RST)
         return
-    if seg.flags & FIN or seg.seg_len:
+    if flags & SYN:
+        tcb.drop("tcp_syn_challenged")
+    elif flags & FIN and seq_add(seg.seq, seg.seg_len) == tcb.rcv_nxt:
+        tcb.fire(Trigger.RCV_FIN)
         tcb.timers.time_wait = now + 2 * tcb.cfg.msl
+    else:
+        tcb.drop("tcp_time_wait_segment")
     ack_policy.ack_now(tcb)
 
 

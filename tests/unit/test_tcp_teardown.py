@@ -29,7 +29,7 @@ from tcp_helpers import (
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
-from tcpstack.wire.tcp import ACK, FIN, PSH, RST, TcpSegment
+from tcpstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
 
 RCV = IRS + 1
 SND = ISS + 1
@@ -140,6 +140,41 @@ def test_time_wait_retransmitted_fin_reacked_and_timer_restarted() -> None:
     assert tcb.state is State.TIME_WAIT
 
 
+@pytest.mark.parametrize(
+    ("what", "flags", "seq_offset", "payload"),
+    [
+        ("data at RCV.NXT", ACK | PSH, 0, b"new"),
+        ("a FIN beyond the old one", ACK | FIN, 0, b""),
+        ("an old duplicate data segment", ACK | PSH, -5, b"old"),
+        ("a FIN far out of the window", ACK | FIN, 1 << 20, b""),
+        ("a SYN", SYN, 0, b""),
+    ],
+)
+def test_time_wait_other_segments_do_not_extend_it(
+        what: str, flags: int, seq_offset: int, payload: bytes) -> None:
+    """RFC 9293 3.10.7.4: only the peer's retransmitted FIN restarts 2 MSL in TIME-WAIT
+    (as Linux's tcp_timewait_state_process does). Anything else is answered with an
+    ACK -- a challenge ACK for a SYN (RFC 5961 4.2) -- and counted; otherwise a peer
+    could hold the connection in TIME-WAIT forever."""
+    tcb = tcb_time_wait()
+    deadline = tcb.next_deadline()
+    dropped = sum(tcb.counters.values())
+    tcb.receive(peer(tcb, flags, seq=RCV + 1 + seq_offset, payload=payload), 10.0)
+    expect_one(tcb, 10.0, ACK, seq=SND + 1, ack=RCV + 1)
+    assert tcb.next_deadline() == deadline, what
+    assert tcb.state is State.TIME_WAIT
+    assert sum(tcb.counters.values()) == dropped + 1, what
+
+
+def test_time_wait_retransmitted_data_and_fin_restart_it() -> None:
+    """A retransmission of the peer's last data segment with its FIN ends exactly at
+    RCV.NXT: it is the retransmitted FIN (Linux: end_seq == rcv_nxt) and restarts 2 MSL."""
+    tcb = tcb_time_wait()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV - 3, payload=b"end"), 10.0)
+    expect_one(tcb, 10.0, ACK, seq=SND + 1, ack=RCV + 1)
+    assert tcb.next_deadline() == pytest.approx(10.0 + 60.0)
+
+
 def test_time_wait_rst_ignored() -> None:
     """RFC 1337 (TIME-WAIT assassination, fix TW1): ignore RST in TIME-WAIT."""
     tcb = tcb_time_wait()
@@ -148,6 +183,7 @@ def test_time_wait_rst_ignored() -> None:
     assert tcb.state is State.TIME_WAIT
     expect_nothing(tcb, 5.0)
     assert tcb.take_events() == []
+    assert tcb.counters["tcp_time_wait_rst"] == 2
 
 
 def test_fin_wait_1_fin_and_ack_together_enter_time_wait() -> None:
