@@ -20,7 +20,7 @@ tcp_no_ack                no ACK bit                                       3.10.
 tcp_syn_received_bad_ack  SYN-RECEIVED: ACK not of our SYN (RST sent)      3.10.7.4 fifth
 tcp_ack_unsent            ACK of data not yet sent (ACK sent)              3.10.7.4 fifth
 tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5961 5.2
-tcp_data_after_fin        text after the peer's FIN                        3.10.7.4 seventh
+tcp_data_after_fin        text or a second FIN after the peer's FIN        3.10.7.4 7th, 8th
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
 tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
@@ -291,11 +291,13 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
     payload: BytesLike = seg.payload
     n = len(payload)
     fin = bool(seg.flags & FIN)
-    if n:
-        if tcb.state not in RECEIVES_TEXT:
-            # CLOSE-WAIT, CLOSING, LAST-ACK: the peer already sent FIN; ignore.
+    if tcb.state not in RECEIVES_TEXT:
+        # CLOSE-WAIT, CLOSING, LAST-ACK: the peer already sent its FIN, so text or a
+        # FIN beyond it "should not occur": ignore them (seventh and eighth steps).
+        if n or fin:
             tcb.drop("tcp_data_after_fin")
-            return
+        return
+    if n:
         if tcb.closed_by_app:
             # Data after a full close: the application will never read it
             # (RFC 1122 4.2.2.13, RFC 2525 2.17): reset.

@@ -11,8 +11,14 @@ responses of RFC 9293 3.10.1-3.10.5); a segment or timer is dropped and counted
 guard, counted as ``tcp_illegal_transition``).
 
 A self-loop (the state maps to itself) records an event the RFC handles without
-a change of state, such as a retransmitted FIN in CLOSE-WAIT or a SEND in
-ESTABLISHED; listing it keeps the table a complete map of what is legal.
+a change of state, such as a SEND in ESTABLISHED or the peer's retransmitted FIN
+in TIME-WAIT; listing it keeps the table a complete map of what is legal.
+
+RFC 9293 3.10.7.4 (eighth step) also says CLOSE-WAIT, CLOSING and LAST-ACK
+"remain" on a FIN; but there the peer's FIN is already in, so a FIN can only be
+a duplicate, which fails the sequence check (first step) and is acknowledged
+there. A FIN at RCV.NXT in those states would be a second FIN beyond the first:
+it is dropped and counted, not taken (the table refuses it).
 
 The diagram of RFC 9293 3.3.2 (Figure 5), with two choices of ours, both as Linux:
 
@@ -137,7 +143,6 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         _T.FIN_WAIT_2_TIMEOUT: _S.CLOSED,
     },
     _S.CLOSE_WAIT: {
-        _T.RCV_FIN: _S.CLOSE_WAIT,  # a retransmitted FIN: ACK it again
         _T.RCV_RST: _S.CLOSED,
         _T.SEND: _S.CLOSE_WAIT,  # 3.10.2: the other direction is still open
         _T.CLOSE: _S.LAST_ACK,  # 3.10.4
@@ -146,7 +151,6 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
     },
     _S.CLOSING: {
         _T.RCV_ACK_OF_FIN: _S.TIME_WAIT,  # 3.10.7.4 fifth
-        _T.RCV_FIN: _S.CLOSING,
         _T.RCV_RST: _S.CLOSED,  # 3.10.7.4 second: close, no error
         _T.CLOSE: _S.CLOSING,
         _T.ABORT: _S.CLOSED,
@@ -154,14 +158,13 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
     },
     _S.LAST_ACK: {
         _T.RCV_ACK_OF_FIN: _S.CLOSED,  # 3.10.7.4 fifth
-        _T.RCV_FIN: _S.LAST_ACK,
         _T.RCV_RST: _S.CLOSED,
         _T.CLOSE: _S.LAST_ACK,
         _T.ABORT: _S.CLOSED,
         _T.TIMEOUT: _S.CLOSED,
     },
     _S.TIME_WAIT: {
-        _T.RCV_FIN: _S.TIME_WAIT,  # 3.10.7.4 eighth: ACK it, restart 2 MSL
+        _T.RCV_FIN: _S.TIME_WAIT,  # the retransmitted FIN: ACK it, restart 2 MSL
         _T.RCV_RST: _S.TIME_WAIT,  # RFC 1337: ignored (TIME-WAIT assassination)
         _T.CLOSE: _S.TIME_WAIT,
         _T.ABORT: _S.CLOSED,  # 3.10.5: delete the TCB

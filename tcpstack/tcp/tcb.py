@@ -77,10 +77,10 @@ class Tcb(ControlBlock):
         Raises :class:`ConnectionError` (:class:`BrokenPipeError` once our side is
         closed) where SEND is not allowed; nothing changes then.
         """
-        if self.state not in CAN_SEND:
-            self.fire_app(Trigger.SEND)  # refused by the table: raises, changes nothing
-        if self.fin_queued:
+        if self.fin_queued and self.state in CAN_SEND:
+            # SYN-SENT, SYN-RECEIVED: the FIN is queued, so the sending side is closed.
             raise BrokenPipeError(errno.EPIPE, f"SEND after CLOSE ({self.state})")
+        self.fire_app(Trigger.SEND)  # raises, changing nothing, where SEND is refused
         if not data:
             return
         self.sndbuf.append(data)
@@ -134,11 +134,10 @@ class Tcb(ControlBlock):
         A second call is a no-op (3.10.4 allows "ok" as long as no second FIN goes
         out); on a connection that no longer exists it raises :class:`ConnectionError`.
         """
-        if self.fin_queued:
-            return
         self.fire_app(Trigger.CLOSE)
-        self.fin_queued = True
-        self.mark()
+        if not self.fin_queued:
+            self.fin_queued = True
+            self.mark()
 
     def close(self) -> None:
         """Full close: no more sending or receiving by the application.

@@ -17,14 +17,10 @@ from tcpstack.tcp.state import ABORT_SENDS_RST, State, Trigger
 
 
 def receive_fin(tcb: ControlBlock, now: float) -> None:
-    """RFC 9293 3.10.7.4 eighth: the peer's FIN, in sequence. ACK it; a first FIN
-    ends the stream for the application; a retransmitted one only draws the ACK
-    (and restarts 2 * MSL in TIME-WAIT)."""
+    """RFC 9293 3.10.7.4 eighth: the peer's FIN, in sequence (ESTABLISHED, FIN-WAIT-1
+    or FIN-WAIT-2): ACK it and end the stream for the application."""
     tcb.rcv_nxt = seq_add(tcb.rcv_nxt, 1)
     ack_policy.ack_now(tcb)
-    state = tcb.state
-    if state in (State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK):
-        return  # a retransmitted FIN; just ACK it
     nxt = tcb.fire(Trigger.RCV_FIN)
     tcb.events.append(ev.END_OF_STREAM)
     if nxt is State.TIME_WAIT:
