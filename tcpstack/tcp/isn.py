@@ -10,7 +10,7 @@ monotonically for repeated incarnations of the same 4-tuple (RFC 9293 3.4.1).
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 import struct
 
 from tcpstack.tcp.seq import MASK
@@ -25,7 +25,7 @@ class IsnGenerator:
     __slots__ = ("_secret",)
 
     def __init__(self, secret: bytes | None = None) -> None:
-        self._secret = secret if secret is not None else os.urandom(32)
+        self._secret = secret if secret is not None else secrets.token_bytes(32)
         if not 16 <= len(self._secret) <= 32:
             raise ValueError("ISN secret must be 16 to 32 bytes")
 
