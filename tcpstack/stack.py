@@ -145,7 +145,7 @@ class Stack:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
-                              self.counters)
+                              self.counters, self._isn.ts_offset(*key))
         self._adopt(key, tcb)
         return tcb
 
@@ -275,7 +275,7 @@ class Stack:
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
         tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now,
-                               self.counters)
+                               self.counters, self._isn.ts_offset(*key))
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1

@@ -13,6 +13,7 @@ together behind the public API. Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, Self
@@ -31,6 +32,10 @@ from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+
+
+def _unkeyed_offset(iss: int) -> int:
+    return int.from_bytes(hashlib.blake2s(iss.to_bytes(4, "big"), digest_size=4).digest(), "big")
 
 
 class EventSink(Protocol):
@@ -74,14 +79,15 @@ class ControlBlock:
     )
 
     def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                 iss: int, counters: Counter[str] | None = None) -> None:
+                 iss: int, counters: Counter[str] | None = None,
+                 ts_offset: int | None = None) -> None:
         self.cfg = cfg
         #: Drops and other events counted by reason; the stack passes its own counters.
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
         self.state = State.CLOSED
-        self._init_send(iss)
+        self._init_send(iss, ts_offset)
         self._init_receive()
         self._init_recovery()
         self._init_probes()
@@ -96,7 +102,7 @@ class ControlBlock:
         self.half_open = False
         self.user: EventSink | None = None
 
-    def _init_send(self, iss: int) -> None:
+    def _init_send(self, iss: int, ts_offset: int | None) -> None:
         cfg = self.cfg
         self.iss = iss
         # Retransmissions are driven by the scoreboard, never by rewinding, so SND.NXT
@@ -127,8 +133,10 @@ class ControlBlock:
         self.syn_retransmitted = False
         self.cc: congestion.CongestionControl = congestion.create(
             cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window)
-        # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection.
-        self.ts_offset = (iss * 0x9E3779B1) & MASK
+        # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection; the
+        # stack derives it from its secret and the 4-tuple (IsnGenerator.ts_offset).
+        # A TCB made without one (tests) mixes the ISS in, unkeyed.
+        self.ts_offset = _unkeyed_offset(iss) if ts_offset is None else ts_offset & MASK
 
     def _init_receive(self) -> None:
         # rcv_adv is the right edge last advertised, which must never move left

@@ -45,18 +45,20 @@ class Tcb(ControlBlock):
     @classmethod
     def passive_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                      syn: TcpSegment, iss: int, now: float,
-                     counters: Counter[str] | None = None) -> Tcb:
+                     counters: Counter[str] | None = None,
+                     ts_offset: int | None = None) -> Tcb:
         """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK."""
-        tcb = cls(cfg, local, remote, iss, counters)
+        tcb = cls(cfg, local, remote, iss, counters, ts_offset)
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
         return tcb
 
     @classmethod
     def active_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                    iss: int, now: float, counters: Counter[str] | None = None) -> Tcb:
+                    iss: int, now: float, counters: Counter[str] | None = None,
+                    ts_offset: int | None = None) -> Tcb:
         """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
-        tcb = cls(cfg, local, remote, iss, counters)
+        tcb = cls(cfg, local, remote, iss, counters, ts_offset)
         handshake.start_active(tcb, now)
         return tcb
 
