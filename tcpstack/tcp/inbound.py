@@ -169,8 +169,6 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         tcb.drop("tcp_syn_challenged")
         ack_policy.ack_now(tcb)
         return
-    if tcb.ts_ok:
-        _update_ts_recent(tcb, seg, now)
     # Fifth: segments without ACK are dropped.
     if not flags & ACK:
         tcb.drop("tcp_no_ack")
@@ -179,6 +177,11 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         return
     if not process_ack(tcb, seg, now):
         return
+    # RFC 7323 4.3: TS.Recent, only now that the ACK was found acceptable (as Linux
+    # does): a blind segment in the window with a huge TSval but a bad ACK must not
+    # poison it, or PAWS would drop every later real segment.
+    if tcb.ts_ok:
+        _update_ts_recent(tcb, seg, now)
     if tcb.state is State.CLOSED:
         return
     process_text(tcb, seg, now, seg.seq)
