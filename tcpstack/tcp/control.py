@@ -23,7 +23,7 @@ from tcpstack.tcp import events as ev
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.listener import Listener
-from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.reassembly import DEFAULT_MAX_PIECES, ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.scoreboard import Scoreboard
 from tcpstack.tcp.seq import MASK, seq_add
@@ -146,7 +146,7 @@ class ControlBlock:
         self.rcv_adv = 0
         self.rcv_wscale = 0
         self.rcv_buf = ReceiveBuffer()
-        self.reassembly = ReassemblyQueue()
+        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES, self.cfg.rcv_buf // 1024))
         # Largest segment payload seen from the peer (Linux's rcv_mss): what a
         # "full-sized segment" is for the delayed-ACK rule.
         self.rcv_mss = min(self.cfg.mss, DEFAULT_PEER_MSS)

@@ -22,6 +22,7 @@ tcp_ack_unsent            ACK of data not yet sent (ACK sent)              3.10.
 tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5961 5.2
 tcp_data_after_fin        text or a second FIN after the peer's FIN        3.10.7.4 7th, 8th
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
+tcp_ooo_queue_full        out-of-order data beyond the queue's piece cap   (resources)
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
 tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
 ========================  ===============================================  ===============
@@ -33,6 +34,7 @@ from tcpstack.tcp import ack_policy, handshake, output, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.ack_processing import ack_advance, process_ack
 from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.reassembly import ReassemblyFull
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from tcpstack.tcp.state import RECEIVES_TEXT, State, Trigger
 from tcpstack.wire.errors import BytesLike
@@ -345,13 +347,19 @@ def _queue_out_of_order(tcb: ControlBlock, seq: int, payload: BytesLike, fin: bo
     """Data beyond RCV.NXT: queue it and send a duplicate ACK at once (RFC 5681 4.2),
     carrying SACK blocks (RFC 2018 4); a duplicate part is reported as D-SACK."""
     n = len(payload)
+    ack_policy.ack_now(tcb)
     if n:
-        dup = tcb.reassembly.add(seq, payload, tcb.rcv_nxt)
+        try:
+            dup = tcb.reassembly.add(seq, payload, tcb.rcv_nxt)
+        except ReassemblyFull:
+            # Too many separate pieces queued (a peer sending tiny segments with
+            # tiny holes): drop it; the peer will send it again.
+            tcb.drop("tcp_ooo_queue_full")
+            return
         if dup is not None and tcb.sack_ok:
             tcb.dsack = dup
     if fin:
         tcb.reassembly.fin_seq = seq_add(seq, n)
-    ack_policy.ack_now(tcb)
 
 
 def _deliver_in_order(tcb: ControlBlock, payload: BytesLike) -> None:
