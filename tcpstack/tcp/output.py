@@ -219,7 +219,7 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
     if tcb.rtt_seq is None and not tcb.ts_ok:
         tcb.rtt_seq = end
         tcb.rtt_time = now
-    tcb.scoreboard.on_send(seq, end, now)
+    tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
     tcb.snd_max = end
     if tcb.timers.rto is None:
         tcb.timers.rto = now + tcb.rtt.rto
