@@ -34,6 +34,7 @@ from itertools import count
 
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
+from tcpstack.tcp.limits import ReplyBudget, TokenBucket
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
@@ -75,10 +76,16 @@ class StackConfig:
     #: Large TCP payloads leave as ``(headers, payload)`` for a gathering write instead
     #: of being copied into one buffer (the device must accept such tuples).
     scatter: bool = False
+    #: RSTs for segments that have no connection, per second (burst: a tenth of it).
+    rst_rate_limit: int = 1000
+    #: ICMP errors (unreachables) per second (burst: 50), as Linux's icmp_msgs_per_sec.
+    icmp_rate_limit: int = 1000
 
     def __post_init__(self) -> None:
         if not self.addresses:
             raise ValueError("the stack needs at least one address")
+        if self.rst_rate_limit < 1 or self.icmp_rate_limit < 1:
+            raise ValueError("RST and ICMP rate limits must be at least 1 per second")
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
@@ -112,6 +119,12 @@ class Stack:
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
+        # What we send unasked is rate-limited: challenge ACKs (RFC 5961 7), RSTs to
+        # segments without a connection, ICMP errors.
+        self._reply_budget = ReplyBudget(self.tcp_config.challenge_ack_limit, self._rng)
+        self._rst_bucket = TokenBucket(self.config.rst_rate_limit,
+                                       max(1, self.config.rst_rate_limit // 10))
+        self._icmp_bucket = TokenBucket(self.config.icmp_rate_limit, 50)
 
     # --------------------------------------------------------------- control
 
@@ -145,7 +158,7 @@ class Stack:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
-                              self.counters, self._isn.ts_offset(*key))
+                              self.counters, self._isn.ts_offset(*key), self._reply_budget)
         self._adopt(key, tcb)
         return tcb
 
@@ -201,13 +214,13 @@ class Stack:
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
-            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
-                icmp_wire.CODE_PORT_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+            self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PORT_UNREACHABLE,
+                                  memoryview(packet)[: ip.header_len + 8], now)
         else:
             # RFC 1122 3.2.2.1: protocol unreachable.
             self.counters["ip_unknown_protocol"] += 1
-            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
-                icmp_wire.CODE_PROTOCOL_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+            self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
+                                  memoryview(packet)[: ip.header_len + 8], now)
 
     def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool) -> None:
         msg = icmp_wire.parse_icmp(payload, verify)
@@ -219,6 +232,14 @@ class Stack:
             self._send_icmp(dst, src, icmp_wire.build_echo_reply(msg))
         else:
             self.counters[f"icmp_type_{msg.type}_ignored"] += 1
+
+    def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
+                         now: float) -> None:
+        """An ICMP destination unreachable, within the ICMP error rate limit."""
+        if not self._icmp_bucket.allow(now):
+            self.counters["icmp_rate_limited"] += 1
+            return
+        self._send_icmp(src, dst, icmp_wire.build_unreachable(code, quote))
 
     def _send_icmp(self, src: int, dst: int, message: bytearray) -> None:
         pkt = build_ipv4(src, dst, PROTO_ICMP, message, self._next_ident(), self.config.ttl)
@@ -249,7 +270,7 @@ class Stack:
                 return
         if listener is None:
             self.counters["tcp_closed_port"] += 1
-            self._reply_rst(dst, src, seg)
+            self._reply_rst(dst, src, seg, now)
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
@@ -262,7 +283,7 @@ class Stack:
             return
         if flags & ACK:
             self.counters["tcp_listen_ack_reset"] += 1
-            self._reply_rst(key[0], key[2], seg)
+            self._reply_rst(key[0], key[2], seg, now)
             return
         if not flags & SYN:
             self.counters["tcp_listen_no_syn"] += 1
@@ -275,20 +296,23 @@ class Stack:
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
         tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now,
-                               self.counters, self._isn.ts_offset(*key))
+                               self.counters, self._isn.ts_offset(*key), self._reply_budget)
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1
         self._adopt(key, tcb)
         self.counters["tcp_syn_accepted"] += 1
 
-    def _reply_rst(self, local: int, remote: int, seg: TcpSegment) -> None:
+    def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).
 
         Never in answer to a RST. If the segment has ACK, the RST takes its sequence
         number from SEG.ACK; otherwise it is <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
         """
         if seg.flags & RST:
+            return
+        if not self._rst_bucket.allow(now):
+            self.counters["tcp_rst_rate_limited"] += 1
             return
         if seg.flags & ACK:
             rst = OutSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)

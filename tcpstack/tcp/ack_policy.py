@@ -9,7 +9,12 @@ Every rule that decides an ACK is owed goes through this module:
   segment, else let the delayed-ACK timer decide (at most ``cfg.delayed_ack``);
 * :func:`on_ack_sent` -- any segment we send carries the current ACK, so nothing
   is owed any more (data segments piggyback the ACK);
-* :func:`arm_delayed_ack` / :func:`on_delayed_ack_timer` -- the timer itself.
+* :func:`arm_delayed_ack` / :func:`on_delayed_ack_timer` -- the timer itself;
+* :func:`challenge_ack` / :func:`reply_unasked` -- ACKs to segments we reject,
+  rate-limited so that a flood of forged segments cannot make us a flood source
+  or a side channel (RFC 5961 7): at most one per ``cfg.invalid_ratelimit`` per
+  connection (Linux's tcp_invalid_ratelimit) and, for challenge ACKs, within the
+  stack's randomized per-second budget.
 """
 
 from __future__ import annotations
@@ -54,3 +59,30 @@ def arm_delayed_ack(tcb: ControlBlock, now: float) -> None:
 def on_delayed_ack_timer(tcb: ControlBlock) -> None:
     if tcb.delack:
         ack_now(tcb)
+
+
+def challenge_ack(tcb: ControlBlock, now: float) -> None:
+    """A challenge ACK (RFC 5961 3.2, 4.2, 5.2), within the per-connection interval
+    and the stack-wide randomized budget (RFC 5961 7); counted when suppressed."""
+    if now - tcb.last_oow_reply < tcb.cfg.invalid_ratelimit \
+            or not tcb.reply_budget.allow(now):
+        tcb.counters["tcp_challenge_ack_limited"] += 1
+        return
+    tcb.last_oow_reply = now
+    ack_now(tcb)
+
+
+def reply_unasked(tcb: ControlBlock, now: float, carries_data: bool) -> bool:
+    """An ACK answering a segment that was dropped (out of window, PAWS, TIME-WAIT).
+
+    A segment with data always gets its ACK (the peer needs it to recover, RFC
+    5681 4.2); one without data gets at most one per ``cfg.invalid_ratelimit``
+    (as Linux's tcp_oow_rate_limited). Returns whether the ACK goes out.
+    """
+    if not carries_data:
+        if now - tcb.last_oow_reply < tcb.cfg.invalid_ratelimit:
+            tcb.counters["tcp_oow_ack_limited"] += 1
+            return False
+        tcb.last_oow_reply = now
+    ack_now(tcb)
+    return True

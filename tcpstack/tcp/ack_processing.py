@@ -23,14 +23,14 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     """The ACK field (RFC 9293 3.10.7.4, fifth). Returns False if the segment is dropped."""
     ack = seg.ack
     if seq_gt(ack, tcb.snd_max):
-        # Acknowledges something not yet sent: ACK and drop.
+        # RFC 5961 5.2: acknowledges something not yet sent: challenge ACK, drop.
         tcb.drop("tcp_ack_unsent")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return False
     if seq_lt(ack, (tcb.snd_una - max(tcb.max_snd_wnd, 1)) & MASK):
         # RFC 5961 5.2: far too old an ACK is suspicious: challenge ACK, drop.
         tcb.drop("tcp_ack_too_old")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return False
     sb = tcb.scoreboard
     prior_flight = seq_diff(tcb.snd_max, tcb.snd_una)

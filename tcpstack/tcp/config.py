@@ -41,6 +41,12 @@ class TcpConfig:
     keepalive_idle: float = 7200.0
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
+    #: At most one unsolicited reply (challenge ACK, ACK to an out-of-window or PAWS-
+    #: rejected segment without data, SYN,ACK to a repeated SYN) per connection per
+    #: this many seconds (Linux tcp_invalid_ratelimit; RFC 5961 7).
+    invalid_ratelimit: float = 0.5
+    #: Stack-wide challenge ACKs per second (randomized per second, RFC 5961 7).
+    challenge_ack_limit: int = 1000
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -63,6 +69,10 @@ class TcpConfig:
             raise ValueError("delayed ACK timeout must be within 0..0.5 s (RFC 1122 4.2.3.2)")
         if self.keepalive_idle <= 0 or self.keepalive_interval <= 0 or self.keepalive_count < 1:
             raise ValueError("keepalive idle and interval must be positive and count >= 1")
+        if not 0 <= self.invalid_ratelimit <= 60:
+            raise ValueError("invalid_ratelimit must be within 0..60 seconds")
+        if self.challenge_ack_limit < 1:
+            raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:
             raise ValueError(f"TSO size {self.tso_size} out of range 0..65495")
         if self.congestion_control not in congestion.ALGORITHMS:

@@ -14,6 +14,7 @@ together behind the public API. Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, Self
@@ -22,6 +23,7 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.limits import ReplyBudget
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.reassembly import DEFAULT_MAX_PIECES, ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
@@ -60,8 +62,9 @@ class ControlBlock:
         "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
         # receive sequence space and buffers
         "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
-        # ACK policy (when we acknowledge)
-        "ack_pending", "delack", "dsack", "last_ack_sent", "rcv_unacked",
+        # ACK policy (when we acknowledge), and the limits on unsolicited replies
+        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_unacked",
+        "reply_budget",
         # timestamps (RFC 7323)
         "ts_offset", "ts_recent", "ts_recent_age",
         # round-trip time and congestion control
@@ -80,10 +83,14 @@ class ControlBlock:
 
     def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                  iss: int, counters: Counter[str] | None = None,
-                 ts_offset: int | None = None) -> None:
+                 ts_offset: int | None = None, reply_budget: ReplyBudget | None = None) -> None:
         self.cfg = cfg
         #: Drops and other events counted by reason; the stack passes its own counters.
         self.counters: Counter[str] = Counter() if counters is None else counters
+        #: The stack-wide budget of challenge ACKs (RFC 5961 7); a TCB made alone
+        #: (in tests) gets its own.
+        self.reply_budget = reply_budget or ReplyBudget(cfg.challenge_ack_limit,
+                                                        random.Random(iss))
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
         self.state = State.CLOSED
@@ -155,6 +162,7 @@ class ControlBlock:
         self.rcv_unacked = 0
         self.dsack: tuple[int, int] | None = None
         self.last_ack_sent = 0  # RFC 7323 4.3 Last.ACK.sent
+        self.last_oow_reply = -1e18  # when the last rate-limited reply went out
         # RFC 7323: the peer's TSval to echo and when it was recorded.
         self.ts_recent = 0
         self.ts_recent_age = -1.0

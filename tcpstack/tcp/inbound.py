@@ -18,7 +18,7 @@ tcp_rst_challenged        RST in the window but not at RCV.NXT             RFC 5
 tcp_syn_challenged        SYN in a synchronized state (challenge ACK)      RFC 5961 4.2
 tcp_no_ack                no ACK bit                                       3.10.7.4 fifth
 tcp_syn_received_bad_ack  SYN-RECEIVED: ACK not of our SYN (RST sent)      3.10.7.4 fifth
-tcp_ack_unsent            ACK of data not yet sent (ACK sent)              3.10.7.4 fifth
+tcp_ack_unsent            ACK of data not yet sent (challenge ACK)         RFC 5961 5.2
 tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5961 5.2
 tcp_data_after_fin        text or a second FIN after the peer's FIN        3.10.7.4 7th, 8th
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
@@ -26,6 +26,10 @@ tcp_ooo_queue_full        out-of-order data beyond the queue's piece cap   (reso
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
 tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
 ========================  ===============================================  ===============
+
+The ACKs these draw are rate-limited (RFC 5961 7, see :mod:`tcpstack.tcp.ack_policy`);
+a suppressed one is counted as ``tcp_challenge_ack_limited`` or
+``tcp_oow_ack_limited``, a suppressed repeat SYN,ACK as ``tcp_syn_repeat_limited``.
 """
 
 from __future__ import annotations
@@ -153,8 +157,13 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
     if tcb.state is State.SYN_RECEIVED and flags & SYN and not flags & ACK \
             and seg.seq == tcb.irs:
         # A retransmitted SYN: our SYN,ACK was lost; send it again (the timer and
-        # the RTT measurement carry on as they are).
+        # the RTT measurement carry on as they are) -- at most once per
+        # cfg.invalid_ratelimit, so repeated SYNs cannot make us a SYN,ACK cannon.
         tcb.fire(Trigger.RCV_SYN)
+        if now - tcb.last_oow_reply < tcb.cfg.invalid_ratelimit:
+            tcb.drop("tcp_syn_repeat_limited")
+            return
+        tcb.last_oow_reply = now
         tcb.out.append(handshake.syn_segment(tcb, now, ack=True))
         tcb.mark()
         return
@@ -164,12 +173,12 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         _reject_unacceptable(tcb, seg, now)
         return
     if flags & RST:
-        _receive_rst(tcb, seg)
+        _receive_rst(tcb, seg, now)
         return
     if flags & SYN:
         # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
         tcb.drop("tcp_syn_challenged")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return
     # Fifth: segments without ACK are dropped.
     if not flags & ACK:
@@ -197,7 +206,7 @@ def _paws_rejects(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             and seq_lt(ts[0], tcb.ts_recent) \
             and now - tcb.ts_recent_age < PAWS_IDLE_LIMIT:
         tcb.drop("tcp_paws_rejected")
-        ack_policy.ack_now(tcb)
+        ack_policy.reply_unasked(tcb, now, bool(seg.payload))
         return True
     return False
 
@@ -218,15 +227,15 @@ def _reject_unacceptable(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
     n = len(seg.payload)
     if n and tcb.sack_ok and seq_le(seq_add(seg.seq, n), tcb.rcv_nxt):
         tcb.dsack = (seg.seq, seq_add(seg.seq, n))  # RFC 2883 4.1.1
-    ack_policy.ack_now(tcb)
+    ack_policy.reply_unasked(tcb, now, n > 0)
 
 
-def _receive_rst(tcb: ControlBlock, seg: TcpSegment) -> None:
+def _receive_rst(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     """Second (RFC 5961 3.2, adopted by RFC 9293): a RST exactly at RCV.NXT resets;
     anything else in the window draws a challenge ACK."""
     if seg.seq != tcb.rcv_nxt:
         tcb.drop("tcp_rst_challenged")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return
     # CLOSING and LAST-ACK: the application already closed; it is not an error.
     error = None if tcb.state in (State.CLOSING, State.LAST_ACK) else "reset"
@@ -280,12 +289,14 @@ def receive_time_wait(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
         return
     if flags & SYN:
         tcb.drop("tcp_syn_challenged")
+        ack_policy.challenge_ack(tcb, now)
     elif flags & FIN and seq_add(seg.seq, seg.seg_len) == tcb.rcv_nxt:
         tcb.fire(Trigger.RCV_FIN)
         tcb.timers.time_wait = now + 2 * tcb.cfg.msl
+        ack_policy.ack_now(tcb)
     else:
         tcb.drop("tcp_time_wait_segment")
-    ack_policy.ack_now(tcb)
+        ack_policy.reply_unasked(tcb, now, bool(seg.payload))
 
 
 # ------------------------------------------------------------- text and FIN

@@ -31,6 +31,7 @@ from collections import Counter
 from tcpstack.tcp import ack_policy, handshake, inbound, output, probes, recovery, teardown, window
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.limits import ReplyBudget
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
 from tcpstack.wire.tcp import TcpSegment
 
@@ -46,9 +47,10 @@ class Tcb(ControlBlock):
     def passive_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                      syn: TcpSegment, iss: int, now: float,
                      counters: Counter[str] | None = None,
-                     ts_offset: int | None = None) -> Tcb:
+                     ts_offset: int | None = None,
+                     reply_budget: ReplyBudget | None = None) -> Tcb:
         """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK."""
-        tcb = cls(cfg, local, remote, iss, counters, ts_offset)
+        tcb = cls(cfg, local, remote, iss, counters, ts_offset, reply_budget)
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
         return tcb
@@ -56,9 +58,10 @@ class Tcb(ControlBlock):
     @classmethod
     def active_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                     iss: int, now: float, counters: Counter[str] | None = None,
-                    ts_offset: int | None = None) -> Tcb:
+                    ts_offset: int | None = None,
+                    reply_budget: ReplyBudget | None = None) -> Tcb:
         """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
-        tcb = cls(cfg, local, remote, iss, counters, ts_offset)
+        tcb = cls(cfg, local, remote, iss, counters, ts_offset, reply_budget)
         handshake.start_active(tcb, now)
         return tcb
 
