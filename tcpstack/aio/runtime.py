@@ -106,9 +106,7 @@ class StackRuntime:
             self.stack.counters["device_read_error"] += 1
             return
         now = self.loop.time()
-        receive = self.stack.receive
-        for pkt in packets:
-            receive(pkt, now)
+        self.stack.receive_batch(packets, now)
         self._process(now)
 
     def _on_timer(self) -> None:

@@ -32,6 +32,7 @@ from tcpstack.tcp import ack_policy, handshake, inbound, output, probes, recover
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.limits import ReplyBudget
+from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
 from tcpstack.wire.tcp import TcpSegment
 
@@ -53,6 +54,18 @@ class Tcb(ControlBlock):
         tcb = cls(cfg, local, remote, iss, counters, ts_offset, reply_budget)
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
+        return tcb
+
+    @classmethod
+    def from_cookie(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
+                    ack: TcpSegment, peer_mss: int, now: float,
+                    counters: Counter[str] | None = None, ts_offset: int | None = None,
+                    reply_budget: ReplyBudget | None = None) -> Tcb:
+        """The connection a valid SYN cookie stands for (RFC 4987 3.6), in SYN-RECEIVED;
+        give it ``ack`` (:meth:`receive`) to establish it. The ISS was the cookie."""
+        tcb = cls(cfg, local, remote, seq_add(ack.ack, -1), counters, ts_offset, reply_budget)
+        tcb.state = State.LISTEN  # born of a passive OPEN, like passive_open
+        handshake.start_from_cookie(tcb, ack, peer_mss, now)
         return tcb
 
     @classmethod

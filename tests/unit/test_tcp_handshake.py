@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 from tcp_helpers import (
     IRS,
@@ -25,6 +28,7 @@ from tcp_helpers import (
     tcb_syn_sent,
 )
 
+from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import initial_window
@@ -92,13 +96,17 @@ def test_listen_syn_with_ece_cwr_accepted_without_ecn() -> None:
     assert not synack.flags & (ECE | CWR)
 
 
-def test_listen_backlog_full_drops_syn() -> None:
-    """RFC 9293 3.10.7.2 leaves queueing to the implementation: beyond the backlog
-    the SYN is dropped silently (the client retransmits)."""
-    w = listening_wire(backlog=1)
+def test_listen_syn_queue_full_without_cookies_drops_syn() -> None:
+    """RFC 9293 3.10.7.2 leaves queueing to the implementation: with SYN cookies off,
+    a SYN beyond the SYN queue is dropped silently (the client retransmits)."""
+    st = Stack(StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.2"),),
+                           syncookies="off"), rng=random.Random(1))
+    w = Wire(st)
+    st.listen(80, backlog=1, syn_backlog=1)
     assert len(w.send(syn_from_peer(src_port=1111))) == 1
     assert w.send(syn_from_peer(src_port=2222)) == []
     assert w.stack.counters["tcp_listen_overflow"] == 1
+    assert len(st.tcbs) == 1
 
 
 # --------------------------------------------------- MSS negotiation (3.7.1)
