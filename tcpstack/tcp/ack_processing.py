@@ -57,7 +57,9 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
         tcb.probes = 0
     if sb.recs or tcb.recovery_point is not None:
         recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
-    return True
+    # RFC 9293 3.10.8: an ACK that brings no progress does not extend the user timeout.
+    expired = tcb.stall_since is not None and recovery.user_timeout_expired(tcb, now)
+    return not expired
 
 
 def update_send_window(tcb: ControlBlock, seg: TcpSegment) -> None:
@@ -104,6 +106,7 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
         # and not during recovery (RFC 6675 5).
         tcb.cc.on_ack(acked, flight, now)
     recovery.end_tlp_episode(tcb, ack, flight, now)
+    _note_progress(tcb, ack, now)
     # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
     if tcb.snd_una == tcb.snd_max:
         tcb.timers.stop_retransmission()
@@ -116,6 +119,17 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
             seq_diff(tcb.snd_max, tcb.sndbuf.seq) == 1 and not len(tcb.sndbuf.data):
         teardown.fin_acked(tcb, now)
     tcb.mark()
+
+
+def _note_progress(tcb: ControlBlock, ack: int, now: float) -> None:
+    """The user timeout's clock (RFC 9293 3.10.8): it stops when nothing is left to
+    send or acknowledge, and restarts only on real progress -- a full segment
+    acknowledged -- so a peer cannot hold the connection by trickling 1-byte ACKs."""
+    if ack == tcb.snd_max and not tcb.sndbuf.data:
+        tcb.stall_since = None
+    elif seq_diff(ack, tcb.progress_una) >= tcb.seg_mss:
+        tcb.stall_since = now
+        tcb.progress_una = ack
 
 
 def _sample_rtt(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None) -> None:

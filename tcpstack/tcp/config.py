@@ -47,6 +47,11 @@ class TcpConfig:
     invalid_ratelimit: float = 0.5
     #: Stack-wide challenge ACKs per second (randomized per second, RFC 5961 7).
     challenge_ack_limit: int = 1000
+    #: RFC 9293 3.10.8 USER TIMEOUT (RFC 5482; Linux TCP_USER_TIMEOUT): give up when
+    #: data waiting to be sent or acknowledged has made no progress for this long --
+    #: a zero window held while probes are answered, or a window opened a byte at a
+    #: time (progress is a full segment acknowledged, or everything). 0: never.
+    user_timeout: float = 900.0
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -71,6 +76,8 @@ class TcpConfig:
             raise ValueError("keepalive idle and interval must be positive and count >= 1")
         if not 0 <= self.invalid_ratelimit <= 60:
             raise ValueError("invalid_ratelimit must be within 0..60 seconds")
+        if not 0 <= self.user_timeout <= 86_400:
+            raise ValueError("user_timeout must be within 0..86400 seconds (0: off)")
         if self.challenge_ack_limit < 1:
             raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:

@@ -72,9 +72,9 @@ class ControlBlock:
         # loss recovery (RFC 6675, RFC 6582, RFC 8985, RFC 3522)
         "dupack_flight", "dupacks", "recovery_point", "rto_high", "rtx_now", "rtx_tsval",
         "scoreboard", "tlp_dsack", "tlp_high", "tlp_rtx",
-        # probes: zero window and keepalive
+        # probes: zero window and keepalive; the user timeout's progress clock
         "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
-        "last_rcv", "persist_backoff", "probes",
+        "last_rcv", "persist_backoff", "probes", "progress_una", "stall_since",
         # timers, output and events
         "data_event_pending", "events", "out", "timers",
         # the owner's links: dirty hook, timer bookkeeping, listener, application side
@@ -189,6 +189,10 @@ class ControlBlock:
         self.keepalive_count = cfg.keepalive_count
         self.ka_probes = 0
         self.last_rcv = 0.0
+        # RFC 9293 3.10.8 user timeout: since when data outstanding made no progress
+        # (None: nothing outstanding), and SND.UNA at that time.
+        self.stall_since: float | None = None
+        self.progress_una = 0
 
     # ------------------------------------------------------------ state changes
 
