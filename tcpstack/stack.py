@@ -35,7 +35,7 @@ from itertools import count
 
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
-from tcpstack.tcp.limits import ReplyBudget, TokenBucket
+from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.passive import CookieMode, PassiveOpener
 from tcpstack.tcp.seq import seq_add, seq_gt
@@ -96,6 +96,10 @@ class StackConfig:
     #: Connections in TIME-WAIT beyond which the oldest is ended early (as Linux's
     #: tcp_max_tw_buckets).
     max_time_wait: int = 32_768
+    #: Bytes all connections together may hold in their buffers (like Linux's
+    #: tcp_mem): beyond it windows stop growing, out-of-order data is not queued and
+    #: new connections are refused, until applications read and peers acknowledge.
+    max_buffered: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -106,6 +110,8 @@ class StackConfig:
             raise ValueError(f"syncookies must be auto, always or off, not {self.syncookies!r}")
         if self.syn_batch_limit < 1 or self.max_connections < 1 or self.max_time_wait < 1:
             raise ValueError("connection limits must be at least 1")
+        if self.max_buffered < 64 * 1024:
+            raise ValueError("max_buffered must be at least 64 KiB")
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
@@ -142,13 +148,15 @@ class Stack:
         self._vnet = self.config.vnet_hdr
         # What we send unasked is rate-limited: challenge ACKs (RFC 5961 7), RSTs to
         # segments without a connection, ICMP errors.
-        self._reply_budget = ReplyBudget(self.tcp_config.challenge_ack_limit, self._rng)
+        self.memory = MemoryPool(self.config.max_buffered)
+        self._commons = Commons(self.counters,
+                                ReplyBudget(self.tcp_config.challenge_ack_limit, self._rng),
+                                self.memory)
         self._rst_bucket = TokenBucket(self.config.rst_rate_limit,
                                        max(1, self.config.rst_rate_limit // 10))
         self._icmp_bucket = TokenBucket(self.config.icmp_rate_limit, 50)
         self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
-                                      CookieMode(self.config.syncookies), self.counters,
-                                      self._reply_budget)
+                                      CookieMode(self.config.syncookies), self._commons)
         self._syn_budget = self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
@@ -192,7 +200,7 @@ class Stack:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
-                              self.counters, self._isn.ts_offset(*key), self._reply_budget)
+                              self._commons, self._isn.ts_offset(*key))
         self._adopt(key, tcb)
         return tcb
 
@@ -346,6 +354,9 @@ class Stack:
         if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
             self.counters["tcp_max_connections"] += 1
             return False
+        if self.memory.pressure:
+            self.counters["tcp_memory_pressure_refused"] += 1
+            return False
         self._syn_budget -= 1
         return True
 
@@ -394,6 +405,7 @@ class Stack:
         return out
 
     def _after_flush(self, tcb: Tcb) -> None:
+        tcb.charged = self.memory.charge(tcb.charged, tcb.footprint)
         state = tcb.state
         if tcb.half_open and state is not State.SYN_RECEIVED:
             self._release_half_open(tcb)
@@ -421,6 +433,7 @@ class Stack:
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        tcb.charged = self.memory.charge(tcb.charged, 0)
         self._release_half_open(tcb)
         self._time_wait.pop(tcb, None)
         self._claim(tcb)

@@ -14,7 +14,6 @@ together behind the public API. Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, Self
@@ -23,7 +22,7 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.limits import ReplyBudget
+from tcpstack.tcp.limits import Commons, standalone
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.reassembly import DEFAULT_MAX_PIECES, ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
@@ -77,20 +76,23 @@ class ControlBlock:
         "last_rcv", "persist_backoff", "probes", "progress_una", "stall_since",
         # timers, output and events
         "data_event_pending", "events", "out", "timers",
-        # the owner's links: dirty hook, timer bookkeeping, listener, application side
-        "dirty", "half_open", "listener", "on_dirty", "timer_entry", "user",
+        # the owner's links: dirty hook, timer bookkeeping, listener, application side,
+        # the memory pool and what this connection is charged in it
+        "charged", "dirty", "half_open", "listener", "on_dirty", "pool", "timer_entry", "user",
     )
 
     def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                 iss: int, counters: Counter[str] | None = None,
-                 ts_offset: int | None = None, reply_budget: ReplyBudget | None = None) -> None:
+                 iss: int, commons: Commons | None = None,
+                 ts_offset: int | None = None) -> None:
         self.cfg = cfg
-        #: Drops and other events counted by reason; the stack passes its own counters.
-        self.counters: Counter[str] = Counter() if counters is None else counters
-        #: The stack-wide budget of challenge ACKs (RFC 5961 7); a TCB made alone
-        #: (in tests) gets its own.
-        self.reply_budget = reply_budget or ReplyBudget(cfg.challenge_ack_limit,
-                                                        random.Random(iss))
+        if commons is None:
+            commons = standalone(cfg.challenge_ack_limit, iss)
+        #: Drops and other events counted by reason: the stack's own counters.
+        self.counters: Counter[str] = commons.counters
+        #: The stack-wide budget of challenge ACKs (RFC 5961 7).
+        self.reply_budget = commons.reply_budget
+        #: The stack-wide memory pool this connection's buffers are charged to.
+        self.pool = commons.pool
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
         self.state = State.CLOSED
@@ -108,6 +110,7 @@ class ControlBlock:
         self.listener: Listener | None = None
         self.half_open = False
         self.user: EventSink | None = None
+        self.charged = 0
 
     def _init_send(self, iss: int, ts_offset: int | None) -> None:
         cfg = self.cfg
@@ -254,6 +257,11 @@ class ControlBlock:
     def tsval(self, now: float) -> int:
         """Our timestamp clock: milliseconds plus the per-connection offset (RFC 7323 5.4)."""
         return (int(now * 1000) + self.ts_offset) & MASK
+
+    @property
+    def footprint(self) -> int:
+        """Bytes this connection holds in its buffers (for the stack's memory pool)."""
+        return len(self.sndbuf.data) + len(self.rcv_buf.data) + self.reassembly.nbytes
 
     def fin_seq(self) -> int | None:
         """The sequence number our FIN occupies, once the application closed."""

@@ -23,6 +23,8 @@ tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5
 tcp_data_after_fin        text or a second FIN after the peer's FIN        3.10.7.4 7th, 8th
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
 tcp_ooo_queue_full        out-of-order data beyond the queue's piece cap   (resources)
+tcp_ooo_memory_pressure   out-of-order data while the stack's memory is    (resources)
+                          over its limit
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
 tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
 ========================  ===============================================  ===============
@@ -359,6 +361,11 @@ def _queue_out_of_order(tcb: ControlBlock, seq: int, payload: BytesLike, fin: bo
     carrying SACK blocks (RFC 2018 4); a duplicate part is reported as D-SACK."""
     n = len(payload)
     ack_policy.ack_now(tcb)
+    if n and tcb.pool.pressure:
+        # The stack's buffers are over their limit: keep nothing that cannot be
+        # delivered now (the peer will send it again).
+        tcb.drop("tcp_ooo_memory_pressure")
+        return
     if n:
         try:
             dup = tcb.reassembly.add(seq, payload, tcb.rcv_nxt)

@@ -8,6 +8,9 @@ RSTs and ICMP errors. Sans-I/O: every call takes ``now``; randomness is injected
   window is drawn at random between half and one and a half times the limit.
 * :class:`TokenBucket` -- a rate with a burst, for RSTs to closed ports and ICMP
   errors (like Linux's icmp_msgs_per_sec / icmp_msgs_burst).
+* :class:`MemoryPool` -- the bytes all connections of a stack hold in their
+  buffers, against a limit (like Linux's tcp_mem): under pressure, windows stop
+  growing, out-of-order data is not queued and new connections are refused.
 
 The per-connection limit (at most one such reply per ``cfg.invalid_ratelimit``
 seconds, Linux's tcp_invalid_ratelimit) lives with the connection; see
@@ -17,6 +20,8 @@ seconds, Linux's tcp_invalid_ratelimit) lives with the connection; see
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import NamedTuple
 
 
 class ReplyBudget:
@@ -66,3 +71,48 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+
+class MemoryPool:
+    """Bytes held in connections' buffers (send, receive, reassembly), stack-wide.
+
+    The stack charges each connection's footprint when it flushes it
+    (:meth:`charge`); ``pressure`` is true while the total exceeds ``limit``.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the memory limit must be positive")
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def pressure(self) -> bool:
+        return self.used > self.limit
+
+    def charge(self, before: int, after: int) -> int:
+        """A connection's footprint went from ``before`` to ``after``; returns ``after``."""
+        self.used += after - before
+        return after
+
+
+#: The pool of a connection made on its own (tests): never under pressure.
+UNLIMITED = 1 << 62
+
+
+class Commons(NamedTuple):
+    """What the connections of one stack share: the counters every drop is counted
+    in, the challenge-ACK budget and the memory pool. A connection made on its own
+    (in tests) gets a private set (:func:`standalone`)."""
+
+    counters: Counter[str]
+    reply_budget: ReplyBudget
+    pool: MemoryPool
+
+
+def standalone(challenge_ack_limit: int, seed: int) -> Commons:
+    """Commons for a connection that belongs to no stack (deterministic, unlimited)."""
+    return Commons(Counter(), ReplyBudget(challenge_ack_limit, random.Random(seed)),
+                   MemoryPool(UNLIMITED))

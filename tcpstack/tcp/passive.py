@@ -27,13 +27,12 @@ are checked for cookies only within a cookie's lifetime after that, as Linux).
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from typing import NamedTuple
 
 from tcpstack.tcp import handshake
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
-from tcpstack.tcp.limits import ReplyBudget
+from tcpstack.tcp.limits import Commons
 from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.syncookies import TICK_SECONDS, SynCookies
@@ -68,16 +67,16 @@ RESET = Passive(reset=True)
 class PassiveOpener:
     """RFC 9293 3.10.7.2 for every listener of a stack."""
 
-    __slots__ = ("_cookie_until", "cfg", "cookies", "counters", "isn", "mode", "reply_budget")
+    __slots__ = ("_cookie_until", "cfg", "commons", "cookies", "counters", "isn", "mode")
 
     def __init__(self, cfg: TcpConfig, isn: IsnGenerator, cookies: SynCookies,
-                 mode: CookieMode, counters: Counter[str], reply_budget: ReplyBudget) -> None:
+                 mode: CookieMode, commons: Commons) -> None:
         self.cfg = cfg
         self.isn = isn
         self.cookies = cookies
         self.mode = mode
-        self.counters = counters
-        self.reply_budget = reply_budget
+        self.commons = commons
+        self.counters = commons.counters
         self._cookie_until = -1.0  # ACKs may carry our cookies until then
 
     def segment(self, listener: Listener, key: Key, seg: TcpSegment, now: float, *,
@@ -120,7 +119,7 @@ class PassiveOpener:
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
         tcb = Tcb.passive_open(self.cfg, (lip, lport), (rip, rport), seg, iss, now,
-                               self.counters, self.isn.ts_offset(*key), self.reply_budget)
+                               self.commons, self.isn.ts_offset(*key))
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1
@@ -150,7 +149,7 @@ class PassiveOpener:
                           "tcp_syncookie_deferred"] += 1
             return NOTHING
         tcb = Tcb.from_cookie(self.cfg, (lip, lport), (rip, rport), seg, peer_mss, now,
-                              self.counters, self.isn.ts_offset(*key), self.reply_budget)
+                              self.commons, self.isn.ts_offset(*key))
         # In SYN-RECEIVED until the stack gives it this ACK, like a queued SYN.
         tcb.listener = listener
         tcb.half_open = True

@@ -8,7 +8,10 @@ goes into the header:
 * receiver silly-window-syndrome avoidance: the edge moves right only by a
   worthwhile amount, min(half the buffer, one MSS) for the window field, and a
   reading application triggers a window update once the window can grow by
-  min(half the buffer, 2 * MSS).
+  min(half the buffer, 2 * MSS);
+* while the stack's memory pool is over its limit, the edge does not move right
+  at all (as Linux under tcp_mem pressure): peers can send only what they were
+  already allowed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def window_field(tcb: ControlBlock) -> int:
     advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
     if advertised < 0:
         advertised = 0
+    if tcb.pool.pressure:
+        free = 0  # memory pressure: the window does not grow (its edge stays put)
     rcv_buf = tcb.cfg.rcv_buf
     # Receiver SWS avoidance: move the right edge only by a worthwhile amount.
     wnd = free if free - advertised >= min(rcv_buf // 2, tcb.cfg.mss) else advertised

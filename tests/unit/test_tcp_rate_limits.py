@@ -23,7 +23,7 @@ from tcp_helpers import (
 )
 
 from tcpstack.stack import Stack, StackConfig
-from tcpstack.tcp.limits import ReplyBudget, TokenBucket
+from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.ipv4 import PROTO_UDP, build_ipv4
 from tcpstack.wire.tcp import ACK, PSH, RST, SYN
@@ -74,11 +74,12 @@ def test_global_challenge_ack_budget_is_randomized_per_second() -> None:
     def answered(seed: int, second: float) -> int:
         budget = ReplyBudget(100, random.Random(seed))
         counters: Counter[str] = Counter()
+        commons = Commons(counters, budget, MemoryPool(1 << 40))
         n = 0
         for port in range(1000, 1400):
             syn = syn_from_peer(seq=IRS, src_port=port)
             tcb = Tcb.passive_open(base_config(), LOCAL, (REMOTE[0], port), syn, 7, 0.0,
-                                   counters, None, budget)
+                                   commons)
             tcb.segments_to_send(0.0)
             tcb.receive(peer(tcb), 0.1)
             tcb.segments_to_send(0.1)
