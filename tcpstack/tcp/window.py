@@ -9,9 +9,9 @@ goes into the header:
   worthwhile amount, min(half the buffer, one MSS) for the window field, and a
   reading application triggers a window update once the window can grow by
   min(half the buffer, 2 * MSS);
-* while the stack's memory pool is over its limit, the edge does not move right
-  at all (as Linux under tcp_mem pressure): peers can send only what they were
-  already allowed.
+* while the stack's memory pool is over its limit, at most four segments are
+  offered (as Linux clamps windows under tcp_mem pressure): connections whose
+  applications read still move, slowly; the others stop.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tcpstack.tcp import ack_policy
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_add, seq_diff
 from tcpstack.tcp.state import RECEIVES_TEXT
+
+PRESSURE_WINDOW_SEGMENTS = 4
 
 
 def free_space(tcb: ControlBlock) -> int:
@@ -34,7 +36,9 @@ def window_field(tcb: ControlBlock) -> int:
     if advertised < 0:
         advertised = 0
     if tcb.pool.pressure:
-        free = 0  # memory pressure: the window does not grow (its edge stays put)
+        # Memory pressure (as Linux's tcp_clamp_window): at most four segments are
+        # offered, so connections whose applications read still move, slowly.
+        free = min(free, PRESSURE_WINDOW_SEGMENTS * tcb.cfg.mss)
     rcv_buf = tcb.cfg.rcv_buf
     # Receiver SWS avoidance: move the right edge only by a worthwhile amount.
     wnd = free if free - advertised >= min(rcv_buf // 2, tcb.cfg.mss) else advertised
