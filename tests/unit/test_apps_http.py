@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import logging
@@ -13,57 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from app_harness import FakeWriter, ResettingReader, connection, reader_with, serving
 
-from tcpstack.apps import HttpService, StreamHandler, pattern_bytes
+from tcpstack.apps import HttpService, pattern_bytes
 from tcpstack.apps.http import MAX_BYTES, iter_pattern
 
 # -- harness --------------------------------------------------------------
-
-
-class Tracked:
-    """Wraps a handler to record its tasks and whether it closed its writer."""
-
-    def __init__(self, handler: StreamHandler) -> None:
-        self._handler = handler
-        self.tasks: list[asyncio.Task[object]] = []
-        self.unclosed = 0
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.append(task)
-        await self._handler(reader, writer)
-        if not writer.is_closing():
-            self.unclosed += 1
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: StreamHandler) -> AsyncIterator[int]:
-    """Run ``handler`` on a loopback port; on exit check every call ended cleanly."""
-    tracked = Tracked(handler)
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-    if tracked.tasks:
-        done, pending = await asyncio.wait(tracked.tasks, timeout=5)
-        assert not pending, "a handler never returned"
-        for task in done:
-            assert task.exception() is None, "an exception escaped the handler"
-    assert tracked.unclosed == 0, "a handler returned without closing its writer"
-
-
-@contextlib.asynccontextmanager
-async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
 
 
 @dataclass
@@ -557,48 +511,10 @@ async def test_http_head_has_length_but_no_body(port: int) -> None:
     assert leftover == b""
 
 
-class _RecordingWriter:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.drains = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    async def drain(self) -> None:
-        self.drains += 1
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    async def wait_closed(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> object:
-        return None
-
-
-def _reader_with(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return reader
-
-
 async def test_http_bytes_route_streams_in_bounded_chunks_with_drain() -> None:
     n = 1_000_000
-    writer = _RecordingWriter()
-    await HttpService()(_reader_with(get(f"/bytes/{n}")), writer)
+    writer = FakeWriter()
+    await HttpService()(reader_with(get(f"/bytes/{n}")), writer)
     body_writes = writer.writes[1:]
     assert b"".join(body_writes) == pattern_bytes(n)
     assert max(len(w) for w in body_writes) <= 65536
@@ -733,26 +649,6 @@ async def test_http_static_head_sends_file_length_only(www_port: int, www: Path)
 # -- client misbehaviour --------------------------------------------------
 
 
-class _ResetReader:
-    def __init__(self, exc: Exception) -> None:
-        self._exc = exc
-
-    async def read(self, n: int) -> bytes:
-        raise self._exc
-
-    async def readline(self) -> bytes:
-        raise self._exc
-
-    async def readexactly(self, n: int) -> bytes:
-        raise self._exc
-
-    async def readuntil(self, separator: bytes) -> bytes:
-        raise self._exc
-
-    def at_eof(self) -> bool:
-        return False
-
-
 @pytest.mark.parametrize(
     "exc",
     [
@@ -762,17 +658,13 @@ class _ResetReader:
     ],
 )
 async def test_http_client_errors_do_not_escape_and_writer_is_closed(exc: Exception) -> None:
-    writer = _RecordingWriter()
-    await HttpService()(_ResetReader(exc), writer)
+    writer = FakeWriter()
+    await HttpService()(ResettingReader([], exc), writer)
     assert writer.closed
 
 
 async def test_http_reset_while_sending_does_not_escape() -> None:
-    class FailingWriter(_RecordingWriter):
-        async def drain(self) -> None:
-            raise ConnectionResetError("peer went away")
-
-    writer = FailingWriter()
-    await HttpService()(_reader_with(get("/bytes/1000000")), writer)
+    writer = FakeWriter(fail_drain=ConnectionResetError("peer went away"))
+    await HttpService()(reader_with(get("/bytes/1000000")), writer)
     assert writer.closed
     assert len(writer.writes) == 1, "nothing more is written once the peer is gone"
