@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from tcpstack.apps import StreamHandler
 
@@ -227,3 +228,91 @@ def reader_with(data: bytes, *, eof: bool = True) -> asyncio.StreamReader:
     if eof:
         reader.feed_eof()
     return reader
+
+
+# -- an HTTP/1.1 client's view ----------------------------------------------
+
+
+@dataclass
+class Response:
+    """One parsed HTTP/1.1 response."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def length(self) -> int:
+        return int(self.headers["content-length"])
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, status, _reason = status_line.split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        assert name.lower() not in headers, f"duplicate header {name}"
+        headers[name.lower()] = value.strip()
+    return int(status), headers
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Read one status line and header section."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return _parse_head(head[:-4])
+
+
+async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> Response:
+    """Read one response (its body by ``Content-Length``, none if ``head_only``)."""
+    status, headers = await read_head(reader)
+    length = int(headers["content-length"])
+    body = b"" if head_only else await asyncio.wait_for(reader.readexactly(length), 10)
+    return Response(status, headers, body)
+
+
+def parse_responses(data: bytes, *, allow_head: bool = False) -> list[Response]:
+    """Split what a handler wrote into responses; fails on anything malformed.
+
+    Interim ``100 Continue`` responses are skipped; bodies are framed by
+    ``Content-Length``. With ``allow_head`` a response directly followed by
+    the next status line (or by nothing) is taken as an answer to HEAD,
+    which announces a length but has no body (none of the service's bodies
+    starts with a status line).
+    """
+    responses: list[Response] = []
+    rest = data
+    while rest:
+        end = rest.find(b"\r\n\r\n")
+        assert end >= 0, f"incomplete response head: {rest[:200]!r}"
+        status, headers = _parse_head(rest[:end])
+        rest = rest[end + 4 :]
+        if status == 100:
+            continue
+        length = int(headers["content-length"])
+        if allow_head and (not rest or rest.startswith(b"HTTP/1.1 ")):
+            length = 0
+        assert len(rest) >= length, "response body shorter than its Content-Length"
+        responses.append(Response(status, headers, rest[:length]))
+        rest = rest[length:]
+    return responses
+
+
+async def assert_closed_by_server(reader: asyncio.StreamReader) -> None:
+    """The server sends nothing more and closes (FIN)."""
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def exchange(port: int, raw: bytes, *, head_only: bool = False) -> Response:
+    """Send one raw request, return its response (the connection is then dropped)."""
+    async with connection(port) as (reader, writer):
+        writer.write(raw)
+        await writer.drain()
+        return await read_response(reader, head_only=head_only)
+
+
+def get(path: str, *extra: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
+    """A request head with ``Host: test`` and the ``extra`` header lines."""
+    lines = [f"{method} {path} {version}", "Host: test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
