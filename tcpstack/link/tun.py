@@ -382,7 +382,8 @@ class TunDevice:
         The interface index (``ifindex``).
     """
 
-    __slots__ = ("created", "extra_fds", "fd", "index", "mtu", "name", "offloads", "vnet_hdr")
+    __slots__ = ("created", "extra_fds", "fd", "index", "last_write_errno", "mtu", "name",
+                 "offloads", "vnet_hdr")
 
     def __init__(self, fd: int, name: str, mtu: int, created: bool, index: int) -> None:
         self.fd = fd
@@ -392,6 +393,8 @@ class TunDevice:
         self.index = index
         self.vnet_hdr = False
         self.offloads = 0
+        #: Why the last :meth:`write_batch` stopped short (EAGAIN, ENOBUFS) or None.
+        self.last_write_errno: int | None = None
         # Queues 1..N-1 of a multi-queue interface (queue 0 is ``fd``).
         self.extra_fds: list[int] = []
 
@@ -633,8 +636,10 @@ class TunDevice:
         Each read returns one whole IP packet. A packet longer than ``bufsize``
         is silently truncated by the kernel, so keep ``bufsize`` at least the
         MTU (the default covers the largest possible TUN MTU). Raises
-        :class:`ValueError` on a closed device; other ``OSError`` s propagate
-        (e.g. EBADFD if the interface was deleted underneath).
+        :class:`ValueError` on a closed device and :class:`EOFError` if a read
+        returns nothing (end of file: a TUN never does while attached); other
+        ``OSError`` s propagate (EBADFD once the interface was deleted
+        underneath).
         """
         fd = self.fd
         if fd < 0:
@@ -644,7 +649,10 @@ class TunDevice:
         read = os.read
         try:
             for _ in range(max_packets):
-                append(read(fd, bufsize))
+                packet = read(fd, bufsize)
+                if not packet:
+                    raise EOFError(f"end of file on TUN device {self.name!r}")
+                append(packet)
         except BlockingIOError:
             pass
         return packets
@@ -677,6 +685,10 @@ class TunDevice:
         """Write packets in order until one is not taken; return how many were written.
 
         A packet may be a tuple of buffers, gathered by ``writev`` into one packet.
+        When the kernel has no room (EAGAIN or ENOBUFS) the batch stops there and
+        :attr:`last_write_errno` says which (it is None after a complete batch);
+        the caller decides whether to retry. Any other ``OSError`` propagates,
+        with a ``written`` attribute: how many packets went out before it.
         """
         fd = self.fd
         if fd < 0:
@@ -684,6 +696,7 @@ class TunDevice:
         write = os.write
         writev = os.writev
         written = 0
+        self.last_write_errno = None
         for packet in packets:
             try:
                 if isinstance(packet, tuple):
@@ -691,10 +704,13 @@ class TunDevice:
                 else:
                     write(fd, packet)
             except BlockingIOError:
+                self.last_write_errno = _errno.EAGAIN
                 break
             except OSError as exc:
                 if exc.errno == _errno.ENOBUFS:
+                    self.last_write_errno = _errno.ENOBUFS
                     break
+                setattr(exc, "written", written)  # noqa: B010 -- see the docstring
                 raise
             written += 1
         return written
