@@ -360,6 +360,75 @@ def _set_offload(fd: int) -> int:
     return 0
 
 
+def _validate_open_args(name: str, mtu: int) -> bytes:
+    """Check the name (as the kernel would) and the MTU; return the encoded name."""
+    encoded = check_name(name)
+    if not _MIN_MTU <= mtu <= _MAX_MTU:
+        raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
+    return encoded
+
+
+def _check_existing(name: str, queues: int) -> _Link | None:
+    """Look ``name`` up over netlink; refuse an existing interface we cannot attach to.
+
+    Returns None when there is no such interface (it will be created).
+    """
+    existing = _netlink(
+        lambda ipr: _nl_step(f"cannot look up interface {name!r}", lambda: _lookup(ipr, name))
+    )
+    if existing is None:
+        return None
+    if existing.kind != _RTNL_TUN_KIND:
+        raise TunError(
+            f"interface {name!r} exists but is not a TUN device "
+            f"(kind: {existing.kind or 'unknown, e.g. physical or loopback'})"
+        )
+    if existing.tun_type == IFF_TAP:
+        raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
+    if existing.multi_queue != (queues > 1):
+        raise TunError(
+            f"interface {name!r} is "
+            f"{'a multi-queue' if existing.multi_queue else 'a single-queue'} TUN "
+            f"device; {queues} queue(s) requested"
+        )
+    return existing
+
+
+def _check_queue_count(queues: int) -> None:
+    if not 1 <= queues <= 256:
+        raise TunError(f"queue count {queues} out of range 1..256")
+
+
+def _tun_flags(*, creating: bool, queues: int) -> int:
+    """``ifr_flags`` for TUNSETIFF: a layer-3 device without packet information;
+    exclusive when creating (a concurrent creator makes us fail, not attach)."""
+    flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
+    if queues > 1:
+        flags |= IFF_MULTI_QUEUE
+    return flags
+
+
+def _attach(encoded: bytes, flags: int, *, offload: bool, creating: bool) -> tuple[int, str, bool]:
+    """Open the clone device and TUNSETIFF it; return the fd, the kernel's name for
+    the interface, and whether it has virtio-net headers.
+
+    With ``offload``, ``IFF_VNET_HDR`` is asked for first; a kernel that refuses
+    it (EINVAL) gets a plain request instead. The fd is closed on failure.
+    """
+    fd = _open_clone_device()
+    try:
+        if offload:
+            try:
+                return fd, _tunsetiff(fd, encoded, flags | IFF_VNET_HDR, creating=creating), True
+            except TunError as exc:
+                if exc.errno != _errno.EINVAL:
+                    raise
+        return fd, _tunsetiff(fd, encoded, flags, creating=creating), False
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # ---------------------------------------------------------------------- device
 
 
@@ -456,99 +525,85 @@ class TunDevice:
         thousands of simultaneous connection attempts).
 
         Uses pyroute2; see the module docstring about event loops.
+
+        The steps, each below: validate the arguments, look at an existing
+        interface of that name, open the clone device and attach (TUNSETIFF),
+        ask for offloads, attach the other queues, then configure or look up
+        the link over netlink. Anything opened is closed again if a later
+        step fails.
         """
-        encoded = check_name(name)
-        if not _MIN_MTU <= mtu <= _MAX_MTU:
-            raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
-
-        existing = _netlink(
-            lambda ipr: _nl_step(f"cannot look up interface {name!r}", lambda: _lookup(ipr, name))
-        )
-        if existing is not None:
-            if existing.kind != _RTNL_TUN_KIND:
-                raise TunError(
-                    f"interface {name!r} exists but is not a TUN device "
-                    f"(kind: {existing.kind or 'unknown, e.g. physical or loopback'})"
-                )
-            if existing.tun_type == IFF_TAP:
-                raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
-            if existing.multi_queue != (queues > 1):
-                raise TunError(
-                    f"interface {name!r} is "
-                    f"{'a multi-queue' if existing.multi_queue else 'a single-queue'} TUN "
-                    f"device; {queues} queue(s) requested"
-                )
-
-        if not 1 <= queues <= 256:
-            raise TunError(f"queue count {queues} out of range 1..256")
+        encoded = _validate_open_args(name, mtu)
+        existing = _check_existing(name, queues)
+        _check_queue_count(queues)
         creating = existing is None
-        flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
-        if queues > 1:
-            flags |= IFF_MULTI_QUEUE
-        fd = _open_clone_device()
-        vnet = False
-        try:
-            if offload:
-                try:
-                    actual_name = _tunsetiff(fd, encoded, flags | IFF_VNET_HDR,
-                                             creating=creating)
-                    vnet = True
-                except TunError as exc:
-                    if exc.errno != _errno.EINVAL:
-                        raise
-            if not vnet:
-                actual_name = _tunsetiff(fd, encoded, flags, creating=creating)
-        except BaseException:
-            os.close(fd)
-            raise
-        granted = _set_offload(fd) if vnet else 0
-
-        do_configure = creating if configure is None else configure
+        flags = _tun_flags(creating=creating, queues=queues)
+        fd, actual_name, vnet = _attach(encoded, flags, offload=offload, creating=creating)
         device = cls(fd, actual_name, mtu, creating, -1)
         device.vnet_hdr = vnet
-        device.offloads = granted
+        device.offloads = _set_offload(fd) if vnet else 0
+        queue_flags = (flags & ~IFF_TUN_EXCL) | (IFF_VNET_HDR if vnet else 0)
+        device._or_close(lambda: device._attach_extra_queues(queue_flags, queues - 1))
+        do_configure = creating if configure is None else configure
+        device._or_close(
+            lambda: device._set_up_link(do_configure, mtu, host_address, txqueuelen)
+        )
+        return device
+
+    def _or_close(self, step: Callable[[], None]) -> None:
+        """Run one step of :meth:`open`; if it fails, close the device and re-raise.
+
+        A failure to close is not reported: the step's own error is the one
+        that matters.
+        """
         try:
-            queue_flags = (flags & ~IFF_TUN_EXCL) | (IFF_VNET_HDR if vnet else 0)
-            for _ in range(queues - 1):
-                qfd = _open_clone_device()
-                try:
-                    _tunsetiff(qfd, actual_name.encode(), queue_flags, creating=False)
-                except BaseException:
-                    os.close(qfd)
-                    raise
-                device.extra_fds.append(qfd)
+            step()
         except BaseException:
             try:
-                device.close()
+                self.close()
             except TunError:
                 pass
             raise
-        try:
-            # SIOCGIFINDEX: an ioctl, so no netlink needed to learn the index
-            # that close() later uses to recognise "our" interface.
-            device.index = socket.if_nametoindex(actual_name)
-            if do_configure:
-                link = _netlink(
-                    lambda ipr: _configure(ipr, actual_name, mtu, host_address, txqueuelen)
-                )
-            else:
-                found = _netlink(
-                    lambda ipr: _nl_step(
-                        f"cannot look up {actual_name!r}", lambda: _lookup(ipr, actual_name)
-                    )
-                )
-                if found is None:
-                    raise TunError(f"interface {actual_name!r} vanished after TUNSETIFF")
-                link = found
-        except BaseException:
+
+    def _attach_extra_queues(self, flags: int, count: int) -> None:
+        """Open ``count`` more descriptors on the interface (multi-queue)."""
+        encoded = self.name.encode()
+        for _ in range(count):
+            qfd = _open_clone_device()
             try:
-                device.close()
-            except TunError:
-                pass  # report the original failure
-            raise
-        device.index = link.index
-        device.mtu = link.mtu
-        return device
+                _tunsetiff(qfd, encoded, flags, creating=False)
+            except BaseException:
+                os.close(qfd)
+                raise
+            self.extra_fds.append(qfd)
+
+    def _set_up_link(
+        self,
+        configure: bool,
+        mtu: int,
+        host_address: ipaddress.IPv4Interface | None,
+        txqueuelen: int | None,
+    ) -> None:
+        """Learn the index; over netlink, configure the link or just look it up.
+
+        The index comes from SIOCGIFINDEX (an ioctl, no netlink); it is what
+        :meth:`close` later uses to recognise "our" interface. The netlink
+        part runs through :func:`_netlink`, which keeps pyroute2 off a running
+        (uvloop) event loop. Sets :attr:`index` and :attr:`mtu` from the
+        kernel's answer.
+        """
+        name = self.name
+        self.index = socket.if_nametoindex(name)
+        if configure:
+            link = _netlink(lambda ipr: _configure(ipr, name, mtu, host_address, txqueuelen))
+        else:
+            found = _netlink(
+                lambda ipr: _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
+            )
+            if found is None:
+                raise TunError(f"interface {name!r} vanished after TUNSETIFF")
+            link = found
+        self.index = link.index
+        self.mtu = link.mtu
 
     def close(self) -> None:
         """Close the file descriptor; remove the interface if :meth:`open` created it.
