@@ -177,6 +177,7 @@ class StackRuntime:
         self._rearm()
 
     def stop(self) -> None:
+        """Stop driving the device; held packets get one last write attempt."""
         if not self._running:
             return
         self._running = False
@@ -188,6 +189,11 @@ class StackRuntime:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._held and self.error is None:
+            held = list(self._held)
+            self._held.clear()
+            written = self._write(held)
+            self._count_drop(self._held_reason, len(held) - written)
 
     @property
     def failed(self) -> bool:
@@ -314,6 +320,10 @@ class StackRuntime:
                 written = self.device.write_batch(batch)
             except OSError as e:
                 written = int(getattr(e, "written", 0))
+                if e.errno in STALL_ERRNOS:  # raised rather than reported: the same
+                    done += written
+                    self._held_reason = errno.errorcode[e.errno].lower()
+                    break
                 if e.errno in FATAL_ERRNOS:
                     self._count_drop("gone", len(batch) - written)
                     self._fail(DeviceError("write", e.errno, e.strerror or str(e)))
@@ -338,7 +348,10 @@ class StackRuntime:
             self._held.append(bytearray().join(pkt) if isinstance(pkt, tuple) else bytearray(pkt))
         if len(packets) > room:
             self._count_drop(self._held_reason, len(packets) - room)
-        if self._held and self._retry is None and self._running:
+        if not self._running:  # stopped: no retry will come
+            self._drop_held(self._held_reason)
+            return
+        if self._held and self._retry is None:
             delay = WRITE_RETRY_DELAYS[min(self._held_tries, len(WRITE_RETRY_DELAYS) - 1)]
             self._retry = self.loop.call_later(delay, self._retry_held)
 
@@ -350,11 +363,14 @@ class StackRuntime:
         self._held_tries += 1
         held = list(self._held)
         self._held.clear()
-        written = self._write(held)
+        counters = self.stack.counters
+        dropped_before = counters["device_write_dropped"]
+        done = self._write(held)
         if self.failed:
             return
-        self.stack.counters["device_write_retried"] += min(written, len(held))
-        rest = held[written:]
+        counters["device_write_retried"] += done - (counters["device_write_dropped"]
+                                                    - dropped_before)
+        rest = held[done:]
         if not rest:
             self._held_tries = 0
         elif self._held_tries >= len(WRITE_RETRY_DELAYS):

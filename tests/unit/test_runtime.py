@@ -243,6 +243,35 @@ async def test_persistently_refused_writes_are_dropped_and_counted_by_reason(
     assert rt.error is None, "a full queue is not a dead device"
 
 
+async def test_stall_raised_as_an_error_is_retried_too(device: ScriptedDevice) -> None:
+    """A device may raise ENOBUFS instead of returning short: the same retry applies."""
+    rt = _runtime(stack(), device)
+    device.write_script = [("raise", errno.ENOBUFS, 0)]
+    device.inbox.append(_syn(81))
+    device.make_readable()
+    await _until(lambda: device.written)
+    assert rt.stack.counters["device_write_retried"] == 1
+    assert rt.stack.counters["device_write_dropped"] == 0
+
+
+@pytest.mark.parametrize(("script", "delivered"), [
+    pytest.param([("stall", errno.ENOBUFS)], 1, id="last-attempt-succeeds"),
+    pytest.param([("stall", errno.ENOBUFS)] * 2, 0, id="last-attempt-refused"),
+])
+async def test_stopping_gives_held_packets_a_last_attempt_then_counts_them(
+    device: ScriptedDevice, script: list[object], delivered: int
+) -> None:
+    """At shutdown the final RSTs are held like any others: never lost uncounted."""
+    rt = _runtime(stack(), device)
+    device.write_script = list(script)
+    rt.stack.receive(_syn(81), 0.0)
+    rt.flush_now()  # refused: held for a retry that stop() cancels
+    rt.stop()
+    assert len(device.written) == delivered
+    assert rt.stack.counters["device_write_enobufs"] == 1 - delivered
+    assert rt.stack.counters["device_write_dropped"] == 1 - delivered
+
+
 async def test_packets_wait_behind_held_ones_in_order(device: ScriptedDevice) -> None:
     rt = _runtime(stack(), device)
     device.write_script = [("stall", errno.ENOBUFS)]
