@@ -100,7 +100,13 @@ from typing import Final
 from urllib.parse import unquote
 
 from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike
-from tcpstack.apps.limits import ConnectionGuard, HttpLimits, IdleTimeout, ServiceLimits
+from tcpstack.apps.limits import (
+    ConnectionGuard,
+    HttpLimits,
+    IdleTimeout,
+    LimitExpired,
+    ServiceLimits,
+)
 from tcpstack.apps.static import OpenedFile, open_beneath
 
 logger = logging.getLogger("tcpstack.http")
@@ -537,15 +543,12 @@ class HttpService:
             first = await guard.wait_input(reader.readexactly(1))
         except asyncio.IncompleteReadError:
             return None
-        timer = asyncio.timeout(self.http.header_timeout)
         try:
-            async with timer:
+            with guard.bound("header", self.http.header_timeout):
                 request = await self._read_rest_of_head(reader, first)
         except asyncio.IncompleteReadError:
             raise _HttpError("incomplete_head", "EOF inside the request head") from None
-        except TimeoutError:
-            if not timer.expired():
-                raise
+        except LimitExpired:
             raise _HttpError("header_timeout", "request head too slow") from None
         _check_host(request)
         return request
@@ -590,18 +593,15 @@ class HttpService:
                 await guard.drain()
         if not has_body:
             return
-        timer = asyncio.timeout(self.http.body_timeout)
         try:
-            async with timer:
+            with guard.bound("body", self.http.body_timeout):
                 if framing.chunked:
                     await self._drop_chunked(reader)
                 else:
                     await _drop_exactly(reader, framing.content_length)
         except asyncio.IncompleteReadError:
             raise _HttpError("incomplete_body", "EOF inside the request body") from None
-        except TimeoutError:
-            if not timer.expired():
-                raise
+        except LimitExpired:
             raise _HttpError("body_timeout", "request body too slow") from None
 
     async def _drop_chunked(self, reader: StreamReaderLike) -> None:

@@ -29,6 +29,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from tcpstack.apps import CLIENT_ERRORS, StreamWriterLike
@@ -158,6 +159,14 @@ class _SocketOptions(Protocol):
     def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
 
 
+class LimitExpired(Exception):
+    """A :meth:`ConnectionGuard.bound` block outlasted its time limit (``kind`` says which)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} time limit expired")
+        self.kind = kind
+
+
 class SendTimeout(ConnectionAbortedError):
     """A ``drain()`` outlasted ``send_timeout``; the connection has been reset."""
 
@@ -166,15 +175,46 @@ class IdleTimeout(Exception):
     """Nothing arrived for ``idle_timeout``; the connection should be closed."""
 
 
+class _Bound:
+    """The context manager :meth:`ConnectionGuard.bound` returns."""
+
+    __slots__ = ("_guard", "_kind", "_timeout")
+
+    def __init__(self, guard: ConnectionGuard, kind: str, timeout: float | None) -> None:
+        self._guard = guard
+        self._kind = kind
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        self._guard._arm(self._kind, self._timeout)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._guard._disarm(self._kind) and exc_type is asyncio.CancelledError:
+            raise LimitExpired(self._kind) from None
+
+
 class ConnectionGuard:
     """Applies :class:`ServiceLimits` to one connection of the service ``name``.
 
-    Every limit that fires is counted in ``counters`` as ``<name>_<reason>``:
-    ``idle_timeout``, ``send_timeout``, ``close_timeout``,
-    ``keepalive_unavailable``.
+    Create it inside the connection's handler task. Every limit that fires is
+    counted in ``counters`` as ``<name>_<reason>``: ``idle_timeout``,
+    ``send_timeout``, ``close_timeout``, ``keepalive_unavailable``.
+
+    The time limits cost next to nothing while they do not fire, which matters
+    because one guards every read and every ``drain()``: instead of a timer
+    per wait (an ``asyncio.timeout`` is one ``call_at`` and one cancellation,
+    about 10 us each time), a guard keeps one lazily moved timer, in the
+    manner of the stack's own timers. A wait only records its deadline; the
+    timer is re-armed only when a deadline comes earlier than the armed one,
+    and when it fires early it re-arms itself for the current deadline. When
+    it fires with a wait past its deadline it cancels the handler's task, and
+    the wait turns that cancellation into :class:`LimitExpired`, as
+    ``asyncio.timeout`` does into :class:`TimeoutError`.
     """
 
-    __slots__ = ("counters", "limits", "name", "writer")
+    __slots__ = ("_cancelling", "_deadline", "_fired", "_kind", "_loop", "_task", "_timer",
+                 "_timer_when", "counters", "limits", "name", "writer")
 
     def __init__(self, name: str, writer: StreamWriterLike, limits: ServiceLimits,
                  counters: Counter[str]) -> None:
@@ -182,10 +222,75 @@ class ConnectionGuard:
         self.writer = writer
         self.limits = limits
         self.counters = counters
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a ConnectionGuard must be created inside a task")
+        self._task = task
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._kind: str | None = None  # the bounded wait in progress
+        self._deadline: float | None = None
+        self._fired: str | None = None  # the wait our timer cancelled
+        self._cancelling = 0
 
     def count(self, reason: str) -> None:
         """Count one ``<name>_<reason>`` event."""
         self.counters[f"{self.name}_{reason}"] += 1
+
+    # -- the lazy timer ---------------------------------------------------------
+
+    def bound(self, kind: str, timeout: float | None) -> _Bound:
+        """``with guard.bound(kind, seconds):`` -- the awaits inside must finish within
+        ``timeout`` seconds in all (None: no limit), else :class:`LimitExpired`.
+
+        Bounds do not nest.
+        """
+        return _Bound(self, kind, timeout)
+
+    def _arm(self, kind: str, timeout: float | None) -> None:
+        if self._kind is not None:
+            raise RuntimeError(f"time limit {kind!r} inside {self._kind!r}")
+        self._kind = kind
+        if timeout is None:
+            self._deadline = None
+            return
+        deadline = self._loop.time() + timeout
+        self._deadline = deadline
+        self._cancelling = self._task.cancelling()
+        if self._timer is None or self._timer_when > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_when = deadline
+
+    def _disarm(self, kind: str) -> bool:
+        """End the bounded wait; True if our timer cancelled the task for it."""
+        self._kind = None
+        self._deadline = None
+        if self._fired != kind:
+            return False
+        self._fired = None
+        return self._task.uncancel() <= self._cancelling
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if self._kind is None or deadline is None:
+            return  # nothing bounded is waiting; the next wait re-arms
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_when = deadline
+            return
+        self._fired = self._kind
+        self._task.cancel()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- what the services call ---------------------------------------------------
 
     def start(self) -> None:
         """Switch TCP keepalive on for the connection (RFC 1122 4.2.3.6), if configured.
@@ -216,13 +321,10 @@ class ConnectionGuard:
 
         Raises :class:`IdleTimeout` (and counts it) when nothing came in time.
         """
-        timeout = asyncio.timeout(self.limits.idle_timeout)
         try:
-            async with timeout:
+            with self.bound("idle", self.limits.idle_timeout):
                 return await read
-        except TimeoutError:
-            if not timeout.expired():
-                raise  # the connection's own ETIMEDOUT, not our timer
+        except LimitExpired:
             self.count("idle_timeout")
             raise IdleTimeout from None
 
@@ -232,13 +334,10 @@ class ConnectionGuard:
         When the bound is hit the connection is reset and :class:`SendTimeout`
         (a :class:`ConnectionError`) is raised.
         """
-        timeout = asyncio.timeout(self.limits.send_timeout)
         try:
-            async with timeout:
+            with self.bound("send", self.limits.send_timeout):
                 await self.writer.drain()
-        except TimeoutError:
-            if not timeout.expired():
-                raise
+        except LimitExpired:
             self.count("send_timeout")
             self.abort()
             raise SendTimeout("peer did not read for the send timeout; connection reset") \
@@ -254,16 +353,17 @@ class ConnectionGuard:
     async def close(self) -> None:
         """Close the writer and wait for it, at most ``close_timeout``; then reset.
 
-        Errors from a peer that already went away are ignored.
+        Errors from a peer that already went away are ignored. Ends the
+        guard: its timer is stopped.
         """
-        timeout = asyncio.timeout(self.limits.close_timeout)
         try:
-            async with timeout:
+            with self.bound("close", self.limits.close_timeout):
                 self.writer.close()
                 await self.writer.wait_closed()
-        except TimeoutError:
-            if timeout.expired():
-                self.count("close_timeout")
-                self.abort()
+        except LimitExpired:
+            self.count("close_timeout")
+            self.abort()
         except CLIENT_ERRORS:
             pass
+        finally:
+            self._stop_timer()

@@ -40,7 +40,8 @@ Addresses, MTU and link state are configured over rtnetlink with pyroute2.
    (milliseconds), which is correct but stalls every other task meanwhile.
 
 The reading and writing methods never touch netlink and are safe to call from
-``loop.add_reader`` callbacks.
+``loop.add_reader`` callbacks. pyroute2 itself is imported only when netlink is
+used, so validating names (:func:`check_name`) works without it.
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 __all__ = [
     "IFF_MULTI_QUEUE",
@@ -169,6 +167,8 @@ def _netlink(fn: Callable[[Any], _T]) -> _T:
 
 
 def _netlink_here(fn: Callable[[Any], _T]) -> _T:
+    from pyroute2 import IPRoute
+
     loop = asyncio.SelectorEventLoop()
     try:
         try:
@@ -193,6 +193,8 @@ def _netlink_here(fn: Callable[[Any], _T]) -> _T:
 
 def _nl_step(what: str, fn: Callable[[], _T]) -> _T:
     """Run one netlink request, turning its failure into a one-line :class:`TunError`."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         return fn()
     except NetlinkError as exc:
@@ -276,6 +278,8 @@ def _configure(
 
 def _delete_if_ours(ipr: Any, name: str, index: int) -> None:
     """Delete ``name`` if it still exists and is the TUN interface we created."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     link = _lookup(ipr, name)
     if link is None or link.index != index or link.kind != _RTNL_TUN_KIND:
         return

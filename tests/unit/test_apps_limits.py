@@ -36,6 +36,7 @@ from tcpstack.apps import (
     ServiceLimits,
     StreamHandler,
 )
+from tcpstack.apps.limits import ConnectionGuard, LimitExpired
 
 SHORT = 0.2
 """A limit short enough to fire during a test; the waits around it are generous."""
@@ -271,3 +272,48 @@ async def test_a_silent_peer_cannot_hold_a_handler(name: str) -> None:
     await asyncio.wait_for(service(SilentReader(), writer), WAIT)
     assert writer.closed
     assert counters[f"{name}_idle_timeout"] == 1
+
+
+# -- the guard's lazy timer ----------------------------------------------------
+
+
+async def test_an_expired_bound_raises_and_leaves_the_task_usable() -> None:
+    guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+    with pytest.raises(LimitExpired) as caught, guard.bound("slow", 0.05):
+        await asyncio.sleep(WAIT)
+    assert caught.value.kind == "slow"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # a later await is not hit by a stale cancellation
+
+
+async def test_bounds_that_finish_in_time_never_fire_however_many() -> None:
+    """Each wait only moves a deadline; the one timer keeps up with all of them."""
+    guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 0.5
+    waits = 0
+    while loop.time() < end:  # 0.5 s of 1 ms waits under a 0.1 s limit each
+        with guard.bound("each", 0.1):
+            await asyncio.sleep(0.001)
+        waits += 1
+    assert waits > 10
+
+
+async def test_cancelling_the_handler_is_not_mistaken_for_a_limit() -> None:
+    counters: Counter[str] = Counter()
+    service = EchoService(limits=ServiceLimits(idle_timeout=WAIT), counters=counters)
+    writer = FakeWriter()
+    task = asyncio.create_task(service(SilentReader(), writer))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert counters["echo_idle_timeout"] == 0
+    assert writer.closed
+
+
+async def test_bounds_do_not_nest() -> None:
+    guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+    with guard.bound("outer", 1.0), pytest.raises(RuntimeError), guard.bound("inner", 1.0):
+        pass
