@@ -23,7 +23,6 @@ counts every limit that fires under ``<service>_<reason>`` in a
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import socket
 from collections import Counter
@@ -33,8 +32,6 @@ from types import TracebackType
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
 from tcpstack.apps import CLIENT_ERRORS, StreamWriterLike
-
-logger = logging.getLogger("tcpstack.apps")
 
 _T = TypeVar("_T")
 

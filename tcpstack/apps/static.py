@@ -9,7 +9,10 @@ component at a time from a descriptor of the root, ``openat``-style
 (``dir_fd=``), each component with ``O_NOFOLLOW``, so what it checked is what
 it holds:
 
-* ``..`` pops back to the parent descriptor and may never pop above the root;
+* the request path may not contain ``..`` at all (clients remove dot-segments
+  before sending, RFC 3986 5.2.4, so one is a probe); inside a symlink's
+  target ``..`` pops back to the parent descriptor and may never pop above
+  the root;
 * a symlink is read (``readlinkat``) and its target walked with the same
   rules: a relative target from the link's directory, an absolute one only if
   it spells a path under the root (then walked from the root descriptor). So
@@ -72,7 +75,7 @@ def open_beneath(root: Path, path: str) -> OpenedFile | None:
     lies outside the root, needs too many symlinks, or is not a regular file.
     Never raises for any ``path``.
     """
-    if "\x00" in path:
+    if "\x00" in path or ".." in path.split("/"):
         return None
     try:
         root_fd = os.open(root, _WALK_FLAGS | os.O_DIRECTORY)

@@ -436,3 +436,11 @@ async def test_http_symlink_swapped_in_after_the_check_is_not_followed(
         assert status in (200, 404)
     else:
         assert (status, body) == (200, b"inside the root\n")
+
+
+async def test_http_dot_dot_in_the_request_path_is_refused_even_inside_the_root(
+    site: Path,
+) -> None:
+    """Clients remove dot-segments (RFC 3986 5.2.4); a raw ``..`` is a probe."""
+    assert (await _fetch(HttpService(site), "/sub/../hello.txt"))[0] == 404
+    assert (await _fetch(HttpService(site), "/sub/./page.txt"))[0] == 200
