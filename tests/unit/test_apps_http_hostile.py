@@ -190,7 +190,7 @@ async def test_http_content_length_at_the_limit_is_read_and_the_connection_kept(
     assert counters["http_body_too_large"] == 0
 
 
-async def test_http_counts_answered_requests(caplog: pytest.LogCaptureFixture) -> None:
+async def test_http_counts_answered_requests() -> None:
     counters: Counter[str] = Counter()
     async with (
         serving(HttpService(counters=counters)) as port,

@@ -136,12 +136,12 @@ async def test_idle_connection_is_closed_after_idle_timeout_and_counted(name: st
 async def test_input_resets_the_idle_timer(name: str) -> None:
     """The idle timeout bounds silence, not the life of a busy connection."""
     counters: Counter[str] = Counter()
-    service = SERVICES[name](ServiceLimits(idle_timeout=0.5), counters)
+    service = SERVICES[name](ServiceLimits(idle_timeout=1.0), counters)
     async with serving(service) as port, connection(port) as (reader, writer):
-        for _ in range(10):  # 10 x 0.1 s: twice the idle timeout in all
+        for _ in range(44):  # a ping every 0.05 s for 2.2 s: twice the idle timeout
             writer.write(b"ping")
             await writer.drain()
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         writer.write_eof()
         await asyncio.wait_for(reader.read(), WAIT)
     assert counters[f"{name}_idle_timeout"] == 0
