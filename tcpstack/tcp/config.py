@@ -27,7 +27,7 @@ class TcpConfig:
     syn_retries: int = 6
     synack_retries: int = 5
     initial_window: int = 10
-    congestion_control: str = "newreno"
+    congestion_control: str = "cubic"
     window_scaling: bool = True
     #: Largest payload handed to the device in one segment when it segments for us
     #: (TSO); 0 means every segment is at most one MSS.

@@ -47,7 +47,9 @@ from tcpstack.wire.tcp import (
 # The RFC 9293 baseline that the per-state tests check segment by segment: every
 # segment is ACKed at once and small segments are not held back. Delayed ACKs and
 # Nagle's algorithm (on by default) have their own tests (test_tcp_ack_policy.py).
-BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False)
+# The loss-recovery tests check RFC 5681/6582 arithmetic, so the baseline runs NewReno
+# (CUBIC, the default, has its own tests in test_tcp_cubic.py).
+BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False, congestion_control="newreno")
 
 
 def base_config(**changes: Any) -> TcpConfig:
