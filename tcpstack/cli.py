@@ -121,16 +121,17 @@ class DaemonConfig:
 
     ``mtu`` is at least 576 (RFC 791: every IPv4 host accepts 576-byte
     datagrams; the MSS is then at least 536, RFC 9293's default). ``workers``
-    is the number of TUN queues and worker processes, ``backlog`` the
-    half-open connections per listener, ``txqueuelen`` the packets the kernel
-    queues for the stack, ``grace`` the seconds connections get to close at
-    shutdown.
+    is the number of TUN queues and worker processes, ``backlog`` each
+    listener's accept queue and ``syn_backlog`` its SYN queue (beyond which SYN
+    cookies answer), ``txqueuelen`` the packets the kernel queues for the stack,
+    ``grace`` the seconds connections get to close at shutdown.
     """
 
     mtu: int = 1500
     txqueuelen: int = 10000
     workers: int = 1
     backlog: int = 128
+    syn_backlog: int = 1024
     grace: float = 2.0
 
     def __post_init__(self) -> None:
@@ -142,6 +143,8 @@ class DaemonConfig:
             raise ValueError(f"worker count {self.workers} out of range 1..64")
         if not 1 <= self.backlog <= 65535:
             raise ValueError(f"backlog {self.backlog} out of range 1..65535")
+        if not 1 <= self.syn_backlog <= 1 << 20:
+            raise ValueError(f"SYN backlog {self.syn_backlog} out of range 1..{1 << 20}")
         if not (math.isfinite(self.grace) and 0 < self.grace <= 1e6):
             raise ValueError(f"grace period must be a positive number of seconds, "
                              f"not {self.grace!r}")
@@ -159,6 +162,7 @@ class ServeSettings:
 
 
 _TCP = TcpConfig()
+_STACK = StackConfig()
 _DAEMON = DaemonConfig()
 _LIMITS = ServiceLimits()
 _HTTP = HttpLimits()
@@ -263,8 +267,39 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--delayed-ack", type=float, metavar="SECONDS",
                      help="delayed-ACK timeout, 0 to ACK every segment "
                           f"(default: {_TCP.delayed_ack:g})")
-    tcp.add_argument("--backlog", type=int, metavar="N",
-                     help=f"half-open connections per listener (default: {_DAEMON.backlog})")
+    tcp.add_argument("--user-timeout", type=float, metavar="SECONDS",
+                     help="end a connection whose data makes no progress for this long, "
+                          f"0 never (default: {_TCP.user_timeout:g})")
+
+    guard = s.add_argument_group("limits (hostile peers and overload)")
+    guard.add_argument("--backlog", type=int, metavar="N",
+                       help="established connections per listener waiting to be taken "
+                            f"(default: {_DAEMON.backlog})")
+    guard.add_argument("--syn-backlog", type=int, metavar="N",
+                       help="half-open connections per listener; beyond, SYN cookies "
+                            f"(default: {_DAEMON.syn_backlog})")
+    guard.add_argument("--syncookies", metavar="WHEN",
+                       help="SYN cookies: auto (when the SYN queue is full), always, off "
+                            f"(default: {_STACK.syncookies})")
+    guard.add_argument("--syn-batch-limit", type=int, metavar="N",
+                       help="new connections one batch of received packets may start "
+                            f"(default: {_STACK.syn_batch_limit})")
+    guard.add_argument("--max-connections", type=int, metavar="N",
+                       help=f"connections, TIME-WAIT aside (default: {_STACK.max_connections})")
+    guard.add_argument("--max-time-wait", type=int, metavar="N",
+                       help="connections in TIME-WAIT; beyond, the oldest ends "
+                            f"(default: {_STACK.max_time_wait})")
+    guard.add_argument("--max-buffered", type=int, metavar="BYTES",
+                       help="bytes all connections may hold in their buffers "
+                            f"(default: {_STACK.max_buffered})")
+    guard.add_argument("--challenge-ack-limit", type=int, metavar="N",
+                       help="challenge ACKs per second, stack-wide, randomized (RFC 5961 7) "
+                            f"(default: {_TCP.challenge_ack_limit})")
+    guard.add_argument("--rst-rate-limit", type=int, metavar="N",
+                       help="RSTs per second to segments without a connection "
+                            f"(default: {_STACK.rst_rate_limit})")
+    guard.add_argument("--icmp-rate-limit", type=int, metavar="N",
+                       help=f"ICMP errors per second (default: {_STACK.icmp_rate_limit})")
 
     s.add_argument("--workers", type=int, metavar="N",
                    help="worker processes, one TUN queue each "
@@ -291,7 +326,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
     two services sharing a port and an ``--address`` equal to the host side's.
     """
     daemon = DaemonConfig(**_given(args, mtu="mtu", txqueuelen="txqueuelen",
-                                   workers="workers", backlog="backlog", grace="grace"))
+                                   workers="workers", backlog="backlog",
+                                   syn_backlog="syn_backlog", grace="grace"))
     keepalive: Keepalive | None = None
     if not args.keepalive_off:
         keepalive = Keepalive(**_given(args, idle="keepalive", interval="keepalive_interval",
@@ -307,8 +343,15 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                     **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", msl="msl",
                              max_retries="max_retries",
                              congestion_control="congestion_control", sack="sack",
-                             timestamps="timestamps", delayed_ack="delayed_ack"))
-    stack = StackConfig(addresses=(args.address,), tcp=tcp)
+                             timestamps="timestamps", delayed_ack="delayed_ack",
+                             user_timeout="user_timeout",
+                             challenge_ack_limit="challenge_ack_limit"))
+    stack = StackConfig(addresses=(args.address,), tcp=tcp,
+                        **_given(args, syncookies="syncookies", syn_batch_limit="syn_batch_limit",
+                                 max_connections="max_connections",
+                                 max_time_wait="max_time_wait", max_buffered="max_buffered",
+                                 rst_rate_limit="rst_rate_limit",
+                                 icmp_rate_limit="icmp_rate_limit"))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -455,7 +498,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     }
     for name, port in settings.ports.items():
         if port:
-            net.start_server(handlers[name], port, backlog=settings.daemon.backlog)
+            net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
+                             syn_backlog=settings.daemon.syn_backlog)
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()

@@ -37,10 +37,10 @@ class Network:
 
     def start_server(self, callback: ClientConnectedCallback, port: int, *,
                      backlog: int = 128, limit: int = DEFAULT_LIMIT,
-                     nodelay: bool = True) -> Server:
+                     nodelay: bool = True, syn_backlog: int | None = None) -> Server:
         if self._closed:
             raise RuntimeError("network is closed")
-        self.stack.listen(port, backlog)
+        self.stack.listen(port, backlog, syn_backlog)
         server = Server(self, port, callback, limit, nodelay)
         self._servers[port] = server
         return server

@@ -19,6 +19,7 @@ import pytest
 import tcpstack
 from tcpstack.apps import HttpLimits, Keepalive, ServiceLimits
 from tcpstack.cli import DaemonConfig, ServeSettings, build_parser, build_settings
+from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,24 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="keepalive-count-big"),
         pytest.param(("serve", "--keepalive", "30", "--no-keepalive"), ("not allowed",),
                      id="keepalive-conflict"),
+        # The limits against hostile peers (StackConfig, TcpConfig, DaemonConfig).
+        pytest.param(("serve", "--syncookies", "sometimes"), ("syncookies",),
+                     id="syncookies-unknown"),
+        pytest.param(("serve", "--syn-backlog", "0"), ("SYN backlog",), id="syn-backlog-zero"),
+        pytest.param(("serve", "--max-connections", "0"), ("connection limits",),
+                     id="max-connections-zero"),
+        pytest.param(("serve", "--max-time-wait", "-1"), ("connection limits",),
+                     id="max-time-wait-negative"),
+        pytest.param(("serve", "--syn-batch-limit", "0"), ("connection limits",),
+                     id="syn-batch-zero"),
+        pytest.param(("serve", "--max-buffered", "1000"), ("max_buffered",),
+                     id="max-buffered-tiny"),
+        pytest.param(("serve", "--user-timeout", "-1"), ("user_timeout",),
+                     id="user-timeout-negative"),
+        pytest.param(("serve", "--challenge-ack-limit", "0"), ("challenge_ack_limit",),
+                     id="challenge-limit-zero"),
+        pytest.param(("serve", "--rst-rate-limit", "0"), ("rate limits",),
+                     id="rst-rate-zero"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -240,6 +259,7 @@ def test_without_flags_every_config_keeps_its_own_defaults() -> None:
     assert settings.limits == ServiceLimits()
     assert settings.http == HttpLimits()
     assert settings.daemon == DaemonConfig()
+    assert settings.stack == StackConfig(addresses=settings.stack.addresses, tcp=TcpConfig())
 
 
 def test_flags_reach_their_configs() -> None:
@@ -263,6 +283,21 @@ def test_flags_reach_their_configs() -> None:
                                        max_requests=17)
     assert settings.daemon == DaemonConfig(mtu=9000, workers=2, backlog=20, txqueuelen=21,
                                            grace=0.5)
+
+
+def test_limit_flags_reach_their_configs() -> None:
+    settings = _settings(
+        "--syncookies", "always", "--syn-backlog", "64", "--syn-batch-limit", "8",
+        "--max-connections", "500", "--max-time-wait", "50", "--max-buffered", "1000000",
+        "--user-timeout", "30", "--challenge-ack-limit", "99", "--rst-rate-limit", "98",
+        "--icmp-rate-limit", "97",
+    )
+    st = settings.stack
+    assert (st.syncookies, st.syn_batch_limit, st.max_connections, st.max_time_wait,
+            st.max_buffered, st.rst_rate_limit, st.icmp_rate_limit) == \
+        ("always", 8, 500, 50, 1_000_000, 98, 97)
+    assert (st.tcp.user_timeout, st.tcp.challenge_ack_limit) == (30.0, 99)
+    assert settings.daemon.syn_backlog == 64
 
 
 def test_no_keepalive_leaves_service_connections_alone() -> None:
