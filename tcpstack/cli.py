@@ -479,7 +479,6 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
 
         device = ImpairedDevice(device, Impairment(args.impair), loop.time)
         log.info("impairing traffic on %s: %s", raw_device.name, args.impair)
-    net = Network(device, stack=Stack(config, isn_secret=isn_secret))
     stop = asyncio.Event()
     failure: list[DeviceError] = []
 
@@ -487,7 +486,7 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         failure.append(error)
         stop.set()
 
-    net.runtime.on_fatal = device_failed
+    net = Network(device, stack=Stack(config, isn_secret=isn_secret), on_fatal=device_failed)
     app_counters: Counter[str] = Counter()
     limits = settings.limits
     handlers: dict[str, Any] = {

@@ -64,8 +64,9 @@ class TcpConfig:
             raise ValueError(f"MSL {self.msl} out of range (0, 3600] seconds")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("RTO settings must satisfy 0 < rto_min <= rto_initial <= rto_max")
-        if self.max_retries < 1 or self.syn_retries < 1 or self.synack_retries < 1:
-            raise ValueError("retry limits must be at least 1")
+        if not (1 <= self.max_retries <= 100 and 1 <= self.syn_retries <= 100
+                and 1 <= self.synack_retries <= 100):
+            raise ValueError("retry limits must be within 1..100")
         if self.fin_timeout <= 0:
             raise ValueError("fin_timeout must be positive")
         if self.initial_window < 1:

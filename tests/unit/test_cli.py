@@ -118,6 +118,7 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
         pytest.param(("serve", "--msl", "nan"), ("MSL",), id="msl-nan"),
         pytest.param(("serve", "--delayed-ack", "0.6"), ("delayed ACK",), id="delayed-ack-big"),
         pytest.param(("serve", "--max-retries", "0"), ("retry",), id="max-retries-zero"),
+        pytest.param(("serve", "--max-retries", "1000"), ("retry",), id="max-retries-huge"),
         pytest.param(("serve", "--congestion-control", "vegas"), ("vegas",), id="unknown-cc"),
         pytest.param(("serve", "--workers", "0"), ("worker",), id="workers-zero"),
         pytest.param(("serve", "--workers", "65"), ("worker",), id="workers-too-many"),
