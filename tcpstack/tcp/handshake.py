@@ -78,6 +78,17 @@ def record_syn_timestamp(tcb: ControlBlock, syn: TcpSegment, now: float) -> None
         tcb.ts_recent_age = now
 
 
+def syn_window(cfg: TcpConfig, scaled: bool) -> int:
+    """The window of our SYN or SYN,ACK: the receive buffer, at most 65535 (a SYN's
+    window is never scaled, RFC 7323 2.2) -- and, when ``scaled`` (the SYN offers or
+    the SYN,ACK agrees to window scaling), rounded down to a multiple of our scale
+    factor so that later, scaled windows can advertise exactly the same right edge
+    (else the first scaled window would have to round up, and a retransmitted SYN,ACK
+    would move the edge left)."""
+    shift = cfg.rcv_wscale if scaled else 0
+    return min(cfg.rcv_buf, 0xFFFF) >> shift << shift
+
+
 def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
     """Our SYN (active open) or SYN,ACK; its window is never scaled (RFC 7323 2.2).
 
@@ -95,7 +106,7 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
             (tcb.tsval(now), 0) if cfg.timestamps else None))
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
-                min(cfg.rcv_buf, 0xFFFF), opts)
+                syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts)
 
 
 def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
@@ -130,7 +141,7 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack), ts[0])
     options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1), SYN | ACK,
-                                  min(cfg.rcv_buf, 0xFFFF), options, b"", 0))
+                                  syn_window(cfg, wscale is not None), options, b"", 0))
 
 
 def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: float) -> None:
@@ -147,9 +158,9 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     if tcb.ts_ok and ts is not None:
         tcb.ts_recent = ts[0]
         tcb.ts_recent_age = now
-    # Our SYN,ACK went out statelessly; its window was min(rcv_buf, 64 KiB), unscaled.
+    # Our SYN,ACK went out statelessly, with the window of every SYN,ACK of ours.
     tcb.snd_max = seq_add(tcb.iss, 1)
-    tcb.rcv_adv = seq_add(tcb.rcv_nxt, min(tcb.cfg.rcv_buf, 0xFFFF))
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, syn_window(tcb.cfg, tcb.wscale_ok))
     tcb.last_ack_sent = tcb.rcv_nxt
     tcb.fire(Trigger.RCV_SYN)  # LISTEN -> SYN-RECEIVED, as if the SYN had been queued
 
@@ -168,4 +179,4 @@ def after_handshake(tcb: ControlBlock) -> None:
 
 __all__ = ["TS_OPTION_LEN", "after_handshake", "cookie_syn_ack", "negotiate",
            "record_syn_timestamp", "send_syn", "start_active", "start_from_cookie",
-           "start_passive", "syn_segment"]
+           "start_passive", "syn_segment", "syn_window"]

@@ -93,7 +93,7 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     # Our SYN advertised an unscaled window; only now is its base known.
-    tcb.rcv_adv = seq_add(tcb.rcv_nxt, min(tcb.cfg.rcv_buf, 0xFFFF))
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, handshake.syn_window(tcb.cfg, tcb.cfg.window_scaling))
     handshake.negotiate(tcb, seg.options)
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
@@ -332,8 +332,12 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
             seq = tcb.rcv_nxt
             n = len(payload)
             tcb.ack_pending = True
-        # ... and what exceeds the advertised window at the back.
+        # ... and what exceeds the advertised window at the back, or lies beyond a
+        # FIN already received out of order: nothing follows the peer's FIN.
         room = seq_diff(tcb.rcv_adv, seq)
+        fin_seq = tcb.reassembly.fin_seq
+        if fin_seq is not None:
+            room = min(room, seq_diff(fin_seq, seq))
         if n > room:
             payload = payload[:max(room, 0)]
             n = len(payload)
@@ -349,7 +353,7 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
             teardown.receive_fin(tcb, now)
         else:
             # An out-of-order FIN draws a duplicate ACK like out-of-order data.
-            tcb.reassembly.fin_seq = seq_add(seq, n)
+            _note_fin_ahead(tcb, seq_add(seq, n))
             ack_policy.ack_now(tcb)
     elif tcb.reassembly.fin_seq is not None and tcb.reassembly.fin_seq == tcb.rcv_nxt:
         tcb.reassembly.fin_seq = None
@@ -377,7 +381,18 @@ def _queue_out_of_order(tcb: ControlBlock, seq: int, payload: BytesLike, fin: bo
         if dup is not None and tcb.sack_ok:
             tcb.dsack = dup
     if fin:
-        tcb.reassembly.fin_seq = seq_add(seq, n)
+        _note_fin_ahead(tcb, seq_add(seq, n))
+
+
+def _note_fin_ahead(tcb: ControlBlock, fin_seq: int) -> None:
+    """Remember the peer's FIN that arrived ahead of RCV.NXT (the first one wins) and
+    forget anything queued beyond it: the stream ends there."""
+    ooo = tcb.reassembly
+    if ooo.fin_seq is not None:
+        return
+    ooo.fin_seq = fin_seq
+    if ooo.drop_from(fin_seq, tcb.rcv_nxt):
+        tcb.drop("tcp_data_after_fin")
 
 
 def _deliver_in_order(tcb: ControlBlock, payload: BytesLike) -> None:

@@ -220,6 +220,32 @@ class ReassemblyQueue:
             return data
         return None
 
+    def drop_from(self, seq: int, rcv_nxt: int) -> int:
+        """Forget every queued byte at or beyond ``seq`` (the peer's FIN: nothing
+        follows it); returns how many bytes went."""
+        runs = self._runs
+        gone = 0
+        limit = seq_diff(seq, rcv_nxt)
+        while runs:
+            run = runs[-1]
+            start = seq_diff(run.seq, rcv_nxt)
+            if start >= limit:
+                runs.pop()
+                self._forget(run)
+                gone += run.size
+                continue
+            over = start + run.size - limit
+            if over > 0:
+                data = bytearray().join(run.pieces)
+                del data[run.size - over:]
+                self._pieces -= len(run.pieces) - 1
+                self.nbytes -= over
+                run.pieces = [data]
+                run.size -= over
+                gone += over
+            break
+        return gone
+
     def drop_below(self, rcv_nxt: int) -> None:
         """Forget runs wholly below ``rcv_nxt`` (after in-order data covered them)."""
         runs = self._runs

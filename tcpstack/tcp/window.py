@@ -19,7 +19,7 @@ from __future__ import annotations
 from tcpstack.tcp import ack_policy
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_add, seq_diff
-from tcpstack.tcp.state import RECEIVES_TEXT
+from tcpstack.tcp.state import RECEIVES_TEXT, State
 
 PRESSURE_WINDOW_SEGMENTS = 4
 
@@ -35,7 +35,12 @@ def window_field(tcb: ControlBlock) -> int:
     advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
     if advertised < 0:
         advertised = 0
-    if tcb.pool.pressure:
+    if tcb.state is State.SYN_RECEIVED:
+        # Until the handshake completes the window stays what our SYN,ACK offered
+        # (as Linux's request sockets): a retransmitted SYN,ACK, unscaled and at most
+        # 64 KiB, must not offer less than an ACK sent meanwhile.
+        free = advertised
+    elif tcb.pool.pressure:
         # Memory pressure (as Linux's tcp_clamp_window): at most four segments are
         # offered, so connections whose applications read still move, slowly.
         free = min(free, PRESSURE_WINDOW_SEGMENTS * tcb.cfg.mss)

@@ -268,7 +268,24 @@ def test_syn_sent_syn_has_mss_and_wscale() -> None:
     seg = expect_one(tcb, 0.0, SYN, seq=ISS, ack=0)
     assert seg.options.mss == 1460
     assert seg.options.wscale == 3
-    assert seg.window == 0xFFFF
+    # Unscaled, and a multiple of 2**3 so that scaled windows can keep its edge.
+    assert seg.window == 0xFFFF & ~7
+
+
+def test_retransmitted_syn_ack_never_offers_less_than_an_ack_sent_before() -> None:
+    """RFC 9293 3.8.6.2.2: the right edge never moves left. In SYN-RECEIVED the window
+    stays what the SYN,ACK offered, and that is a multiple of the scale factor, so an
+    ACK sent meanwhile (here to an out-of-window segment) and a retransmitted SYN,ACK
+    offer exactly the same edge."""
+    tcb = tcb_listen_syn_received(base_config(rcv_buf=256 * 1024), wscale=7)
+    tcb.receive(peer(tcb, ACK, seq=tcb.rcv_nxt + 10**6), 0.05)
+    (ack,) = expect(tcb, 0.05, 1)
+    edge = ack.ack + (ack.window << tcb.rcv_wscale)
+    deadline = tcb.next_deadline()
+    assert deadline is not None
+    tcb.handle_timer(deadline)
+    (synack,) = expect(tcb, deadline, 1)
+    assert synack.flags == SYN | ACK and synack.ack + synack.window == edge
 
 
 def test_syn_sent_no_wscale_when_disabled() -> None:

@@ -369,3 +369,37 @@ def test_tcb_drops_out_of_order_data_beyond_the_piece_cap_and_counts_it() -> Non
     tcb.segments_to_send(1.0)
     tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 2 + 2 * (cap + 10))), 1.1)
     assert tcb.recv() == chunk(0, 2 + 2 * (cap + 10))
+
+
+def test_nothing_beyond_an_out_of_order_fin_is_delivered_and_the_fin_still_counts() -> None:
+    """RFC 9293 3.10.7.4: the FIN ends the peer's stream. Data a peer sends beyond a
+    FIN that arrived out of order is not queued, and the FIN is taken once the hole
+    before it fills."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    tcb.receive(peer(tcb, ACK, seq=RCV + 10, payload=b"x" * 10), 1.0)  # "after" the FIN
+    tcb.receive(peer(tcb, ACK, seq=RCV, payload=chunk(0, 10)), 1.0)
+    assert tcb.recv() == chunk(0, 10)
+    assert tcb.state is State.CLOSE_WAIT
+
+
+def test_data_queued_beyond_a_later_fin_is_forgotten() -> None:
+    """A FIN that arrives out of order below data already queued: the queued bytes
+    beyond it are dropped (counted), and the FIN ends the stream when the hole fills."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK, seq=RCV + 11, payload=b"x" * 10), 1.0)
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    assert tcb.reassembly.nbytes == 0
+    assert tcb.counters["tcp_data_after_fin"] == 1
+    tcb.receive(peer(tcb, ACK, seq=RCV, payload=chunk(0, 10)), 1.0)
+    assert tcb.recv() == chunk(0, 10)
+    assert tcb.state is State.CLOSE_WAIT
+
+
+def test_queue_drop_from_cuts_runs_at_a_sequence_number() -> None:
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.add(RCV + 300, chunk(300, 400), RCV)
+    assert q.drop_from(RCV + 150, RCV) == 150
+    assert q.nbytes == 50 and len(q) == 1
+    assert q.pop_ready(RCV + 100) == chunk(100, 150)
