@@ -208,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="time given to connections to close at shutdown")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
+    priv = s.add_argument_group("privileges")
+    priv.add_argument("--user", default=None, metavar="USER",
+                      help="after setting up the interface as root, run as USER (name or "
+                           "ID) with no capabilities")
+    priv.add_argument("--group", default=None, metavar="GROUP",
+                      help="with --user: run with this group instead of USER's primary group")
     return parser
 
 
@@ -246,6 +252,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = StackConfig(addresses=(args.address,), tcp=tcp)
     except ValueError as e:
         return _fail(str(e), 2)
+    creds = None
+    if args.user is not None or args.group is not None:
+        from tcpstack.privileges import PrivilegeError, resolve_credentials
+
+        if args.user is None:
+            return _fail("--group needs --user", 2)
+        try:
+            creds = resolve_credentials(args.user, args.group)
+        except PrivilegeError as e:
+            return _fail(str(e), 2)
     host = args.host_address
     if host is not None and host.ip == args.address:
         return _fail(f"--address {args.address} is the host side's own address", 2)
@@ -270,6 +286,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
     try:
+        if creds is not None:
+            from tcpstack.privileges import PrivilegeError, drop_privileges, preload_modules
+
+            preload_modules(("uvloop", "tcpstack.aio.network", "tcpstack.apps",
+                             "tcpstack.stack", "tcpstack.link.impair"))
+            try:
+                drop_privileges(creds)
+            except PrivilegeError as e:
+                return _fail(str(e))
+            log.info("running as user %s (uid %d, gid %d) with no capabilities",
+                     creds.name, creds.uid, creds.gid)
         if device.created or args.configure:
             if args.address not in host.network:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
