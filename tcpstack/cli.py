@@ -30,6 +30,8 @@ DEFAULT_INTERFACE = "tcpstack0"
 DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
 DEFAULT_ADDRESS = "10.0.0.2"
 TSO_SIZE = 65535 - 20 - 60  # largest TCP payload in one IPv4 packet with full options
+CLOSE_GRACE = 1.0
+"""Seconds connections still open after draining get to close (FIN) before RST."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_bounded_int(1, 64, "worker count"), default=1,
                    metavar="N", help="worker processes, one TUN queue each (default: 1)")
     s.add_argument("--grace", type=_positive_float("grace period"), default=2.0,
-                   metavar="SECONDS", help="time given to connections to close at shutdown")
+                   metavar="SECONDS",
+                   help="at SIGTERM/SIGINT, time open connections get to finish before "
+                        "they are closed; new ones are refused meanwhile (default: 2)")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
     priv = s.add_argument_group("privileges")
@@ -370,9 +374,8 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
     net = Network(device, stack=Stack(config, isn_secret=isn_secret))
     handlers: dict[str, Any] = {"http": HttpService(www=args.www), "echo": echo,
                                 "discard": discard}
-    for name, port in ports.items():
-        if port:
-            net.start_server(handlers[name], port, backlog=args.backlog)
+    servers = [net.start_server(handlers[name], port, backlog=args.backlog)
+               for name, port in ports.items() if port]
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -391,11 +394,20 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
              services or "no services")
     try:
         await stop.wait()
+        # Draining: with no listener left, a new SYN is answered with RST
+        # (RFC 9293 3.10.7.1); open connections may finish within --grace. A
+        # second SIGINT/SIGTERM ends the wait early.
+        stop.clear()
+        for server in servers:
+            server.close()
+        log.info("shutting down: draining %d connection(s) for up to %gs; "
+                 "new connections are refused", len(net.connections), args.grace)
+        await _drain(net, args.grace, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("shutting down: closing %d connection(s)", len(net.connections))
-    await net.aclose(grace=args.grace)
+    await net.aclose(grace=min(args.grace, CLOSE_GRACE))
     if device is not raw_device:
         await _drain_impairment(device)
     counters = net.stack.counters
@@ -405,6 +417,30 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
         log.info("impairment counters: %s",
                  ", ".join(f"{k}={v}" for k, v in sorted(device.counters.items())) or "none")
     return 0
+
+
+async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
+    """Wait until every open connection has finished, ``grace`` seconds pass or ``stop`` is set.
+
+    A connection has finished when our FIN is acknowledged or it has ended
+    otherwise (reset, timed out): its handler is done with it.
+    """
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[Any]] = {
+        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    deadline = loop.time() + grace
+    try:
+        while pending and not stop.is_set():
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            _done, waiting = await asyncio.wait({*pending, stopped}, timeout=timeout,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            pending = {w for w in waiting if w is not stopped}
+    finally:
+        for w in (*pending, stopped):
+            w.cancel()
 
 
 async def _drain_impairment(device: Any, limit: float = 1.0) -> None:
