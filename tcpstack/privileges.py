@@ -198,6 +198,11 @@ def drop_privileges(creds: Credentials) -> dict[str, str]:
     if os.geteuid() != 0:
         raise PrivilegeError(
             f"--user needs root to switch users (running as uid {os.geteuid()})")
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        # capset(2) and prctl(2) act on the calling thread only: another thread
+        # would keep its capabilities.
+        raise PrivilegeError(f"cannot drop privileges with {threads} threads running")
     libc = _libc()
     try:
         _prctl(libc, PR_SET_KEEPCAPS, 0)

@@ -159,6 +159,34 @@ def test_drop_leaves_uid_nobody_no_capabilities_and_no_way_back() -> None:
     assert out["regained"] is False
 
 
+_DROP_WITH_A_THREAD = """
+import os, threading
+from tcpstack.privileges import PrivilegeError, drop_privileges, resolve_credentials
+done = threading.Event()
+t = threading.Thread(target=done.wait)
+t.start()
+try:
+    drop_privileges(resolve_credentials("nobody"))
+    print("DROPPED")
+except PrivilegeError as e:
+    print("REFUSED", e, os.getuid())
+finally:
+    done.set()
+    t.join()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_drop_refuses_while_another_thread_runs_and_changes_nothing() -> None:
+    _nobody()
+    result = subprocess.run([sys.executable, "-c", _DROP_WITH_A_THREAD], capture_output=True,
+                            text=True, timeout=30, env=_env(), check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("REFUSED cannot drop privileges with 2 threads"), \
+        result.stdout
+    assert result.stdout.split()[-1] == "0"  # still root: nothing was half done
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="checks the error when not root")
 def test_drop_without_root_fails_with_a_reason() -> None:
     from tcpstack.privileges import drop_privileges
