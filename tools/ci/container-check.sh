@@ -168,7 +168,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 mkdir -p "$RUN_DIR" "$STATE_DIR" "$CACHE_DIR"
-# Both engines refuse to start if their flags would change the machine.
+# Flags for both engines: no firewall or NAT rules, no forwarding change,
+# published ports through docker-proxy. Where a system containerd runs, dockerd
+# uses it; the containerd namespaces above keep our engines apart from it.
 ENGINE_FLAGS=(--iptables=false --ip6tables=false --ip-forward=false --ip-masq=false
               --userland-proxy=true --log-level=warn)
 
@@ -189,6 +191,8 @@ wait_engine() { # wait_engine PID SOCK NAME LOG: up to 60 s for the engine to an
 phase "starting a private build engine (no bridge, no iptables, no forwarding)"
 /usr/sbin/dockerd -H "$BUILD_SOCK" --data-root "$STATE_DIR/docker" \
     --exec-root "$RUN_DIR/build" --pidfile "$RUN_DIR/build.pid" --bridge=none \
+    --containerd-namespace tcpstack-ci-build \
+    --containerd-plugins-namespace tcpstack-ci-build-plugins \
     "${ENGINE_FLAGS[@]}" </dev/null >"$RUN_DIR/build.log" 2>&1 &
 build_pid=$!
 wait_engine "$build_pid" "$BUILD_SOCK" build "$RUN_DIR/build.log"
@@ -202,6 +206,8 @@ run_data=$(mktemp -d /var/tmp/tcpstack-ci-run.XXXXXXXX)
 # hierarchy dockerd needs) enters only the network namespace.
 nsenter --net="/run/netns/$NETNS" /usr/sbin/dockerd -H "$RUN_SOCK" \
     --data-root "$run_data" --exec-root "$RUN_DIR/run" --pidfile "$RUN_DIR/run.pid" \
+    --containerd-namespace "tcpstack-ci-run-$$" \
+    --containerd-plugins-namespace "tcpstack-ci-run-$$-plugins" \
     "${ENGINE_FLAGS[@]}" </dev/null >"$RUN_DIR/run.log" 2>&1 &
 run_pid=$!
 wait_engine "$run_pid" "$RUN_SOCK" run "$RUN_DIR/run.log"
