@@ -170,7 +170,7 @@ trap 'exit 143' TERM
 mkdir -p "$RUN_DIR" "$STATE_DIR" "$CACHE_DIR"
 # Flags for both engines: no firewall or NAT rules, no forwarding change,
 # published ports through docker-proxy. Where a system containerd runs, dockerd
-# uses it; the containerd namespaces above keep our engines apart from it.
+# uses it; the containerd namespaces given below keep our engines apart from it.
 ENGINE_FLAGS=(--iptables=false --ip6tables=false --ip-forward=false --ip-masq=false
               --userland-proxy=true --log-level=warn)
 
