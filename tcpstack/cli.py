@@ -46,6 +46,8 @@ DEFAULT_INTERFACE = "tcpstack0"
 DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
 DEFAULT_ADDRESS = "10.0.0.2"
 TSO_SIZE = 65535 - 20 - 60  # largest TCP payload in one IPv4 packet with full options
+CLOSE_GRACE = 1.0
+"""Seconds connections still open after draining get to close (FIN) before RST."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -305,10 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes, one TUN queue each "
                         f"(default: {_DAEMON.workers})")
     s.add_argument("--grace", type=float, metavar="SECONDS",
-                   help="time given to connections to close at shutdown "
+                   help="at SIGTERM/SIGINT, time open connections get to finish before "
+                        "they are closed; new ones are refused meanwhile "
                         f"(default: {_DAEMON.grace:g})")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
+    priv = s.add_argument_group("privileges")
+    priv.add_argument("--user", default=None, metavar="USER",
+                      help="after setting up the interface as root, run as USER (name or "
+                           "ID) with no capabilities")
+    priv.add_argument("--group", default=None, metavar="GROUP",
+                      help="with --user: run with this group instead of USER's primary group")
     return parser
 
 
@@ -386,6 +395,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e), 2)
     config, tcp, daemon = settings.stack, settings.stack.tcp, settings.daemon
+    creds = None
+    if args.user is not None or args.group is not None:
+        from tcpstack.privileges import PrivilegeError, resolve_credentials
+
+        if args.user is None:
+            return _fail("--group needs --user", 2)
+        try:
+            creds = resolve_credentials(args.user, args.group)
+        except PrivilegeError as e:
+            return _fail(str(e), 2)
     host = args.host_address
     if host is None:
         host = ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
@@ -408,6 +427,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
     try:
+        if creds is not None:
+            from tcpstack.privileges import PrivilegeError, drop_privileges, preload_modules
+
+            preload_modules(("uvloop", "tcpstack.aio.network", "tcpstack.apps",
+                             "tcpstack.stack", "tcpstack.link.impair"))
+            try:
+                drop_privileges(creds)
+            except PrivilegeError as e:
+                return _fail(str(e))
+            log.info("running as user %s (uid %d, gid %d) with no capabilities",
+                     creds.name, creds.uid, creds.gid)
         if device.created or args.configure:
             if args.address not in host.network:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
@@ -495,10 +525,9 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         "echo": EchoService(limits=limits, counters=app_counters),
         "discard": DiscardService(limits=limits, counters=app_counters),
     }
-    for name, port in settings.ports.items():
-        if port:
-            net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
-                             syn_backlog=settings.daemon.syn_backlog)
+    servers = [net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
+                                syn_backlog=settings.daemon.syn_backlog)
+               for name, port in settings.ports.items() if port]
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -514,8 +543,19 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address,
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
+    grace = settings.daemon.grace
     try:
         await stop.wait()
+        if not failure:
+            # Draining: with no listener left, a new SYN is answered with RST
+            # (RFC 9293 3.10.7.1); open connections may finish within --grace. A
+            # second SIGINT/SIGTERM ends the wait early.
+            stop.clear()
+            for server in servers:
+                server.close()
+            log.info("shutting down: draining %d connection(s) for up to %gs; "
+                     "new connections are refused", len(net.connections), grace)
+            await _drain(net, grace, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -524,7 +564,7 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         await net.aclose(grace=0.0)
     else:
         log.info("shutting down: closing %d connection(s)", len(net.connections))
-        await net.aclose(grace=settings.daemon.grace)
+        await net.aclose(grace=min(grace, CLOSE_GRACE))
         if device is not raw_device:
             await _drain_impairment(device)
     counters = net.stack.counters
@@ -538,6 +578,30 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     if failure:
         return _fail(f"TUN interface {raw_device.name} went away ({failure[0]})")
     return 0
+
+
+async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
+    """Wait until every open connection has finished, ``grace`` seconds pass or ``stop`` is set.
+
+    A connection has finished when our FIN is acknowledged or it has ended
+    otherwise (reset, timed out): its handler is done with it.
+    """
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[Any]] = {
+        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    deadline = loop.time() + grace
+    try:
+        while pending and not stop.is_set():
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            _done, waiting = await asyncio.wait({*pending, stopped}, timeout=timeout,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            pending = {w for w in waiting if w is not stopped}
+    finally:
+        for w in (*pending, stopped):
+            w.cancel()
 
 
 async def _drain_impairment(device: Any, limit: float = 1.0) -> None:
