@@ -33,6 +33,7 @@ from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 
 
 def _unkeyed_offset(iss: int) -> int:
@@ -62,8 +63,8 @@ class ControlBlock:
         # receive sequence space and buffers
         "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
         # ACK policy (when we acknowledge), and the limits on unsolicited replies
-        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_unacked",
-        "reply_budget",
+        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_pushed",
+        "rcv_unacked", "reply_budget",
         # timestamps (RFC 7323)
         "ts_offset", "ts_recent", "ts_recent_age",
         # round-trip time and congestion control
@@ -163,6 +164,7 @@ class ControlBlock:
         self.ack_pending = False
         self.delack = False
         self.rcv_unacked = 0
+        self.rcv_pushed = False  # a short segment arrived since our last ACK
         self.dsack: tuple[int, int] | None = None
         self.last_ack_sent = 0  # RFC 7323 4.3 Last.ACK.sent
         self.last_oow_reply = -1e18  # when the last rate-limited reply went out

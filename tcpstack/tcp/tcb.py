@@ -138,6 +138,7 @@ class Tcb(ControlBlock):
         """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
         data = self.rcv_buf.take(n)
         if data:
+            ack_policy.on_application_read(self)
             window.on_application_read(self)
         return data
 
