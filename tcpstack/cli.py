@@ -258,6 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"receive buffer per connection (default: {_TCP.rcv_buf})")
     tcp.add_argument("--snd-buf", type=int, metavar="BYTES",
                      help=f"send buffer per connection (default: {_TCP.snd_buf})")
+    tcp.add_argument("--rcv-buf-max", type=int, metavar="BYTES",
+                     help="largest receive buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.rcv_buf_max})")
+    tcp.add_argument("--snd-buf-max", type=int, metavar="BYTES",
+                     help="largest send buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.snd_buf_max})")
+    tcp.add_argument("--no-autotune", dest="autotune", action="store_false", default=None,
+                     help="keep every connection's buffers at --rcv-buf/--snd-buf "
+                          "(no autotuning)")
     tcp.add_argument("--max-retries", type=int, metavar="N",
                      help="retransmissions before a connection is dropped "
                           f"(default: {_TCP.max_retries})")
@@ -351,7 +360,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                body_timeout="http_body_timeout", max_body="http_max_body",
                                max_requests="http_max_requests"))
     tcp = TcpConfig(mss=daemon.mtu - 40,
-                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", msl="msl",
+                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", rcv_buf_max="rcv_buf_max",
+                             snd_buf_max="snd_buf_max", autotune="autotune", msl="msl",
                              max_retries="max_retries",
                              congestion_control="congestion_control", sack="sack",
                              timestamps="timestamps", delayed_ack="delayed_ack",

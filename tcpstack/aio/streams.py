@@ -388,7 +388,7 @@ class TcpStreamWriter:
         conn = self._conn
         if conn.error is not None:
             raise conn.error
-        while conn.tcb.send_buffered > conn.tcb.cfg.snd_buf and conn.tcb.state \
+        while conn.tcb.send_buffered > conn.tcb.send_space and conn.tcb.state \
                 is not State.CLOSED:
             waiter = conn.net.loop.create_future()
             conn._drain_waiter = waiter

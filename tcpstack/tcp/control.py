@@ -63,8 +63,9 @@ class ControlBlock:
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
         # the sender's buffer and the application's requests
         "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
-        # receive sequence space and buffers
-        "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
+        # receive sequence space and buffers; receive-buffer autotuning
+        "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_rtt", "rcv_space", "rcv_wscale",
+        "rcvq_copied", "rcvq_space", "rcvq_time", "reassembly",
         # ACK policy (when we acknowledge), and the limits on unsolicited replies
         "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_pushed",
         "rcv_unacked", "reply_budget",
@@ -73,7 +74,8 @@ class ControlBlock:
         # round-trip time and congestion control
         "cc", "retries", "rtt", "rtt_seq", "rtt_time", "syn_retransmitted",
         # loss recovery (RFC 6675, RFC 6582, RFC 8985, RFC 3522)
-        "dupack_flight", "dupacks", "recovery_point", "rto_high", "rtx_now", "rtx_tsval",
+        "dupack_flight", "dupacks", "prr_delivered", "prr_out", "recover_fs", "recovery_point",
+        "rto_high", "rtx_now", "rtx_tsval",
         "scoreboard", "tlp_dsack", "tlp_high", "tlp_rtx",
         # probes: zero window and keepalive; the user timeout's progress clock
         "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
@@ -164,7 +166,15 @@ class ControlBlock:
         self.rcv_adv = 0
         self.rcv_wscale = 0
         self.rcv_buf = ReceiveBuffer()
-        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES, self.cfg.rcv_buf // 1024))
+        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES,
+                                              self.cfg.rcv_buf_limit // 4096))
+        # The receive buffer's size -- the window we may offer -- and what autotuning
+        # measures to grow it (tcpstack/tcp/autotune.py).
+        self.rcv_space = self.cfg.rcv_buf
+        self.rcvq_space = 0  # bytes read in the last measured round trip
+        self.rcvq_copied = 0  # bytes read since rcvq_time
+        self.rcvq_time = 0.0
+        self.rcv_rtt: float | None = None  # the receiver's round-trip estimate
         # Largest segment payload seen from the peer (Linux's rcv_mss): what a
         # "full-sized segment" is for the delayed-ACK rule.
         self.rcv_mss = min(self.cfg.mss, DEFAULT_PEER_MSS)
@@ -183,6 +193,11 @@ class ControlBlock:
         self.scoreboard = Scoreboard()
         self.recovery_point: int | None = None  # RFC 6675 RecoveryPoint / RFC 6582 recover
         self.rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
+        # Proportional rate reduction during fast recovery (RFC 9937): the flight
+        # when recovery began, bytes delivered and bytes sent since.
+        self.recover_fs = 0
+        self.prr_delivered = 0
+        self.prr_out = 0
         self.dupacks = 0
         self.dupack_flight = 0  # flight when the first duplicate ACK arrived
         self.rtx_now = False  # one retransmission may ignore pipe (recovery entry)

@@ -224,6 +224,8 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
         tcb.rtt_seq = end
         tcb.rtt_time = now
     tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
+    if tcb.recovery_point is not None:
+        tcb.prr_out += seg.seg_len
     tcb.snd_max = end
     if tcb.timers.rto is None:
         tcb.timers.rto = now + tcb.rtt.rto
@@ -244,7 +246,10 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
     payload: BytesLike = sndbuf.view(seq_diff(rec.start, sndbuf.seq), n) if n > 0 else b""
     if payload and rec.end == tcb.snd_max:
         flags |= PSH
-    tcb.out.append(make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload))
+    seg = make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
+    tcb.out.append(seg)
+    if tcb.recovery_point is not None:
+        tcb.prr_out += seg.seg_len
     tcb.scoreboard.on_retransmit(rec, now)
     tcb.rtt_seq = None  # Karn's rule (RFC 6298 3)
     if tcb.rtx_tsval is None and tcb.ts_ok:

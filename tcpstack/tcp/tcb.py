@@ -27,7 +27,17 @@ from __future__ import annotations
 
 import errno
 
-from tcpstack.tcp import ack_policy, handshake, inbound, output, probes, recovery, teardown, window
+from tcpstack.tcp import (
+    ack_policy,
+    autotune,
+    handshake,
+    inbound,
+    output,
+    probes,
+    recovery,
+    teardown,
+    window,
+)
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.limits import Commons
@@ -85,6 +95,12 @@ class Tcb(ControlBlock):
         return len(self.sndbuf.data)
 
     @property
+    def send_space(self) -> int:
+        """The send buffer's high-water mark: writers should wait while
+        :attr:`send_buffered` is above it (it follows the congestion window)."""
+        return autotune.send_space(self)
+
+    @property
     def can_send(self) -> bool:
         return self.state in CAN_SEND and not self.fin_queued
 
@@ -101,7 +117,7 @@ class Tcb(ControlBlock):
         if not data:
             return
         self.sndbuf.append(data)
-        if len(self.sndbuf.data) > self.cfg.snd_buf:
+        if len(self.sndbuf.data) > autotune.send_space(self):
             self.write_blocked = True
         self.mark()
 
@@ -138,6 +154,7 @@ class Tcb(ControlBlock):
         """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
         data = self.rcv_buf.take(n)
         if data:
+            autotune.note_read(self, len(data))
             ack_policy.on_application_read(self)
             window.on_application_read(self)
         return data

@@ -115,6 +115,10 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
         # Ranges checked by the config dataclasses, reported through the CLI.
         pytest.param(("serve", "--rcv-buf", "100"), ("receive buffer",), id="rcv-buf-small"),
         pytest.param(("serve", "--snd-buf", str(1 << 31)), ("send buffer",), id="snd-buf-big"),
+        pytest.param(("serve", "--rcv-buf-max", "10"), ("largest receive buffer",),
+                     id="rcv-buf-max-small"),
+        pytest.param(("serve", "--snd-buf-max", str(1 << 31)), ("largest send buffer",),
+                     id="snd-buf-max-big"),
         pytest.param(("serve", "--msl", "5000"), ("MSL",), id="msl-too-long"),
         pytest.param(("serve", "--msl", "nan"), ("MSL",), id="msl-nan"),
         pytest.param(("serve", "--delayed-ack", "0.6"), ("delayed ACK",), id="delayed-ack-big"),
@@ -285,6 +289,15 @@ def test_flags_reach_their_configs() -> None:
                                        max_requests=17)
     assert settings.daemon == DaemonConfig(mtu=9000, workers=2, backlog=20, txqueuelen=21,
                                            grace=0.5)
+
+
+def test_buffer_autotuning_flags_reach_the_tcp_config() -> None:
+    tcp = _settings("--rcv-buf-max", "8000000", "--snd-buf-max", "3000000").stack.tcp
+    assert (tcp.rcv_buf_max, tcp.snd_buf_max, tcp.autotune) == (8_000_000, 3_000_000, True)
+    assert tcp.rcv_wscale == 7  # chosen for the largest buffer, not the initial one
+    fixed = _settings("--no-autotune").stack.tcp
+    assert fixed.autotune is False
+    assert (fixed.rcv_buf_limit, fixed.snd_buf_limit) == (fixed.rcv_buf, fixed.snd_buf)
 
 
 def test_limit_flags_reach_their_configs() -> None:
