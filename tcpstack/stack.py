@@ -258,7 +258,7 @@ class Stack:
         if proto == PROTO_TCP:
             self._receive_tcp(ip.src, ip.dst, ip.payload, now, not trusted)
         elif proto == PROTO_ICMP:
-            self._receive_icmp(ip.src, ip.dst, ip.payload, not trusted)
+            self._receive_icmp(ip.src, ip.dst, ip.payload, not trusted, now)
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
@@ -270,16 +270,49 @@ class Stack:
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
                                   memoryview(packet)[: ip.header_len + 8], now)
 
-    def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool) -> None:
+    def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool,
+                      now: float) -> None:
         msg = icmp_wire.parse_icmp(payload, verify)
-        if msg.type == icmp_wire.ECHO_REQUEST:
+        t = msg.type
+        if t == icmp_wire.ECHO_REQUEST:
             if not self.config.answer_ping:
                 self.counters["icmp_echo_ignored"] += 1
                 return
             self.counters["icmp_echo_replied"] += 1
             self._send_icmp(dst, src, icmp_wire.build_echo_reply(msg))
+        elif t == icmp_wire.DEST_UNREACHABLE or t == icmp_wire.TIME_EXCEEDED \
+                or t == icmp_wire.PARAMETER_PROBLEM:
+            self._receive_icmp_error(msg, now)
+        elif t == icmp_wire.SOURCE_QUENCH:
+            self.counters["icmp_source_quench_ignored"] += 1  # RFC 6633: deprecated
         else:
-            self.counters[f"icmp_type_{msg.type}_ignored"] += 1
+            self.counters[f"icmp_type_{t}_ignored"] += 1
+
+    def _receive_icmp_error(self, msg: icmp_wire.IcmpMessage, now: float) -> None:
+        """An ICMP error: find the connection whose segment it quotes and tell it
+        (RFC 1122 4.2.3.9, RFC 5927). The connection checks the quoted sequence
+        number before acting (:mod:`tcpstack.tcp.path`); here only the quote's
+        form and 4-tuple are checked, each failure counted."""
+        quote = icmp_wire.parse_quoted_tcp(msg.body)
+        if quote.src not in self.addresses:
+            self.counters["icmp_error_not_ours"] += 1
+            return
+        tcb = self.tcbs.get((quote.src, quote.src_port, quote.dst, quote.dst_port))
+        if tcb is None:
+            self.counters["icmp_error_no_connection"] += 1
+            return
+        t = msg.type
+        if t == icmp_wire.DEST_UNREACHABLE:
+            meaning = icmp_wire.UNREACHABLE_ERRORS.get(msg.code)
+            if meaning is None:
+                # Code 4 belongs to path MTU discovery; others are unassigned.
+                self.counters[f"icmp_unreachable_code_{msg.code}_ignored"] += 1
+                return
+        elif t == icmp_wire.TIME_EXCEEDED:
+            meaning = icmp_wire.TIME_EXCEEDED_ERROR
+        else:
+            meaning = icmp_wire.PARAMETER_PROBLEM_ERROR
+        tcb.on_icmp_error(meaning[0], meaning[1], quote.seq)
 
     def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
                          now: float) -> None:
