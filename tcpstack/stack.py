@@ -65,6 +65,14 @@ Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
+IPV4_TCP_HEADERS = 40  # IPv4 and TCP headers without options: path MTU - this = MSS
+PMTU_CACHE_SIZE = 4096  # destinations whose lowered path MTU is remembered
+
+#: RFC 1191 7: the MTU plateaus, for "fragmentation needed" from routers that do
+#: not report the next hop's MTU (the field is 0): the next plateau below the
+#: length of the packet that did not fit.
+MTU_PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
+
 
 @dataclass(frozen=True, slots=True)
 class StackConfig:
@@ -100,6 +108,10 @@ class StackConfig:
     #: tcp_mem): beyond it windows stop growing, out-of-order data is not queued and
     #: new connections are refused, until applications read and peers acknowledge.
     max_buffered: int = 512 * 1024 * 1024
+    #: The smallest path MTU believed from a "fragmentation needed" message: smaller
+    #: (forged) values are raised to it and counted. RFC 1191's 552 bytes, Linux's
+    #: min_pmtu; PLPMTUD never goes below it either.
+    min_pmtu: int = 552
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -115,6 +127,8 @@ class StackConfig:
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
+        if not 128 <= self.min_pmtu <= 65535:
+            raise ValueError(f"minimum path MTU {self.min_pmtu} out of range 128..65535")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
 
@@ -163,6 +177,10 @@ class Stack:
         self._unclaimed: set[Tcb] = set()
         # Connections in TIME-WAIT, oldest first (for the max_time_wait cap).
         self._time_wait: dict[Tcb, None] = {}
+        # RFC 1191 6.3: path MTUs learned from "fragmentation needed", per
+        # destination, with their expiry, oldest first; new connections start there.
+        self.pmtu_cache: dict[int, tuple[int, float]] = {}
+        self._mss_floor = self.config.min_pmtu - IPV4_TCP_HEADERS
 
     # --------------------------------------------------------------- control
 
@@ -201,7 +219,7 @@ class Stack:
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
                               self._commons, self._isn.ts_offset(*key))
-        self._adopt(key, tcb)
+        self._adopt(key, tcb, now)
         return tcb
 
     def _pick_port(self, lip: int, rip: int, rport: int) -> int:
@@ -213,10 +231,27 @@ class Stack:
                 return port
         raise OSError(99, "no free local port")
 
-    def _adopt(self, key: Key, tcb: Tcb) -> None:
-        """Own ``tcb``: index it and have it report when it has output (it has: its SYN)."""
+    def _adopt(self, key: Key, tcb: Tcb, now: float) -> None:
+        """Own ``tcb``: index it, start it at the path MTU known for its peer, and have
+        it report when it has output (it has: its SYN)."""
         self.tcbs[key] = tcb
+        tcb.mss_floor = self._mss_floor
+        known = self.pmtu_cache.get(key[2])
+        if known is not None:
+            if known[1] > now:
+                tcb.set_path_mss(known[0] - IPV4_TCP_HEADERS, known[1])
+            else:
+                del self.pmtu_cache[key[2]]
         tcb.bind(self._mark_dirty)
+
+    def _remember_pmtu(self, remote: int, mtu: int, now: float) -> None:
+        """Cache a lowered path MTU for ``remote`` (RFC 1191 6.3), bounded in size:
+        the oldest entry makes room."""
+        cache = self.pmtu_cache
+        cache.pop(remote, None)
+        if len(cache) >= PMTU_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[remote] = (mtu, now + self.tcp_config.pmtu_expires)
 
     def _mark_dirty(self, tcb: Tcb) -> None:
         self._dirty.append(tcb)
@@ -302,10 +337,12 @@ class Stack:
             self.counters["icmp_error_no_connection"] += 1
             return
         t = msg.type
+        if t == icmp_wire.DEST_UNREACHABLE and msg.code == icmp_wire.CODE_FRAG_NEEDED:
+            self._frag_needed(tcb, msg.rest & 0xFFFF, quote, now)
+            return
         if t == icmp_wire.DEST_UNREACHABLE:
             meaning = icmp_wire.UNREACHABLE_ERRORS.get(msg.code)
-            if meaning is None:
-                # Code 4 belongs to path MTU discovery; others are unassigned.
+            if meaning is None:  # unassigned
                 self.counters[f"icmp_unreachable_code_{msg.code}_ignored"] += 1
                 return
         elif t == icmp_wire.TIME_EXCEEDED:
@@ -313,6 +350,23 @@ class Stack:
         else:
             meaning = icmp_wire.PARAMETER_PROBLEM_ERROR
         tcb.on_icmp_error(meaning[0], meaning[1], quote.seq)
+
+    def _frag_needed(self, tcb: Tcb, mtu: int, quote: icmp_wire.QuotedTcp, now: float) -> None:
+        """RFC 1191: "fragmentation needed and DF set" for ``tcb``'s segment. The
+        next-hop MTU (or, where a router left it 0, the plateau below the quoted
+        packet's length, RFC 1191 5) is raised to ``min_pmtu`` if smaller -- a forged
+        tiny MTU would make every segment a runt -- and handed to the connection,
+        which checks the quoted sequence number; a lowered MTU is cached for the
+        destination."""
+        self.counters["icmp_frag_needed"] += 1
+        if mtu == 0:
+            mtu = next((p for p in MTU_PLATEAUS if p < quote.total_len), 68)
+        floor = self.config.min_pmtu
+        if mtu < floor:
+            self.counters["icmp_pmtu_below_floor"] += 1
+            mtu = floor
+        if tcb.on_packet_too_big(mtu - IPV4_TCP_HEADERS, quote.seq, now):
+            self._remember_pmtu(quote.dst, tcb.path_mss + IPV4_TCP_HEADERS, now)
 
     def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
                          now: float) -> None:
@@ -367,7 +421,7 @@ class Stack:
         verdict = self._passive.segment(listener, key, seg, now,
                                         may_open=self._may_open(seg), old_snd_max=old_snd_max)
         if verdict.tcb is not None:
-            self._adopt(key, verdict.tcb)
+            self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
