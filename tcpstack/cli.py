@@ -284,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     path.add_argument("--pmtu-expires", type=float, metavar="SECONDS",
                       help="how long a lowered path MTU holds before the full size is "
                            f"tried again (default: {_TCP.pmtu_expires:g})")
+    frag = s.add_argument_group("IP fragments")
+    frag.add_argument("--no-reassembly", dest="reassembly", action="store_false", default=None,
+                      help="drop IPv4 fragments (counted as ipv4_fragment) instead of "
+                           "reassembling them")
+    frag.add_argument("--frag-memory", type=int, metavar="BYTES",
+                      help="bytes all partial datagrams may hold; one source at most a "
+                           f"quarter (default: {_STACK.frag_memory})")
+    frag.add_argument("--frag-timeout", type=float, metavar="SECONDS",
+                      help="time a datagram has to be completed from its first fragment "
+                           f"(default: {_STACK.frag_timeout:g})")
     path.add_argument("--no-mtu-probing", dest="mtu_probing", action="store_false",
                       default=None,
                       help="no packetization-layer PMTUD: paths that drop large packets "
@@ -377,7 +387,9 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                  max_connections="max_connections",
                                  max_time_wait="max_time_wait", max_buffered="max_buffered",
                                  rst_rate_limit="rst_rate_limit",
-                                 icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu"))
+                                 icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
+                                 reassembly="reassembly", frag_memory="frag_memory",
+                                 frag_timeout="frag_timeout"))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
 
+from tcpstack.fragments import Reassembler
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
@@ -45,7 +46,16 @@ from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike, Malformed
-from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
+from tcpstack.wire.ipv4 import (
+    FLAG_MF,
+    FRAG_OFFSET_MASK,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    build_ipv4,
+    fragment_field,
+    parse_ipv4,
+)
 from tcpstack.wire.tcp import (
     ACK,
     FIN,
@@ -112,6 +122,15 @@ class StackConfig:
     #: (forged) values are raised to it and counted. RFC 1191's 552 bytes, Linux's
     #: min_pmtu; PLPMTUD never goes below it either.
     min_pmtu: int = 552
+    #: Reassemble IPv4 fragments (RFC 791 3.2) within the bounds below; off, every
+    #: fragment is dropped and counted as ``ipv4_fragment``.
+    reassembly: bool = True
+    #: Bytes all partial datagrams may hold (one source: a quarter of it), as
+    #: Linux's ipfrag_high_thresh (4 MiB).
+    frag_memory: int = 4 * 1024 * 1024
+    #: Seconds a datagram has to be completed from its first fragment (RFC 791's
+    #: reassembly timer; Linux's ipfrag_time).
+    frag_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -127,6 +146,10 @@ class StackConfig:
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
+        if not 256 * 1024 <= self.frag_memory <= 1 << 30:
+            raise ValueError(f"fragment memory {self.frag_memory} out of range 256 KiB..1 GiB")
+        if not 1 <= self.frag_timeout <= 120:
+            raise ValueError("frag_timeout must be within 1..120 seconds")
         if not 128 <= self.min_pmtu <= 65535:
             raise ValueError(f"minimum path MTU {self.min_pmtu} out of range 128..65535")
         if not 1 <= self.ttl <= 255:
@@ -136,6 +159,11 @@ class StackConfig:
 def _is_bad_source(src: int) -> bool:
     """RFC 1122 3.2.1.3 / 4.2.3.10: never answer broadcast, multicast or 0.0.0.0 sources."""
     return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
+
+
+def _quote(header: memoryview, payload: memoryview) -> memoryview:
+    """What an ICMP error quotes of a datagram: its IP header and 8 bytes of payload."""
+    return memoryview(bytes(header) + bytes(payload[:8]))
 
 
 class Stack:
@@ -181,6 +209,10 @@ class Stack:
         # destination, with their expiry, oldest first; new connections start there.
         self.pmtu_cache: dict[int, tuple[int, float]] = {}
         self._mss_floor = self.config.min_pmtu - IPV4_TCP_HEADERS
+        self.fragments: Reassembler | None = None
+        if self.config.reassembly:
+            self.fragments = Reassembler(self.counters, self.config.frag_memory,
+                                         self.config.frag_timeout)
 
     # --------------------------------------------------------------- control
 
@@ -282,7 +314,8 @@ class Stack:
             # DATA_VALID); the header itself is stripped.
             trusted = virtio.checksum_trusted(virtio.parse_flags(packet))
             packet = memoryview(packet)[virtio.HEADER_LEN:]
-        ip = parse_ipv4(packet)
+        fragments = self.fragments
+        ip = parse_ipv4(packet, fragments is not None)
         if ip.dst not in self.addresses:
             self.counters["ip_not_for_us"] += 1
             return
@@ -290,20 +323,33 @@ class Stack:
             self.counters["ip_bad_source"] += 1
             return
         proto = ip.proto
+        payload = ip.payload
+        header = memoryview(packet)[: ip.header_len]
+        if fragments is not None:
+            frag = fragment_field(packet)
+            if frag:
+                whole = fragments.add((ip.src, ip.dst, proto, ip.ident), header,
+                                      (frag & FRAG_OFFSET_MASK) * 8, bool(frag & FLAG_MF),
+                                      payload, now)
+                if whole is None:
+                    return
+                header = memoryview(whole[0])
+                payload = memoryview(whole[1])
+                trusted = False  # no offload vouches for a reassembled datagram
         if proto == PROTO_TCP:
-            self._receive_tcp(ip.src, ip.dst, ip.payload, now, not trusted)
+            self._receive_tcp(ip.src, ip.dst, payload, now, not trusted)
         elif proto == PROTO_ICMP:
-            self._receive_icmp(ip.src, ip.dst, ip.payload, not trusted, now)
+            self._receive_icmp(ip.src, ip.dst, payload, not trusted, now)
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PORT_UNREACHABLE,
-                                  memoryview(packet)[: ip.header_len + 8], now)
+                                  _quote(header, payload), now)
         else:
             # RFC 1122 3.2.2.1: protocol unreachable.
             self.counters["ip_unknown_protocol"] += 1
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
-                                  memoryview(packet)[: ip.header_len + 8], now)
+                                  _quote(header, payload), now)
 
     def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool,
                       now: float) -> None:

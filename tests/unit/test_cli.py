@@ -176,6 +176,12 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="pmtu-expires-zero"),
         pytest.param(("serve", "--pmtu-expires", "nan"), ("pmtu_expires",),
                      id="pmtu-expires-nan"),
+        pytest.param(("serve", "--frag-memory", "1000"), ("fragment memory",),
+                     id="frag-memory-tiny"),
+        pytest.param(("serve", "--frag-timeout", "0"), ("frag_timeout",),
+                     id="frag-timeout-zero"),
+        pytest.param(("serve", "--frag-timeout", "nan"), ("frag_timeout",),
+                     id="frag-timeout-nan"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -245,7 +251,8 @@ def test_serve_help_lists_the_flags() -> None:
                  "--idle-timeout", "--send-timeout", "--close-timeout", "--http-header-timeout",
                  "--http-body-timeout", "--http-max-body", "--http-max-requests",
                  "--keepalive", "--keepalive-interval", "--keepalive-count", "--no-keepalive",
-                 "--min-pmtu", "--pmtu-expires", "--no-mtu-probing"):
+                 "--min-pmtu", "--pmtu-expires", "--no-mtu-probing", "--no-reassembly",
+                 "--frag-memory", "--frag-timeout"):
         assert flag in result.stdout, flag
 
 
@@ -316,6 +323,11 @@ def test_path_mtu_flags_reach_their_configs() -> None:
     settings = _settings("--min-pmtu", "1280", "--pmtu-expires", "120", "--no-mtu-probing")
     assert settings.stack.min_pmtu == 1280
     assert (settings.stack.tcp.pmtu_expires, settings.stack.tcp.mtu_probing) == (120.0, False)
+
+
+def test_fragment_flags_reach_their_config() -> None:
+    st = _settings("--no-reassembly", "--frag-memory", "1048576", "--frag-timeout", "10").stack
+    assert (st.reassembly, st.frag_memory, st.frag_timeout) == (False, 1 << 20, 10.0)
 
 
 def test_no_keepalive_leaves_service_connections_alone() -> None:
