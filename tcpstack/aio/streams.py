@@ -16,6 +16,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -60,9 +61,15 @@ class StreamHost(Protocol):
     def connect(self, host: str, port: int, limit: int, nodelay: bool) -> Connection: ...
 
 
-def _error_for(reason: str | None) -> OSError | None:
+def _error_for(reason: str | None, code: int = 0) -> OSError | None:
+    """The exception a connection that ended for ``reason`` raises; ``code`` (an
+    errno from an ICMP error, see :class:`~tcpstack.tcp.events.Terminated`) takes
+    precedence, as a kernel socket's ``SO_ERROR`` would (``OSError`` picks the
+    subclass, e.g. :class:`ConnectionRefusedError` for ``ECONNREFUSED``)."""
     if reason is None or reason == "aborted":
         return None
+    if code:
+        return OSError(code, os.strerror(code))
     if reason == "reset":
         return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     if reason == "refused":
@@ -117,7 +124,7 @@ class Connection:
                 if not self._closed.done():
                     self._closed.set_result(None)
             elif isinstance(e, ev.Terminated):
-                self._terminated(_error_for(e.error))
+                self._terminated(_error_for(e.error, e.errno))
         if self.tcb.state is State.TIME_WAIT:
             # Both directions are finished; only the engine's 2*MSL wait remains. The
             # TCB no longer needs its application objects (and holding them for 2*MSL

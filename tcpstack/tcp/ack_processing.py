@@ -115,6 +115,7 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
     tcb.scoreboard.ack(ack, now, echo)
     _sample_rtt(tcb, ack, now, seg)
     tcb.retries = 0
+    tcb.blackhole_mark = 0
     tcb.rtt.reset_backoff()
     if acked and tcb.recovery_point is None:
         # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2),

@@ -59,6 +59,13 @@ class TcpConfig:
     #: a zero window held while probes are answered, or a window opened a byte at a
     #: time (progress is a full segment acknowledged, or everything). 0: never.
     user_timeout: float = 900.0
+    #: Packetization-layer path MTU discovery for black holes (RFC 4821; Linux's
+    #: tcp_mtu_probing=1): when full-sized segments time out repeatedly, try smaller
+    #: ones (see tcpstack.tcp.path).
+    mtu_probing: bool = True
+    #: Seconds a lowered path MTU holds before the full size is tried again
+    #: (RFC 1191 6.3 / RFC 8201 4; Linux's mtu_expires, 10 minutes).
+    pmtu_expires: float = 600.0
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -90,6 +97,8 @@ class TcpConfig:
             raise ValueError("invalid_ratelimit must be within 0..60 seconds")
         if not 0 <= self.user_timeout <= 86_400:
             raise ValueError("user_timeout must be within 0..86400 seconds (0: off)")
+        if not 1 <= self.pmtu_expires <= 86_400:
+            raise ValueError("pmtu_expires must be within 1..86400 seconds")
         if self.challenge_ack_limit < 1:
             raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:

@@ -19,7 +19,7 @@ which resends records the scoreboard marks lost, within the congestion window.
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, handshake, output, teardown
+from tcpstack.tcp import ack_policy, handshake, output, path, teardown
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_diff, seq_ge
 from tcpstack.tcp.state import State, Trigger
@@ -42,6 +42,8 @@ def detect_loss(tcb: ControlBlock, now: float, advanced: bool, newly_sacked: int
     if tcb.rto_high is not None and seq_ge(tcb.snd_una, tcb.rto_high):
         tcb.rto_high = None
         tcb.rtx_tsval = None
+    if tcb.pmtu_high is not None and seq_ge(tcb.snd_una, tcb.pmtu_high):
+        tcb.pmtu_high = None
     if tcb.sack_ok:
         if advanced or newly_sacked or tcb.timers.rack is not None:
             newly_lost, timeout = sb.detect_loss(now, tcb.rtt.srtt)
@@ -237,6 +239,7 @@ def on_rto(tcb: ControlBlock, now: float) -> None:
         tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
         handshake.send_syn(tcb, now, ack=state is State.SYN_RECEIVED)
         return
+    path.on_repeated_timeout(tcb, now)  # a black hole for large segments? (RFC 4821)
     _rto_enter_loss(tcb, now)
 
 

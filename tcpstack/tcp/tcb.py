@@ -33,6 +33,7 @@ from tcpstack.tcp import (
     handshake,
     inbound,
     output,
+    path,
     probes,
     recovery,
     teardown,
@@ -207,6 +208,25 @@ class Tcb(ControlBlock):
     def receive(self, seg: TcpSegment, now: float) -> None:
         """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
         inbound.segment_arrives(self, seg, now)
+
+    def on_icmp_error(self, error: int, hard: bool, seq: int) -> bool:
+        """An ICMP error quoting our segment with sequence number ``seq`` arrived
+        (RFC 5927, RFC 1122 4.2.3.9; see :mod:`~tcpstack.tcp.path`): ``error`` is
+        the errno it stands for, ``hard`` whether it is a hard error. Returns
+        whether it was acted on; ignored ones are counted by reason."""
+        return path.on_icmp_error(self, error, hard, seq)
+
+    def on_packet_too_big(self, mss: int, seq: int, now: float) -> bool:
+        """ICMP "fragmentation needed" / "packet too big" quoting our segment ``seq``:
+        the path carries segments of at most ``mss`` bytes (RFC 1191, RFC 8201; see
+        :mod:`~tcpstack.tcp.path`). Returns whether the MSS was lowered."""
+        return path.on_packet_too_big(self, mss, seq, now)
+
+    def take_soft_error(self) -> int:
+        """The last soft ICMP error's errno (0: none), cleared as ``SO_ERROR`` does."""
+        error = self.soft_error
+        self.soft_error = 0
+        return error
 
     def segments_to_send(self, now: float) -> list[OutSegment]:
         """Everything this connection wants transmitted now; clears the dirty mark."""
