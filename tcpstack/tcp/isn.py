@@ -5,6 +5,8 @@ clock ticking every 4 microseconds and ``F`` is a keyed hash (BLAKE2s here) of t
 connection 4-tuple under a secret drawn at random once per process. ISNs are thus
 unpredictable to an off-path attacker across connections, yet increase
 monotonically for repeated incarnations of the same 4-tuple (RFC 9293 3.4.1).
+IPv6 4-tuples (addresses above ``0xFFFFFFFF``) are hashed with their full 128-bit
+addresses (:func:`pack_tuple`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import struct
 from tcpstack.tcp.seq import MASK
 
 _TUPLE = struct.Struct("!IHIH")
+_TUPLE6 = struct.Struct("!QQHQQH")
+_LOW32 = 0xFFFFFFFF
+_LOW64 = 0xFFFFFFFFFFFFFFFF
 TICKS_PER_SECOND = 250_000  # one tick every 4 microseconds (RFC 9293 3.4.1)
+
+
+def pack_tuple(local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> bytes:
+    """The bytes of a 4-tuple that the keyed hashes take: 12 for IPv4, 36 for IPv6
+    (the lengths differ, so the two families never share an input)."""
+    if local_ip > _LOW32 or remote_ip > _LOW32:
+        return _TUPLE6.pack(local_ip >> 64, local_ip & _LOW64, local_port,
+                            remote_ip >> 64, remote_ip & _LOW64, remote_port)
+    return _TUPLE.pack(local_ip, local_port, remote_ip, remote_port)
 
 
 class IsnGenerator:
@@ -32,7 +46,7 @@ class IsnGenerator:
     def offset(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
         """F(): the keyed hash of the 4-tuple, a 32-bit value."""
         h = hashlib.blake2s(
-            _TUPLE.pack(local_ip, local_port, remote_ip, remote_port),
+            pack_tuple(local_ip, local_port, remote_ip, remote_port),
             key=self._secret,
             digest_size=4,
         )
@@ -43,7 +57,7 @@ class IsnGenerator:
         4-tuple alone, independent of the ISN's clock, so TSvals reveal neither the
         host's uptime nor the ISN (as Linux's secure_tcp_ts_off)."""
         h = hashlib.blake2s(
-            _TUPLE.pack(local_ip, local_port, remote_ip, remote_port),
+            pack_tuple(local_ip, local_port, remote_ip, remote_port),
             key=self._secret,
             digest_size=4,
             person=b"tcp-ts",

@@ -14,9 +14,9 @@ bits  field      meaning
 5     ``tick``   the time in 64-second ticks, modulo 32: a cookie is valid for the tick
                  it was made in and the next (64 to 128 s)
 3     ``mss``    index into :data:`MSS_TABLE` of the largest MSS not above the peer's
-24    ``mac``    BLAKE2s, keyed by the stack's secret, of the 4-tuple, the client's
-                 ISN, the full tick and the MSS index: a blind attacker must guess it
-                 (one chance in 2**24 per try)
+24    ``mac``    BLAKE2s, keyed by the stack's secret, of the 4-tuple (IPv6 addresses
+                 in full), the client's ISN, the full tick and the MSS index: a blind
+                 attacker must guess it (one chance in 2**24 per try)
 ====  =========  =====================================================================
 
 Window scaling and SACK-permitted do not fit in 32 bits. As Linux does, when the
@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from tcpstack.tcp.isn import pack_tuple
 from tcpstack.tcp.seq import MASK
 
 #: MSS values a cookie can carry (3 bits), as Linux's msstab plus small and jumbo-ish
@@ -46,7 +47,7 @@ _TICK_BITS = 5
 _MSS_BITS = 3
 _MAC_BITS = 32 - _TICK_BITS - _MSS_BITS
 _MAC_MASK = (1 << _MAC_BITS) - 1
-_TUPLE = struct.Struct("!IHIHIQB")
+_REST = struct.Struct("!IQB")  # after the 4-tuple (isn.pack_tuple: IPv4 or IPv6)
 
 #: Low bits of a cookie SYN,ACK's TSval: window scale shift (4 bits, 15 = none) and
 #: SACK-permitted (1 bit); bit 5 is reserved (Linux: ECN) and sent as 0.
@@ -78,7 +79,8 @@ class SynCookies:
     def _mac(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
              peer_isn: int, tick: int, mss_idx: int) -> int:
         h = hashlib.blake2s(
-            _TUPLE.pack(local_ip, local_port, remote_ip, remote_port, peer_isn, tick, mss_idx),
+            pack_tuple(local_ip, local_port, remote_ip, remote_port)
+            + _REST.pack(peer_isn, tick, mss_idx),
             key=self._secret, digest_size=4, person=b"syncooki")
         return int.from_bytes(h.digest(), "big") & _MAC_MASK
 

@@ -38,7 +38,7 @@ def parse_ipv4(data: Buffer, fragments: bool = False) -> IPv4Packet:
         raise Malformed("ip_truncated")
     version = buf[0] >> 4
     if version != 4:
-        raise Malformed("ipv6_unsupported" if version == 6 else "ip_bad_version")
+        raise Malformed("ip_bad_version")  # IPv6 goes to tcpstack.wire.ipv6
     if n < HEADER_LEN:
         raise Malformed("ipv4_truncated")
     vihl, tos, total, ident, frag, ttl, proto, _csum, src, dst = _HDR.unpack_from(buf)

@@ -147,3 +147,19 @@ class IPv4Packet(NamedTuple):
     ident: int
     header_len: int
     payload: memoryview
+
+
+class IPv6Packet(NamedTuple):
+    """A parsed IPv6 fixed header (immutable). Addresses are 128-bit integers;
+    ``next_header`` is the fixed header's (the first extension header, or the
+    upper-layer protocol); ``packet`` is a view of the whole packet, trimmed to its
+    payload length, against which the extension headers are walked
+    (:func:`tcpstack.wire.ipv6.walk_headers`)."""
+
+    src: int
+    dst: int
+    next_header: int
+    hop_limit: int
+    traffic_class: int
+    flow_label: int
+    packet: memoryview

@@ -3,7 +3,11 @@
 :func:`parse_tcp` validates a received segment once and returns an immutable
 :class:`TcpSegment`; after that no accessor can fail. The engine emits
 :class:`OutSegment` values (a separate type: what we send is not what we parsed);
-:func:`emit_tcp_ipv4` writes either kind, with its IPv4 header, into one buffer.
+:func:`emit_tcp` writes either kind, with its IP header, into one buffer.
+
+Addresses are integers of either family: IPv6 ones lie above ``0xFFFFFFFF``
+(:func:`tcpstack.wire.ipv6.is_ipv6`), which selects the IPv6 header and
+pseudo-header (RFC 8200 8.1) where IPv4's would be used.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from tcpstack.wire import virtio as _vnet
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
 from tcpstack.wire.ipv4 import PROTO_TCP, pack_ipv4_header
+from tcpstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
+from tcpstack.wire.ipv6 import pack_ipv6_header
 from tcpstack.wire.records import (
     ACK,
     CWR,
@@ -48,6 +54,7 @@ _HDR = struct.Struct("!HHIIBBHHH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
+_LOW32 = 0xFFFFFFFF  # addresses above it are IPv6
 
 def parse_options(opts: memoryview) -> TcpOptions:
     """Parse the option bytes of a TCP header (RFC 9293 3.2).
@@ -99,7 +106,7 @@ def parse_options(opts: memoryview) -> TcpOptions:
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True) -> TcpSegment:
-    """Parse and validate a TCP segment carried in IPv4 from ``src`` to ``dst``.
+    """Parse and validate a TCP segment carried in IPv4 or IPv6 from ``src`` to ``dst``.
 
     Raises :class:`Malformed` with reasons ``tcp_truncated``, ``tcp_bad_data_offset``,
     ``tcp_bad_checksum`` or ``tcp_bad_option_length``.
@@ -113,7 +120,9 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True)
     if doff < HEADER_LEN or doff > n:
         raise Malformed("tcp_bad_data_offset")
     if verify_checksum:
-        total = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, n) + _ck.partial(buf)
+        pseudo = _ck.pseudo_header_ipv6(src, dst, PROTO_TCP, n) if src > _LOW32 \
+            else _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, n)
+        total = pseudo + _ck.partial(buf)
         if not _ck.verify(total):
             raise Malformed("tcp_bad_checksum")
     options = parse_options(buf[HEADER_LEN:doff]) if doff > HEADER_LEN else NO_OPTIONS
@@ -161,7 +170,7 @@ OutPacket = bytearray | tuple[bytearray, BytesLike]
 SCATTER_MIN_PAYLOAD = 2048
 
 
-def emit_tcp_ipv4(
+def emit_tcp(
     seg: AnySegment,
     src: int,
     dst: int,
@@ -170,19 +179,20 @@ def emit_tcp_ipv4(
     vnet: bool = False,
     gso_size: int = 0,
 ) -> bytearray:
-    """Build a complete IPv4+TCP packet for ``seg`` in a single buffer.
+    """Build a complete IP+TCP packet for ``seg`` in a single buffer: IPv4 (DF set,
+    identification ``ident``) or IPv6 (hop limit ``ttl``) after the addresses' family.
 
-    Without ``vnet`` both checksums are computed here. With ``vnet`` the packet is
+    Without ``vnet`` the checksums are computed here. With ``vnet`` the packet is
     prefixed with a virtio-net header asking the kernel to finish the TCP checksum
     (``NEEDS_CSUM``: the field carries the pseudo-header sum only), and, if the
     payload exceeds ``gso_size``, to cut it into ``gso_size`` segments (TSO).
     """
-    out = emit_tcp_ipv4_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False)
+    out = emit_tcp_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False)
     assert isinstance(out, bytearray)
     return out
 
 
-def emit_tcp_ipv4_parts(
+def emit_tcp_parts(
     seg: AnySegment,
     src: int,
     dst: int,
@@ -192,7 +202,7 @@ def emit_tcp_ipv4_parts(
     gso_size: int = 0,
     scatter: bool = True,
 ) -> OutPacket:
-    """Like :func:`emit_tcp_ipv4`, but a large payload is not copied: the result is
+    """Like :func:`emit_tcp`, but a large payload is not copied: the result is
     ``(headers, payload)`` for a gathering write (``os.writev``), the payload being
     the segment's own buffer (a view into the send buffer)."""
     opts = b"" if seg.options is NO_OPTIONS else encode_options(seg.options, bool(seg.flags & SYN))
@@ -202,20 +212,29 @@ def emit_tcp_ipv4_parts(
     tcp_len = hlen + plen
     base = _vnet.HEADER_LEN if vnet else 0
     split = scatter and plen >= SCATTER_MIN_PAYLOAD
-    out = bytearray(base + IPV4_HEADER_LEN + (hlen if split else tcp_len))
-    pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl)
-    t = base + IPV4_HEADER_LEN
+    ipv6 = src > _LOW32
+    iph = IPV6_HEADER_LEN if ipv6 else IPV4_HEADER_LEN
+    out = bytearray(base + iph + (hlen if split else tcp_len))
+    if ipv6:
+        pack_ipv6_header(out, base, src, dst, PROTO_TCP, tcp_len, ttl)
+        pseudo = _ck.pseudo_header_ipv6(src, dst, PROTO_TCP, tcp_len)
+    else:
+        pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl)
+        pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
+    t = base + iph
     _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
                    seg.flags, seg.window, 0, seg.urgent)
     if opts:
         out[t + HEADER_LEN : t + hlen] = opts
     if plen and not split:
         out[t + hlen :] = payload
-    pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
     if vnet:
-        gso = _vnet.GSO_TCPV4 if gso_size and plen > gso_size else _vnet.GSO_NONE
-        _vnet.HDR.pack_into(out, 0, _vnet.F_NEEDS_CSUM, gso, IPV4_HEADER_LEN + hlen,
-                            gso_size if gso else 0, IPV4_HEADER_LEN, 16)
+        if gso_size and plen > gso_size:
+            gso = _vnet.GSO_TCPV6 if ipv6 else _vnet.GSO_TCPV4
+        else:
+            gso = _vnet.GSO_NONE
+        _vnet.HDR.pack_into(out, 0, _vnet.F_NEEDS_CSUM, gso, iph + hlen,
+                            gso_size if gso else 0, iph, 16)
         # The field holds the folded, uncomplemented pseudo-header sum.
         _H.pack_into(out, t + 16, pseudo % 0xFFFF or 0xFFFF)
     else:
@@ -230,9 +249,15 @@ def emit_tcp_ipv4_parts(
     return out
 
 
+#: The IPv4 names of :func:`emit_tcp` and :func:`emit_tcp_parts` (which take
+#: addresses of either family).
+emit_tcp_ipv4 = emit_tcp
+emit_tcp_ipv4_parts = emit_tcp_parts
+
+
 __all__ = [
     "ACK", "CWR", "ECE", "FIN", "HEADER_LEN", "MAX_OPTIONS_LEN", "NO_OPTIONS", "PSH", "RST",
     "SCATTER_MIN_PAYLOAD", "SYN", "URG", "AnySegment", "OutPacket", "OutSegment", "TcpOptions",
-    "TcpSegment", "emit_tcp_ipv4", "emit_tcp_ipv4_parts", "encode_options", "flags_str",
-    "new_tuple", "parse_options", "parse_tcp",
+    "TcpSegment", "emit_tcp", "emit_tcp_ipv4", "emit_tcp_ipv4_parts", "emit_tcp_parts",
+    "encode_options", "flags_str", "new_tuple", "parse_options", "parse_tcp",
 ]

@@ -127,9 +127,10 @@ def test_version_nibble_alone_decides_bad_version() -> None:
     assert reason_of(b"\x55") == "ip_bad_version"
 
 
-def test_ipv6_is_unsupported() -> None:
-    assert reason_of(craft(version=6)) == "ipv6_unsupported"
-    assert reason_of(b"\x60") == "ipv6_unsupported"
+def test_parse_ipv4_refuses_ipv6() -> None:
+    """The demux sends IPv6 to tcpstack.wire.ipv6; parse_ipv4 takes version 4 only."""
+    assert reason_of(craft(version=6)) == "ip_bad_version"
+    assert reason_of(b"\x60") == "ip_bad_version"
 
 
 @pytest.mark.parametrize("n", [1, 10, 19])
