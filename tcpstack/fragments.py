@@ -1,4 +1,7 @@
-"""IPv4 fragment reassembly (RFC 791 3.2, RFC 815) with strict bounds.
+"""IPv4 and IPv6 fragment reassembly (RFC 791 3.2, RFC 815; RFC 8200 4.5) with strict
+bounds. One :class:`Reassembler` per family; its counters carry the family's
+prefix (``ipv4_frag_overlap``, ``ipv6_frag_overlap``, ...) and the IPv4 names
+are used below.
 
 Fragments are untrusted and cheap to send, so reassembly is the classic place
 for a stack to be overwhelmed (fragment floods, "teardrop" overlaps, oversized
@@ -24,6 +27,11 @@ by (source, destination, protocol, identification) and enforces:
   for IPv4; an exact duplicate (same offset and length) is only dropped
   (``ipv4_frag_duplicate``).
 
+For IPv6 the header handed in with the first fragment is its per-fragment part
+(RFC 8200 4.5: the IPv6 header and the extension headers before the fragment
+header, the one naming the fragment header already rewritten), and a datagram
+may carry 65535 bytes after the 40-byte IPv6 header.
+
 Nothing here performs I/O or reads the clock: every call takes ``now``.
 """
 
@@ -32,12 +40,14 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire.errors import BytesLike
 
 FRAGMENT_OVERHEAD = 64  # bytes charged per fragment held, besides its payload
 MAX_DATAGRAM = 65535  # RFC 791: the total length field's limit, header included
+MAX_DATAGRAM_IPV6 = 65535 + 40  # RFC 8200: the payload length's limit, after the header
 MAX_FRAGMENTS = 128  # a 64 KiB datagram over a 576-byte MTU needs 120
 
 FragKey = tuple[int, int, int, int]  # (source, destination, protocol, identification)
@@ -59,12 +69,21 @@ class _Partial:
 
 
 class Reassembler:
-    """Bounded IPv4 reassembly; ``counters`` receives one count per drop, by reason."""
+    """Bounded reassembly; ``counters`` receives one count per drop, by reason.
 
-    def __init__(self, counters: Counter[str], memory: int, timeout: float) -> None:
+    ``family`` prefixes the counter names; ``max_datagram`` bounds header plus
+    payload; ``whole_header`` turns the first fragment's header into the whole
+    datagram's, given the payload's length (IPv4's by default)."""
+
+    def __init__(self, counters: Counter[str], memory: int, timeout: float,
+                 family: str = "ipv4", max_datagram: int = MAX_DATAGRAM,
+                 whole_header: Callable[[bytes, int], bytes] | None = None) -> None:
         self.counters = counters
+        self._p = family + "_"
+        self.max_datagram = max_datagram
+        self._whole_header = whole_header or _whole_header
         self.memory = memory
-        self.per_source = max(memory // 4, MAX_DATAGRAM + FRAGMENT_OVERHEAD)
+        self.per_source = max(memory // 4, max_datagram + FRAGMENT_OVERHEAD)
         self.timeout = timeout
         self.used = 0
         self._by_source: dict[int, int] = {}
@@ -81,14 +100,15 @@ class Reassembler:
         checksum fixed -- or None while it is incomplete or was dropped."""
         self.expire(now)
         counters = self.counters
-        counters["ipv4_fragments"] += 1
+        p = self._p
+        counters[p + "fragments"] += 1
         n = len(payload)
         end = offset + n
-        if end + len(header) > MAX_DATAGRAM:
-            counters["ipv4_frag_too_big"] += 1
+        if end + len(header) > self.max_datagram:
+            counters[p + "frag_too_big"] += 1
             return None
         if more and (n == 0 or n % 8):
-            counters["ipv4_frag_bad_length"] += 1
+            counters[p + "frag_bad_length"] += 1
             return None
         partial = self._partials.get(key)
         if partial is None:
@@ -97,31 +117,31 @@ class Reassembler:
         if not more:
             if (partial.end is not None and partial.end != end) or (
                     partial.pieces and partial.pieces[-1][1] > end):
-                self._discard(key, partial, "ipv4_frag_inconsistent")
+                self._discard(key, partial, "frag_inconsistent")
                 return None
             partial.end = end
         elif partial.end is not None and end > partial.end:
-            self._discard(key, partial, "ipv4_frag_inconsistent")
+            self._discard(key, partial, "frag_inconsistent")
             return None
         pieces = partial.pieces
         i = bisect_left(pieces, (offset,))
         if i < len(pieces) and pieces[i][0] == offset and pieces[i][1] == end:
-            counters["ipv4_frag_duplicate"] += 1
+            counters[p + "frag_duplicate"] += 1
             return None
         if (i > 0 and pieces[i - 1][1] > offset) or (i < len(pieces) and pieces[i][0] < end):
-            self._discard(key, partial, "ipv4_frag_overlap")
+            self._discard(key, partial, "frag_overlap")
             return None
         if len(pieces) >= MAX_FRAGMENTS:
-            self._discard(key, partial, "ipv4_frag_too_many")
+            self._discard(key, partial, "frag_too_many")
             return None
         charge = n + FRAGMENT_OVERHEAD
         if self.used + charge > self.memory:
-            counters["ipv4_frag_memory_full"] += 1
+            counters[p + "frag_memory_full"] += 1
             self._forget_if_empty(key, partial)
             return None
         held = self._by_source.get(partial.source, 0)
         if held + charge > self.per_source:
-            counters["ipv4_frag_source_limit"] += 1
+            counters[p + "frag_source_limit"] += 1
             self._forget_if_empty(key, partial)
             return None
         pieces.insert(i, (offset, end, bytes(payload)))
@@ -134,9 +154,9 @@ class Reassembler:
         if partial.end is None or partial.received != partial.end or partial.header is None:
             return None
         self._release(key, partial)
-        counters["ipv4_reassembled"] += 1
+        counters[p + "reassembled"] += 1
         data = b"".join(p[2] for p in pieces)
-        return _whole_header(partial.header, len(data)), data
+        return self._whole_header(partial.header, len(data)), data
 
     def expire(self, now: float) -> None:
         """Discard datagrams older than the timeout (oldest first, so this stops at
@@ -147,10 +167,10 @@ class Reassembler:
             partial = partials[key]
             if now - partial.created < self.timeout:
                 return
-            self._discard(key, partial, "ipv4_frag_timeout")
+            self._discard(key, partial, "frag_timeout")
 
     def _discard(self, key: FragKey, partial: _Partial, reason: str) -> None:
-        self.counters[reason] += 1
+        self.counters[self._p + reason] += 1
         self._release(key, partial)
 
     def _forget_if_empty(self, key: FragKey, partial: _Partial) -> None:
@@ -183,4 +203,5 @@ def _whole_header(header: bytes, payload_len: int) -> bytes:
     return bytes(out)
 
 
-__all__ = ["FRAGMENT_OVERHEAD", "MAX_DATAGRAM", "MAX_FRAGMENTS", "Reassembler"]
+__all__ = ["FRAGMENT_OVERHEAD", "MAX_DATAGRAM", "MAX_DATAGRAM_IPV6", "MAX_FRAGMENTS",
+           "Reassembler"]

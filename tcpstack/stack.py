@@ -3,7 +3,11 @@
 :class:`Stack` validates each received packet (dropping and counting malformed
 ones by reason), answers ICMP echo, demultiplexes TCP segments to connections by
 their 4-tuple with a fallback to listeners, and answers segments for closed ports
-with RST (RFC 9293 3.10.7.1). It keeps one timer heap for all connections and
+with RST (RFC 9293 3.10.7.1). It is dual-stack: IPv4 and IPv6 packets arrive on
+the same device, their addresses are integers of either family (IPv6 ones lie
+above ``0xFFFFFFFF``, :mod:`tcpstack.wire.ipv6`), and the same engine serves
+both -- what differs (headers, ICMP, the MSS, the path-MTU floor) stays here and
+in :mod:`tcpstack.wire`. It keeps one timer heap for all connections and
 exposes a single :meth:`Stack.next_deadline`, so the event loop needs one timer.
 
 Usage by an I/O shell, per wake-up::
@@ -23,6 +27,7 @@ Nothing here performs I/O or reads the clock.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import ipaddress
 import logging
@@ -33,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
 
-from tcpstack.fragments import Reassembler
+from tcpstack.fragments import MAX_DATAGRAM_IPV6, Reassembler
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
@@ -44,6 +49,8 @@ from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
+from tcpstack.wire import icmpv6 as icmp6_wire
+from tcpstack.wire import ipv6 as ipv6_wire
 from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import (
@@ -64,8 +71,8 @@ from tcpstack.wire.tcp import (
     OutPacket,
     OutSegment,
     TcpSegment,
-    emit_tcp_ipv4,
-    emit_tcp_ipv4_parts,
+    emit_tcp,
+    emit_tcp_parts,
     parse_tcp,
 )
 
@@ -76,6 +83,7 @@ Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 IPV4_TCP_HEADERS = 40  # IPv4 and TCP headers without options: path MTU - this = MSS
+IPV6_TCP_HEADERS = 60  # the same over IPv6 (RFC 8200 8.3: the MSS is the MTU - 60)
 PMTU_CACHE_SIZE = 4096  # destinations whose lowered path MTU is remembered
 
 #: RFC 1191 7: the MTU plateaus, for "fragmentation needed" from routers that do
@@ -86,9 +94,14 @@ MTU_PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
 
 @dataclass(frozen=True, slots=True)
 class StackConfig:
-    """Stack-wide settings: our own IPv4 addresses and the TCP tunables."""
+    """Stack-wide settings: our own addresses (IPv4, IPv6 or both) and the TCP tunables.
 
-    addresses: tuple[ipaddress.IPv4Address, ...] = (ipaddress.IPv4Address("10.0.0.2"),)
+    ``tcp.mss`` is the IPv4 MSS (the MTU - 40); IPv6 connections advertise 20
+    bytes less (RFC 8200 8.3).
+    """
+
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (
+        ipaddress.IPv4Address("10.0.0.2"),)
     tcp: TcpConfig = field(default_factory=TcpConfig)
     ttl: int = 64
     answer_ping: bool = True
@@ -144,7 +157,12 @@ class StackConfig:
         if self.max_buffered < 64 * 1024:
             raise ValueError("max_buffered must be at least 64 KiB")
         for a in self.addresses:
-            if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
+            if isinstance(a, ipaddress.IPv6Address):
+                if ipv6_wire.is_bad_address(int(a)):
+                    raise ValueError(f"{a} cannot be the stack's address (unspecified, "
+                                     "loopback, IPv4-compatible or -mapped, multicast "
+                                     "or link-local)")
+            elif a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
         if not 256 * 1024 <= self.frag_memory <= 1 << 30:
             raise ValueError(f"fragment memory {self.frag_memory} out of range 256 KiB..1 GiB")
@@ -161,6 +179,20 @@ def _is_bad_source(src: int) -> bool:
     return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
 
 
+def _address(value: int | str) -> int:
+    """An address as the stack holds it (an integer, IPv6 above 2**32); an IPv4-mapped
+    IPv6 address means its IPv4 address, as on a dual-stack socket."""
+    if isinstance(value, int):
+        return value
+    a = ipaddress.ip_address(value)
+    if isinstance(a, ipaddress.IPv6Address):
+        if a.ipv4_mapped is not None:
+            return int(a.ipv4_mapped)
+        if ipv6_wire.is_bad_address(int(a)):  # and "::1" must not pass for 0.0.0.1
+            raise OSError(101, f"{a} is not reachable from this stack")
+    return int(a)
+
+
 def _quote(header: memoryview, payload: memoryview) -> memoryview:
     """What an ICMP error quotes of a datagram: its IP header and 8 bytes of payload."""
     return memoryview(bytes(header) + bytes(payload[:8]))
@@ -174,7 +206,13 @@ class Stack:
         self.config = config or StackConfig()
         self.tcp_config = self.config.tcp
         self.addresses = frozenset(int(a) for a in self.config.addresses)
-        self._primary = int(self.config.addresses[0])
+        # The source of an active open to each family: its first configured address.
+        self._primary = next((int(a) for a in self.config.addresses if a.version == 4), None)
+        self._primary6 = next((int(a) for a in self.config.addresses if a.version == 6), None)
+        # IPv6 connections: the same engine, an MSS 20 bytes smaller (RFC 8200 8.3).
+        self.tcp_config6 = dataclasses.replace(
+            self.tcp_config, mss=max(88, self.tcp_config.mss - (IPV6_TCP_HEADERS
+                                                                 - IPV4_TCP_HEADERS)))
         self.counters: Counter[str] = Counter()
         self.tcbs: dict[Key, Tcb] = {}
         self.listeners: dict[int, Listener] = {}
@@ -199,6 +237,8 @@ class Stack:
         self._icmp_bucket = TokenBucket(self.config.icmp_rate_limit, 50)
         self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
                                       CookieMode(self.config.syncookies), self._commons)
+        self._passive6 = PassiveOpener(self.tcp_config6, self._isn, SynCookies(secret),
+                                       CookieMode(self.config.syncookies), self._commons)
         self._syn_budget = self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
@@ -210,14 +250,26 @@ class Stack:
         self.pmtu_cache: dict[int, tuple[int, float]] = {}
         self._mss_floor = self.config.min_pmtu - IPV4_TCP_HEADERS
         self.fragments: Reassembler | None = None
+        self.fragments6: Reassembler | None = None
         if self.config.reassembly:
             self.fragments = Reassembler(self.counters, self.config.frag_memory,
                                          self.config.frag_timeout)
+            self.fragments6 = Reassembler(self.counters, self.config.frag_memory,
+                                          self.config.frag_timeout, "ipv6",
+                                          MAX_DATAGRAM_IPV6, ipv6_wire.set_payload_length)
+        # RFC 8201 4: no IPv6 path MTU below 1280, whatever min_pmtu says for IPv4.
+        self._min_pmtu6 = max(ipv6_wire.MIN_MTU, self.config.min_pmtu)
+        self._mss_floor6 = self._min_pmtu6 - IPV6_TCP_HEADERS
+        # Listeners that take IPv6 connections only (IPV6_V6ONLY).
+        self._v6only: set[int] = set()
 
     # --------------------------------------------------------------- control
 
-    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None) -> Listener:
-        """Open a listener on ``port`` on all stack addresses.
+    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None, *,
+               v6only: bool = False) -> Listener:
+        """Open a listener on ``port`` on all stack addresses, of both families
+        unless ``v6only`` (as a socket's ``IPV6_V6ONLY``: IPv4 clients then find the
+        port closed).
 
         ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
         the larger of ``backlog`` and 256); see :class:`Listener`.
@@ -228,19 +280,36 @@ class Stack:
             raise OSError(98, f"port {port} already has a listener")
         listener = Listener(port, max(1, backlog), syn_backlog)
         self.listeners[port] = listener
+        if v6only:
+            self._v6only.add(port)
         return listener
 
     def unlisten(self, port: int) -> None:
         """Close a listener; established connections are not affected."""
         self.listeners.pop(port, None)
+        self._v6only.discard(port)
 
     def connect(self, remote_ip: int | str, remote_port: int, now: float,
                 local_ip: int | str | None = None, local_port: int | None = None) -> Tcb:
-        """Active OPEN (RFC 9293 3.10.1): returns a TCB in SYN-SENT."""
-        rip = int(ipaddress.IPv4Address(remote_ip))
-        lip = self._primary if local_ip is None else int(ipaddress.IPv4Address(local_ip))
+        """Active OPEN (RFC 9293 3.10.1): returns a TCB in SYN-SENT.
+
+        Addresses are strings or integers of either family (IPv4-mapped IPv6
+        addresses mean their IPv4 address, as on a dual-stack socket); without
+        ``local_ip`` the source is the stack's first address of the peer's family.
+        """
+        rip = _address(remote_ip)
+        v6 = ipv6_wire.is_ipv6(rip)
+        if local_ip is None:
+            primary = self._primary6 if v6 else self._primary
+            if primary is None:
+                raise OSError(101, f"the stack has no IPv{6 if v6 else 4} address")
+            lip = primary
+        else:
+            lip = _address(local_ip)
         if lip not in self.addresses:
-            raise OSError(99, f"{ipaddress.IPv4Address(lip)} is not an address of this stack")
+            raise OSError(99, f"{ipaddress.ip_address(lip)} is not an address of this stack")
+        if ipv6_wire.is_ipv6(lip) != v6:
+            raise OSError(97, "local and remote addresses of different families")
         if not 1 <= remote_port <= 65535:
             raise ValueError(f"port {remote_port} out of range 1..65535")
         if local_port is None:
@@ -249,8 +318,9 @@ class Stack:
         if key in self.tcbs:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
-        tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
-                              self._commons, self._isn.ts_offset(*key))
+        tcb = Tcb.active_open(self.tcp_config6 if v6 else self.tcp_config, (lip, local_port),
+                              (rip, remote_port), iss, now, self._commons,
+                              self._isn.ts_offset(*key))
         self._adopt(key, tcb, now)
         return tcb
 
@@ -267,11 +337,13 @@ class Stack:
         """Own ``tcb``: index it, start it at the path MTU known for its peer, and have
         it report when it has output (it has: its SYN)."""
         self.tcbs[key] = tcb
-        tcb.mss_floor = self._mss_floor
+        v6 = ipv6_wire.is_ipv6(key[2])
+        tcb.mss_floor = self._mss_floor6 if v6 else self._mss_floor
         known = self.pmtu_cache.get(key[2])
         if known is not None:
             if known[1] > now:
-                tcb.set_path_mss(known[0] - IPV4_TCP_HEADERS, known[1])
+                tcb.set_path_mss(known[0] - (IPV6_TCP_HEADERS if v6 else IPV4_TCP_HEADERS),
+                                 known[1])
             else:
                 del self.pmtu_cache[key[2]]
         tcb.bind(self._mark_dirty)
@@ -314,6 +386,9 @@ class Stack:
             # DATA_VALID); the header itself is stripped.
             trusted = virtio.checksum_trusted(virtio.parse_flags(packet))
             packet = memoryview(packet)[virtio.HEADER_LEN:]
+        if len(packet) and packet[0] >> 4 == 6:
+            self._receive_ipv6(packet, trusted, now)
+            return
         fragments = self.fragments
         ip = parse_ipv4(packet, fragments is not None)
         if ip.dst not in self.addresses:
@@ -351,6 +426,127 @@ class Stack:
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
                                   _quote(header, payload), now)
 
+    # ------------------------------------------------------------ IPv6 input
+
+    def _receive_ipv6(self, packet: BytesLike, trusted: bool, now: float) -> None:
+        """One IPv6 packet (RFC 8200): the fixed header, the extension headers walked
+        (:func:`~tcpstack.wire.ipv6.walk_headers`), a fragment reassembled, then TCP,
+        ICMPv6, or an ICMPv6 error back (rate-limited, RFC 4443 2.4 f): Parameter
+        Problem for what the walk cannot pass, port unreachable for UDP.
+
+        Only our unicast addresses are accepted: multicast (the kernel's router
+        solicitations and MLD reports, ``ipv6_multicast_ignored``) and other
+        addresses are dropped, so no neighbour discovery happens here -- a TUN has
+        no link layer for it to resolve (see the README)."""
+        ip = ipv6_wire.parse_ipv6(packet)
+        dst = ip.dst
+        if dst not in self.addresses:
+            self.counters["ipv6_multicast_ignored" if ipv6_wire.is_multicast(dst)
+                          else "ip_not_for_us"] += 1
+            return
+        src = ip.src
+        if ipv6_wire.is_bad_address(src) or src in self.addresses:
+            self.counters["ip_bad_source"] += 1
+            return
+        whole = ip.packet
+        try:
+            chain = ipv6_wire.walk_headers(whole, ip.next_header)
+            if chain.proto == ipv6_wire.NH_FRAGMENT:
+                fragments = self.fragments6
+                if fragments is None:
+                    self.counters["ipv6_fragment"] += 1
+                    return
+                header = ipv6_wire.reassembled_header(whole, chain) if chain.frag_offset == 0 \
+                    else whole[:chain.unfragmentable]
+                done = fragments.add((src, dst, ipv6_wire.NH_FRAGMENT, chain.frag_ident), header,
+                                     chain.frag_offset, chain.frag_more, whole[chain.offset:], now)
+                if done is None:
+                    return
+                whole = memoryview(done[0] + done[1])
+                trusted = False  # no offload vouches for a reassembled datagram
+                chain = ipv6_wire.walk_headers(whole, whole[6])
+                if chain.proto == ipv6_wire.NH_FRAGMENT:
+                    self.counters["ipv6_frag_nested"] += 1
+                    return
+        except ipv6_wire.ParameterProblem as problem:
+            self.counters[problem.reason] += 1
+            self._send_icmp6_error(dst, src, icmp6_wire.PARAMETER_PROBLEM, problem.code,
+                                   problem.pointer, whole, now)
+            return
+        proto = chain.proto
+        payload = whole[chain.offset:]
+        if proto == ipv6_wire.NH_TCP:
+            self._receive_tcp(src, dst, payload, now, not trusted)
+        elif proto == ipv6_wire.NH_ICMPV6:
+            self._receive_icmpv6(src, dst, payload, not trusted, now)
+        elif proto == ipv6_wire.NH_UDP:
+            self.counters["udp_port_unreachable"] += 1
+            self._send_icmp6_error(dst, src, icmp6_wire.DEST_UNREACHABLE,
+                                   icmp6_wire.CODE_PORT_UNREACHABLE, 0, whole, now)
+        else:
+            self.counters["ipv6_no_next_header"] += 1  # RFC 8200 4.7: nothing follows
+
+    def _receive_icmpv6(self, src: int, dst: int, payload: memoryview, verify: bool,
+                        now: float) -> None:
+        """ICMPv6 (RFC 4443): echo requests answered (4.2), errors to their connection;
+        anything else (neighbour discovery among them) counted and ignored."""
+        msg = icmp6_wire.parse_icmpv6(payload, src, dst, verify)
+        t = msg.type
+        if t == icmp6_wire.ECHO_REQUEST:
+            if not self.config.answer_ping:
+                self.counters["icmpv6_echo_ignored"] += 1
+                return
+            self.counters["icmpv6_echo_replied"] += 1
+            self._send_ipv6(dst, src, ipv6_wire.NH_ICMPV6,
+                            icmp6_wire.build_echo_reply(dst, src, msg))
+        elif icmp6_wire.DEST_UNREACHABLE <= t <= icmp6_wire.PARAMETER_PROBLEM:
+            self._receive_icmpv6_error(msg, now)
+        else:
+            self.counters[f"icmpv6_type_{t}_ignored"] += 1
+
+    def _receive_icmpv6_error(self, msg: icmp_wire.IcmpMessage, now: float) -> None:
+        """An ICMPv6 error about one of our segments: as :meth:`_receive_icmp_error`,
+        with RFC 4443's codes; "packet too big" (3.2) goes to path MTU discovery
+        (RFC 8201) with the IPv6 floor of 1280 bytes."""
+        quote = icmp6_wire.parse_quoted_tcp(msg.body)
+        tcb = self._quoted_connection(quote)
+        if tcb is None:
+            return
+        t = msg.type
+        if t == icmp6_wire.PACKET_TOO_BIG:
+            self.counters["icmpv6_packet_too_big"] += 1
+            self._path_too_big(tcb, min(msg.rest, 0xFFFF), quote, now)
+            return
+        if t == icmp6_wire.DEST_UNREACHABLE:
+            meaning = icmp6_wire.UNREACHABLE_ERRORS.get(msg.code)
+            if meaning is None:
+                self.counters[f"icmpv6_unreachable_code_{msg.code}_ignored"] += 1
+                return
+        elif t == icmp6_wire.TIME_EXCEEDED:
+            meaning = icmp6_wire.TIME_EXCEEDED_ERROR
+        else:
+            meaning = icmp6_wire.PARAMETER_PROBLEM_ERROR
+        tcb.on_icmp_error(meaning[0], meaning[1], quote.seq)
+
+    def _send_icmp6_error(self, src: int, dst: int, type_: int, code: int, rest: int,
+                          invoking: memoryview, now: float) -> None:
+        """An ICMPv6 error within the stack's ICMP rate limit (RFC 4443 2.4 f), never
+        about an ICMPv6 error (2.4 e.1)."""
+        if icmp6_wire.is_icmpv6_error(invoking):
+            self.counters["icmpv6_error_about_error"] += 1
+            return
+        if not self._icmp_bucket.allow(now):
+            self.counters["icmp_rate_limited"] += 1
+            return
+        self._send_ipv6(src, dst, ipv6_wire.NH_ICMPV6,
+                        icmp6_wire.build_error(src, dst, type_, code, rest, invoking))
+
+    def _send_ipv6(self, src: int, dst: int, next_header: int, payload: bytearray) -> None:
+        pkt = ipv6_wire.build_ipv6(src, dst, next_header, payload, self.config.ttl)
+        self._control.append(bytearray(virtio.PLAIN) + pkt if self._vnet else pkt)
+
+    # ------------------------------------------------------------ ICMP (both families)
+
     def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool,
                       now: float) -> None:
         msg = icmp_wire.parse_icmp(payload, verify)
@@ -375,12 +571,8 @@ class Stack:
         number before acting (:mod:`tcpstack.tcp.path`); here only the quote's
         form and 4-tuple are checked, each failure counted."""
         quote = icmp_wire.parse_quoted_tcp(msg.body)
-        if quote.src not in self.addresses:
-            self.counters["icmp_error_not_ours"] += 1
-            return
-        tcb = self.tcbs.get((quote.src, quote.src_port, quote.dst, quote.dst_port))
+        tcb = self._quoted_connection(quote)
         if tcb is None:
-            self.counters["icmp_error_no_connection"] += 1
             return
         t = msg.type
         if t == icmp_wire.DEST_UNREACHABLE and msg.code == icmp_wire.CODE_FRAG_NEEDED:
@@ -397,22 +589,40 @@ class Stack:
             meaning = icmp_wire.PARAMETER_PROBLEM_ERROR
         tcb.on_icmp_error(meaning[0], meaning[1], quote.seq)
 
+    def _quoted_connection(self, quote: icmp_wire.QuotedTcp) -> Tcb | None:
+        """The connection whose segment an ICMP error (either family) quotes, or None
+        (counted: not from our address, or no such connection)."""
+        if quote.src not in self.addresses:
+            self.counters["icmp_error_not_ours"] += 1
+            return None
+        tcb = self.tcbs.get((quote.src, quote.src_port, quote.dst, quote.dst_port))
+        if tcb is None:
+            self.counters["icmp_error_no_connection"] += 1
+        return tcb
+
     def _frag_needed(self, tcb: Tcb, mtu: int, quote: icmp_wire.QuotedTcp, now: float) -> None:
-        """RFC 1191: "fragmentation needed and DF set" for ``tcb``'s segment. The
+        """RFC 1191: "fragmentation needed and DF set" for ``tcb``'s segment, with the
         next-hop MTU (or, where a router left it 0, the plateau below the quoted
-        packet's length, RFC 1191 5) is raised to ``min_pmtu`` if smaller -- a forged
-        tiny MTU would make every segment a runt -- and handed to the connection,
-        which checks the quoted sequence number; a lowered MTU is cached for the
-        destination."""
+        packet's length, RFC 1191 5)."""
         self.counters["icmp_frag_needed"] += 1
         if mtu == 0:
             mtu = next((p for p in MTU_PLATEAUS if p < quote.total_len), 68)
-        floor = self.config.min_pmtu
+        self._path_too_big(tcb, mtu, quote, now)
+
+    def _path_too_big(self, tcb: Tcb, mtu: int, quote: icmp_wire.QuotedTcp, now: float) -> None:
+        """RFC 1191 / RFC 8201: the path to ``quote.dst`` carries at most ``mtu`` bytes.
+        The MTU is raised to the floor if smaller -- ``min_pmtu`` for IPv4, 1280 (or
+        ``min_pmtu`` if larger) for IPv6 (RFC 8201 4) -- since a forged tiny MTU
+        would make every segment a runt, and handed to the connection, which checks
+        the quoted sequence number; a lowered MTU is cached for the destination."""
+        v6 = ipv6_wire.is_ipv6(quote.dst)
+        floor = self._min_pmtu6 if v6 else self.config.min_pmtu
+        headers = IPV6_TCP_HEADERS if v6 else IPV4_TCP_HEADERS
         if mtu < floor:
             self.counters["icmp_pmtu_below_floor"] += 1
             mtu = floor
-        if tcb.on_packet_too_big(mtu - IPV4_TCP_HEADERS, quote.seq, now):
-            self._remember_pmtu(quote.dst, tcb.path_mss + IPV4_TCP_HEADERS, now)
+        if tcb.on_packet_too_big(mtu - headers, quote.seq, now):
+            self._remember_pmtu(quote.dst, tcb.path_mss + headers, now)
 
     def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
                          now: float) -> None:
@@ -441,7 +651,7 @@ class Stack:
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         tcb = self.tcbs.get(key)
-        listener = self.listeners.get(seg.dst_port)
+        listener = self._listener_for(dst, seg.dst_port)
         old_snd_max: int | None = None
         if tcb is not None:
             if tcb.state is State.TIME_WAIT and listener is not None \
@@ -461,18 +671,28 @@ class Stack:
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
+    def _listener_for(self, dst: int, port: int) -> Listener | None:
+        """The listener on ``port`` that takes connections to ``dst``: none for IPv4
+        if it is IPv6-only."""
+        listener = self.listeners.get(port)
+        if listener is not None and self._v6only and port in self._v6only \
+                and not ipv6_wire.is_ipv6(dst):
+            return None
+        return listener
+
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
-        verdict = self._passive.segment(listener, key, seg, now,
-                                        may_open=self._may_open(seg), old_snd_max=old_snd_max)
+        passive = self._passive6 if ipv6_wire.is_ipv6(key[0]) else self._passive
+        verdict = passive.segment(listener, key, seg, now,
+                                  may_open=self._may_open(seg), old_snd_max=old_snd_max)
         if verdict.tcb is not None:
             self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
-            self._control.append(emit_tcp_ipv4(verdict.reply, key[0], key[2],
-                                               self._next_ident(), self.config.ttl, self._vnet))
+            self._control.append(emit_tcp(verdict.reply, key[0], key[2],
+                                          self._next_ident(), self.config.ttl, self._vnet))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
@@ -511,7 +731,7 @@ class Stack:
                              RST | ACK, 0)
         self.counters["tcp_rst_sent"] += 1
         self._control.append(
-            emit_tcp_ipv4(rst, local, remote, self._next_ident(), self.config.ttl, self._vnet))
+            emit_tcp(rst, local, remote, self._next_ident(), self.config.ttl, self._vnet))
 
     # ---------------------------------------------------------------- output
 
@@ -530,9 +750,8 @@ class Stack:
         scatter = self.config.scatter
         for tcb in dirty:
             for seg in tcb.segments_to_send(now):
-                out.append(emit_tcp_ipv4_parts(seg, tcb.local_ip, tcb.remote_ip,
-                                               self._next_ident(), ttl, vnet, tcb.gso_size,
-                                               scatter))
+                out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip,
+                                          self._next_ident(), ttl, vnet, tcb.gso_size, scatter))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

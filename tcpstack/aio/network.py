@@ -40,10 +40,12 @@ class Network:
 
     def start_server(self, callback: ClientConnectedCallback, port: int, *,
                      backlog: int = 128, limit: int = DEFAULT_LIMIT,
-                     nodelay: bool = True, syn_backlog: int | None = None) -> Server:
+                     nodelay: bool = True, syn_backlog: int | None = None,
+                     v6only: bool = False) -> Server:
+        """Listen on ``port``, IPv4 and IPv6 alike unless ``v6only``."""
         if self._closed:
             raise RuntimeError("network is closed")
-        self.stack.listen(port, backlog, syn_backlog)
+        self.stack.listen(port, backlog, syn_backlog, v6only=v6only)
         server = Server(self, port, callback, limit, nodelay)
         self._servers[port] = server
         return server

@@ -15,22 +15,37 @@ import socket
 
 from tcpstack.tcp.tcb import Tcb
 
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+def sockaddr(address: int, port: int) -> SockAddr:
+    """The address a socket reports for ``address`` (an integer of either family):
+    ``(host, port)`` for IPv4, ``(host, port, flowinfo, scope_id)`` for IPv6, as
+    asyncio's ``get_extra_info("peername")`` gives them (the stack sends no flow
+    label and has no scoped addresses: both are 0)."""
+    if address > 0xFFFFFFFF:
+        return (str(ipaddress.IPv6Address(address)), port, 0, 0)
+    return (str(ipaddress.IPv4Address(address)), port)
+
 
 class ConnectionSocket:
     """The subset of :class:`socket.socket` that maps onto a TCB."""
 
-    family = socket.AF_INET
     type = socket.SOCK_STREAM
     proto = socket.IPPROTO_TCP
 
     def __init__(self, tcb: Tcb) -> None:
         self._tcb = tcb
 
-    def getpeername(self) -> tuple[str, int]:
-        return (str(ipaddress.IPv4Address(self._tcb.remote_ip)), self._tcb.remote_port)
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if self._tcb.local_ip > 0xFFFFFFFF else socket.AF_INET
 
-    def getsockname(self) -> tuple[str, int]:
-        return (str(ipaddress.IPv4Address(self._tcb.local_ip)), self._tcb.local_port)
+    def getpeername(self) -> SockAddr:
+        return sockaddr(self._tcb.remote_ip, self._tcb.remote_port)
+
+    def getsockname(self) -> SockAddr:
+        return sockaddr(self._tcb.local_ip, self._tcb.local_port)
 
     def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
         tcb = self._tcb

@@ -20,7 +20,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tcpstack.aio.sockopts import ConnectionSocket
+from tcpstack.aio.sockopts import ConnectionSocket, sockaddr
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
@@ -43,7 +43,7 @@ class StreamHost(Protocol):
 
     @property
     def addresses(self) -> frozenset[int]:
-        """The stack's own IPv4 addresses, as integers."""
+        """The stack's own addresses (IPv4 and IPv6), as integers."""
         ...
 
     def kick(self) -> None:
@@ -56,7 +56,7 @@ class StreamHost(Protocol):
     def unlisten(self, server: Server) -> None: ...
 
     def start_server(self, callback: ClientConnectedCallback, port: int, *, backlog: int,
-                     limit: int, nodelay: bool) -> Server: ...
+                     limit: int, nodelay: bool, v6only: bool = False) -> Server: ...
 
     def connect(self, host: str, port: int, limit: int, nodelay: bool) -> Connection: ...
 
@@ -187,9 +187,9 @@ class Connection:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         tcb = self.tcb
         if name == "peername":
-            return (str(ipaddress.IPv4Address(tcb.remote_ip)), tcb.remote_port)
+            return sockaddr(tcb.remote_ip, tcb.remote_port)
         if name == "sockname":
-            return (str(ipaddress.IPv4Address(tcb.local_ip)), tcb.local_port)
+            return sockaddr(tcb.local_ip, tcb.local_port)
         if name == "tcb":
             return tcb
         if name == "socket":
@@ -513,20 +513,22 @@ async def start_server(
     backlog: int = 128,
     limit: int = DEFAULT_LIMIT,
     nodelay: bool = True,
+    v6only: bool = False,
 ) -> Server:
     """Listen on ``port`` of ``network``; like :func:`asyncio.start_server`.
 
     ``host`` is accepted for signature compatibility; a listener serves every
-    address of the stack. ``nodelay`` (default on, as asyncio does) disables
-    Nagle's algorithm on accepted connections.
+    address of the stack, IPv4 and IPv6, unless ``v6only`` (like a socket's
+    ``IPV6_V6ONLY``: IPv6 clients only). ``nodelay`` (default on, as asyncio
+    does) disables Nagle's algorithm on accepted connections.
     """
     if port is None:
         raise ValueError("port is required")
-    if host not in (None, "", "0.0.0.0") and \
-            int(ipaddress.IPv4Address(host)) not in network.addresses:
+    if host not in (None, "", "0.0.0.0", "::") and \
+            int(ipaddress.ip_address(host)) not in network.addresses:
         raise OSError(errno.EADDRNOTAVAIL, f"{host} is not an address of this stack")
     return network.start_server(client_connected_cb, port, backlog=backlog, limit=limit,
-                                nodelay=nodelay)
+                                nodelay=nodelay, v6only=v6only)
 
 
 async def open_connection(

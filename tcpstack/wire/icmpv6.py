@@ -123,6 +123,43 @@ def build_error(src: int, dst: int, type_: int, code: int, rest: int,
     return build_icmpv6(src, dst, type_, code, rest, memoryview(invoking_packet)[:MAX_QUOTE])
 
 
+def _skip_headers(buf: memoryview, nh: int) -> tuple[int, int]:
+    """(upper-layer protocol, its offset) of an IPv6 packet, extension headers
+    skipped without checking them, at most MAX_EXTENSION_HEADERS; raises Malformed
+    if they run out of the buffer or there are more, ``icmp_quote_fragment`` at a
+    later fragment."""
+    n = len(buf)
+    offset = IPV6_HEADER_LEN
+    for _ in range(MAX_EXTENSION_HEADERS + 1):
+        if nh not in (NH_HOP_BY_HOP, NH_DEST_OPTS, NH_ROUTING, NH_FRAGMENT):
+            return nh, offset
+        if n < offset + 8:
+            raise Malformed("icmp_quote_truncated")
+        if nh == NH_FRAGMENT:
+            if (buf[offset + 2] << 8 | buf[offset + 3]) & 0xFFF8:
+                raise Malformed("icmp_quote_fragment")
+            length = 8
+        else:
+            length = (buf[offset + 1] + 1) * 8
+        nh = buf[offset]
+        offset += length
+    raise Malformed("icmp_quote_bad_header")
+
+
+def is_icmpv6_error(packet: BytesLike) -> bool:
+    """True if the IPv6 ``packet`` carries an ICMPv6 error message (or might: its
+    headers cannot be followed), which RFC 4443 2.4 (e.1) forbids answering with
+    another error."""
+    buf = memoryview(packet)
+    if len(buf) < IPV6_HEADER_LEN:
+        return True
+    try:
+        nh, offset = _skip_headers(buf, buf[6])
+    except Malformed:
+        return True
+    return nh == NH_ICMPV6 and (offset >= len(buf) or is_error(buf[offset]))
+
+
 def parse_quoted_tcp(body: BytesLike) -> QuotedTcp:
     """The TCP segment an ICMPv6 error's ``body`` quotes; raises :class:`Malformed`.
 
@@ -141,30 +178,16 @@ def parse_quoted_tcp(body: BytesLike) -> QuotedTcp:
     if buf[0] >> 4 != 6:
         raise Malformed("icmp_quote_bad_header")
     plen = _QUOTED_PLEN.unpack_from(buf, 4)[0]
-    nh = buf[6]
     s_hi, s_lo = _Q.unpack_from(buf, 8)
     d_hi, d_lo = _Q.unpack_from(buf, 24)
-    offset = IPV6_HEADER_LEN
-    for _ in range(MAX_EXTENSION_HEADERS + 1):
-        if nh == NH_TCP:
-            if n < offset + 8:
-                raise Malformed("icmp_quote_truncated")
-            sport, dport, seq = _QUOTED_TCP.unpack_from(buf, offset)
-            return QuotedTcp((s_hi << 64) | s_lo, (d_hi << 64) | d_lo, sport, dport, seq,
-                             IPV6_HEADER_LEN + plen)
-        if n < offset + 8:
-            raise Malformed("icmp_quote_truncated")
-        if nh in (NH_HOP_BY_HOP, NH_DEST_OPTS, NH_ROUTING):
-            length = (buf[offset + 1] + 1) * 8
-        elif nh == NH_FRAGMENT:
-            if (buf[offset + 2] << 8 | buf[offset + 3]) & 0xFFF8:
-                raise Malformed("icmp_quote_fragment")
-            length = 8
-        else:
-            raise Malformed("icmp_quote_not_tcp")
-        nh = buf[offset]
-        offset += length
-    raise Malformed("icmp_quote_bad_header")
+    nh, offset = _skip_headers(buf, buf[6])
+    if nh != NH_TCP:
+        raise Malformed("icmp_quote_not_tcp")
+    if n < offset + 8:
+        raise Malformed("icmp_quote_truncated")
+    sport, dport, seq = _QUOTED_TCP.unpack_from(buf, offset)
+    return QuotedTcp((s_hi << 64) | s_lo, (d_hi << 64) | d_lo, sport, dport, seq,
+                     IPV6_HEADER_LEN + plen)
 
 
 def build_packet_too_big(src: int, dst: int, mtu: int, invoking_packet: BytesLike
@@ -180,5 +203,5 @@ __all__ = [
     "ECHO_REPLY", "ECHO_REQUEST", "HEADER_LEN", "MAX_QUOTE", "PACKET_TOO_BIG",
     "PARAMETER_PROBLEM", "PARAMETER_PROBLEM_ERROR", "TIME_EXCEEDED", "TIME_EXCEEDED_ERROR",
     "UNREACHABLE_ERRORS", "build_echo_reply", "build_error", "build_icmpv6",
-    "build_packet_too_big", "is_error", "parse_icmpv6", "parse_quoted_tcp",
+    "build_packet_too_big", "is_error", "is_icmpv6_error", "parse_icmpv6", "parse_quoted_tcp",
 ]

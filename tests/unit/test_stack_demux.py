@@ -105,7 +105,8 @@ def test_port_zero_dropped() -> None:
     [
         (b"", "ip_truncated"),
         (b"\x45", "ipv4_truncated"),
-        (b"\x60" + bytes(39), "ipv6_unsupported"),
+        (b"\x60" + bytes(38), "ipv6_truncated"),
+        (b"\x60" + bytes(39), "ipv6_jumbogram"),
         (b"\x15" + bytes(19), "ip_bad_version"),
         (b"\x44" + bytes(19), "ipv4_bad_ihl"),
         (b"\x45\x00\x00\x10" + bytes(16), "ipv4_bad_length"),

@@ -1,0 +1,84 @@
+"""The streams API over IPv6: dual-stack servers, ``get_extra_info`` address tuples
+as asyncio gives them (4-tuples for IPv6), IPv6-only servers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+import pytest
+from aio_helpers import PairDevice
+
+from tcpstack.aio import open_connection, start_server
+from tcpstack.aio.network import Network
+from tcpstack.aio.streams import TcpStreamReader, TcpStreamWriter
+from tcpstack.stack import StackConfig
+
+TIMEOUT = 5.0
+
+
+def _config(v4: str, v6: str) -> StackConfig:
+    return StackConfig(addresses=(ipaddress.IPv4Address(v4), ipaddress.IPv6Address(v6)))
+
+
+async def _echo(reader: TcpStreamReader, writer: TcpStreamWriter) -> None:
+    writer.write(await reader.readexactly(5))
+    await writer.drain()
+    writer.close()
+
+
+async def test_ipv6_and_ipv4_clients_of_one_dual_stack_server() -> None:
+    dev_a, dev_b = PairDevice.pair()
+    a = Network(dev_a, _config("10.0.0.1", "fd00::1"))
+    b = Network(dev_b, _config("10.0.0.2", "fd00::2"))
+    try:
+        peers: list[tuple[object, ...]] = []
+
+        async def handler(reader: TcpStreamReader, writer: TcpStreamWriter) -> None:
+            peers.append(writer.get_extra_info("peername"))
+            await _echo(reader, writer)
+
+        await start_server(handler, "::", 7, network=b)
+        for host, family in (("fd00::2", socket.AF_INET6), ("10.0.0.2", socket.AF_INET)):
+            reader, writer = await asyncio.wait_for(
+                open_connection(host, 7, network=a), TIMEOUT)
+            writer.write(b"hello")
+            assert await asyncio.wait_for(reader.readexactly(5), TIMEOUT) == b"hello"
+            sock = writer.get_extra_info("socket")
+            assert sock.family == family
+            if family == socket.AF_INET6:
+                local = writer.get_extra_info("sockname")
+                assert writer.get_extra_info("peername") == ("fd00::2", 7, 0, 0)
+                assert local[0] == "fd00::1" and local[2:] == (0, 0) and len(local) == 4
+                assert sock.getpeername() == ("fd00::2", 7, 0, 0)
+            else:
+                assert writer.get_extra_info("peername") == ("10.0.0.2", 7)
+            writer.close()
+        assert peers[0][0] == "fd00::1" and len(peers[0]) == 4
+        assert peers[1][0] == "10.0.0.1" and len(peers[1]) == 2
+    finally:
+        await a.aclose(grace=0.2)
+        await b.aclose(grace=0.2)
+        dev_a.close()
+        dev_b.close()
+
+
+async def test_v6only_server_refuses_ipv4() -> None:
+    dev_a, dev_b = PairDevice.pair()
+    a = Network(dev_a, _config("10.0.0.1", "fd00::1"))
+    b = Network(dev_b, _config("10.0.0.2", "fd00::2"))
+    try:
+        await start_server(_echo, None, 7, network=b, v6only=True)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(open_connection("10.0.0.2", 7, network=a), TIMEOUT)
+        reader, writer = await asyncio.wait_for(open_connection("fd00::2", 7, network=a),
+                                                TIMEOUT)
+        writer.write(b"12345")
+        assert await asyncio.wait_for(reader.readexactly(5), TIMEOUT) == b"12345"
+        writer.close()
+    finally:
+        await a.aclose(grace=0.2)
+        await b.aclose(grace=0.2)
+        dev_a.close()
+        dev_b.close()
