@@ -46,6 +46,9 @@ log = logging.getLogger("tcpstack")
 DEFAULT_INTERFACE = "tcpstack0"
 DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
 DEFAULT_ADDRESS = "10.0.0.2"
+DEFAULT_HOST_ADDRESS6 = "fd00::1/64"
+DEFAULT_ADDRESS6 = "fd00::2"
+IPV6_MIN_MTU = 1280  # RFC 8200 5: IPv6 needs links of at least this MTU
 TSO_SIZE = 65535 - 20 - 60  # largest TCP payload in one IPv4 packet with full options
 CLOSE_GRACE = 1.0
 """Seconds connections still open after draining get to close (FIN) before RST."""
@@ -83,6 +86,22 @@ def _ipv4(value: str) -> ipaddress.IPv4Address:
         return ipaddress.IPv4Address(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid IPv4 address {value!r}") from None
+
+
+def _ipv6(value: str) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IPv6 address {value!r}") from None
+
+
+def _ipv6_interface(value: str) -> ipaddress.IPv6Interface:
+    if "/" not in value:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a prefix length, e.g. fd00::1/64")
+    try:
+        return ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IPv6 address/prefix {value!r}") from None
 
 
 def _ipv4_interface(value: str) -> ipaddress.IPv4Interface:
@@ -123,7 +142,9 @@ class DaemonConfig:
     """``tcpstack serve``'s own settings, validated once.
 
     ``mtu`` is at least 576 (RFC 791: every IPv4 host accepts 576-byte
-    datagrams; the MSS is then at least 536, RFC 9293's default). ``workers``
+    datagrams; the MSS is then at least 536, RFC 9293's default), and at least
+    1280 with ``ipv6`` (RFC 8200 5). ``ipv4`` and ``ipv6`` say which families the
+    daemon serves (at least one). ``workers``
     is the number of TUN queues and worker processes, ``backlog`` each
     listener's accept queue and ``syn_backlog`` its SYN queue (beyond which SYN
     cookies answer), ``txqueuelen`` the packets the kernel queues for the stack,
@@ -136,10 +157,17 @@ class DaemonConfig:
     backlog: int = 128
     syn_backlog: int = 1024
     grace: float = 2.0
+    ipv4: bool = True
+    ipv6: bool = True
 
     def __post_init__(self) -> None:
         if not 576 <= self.mtu <= 65535:
             raise ValueError(f"MTU {self.mtu} out of range 576..65535")
+        if not (self.ipv4 or self.ipv6):
+            raise ValueError("--no-ipv4 and --no-ipv6 together leave the stack no address")
+        if self.ipv6 and self.mtu < IPV6_MIN_MTU:
+            raise ValueError(f"IPv6 needs an MTU of at least {IPV6_MIN_MTU} (RFC 8200 5), "
+                             f"not {self.mtu}: raise --mtu or give --no-ipv6")
         if not 1 <= self.txqueuelen <= 1 << 20:
             raise ValueError(f"queue length {self.txqueuelen} out of range 1..{1 << 20}")
         if not 1 <= self.workers <= 64:
@@ -190,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{DEFAULT_HOST_ADDRESS} when the interface is created)")
     net.add_argument("--address", "-a", type=_ipv4, default=_ipv4(DEFAULT_ADDRESS),
                      metavar="IP", help="the stack's own address (default: %(default)s)")
+    net.add_argument("--host-address6", type=_ipv6_interface, default=None, metavar="CIDR",
+                     help="kernel-side IPv6 address of the TUN (default: "
+                          f"{DEFAULT_HOST_ADDRESS6} when the interface is created)")
+    net.add_argument("--address6", type=_ipv6, default=_ipv6(DEFAULT_ADDRESS6),
+                     metavar="IP", help="the stack's own IPv6 address (default: %(default)s)")
+    net.add_argument("--no-ipv4", dest="ipv4", action="store_false", default=None,
+                     help="serve IPv6 only: no IPv4 address on either side")
+    net.add_argument("--no-ipv6", dest="ipv6", action="store_false", default=None,
+                     help="serve IPv4 only: no IPv6 address on either side")
     net.add_argument("--mtu", type=int, metavar="N",
                      help="MTU of an interface the daemon creates or configures; the MSS "
                           "is the interface's actual MTU minus 40 (default: "
@@ -371,7 +408,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
     """
     daemon = DaemonConfig(**_given(args, mtu="mtu", txqueuelen="txqueuelen",
                                    workers="workers", backlog="backlog",
-                                   syn_backlog="syn_backlog", grace="grace"))
+                                   syn_backlog="syn_backlog", grace="grace", ipv4="ipv4",
+                                   ipv6="ipv6"))
     keepalive: Keepalive | None = None
     if not args.keepalive_off:
         keepalive = Keepalive(**_given(args, idle="keepalive", interval="keepalive_interval",
@@ -392,7 +430,9 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                              user_timeout="user_timeout",
                              challenge_ack_limit="challenge_ack_limit",
                              mtu_probing="mtu_probing", pmtu_expires="pmtu_expires"))
-    stack = StackConfig(addresses=(args.address,), tcp=tcp,
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (
+        ((args.address,) if daemon.ipv4 else ()) + ((args.address6,) if daemon.ipv6 else ()))
+    stack = StackConfig(addresses=addresses, tcp=tcp,
                         **_given(args, syncookies="syncookies", syn_batch_limit="syn_batch_limit",
                                  max_connections="max_connections",
                                  max_time_wait="max_time_wait", max_buffered="max_buffered",
@@ -407,7 +447,24 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
     host = args.host_address
     if host is not None and host.ip == args.address:
         raise ValueError(f"--address {args.address} is the host side's own address")
+    host6 = args.host_address6
+    if host6 is not None and host6.ip == args.address6:
+        raise ValueError(f"--address6 {args.address6} is the host side's own address")
+    if host is not None and not daemon.ipv4:
+        raise ValueError("--host-address is an IPv4 address, but --no-ipv4 was given")
+    if host6 is not None and not daemon.ipv6:
+        raise ValueError("--host-address6 is an IPv6 address, but --no-ipv6 was given")
     return ServeSettings(daemon=daemon, stack=stack, limits=limits, http=http, ports=ports)
+
+
+def ipv6_disabled(proc: Path = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")) -> bool:
+    """True if a new interface in this network namespace gets no IPv6 (the kernel has
+    none, or ``net.ipv6.conf.default.disable_ipv6`` is 1, as in a Docker container
+    on a network without IPv6)."""
+    try:
+        return proc.read_text().strip() != "0"
+    except OSError:
+        return True
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -444,15 +501,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
             creds = resolve_credentials(args.user, args.group)
         except PrivilegeError as e:
             return _fail(str(e), 2)
-    host = args.host_address
-    if host is None:
-        host = ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
+    host: ipaddress.IPv4Interface | None = None
+    if daemon.ipv4:
+        host = args.host_address or ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
+    host6: ipaddress.IPv6Interface | None = None
+    if daemon.ipv6 and ipv6_disabled():
+        # IPv6 by default, not by request: where the namespace has none, serve IPv4.
+        if args.host_address6 is not None or not daemon.ipv4:
+            return _fail("IPv6 is disabled in this network namespace "
+                         "(net.ipv6.conf.default.disable_ipv6)", 2)
+        log.warning("IPv6 is disabled in this network namespace: serving IPv4 only "
+                    "(--no-ipv6 says so without this warning)")
+        daemon = dataclasses.replace(daemon, ipv6=False)
+        config = dataclasses.replace(config, addresses=tuple(
+            a for a in config.addresses if a.version == 4))
+    if daemon.ipv6:
+        host6 = args.host_address6 or ipaddress.IPv6Interface(DEFAULT_HOST_ADDRESS6)
 
     # The impairment acts on single IP packets: a TSO super-segment lost or
     # corrupted as a whole would be unrealistic, so --impair turns offloads off.
     offload = args.offload and args.impair is None
     try:
         device = TunDevice.open(args.interface, mtu=daemon.mtu, host_address=host,
+                                host_address6=host6,
                                 configure=args.configure, offload=offload,
                                 txqueuelen=daemon.txqueuelen, queues=daemon.workers)
     except TunError as e:
@@ -462,6 +533,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tso = TSO_SIZE if device.offloads & TUN_F_TSO4 else 0
     # The MSS comes from the MTU the interface really has: an existing interface
     # the daemon attached to without configuring keeps its own (RFC 9293 3.7.1).
+    # It is IPv4's; IPv6 connections advertise 20 bytes less (the Stack does that).
     mss = min(max(device.mtu - 40, 88), 65495)
     if device.mtu != daemon.mtu:
         log.info("%s has MTU %d: MSS %d", device.name, device.mtu, mss)
@@ -483,9 +555,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log.info("running as user %s (uid %d, gid %d) with no capabilities",
                      creds.name, creds.uid, creds.gid)
         if device.created or args.configure:
-            if args.address not in host.network:
-                log.warning("%s is outside %s: the kernel will not route to it via %s "
-                            "without a route", args.address, host.network, device.name)
+            for own, side in ((args.address, host), (args.address6, host6)):
+                if side is not None and own not in side.network:
+                    log.warning("%s is outside %s: the kernel will not route to it via %s "
+                                "without a route", own, side.network, device.name)
         if daemon.workers > 1:
             return _serve_workers(args, device, settings, config)
         return run_event_loop(_serve(args, device, settings, config))
@@ -585,7 +658,7 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         loop.add_signal_handler(sig, stop.set)
     services = ", ".join(f"{name} on {port}" for name, port in settings.ports.items() if port)
     log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
-             args.address,
+             " and ".join(str(a) for a in config.addresses),
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
     grace = settings.daemon.grace

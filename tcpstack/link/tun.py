@@ -116,6 +116,7 @@ _MIN_MTU = 68  # ETH_MIN_MTU; the TUN driver's lower bound
 _MAX_MTU = 65535  # MAX_MTU in drivers/net/tun.c
 
 _RTNL_TUN_KIND = "tun"  # IFLA_INFO_KIND of both TUN and TAP interfaces
+_IFA_F_NODAD = 0x02  # linux/if_addr.h: no duplicate address detection for this address
 
 Packet = bytes | bytearray | memoryview
 """Anything :meth:`TunDevice.write` accepts."""
@@ -143,7 +144,7 @@ class _Link:
     tun_type: int | None
     multi_queue: bool
     mtu: int
-    addresses: frozenset[ipaddress.IPv4Interface]
+    addresses: frozenset[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
 
 
 # --------------------------------------------------------------------- netlink
@@ -220,13 +221,17 @@ def _lookup(ipr: Any, name: str) -> _Link | None:
             raw_type = data.get_attr("IFLA_TUN_TYPE")
             tun_type = None if raw_type is None else int(raw_type)
             multi_queue = bool(data.get_attr("IFLA_TUN_MULTI_QUEUE"))
-    addresses: set[ipaddress.IPv4Interface] = set()
+    addresses: set[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = set()
     for amsg in ipr.get_addr(index=index, family=socket.AF_INET):
         # On point-to-point links (TUN is one) IFA_ADDRESS is the peer; the
         # interface's own address is IFA_LOCAL.
         local = amsg.get_attr("IFA_LOCAL") or amsg.get_attr("IFA_ADDRESS")
         if local is not None:
             addresses.add(ipaddress.IPv4Interface(f"{local}/{int(amsg['prefixlen'])}"))
+    for amsg in ipr.get_addr(index=index, family=socket.AF_INET6):
+        local = amsg.get_attr("IFA_ADDRESS")
+        if local is not None:
+            addresses.add(ipaddress.IPv6Interface(f"{local}/{int(amsg['prefixlen'])}"))
     return _Link(
         index=index,
         kind=None if kind is None else str(kind),
@@ -243,8 +248,14 @@ def _configure(
     mtu: int,
     host_address: ipaddress.IPv4Interface | None,
     txqueuelen: int | None = None,
+    host_address6: ipaddress.IPv6Interface | None = None,
 ) -> _Link:
-    """Set the MTU (and queue length), add the host-side address if missing, bring it up."""
+    """Set the MTU (and queue length), add the host-side addresses if missing, bring it up.
+
+    The IPv6 address is added without duplicate address detection
+    (``IFA_F_NODAD``): on a TUN nobody could answer DAD's neighbour solicitation,
+    so it would only keep the address tentative -- unusable -- for a second or so.
+    """
     link = _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
     if link is None:
         raise TunError(f"interface {name!r} vanished while being configured")
@@ -267,6 +278,18 @@ def _configure(
                 index=index,
                 address=str(host_address.ip),
                 prefixlen=host_address.network.prefixlen,
+            ),
+        )
+    if host_address6 is not None and host_address6 not in link.addresses:
+        _nl_step(
+            f"cannot add address {host_address6} to {name!r} (IPv6 needs an MTU of at "
+            "least 1280 and IPv6 enabled in the namespace)",
+            lambda: ipr.addr(
+                "add",
+                index=index,
+                address=str(host_address6.ip),
+                prefixlen=host_address6.network.prefixlen,
+                flags=_IFA_F_NODAD,
             ),
         )
     _nl_step(f"cannot bring {name!r} up", lambda: ipr.link("set", index=index, state="up"))
@@ -480,6 +503,7 @@ class TunDevice:
         *,
         mtu: int = 1500,
         host_address: ipaddress.IPv4Interface | None = None,
+        host_address6: ipaddress.IPv6Interface | None = None,
         configure: bool | None = None,
         offload: bool = False,
         txqueuelen: int | None = None,
@@ -496,12 +520,18 @@ class TunDevice:
         Otherwise the interface is created (``IFF_TUN_EXCL`` guards against a
         concurrent creator) and, unless ``configure`` is False, given ``mtu``,
         the host-side (kernel) address ``host_address`` such as
-        ``IPv4Interface("10.0.0.1/24")``, and brought up. The kernel adds the
-        connected route for ``host_address``'s network, so traffic to the
-        other addresses of that network is routed into the device.
+        ``IPv4Interface("10.0.0.1/24")`` and, for IPv6, ``host_address6`` such
+        as ``IPv6Interface("fd00::1/64")`` (added without duplicate address
+        detection, which a TUN cannot answer), and brought up. The kernel adds
+        the connected routes for their networks, so traffic to the other
+        addresses of those networks is routed into the device. No neighbour
+        discovery (RFC 4861) happens on a TUN: it has no link-layer addresses,
+        so the kernel's neighbour entries for it need no resolution (NOARP) and
+        packets for on-link IPv6 addresses are written to the device directly.
 
         ``configure=True`` on an existing interface sets its MTU, adds
-        ``host_address`` if it is not present and brings it up.
+        ``host_address`` and ``host_address6`` if they are not present and
+        brings it up.
 
         ``name`` may be a kernel template like ``"tcpst%d"``; the chosen name is
         in :attr:`name`.
@@ -549,7 +579,8 @@ class TunDevice:
         device._or_close(lambda: device._attach_extra_queues(queue_flags, queues - 1))
         do_configure = creating if configure is None else configure
         device._or_close(
-            lambda: device._set_up_link(do_configure, mtu, host_address, txqueuelen)
+            lambda: device._set_up_link(do_configure, mtu, host_address, txqueuelen,
+                                        host_address6)
         )
         return device
 
@@ -586,6 +617,7 @@ class TunDevice:
         mtu: int,
         host_address: ipaddress.IPv4Interface | None,
         txqueuelen: int | None,
+        host_address6: ipaddress.IPv6Interface | None = None,
     ) -> None:
         """Learn the index; over netlink, configure the link or just look it up.
 
@@ -598,7 +630,8 @@ class TunDevice:
         name = self.name
         self.index = socket.if_nametoindex(name)
         if configure:
-            link = _netlink(lambda ipr: _configure(ipr, name, mtu, host_address, txqueuelen))
+            link = _netlink(lambda ipr: _configure(ipr, name, mtu, host_address, txqueuelen,
+                                                   host_address6))
         else:
             found = _netlink(
                 lambda ipr: _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))

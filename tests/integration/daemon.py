@@ -32,6 +32,29 @@ from tests.netns import NetNS, wait_for
 INTERFACE = "tcpstack0"
 HOST_ADDRESS = "10.0.0.1"
 STACK_ADDRESS = "10.0.0.2"
+HOST_ADDRESS6 = "fd00::1"
+STACK_ADDRESS6 = "fd00::2"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One address family as the clients see the daemon: its address, the flag
+    that makes curl, nc and ping use the family, and the host part of a URL."""
+
+    name: str
+    address: str
+    flag: str
+
+    @property
+    def url(self) -> str:
+        return f"http://[{self.address}]" if ":" in self.address else f"http://{self.address}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+#: The daemon's defaults serve both: tests parametrized over these run once per family.
+FAMILIES = (Family("ipv4", STACK_ADDRESS, "-4"), Family("ipv6", STACK_ADDRESS6, "-6"))
 
 START_TIMEOUT = 10.0
 """Seconds the daemon gets to bring its interface up and accept a connection."""

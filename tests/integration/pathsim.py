@@ -17,6 +17,12 @@ impairment; S forwards it into ``tcpstack0`` where the daemon answers; replies
 travel back the same way. Direction A->B of the relay is client->server
 (``a2b``), B->A is server->client (``b2a``).
 
+With ``ipv6=True`` the same path also carries IPv6 (rc0 fd30::2/64, rs0
+fd30::1/64, route fd00::/64 dev rc0 in C, IPv6 forwarding in S) and the
+clients (:meth:`PathSim.curl`, :meth:`PathSim.ping`) use fd00::2; otherwise IPv6
+is disabled in both namespaces, so no router solicitations or MLD reports
+cross the relay and the daemon serves IPv4 only.
+
 Everything is created in the two namespaces; on exit the relay and the daemon
 are stopped by PID and both namespaces are deleted (which destroys the TUNs).
 """
@@ -35,7 +41,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from tests.integration.daemon import STACK_ADDRESS, Daemon, DaemonExit, run_client
+from tests.integration.daemon import (
+    STACK_ADDRESS,
+    STACK_ADDRESS6,
+    Daemon,
+    DaemonExit,
+    run_client,
+)
 from tests.netns import REPO_ROOT, NetNS, wait_for
 
 CLIENT_TUN = "rc0"
@@ -44,6 +56,9 @@ CLIENT_ADDRESS = "10.30.0.2"
 SERVER_RELAY_ADDRESS = "10.30.0.1"
 RELAY_PREFIX = 24
 STACK_NETWORK = "10.0.0.0/24"
+CLIENT_ADDRESS6 = "fd30::2/64"
+SERVER_RELAY_ADDRESS6 = "fd30::1/64"
+STACK_NETWORK6 = "fd00::/64"
 
 RELAY_START_TIMEOUT = 15.0
 RELAY_STOP_TIMEOUT = 10.0
@@ -81,8 +96,11 @@ class PathSim:
         impair_b2a: str | None = None,
         daemon_args: Sequence[str] = (),
         relay_duration_limit: float = 600.0,
+        ipv6: bool = False,
     ) -> None:
         self.log_dir = log_dir
+        self.ipv6 = ipv6
+        self.address = STACK_ADDRESS6 if ipv6 else STACK_ADDRESS
         self.impair = impair
         self.impair_a2b = impair_a2b
         self.impair_b2a = impair_b2a
@@ -127,23 +145,35 @@ class PathSim:
         # No IPv6 chatter (router solicitations, MLD) through the relay; loose
         # reverse-path filtering; S routes between rs0 and tcpstack0.
         for ns in (self.server, self.client):
-            _sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+            if self.ipv6:  # IPv6 on, but no router solicitations
+                _sysctl(ns, "net.ipv6.conf.all.router_solicitations=0",
+                        "net.ipv6.conf.default.router_solicitations=0")
+            else:
+                _sysctl(ns, "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1")
+            _sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
         self.server.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True,
                         capture_output=True)
+        if self.ipv6:
+            self.server.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], check=True,
+                            capture_output=True)
 
     def _create_relay_tuns(self) -> None:
-        for ns, name, address in ((self.client, CLIENT_TUN, CLIENT_ADDRESS),
-                                  (self.server, SERVER_TUN, SERVER_RELAY_ADDRESS)):
+        for ns, name, address, address6 in (
+                (self.client, CLIENT_TUN, CLIENT_ADDRESS, CLIENT_ADDRESS6),
+                (self.server, SERVER_TUN, SERVER_RELAY_ADDRESS, SERVER_RELAY_ADDRESS6)):
             ns.ip("tuntap", "add", "mode", "tun", "name", name)
             ns.ip("link", "set", name, "txqueuelen", "5000")
             ns.ip("addr", "add", f"{address}/{RELAY_PREFIX}", "dev", name)
+            if self.ipv6:
+                ns.ip("addr", "add", address6, "dev", name, "nodad")
             ns.ip("link", "set", name, "up")
             _sysctl(ns, f"net.ipv4.conf.{name}.rp_filter=0")
         # A TUN is point-to-point: the client reaches the stack's network through rc0.
         # (S has 10.30.0.0/24 dev rs0 from rs0's address.)
         self.client.ip("route", "add", STACK_NETWORK, "dev", CLIENT_TUN)
+        if self.ipv6:
+            self.client.ip("-6", "route", "add", STACK_NETWORK6, "dev", CLIENT_TUN)
 
     def _start_relay(self) -> None:
         argv = [sys.executable, "-m", "tools.impair_relay",
@@ -231,10 +261,12 @@ class PathSim:
         return run_client(self.client, body, timeout=timeout)
 
     def curl(self, path: str, timeout: float = 120.0) -> bytes:
-        """GET ``http://10.0.0.2{path}`` from C with curl; the body (fails on error)."""
+        """GET ``http://10.0.0.2{path}`` (or fd00::2) from C with curl; the body (fails on
+        error)."""
         t0 = time.monotonic()
+        host = f"[{self.address}]" if self.ipv6 else self.address
         out = self.run(["curl", "-sS", "--fail", "-m", str(timeout), "-o", "-",
-                        f"http://{STACK_ADDRESS}{path}"], timeout=timeout + 10)
+                        f"http://{host}{path}"], timeout=timeout + 10)
         assert out.returncode == 0, (
             f"curl {path} failed after {time.monotonic() - t0:.1f}s (exit {out.returncode}): "
             f"{out.stderr.decode(errors='replace')}")
@@ -243,6 +275,6 @@ class PathSim:
 
     def ping(self, count: int = 3, interval: float = 0.2,
              wait: float = 2.0) -> subprocess.CompletedProcess[str]:
-        """``ping -c COUNT`` 10.0.0.2 from C (text output; not checked)."""
+        """``ping -c COUNT`` 10.0.0.2 (or fd00::2) from C (text output; not checked)."""
         return self.run(["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait),
-                         STACK_ADDRESS], timeout=count * interval + wait + 10, text=True)
+                         self.address], timeout=count * interval + wait + 10, text=True)

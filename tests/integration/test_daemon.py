@@ -2,7 +2,8 @@
 
 Each test gets a fresh namespace (the ``netns`` fixture) and starts the daemon
 in it; clients (curl, nc, ping, Python kernel sockets, a raw socket) run inside
-the same namespace and reach the stack at 10.0.0.2 through ``tcpstack0``.
+the same namespace and reach the stack at 10.0.0.2 and fd00::2 through
+``tcpstack0``; tests taking the ``family`` fixture run once per address family.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import pytest
 
 from tcpstack.apps.http import iter_pattern
 from tests.integration.daemon import (
+    FAMILIES,
     HOST_ADDRESS,
     INTERFACE,
     STACK_ADDRESS,
     Daemon,
     DaemonFactory,
+    Family,
     assert_clean_exit,
     link_exists,
     link_is_up,
@@ -58,6 +61,13 @@ def daemon(serve: DaemonFactory) -> Iterator[Daemon]:
     assert_clean_exit(d.stop())
 
 
+@pytest.fixture(params=FAMILIES, ids=str)
+def family(request: pytest.FixtureRequest) -> Family:
+    """IPv4 or IPv6: the daemon serves both by default (its address, client flags)."""
+    fam: Family = request.param
+    return fam
+
+
 def curl(netns: NetNS, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
     """Run ``curl -sS ARGS...`` in the namespace (bounded by ``--max-time``)."""
     argv = ["curl", "-sS", "--max-time", str(timeout), *args]
@@ -76,10 +86,11 @@ def sha256_of_file(path: Path) -> str:
 
 
 def test_http_root_returns_200_with_the_builtin_page(
-    netns: NetNS, daemon: Daemon, tmp_path: Path
+    netns: NetNS, daemon: Daemon, tmp_path: Path, family: Family
 ) -> None:
     body = tmp_path / "index.out"
-    result = curl(netns, "-o", str(body), "-w", "%{http_code} %{content_type}", f"{BASE_URL}/")
+    result = curl(netns, family.flag, "-o", str(body), "-w", "%{http_code} %{content_type}",
+                  f"{family.url}/")
     assert result.returncode == 0, result.stderr
     status, content_type = result.stdout.split(" ", 1)
     assert status == "200"
@@ -178,10 +189,12 @@ def test_www_serves_files_byte_exact_and_404s_missing_paths(
 # -------------------------------------------------------------- echo, discard
 
 
-def test_echo_port_7_returns_lines_sent_with_netcat(netns: NetNS, daemon: Daemon) -> None:
+def test_echo_port_7_returns_lines_sent_with_netcat(
+    netns: NetNS, daemon: Daemon, family: Family
+) -> None:
     lines = "".join(f"line {i}: the quick brown fox\n" for i in range(200))
     result = netns.run(
-        ["nc", "-N", "-w", "5", STACK_ADDRESS, "7"],
+        ["nc", family.flag, "-N", "-w", "5", family.address, "7"],
         input=lines,
         capture_output=True,
         text=True,
@@ -208,21 +221,23 @@ def test_discard_port_9_accepts_data_and_sends_nothing_back(
 # ----------------------------------------------------------------- ICMP, RST
 
 
-def test_ping_gets_three_echo_replies(netns: NetNS, daemon: Daemon) -> None:
+def test_ping_gets_three_echo_replies(netns: NetNS, daemon: Daemon, family: Family) -> None:
     result = netns.run(
-        ["ping", "-c", "3", "-i", "0.2", "-W", "2", STACK_ADDRESS],
+        ["ping", family.flag, "-c", "3", "-i", "0.2", "-W", "2", family.address],
         capture_output=True,
         text=True,
         timeout=20,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 packets transmitted, 3 received" in result.stdout
-    assert result.stdout.count(f"bytes from {STACK_ADDRESS}") == 3
+    assert result.stdout.count(f"bytes from {family.address}") == 3
 
 
-def test_closed_port_refuses_connections_at_once(netns: NetNS, daemon: Daemon) -> None:
+def test_closed_port_refuses_connections_at_once(
+    netns: NetNS, daemon: Daemon, family: Family
+) -> None:
     t0 = time.monotonic()
-    result = curl(netns, "-o", "/dev/null", f"{BASE_URL}:81/", timeout=10.0)
+    result = curl(netns, family.flag, "-o", "/dev/null", f"{family.url}:81/", timeout=10.0)
     elapsed = time.monotonic() - t0
     assert result.returncode == 7, (result.returncode, result.stderr)  # couldn't connect
     assert elapsed < 2.0, f"refusal took {elapsed:.2f}s (RST expected at once)"
@@ -232,10 +247,10 @@ def test_closed_port_refuses_connections_at_once(netns: NetNS, daemon: Daemon) -
         netns,
         f"""
         import errno, socket
-        s = socket.socket()
+        s = socket.socket(socket.AF_INET6 if ":" in "{family.address}" else socket.AF_INET)
         s.settimeout(5)
         try:
-            s.connect(("{STACK_ADDRESS}", 81))
+            s.connect(("{family.address}", 81))
             emit(outcome="connected")
         except ConnectionRefusedError as e:
             emit(outcome="refused", errno=e.errno)
@@ -558,14 +573,17 @@ def test_malformed_tcp_segments_are_dropped_and_daemon_keeps_serving(
     assert "tcp_closed_port" not in counters, counters
 
 
-def test_udp_to_the_stack_gets_port_unreachable(netns: NetNS, daemon: Daemon) -> None:
+def test_udp_to_the_stack_gets_port_unreachable(
+    netns: NetNS, daemon: Daemon, family: Family
+) -> None:
     fields = run_client(
         netns,
         f"""
         import socket
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        v6 = ":" in "{family.address}"
+        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(3)
-        s.connect(("{STACK_ADDRESS}", 5353))
+        s.connect(("{family.address}", 5353))
         s.send(b"anyone?")
         try:
             s.recv(100)

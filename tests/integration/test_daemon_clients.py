@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon import (
+    FAMILIES,
     INTERFACE,
     STACK_ADDRESS,
     Daemon,
     DaemonFactory,
+    Family,
     assert_clean_exit,
     run_client,
 )
@@ -170,8 +172,9 @@ def test_upload_of_20mib_to_discard_completes(netns: NetNS, daemon: Daemon) -> N
     assert fields["elapsed"] < 60
 
 
+@pytest.mark.parametrize("family", FAMILIES, ids=str)
 def test_half_close_still_receives_all_echoed_data_then_eof(
-    netns: NetNS, daemon: Daemon
+    netns: NetNS, daemon: Daemon, family: Family
 ) -> None:
     fields = run_client(
         netns,
@@ -179,7 +182,7 @@ def test_half_close_still_receives_all_echoed_data_then_eof(
         import hashlib, socket, threading, time
         SIZE = 2 * 1024 * 1024
         data = b"".join(hashlib.sha256(b"%d" % k).digest() for k in range(SIZE // 32))
-        s = socket.create_connection(("{STACK_ADDRESS}", 7), timeout=20)
+        s = socket.create_connection(("{family.address}", 7), timeout=20)
         shut_at = []
 
         def send():

@@ -59,9 +59,10 @@ def impairment_counters(log: str) -> dict[str, int]:
 # ----------------------------------------------------------------- the relay
 
 
-def test_clean_relay_path_carries_5_mib_byte_exact_and_ping(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_clean_relay_path_carries_5_mib_byte_exact_and_ping(tmp_path: Path, ipv6: bool) -> None:
     size = 5 * 1024 * 1024
-    with PathSim(tmp_path) as sim:
+    with PathSim(tmp_path, ipv6=ipv6) as sim:
         ping = sim.ping(count=3)
         assert ping.returncode == 0, ping.stdout + ping.stderr
         assert ping_stats(ping.stdout) == (3, 3)

@@ -186,6 +186,25 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="frag-timeout-zero"),
         pytest.param(("serve", "--frag-timeout", "nan"), ("frag_timeout",),
                      id="frag-timeout-nan"),
+        # The families (DaemonConfig, StackConfig).
+        pytest.param(("serve", "--address6", "10.0.0.2"), ("--address6", "10.0.0.2"),
+                     id="address6-not-ipv6"),
+        pytest.param(("serve", "--address6", "::1"), ("::1", "cannot be"),
+                     id="address6-loopback"),
+        pytest.param(("serve", "--address6", "fe80::2"), ("fe80::2", "link-local"),
+                     id="address6-link-local"),
+        pytest.param(("serve", "--host-address6", "fd00::1"), ("prefix length",),
+                     id="host-address6-no-prefix"),
+        pytest.param(("serve", "--host-address6", "fd00::2/64"), ("host side",),
+                     id="address6-is-host-side"),
+        pytest.param(("serve", "--no-ipv4", "--no-ipv6"), ("no address",),
+                     id="no-family-left"),
+        pytest.param(("serve", "--mtu", "1000"), ("1280", "--no-ipv6"),
+                     id="ipv6-needs-1280"),
+        pytest.param(("serve", "--no-ipv6", "--host-address6", "fd00::1/64"),
+                     ("--no-ipv6",), id="host-address6-without-ipv6"),
+        pytest.param(("serve", "--no-ipv4", "--host-address", "10.0.0.1/24"),
+                     ("--no-ipv4",), id="host-address-without-ipv4"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -233,7 +252,7 @@ def test_valid_flags_pass_validation_and_reach_interface_setup() -> None:
     # is valid, so the CLI gets as far as opening the TUN device (the guard).
     result = run_cli(
         "serve", "--http-port", "0", "--echo-port", "0", "--discard-port", "7007",
-        "--mtu", "576", "--host-address", "10.9.0.1/24", "--address", "10.9.0.2",
+        "--mtu", "576", "--no-ipv6", "--host-address", "10.9.0.1/24", "--address", "10.9.0.2",
         "--log-level", "warning",
     )
     assert result.returncode == GUARD_STATUS, result.stderr
@@ -338,6 +357,16 @@ def test_path_mtu_flags_reach_their_configs() -> None:
     assert (settings.stack.tcp.pmtu_expires, settings.stack.tcp.mtu_probing) == (120.0, False)
 
 
+def test_family_flags_reach_the_stack_config() -> None:
+    both = _settings().stack.addresses
+    assert [str(a) for a in both] == ["10.0.0.2", "fd00::2"]
+    assert [str(a) for a in _settings("--no-ipv6").stack.addresses] == ["10.0.0.2"]
+    only6 = _settings("--no-ipv4", "--address6", "fd12::7")
+    assert [str(a) for a in only6.stack.addresses] == ["fd12::7"]
+    assert only6.daemon.ipv6 and not only6.daemon.ipv4
+    assert _settings("--no-ipv6", "--mtu", "576").daemon.mtu == 576
+
+
 def test_fragment_flags_reach_their_config() -> None:
     st = _settings("--no-reassembly", "--frag-memory", "1048576", "--frag-timeout", "10").stack
     assert (st.reassembly, st.frag_memory, st.frag_timeout) == (False, 1 << 20, 10.0)
@@ -371,3 +400,14 @@ def test_console_script_reports_the_same_version() -> None:
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(f"tcpstack {tcpstack.__version__} (")
+
+
+def test_ipv6_disabled_reads_the_namespace_default(tmp_path: Path) -> None:
+    from tcpstack.cli import ipv6_disabled
+
+    flag = tmp_path / "disable_ipv6"
+    flag.write_text("1\n")
+    assert ipv6_disabled(flag)
+    flag.write_text("0\n")
+    assert not ipv6_disabled(flag)
+    assert ipv6_disabled(tmp_path / "missing")  # a kernel without IPv6
