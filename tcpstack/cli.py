@@ -525,8 +525,9 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         "echo": EchoService(limits=limits, counters=app_counters),
         "discard": DiscardService(limits=limits, counters=app_counters),
     }
-    servers = [net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
-                                syn_backlog=settings.daemon.syn_backlog)
+    servers = [await net.start_server(handlers[name], None, port,
+                                      backlog=settings.daemon.backlog,
+                                      syn_backlog=settings.daemon.syn_backlog)
                for name, port in settings.ports.items() if port]
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
@@ -588,7 +589,7 @@ async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
     """
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[Any]] = {
-        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+        asyncio.ensure_future(transport.wait_closed()) for transport in net.connections}
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     deadline = loop.time() + grace
     try:
