@@ -191,7 +191,8 @@ class StreamProtocol(asyncio.Protocol):
                 self._drain_waiters.remove(waiter)
 
     async def wait_closed(self) -> None:
-        await self._closed
+        # Shielded: cancelling one waiter must not cancel the connection's future.
+        await asyncio.shield(self._closed)
 
     def upgraded(self, transport: asyncio.Transport) -> None:
         """The connection now runs over TLS through ``transport``."""
@@ -225,7 +226,8 @@ class TcpStreamWriter(asyncio.StreamWriter):
     async def drain(self) -> None:
         """Wait only if the transport has paused writing; raise what ended the connection.
 
-        After a write to a connection the peer has reset, :class:`BrokenPipeError`.
+        After a write to a connection the peer has reset, :class:`BrokenPipeError`;
+        on a closed or closing writer, :class:`ConnectionResetError` (as asyncio).
         """
         if self._stream.wrote_after_reset:
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
@@ -234,8 +236,12 @@ class TcpStreamWriter(asyncio.StreamWriter):
             if exc is not None:
                 raise exc
         if self._transport.is_closing():
-            # Let connection_lost run, so a writer loop sees the error.
+            # Let connection_lost run, so a writer loop sees the error. A closing
+            # transport takes no more data: like asyncio's (whose connection_lost
+            # follows close() at once), report the connection as lost.
             await asyncio.sleep(0)
+            await self._stream.drain_helper()
+            raise ConnectionResetError("Connection lost")
         await self._stream.drain_helper()
 
     async def wait_closed(self) -> None:
