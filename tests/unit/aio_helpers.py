@@ -71,21 +71,23 @@ class PairDevice:
         return PairDevice(a), PairDevice(b)
 
 
-def stack_config(ip: str, tcp: TcpConfig | None = None) -> StackConfig:
-    return StackConfig(addresses=(ipaddress.IPv4Address(ip),), tcp=tcp or TcpConfig())
+def stack_config(ip: str, tcp: TcpConfig | None = None, *more: str) -> StackConfig:
+    return StackConfig(addresses=tuple(ipaddress.IPv4Address(a) for a in (ip, *more)),
+                       tcp=tcp or TcpConfig())
 
 
 class NetPair:
     """Two Networks, A (10.0.0.1) and B (10.0.0.2), linked by a :class:`PairDevice` pair.
 
-    ``routes_a`` are the networks A's device reaches (None: anywhere).
+    ``routes_a`` are the networks A's device reaches (None: anywhere);
+    ``more_b`` are addresses B has besides 10.0.0.2.
     """
 
     def __init__(self, tcp_a: TcpConfig | None = None, tcp_b: TcpConfig | None = None, *,
-                 routes_a: Iterable[str] | None = None) -> None:
+                 routes_a: Iterable[str] | None = None, more_b: Iterable[str] = ()) -> None:
         self.dev_a, self.dev_b = PairDevice.pair()
         self.a = Network(self.dev_a, stack_config(A_IP, tcp_a), routes=routes_a)
-        self.b = Network(self.dev_b, stack_config(B_IP, tcp_b))
+        self.b = Network(self.dev_b, stack_config(B_IP, tcp_b, *more_b))
 
     async def aclose(self) -> None:
         try:
