@@ -6,6 +6,7 @@
 * :func:`start_server` / :func:`open_connection` -- asyncio streams on top.
 """
 
+from tcpstack.aio.entry import TunStack
 from tcpstack.aio.network import Network
 from tcpstack.aio.server import Server
 from tcpstack.aio.streams import (
@@ -24,6 +25,7 @@ __all__ = [
     "TcpStreamReader",
     "TcpStreamWriter",
     "TcpTransport",
+    "TunStack",
     "open_connection",
     "start_server",
 ]
