@@ -123,5 +123,43 @@ def load_pem_chain(context: ssl.SSLContext, cert: Certificate) -> None:
         os.unlink(path)
 
 
-__all__ = ["Certificate", "MissingDependency", "load_pem_chain", "self_signed",
-           "server_context"]
+@dataclass(frozen=True)
+class HttpsSetup:
+    """What ``tcpstack serve`` serves HTTPS with: the context, and for a generated
+    certificate its fingerprint."""
+
+    context: ssl.SSLContext
+    fingerprint: str | None = None
+
+
+def https_setup(*, cert_file: Path | None, key_file: Path | None, self_signed_for: str | None,
+                write_cert: Path | None = None) -> HttpsSetup:
+    """The daemon's HTTPS context: from ``cert_file``/``key_file``, or a throwaway
+    certificate for the address ``self_signed_for`` (written to ``write_cert`` if
+    given, for clients' ``--cacert``). ALPN offers ``http/1.1``.
+
+    Raises :class:`ValueError` with a one-line message for unusable files, and
+    :class:`MissingDependency` without ``cryptography`` for a generated one.
+    """
+    alpn = ("http/1.1",)
+    if self_signed_for is not None:
+        cert = self_signed([self_signed_for])
+        if write_cert is not None:
+            try:
+                write_cert.write_bytes(cert.cert_pem)
+            except OSError as e:
+                raise ValueError(f"cannot write the certificate to {write_cert}: "
+                                 f"{e.strerror}") from None
+        return HttpsSetup(server_context(cert, alpn=alpn), cert.fingerprint)
+    if cert_file is None:
+        raise ValueError("TLS needs --tls-cert FILE (and --tls-key FILE) or --tls-self-signed")
+    try:
+        return HttpsSetup(server_context(cert_file, key_file, alpn=alpn))
+    except FileNotFoundError as e:
+        raise ValueError(f"TLS file not found: {e.filename}") from None
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(f"cannot load the TLS certificate/key: {e}") from None
+
+
+__all__ = ["Certificate", "HttpsSetup", "MissingDependency", "https_setup",
+           "load_pem_chain", "self_signed", "server_context"]
