@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
+from tcpstack.build import build_kind
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
@@ -173,7 +174,8 @@ _KEEPALIVE = Keepalive()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tcpstack", description="A userspace TCP/IP stack over a TUN device.")
-    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"tcpstack {__version__} ({build_kind()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -594,7 +596,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     if https is not None:
         named.append(f"https on {args.https_port}")
     services = ", ".join(named)
-    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address,
+    log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
+             args.address,
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
     grace = settings.daemon.grace
