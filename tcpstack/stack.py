@@ -188,7 +188,10 @@ class Stack:
     def listen_on(self, port: int, addresses: Iterable[int] | None) -> None:
         """Let the listener on ``port`` take connections to these local addresses only
         (None: every address of the stack). A segment for another address is
-        answered as at a closed port (RST), as a socket bound to one address is."""
+        answered as at a closed port (RST), as a socket bound to one address is.
+        Raises :class:`KeyError` if ``port`` has no listener."""
+        if port not in self.listeners:
+            raise KeyError(f"port {port} has no listener")
         if addresses is None:
             self._listen_on.pop(port, None)
         else:

@@ -148,14 +148,10 @@ class Tcb(ControlBlock):
         RECEIVE (3.10.3) into the caller's memory: one copy, no intermediate
         :class:`bytes` (for zero-copy readers such as ``asyncio.BufferedProtocol``).
         """
-        data = self.rcv_buf.data
-        n = min(len(buffer), len(data))
-        if n <= 0:
-            return 0
-        with memoryview(data) as src, memoryview(buffer) as dst:
-            dst[:n] = src[:n]
-        del data[:n]
-        window.on_application_read(self)
+        n = self.rcv_buf.take_into(buffer)
+        if n:
+            ack_policy.on_application_read(self)
+            window.on_application_read(self)
         return n
 
     def recv_find(self, sub: bytes, start: int = 0) -> int:

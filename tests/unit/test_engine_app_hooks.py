@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from tcp_helpers import (
+    IRS,
     REMOTE_IP,
     Wire,
     base_config,
     check_segment,
     expect,
+    expect_nothing,
+    expect_one,
     ip,
     peer,
     syn_from_peer,
@@ -62,6 +66,20 @@ def test_recv_into_reopens_a_closed_window_like_recv() -> None:
     check_segment(update[-1], ACK, window=4096)
 
 
+def test_recv_into_sends_an_owed_delayed_ack_like_recv() -> None:
+    """The read-time ACK rule (Linux's tcp_cleanup_rbuf) holds for a read into the
+    caller's buffer too: a short pushed segment's delayed ACK goes out once a read has
+    emptied the receive buffer, not before."""
+    tcb = tcb_established(base_config(delayed_ack=0.04, rcv_buf=0xFFFF))
+    tcb.receive(peer(tcb, ACK | PSH, payload=b"q" * 300), 1.0)
+    expect_nothing(tcb, 1.0)
+    assert tcb.recv_into(bytearray(100)) == 100
+    expect_nothing(tcb, 1.001)  # 200 bytes still unread: the ACK may wait
+    assert tcb.recv_into(bytearray(1000)) == 200
+    expect_one(tcb, 1.002, ACK, ack=IRS + 1 + 300)
+    assert tcb.timers.delack is None
+
+
 # ------------------------------------------------------- listeners on some addresses
 
 
@@ -100,3 +118,13 @@ def test_listen_on_widens_and_unlisten_forgets_the_addresses() -> None:
     assert [t.state for t in st.tcbs.values()] == [State.SYN_RECEIVED]
     (again,) = syn_to(st, "10.0.0.3")
     check_segment(again, SYN | ACK)
+
+
+def test_listen_on_a_port_without_a_listener_is_an_error() -> None:
+    st = two_address_stack()
+    with pytest.raises(KeyError):
+        st.listen_on(81, [ip("10.0.0.2")])
+    st.listen(81)
+    st.unlisten(81)
+    with pytest.raises(KeyError):
+        st.listen_on(81, None)
