@@ -2,8 +2,9 @@
 
 Runs the whole tool (tcpstack over TUN and the kernel reference, each in
 namespaces the tool creates) with very small sizes and one repetition, then
-checks the exit status, the JSON (every workload, both stacks, positive
-numbers), the Markdown table, and that the tool's namespaces are gone.
+checks the exit status, the JSON (every workload -- tcpstack's own services and
+the aiohttp application over HTTP and HTTPS --, both stacks, positive numbers),
+the Markdown table, and that the tool's namespaces are gone.
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ from pathlib import Path
 import pytest
 
 from tests.netns import REPO_ROOT
+from tools.bench.settings import WORKLOADS
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = ("download", "upload", "latency", "idle", "connrate")
 METRICS = {
     "download": ("mbps",),
     "upload": ("mbps",),
     "latency": ("p50_us", "p99_us"),
     "idle": ("answered", "rss_per_conn_bytes"),
     "connrate": ("rps",),
+    "aiohttp": ("rps",),
+    "https": ("handshakes_per_s", "mbps"),
 }
+ROWS = 10  # table rows the workloads above produce (latency, idle and https: two each)
+
+
+def test_every_workload_is_checked_here() -> None:
+    assert set(METRICS) == set(WORKLOADS)
 
 
 def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
@@ -37,11 +45,11 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
         cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        stdout, stderr = proc.communicate(timeout=85)
+        stdout, stderr = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
         proc.kill()  # the tool's own atexit/finally cleanup cannot run after SIGKILL...
         proc.communicate()
-        pytest.fail("python -m tools.bench --tiny took longer than 85 s")
+        pytest.fail("python -m tools.bench --tiny took longer than 150 s")
     finally:
         # ...so remove any namespace it left behind (they carry its PID in their name).
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
@@ -68,6 +76,8 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
                     f"{stack} {workload} {key} = {value!r}")
         assert results["idle"]["summary"]["answered"] == 50
         assert results["connrate"]["summary"]["failed"] == 0
+        assert results["aiohttp"]["summary"]["failed"] == 0
+        assert results["aiohttp"]["params"]["keepalive"] is True
     assert all("skipped" in line for line in doc["missing"])
 
     markdown = (out / "latest.md").read_text()
@@ -75,5 +85,6 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
     assert header in markdown
     assert header in stdout
     table = [ln for ln in markdown.splitlines() if ln.startswith("| ")]
-    assert len(table) >= 1 + len(WORKLOADS)  # header plus at least one row per workload
+    assert len(table) == 1 + ROWS, table  # the header and one row per metric
+    assert all(" FAILED" not in row for row in table), table
     assert list(out.glob("bench-*.json")) and list(out.glob("bench-*.md"))

@@ -81,6 +81,10 @@ ROWS: tuple[Row, ...] = (
         ratio=False),
     Row("idle", "idle: server RSS per connection (KiB)", "rss_per_conn_bytes", _kib,
         "< 8 KiB", _small_rss),
+    Row("aiohttp", "aiohttp JSON requests/s (ab -k -c 16, keep-alive)", "rps", _f0),
+    Row("https", "aiohttp over TLS: handshakes/s (openssl s_time -new)", "handshakes_per_s",
+        _f0),
+    Row("https", "aiohttp over TLS: bulk download (MB/s)", "mbps", _f1),
 )
 
 
@@ -212,7 +216,9 @@ def sizes_line(name: str, sz: Sizes) -> str:
     return (f"{name}: {sz.reps} repetition(s) (idle: {sz.idle_reps}); download up to "
             f"{_mib(sz.download_max)} (~{sz.download_seconds:g} s), upload up to "
             f"{_mib(sz.upload_max)} (<= {sz.upload_seconds:g} s), ab -n {sz.connrate_n} "
-            f"-c {sz.connrate_c}, {sz.latency_n} round trips, {sz.idle_n} idle connections")
+            f"-c {sz.connrate_c}, {sz.latency_n} round trips, {sz.idle_n} idle connections; "
+            f"aiohttp: ab -k -n {sz.web_n} -c {sz.web_c}; https: s_time {sz.tls_seconds} s, "
+            f"download {_mib(sz.tls_bulk_bytes)}")
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -7,8 +7,18 @@ from typing import Any
 
 MIB = 1024 * 1024
 
-WORKLOADS: tuple[str, ...] = ("download", "upload", "latency", "idle", "connrate")
+WORKLOADS: tuple[str, ...] = (
+    "download", "upload", "latency", "idle", "aiohttp", "https", "connrate")
 """Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
+
+WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
+"""The workloads served by the aiohttp application (:mod:`tools.bench.web_server`)
+rather than by tcpstack's own services."""
+
+WEB_HTTP_PORT = 8080
+"""The web application's plain HTTP port."""
+WEB_HTTPS_PORT = 8443
+"""The web application's HTTPS port (the same application behind TLS)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,16 @@ class Sizes:
     timeout_connrate: float
     timeout_latency: float
     timeout_idle: float
+    web_n: int
+    """Requests of the aiohttp workload (``ab -k -n``)."""
+    web_c: int
+    """Its concurrency (``ab -c``)."""
+    tls_seconds: int
+    """How long each ``openssl s_time -new`` run opens TLS connections."""
+    tls_bulk_bytes: int
+    """Bytes of the bulk download over HTTPS."""
+    timeout_web: float
+    timeout_tls: float
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -56,6 +76,8 @@ FULL = Sizes(
     connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
     timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
     timeout_latency=90.0, timeout_idle=300.0,
+    web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
+    timeout_web=120.0, timeout_tls=60.0,
 )
 
 QUICK = replace(
@@ -65,6 +87,8 @@ QUICK = replace(
     connrate_n=500, latency_n=500, idle_n=500,
     timeout_download=30.0, timeout_upload=30.0, timeout_connrate=60.0,
     timeout_latency=30.0, timeout_idle=60.0,
+    web_n=3000, tls_seconds=3, tls_bulk_bytes=32 * MIB,
+    timeout_web=60.0, timeout_tls=40.0,
 )
 
 TINY = replace(
@@ -73,7 +97,9 @@ TINY = replace(
     upload_max=1 * MIB, upload_seconds=1.0,
     connrate_n=50, latency_n=50, idle_n=50,
     timeout_download=20.0, timeout_upload=20.0, timeout_connrate=30.0,
-    timeout_latency=20.0, timeout_idle=30.0, quiet_wait=1.0,
+    timeout_latency=20.0, timeout_idle=30.0,
+    web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
+    timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per

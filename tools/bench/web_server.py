@@ -3,10 +3,15 @@
 ``python -m tools.bench.web_server --stack tcpstack|kernel --host IP --cert F --key F``
 serves, on uvloop, the same :mod:`aiohttp` application over plain HTTP on 8080 and
 over HTTPS on 8443: ``/json`` (a small JSON document) and ``/bytes/N`` (N bytes,
-streamed in 64 KiB writes). With ``--stack tcpstack`` it owns 10.0.0.2 behind the
-TUN ``tcpstack0`` through :class:`tcpstack.TunStack` and
-:class:`tcpstack.aio.aiohttp_site.TcpStackSite`; with ``--stack kernel`` it uses
-``web.TCPSite`` on ``--host``. Prints ``READY`` once listening; exits 0 on SIGTERM.
+streamed in 64 KiB writes). The application is an ordinary one, with nothing tuned
+for either stack: what differs between the two runs is the TCP underneath (and, for
+HTTPS, the TLS protocol layer: uvloop's own on kernel sockets, asyncio's
+:class:`asyncio.sslproto.SSLProtocol` over tcpstack).
+
+With ``--stack tcpstack`` it owns ``--host`` (10.0.0.2) behind the TUN ``tcpstack0``
+through :class:`tcpstack.TunStack` and :class:`tcpstack.aio.aiohttp_site.TcpStackSite`;
+with ``--stack kernel`` it uses ``web.TCPSite`` on ``--host``. Prints ``READY`` once
+listening; exits 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import sys
 
 from aiohttp import web
 
+from tools.bench.settings import WEB_HTTP_PORT as HTTP_PORT
+from tools.bench.settings import WEB_HTTPS_PORT as HTTPS_PORT
+
 CHUNK = bytes(range(256)) * 256  # 64 KiB
-HTTP_PORT = 8080
-HTTPS_PORT = 8443
 
 
 def make_app() -> web.Application:
