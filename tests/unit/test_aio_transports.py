@@ -193,8 +193,11 @@ async def test_paused_reader_closes_the_window_and_pauses_the_senders_transport(
     assert "resume_writing" not in client.calls
 
     server.transport.resume_reading()
+    await until(lambda: client_tcb.snd_wnd > 0, "the window to reopen")
     await until(lambda: len(server.data) == len(payload), "all data at the server")
     assert bytes(server.data) == payload
+    # Everything read: the receiver advertises its whole buffer again.
+    await until(lambda: client_tcb.snd_wnd >= SMALL.rcv_buf // 2, "the full window back")
     await until(lambda: "resume_writing" in client.calls, "resume_writing")
     assert client.write_buffer_at_resume[0] <= 2048
     assert transport.get_write_buffer_size() == 0
