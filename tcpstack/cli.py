@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--address", "-a", type=_ipv4, default=_ipv4(DEFAULT_ADDRESS),
                      metavar="IP", help="the stack's own address (default: %(default)s)")
     net.add_argument("--mtu", type=int, metavar="N",
-                     help=f"interface MTU; the MSS is MTU-40 (default: {_DAEMON.mtu})")
+                     help="MTU of an interface the daemon creates or configures; the MSS "
+                          "is the interface's actual MTU minus 40 (default: "
+                          f"{_DAEMON.mtu})")
     cfg = net.add_mutually_exclusive_group()
     cfg.add_argument("--configure", dest="configure", action="store_true", default=None,
                      help="set MTU/address/up even on an existing interface")
@@ -258,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"receive buffer per connection (default: {_TCP.rcv_buf})")
     tcp.add_argument("--snd-buf", type=int, metavar="BYTES",
                      help=f"send buffer per connection (default: {_TCP.snd_buf})")
+    tcp.add_argument("--rcv-buf-max", type=int, metavar="BYTES",
+                     help="largest receive buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.rcv_buf_max})")
+    tcp.add_argument("--snd-buf-max", type=int, metavar="BYTES",
+                     help="largest send buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.snd_buf_max})")
+    tcp.add_argument("--no-autotune", dest="autotune", action="store_false", default=None,
+                     help="keep every connection's buffers at --rcv-buf/--snd-buf "
+                          "(no autotuning)")
     tcp.add_argument("--max-retries", type=int, metavar="N",
                      help="retransmissions before a connection is dropped "
                           f"(default: {_TCP.max_retries})")
@@ -274,6 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--user-timeout", type=float, metavar="SECONDS",
                      help="end a connection whose data makes no progress for this long, "
                           f"0 never (default: {_TCP.user_timeout:g})")
+
+    path = s.add_argument_group("path MTU")
+    path.add_argument("--min-pmtu", type=int, metavar="BYTES",
+                      help="smallest path MTU believed from ICMP or reached by probing; "
+                           f"smaller reports are raised to it (default: {_STACK.min_pmtu})")
+    path.add_argument("--pmtu-expires", type=float, metavar="SECONDS",
+                      help="how long a lowered path MTU holds before the full size is "
+                           f"tried again (default: {_TCP.pmtu_expires:g})")
+    frag = s.add_argument_group("IP fragments")
+    frag.add_argument("--no-reassembly", dest="reassembly", action="store_false", default=None,
+                      help="drop IPv4 fragments (counted as ipv4_fragment) instead of "
+                           "reassembling them")
+    frag.add_argument("--frag-memory", type=int, metavar="BYTES",
+                      help="bytes all partial datagrams may hold; one source at most a "
+                           f"quarter (default: {_STACK.frag_memory})")
+    frag.add_argument("--frag-timeout", type=float, metavar="SECONDS",
+                      help="time a datagram has to be completed from its first fragment "
+                           f"(default: {_STACK.frag_timeout:g})")
+    path.add_argument("--no-mtu-probing", dest="mtu_probing", action="store_false",
+                      default=None,
+                      help="no packetization-layer PMTUD: paths that drop large packets "
+                           "without ICMP (black holes) are not detected")
 
     guard = s.add_argument_group("limits (hostile peers and overload)")
     guard.add_argument("--backlog", type=int, metavar="N",
@@ -367,18 +400,22 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                body_timeout="http_body_timeout", max_body="http_max_body",
                                max_requests="http_max_requests"))
     tcp = TcpConfig(mss=daemon.mtu - 40,
-                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", msl="msl",
+                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", rcv_buf_max="rcv_buf_max",
+                             snd_buf_max="snd_buf_max", autotune="autotune", msl="msl",
                              max_retries="max_retries",
                              congestion_control="congestion_control", sack="sack",
                              timestamps="timestamps", delayed_ack="delayed_ack",
                              user_timeout="user_timeout",
-                             challenge_ack_limit="challenge_ack_limit"))
+                             challenge_ack_limit="challenge_ack_limit",
+                             mtu_probing="mtu_probing", pmtu_expires="pmtu_expires"))
     stack = StackConfig(addresses=(args.address,), tcp=tcp,
                         **_given(args, syncookies="syncookies", syn_batch_limit="syn_batch_limit",
                                  max_connections="max_connections",
                                  max_time_wait="max_time_wait", max_buffered="max_buffered",
                                  rst_rate_limit="rst_rate_limit",
-                                 icmp_rate_limit="icmp_rate_limit"))
+                                 icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
+                                 reassembly="reassembly", frag_memory="frag_memory",
+                                 frag_timeout="frag_timeout"))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -465,9 +502,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # What the kernel granted decides how packets are framed and how large the
     # segments we hand it may be.
     tso = TSO_SIZE if device.offloads & TUN_F_TSO4 else 0
+    # The MSS comes from the MTU the interface really has: an existing interface
+    # the daemon attached to without configuring keeps its own (RFC 9293 3.7.1).
+    mss = min(max(device.mtu - 40, 88), 65495)
+    if device.mtu != daemon.mtu:
+        log.info("%s has MTU %d: MSS %d", device.name, device.mtu, mss)
     config = dataclasses.replace(config, vnet_hdr=device.vnet_hdr,
                                  scatter=getattr(device, "supports_scatter", False),
-                                 tcp=dataclasses.replace(tcp, tso_size=tso))
+                                 tcp=dataclasses.replace(tcp, tso_size=tso, mss=mss))
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
     try:

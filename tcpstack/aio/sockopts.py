@@ -62,6 +62,10 @@ class ConnectionSocket:
             return tcb.keepalive_count
         if level == socket.IPPROTO_TCP and option == socket.TCP_MAXSEG:
             return tcb.seg_mss
+        if level == socket.SOL_SOCKET and option == socket.SO_ERROR:
+            # As Linux: the pending soft error (an ICMP error that did not end the
+            # connection, RFC 1122 4.2.3.9), cleared by reading it.
+            return tcb.take_soft_error()
         raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 
     def fileno(self) -> int:

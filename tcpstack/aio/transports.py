@@ -11,13 +11,20 @@ callbacks and the protocol's calls into TCB calls, honouring asyncio's contract:
   buffer fills and the window it advertises closes (RFC 9293 3.8.6); resuming
   reopens it. The peer's FIN calls ``eof_received``; a false return closes the
   transport, a true one keeps it open for writing (half-close).
-* **Writing.** The TCB's send buffer (``TcpConfig.snd_buf``) plays the kernel
-  socket buffer: writes go there while it has room; the rest waits in the
-  transport's own buffer, which is what :meth:`get_write_buffer_size` reports and
-  what the write-buffer limits apply to (``pause_writing`` above the high mark,
-  ``resume_writing`` once at or below the low mark; defaults 64 KiB and 16 KiB, as
-  asyncio's). A TCB filled past its mark reports when it has drained to half of it
-  (:class:`~tcpstack.tcp.events.WriteSpace`), and the transport moves more in.
+* **Writing.** The TCB's send buffer plays the kernel socket buffer: writes go
+  there while it is below its high-water mark (:attr:`Tcb.send_space
+  <tcpstack.tcp.tcb.Tcb.send_space>`, which autotuning keeps at twice the congestion
+  window, from ``TcpConfig.snd_buf`` up to ``snd_buf_max``, as Linux sizes a
+  socket's send buffer); the rest waits in the transport's own buffer, which is
+  what :meth:`get_write_buffer_size` reports and what the write-buffer limits apply
+  to: ``pause_writing`` above the high mark, ``resume_writing`` once at or below
+  the low mark. By default the high mark follows the TCB's (the same
+  ``send_space``, so it grows with the connection) and the low mark is a quarter
+  of it, asyncio's ratio; :meth:`set_write_buffer_limits` with a value fixes them
+  (without one it returns to the default). A TCB filled past its mark reports when
+  it has drained to half of it (:class:`~tcpstack.tcp.events.WriteSpace`), and
+  the transport moves more in; whenever the transport holds data, the TCB is past
+  its mark, so that report always comes.
 * **Ending.** ``connection_lost`` is called exactly once: with None after
   :meth:`close` once our FIN is acknowledged (everything written reached the peer),
   or at once after :meth:`abort`; with :class:`ConnectionResetError` when the peer
@@ -36,6 +43,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 from collections import deque
 from typing import Any, Protocol
 
@@ -46,8 +54,6 @@ from tcpstack.tcp.tcb import Tcb
 
 log = logging.getLogger("tcpstack.transports")
 
-DEFAULT_HIGH_WATER = 64 * 1024
-"""asyncio's default high-water mark for a transport's write buffer (low: a quarter)."""
 
 LOG_THRESHOLD_FOR_LOST_WRITES = 5
 """Writes after the connection was lost that pass silently before a warning (as asyncio)."""
@@ -77,11 +83,16 @@ class TransportOwner(Protocol):
     def _detach(self, transport: TcpTransport) -> None: ...
 
 
-def error_for(reason: str | None) -> OSError | None:
+def error_for(reason: str | None, code: int = 0) -> OSError | None:
     """The exception asyncio users expect for a :class:`~tcpstack.tcp.events.Terminated`
-    reason (None for an orderly end or our own abort)."""
+    reason (None for an orderly end or our own abort). ``code`` (an errno from an
+    ICMP error, see :class:`~tcpstack.tcp.events.Terminated`) takes precedence, as a
+    kernel socket's ``SO_ERROR`` would (``OSError`` picks the subclass, e.g.
+    :class:`ConnectionRefusedError` for ``ECONNREFUSED``)."""
     if reason is None or reason == "aborted":
         return None
+    if code:
+        return OSError(code, os.strerror(code))
     if reason == "reset":
         return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     if reason == "refused":
@@ -111,13 +122,12 @@ class TcpTransport(asyncio.Transport):
         "_eof_written",
         "_error",
         "_fin_acked",
-        "_high",
         "_host",
+        "_limits",
         "_loop",
         "_lost",
         "_lost_future",
         "_lost_writes",
-        "_low",
         "_owner",
         "_peer_eof",
         "_pending",
@@ -169,8 +179,7 @@ class TcpTransport(asyncio.Transport):
         self._lost_writes = 0
         self._pending: deque[bytes | memoryview] = deque()
         self._pending_size = 0
-        self._high = DEFAULT_HIGH_WATER
-        self._low = DEFAULT_HIGH_WATER // 4
+        self._limits: tuple[int, int] | None = None  # (low, high) when set explicitly
         self._writing_paused = False
         host.track(self)
 
@@ -241,7 +250,7 @@ class TcpTransport(asyncio.Transport):
                 if self._connected is not None and not self._connected.done():
                     self._connected.set_result(None)
             elif isinstance(e, ev.Terminated):
-                self._on_terminated(e.error)
+                self._on_terminated(e.error, e.errno)
         if self._tcb.state is State.TIME_WAIT:
             # Both FINs are through; only the engine's 2*MSL remains. The TCB no
             # longer needs its application side.
@@ -251,11 +260,11 @@ class TcpTransport(asyncio.Transport):
             self._deliver()
             self._maybe_lose()
 
-    def _on_terminated(self, reason: str | None) -> None:
+    def _on_terminated(self, reason: str | None, code: int = 0) -> None:
         self._terminated = True
         self._pending.clear()
         self._pending_size = 0
-        error = error_for(reason)
+        error = error_for(reason, code)
         self._error = error
         waiter = self._connected
         if waiter is not None and not waiter.done():
@@ -356,21 +365,26 @@ class TcpTransport(asyncio.Transport):
             isinstance(data, memoryview) and isinstance(data.obj, bytes))
         tcb = self._tcb
         if not self._pending:
-            room = tcb.cfg.snd_buf - tcb.send_buffered
-            if room >= 0:
-                n = len(data)
+            room = tcb.send_space - tcb.send_buffered
+            # Past its mark the TCB reports WriteSpace once it has drained -- if it
+            # noticed: the mark may have fallen below what it holds since.
+            if room >= 0 or not tcb.write_blocked:
+                room = max(room, 0)
                 try:
-                    if n <= room:
+                    if len(data) <= room:
                         tcb.send(data)
                         self._host.kick()
                         return
-                    # Fill the TCB just past its mark: it then reports WriteSpace
-                    # once it has drained, and the rest follows from here.
+                    # Fill the TCB just past its mark (by one byte at least): it
+                    # then reports WriteSpace, and the rest follows from here.
                     view = memoryview(data)
                     tcb.send(view[:room + 1])
                     data = view[room + 1:]
                 except ConnectionError:
                     self._lost_write()
+                    return
+                if not data:
+                    self._host.kick()
                     return
         self._pending.append(data if immutable else bytes(data))  # type: ignore[arg-type]
         self._pending_size += len(data)
@@ -388,13 +402,14 @@ class TcpTransport(asyncio.Transport):
             log.warning("%r: write on a lost or closed connection", self)
 
     def _on_write_space(self) -> None:
-        """The TCB drained to half its mark: move waiting data in; maybe resume the writer."""
+        """The TCB drained to half its mark: move waiting data in until the TCB is past
+        its mark again (or nothing waits); maybe resume the writer."""
         tcb = self._tcb
         pending = self._pending
-        mark = tcb.cfg.snd_buf
+        mark = tcb.send_space
         try:
-            while pending and tcb.send_buffered <= mark:
-                room = mark - tcb.send_buffered
+            while pending:
+                room = max(mark - tcb.send_buffered, 0)
                 chunk = pending[0]
                 if len(chunk) <= room:
                     pending.popleft()
@@ -403,8 +418,12 @@ class TcpTransport(asyncio.Transport):
                 else:
                     view = memoryview(chunk)
                     tcb.send(view[:room + 1])
-                    pending[0] = view[room + 1:]
                     self._pending_size -= room + 1
+                    if len(view) > room + 1:
+                        pending[0] = view[room + 1:]
+                    else:
+                        pending.popleft()
+                    break
         except ConnectionError:
             return  # the connection is ending; Terminated follows
         self._host.kick()
@@ -455,22 +474,30 @@ class TcpTransport(asyncio.Transport):
         return self._pending_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low, self._high)
+        """``(low, high)``: the explicit limits, or by default the connection's send
+        space and a quarter of it (they change as the connection's window does)."""
+        if self._limits is not None:
+            return self._limits
+        high = self._tcb.send_space
+        return (high // 4, high)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """asyncio's rules: high defaults to 64 KiB (or 4 * low), low to high // 4."""
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
+        """asyncio's rules: a missing high is 4 * low, a missing low is high // 4. With
+        neither, the limits follow the connection's send space again (the default)."""
+        if high is None and low is None:
+            self._limits = None
+        else:
+            if high is None:
+                high = 4 * (low or 0)
+            if low is None:
+                low = high // 4
+            if not high >= low >= 0:
+                raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+            self._limits = (low, high)
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._pending_size <= self._high or self._writing_paused:
+        if self._writing_paused or self._pending_size <= self.get_write_buffer_limits()[1]:
             return
         self._writing_paused = True
         try:
@@ -481,7 +508,7 @@ class TcpTransport(asyncio.Transport):
             self._report("protocol.pause_writing() failed", exc)
 
     def _maybe_resume_protocol(self) -> None:
-        if not self._writing_paused or self._pending_size > self._low:
+        if not self._writing_paused or self._pending_size > self.get_write_buffer_limits()[0]:
             return
         self._writing_paused = False
         try:
@@ -614,4 +641,4 @@ class TcpTransport(asyncio.Transport):
         return self._lost
 
 
-__all__ = ["DEFAULT_HIGH_WATER", "TcpTransport", "TransportHost", "error_for"]
+__all__ = ["TcpTransport", "TransportHost", "error_for"]

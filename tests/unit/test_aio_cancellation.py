@@ -24,7 +24,10 @@ PORT = 7200
 
 @pytest.fixture
 async def nets() -> AsyncIterator[NetPair]:
-    pair = NetPair(TcpConfig(snd_buf=16 * 1024), TcpConfig(rcv_buf=16 * 1024))
+    # Small buffers that autotuning may not grow far: what the peer's reader and
+    # TCB and our TCB can hold stays well below the 400 kB the drain tests write.
+    pair = NetPair(TcpConfig(snd_buf=16 * 1024, snd_buf_max=32 * 1024),
+                   TcpConfig(rcv_buf=16 * 1024, rcv_buf_max=32 * 1024))
     yield pair
     await asyncio.wait_for(pair.aclose(), 5.0)
 

@@ -17,9 +17,12 @@ from tcp_helpers import (
     expect_nothing,
     expect_one,
     ip,
+    pattern,
     peer,
+    peer_opts,
     syn_from_peer,
     tcb_established,
+    tcb_established_opts,
 )
 
 from tcpstack.stack import Stack, StackConfig
@@ -78,6 +81,25 @@ def test_recv_into_sends_an_owed_delayed_ack_like_recv() -> None:
     assert tcb.recv_into(bytearray(1000)) == 200
     expect_one(tcb, 1.002, ACK, ack=IRS + 1 + 300)
     assert tcb.timers.delack is None
+
+
+def test_recv_into_counts_as_reading_for_receive_buffer_autotuning() -> None:
+    """Dynamic right-sizing measures what the application takes per round trip; bytes
+    taken with recv_into count as recv's do, so a BufferedProtocol reader's window
+    grows too (here from 64 KiB to more than twice the last round's 80 segments)."""
+    kib, full = 1024, 1448  # a full segment's payload with timestamps
+    tcb = tcb_established_opts(base_config(autotune=True, rcv_buf=64 * kib, snd_buf=64 * kib),
+                               wscale=7)
+    into = bytearray(full * 100)
+    now = 1.0
+    for segments in (10, 20, 40, 80, 1):
+        for _ in range(segments):
+            tcb.receive(peer(tcb, payload=pattern(full), options=peer_opts(tcb, now)), now)
+        while tcb.recv_into(into):
+            pass
+        expect(tcb, now)
+        now += 0.11  # a little more than the round trip: one measurement per round
+    assert tcb.rcv_space >= 2 * 80 * full
 
 
 # ------------------------------------------------------- listeners on some addresses
