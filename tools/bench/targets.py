@@ -268,7 +268,8 @@ class TcpstackTarget(Target):
         self.start_server()
 
     def describe(self) -> str:
-        return "tcpstack serve over TUN (10.0.0.1 -> 10.0.0.2, one namespace)"
+        return ("tcpstack over TUN (10.0.0.1 -> 10.0.0.2, one namespace): tcpstack serve, "
+                "or for aiohttp/https the web application on TunStack + TcpStackSite")
 
 
 class KernelTarget(Target):
@@ -299,7 +300,8 @@ class KernelTarget(Target):
 
     def describe(self) -> str:
         return ("Linux TCP: asyncio.start_server + uvloop with the same tcpstack.apps "
-                "services, veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
+                "services, or for aiohttp/https the same web application on web.TCPSite; "
+                "veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
 
 
 class PytcpTarget(Target):
