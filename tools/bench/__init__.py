@@ -3,7 +3,8 @@
 Usage (as root)::
 
     python -m tools.bench [--quick] [--tiny] [--out DIR] [--only WORKLOAD,...] [--skip-pytcp]
-                          [--stacks STACK,...] [--no-pin] [--pytcp-venv DIR] [--py-spy DIR]
+                          [--stacks STACK,...] [--pin] [--readme FILE]
+                          [--pytcp-venv DIR] [--py-spy DIR]
 
 Runs the same workloads, in the same run, against
 

@@ -38,7 +38,11 @@ from tools.bench.workloads import Hook, Outcome, run_workload
 WORKLOAD_HELP = {
     "download": "bulk download over one connection (curl GET /bytes/N), MB/s",
     "upload": "bulk upload over one connection to discard, MB/s",
+    "echo": "N bytes sent to echo and read back on one connection, MB/s",
     "latency": "64-byte ping-pong to echo, p50/p99 in microseconds",
+    "impaired_c2s": "download through the impairing relay, client->server direction "
+                    "impaired (2% loss, 5 ms, 5% reordering), MB/s",
+    "impaired_both": "the same download with both directions impaired, MB/s",
     "idle": "N concurrent idle connections to echo: all answer? server RSS per connection",
     "connrate": "new connections per second (ab -c 16, no keep-alive)",
     "aiohttp": "an aiohttp app's small JSON endpoint: requests/s (ab -k -c 16, keep-alive)",
@@ -72,7 +76,7 @@ def _stack_list(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "workloads:\n" + "\n".join(f"  {k:9} {v}" for k, v in WORKLOAD_HELP.items())
+    epilog = "workloads:\n" + "\n".join(f"  {k:13} {v}" for k, v in WORKLOAD_HELP.items())
     p = _Parser(prog="python -m tools.bench",
                 description="Benchmark tcpstack over TUN against the Linux kernel's TCP "
                             "(and PyTCP), each inside throw-away network namespaces. "
@@ -95,9 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pytcp-venv", type=Path, default=DEFAULT_VENV, metavar="DIR",
                    help="virtualenv for PyTCP, created with pip if missing "
                         "(default: %(default)s)")
-    p.add_argument("--no-pin", action="store_true",
-                   help="do not pin servers to the first CPU and clients to the second "
-                        "(pinning makes runs comparable; see the notes in the output)")
+    p.add_argument("--pin", action="store_true",
+                   help="pin servers to the first CPU and clients to the second (default: "
+                        "unpinned, as users run; pinned runs vary less but flatter "
+                        "whichever placement suits a stack)")
+    p.add_argument("--readme", type=Path, default=None, metavar="FILE",
+                   help="also write the results table into FILE between the lines "
+                        "'<!-- bench:begin -->' and '<!-- bench:end -->' (the README's "
+                        "figures come from the tool, never edited by hand)")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record py-spy profiles of the tcpstack server into DIR "
                         "(every repetition; slows it down, so use such a run for the "
@@ -187,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["seconds"] = round(time.monotonic() - started, 1)
         json_path, md_path = report.write(doc, out_dir)
         print(report.render(doc))
+        if args.readme is not None:
+            report.update_readme(args.readme, doc)
+            _progress(f"updated the results table in {args.readme}")
         _progress(f"wrote {json_path} and {md_path} ({doc['seconds']:.0f} s)")
         return 0
-    except SetupError as exc:
+    except (SetupError, report.ReadmeError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -222,15 +234,16 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
                      "during every repetition: the tcpstack numbers of this run are slowed "
                      "down by the sampling")
     kernel = KernelTarget(sizes["kernel"], log_dir)
-    pin = None if args.no_pin else default_pinning()
+    pin = default_pinning() if args.pin else None
     if pin is not None:
         notes.append(f"every server process is pinned to CPU {pin[0]} and every client to CPU "
                      f"{pin[1]} (sched_setaffinity), the same for all stacks: placement "
                      "changes the results a lot on a small machine (ping-pong with both on one "
                      "CPU is 2-3x faster than across CPUs, for the kernel as for tcpstack)")
     else:
-        notes.append("processes are not pinned to CPUs (--no-pin, or fewer than 2 CPUs): "
-                     "expect more run-to-run variance")
+        notes.append("processes are not pinned to CPUs (the default; --pin pins them): "
+                     "the scheduler places servers, clients and the relay as it would for "
+                     "a user; the spread [min-max] of the repetitions is in each cell")
     tcp.pin = kernel.pin = pin
     if WEB_WORKLOADS.intersection(workloads):
         tcp.web_tls = kernel.web_tls = _web_certificate(log_dir, (tcp, kernel))
@@ -291,6 +304,7 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
     notes += _notes(results, sizes["tcpstack"])
     doc: dict[str, Any] = {
         "mode": mode,
+        "pinned": pin is not None,
         "workloads": workloads,
         "meta": report.machine_meta(),
         "targets": targets,

@@ -7,8 +7,8 @@ from typing import Any
 
 MIB = 1024 * 1024
 
-WORKLOADS: tuple[str, ...] = (
-    "download", "upload", "latency", "idle", "aiohttp", "https", "connrate")
+WORKLOADS: tuple[str, ...] = ("download", "upload", "echo", "latency", "impaired_c2s",
+                               "impaired_both", "idle", "aiohttp", "https", "connrate")
 """Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
 
 WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
@@ -45,6 +45,12 @@ class Sizes:
     """Concurrency for ``ab -c``."""
     latency_n: int
     """Timed 64-byte round trips (after a short warm-up)."""
+    echo_bytes: int
+    """Bytes sent to echo and read back on one connection."""
+    impaired_bytes: int
+    """Bytes of the download through the impaired relay."""
+    impaired_reps: int
+    """Repetitions of each impaired download (relay seed = repetition number)."""
     idle_n: int
     """Concurrent idle connections."""
     timeout_download: float
@@ -52,6 +58,8 @@ class Sizes:
     timeout_connrate: float
     timeout_latency: float
     timeout_idle: float
+    timeout_echo: float
+    timeout_impaired: float
     web_n: int
     """Requests of the aiohttp workload (``ab -k -n``)."""
     web_c: int
@@ -74,8 +82,9 @@ FULL = Sizes(
     download_max=200 * MIB, download_seconds=10.0, download_probe=16 * MIB,
     upload_max=200 * MIB, upload_seconds=10.0,
     connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
+    echo_bytes=100 * MIB, impaired_bytes=20 * MIB, impaired_reps=3,
     timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
-    timeout_latency=90.0, timeout_idle=300.0,
+    timeout_latency=90.0, timeout_idle=300.0, timeout_echo=90.0, timeout_impaired=120.0,
     web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
     timeout_web=120.0, timeout_tls=60.0,
 )
@@ -85,8 +94,9 @@ QUICK = replace(
     download_max=200 * MIB, download_seconds=3.0, download_probe=8 * MIB,
     upload_max=200 * MIB, upload_seconds=3.0,
     connrate_n=500, latency_n=500, idle_n=500,
+    echo_bytes=20 * MIB, impaired_bytes=8 * MIB, impaired_reps=1,
     timeout_download=30.0, timeout_upload=30.0, timeout_connrate=60.0,
-    timeout_latency=30.0, timeout_idle=60.0,
+    timeout_latency=30.0, timeout_idle=60.0, timeout_echo=60.0, timeout_impaired=90.0,
     web_n=3000, tls_seconds=3, tls_bulk_bytes=32 * MIB,
     timeout_web=60.0, timeout_tls=40.0,
 )
@@ -96,8 +106,9 @@ TINY = replace(
     download_max=1 * MIB, download_seconds=1.0, download_probe=0,
     upload_max=1 * MIB, upload_seconds=1.0,
     connrate_n=50, latency_n=50, idle_n=50,
+    echo_bytes=1 * MIB, impaired_bytes=1 * MIB, impaired_reps=1,
     timeout_download=20.0, timeout_upload=20.0, timeout_connrate=30.0,
-    timeout_latency=20.0, timeout_idle=30.0,
+    timeout_latency=20.0, timeout_idle=30.0, timeout_echo=20.0, timeout_impaired=60.0,
     web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
     timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
 )
@@ -109,16 +120,22 @@ PYTCP_FULL = replace(
     download_max=2 * MIB, download_seconds=5.0, download_probe=0,
     upload_max=2 * MIB, upload_seconds=5.0,
     connrate_n=500, connrate_c=16, latency_n=1000, idle_n=500,
+    echo_bytes=2 * MIB, impaired_bytes=1 * MIB, impaired_reps=1,
     timeout_download=40.0, timeout_upload=40.0, timeout_connrate=90.0,
-    timeout_latency=60.0, timeout_idle=120.0,
+    timeout_latency=60.0, timeout_idle=120.0, timeout_echo=60.0, timeout_impaired=60.0,
 )
 
 PYTCP_QUICK = replace(
     PYTCP_FULL, reps=1, download_max=1 * MIB, upload_max=1 * MIB,
-    connrate_n=200, latency_n=200, idle_n=100,
+    connrate_n=200, latency_n=200, idle_n=100, echo_bytes=1 * MIB,
 )
 
-PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20)
+PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20,
+                     echo_bytes=256 * 1024)
+
+IMPAIRMENT = "loss=2,delay=5ms,reorder=5"
+"""What the relay does to each impaired direction (issue 12's path): 2 % loss, 5 ms
+delay, 5 % of packets held back behind later ones; ``seed`` is added per repetition."""
 
 
 def sizes_for(mode: str, stack: str) -> Sizes:

@@ -5,6 +5,12 @@
   the target would need more than ~10 s for it (full mode).
 * ``upload`` -- the Python client sends up to 200 MiB (or ~10 s worth) to
   discard, half-closes and waits for the server's FIN.
+* ``echo`` -- the Python client sends N bytes to echo and reads them back on the
+  same connection (both directions busy at once); every byte is checked.
+* ``impaired_c2s`` / ``impaired_both`` -- ``curl`` downloads 20 MiB through
+  :mod:`tools.impair_relay` (2 % loss, 5 ms delay, 5 % reordering) on the
+  client -> server direction only (the ACK path) or on both; the same relay and
+  seeds for every target (:mod:`tools.bench.impaired`).
 * ``connrate`` -- ``ab -n N -c 16`` (HTTP/1.0, one connection per request).
 * ``latency`` -- 64-byte ping-pong to echo over one connection; p50 and p99.
 * ``idle`` -- N concurrent idle connections to echo, all checked afterwards;
@@ -36,10 +42,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.bench.impaired import ImpairedPath
 from tools.bench.netns import SetupError
-from tools.bench.settings import MIB, WEB_HTTP_PORT, WEB_HTTPS_PORT, WEB_WORKLOADS
+from tools.bench.settings import IMPAIRMENT, MIB, WEB_HTTP_PORT, WEB_HTTPS_PORT, WEB_WORKLOADS
 from tools.bench.system import wait_quiet
-from tools.bench.targets import Target, client_run
+from tools.bench.targets import REPO_ROOT, Target, client_run, python_env
 
 Hook = Callable[[str, int], AbstractContextManager[None]]
 """``with hook(workload, rep):`` wraps each measured repetition (used for profiling)."""
@@ -96,12 +103,16 @@ def _median(values: list[float]) -> float:
 # -- download ---------------------------------------------------------------------
 
 
-def _curl(target: Target, nbytes: int, timeout: float) -> dict[str, Any]:
+def _curl(target: Target, nbytes: int, timeout: float,
+          path: ImpairedPath | None = None) -> dict[str, Any]:
     url = f"http://{target.host}/bytes/{nbytes}"
     argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", f"{timeout:g}",
             "-w", "%{size_download} %{time_total} %{http_code}", url]
     try:
-        proc = target.run_client(argv, timeout=timeout + 10)
+        if path is not None:
+            proc = path.run(argv, timeout=timeout + 10)
+        else:
+            proc = target.run_client(argv, timeout=timeout + 10)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g}s (hard timeout)"}
     try:
@@ -158,6 +169,61 @@ def run_upload(target: Target, hook: Hook | None) -> Outcome:
             ], timeout=sz.timeout_upload + 15))
     _summarise(out, {"mbps": "mbps", "bytes": "bytes"})
     return out
+
+
+# -- echo ------------------------------------------------------------------------------
+
+
+def run_echo(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("echo", params={"bytes": sz.echo_bytes})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(client_run(target, [
+                "echo", "--host", target.host, "--port", "7", "--bytes", str(sz.echo_bytes),
+                "--timeout", f"{sz.timeout_echo:g}",
+            ], timeout=sz.timeout_echo + 15))
+    _summarise(out, {"mbps": "mbps"})
+    return out
+
+
+# -- impaired downloads ----------------------------------------------------------------
+
+
+def _impaired(name: str, both: bool) -> Callable[[Target, Hook | None], Outcome]:
+    def run(target: Target, hook: Hook | None) -> Outcome:
+        sz = target.sizes
+        out = Outcome(name, params={"bytes": sz.impaired_bytes, "impairment": IMPAIRMENT,
+                                    "directions": "both" if both else "client->server"})
+        if target.name == "pytcp":
+            out.status, out.reason = "skipped", "not run for PyTCP (about 1 MB/s unimpaired)"
+            return out
+        if target.server_ns is None:
+            raise SetupError(f"{target.name}: not set up")
+        for rep in range(sz.impaired_reps):
+            if _gave_up(out):
+                break
+            spec = f"{IMPAIRMENT},seed={rep + 1}"
+            log_dir = target.log_dir / f"{target.name}-{name}-{rep + 1}"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            path = ImpairedPath(target.server_ns, target.host, log_dir, a2b=spec,
+                                b2a=spec if both else None,
+                                duration_limit=sz.timeout_impaired + 60,
+                                python_env=python_env(), cwd=REPO_ROOT)
+            with path, _rep(target, out, hook, rep):
+                rec = _curl(target, sz.impaired_bytes, sz.timeout_impaired, path)
+            rec["relay"] = path.counters
+            out.reps.append(rec)
+        _summarise(out, {"mbps": "mbps"})
+        return out
+
+    return run
+
+
+run_impaired_c2s = _impaired("impaired_c2s", both=False)
+run_impaired_both = _impaired("impaired_both", both=True)
 
 
 # -- connection rate --------------------------------------------------------------------
@@ -340,7 +406,8 @@ def run_idle(target: Target, hook: Hook | None) -> Outcome:
         if "error" not in rec and "rss_per_conn_bytes" not in rec:
             rec["error"] = "could not read the server's VmRSS"
         out.reps.append(rec)
-    _summarise(out, {"rss_per_conn_bytes": "rss_per_conn_bytes"})
+    _summarise(out, {"rss_per_conn_bytes": "rss_per_conn_bytes",
+                     "check_seconds": "check_seconds"})
     answered = [int(r.get("answered", 0)) for r in out.reps]
     out.summary["answered"] = float(min(answered)) if answered else 0.0
     out.summary["connections"] = float(sz.idle_n)
@@ -367,12 +434,19 @@ def _summarise(out: Outcome, keys: dict[str, str]) -> None:
         values = [float(r[key]) for r in ok if r.get(key) is not None]
         if values:
             out.summary[name] = _median(values)
+            # The spread, so a reader sees how much one figure can be trusted.
+            out.summary[f"{name}_min"] = min(values)
+            out.summary[f"{name}_max"] = max(values)
+            out.summary[f"{name}_n"] = float(len(values))
 
 
 RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
     "download": run_download,
     "upload": run_upload,
+    "echo": run_echo,
     "latency": run_latency,
+    "impaired_c2s": run_impaired_c2s,
+    "impaired_both": run_impaired_both,
     "idle": run_idle,
     "connrate": run_connrate,
     "aiohttp": run_aiohttp,
