@@ -338,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--icmp-rate-limit", type=int, metavar="N",
                        help=f"ICMP errors per second (default: {_STACK.icmp_rate_limit})")
 
+    tls = s.add_argument_group("TLS (HTTPS with the HTTP service)")
+    cert = tls.add_mutually_exclusive_group()
+    cert.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                      help="PEM certificate (chain) to serve HTTPS with")
+    cert.add_argument("--tls-self-signed", action="store_true",
+                      help="make a throwaway self-signed certificate for --address at "
+                           "start-up and log its SHA-256 fingerprint (needs the "
+                           "'cryptography' package)")
+    tls.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                     help="PEM private key for --tls-cert (default: in the same file)")
+    tls.add_argument("--tls-write-cert", type=Path, default=None, metavar="FILE",
+                     help="with --tls-self-signed: write the certificate (not the key) "
+                          "here, for clients' --cacert")
+    tls.add_argument("--https-port", type=_port, default=443, metavar="PORT",
+                     help="HTTPS port when TLS is on (default: %(default)s)")
+
     s.add_argument("--workers", type=int, metavar="N",
                    help="worker processes, one TUN queue each "
                         f"(default: {_DAEMON.workers})")
@@ -426,13 +442,39 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def _https(args: argparse.Namespace, settings: ServeSettings) -> Any:
+    """The HTTPS service's :class:`~tcpstack.certs.HttpsSetup` from the TLS flags, or
+    None without them. Raises :class:`ValueError` with a one-line message."""
+    if args.tls_key is not None and args.tls_cert is None:
+        raise ValueError("--tls-key needs --tls-cert")
+    if args.tls_write_cert is not None and not args.tls_self_signed:
+        raise ValueError("--tls-write-cert needs --tls-self-signed")
+    if (args.tls_cert is None and not args.tls_self_signed) or not args.https_port:
+        return None
+    if args.https_port in settings.ports.values():
+        raise ValueError("two services cannot share a port")
+    from tcpstack.certs import MissingDependency, https_setup
+
+    try:
+        return https_setup(cert_file=args.tls_cert, key_file=args.tls_key,
+                           self_signed_for=str(args.address) if args.tls_self_signed else None,
+                           write_cert=args.tls_write_cert)
+    except MissingDependency:
+        raise ValueError("--tls-self-signed needs the 'cryptography' package "
+                         "(pip install 'tcpstack[tls]')") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from tcpstack.link.tun import TUN_F_TSO4, TunDevice, TunError
 
     try:
         settings = build_settings(args)
+        https = _https(args, settings)
     except ValueError as e:
         return _fail(str(e), 2)
+    if https is not None and https.fingerprint is not None:
+        log.info("TLS: self-signed certificate for %s, SHA-256 fingerprint %s",
+                 args.address, https.fingerprint)
     config, tcp, daemon = settings.stack, settings.stack.tcp, settings.daemon
     creds = None
     if args.user is not None or args.group is not None:
@@ -487,8 +529,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
                             "without a route", args.address, host.network, device.name)
         if daemon.workers > 1:
-            return _serve_workers(args, device, settings, config)
-        return run_event_loop(_serve(args, device, settings, config))
+            return _serve_workers(args, device, settings, config, https)
+        return run_event_loop(_serve(args, device, settings, config, https=https))
     finally:
         try:
             device.close()
@@ -497,7 +539,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSettings,
-                   config: StackConfig) -> int:
+                   config: StackConfig, https: Any = None) -> int:
     """Fork one worker per TUN queue; forward SIGINT/SIGTERM to them; exit 0 if all did.
 
     Each worker runs its own stack on its own queue. The kernel steers every flow to
@@ -516,7 +558,8 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
                 for handler in logging.getLogger().handlers:
                     handler.setFormatter(logging.Formatter(
                         f"%(asctime)s %(levelname)s [worker {i}] %(name)s: %(message)s"))
-                code = run_event_loop(_serve(args, queue, settings, config, secret))
+                code = run_event_loop(_serve(args, queue, settings, config, secret,
+                                             https=https))
             except BaseException:
                 log.exception("worker %d failed", i)
             finally:
@@ -540,7 +583,8 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
 
 
 async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
-                 config: StackConfig, isn_secret: bytes | None = None) -> int:
+                 config: StackConfig, isn_secret: bytes | None = None, *,
+                 https: Any = None) -> int:
     from tcpstack.aio.network import Network
     from tcpstack.aio.runtime import DeviceError
     from tcpstack.apps import DiscardService, EchoService, HttpService
@@ -569,9 +613,16 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         "echo": EchoService(limits=limits, counters=app_counters),
         "discard": DiscardService(limits=limits, counters=app_counters),
     }
-    servers = [net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
-                                syn_backlog=settings.daemon.syn_backlog)
+    servers = [await net.start_server(handlers[name], None, port,
+                                      backlog=settings.daemon.backlog,
+                                      syn_backlog=settings.daemon.syn_backlog)
                for name, port in settings.ports.items() if port]
+    if https is not None:
+        # HTTPS: the same HTTP service behind TLS (asyncio's SSL protocol).
+        servers.append(await net.start_server(handlers["http"], None, args.https_port,
+                                              ssl=https.context,
+                                              backlog=settings.daemon.backlog,
+                                              syn_backlog=settings.daemon.syn_backlog))
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -583,7 +634,10 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     gc.set_threshold(700, 10, 100)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    services = ", ".join(f"{name} on {port}" for name, port in settings.ports.items() if port)
+    named = [f"{name} on {port}" for name, port in settings.ports.items() if port]
+    if https is not None:
+        named.append(f"https on {args.https_port}")
+    services = ", ".join(named)
     log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
              args.address,
              raw_device.name, "created" if raw_device.created else "attached",
@@ -633,7 +687,7 @@ async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
     """
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[Any]] = {
-        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+        asyncio.ensure_future(transport.wait_closed()) for transport in net.connections}
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     deadline = loop.time() + grace
     try:

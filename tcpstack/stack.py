@@ -205,6 +205,8 @@ class Stack:
         self._unclaimed: set[Tcb] = set()
         # Connections in TIME-WAIT, oldest first (for the max_time_wait cap).
         self._time_wait: dict[Tcb, None] = {}
+        # Listeners bound to some local addresses only (port -> addresses).
+        self._listen_on: dict[int, frozenset[int]] = {}
         # RFC 1191 6.3: path MTUs learned from "fragmentation needed", per
         # destination, with their expiry, oldest first; new connections start there.
         self.pmtu_cache: dict[int, tuple[int, float]] = {}
@@ -216,11 +218,13 @@ class Stack:
 
     # --------------------------------------------------------------- control
 
-    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None) -> Listener:
-        """Open a listener on ``port`` on all stack addresses.
+    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None,
+               addresses: Iterable[int] | None = None) -> Listener:
+        """Open a listener on ``port`` on all stack addresses, or only on ``addresses``.
 
         ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
-        the larger of ``backlog`` and 256); see :class:`Listener`.
+        the larger of ``backlog`` and 256); see :class:`Listener`. For
+        ``addresses``, see :meth:`listen_on`.
         """
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} out of range 1..65535")
@@ -228,11 +232,25 @@ class Stack:
             raise OSError(98, f"port {port} already has a listener")
         listener = Listener(port, max(1, backlog), syn_backlog)
         self.listeners[port] = listener
+        self.listen_on(port, addresses)
         return listener
+
+    def listen_on(self, port: int, addresses: Iterable[int] | None) -> None:
+        """Let the listener on ``port`` take connections to these local addresses only
+        (None: every address of the stack). A segment for another address is
+        answered as at a closed port (RST), as a socket bound to one address is.
+        Raises :class:`KeyError` if ``port`` has no listener."""
+        if port not in self.listeners:
+            raise KeyError(f"port {port} has no listener")
+        if addresses is None:
+            self._listen_on.pop(port, None)
+        else:
+            self._listen_on[port] = frozenset(addresses)
 
     def unlisten(self, port: int) -> None:
         """Close a listener; established connections are not affected."""
         self.listeners.pop(port, None)
+        self._listen_on.pop(port, None)
 
     def connect(self, remote_ip: int | str, remote_port: int, now: float,
                 local_ip: int | str | None = None, local_port: int | None = None) -> Tcb:
@@ -442,6 +460,10 @@ class Stack:
         key = (dst, seg.dst_port, src, seg.src_port)
         tcb = self.tcbs.get(key)
         listener = self.listeners.get(seg.dst_port)
+        if listener is not None and self._listen_on:
+            only = self._listen_on.get(seg.dst_port)
+            if only is not None and dst not in only:
+                listener = None
         old_snd_max: int | None = None
         if tcb is not None:
             if tcb.state is State.TIME_WAIT and listener is not None \

@@ -90,6 +90,10 @@ ROWS: tuple[Row, ...] = (
     Row("idle", "idle: seconds to check them all", "check_seconds", _f1, ratio=False),
     Row("idle", "idle: server RSS per connection (KiB)", "rss_per_conn_bytes", _kib,
         "<= 5 KiB", _small_rss),
+    Row("aiohttp", "aiohttp JSON requests/s (ab -k -c 16, keep-alive)", "rps", _f0),
+    Row("https", "aiohttp over TLS: handshakes/s (openssl s_time -new)", "handshakes_per_s",
+        _f0),
+    Row("https", "aiohttp over TLS: bulk download (MB/s)", "mbps", _f1),
 )
 
 
@@ -229,7 +233,9 @@ def sizes_line(name: str, sz: Sizes) -> str:
             f"(~{sz.download_seconds:g} s), upload up to {_mib(sz.upload_max)} "
             f"(<= {sz.upload_seconds:g} s), echo {_mib(sz.echo_bytes)}, impaired downloads "
             f"{_mib(sz.impaired_bytes)}, ab -n {sz.connrate_n} -c {sz.connrate_c}, "
-            f"{sz.latency_n} round trips, {sz.idle_n} idle connections")
+            f"{sz.latency_n} round trips, {sz.idle_n} idle connections; aiohttp: ab -k -n "
+            f"{sz.web_n} -c {sz.web_c}; https: s_time {sz.tls_seconds} s, download "
+            f"{_mib(sz.tls_bulk_bytes)}")
 
 
 def machine_line(doc: dict[str, Any]) -> str:
