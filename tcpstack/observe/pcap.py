@@ -248,7 +248,7 @@ def wire_packets(packet: BytesLike, vnet: bool) -> list[BytesLike]:
         return [packet]
     if len(packet) <= virtio.HEADER_LEN:
         return []
-    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = \
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = \
         virtio.HDR.unpack_from(packet)
     ip = memoryview(packet)[virtio.HEADER_LEN:]
     if len(ip) < 20 or ip[0] >> 4 != 4:

@@ -185,8 +185,8 @@ def render_rows(table: list[Row], info: bool = True) -> str:
             if r["wscale"]:
                 flags.append(f"wscale:{r['wscale'][0]},{r['wscale'][1]}")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"
-            parts = flags + [
-                r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",
+            parts = [
+                *flags, r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",
                 f"cwnd:{r['cwnd_segments']}", f"cwnd_bytes:{r['cwnd']}",
                 f"ssthresh:{_num(r['ssthresh'])}", f"bytes_acked:{r['bytes_acked']}",
                 f"bytes_received:{r['bytes_received']}", f"unacked:{r['in_flight']}",
