@@ -31,6 +31,7 @@ import os
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -316,7 +317,7 @@ def trace(path: Path, out: TextIO, *, as_json: bool = False, count: int = 0,
     """Print ladders from the daemon until interrupted, ``count`` ladders (0: no
     limit) or ``duration`` seconds (0: no limit). Returns how many were printed."""
     sock = _connect(path, 5.0)
-    sock.settimeout(duration if duration > 0 else None)
+    deadline = time.monotonic() + duration if duration > 0 else None
     printed = 0
     try:
         sock.sendall(b'{"cmd": "trace"}\n')
@@ -327,7 +328,17 @@ def trace(path: Path, out: TextIO, *, as_json: bool = False, count: int = 0,
         if not as_json:
             print(f"tracing {path}: ladders appear as connections open and close "
                   "(Ctrl-C to stop)", file=sys.stderr, flush=True)
-        for line in f:
+        while True:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+            else:
+                sock.settimeout(None)
+            line = f.readline()
+            if not line:
+                break
             doc = json.loads(line)
             if doc.get("type") == "dropped":
                 print(f"[{doc['count']} ladder(s) dropped: this client read too slowly]",

@@ -50,7 +50,8 @@ CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 
 class Dashboard:
     """Keeps the recent ladders and answers the page's requests."""
 
-    def __init__(self, observatory: Observatory, clock: Callable[[], float]) -> None:
+    def __init__(self, observatory: Observatory, clock: Callable[[], float],
+                 static: dict[str, bytes] | None = None) -> None:
         self.obs = observatory
         self.clock = clock
         self.ladders: OrderedDict[int, list[Ladder]] = OrderedDict()
@@ -58,8 +59,7 @@ class Dashboard:
         observatory.enable_ladders()
         observatory.enable_history()
         observatory.on_ladder.append(self._ladder)
-        self._static = {name: resources.files("tcpstack.observe").joinpath(
-            "static", name).read_bytes() for name in STATIC}
+        self._static = static if static is not None else load_static()
 
     def _ladder(self, doc: Ladder) -> None:
         ident = int(doc["id"])
@@ -147,6 +147,12 @@ class Dashboard:
         raise KeyError(path)
 
 
+def load_static() -> dict[str, bytes]:
+    """The page's files, from the package (read before privileges are dropped)."""
+    return {name: resources.files("tcpstack.observe").joinpath("static", name).read_bytes()
+            for name in STATIC}
+
+
 def _json(obj: Any) -> Response:
     return Response(200, json.dumps(obj).encode(), "application/json")
 
@@ -155,4 +161,4 @@ def _svg(body: str) -> Response:
     return Response(200, body.encode(), "image/svg+xml")
 
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "load_static"]
