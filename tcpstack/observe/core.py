@@ -95,10 +95,14 @@ class Observatory:
     on with :meth:`enable_ladders` and :meth:`enable_history`.
     """
 
-    def __init__(self, stack: Stack, *, epoch: float = 0.0, packets: bool = False) -> None:
+    def __init__(self, stack: Stack, *, epoch: float = 0.0, packets: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         self.stack = stack
         self.counters = stack.counters
         self.epoch = epoch
+        #: A finer clock than the stack's for the times recorded (uvloop's clock
+        #: ticks in milliseconds); None: the stack's ``now``. ``epoch`` converts it.
+        self.clock = clock
         self.packets = packets
         self.now = 0.0
         self.conns: dict[Tcb, ConnInfo] = {}
@@ -158,7 +162,13 @@ class Observatory:
 
     # --------------------------------------------------- the Observer seam
 
+    def time(self) -> float:
+        """The observatory's current time (its clock, or the last ``now`` seen)."""
+        return self.clock() if self.clock is not None else self.now
+
     def on_open(self, key: Key, tcb: Tcb) -> None:
+        if self.clock is not None:
+            self.now = self.clock()
         info = ConnInfo(self._new_id(), key, self.now)
         self.conns[tcb] = info
         if self.history is not None and self.packets:
@@ -167,6 +177,8 @@ class Observatory:
                 None if tcb.state is State.SYN_SENT else tcb.irs)
 
     def on_close(self, key: Key, tcb: Tcb) -> None:
+        if self.clock is not None:
+            self.now = self.clock()
         info = self.conns.pop(tcb, None)
         error = _termination(tcb)
         if self.ladders is not None:
@@ -179,6 +191,8 @@ class Observatory:
             callback(info, tcb, error, self.now)
 
     def on_control(self, packets: list[OutPacket], now: float) -> None:
+        if self.clock is not None:
+            now = self.clock()
         self.now = now
         ladders = self.ladders
         for pkt in packets:
@@ -197,6 +211,8 @@ class Observatory:
             ladders.flush_refusals()
 
     def before_segment(self, key: Key, seg: TcpSegment, now: float) -> object:
+        if self.clock is not None:
+            now = self.clock()
         self.now = now
         ladders = self.ladders
         if ladders is not None and ladders.wants(key, seg.flags, key in self.stack.tcbs):
@@ -204,6 +220,7 @@ class Observatory:
         return None
 
     def after_segment(self, key: Key, seg: TcpSegment, token: object, now: float) -> None:
+        now = self.now  # the time taken before it
         tcb = self.stack.tcbs.get(key)
         info = self.conns.get(tcb) if tcb is not None else None
         if info is not None and tcb is not None:
@@ -218,6 +235,8 @@ class Observatory:
                                     info.id if info is not None else None)
 
     def on_send(self, tcb: Tcb, segments: list[OutSegment], now: float) -> None:
+        if self.clock is not None:
+            now = self.clock()
         self.now = now
         info = self.conns.get(tcb)
         if info is not None:

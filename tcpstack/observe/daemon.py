@@ -28,6 +28,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -212,15 +213,14 @@ class Resources:
 
     async def start(self, net: Any) -> None:
         """Attach the observatory to ``net``'s stack and start every service."""
-        import time
-
         from tcpstack.observe.logs import RefusalLog
 
         loop = asyncio.get_running_loop()
         stack = net.stack
         args = self.args
         packets = wants_packets(args)
-        obs = Observatory(stack, epoch=time.time() - loop.time(), packets=packets)
+        obs = Observatory(stack, epoch=time.time() - time.monotonic(), packets=packets,
+                          clock=time.monotonic)
         self.observatory = obs
         obs.attach()
         self.refusals = RefusalLog(obs)
@@ -228,7 +228,7 @@ class Resources:
             obs.enable_ladders()
             obs.on_ladder.append(self._print_ladder)
         if self.control_socket is not None and self.control_path is not None:
-            self.control = ControlServer(stack, obs, loop.time, keep_packets=packets,
+            self.control = ControlServer(stack, obs, obs.time, keep_packets=packets,
                                          keep_ladders=bool(args.trace_handshakes or
                                                            args.dashboard))
             await self.control.start(self.control_socket, self.control_path)
@@ -250,7 +250,7 @@ class Resources:
                      self.writer.format)
             loop.add_signal_handler(signal.SIGHUP, self._reopen)
             self._sighup = True
-        self._tasks.append(asyncio.ensure_future(self._tick(loop)))
+        self._tasks.append(asyncio.ensure_future(self._tick()))
 
     def _routes(self, name: str, net: Any, obs: Observatory,
                 loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -260,7 +260,7 @@ class Resources:
             return routes(Metrics(net.stack, obs, self.device))
         from tcpstack.observe.dashboard import Dashboard
 
-        return Dashboard(obs, loop.time, self.static).routes()
+        return Dashboard(obs, obs.time, self.static).routes()
 
     def _print_ladder(self, doc: Ladder) -> None:
         text = render_json(doc) if self.args.trace_format == "json" else \
@@ -275,11 +275,11 @@ class Resources:
             self.writer.reopen()
             log.info("capture file %s reopened (SIGHUP)", self.writer.path)
 
-    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             if self.refusals is not None:
-                self.refusals.tick(loop.time())
+                self.refusals.tick(time.monotonic())
 
     # ---------------------------------------------------------------- stop
 

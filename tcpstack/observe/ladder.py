@@ -269,7 +269,9 @@ class LadderBook:
         elif ladder.phase in ("closing", "time-wait"):
             outcome = "reset" if error in ("reset", "aborted") else \
                 "timeout" if error == "timeout" else "closed"
-            self.emit(self._closing_json(ladder, outcome, TERMINATION.get(error, str(error))))
+            why = "both FINs sent and acknowledged; the connection is gone" if error is None \
+                else TERMINATION.get(error, str(error))
+            self.emit(self._closing_json(ladder, outcome, why))
 
     # -------------------------------------------------------------- internals
 
