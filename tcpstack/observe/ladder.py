@@ -59,9 +59,16 @@ _FLAG_WORDS: Final = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (A
                       (URG, "URG"), (ECE, "ECE"), (CWR, "CWR"))
 
 
+def _flag_words(flags: int) -> str:
+    return ",".join(word for bit, word in _FLAG_WORDS if flags & bit) or "none"
+
+
+_FLAG_TEXT: Final = tuple(_flag_words(f) for f in range(256))
+
+
 def flag_words(flags: int) -> str:
     """``SYN,ACK``-style flag names."""
-    return ",".join(word for bit, word in _FLAG_WORDS if flags & bit) or "none"
+    return _FLAG_TEXT[flags & 0xFF]
 
 
 def endpoint(ip: int, port: int) -> str:
