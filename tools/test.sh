@@ -79,6 +79,9 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ab >/dev/null || need+=(apache2-utils)
 command -v tshark >/dev/null || need+=(tshark)
+# The dashboard is tested in a real headless browser (tests/integration/test_dashboard_browser.py).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if ((${#need[@]})); then
     echo "== installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
