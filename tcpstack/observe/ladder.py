@@ -46,7 +46,7 @@ Key = tuple[int, int, int, int]
 Ladder = dict[str, Any]
 Emit = Callable[[Ladder], None]
 
-MAX_OPEN_LADDERS: Final = 4096
+MAX_OPEN_LADDERS: Final = 16384
 MAX_COOKIE_LADDERS: Final = 1024
 MAX_CLOSING_RUNGS: Final = 24
 MAX_OPENING_RUNGS: Final = 24

@@ -219,3 +219,22 @@ def test_window_fields_are_shown_scaled_once_scaling_is_agreed() -> None:
     assert (ack["win"], ack["win_field"], ack["wscale"]) == (502 << 7, 502, 7)
     assert "win field 502 << 7" in render_text(seen[0])
     assert "win_field" not in seen[0]["events"][0]  # a SYN's window is never scaled
+
+
+def test_a_stack_configured_without_sack_and_timestamps_answers_without_them() -> None:
+    from tcpstack.tcp.config import TcpConfig
+
+    st = Stack(StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.2"),),
+                           tcp=TcpConfig(sack=False, timestamps=False, mss=1200)),
+               rng=random.Random(5))
+    wire, seen = watched(st)
+    wire.stack.listen(80)
+    handshake(wire, TcpOptions(mss=1460, wscale=7, sack_permitted=True, timestamps=(100, 0)))
+    (doc,) = seen
+    answered = doc["events"][1]["options"]
+    assert answered["mss"] == 1200 and "sack_permitted" not in answered
+    assert "tsval" not in answered and answered["wscale"] >= 0
+    neg = doc["negotiated"]
+    assert (neg["mss"], neg["sack"], neg["timestamps"], neg["window_scaling"]) == (
+        1200, False, False, True)
+    assert "offered: peer 1460, stack 1200" in render_text(doc)
