@@ -106,7 +106,8 @@ def bind_kernel_socket(address: BindAddress) -> socket.socket:
 
 
 class HttpServer:
-    """Serves ``routes`` (exact paths, or prefixes ending in ``/``) over streams."""
+    """Serves ``routes`` (exact paths, or prefixes ending in ``/``; ``/`` itself is
+    exact) over streams."""
 
     def __init__(self, routes: dict[str, Route], name: str) -> None:
         self.routes = routes
@@ -120,7 +121,7 @@ class HttpServer:
             return self.routes[path]
         best = None
         for prefix, route in self.routes.items():
-            if prefix.endswith("/") and path.startswith(prefix) and \
+            if len(prefix) > 1 and prefix.endswith("/") and path.startswith(prefix) and \
                     (best is None or len(prefix) > len(best[0])):
                 best = (prefix, route)
         return best[1] if best else None

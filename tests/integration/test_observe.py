@@ -5,6 +5,8 @@ test generated, ``tcpstack ss`` and the metrics against known connections and by
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -105,8 +107,19 @@ def test_pcap_holds_exactly_the_bytes_of_a_download_and_a_refused_connection(
     refused = netns.run(["curl", "-sS", "--max-time", "5", f"http://{STACK_ADDRESS}:81/"],
                         capture_output=True, text=True)
     assert refused.returncode == 7  # connection refused
+    # Rotated away (as logrotate does), then SIGHUP: the daemon starts a new file.
+    first = tmp_path / "first.pcapng"
+    pcap.rename(first)
+    os.kill(d.pid, signal.SIGHUP)
+    time.sleep(0.5)
+    netns.run(["curl", "-sS", "-o", "/dev/null", f"http://{STACK_ADDRESS}/second"],
+              check=True, capture_output=True)
     exit_ = d.stop()
     assert_clean_exit(exit_)
+    assert "reopened (SIGHUP)" in exit_.log
+    after = tcp_streams(pcap)
+    assert [v["stream"][:12] for k, v in after.items() if k[3] == 80] == [b"GET /second "]
+    pcap = first
     streams = tcp_streams(pcap)
     received = body.read_bytes()
     assert received.endswith(pattern_bytes(DOWNLOAD))

@@ -256,3 +256,52 @@ def test_json_log_lines_carry_the_fields() -> None:
     out: dict[str, Any] = json.loads(JsonFormatter().format(record))
     assert out["message"] == "refused x" and out["remote"] == "10.0.0.1:5"
     assert out["level"] == "info" and out["time"].endswith("Z")
+
+
+async def test_http_server_serves_the_page_events_and_errors_over_a_socket() -> None:
+    from tcpstack.observe.web import HttpServer
+
+    made: list[Dashboard] = []
+    transfer(setup=lambda o: made.append(Dashboard(o, o.time)))
+    http = HttpServer(made[0].routes(), "dashboard")
+    server = await asyncio.start_server(http.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def get(path: str, method: str = "GET") -> tuple[str, bytes]:
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            length = int(head.lower().split("content-length: ")[1].split("\r\n")[0])
+            body = await reader.readexactly(length) if method == "GET" else b""
+            return head, body
+
+        head, body = await get("/")  # keep-alive: the same connection serves them all
+        assert head.startswith("HTTP/1.1 200") and b"<title>tcpstack" in body
+        head, body = await get("/static/app.js")
+        assert "text/javascript" in head and b"EventSource" in body
+        head, body = await get("/api/connections")
+        assert len(json.loads(body)["rows"]) == N
+        head, _ = await get("/nothing")
+        assert head.startswith("HTTP/1.1 404")
+        head, _ = await get("/api/conn/1/tseq.svg?dir=sideways")
+        assert head.startswith("HTTP/1.1 400")
+        head, _ = await get("/", "HEAD")
+        assert head.startswith("HTTP/1.1 200")
+        writer.write(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        writer.close()
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(b"GET /api/events HTTP/1.1\r\n\r\n")
+        head2 = (await r2.readuntil(b"\r\n\r\n")).decode()
+        assert "text/event-stream" in head2
+        event = b""
+        while b"data: " not in event:
+            event = await asyncio.wait_for(r2.readuntil(b"\n\n"), 5)
+        assert len(json.loads(event.split(b"data: ", 1)[1])["rows"]) == N
+        await http.close()  # ends the stream
+        assert await asyncio.wait_for(r2.read(), 5) == b""
+        w2.close()
+    finally:
+        server.close()
+        await server.wait_closed()
