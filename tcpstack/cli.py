@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
+from tcpstack.build import build_kind
 from tcpstack.observe import commands as observe_commands
 from tcpstack.observe import daemon as observe
 from tcpstack.observe.control import ControlError
@@ -177,7 +178,8 @@ _KEEPALIVE = Keepalive()
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tcpstack", description="A userspace TCP/IP stack over a TUN device.")
-    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"tcpstack {__version__} ({build_kind()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -568,7 +570,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     services = ", ".join(f"{name} on {port}" for name, port in settings.ports.items() if port)
-    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address,
+    log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
+             args.address,
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
     grace = settings.daemon.grace

@@ -9,6 +9,8 @@ Every rule that decides an ACK is owed goes through this module:
   segment, else let the delayed-ACK timer decide (at most ``cfg.delayed_ack``);
 * :func:`on_ack_sent` -- any segment we send carries the current ACK, so nothing
   is owed any more (data segments piggyback the ACK);
+* :func:`on_application_read` -- a delayed ACK goes out when the application has
+  consumed what it covers (Linux's tcp_cleanup_rbuf);
 * :func:`arm_delayed_ack` / :func:`on_delayed_ack_timer` -- the timer itself;
 * :func:`challenge_ack` / :func:`reply_unasked` -- ACKs to segments we reject,
   rate-limited so that a flood of forged segments cannot make us a flood source
@@ -19,7 +21,7 @@ Every rule that decides an ACK is owed goes through this module:
 
 from __future__ import annotations
 
-from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.control import TS_OPTION_LEN, ControlBlock
 
 
 def ack_now(tcb: ControlBlock) -> None:
@@ -33,7 +35,11 @@ def on_data_received(tcb: ControlBlock, n: int) -> None:
     every second full-sized segment; otherwise the ACK may wait for the timer.
     (The caller marks the connection for the flush.)"""
     if n > tcb.rcv_mss:
-        tcb.rcv_mss = min(n, tcb.cfg.mss)
+        # A super-segment (the kernel's GRO) stands for full-sized ones: our MSS less
+        # the timestamp option they carry (RFC 6691, RFC 7323 3).
+        tcb.rcv_mss = min(n, tcb.cfg.mss - (TS_OPTION_LEN if tcb.ts_ok else 0))
+    elif n < tcb.rcv_mss:
+        tcb.rcv_pushed = True  # see on_application_read
     tcb.rcv_unacked += n
     if tcb.rcv_unacked >= 2 * tcb.rcv_mss or not tcb.cfg.delayed_ack:
         tcb.ack_pending = True
@@ -47,7 +53,21 @@ def on_ack_sent(tcb: ControlBlock) -> None:
     tcb.delack = False
     tcb.timers.delack = None
     tcb.rcv_unacked = 0
+    tcb.rcv_pushed = False
     tcb.last_ack_sent = tcb.rcv_nxt
+
+
+def on_application_read(tcb: ControlBlock) -> None:
+    """The application consumed received data: a delayed ACK still owed goes out now
+    if waiting gains nothing, as Linux does on a read (tcp_cleanup_rbuf): when more
+    than one full-sized segment is unacknowledged (only the every-second-segment
+    threshold was missed, e.g. a full segment and a short tail), or when a short
+    segment is and the read emptied the receive buffer (the end of the peer's write
+    has been consumed). A sender with two segments unacknowledged probes after
+    2 * SRTT + 2 ms (RFC 8985 TLP, Linux) -- well before our delayed-ACK timer."""
+    if tcb.delack and (tcb.rcv_unacked > tcb.rcv_mss
+                       or (tcb.rcv_pushed and not tcb.rcv_buf.data)):
+        ack_now(tcb)
 
 
 def arm_delayed_ack(tcb: ControlBlock, now: float) -> None:

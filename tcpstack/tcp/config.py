@@ -61,7 +61,7 @@ class TcpConfig:
         if not 1024 <= self.snd_buf <= 1 << 30:
             raise ValueError(f"send buffer {self.snd_buf} out of range 1024..2**30")
         if not 0 < self.msl <= 3600:
-            raise ValueError(f"MSL {self.msl} out of range (0, 3600] seconds")
+            raise ValueError(f"MSL {self.msl:g} out of range (0, 3600] seconds")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("RTO settings must satisfy 0 < rto_min <= rto_initial <= rto_max")
         if not (1 <= self.max_retries <= 100 and 1 <= self.syn_retries <= 100

@@ -33,10 +33,14 @@ from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 
 
 def _unkeyed_offset(iss: int) -> int:
     return int.from_bytes(hashlib.blake2s(iss.to_bytes(4, "big"), digest_size=4).digest(), "big")
+
+
+TransitionHook = Callable[["ControlBlock", State, Trigger, State], None]
 
 
 class EventSink(Protocol):
@@ -62,8 +66,8 @@ class ControlBlock:
         # receive sequence space and buffers
         "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
         # ACK policy (when we acknowledge), and the limits on unsolicited replies
-        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_unacked",
-        "reply_budget",
+        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_pushed",
+        "rcv_unacked", "reply_budget",
         # timestamps (RFC 7323)
         "ts_offset", "ts_recent", "ts_recent_age",
         # round-trip time and congestion control
@@ -77,8 +81,9 @@ class ControlBlock:
         # timers, output and events
         "data_event_pending", "events", "out", "timers",
         # the owner's links: dirty hook, timer bookkeeping, listener, application side,
-        # the memory pool and what this connection is charged in it
-        "charged", "dirty", "half_open", "listener", "on_dirty", "pool", "timer_entry", "user",
+        # the memory pool and what this connection is charged in it, a tracer
+        "charged", "dirty", "half_open", "listener", "on_dirty", "on_transition", "pool",
+        "timer_entry", "user",
     )
 
     def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
@@ -111,6 +116,9 @@ class ControlBlock:
         self.half_open = False
         self.user: EventSink | None = None
         self.charged = 0
+        #: Called after every change of state, as (connection, from, trigger, to):
+        #: for tracing and tests; None (the default) costs one test per transition.
+        self.on_transition: TransitionHook | None = None
 
     def _init_send(self, iss: int, ts_offset: int | None) -> None:
         cfg = self.cfg
@@ -163,6 +171,7 @@ class ControlBlock:
         self.ack_pending = False
         self.delack = False
         self.rcv_unacked = 0
+        self.rcv_pushed = False  # a short segment arrived since our last ACK
         self.dsack: tuple[int, int] | None = None
         self.last_ack_sent = 0  # RFC 7323 4.3 Last.ACK.sent
         self.last_oow_reply = -1e18  # when the last rate-limited reply went out
@@ -206,21 +215,27 @@ class ControlBlock:
         Returns None, counts ``tcp_illegal_transition`` and changes nothing if the
         table does not allow it (the callers check first; this guards the table).
         """
-        nxt = next_state(self.state, trigger)
+        before = self.state
+        nxt = next_state(before, trigger)
         if nxt is None:
             self.counters["tcp_illegal_transition"] += 1
             return None
         self.state = nxt
+        if self.on_transition is not None:
+            self.on_transition(self, before, trigger, nxt)
         return nxt
 
     def fire_app(self, trigger: Trigger) -> State:
         """Apply an application call; raise the RFC's error, changing nothing, if the
         table does not allow it in the current state."""
         assert trigger in APP_TRIGGERS
-        nxt = next_state(self.state, trigger)
+        before = self.state
+        nxt = next_state(before, trigger)
         if nxt is None:
-            raise refusal(self.state, trigger)
+            raise refusal(before, trigger)
         self.state = nxt
+        if self.on_transition is not None:
+            self.on_transition(self, before, trigger, nxt)
         return nxt
 
     def drop(self, reason: str) -> None:

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from tcpstack.tcp import congestion, syncookies
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.control import DEFAULT_PEER_MSS, ControlBlock
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import Trigger
 from tcpstack.wire.tcp import ACK, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
-
-TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 
 
 def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
@@ -177,6 +175,6 @@ def after_handshake(tcb: ControlBlock) -> None:
         tcb.cc.cwnd = tcb.snd_mss
 
 
-__all__ = ["TS_OPTION_LEN", "after_handshake", "cookie_syn_ack", "negotiate",
+__all__ = ["after_handshake", "cookie_syn_ack", "negotiate",
            "record_syn_timestamp", "send_syn", "start_active", "start_from_cookie",
            "start_passive", "syn_segment", "syn_window"]

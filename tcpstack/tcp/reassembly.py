@@ -60,7 +60,7 @@ class ReassemblyQueue:
     FIN that arrived ahead of RCV.NXT, if any.
     """
 
-    __slots__ = ("_pieces", "_recent", "_runs", "fin_seq", "max_pieces", "nbytes")
+    __slots__ = ("_pieces", "_recent", "_runs", "fin_seq", "frozen", "max_pieces", "nbytes")
 
     def __init__(self, max_pieces: int = DEFAULT_MAX_PIECES) -> None:
         self._runs: list[_Run] = []
@@ -69,7 +69,7 @@ class ReassemblyQueue:
         self.nbytes = 0
         self.fin_seq: int | None = None
         self.max_pieces = max_pieces
-
+        self.frozen = False  # the shared queue of TIME-WAIT connections: no changes
     def __len__(self) -> int:
         """The number of runs (separate ranges) queued."""
         return len(self._runs)
@@ -91,6 +91,8 @@ class ReassemblyQueue:
         (RFC 2883 4.1.2), else None. Raises :class:`ReassemblyFull`, queueing
         nothing, if it would take the queue past ``max_pieces`` pieces.
         """
+        if self.frozen:
+            raise RuntimeError("no data is queued after a connection released its queue")
         n = len(data)
         if n == 0:
             return None
@@ -270,6 +272,8 @@ class ReassemblyQueue:
         return blocks
 
     def clear(self) -> None:
+        if self.frozen:
+            return  # empty, and stays so
         for run in self._runs:
             run.alive = False
         self._runs.clear()
@@ -279,31 +283,13 @@ class ReassemblyQueue:
         self.fin_seq = None
 
 
-class _Released(ReassemblyQueue):
-    """The queue of a connection that will receive no more data (TIME-WAIT): empty
-    and immutable, so every such connection shares :data:`RELEASED` and holds no
-    queue of its own (like Linux's compact timewait sockets)."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("a released reassembly queue is immutable")
-
-    def add(self, seq: int, data: bytes | bytearray | memoryview,
-            rcv_nxt: int) -> tuple[int, int] | None:
-        raise RuntimeError("no data is queued after the connection released its queue")
-
-    def clear(self) -> None:
-        """Nothing to clear: it is empty and stays so."""
-
-
 def _released() -> ReassemblyQueue:
-    q = object.__new__(_Released)
-    fresh = ReassemblyQueue()
-    for name in ReassemblyQueue.__slots__:
-        object.__setattr__(q, name, getattr(fresh, name))
-    return q
+    queue = ReassemblyQueue()
+    queue.frozen = True
+    return queue
 
 
-#: The shared, immutable, empty queue of connections in TIME-WAIT.
+#: The shared, empty queue of connections in TIME-WAIT: they will receive no more
+#: data, so they hold no queue of their own (like Linux's compact timewait
+#: sockets). It refuses every change (``frozen``).
 RELEASED: ReassemblyQueue = _released()

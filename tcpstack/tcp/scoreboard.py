@@ -60,8 +60,8 @@ class Scoreboard:
     """Records in flight plus RACK state (RFC 8985 6.1)."""
 
     __slots__ = ("_anchor", "_dsack_round", "_lost_hint", "_tsorted", "_tsorted_head",
-                 "dsack_seen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt", "rack_xmit_ts",
-                 "recs", "reo_wnd_mult", "reo_wnd_persist", "sacked_bytes")
+                 "dsack_seen", "frozen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt",
+                 "rack_xmit_ts", "recs", "reo_wnd_mult", "reo_wnd_persist", "sacked_bytes")
 
     def __init__(self) -> None:
         self.recs: list[Sent] = []
@@ -87,12 +87,15 @@ class Scoreboard:
         self._tsorted_head = 0
         # No lost record starts below this sequence number (None: none is lost).
         self._lost_hint: int | None = None
+        self.frozen = False  # the shared scoreboard of TIME-WAIT connections: no changes
 
     # ---------------------------------------------------------------- records
 
     def on_send(self, start: int, end: int, now: float, seg: int = 0) -> None:
         """New data ``[start, end)`` was sent for the first time, as ``seg``-byte
         segments (0: as one segment)."""
+        if self.frozen:
+            raise RuntimeError("nothing is sent after a connection released its scoreboard")
         if not self.recs:
             self._anchor = start
         rec = Sent(start, end, now, seg)
@@ -108,6 +111,8 @@ class Scoreboard:
         self._tsorted.append((now, rec.end, rec))
 
     def clear(self) -> None:
+        if self.frozen:
+            return  # empty, and stays so
         for rec in self.recs:
             rec.acked = True
         self.recs.clear()
@@ -195,6 +200,8 @@ class Scoreboard:
 
     def ack(self, snd_una: int, now: float, echo: float | None = None) -> int:
         """Drop records below the new cumulative ACK; return how many bytes that acked."""
+        if self.frozen:
+            return 0
         recs = self.recs
         i = 0
         acked = 0
@@ -413,29 +420,12 @@ def _whole_segments(rec: Sent, lo: int, hi: int) -> tuple[int, int] | None:
     return seq_add(rec.start, off_lo), seq_add(rec.start, off_hi)
 
 
-class _Released(Scoreboard):
-    """The scoreboard of a connection that sends nothing more (TIME-WAIT): empty and
-    immutable, so every such connection shares :data:`RELEASED`."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("a released scoreboard is immutable")
-
-    def on_send(self, start: int, end: int, now: float, seg: int = 0) -> None:
-        raise RuntimeError("nothing is sent after the connection released its scoreboard")
-
-    def clear(self) -> None:
-        """Nothing to clear: it is empty and stays so."""
-
-
 def _released() -> Scoreboard:
-    sb = object.__new__(_Released)
-    fresh = Scoreboard()
-    for name in Scoreboard.__slots__:
-        object.__setattr__(sb, name, getattr(fresh, name))
-    return sb
+    board = Scoreboard()
+    board.frozen = True
+    return board
 
 
-#: The shared, immutable, empty scoreboard of connections in TIME-WAIT.
+#: The shared, empty scoreboard of connections in TIME-WAIT: they send nothing
+#: more, so they hold no scoreboard of their own. It refuses every change (``frozen``).
 RELEASED: Scoreboard = _released()

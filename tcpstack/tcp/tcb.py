@@ -33,7 +33,7 @@ from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.limits import Commons
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
-from tcpstack.wire.tcp import TcpSegment
+from tcpstack.wire.tcp import OutSegment, TcpSegment
 
 
 class Tcb(ControlBlock):
@@ -138,6 +138,7 @@ class Tcb(ControlBlock):
         """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
         data = self.rcv_buf.take(n)
         if data:
+            ack_policy.on_application_read(self)
             window.on_application_read(self)
         return data
 
@@ -186,14 +187,13 @@ class Tcb(ControlBlock):
 
     # ---------------------------------------------------------------- network
 
-    # The per-segment entry points are the rule modules' functions themselves (their
-    # first parameter is the connection), so calling them costs no extra layer.
+    def receive(self, seg: TcpSegment, now: float) -> None:
+        """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
+        inbound.segment_arrives(self, seg, now)
 
-    #: ``receive(seg, now)``: process an arriving segment (RFC 9293 3.10.7.3, 3.10.7.4).
-    receive = inbound.segment_arrives
-
-    #: ``segments_to_send(now)``: everything this connection wants transmitted now.
-    segments_to_send = output.flush
+    def segments_to_send(self, now: float) -> list[OutSegment]:
+        """Everything this connection wants transmitted now; clears the dirty mark."""
+        return output.flush(self, now)
 
     # ----------------------------------------------------------------- timers
 

@@ -18,6 +18,7 @@ import pytest
 
 import tcpstack
 from tcpstack.apps import HttpLimits, Keepalive, ServiceLimits
+from tcpstack.build import build_kind
 from tcpstack.cli import DaemonConfig, ServeSettings, build_parser, build_settings
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
@@ -310,10 +311,12 @@ def test_build_settings_raises_value_error_for_the_cli_to_report() -> None:
         _settings("--idle-timeout", "0")
 
 
-def test_version_prints_the_package_version() -> None:
+def test_version_prints_the_package_version_and_the_build() -> None:
+    """``--version`` says which build runs: compiled with mypyc, or plain Python."""
     result = run_module("--version")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__}"
+    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__} ({build_kind()})"
+    assert build_kind() in ("compiled (mypyc)", "pure Python")
 
 
 def test_console_script_reports_the_same_version() -> None:
@@ -326,4 +329,4 @@ def test_console_script_reports_the_same_version() -> None:
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__}"
+    assert result.stdout.strip().startswith(f"tcpstack {tcpstack.__version__} (")
