@@ -52,6 +52,31 @@ class ListDevice:
         return len(packets)
 
 
+class TappedStack:
+    """Stands in for a stack (a compiled Stack's methods cannot be replaced): what
+    it reads and writes passes through ``tap``, and is noted in ``seen``."""
+
+    def __init__(self, stack: Any, tap: TapDevice, seen: list[tuple[str, bytes]]) -> None:
+        self.stack = stack
+        self.tap = tap
+        self.seen = seen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stack, name)
+
+    def receive(self, pkt: Any, now: float) -> None:
+        self.tap.device.inbox.append(bytes(pkt))
+        for p in self.tap.read_batch():
+            self.seen.append(("in", p))
+            self.stack.receive(p, now)
+
+    def packets_to_send(self, now: float) -> Any:
+        pkts = self.stack.packets_to_send(now)
+        self.tap.write_batch(pkts)
+        self.seen.extend(("out", bytes(p)) for p in pkts)
+        return pkts
+
+
 @pytest.mark.parametrize("name", ["cap.pcapng", "cap.pcap"])
 def test_a_capture_holds_every_packet_of_a_transfer_in_both_directions(
         tmp_path: Path, name: str) -> None:
@@ -61,23 +86,8 @@ def test_a_capture_holds_every_packet_of_a_transfer_in_both_directions(
     path = tmp_path / name
     writer = PcapWriter(path)
     tap = TapDevice(ListDevice(), writer=writer, clock=lambda: 1_700_000_000.25)
-    b_receive, b_send = net.b.receive, net.b.packets_to_send
     seen: list[tuple[str, bytes]] = []
-
-    def receive(pkt: Any, now: float) -> None:
-        tap.device.inbox.append(bytes(pkt))
-        for p in tap.read_batch():
-            seen.append(("in", p))
-            b_receive(p, now)
-
-    def packets_to_send(now: float) -> Any:
-        pkts = b_send(now)
-        tap.write_batch(pkts)
-        seen.extend(("out", bytes(p)) for p in pkts)
-        return pkts
-
-    net.b.receive = receive  # type: ignore[method-assign]
-    net.b.packets_to_send = packets_to_send  # type: ignore[method-assign]
+    net.b = TappedStack(net.b, tap, seen)  # type: ignore[assignment]
     net.b.listen(80)
     tcb = net.a.connect("10.0.0.2", 80, 0.0)
     net.run(until=lambda: tcb.state is State.ESTABLISHED)
