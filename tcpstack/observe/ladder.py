@@ -112,7 +112,7 @@ class _Ladder:
     """A ladder in progress (see the module docstring for its phases)."""
 
     __slots__ = ("closing", "cookie", "established_at", "id", "key", "local_isn", "omitted",
-                 "phase", "remote_isn", "role", "rungs", "start", "syn_seqs")
+                 "phase", "remote_isn", "role", "rungs", "simultaneous", "start", "syn_seqs")
 
     def __init__(self, ident: int, key: Key, role: str, now: float) -> None:
         self.id = ident
@@ -127,11 +127,15 @@ class _Ladder:
         self.omitted = 0
         self.cookie = False
         self.established_at: float | None = None
-        self.syn_seqs: set[tuple[str, int]] = set()
+        self.simultaneous = False
+        # (direction, SYN/ACK flags, seq) of the SYNs seen: the same again is a
+        # retransmission (a SYN,ACK after a SYN with the same ISN, in a
+        # simultaneous open, is not).
+        self.syn_seqs: set[tuple[str, int, int]] = set()
 
     def add(self, rung: Rung, rungs: list[Rung], limit: int) -> None:
         if rung.flags & SYN:
-            mark = (rung.direction, rung.seq)
+            mark = (rung.direction, rung.flags & (SYN | ACK), rung.seq)
             if mark in self.syn_seqs:
                 rung.notes.append("retransmission")
             self.syn_seqs.add(mark)
@@ -210,6 +214,7 @@ class LadderBook:
         if ladder.phase == "opening" and flags & SYN and not flags & ACK \
                 and tcb.state is State.SYN_RECEIVED and ladder.role == "active":
             rung.notes.append("simultaneous open: their SYN crossed ours")
+            ladder.simultaneous = True
         self._add(ladder, rung)
         self._advance(ladder, tcb, now)
 
@@ -271,8 +276,18 @@ class LadderBook:
         if ladder is None:
             return
         error = _termination(tcb)
-        if ladder.phase in ("opening", "acking"):
+        if ladder.phase == "acking":  # synchronized; our ACK never went out
+            self._finish_opening(ladder, tcb, now)
+        if ladder.phase == "opening":
             self.emit(self._opening_json(ladder, tcb, "failed", TERMINATION.get(error, error)))
+        elif ladder.phase == "open" and error is not None:
+            # Gone without a FIN or RST on the wire (a timeout): an empty teardown
+            # that says why.
+            ladder.phase = "closing"
+            ladder.start = now
+            ladder.omitted = 0
+            self.emit(self._closing_json(ladder, "timeout" if error == "timeout" else "reset",
+                                         TERMINATION.get(error, str(error))))
         elif ladder.phase in ("closing", "time-wait"):
             outcome = "reset" if error in ("reset", "aborted") else \
                 "timeout" if error == "timeout" else "closed"
@@ -403,6 +418,8 @@ class LadderBook:
         doc["outcome"] = outcome
         if ladder.cookie:
             doc["syn_cookie"] = True
+        if ladder.simultaneous:
+            doc["simultaneous_open"] = True
         if why:
             doc["why"] = why
         if ladder.omitted:
@@ -445,11 +462,26 @@ def _termination(tcb: Tcb) -> str | None:
     return None
 
 
+def handshake_rtt(rungs: list[Rung]) -> float | None:
+    """Seconds from our SYN (or SYN,ACK) to the segment that acknowledged it, on the
+    ladder's clock; None if ours was sent more than once (Karn's rule, RFC 6298 3)."""
+    ours = [r for r in rungs if r.direction == "out" and r.flags & SYN]
+    if len(ours) != 1:
+        return None
+    syn = ours[0]
+    want = (syn.seq + 1) & MASK
+    for r in rungs:
+        if r.direction == "in" and r.t >= syn.t and r.flags & ACK and r.ack == want:
+            return r.t - syn.t
+    return None
+
+
 def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
     """What the handshake agreed, read from the connection and the SYNs' options."""
     peer_syn = next((r for r in rungs if r.direction == "in" and r.flags & SYN), None)
     our_syn = next((r for r in rungs if r.direction == "out" and r.flags & SYN), None)
     srtt = tcb.rtt.srtt
+    first_rtt = handshake_rtt(rungs)
     return {
         "mss": tcb.snd_mss,
         "payload_per_segment": tcb.seg_mss,
@@ -460,7 +492,8 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "our_wscale": tcb.rcv_wscale if tcb.wscale_ok else None,
         "sack": tcb.sack_ok,
         "timestamps": tcb.ts_ok,
-        "initial_rtt_ms": None if srtt is None else round(srtt * 1000, 3),
+        "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
+        "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(tcb.rtt.rto * 1000, 3),
         "cwnd": tcb.cc.cwnd,
         "peer_window": tcb.snd_wnd,
@@ -522,7 +555,8 @@ def render_text(doc: Ladder) -> str:
     remote, local = doc["remote"], doc["local"]
     title = {"opening": "opening", "closing": "teardown", "refused": "no connection"}
     role = {"passive": "they connect to us", "active": "we connect to them"}.get(doc["role"], "")
-    lines.append(f"== {remote} -> {local}  {title.get(doc['phase'], doc['phase'])}"
+    ends = f"{local} -> {remote}" if doc["role"] == "active" else f"{remote} -> {local}"
+    lines.append(f"== {ends}  {title.get(doc['phase'], doc['phase'])}"
                  f"{'  (' + role + ')' if role and doc['phase'] == 'opening' else ''}"
                  f"  #{doc['id']}  {_stamp(doc['start'])}")
     isn = doc.get("isn", {})
@@ -575,6 +609,9 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
     rtt = neg["initial_rtt_ms"]
     rtt_text = f"initial RTT sample {rtt:.3f} ms" if rtt is not None else \
         "no initial RTT sample (a SYN was retransmitted: Karn's rule)"
+    srtt = neg.get("srtt_ms")
+    if srtt is not None:
+        rtt_text += f" (the stack's SRTT: {srtt:.3f} ms, on its own clock)"
     out = [f"negotiated: {mss}; {offered}",
            f"            {ws}",
            f"            SACK {'on' if neg['sack'] else 'off'}, "

@@ -86,7 +86,8 @@ def test_opening_ladder_shows_the_three_arrows_options_and_what_was_negotiated(
     assert (neg["sack"], neg["timestamps"], neg["window_scaling"]) == (
         combo["sack"], combo["ts"], combo["ws"])
     assert neg["peer_wscale"] == (7 if combo["ws"] else None)
-    assert neg["initial_rtt_ms"] == pytest.approx(2.0, abs=0.01)
+    assert neg["initial_rtt_ms"] == pytest.approx(2.0, abs=0.01)  # SYN,ACK out to ACK in
+    assert neg["srtt_ms"] == pytest.approx(2.0, abs=0.01)  # RFC 6298 2.2: SRTT = R
     assert neg["handshake_ms"] == pytest.approx(2.0, abs=0.01)
     text = render_text(doc)
     assert text.count("|--") == 2 and text.count("|<") == 1
@@ -238,3 +239,99 @@ def test_a_stack_configured_without_sack_and_timestamps_answers_without_them() -
     assert (neg["mss"], neg["sack"], neg["timestamps"], neg["window_scaling"]) == (
         1200, False, False, True)
     assert "offered: peer 1460, stack 1200" in render_text(doc)
+
+
+def observed_net(lose: Any = None) -> tuple[Net, list[dict[str, Any]]]:
+    """Two stacks back to back; A has a full observatory with ladders."""
+    net = Net(lose=lose)
+    obs = Observatory(net.a, packets=True)
+    obs.enable_ladders()
+    seen: list[dict[str, Any]] = []
+    obs.on_ladder.append(seen.append)
+    obs.attach()
+    return net, seen
+
+
+def test_simultaneous_open_is_marked_and_its_syn_ack_is_no_retransmission() -> None:
+    """RFC 9293 3.5 figure 8: both SYNs cross; each side answers with a SYN,ACK that
+    repeats its ISN -- a new segment, not a retransmission."""
+    net, seen = observed_net()
+    ta = net.a.connect("10.0.0.2", 5000, 0.0, local_port=6000)
+    tb = net.b.connect("10.0.0.1", 6000, 0.0, local_port=5000)
+    from_a, from_b = net.a.packets_to_send(0.0), net.b.packets_to_send(0.0)
+    net.now = 0.001
+    for pkt in from_a:
+        net.b.receive(pkt, net.now)
+    for pkt in from_b:
+        net.a.receive(pkt, net.now)
+    net.run(until=lambda: ta.state is State.ESTABLISHED and tb.state is State.ESTABLISHED
+            and not net.a.has_pending_output())
+    (doc,) = seen
+    assert doc["outcome"] == "established" and doc["simultaneous_open"] is True
+    events = [(e["dir"], e["flags"]) for e in doc["events"]]
+    assert events[:3] == [("out", "SYN"), ("in", "SYN"), ("out", "SYN,ACK")]
+    assert ("in", "SYN,ACK") in events
+    notes = [n for e in doc["events"] for n in e.get("notes", [])]
+    assert notes == ["simultaneous open: their SYN crossed ours"]
+    assert doc["events"][1]["rel_seq"] == 0 and doc["events"][2]["rel_ack"] == 1
+    text = render_text(doc)
+    assert text.startswith("== 10.0.0.1:6000 -> 10.0.0.2:5000  opening  (we connect")
+    assert "** simultaneous open" in text and "** retransmission" not in text
+
+
+def test_an_active_open_refused_by_the_peer_shows_our_retransmitted_syn_and_why() -> None:
+    dropped: list[bytes] = []
+
+    def lose_first(pkt: bytearray) -> bool:
+        if not dropped:
+            dropped.append(bytes(pkt))
+            return True
+        return False
+
+    net, seen = observed_net(lose_first)
+    tcb = net.a.connect("10.0.0.2", 81, 0.0)  # B listens nowhere
+    net.run(until=lambda: tcb.state is State.CLOSED)
+    (doc,) = seen
+    assert doc["phase"] == "opening" and doc["outcome"] == "failed"
+    assert "refused by the peer" in doc["why"]
+    assert [(e["dir"], e["flags"], e.get("notes", [])) for e in doc["events"]] == [
+        ("out", "SYN", []), ("out", "SYN", ["retransmission"]), ("in", "RST,ACK", [])]
+    assert doc["events"][1]["t"] == pytest.approx(1.0)  # the initial RTO (RFC 6298 2.1)
+    assert doc["events"][2]["rel_ack"] == 1
+    assert "=> failed: refused by the peer" in render_text(doc)
+
+
+def test_a_connection_that_times_out_gets_a_teardown_that_says_why() -> None:
+    established: list[bool] = []
+
+    def lose_after_handshake(pkt: bytearray) -> bool:
+        return bool(established)
+
+    net, seen = observed_net(lose_after_handshake)
+    net.b.listen(80)
+    tcb = net.a.connect("10.0.0.2", 80, 0.0)
+    net.run(until=lambda: tcb.state is State.ESTABLISHED and not net.a.has_pending_output())
+    net.step()
+    established.append(True)  # from here on the link loses everything
+    tcb.send(b"x" * 100)
+    net.run(until=lambda: tcb.state is State.CLOSED)
+    opening, closing = seen
+    assert opening["outcome"] == "established"
+    assert closing["phase"] == "closing" and closing["id"] == opening["id"]
+    assert closing["outcome"] == "timeout" and closing["events"] == []
+    assert "timed out" in closing["why"]
+    assert "=> timeout: timed out" in render_text(closing)
+
+
+def test_an_ack_with_a_forged_syn_cookie_is_refused_with_the_reason() -> None:
+    wire, seen = watched(stack_with_cookies())
+    wire.stack.listen(80)
+    wire.send(syn(TcpOptions(mss=1460)), now=1.0)  # cookies are in use from now on
+    seen.clear()
+    (rst,) = wire.send(TcpSegment(PEER_PORT + 1, 80, IRS + 1, 123456, ACK, 502), now=1.01)
+    assert rst.flags & RST and wire.stack.tcbs == {}
+    (doc,) = seen
+    assert doc["phase"] == "refused" and doc["outcome"] == "no connection"
+    assert [(e["dir"], e["flags"]) for e in doc["events"]] == [("in", "ACK"), ("out", "RST")]
+    assert "no valid SYN cookie" in doc["why"]
+    assert "[tcp_syncookie_invalid]" in render_text(doc)
