@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 from tcpstack.observe.ladder import Ladder
 
 FONT: Final = 'font-family="ui-monospace, Menlo, Consolas, monospace"'
+TIME_AXIS: Final = "time (s) since the connection opened"
 
 
 def _t(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
@@ -128,16 +129,27 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
 # ----------------------------------------------------------------- plots
 
 
+def _num(v: float) -> str:
+    """An axis label: k/M/G with 3 significant digits from 10,000 up, else 4 digits."""
+    for limit, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= limit:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.4g}"
+
+
 class _Axes:
+    """A plot area; time runs from ``xmin`` (the oldest record kept) to ``xmax``."""
+
     def __init__(self, x0: float, y0: float, w: float, h: float, xmax: float, ymin: float,
-                 ymax: float) -> None:
+                 ymax: float, xmin: float = 0.0) -> None:
         self.x0, self.y0, self.w, self.h = x0, y0, w, h
-        self.xmax = xmax if xmax > 0 else 1.0
+        self.xmin = xmin
+        self.xmax = xmax if xmax > xmin else xmin + 1.0
         self.ymin = ymin
         self.ymax = ymax if ymax > ymin else ymin + 1
 
     def x(self, t: float) -> float:
-        return self.x0 + self.w * t / self.xmax
+        return self.x0 + self.w * (t - self.xmin) / (self.xmax - self.xmin)
 
     def y(self, v: float) -> float:
         return self.y0 + self.h - self.h * (v - self.ymin) / (self.ymax - self.ymin)
@@ -146,10 +158,10 @@ class _Axes:
         out = [f'<rect x="{self.x0}" y="{self.y0}" width="{self.w}" height="{self.h}" '
                'fill="none" stroke="#999"/>']
         for i in range(5):
-            t = self.xmax * i / 4
-            out.append(_t(self.x(t), self.y0 + self.h + 14, f"{t:.3g}", 9, "middle"))
+            t = self.xmin + (self.xmax - self.xmin) * i / 4
+            out.append(_t(self.x(t), self.y0 + self.h + 14, f"{t:.4g}", 9, "middle"))
             v = self.ymin + (self.ymax - self.ymin) * i / 4
-            out.append(_t(self.x0 - 4, self.y(v) + 3, f"{v:.4g}", 9, "end"))
+            out.append(_t(self.x0 - 4, self.y(v) + 3, _num(v), 9, "end"))
         out.append(_t(self.x0 + self.w / 2, self.y0 + self.h + 28, xlabel, 10, "middle"))
         out.append(_t(self.x0, self.y0 - 6, ylabel, 10))
         return out
@@ -182,14 +194,15 @@ def time_sequence_svg(history: dict[str, Any], direction: str = "out", width: in
     acks = [s for s in segs if s[1] == other and s[6] & 0x10]
     if not data and not acks:
         return _empty(width, height, "no data segments recorded yet")
-    tmax = max(s[0] for s in segs)
+    tmin, tmax = segs[0][0], segs[-1][0]
     ys = [s[3] for s in data] + [s[4] for s in acks]
     ymax = max(ys + [s[4] + s[5] for s in acks]) if ys else 1
     ymin = min([s[2] for s in data] + [s[4] for s in acks]) if ys else 0
-    ax = _Axes(70, 24, width - 90, height - 64, tmax * 1.02 or 1.0, ymin, ymax * 1.02 + 1)
+    ax = _Axes(70, 24, width - 90, height - 78, tmax + (tmax - tmin) * 0.02, ymin,
+               ymax + (ymax - ymin) * 0.02 + 1, tmin)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="tseq" width="{width}" '
            f'height="{height}" {FONT}>']
-    out += ax.frame("time (s)", f"sequence number (relative), data sent "
+    out += ax.frame(TIME_AXIS, f"sequence number (relative), data sent "
                     f"{'by the stack' if direction == 'out' else 'by the peer'}")
     out.append(_polyline(((ax.x(s[0]), ax.y(s[4])) for s in acks), "#2a2", "ack",
                          step=True))
@@ -223,24 +236,26 @@ def cc_svg(history: dict[str, Any], width: int = 720, height: int = 420) -> str:
     samples = history.get("samples", [])
     if not samples:
         return _empty(width, height, "no ACKs recorded yet")
-    tmax = max(s[0] for s in samples) * 1.02 or 1.0
+    tmin, tmax = samples[0][0], samples[-1][0]
+    tmax += (tmax - tmin) * 0.02
     top_h = (height - 100) / 2
-    cwnd_max = max([s[1] for s in samples] + [s[2] for s in samples if s[2] is not None])
-    a1 = _Axes(80, 24, width - 100, top_h, tmax, 0, cwnd_max * 1.1)
+    cwnd_max = max([s[1] for s in samples] + [s[6] for s in samples] +
+                   [s[2] for s in samples if s[2] is not None])
+    a1 = _Axes(80, 24, width - 100, top_h, tmax, 0, cwnd_max * 1.1, tmin)
     rtts = [s[3] * 1000 for s in samples if s[3] is not None]
     rtos = [s[5] * 1000 for s in samples]
     a2 = _Axes(80, 24 + top_h + 50, width - 100, top_h, tmax, 0,
-               max(rtts + rtos) * 1.1 if rtts or rtos else 1)
+               max(rtts + rtos) * 1.1 if rtts or rtos else 1, tmin)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="cc" width="{width}" '
            f'height="{height}" {FONT}>']
-    out += a1.frame("time (s)", "bytes: cwnd (blue), ssthresh (orange), in flight (grey)")
+    out += a1.frame(TIME_AXIS, "bytes: cwnd (blue), ssthresh (orange), in flight (grey)")
     out.append(_polyline(((a1.x(s[0]), a1.y(s[6])) for s in samples), "#aaa", "inflight",
                          step=True))
     out.append(_polyline(((a1.x(s[0]), a1.y(s[1])) for s in samples), "#06c", "cwnd",
                          step=True))
     out.append(_polyline(((a1.x(s[0]), a1.y(s[2])) for s in samples if s[2] is not None),
                          "#e80", "ssthresh", step=True))
-    out += a2.frame("time (s)", "ms: SRTT (green), RTO (red)")
+    out += a2.frame(TIME_AXIS, "ms: SRTT (green), RTO (red)")
     out.append(_polyline(((a2.x(s[0]), a2.y(s[3] * 1000)) for s in samples
                           if s[3] is not None), "#2a2", "srtt", step=True))
     out.append(_polyline(((a2.x(s[0]), a2.y(s[5] * 1000)) for s in samples), "#c00", "rto",

@@ -172,6 +172,25 @@ def test_dashboard_draws_the_ladder_and_plots_of_a_connection() -> None:
         routes["/static/"]("/static/../../etc/passwd", {})
 
 
+def test_plots_span_the_records_kept_and_label_axes_readably() -> None:
+    """When the ring has dropped the oldest records, the time axis starts at the
+    first one kept (not at the connection's start); large values get k/M."""
+    history = {"segments": [[100.0 + i / 10, "out", i * 1448, (i + 1) * 1448, 0, 65535, 0x10,
+                             [], False] for i in range(20)] +
+               [[100.05 + i / 10, "in", 0, 0, (i + 1) * 1448, 4_000_000, 0x10, [], False]
+                for i in range(20)]}
+    history["segments"].sort(key=lambda s: s[0])
+    root = ET.fromstring(svg.time_sequence_svg(history))
+    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "100" in labels  # the first time label is the first record's
+    assert any(label and label.endswith("M") for label in labels)  # 4 MB window edge
+    samples = {"samples": [[50.0 + i, 20_000 + i, 40_000, 0.01, 0.002, 0.21, 9000]
+                           for i in range(5)]}
+    cc = [t.text for t in ET.fromstring(svg.cc_svg(samples)).iter(
+        "{http://www.w3.org/2000/svg}text")]
+    assert "50" in cc and "44k" in cc  # ssthresh 40,000 x 1.1 at the top of the axis
+
+
 def test_svg_text_from_packets_is_escaped() -> None:
     doc = {"type": "ladder", "phase": "refused", "id": 1, "local": "<a>", "remote": "&",
            "role": "none", "start": 0.0, "isn": {}, "outcome": "refused",
