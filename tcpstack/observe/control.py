@@ -210,6 +210,7 @@ class ControlServer:
         obs.on_ladder.append(tracer.push)
         if not obs.packets:
             obs.set_packets(True)
+        log.info("trace client attached (%d now)", len(self._tracers))
         try:
             await _send(writer, {"ok": True, "observing": "full",
                                  "note": "connections opened from now on are traced"})
@@ -231,6 +232,7 @@ class ControlServer:
             closed.cancel()
         finally:
             self._tracers.discard(tracer)
+            log.info("trace client left (%d now)", len(self._tracers))
             with contextlib.suppress(ValueError):
                 obs.on_ladder.remove(tracer.push)
             if not self._tracers:
