@@ -33,12 +33,20 @@ from tools.bench.settings import sizes_for
 from tools.bench.targets import TcpstackTarget, default_pinning
 from tools.bench.workloads import run_workload
 
-VARIANTS: dict[str, list[str]] = {
-    "default (light observer)": [],
-    "--trace-handshakes": ["--trace-handshakes"],
-    "--pcap": ["--pcap", "/tmp/tcpstack-bench-observe.pcapng"],
-    "--metrics (full observation)": ["--metrics", "127.0.0.1:9109"],
-}
+CAPTURE_LIMIT = 256 * 1024 * 1024
+"""``--pcap-max-size`` of the capture variant (two files kept): disk use is bounded."""
+
+
+def variants(log_dir: Path) -> dict[str, list[str]]:
+    """The ``tcpstack serve`` flags of each variant; the capture goes to ``log_dir``
+    (ladders, on the server's stdout, to its log there)."""
+    return {
+        "default (light observer)": [],
+        "--trace-handshakes": ["--trace-handshakes"],
+        "--pcap": ["--pcap", str(log_dir / "observe-cost.pcapng"), "--pcap-max-size",
+                   str(CAPTURE_LIMIT)],
+        "--metrics (full observation)": ["--metrics", "127.0.0.1:9109"],
+    }
 
 
 class _Variant(TcpstackTarget):
@@ -52,13 +60,14 @@ class _Variant(TcpstackTarget):
 
 def connrate(mode: str, rounds: int, log_dir: Path) -> dict[str, list[float]]:
     sizes = sizes_for(mode, "tcpstack")
-    results: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    flags_of = variants(log_dir.resolve())
+    results: dict[str, list[float]] = {name: [] for name in flags_of}
     target = _Variant(sizes, log_dir, flags=[])
     target.pin = default_pinning()
     try:
         target.setup()
         for r in range(rounds):
-            for name, flags in VARIANTS.items():
+            for name, flags in flags_of.items():
                 target.flags = flags
                 target.fresh = False  # a fresh server with these flags
                 out = run_workload("connrate", target)
@@ -70,6 +79,8 @@ def connrate(mode: str, rounds: int, log_dir: Path) -> dict[str, list[float]]:
                     results[name].append(rps)
     finally:
         target.teardown()
+        for capture in log_dir.glob("observe-cost.pcapng*"):
+            capture.unlink()
     return results
 
 
