@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from tcpstack.observe.pcap import PcapWriter, wire_packets
+from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike
 from tcpstack.wire.tcp import OutPacket
 
@@ -76,7 +77,7 @@ class TapDevice:
         return written
 
     def _account(self, direction: str, packets: Sequence[OutPacket | bytes]) -> None:
-        header = 10 if self.vnet else 0
+        header = virtio.HEADER_LEN if self.vnet else 0
         nbytes = 0
         for pkt in packets:
             if isinstance(pkt, tuple):

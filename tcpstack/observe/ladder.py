@@ -28,7 +28,6 @@ exchanges remembered for at most :data:`MAX_COOKIE_LADDERS` 4-tuples.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from collections import OrderedDict
@@ -72,7 +71,8 @@ def flag_words(flags: int) -> str:
 
 
 def endpoint(ip: int, port: int) -> str:
-    return f"{ipaddress.IPv4Address(ip)}:{port}"
+    """``a.b.c.d:port`` (formatted directly: ``ipaddress`` is slow for this)."""
+    return f"{ip >> 24 & 255}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}:{port}"
 
 
 def options_json(opts: TcpOptions) -> dict[str, Any]:
@@ -611,7 +611,7 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
         "no initial RTT sample (a SYN was retransmitted: Karn's rule)"
     srtt = neg.get("srtt_ms")
     if srtt is not None:
-        rtt_text += f" (the stack's SRTT: {srtt:.3f} ms, on its own clock)"
+        rtt_text += f" (the stack's SRTT, on the event loop's clock: {srtt:.3f} ms)"
     out = [f"negotiated: {mss}; {offered}",
            f"            {ws}",
            f"            SACK {'on' if neg['sack'] else 'off'}, "

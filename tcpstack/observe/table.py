@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from tcpstack.observe.core import ConnInfo, Observatory, bytes_acked, bytes_received
+from tcpstack.observe.ladder import endpoint
 from tcpstack.stack import Stack
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
@@ -45,8 +46,6 @@ def states_for(name: str) -> frozenset[State]:
     raise ValueError(f"unknown state {name!r} (known: {', '.join(known)})")
 
 
-def _ep(ip: int, port: int) -> str:
-    return f"{ipaddress.IPv4Address(ip)}:{port}"
 
 
 def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
@@ -57,8 +56,8 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
     out: Row = {
         "id": info.id if info is not None else None,
         "state": tcb.state.value,
-        "local": _ep(tcb.local_ip, tcb.local_port),
-        "remote": _ep(tcb.remote_ip, tcb.remote_port),
+        "local": endpoint(tcb.local_ip, tcb.local_port),
+        "remote": endpoint(tcb.remote_ip, tcb.remote_port),
         "send_q": tcb.send_buffered,
         "recv_q": tcb.recv_buffered,
         "rtt_ms": None if srtt is None else round(srtt * 1000, 3),
@@ -100,8 +99,8 @@ def rows(stack: Stack, observatory: Observatory | None, now: float, *,
             continue
         if dport is not None and tcb.remote_port != dport:
             continue
-        if address is not None and address not in (_ep(tcb.local_ip, tcb.local_port),
-                                                   _ep(tcb.remote_ip, tcb.remote_port)):
+        if address is not None and address not in (endpoint(tcb.local_ip, tcb.local_port),
+                                                   endpoint(tcb.remote_ip, tcb.remote_port)):
             continue
         out.append(row(tcb, conns.get(tcb), now, packets))
     return out
