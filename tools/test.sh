@@ -182,6 +182,9 @@ if [[ $builds != pure ]]; then
         'import sys, tcpstack.build as b; sys.exit(not b.is_compiled())'
 fi
 
+# Test artifacts (the dashboard's screenshot) land in this checkout for both builds.
+export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
+
 run_suite() { # run_suite LABEL DIR: pytest from DIR
     echo "== pytest ($1)"
     (cd "$2" && "$VENV/bin/python" -m pytest "${pytest_args[@]}")
