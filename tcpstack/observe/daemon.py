@@ -242,7 +242,8 @@ class Resources:
                 ep.kernel_socket = None
                 where = "on the host"
             else:
-                ep.server = net.start_server(ep.http.handle, ep.address.port)
+                ep.server = await net.start_server(ep.http.handle, str(ep.address.host),
+                                                   ep.address.port)
                 where = "through the stack"
             log.info("%s at http://%s/ (%s)", ep.name, ep.address, where)
         if self.writer is not None:

@@ -382,6 +382,23 @@ class Scoreboard:
             self._note_lost(rec)
         return newly
 
+    def mark_lost_oversized(self, limit: int) -> int:
+        """Mark lost every unSACKed record that went out in segments of more than
+        ``limit`` bytes: the path's MTU fell below them, so they were dropped
+        (RFC 1191 6.3); returns the bytes newly marked."""
+        newly = 0
+        for rec in self.recs:
+            if rec.sacked or rec.lost:
+                continue
+            seg = rec.seg
+            n = rec.length
+            if (seg if 0 < seg < n else n) > limit:
+                rec.lost = True
+                self.lost_bytes += n
+                newly += n
+                self._note_lost(rec)
+        return newly
+
     def first_lost(self) -> Sent | None:
         """The lowest record marked lost (the next to retransmit, RFC 6675 NextSeg)."""
         if not self.lost_bytes or self._lost_hint is None:

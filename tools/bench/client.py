@@ -7,6 +7,8 @@ loop is bounded both in count and by a deadline. Subcommands:
 * ``probe`` -- wait until TCP connects to every given port succeed;
 * ``upload`` -- send up to N bytes (or for at most S seconds) to discard,
   ``shutdown(SHUT_WR)``, wait for the server's FIN: throughput = bytes / time;
+* ``echo`` -- send N bytes to echo while reading them back on the same
+  connection (a reader thread), check every byte: throughput = N / time;
 * ``latency`` -- 64-byte ping-pong over one connection to echo, one round
   trip timed with :func:`time.perf_counter_ns` each (``TCP_NODELAY`` on);
 * ``idle`` -- open N concurrent connections to echo, measure the server
@@ -25,6 +27,7 @@ import json
 import resource
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,64 @@ def cmd_upload(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
     return {"bytes": sent, "seconds": elapsed, "mbps": sent / elapsed / 1e6,
             "capped_by_time": sent < args.bytes}
+
+
+# -- echo -----------------------------------------------------------------------
+
+
+def echo_pattern(n: int) -> bytes:
+    """``n`` bytes that are not periodic in any small period (misplaced data shows)."""
+    block = bytes((i * 31 + i // 251) % 256 for i in range(65521))  # a prime length
+    reps = -(-n // len(block))
+    return (block * reps)[:n]
+
+
+def cmd_echo(args: argparse.Namespace) -> dict[str, Any]:
+    data = echo_pattern(args.bytes)
+    view = memoryview(data)
+    got = bytearray()
+    failure: list[str] = []
+    deadline = time.monotonic() + args.timeout
+    with socket.create_connection((args.host, args.port), timeout=10.0) as sock:
+        sock.settimeout(max(1.0, min(10.0, args.timeout)))
+
+        def reader() -> None:
+            buf = bytearray(256 * 1024)
+            while len(got) < len(data):
+                if time.monotonic() > deadline:
+                    failure.append(f"timed out after reading {len(got)} bytes")
+                    return
+                try:
+                    n = sock.recv_into(buf)
+                except OSError as exc:
+                    failure.append(f"{type(exc).__name__} after reading {len(got)} bytes: {exc}")
+                    return
+                if n == 0:
+                    failure.append(f"echo closed the connection after {len(got)} bytes")
+                    return
+                got.extend(buf[:n])
+
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        for off in range(0, len(data), args.chunk):
+            if failure or time.monotonic() > deadline:
+                break
+            try:
+                sock.sendall(view[off:off + args.chunk])
+            except OSError as exc:
+                failure.append(f"{type(exc).__name__} while sending: {exc}")
+                break
+        thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        elapsed = time.perf_counter() - t0
+    if failure:
+        return {"error": failure[0], "bytes": len(got)}
+    if thread.is_alive():
+        return {"error": f"timed out after reading {len(got)} bytes", "bytes": len(got)}
+    if bytes(got) != data:
+        first = next(i for i in range(len(data)) if got[i] != data[i])
+        return {"error": f"echo returned different bytes (first at offset {first})"}
+    return {"bytes": len(data), "seconds": elapsed, "mbps": len(data) / elapsed / 1e6}
 
 
 # -- latency --------------------------------------------------------------------
@@ -292,6 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--chunk", type=int, default=256 * 1024)
     u.add_argument("--timeout", type=float, default=60.0)
 
+    e = sub.add_parser("echo")
+    e.add_argument("--host", required=True)
+    e.add_argument("--port", type=int, default=7)
+    e.add_argument("--bytes", type=int, required=True)
+    e.add_argument("--chunk", type=int, default=64 * 1024)
+    e.add_argument("--timeout", type=float, default=60.0)
+
     lat = sub.add_parser("latency")
     lat.add_argument("--host", required=True)
     lat.add_argument("--port", type=int, default=7)
@@ -312,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "latency": cmd_latency, "idle": cmd_idle}
+COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "echo": cmd_echo,
+            "latency": cmd_latency, "idle": cmd_idle}
 
 
 def main(argv: list[str] | None = None) -> int:

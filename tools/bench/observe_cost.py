@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.micro:
         mode = "tiny" if args.tiny else "quick" if args.quick else "full"
         try:
-            preflight()
+            preflight(["connrate"])
             log_dir = args.out / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
             rates = connrate(mode, args.rounds, log_dir)
