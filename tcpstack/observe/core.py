@@ -23,7 +23,10 @@ from typing import Any
 
 from tcpstack.observe import history as hist
 from tcpstack.observe.ladder import OPENING_STATES, Ladder, LadderBook
-from tcpstack.observe.reasons import UNINTERESTING
+from tcpstack.observe.reasons import TERMINATION, UNINTERESTING
+from tcpstack.observe.tls import HANDSHAKE as TLS_HANDSHAKE
+from tcpstack.observe.tls import MAX_BYTES as TLS_MAX_BYTES
+from tcpstack.observe.tls import TlsWatch
 from tcpstack.stack import Key, Stack
 from tcpstack.tcp.seq import MASK, seq_gt, seq_lt
 from tcpstack.tcp.state import State
@@ -43,7 +46,7 @@ class ConnInfo:
 
     __slots__ = ("acked_wraps", "created", "established", "high", "history", "id", "key",
                  "last_rcv_nxt", "last_una", "rcvd_wraps", "retrans", "retrans_bytes",
-                 "syn_sent_at")
+                 "syn_sent_at", "tls", "tls_over")
 
     def __init__(self, ident: int, key: Key, now: float) -> None:
         self.id = ident
@@ -59,6 +62,10 @@ class ConnInfo:
         self.acked_wraps = 0
         self.rcvd_wraps = 0
         self.history: hist.History | None = None
+        # The TLS handshake being followed (with ladders on), and whether that is over
+        # (done, not TLS, or joined too late to see the first bytes).
+        self.tls: TlsWatch | None = None
+        self.tls_over = False
 
 
 def bytes_acked(tcb: Tcb, info: ConnInfo | None = None) -> int:
@@ -181,6 +188,11 @@ class Observatory:
             self.now = self.clock()
         info = self.conns.pop(tcb, None)
         error = _termination(tcb)
+        watch = info.tls if info is not None else None
+        if watch is not None and info is not None:
+            watch.close(self.now, "the connection ended during the TLS handshake: " +
+                        TERMINATION.get(error, str(error)))
+            self._tls_result(info, tcb, watch)
         if self.ladders is not None:
             self.ladders.closed(key, tcb, self.now)
         if info is None:
@@ -225,6 +237,9 @@ class Observatory:
         info = self.conns.get(tcb) if tcb is not None else None
         if info is not None and tcb is not None:
             self._track_in(info, tcb, seg, now)
+            if self.ladders is not None and not info.tls_over and seg.payload:
+                start = (seg.seq + (1 if seg.flags & SYN else 0) - tcb.irs - 1) & MASK
+                self._tls_feed(info, tcb, "in", start, seg.payload, now)
         if token is not None and self.ladders is not None:
             assert isinstance(token, dict)
             counters = self.counters
@@ -241,6 +256,11 @@ class Observatory:
         info = self.conns.get(tcb)
         if info is not None:
             self._track_out(info, tcb, segments, now)
+            if self.ladders is not None and not info.tls_over:
+                for seg in segments:
+                    if seg.payload and not info.tls_over:
+                        start = (seg.seq - tcb.iss - 1) & MASK
+                        self._tls_feed(info, tcb, "out", start, seg.payload, now)
         if self.ladders is not None:
             self.ladders.segments_out(tcb_key(tcb), tcb, segments, now,
                                       info.id if info is not None else None)
@@ -313,6 +333,29 @@ class Observatory:
                 h.segments.append((now, "out", rel, (rel + n) & MASK, ack, win, flags, (),
                                    retrans))
         info.high = high
+
+    def _tls_feed(self, info: ConnInfo, tcb: Tcb, direction: str, offset: int,
+                  payload: Any, now: float) -> None:
+        """Stream bytes of a connection whose TLS handshake may be followed."""
+        watch = info.tls
+        if watch is None:
+            # Joined after the first bytes, or not a TLS record first: nothing to follow.
+            if offset != 0 or payload[0] != TLS_HANDSHAKE:
+                info.tls_over = True
+                return
+            watch = info.tls = TlsWatch()
+        if offset < TLS_MAX_BYTES:
+            watch.feed(direction, offset, bytes(payload[:TLS_MAX_BYTES - offset]), now)
+        if not watch.active:
+            self._tls_result(info, tcb, watch)
+
+    def _tls_result(self, info: ConnInfo, tcb: Tcb, watch: TlsWatch) -> None:
+        info.tls = None
+        info.tls_over = True
+        result = watch.result
+        if result is not None and self.ladders is not None and watch.start is not None:
+            self.ladders.tls(info.key, info.id, "passive" if tcb.listener is not None
+                             else "active", watch.start, result)
 
     # ------------------------------------------------------------ questions
 

@@ -14,7 +14,10 @@ a phase is over, hands the ladder as a JSON-ready dict to its ``emit`` callback:
 * ``refused`` -- a segment that found no connection, and the RST (or nothing)
   that answered it, with the reason;
 * ``failed`` -- a connection that ended while still opening (refused, reset,
-  timed out).
+  timed out);
+* ``tls`` -- the TLS handshake above TCP (:mod:`tcpstack.observe.tls`): one
+  arrow per flight, what the ClientHello offered and the ServerHello chose, and
+  the time each flight took.
 
 :func:`render_text` draws such a dict as a two-column, time-stamped ladder;
 :func:`render_json` gives it as one JSON line. Both run anywhere (the ``tcpstack
@@ -431,6 +434,34 @@ class LadderBook:
                     (ladder.established_at - ladder.rungs[0].t) * 1000, 3)
         return doc
 
+    def tls(self, key: Key, ident: int, role: str, start: float,
+            result: dict[str, Any]) -> None:
+        """Emit the ``tls`` phase of connection ``ident`` from a
+        :class:`~tcpstack.observe.tls.TlsWatch` result; ``start`` is when the
+        ClientHello began (the stack's clock)."""
+        ladder = _Ladder(ident, key, role, start)
+        doc = self._base_json(ladder, "tls")
+        del doc["isn"]
+        client_dir = result.get("client_dir") or "in"
+        server_dir = "out" if client_dir == "in" else "in"
+        events = []
+        for flight in result["flights"]:
+            events.append({
+                "t": flight["t"], "dir": client_dir if flight["sender"] == "client"
+                else server_dir, "flags": "TLS", "sender": flight["sender"],
+                "label": _short_records(flight["label"]), "summary": flight["label"],
+                "records": flight["records"], "bytes": flight["bytes"],
+                "after_ms": flight["after_ms"], "took_ms": flight["took_ms"]})
+        doc["events"] = events
+        doc["outcome"] = result["outcome"]
+        if result.get("why"):
+            doc["why"] = result["why"]
+        doc["client"] = "peer" if client_dir == "in" else "stack"
+        for part in ("client_hello", "server_hello", "handshake_ms"):
+            if part in result:
+                doc[part] = result[part]
+        self.emit(doc)
+
     def _closing_json(self, ladder: _Ladder, outcome: str, why: str) -> Ladder:
         doc = self._base_json(ladder, "closing")
         doc.update(events=self._events(ladder, ladder.closing), outcome=outcome, why=why)
@@ -522,6 +553,8 @@ def _format_options(opts: dict[str, Any]) -> str:
 
 
 def _label(ev: dict[str, Any]) -> str:
+    if "label" in ev:
+        return str(ev["label"])
     text = str(ev["flags"])
     seq = ev["rel_seq"] if ev["rel_seq"] is not None else ev["seq"]
     text += f" seq={seq}"
@@ -553,7 +586,8 @@ def render_text(doc: Ladder) -> str:
     """A ladder dict (from :class:`LadderBook`) as a two-column terminal drawing."""
     lines: list[str] = []
     remote, local = doc["remote"], doc["local"]
-    title = {"opening": "opening", "closing": "teardown", "refused": "no connection"}
+    title = {"opening": "opening", "closing": "teardown", "refused": "no connection",
+             "tls": "TLS handshake"}
     role = {"passive": "they connect to us", "active": "we connect to them"}.get(doc["role"], "")
     ends = f"{local} -> {remote}" if doc["role"] == "active" else f"{remote} -> {local}"
     lines.append(f"== {ends}  {title.get(doc['phase'], doc['phase'])}"
@@ -569,6 +603,9 @@ def render_text(doc: Ladder) -> str:
         if parts:
             lines.append("   " + ", ".join(parts) + "  (seq/ack below: relative to the ISNs)")
     lines.append(f"   {'t (ms)':>9}  {remote:<{WIDTH // 2}}{local:>{WIDTH - WIDTH // 2 + 2}}")
+    if doc["phase"] == "tls":
+        lines.extend(_tls_lines(doc))
+        return "\n".join(lines)
     for ev in doc.get("events", []):
         lines.append(f"   {ev['t'] * 1000:9.3f}  {_arrow(ev)}")
         details = []
@@ -595,6 +632,82 @@ def render_text(doc: Ladder) -> str:
     if neg:
         lines.extend("   " + line for line in describe_negotiated(neg))
     return "\n".join(lines)
+
+
+_SHORT: Final = (("ChangeCipherSpec", "CCS"), ("ServerKeyExchange", "SKE"),
+                 ("ClientKeyExchange", "CKE"), ("ServerHelloDone", "Done"),
+                 ("NewSessionTicket", "Ticket"), ("Certificate", "Cert"),
+                 ("EncryptedExtensions", "EE"))
+
+
+def _short_records(summary: str) -> str:
+    """A flight's records, abbreviated to fit on an arrow (the detail line has them
+    in full)."""
+    for name, short in _SHORT:
+        summary = summary.replace(name, short)
+    return summary
+
+
+def _tls_lines(doc: Ladder) -> list[str]:
+    """The flights of a ``tls`` ladder, what each hello said, and the outcome."""
+    lines = []
+    ch, sh = doc.get("client_hello"), doc.get("server_hello")
+    for i, ev in enumerate(doc.get("events", [])):
+        lines.append(f"   {ev['t'] * 1000:9.3f}  {_arrow(ev)}")
+        details = []
+        if i == 0 and ch is not None:
+            details.extend(describe_client_hello(ch))
+        if sh is not None and ev["records"] and ev["records"][0].startswith("ServerHello"):
+            details.extend(describe_server_hello(sh))
+        details.append(f"{ev['summary']}: {len(ev['records'])} record(s), {ev['bytes']} bytes")
+        if i:
+            details.append(f"{ev['after_ms']:.3f} ms after the previous flight; its records "
+                           f"arrived over {ev['took_ms']:.3f} ms")
+        lines.extend(f"   {'':9}  |   {d}" for d in details)
+    outcome, why = doc.get("outcome", ""), doc.get("why")
+    summary = f"   => TLS {outcome}"
+    if outcome == "established" and sh is not None:
+        summary += f": {sh.get('version')}, {sh.get('cipher')}"
+        if sh.get("group"):
+            summary += f", group {sh['group']}"
+        summary += f", in {doc.get('handshake_ms', 0):.3f} ms"
+    if why:
+        summary += f": {why}"
+    lines.append(summary)
+    if outcome == "established" and sh is not None and "alpn" not in sh:
+        lines.append("      (the chosen ALPN protocol travels encrypted in TLS 1.3)"
+                     if sh.get("version") == "TLS 1.3" else "      (no ALPN chosen)")
+    return lines
+
+
+def describe_client_hello(ch: dict[str, Any]) -> list[str]:
+    """A ClientHello's offer as short lines."""
+    out = []
+    first = [f"SNI {ch['sni']}" if "sni" in ch else "no SNI"]
+    if "alpn" in ch:
+        first.append("ALPN " + ", ".join(ch["alpn"]))
+    out.append("ClientHello: " + "; ".join(first))
+    versions = ch.get("versions") or [ch.get("legacy_version", "?")]
+    out.append("  versions " + ", ".join(versions) + "; groups " +
+               ", ".join(ch.get("groups", [])[:6]) +
+               (" ..." if len(ch.get("groups", [])) > 6 else "") +
+               ("; key shares " + ", ".join(ch["key_shares"]) if ch.get("key_shares") else ""))
+    suites = ch.get("cipher_suites", [])
+    out.append(f"  {len(suites)} cipher suites: " + ", ".join(suites[:3]) +
+               (" ..." if len(suites) > 3 else ""))
+    return out
+
+
+def describe_server_hello(sh: dict[str, Any]) -> list[str]:
+    """What a ServerHello chose, in one line."""
+    if sh.get("hello_retry_request"):
+        return ["HelloRetryRequest: the server wants a key share for another group"]
+    text = f"ServerHello: {sh.get('version')}, {sh.get('cipher')}"
+    if sh.get("group"):
+        text += f", group {sh['group']}"
+    if sh.get("alpn"):
+        text += f", ALPN {sh['alpn']}"
+    return [text]
 
 
 def describe_negotiated(neg: dict[str, Any]) -> list[str]:
@@ -628,5 +741,5 @@ def render_json(doc: Ladder) -> str:
     return text
 
 
-__all__ = ["LadderBook", "Rung", "describe_negotiated", "flag_words", "negotiated",
-           "render_json", "render_text"]
+__all__ = ["LadderBook", "Rung", "describe_client_hello", "describe_negotiated",
+           "describe_server_hello", "flag_words", "negotiated", "render_json", "render_text"]

@@ -36,6 +36,8 @@ def _t(x: float, y: float, text: str, size: int = 11, anchor: str = "start",
 
 
 def _label(ev: dict[str, Any]) -> str:
+    if "label" in ev:  # a TLS flight
+        return str(ev["label"])
     seq = ev["rel_seq"] if ev.get("rel_seq") is not None else ev["seq"]
     text = f"{ev['flags']} seq={seq}"
     if ev.get("ack") is not None:
@@ -48,6 +50,9 @@ def _label(ev: dict[str, Any]) -> str:
 
 
 def _options(ev: dict[str, Any]) -> str:
+    if "records" in ev:  # a TLS flight
+        text = f"{len(ev['records'])} record(s), {ev['bytes']} B"
+        return text + (f", +{ev['after_ms']:.3f} ms" if ev.get("after_ms") else "")
     o = ev.get("options", {})
     parts = []
     if "mss" in o:
@@ -68,8 +73,8 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
     events: list[tuple[Ladder, dict[str, Any]]] = [(d, e) for d in ladders
                                                     for e in d.get("events", [])]
     extra = sum(1 for d in ladders for _ in ("title", "outcome"))
-    height = 60 + row * len(events) + 22 * extra + 24 * sum(1 for d in ladders
-                                                           if d.get("negotiated"))
+    height = 60 + row * len(events) + 22 * extra + 24 * sum(
+        1 for d in ladders if d.get("negotiated") or d.get("server_hello"))
     remote = ladders[0]["remote"] if ladders else "peer"
     local = ladders[0]["local"] if ladders else "stack"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" '
@@ -83,7 +88,8 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
            f'<line x1="{right}" y1="26" x2="{right}" y2="{height - 6}" stroke="#888"/>']
     y = 40.0
     for doc in ladders:
-        title = {"opening": "opening", "closing": "teardown", "refused": "no connection"}
+        title = {"opening": "opening", "closing": "teardown", "refused": "no connection",
+                 "tls": "TLS"}
         out.append(_t(8, y, f"{title.get(doc['phase'], doc['phase'])} #{doc['id']}", 11,
                       cls="phase"))
         y += 22
@@ -93,7 +99,7 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
             classes = " ".join(["arrow", ev["dir"]] +
                                [f.lower() for f in ev["flags"].split(",")])
             color = "#c00" if "RST" in ev["flags"] else "#06c" if "SYN" in ev["flags"] else \
-                "#880" if "FIN" in ev["flags"] else "#333"
+                "#880" if "FIN" in ev["flags"] else "#070" if ev["flags"] == "TLS" else "#333"
             out.append(f'<g class="{classes}">')
             out.append(f'<line x1="{x0}" y1="{y0:.1f}" x2="{x1}" y2="{y1:.1f}" '
                        f'stroke="{color}" stroke-width="1.6" marker-end="url(#head)"/>')
@@ -113,6 +119,14 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
         out.append(_t(left, y, f"=> {outcome}{': ' + why if why else ''}"[:100], 11,
                       cls="outcome"))
         y += 22
+        sh = doc.get("server_hello")
+        if doc["phase"] == "tls" and sh:
+            ch = doc.get("client_hello", {})
+            offered = ", ".join(ch.get("alpn", [])) or "-"
+            text = (f"{sh.get('version')}, {sh.get('cipher')}, group {sh.get('group', '-')}; "
+                    f"SNI {ch.get('sni', '-')}, ALPN offered {offered}")
+            out.append(_t(left, y, text[:110], 10, cls="negotiated"))
+            y += 24
         neg = doc.get("negotiated")
         if neg:
             rtt = neg.get("initial_rtt_ms")

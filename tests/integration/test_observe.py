@@ -55,6 +55,8 @@ def tcp_streams(path: Path) -> dict[tuple[str, int, str, int], dict[str, Any]]:
     out: dict[tuple[str, int, str, int], dict[str, Any]] = {}
     with path.open("rb") as f:
         for _ts, buf in dpkt.pcapng.Reader(f):
+            if buf[0] >> 4 != 4:
+                continue  # the kernel's IPv6 router solicitations on the new interface
             ip = dpkt.ip.IP(buf)
             assert ip.sum == dpkt.ip.IP(bytes(ip)).sum  # the IP checksum is as dpkt computes
             if ip.p != 6:
@@ -152,7 +154,8 @@ def test_pcap_holds_exactly_the_bytes_of_a_download_and_a_refused_connection(
 
 def _non_tcp(path: Path) -> int:
     with path.open("rb") as f:
-        return sum(1 for _, buf in dpkt.pcapng.Reader(f) if dpkt.ip.IP(buf).p != 6)
+        return sum(1 for _, buf in dpkt.pcapng.Reader(f)
+                   if buf[0] >> 4 != 4 or dpkt.ip.IP(buf).p != 6)
 
 
 ECHO_CLIENTS = """
@@ -280,19 +283,35 @@ except ConnectionRefusedError:
     assert "refused 10.0.0.1:" in exit_.log  # the refusal log line
 
 
-def test_trace_handshakes_prints_ladders_and_json_logs_are_json(
+def test_trace_handshakes_prints_ladders_tls_included_and_json_logs_are_json(
         daemon: DaemonFactory, netns: NetNS) -> None:
+    pytest.importorskip("cryptography", reason="--tls-self-signed needs cryptography")
     d = daemon("--trace-handshakes", "--trace-format", "json", "--log-format", "json",
-               "--no-control-socket")
+               "--no-control-socket", "--tls-self-signed", "--https-port", "443")
     netns.run(["curl", "-sS", "-o", "/dev/null", f"http://{STACK_ADDRESS}/"], check=True,
               capture_output=True)
-    time.sleep(0.3)
+    https = netns.run(["curl", "-sS", "-k", "-o", "/dev/null", "--resolve",
+                       f"example.test:443:{STACK_ADDRESS}", "https://example.test/"],
+                      capture_output=True, text=True)
+    assert https.returncode == 0, https.stderr
+    deadline = time.monotonic() + 20.0
+    while d.log.count('"phase": "tls"') + d.log.count('"phase":"tls"') == 0 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     exit_ = d.stop()
     assert exit_.returncode == 0, exit_.log
     objs = [json.loads(line) for line in exit_.log.splitlines() if line.startswith("{")]
     assert len(objs) == len([ln for ln in exit_.log.splitlines() if ln.strip()]), exit_.log
     ladders = [o for o in objs if o.get("type") == "ladder"]
     logs = [o for o in objs if "level" in o]
-    assert {"opening", "closing"} <= {x["phase"] for x in ladders}
+    assert {"opening", "closing", "tls"} <= {x["phase"] for x in ladders}
+    (tls,) = [x for x in ladders if x["phase"] == "tls"]
+    assert tls["local"].endswith(":443") and tls["outcome"] == "established"
+    assert tls["client_hello"]["sni"] == "example.test"
+    assert "http/1.1" in tls["client_hello"]["alpn"]
+    assert tls["server_hello"]["version"] in ("TLS 1.3", "TLS 1.2")
+    assert [e["sender"] for e in tls["events"]][:3] == ["client", "server", "client"]
+    opening_443 = [x for x in ladders if x["phase"] == "opening" and x["id"] == tls["id"]]
+    assert len(opening_443) == 1  # the same connection's TCP opening
     assert any("stopped; counters" in o["message"] for o in logs)
     assert all({"time", "level", "logger", "message"} <= set(o) for o in logs)
