@@ -296,6 +296,12 @@ class LadderBook:
                 "timeout" if error == "timeout" else "closed"
             why = "both FINs sent and acknowledged; the connection is gone" if error is None \
                 else TERMINATION.get(error, str(error))
+            last = ladder.closing[-1] if ladder.closing else None
+            if error is None and last is not None and last.flags & RST:
+                # RFC 9293 3.10.7.4: a RST while closing ends it at once, no error.
+                outcome = "reset"
+                why = ("the peer answered with RST: the connection is gone"
+                       if last.direction == "in" else "we sent RST: the connection is gone")
             self.emit(self._closing_json(ladder, outcome, why))
 
     # -------------------------------------------------------------- internals

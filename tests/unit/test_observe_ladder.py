@@ -335,3 +335,23 @@ def test_an_ack_with_a_forged_syn_cookie_is_refused_with_the_reason() -> None:
     assert [(e["dir"], e["flags"]) for e in doc["events"]] == [("in", "ACK"), ("out", "RST")]
     assert "no valid SYN cookie" in doc["why"]
     assert "[tcp_syncookie_invalid]" in render_text(doc)
+
+
+def test_a_rst_answering_our_fin_makes_the_teardown_a_reset() -> None:
+    """As curl does after a TLS close_notify it no longer reads: FIN from the peer,
+    our FIN (with data), their RST in LAST-ACK (RFC 9293 3.10.7.4)."""
+    wire, seen = watched()
+    wire.stack.listen(80)
+    syn_ack = handshake(wire, TcpOptions(mss=1460))
+    (tcb,) = wire.stack.tcbs.values()
+    tcb.take_events()
+    wire.send(TcpSegment(PEER_PORT, 80, IRS + 1, syn_ack.seq + 1, ACK | FIN, 502), now=2.0)
+    tcb.send(b"bye")
+    tcb.close()
+    assert any(s.flags & FIN for s in wire.out())
+    assert tcb.state is State.LAST_ACK
+    wire.send(TcpSegment(PEER_PORT, 80, IRS + 2, 0, RST, 0), now=2.1)
+    (doc,) = [d for d in seen if d["phase"] == "closing"]
+    assert doc["outcome"] == "reset"
+    assert doc["why"] == "the peer answered with RST: the connection is gone"
+    assert doc["events"][-1]["flags"] == "RST" and doc["events"][-1]["dir"] == "in"
