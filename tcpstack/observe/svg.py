@@ -83,7 +83,7 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
            'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
            'fill="context-stroke"/></marker></defs>',
            _t(left, 18, f"peer {remote}", 12, "middle", "end"),
-           _t(right, 18, f"stack {local}", 12, "middle", "end"),
+           _t(width - 4, 18, f"stack {local}", 12, "end", "end"),
            f'<line x1="{left}" y1="26" x2="{left}" y2="{height - 6}" stroke="#888"/>',
            f'<line x1="{right}" y1="26" x2="{right}" y2="{height - 6}" stroke="#888"/>']
     y = 40.0
