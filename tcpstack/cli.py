@@ -37,6 +37,10 @@ from typing import Any, NoReturn
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
 from tcpstack.build import build_kind
+from tcpstack.observe import commands as observe_commands
+from tcpstack.observe import daemon as observe
+from tcpstack.observe.control import ControlError
+from tcpstack.observe.logs import configure as configure_logging
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
@@ -363,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {_DAEMON.grace:g})")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
+    observe.add_arguments(s)
     priv = s.add_argument_group("privileges")
     priv.add_argument("--user", default=None, metavar="USER",
                       help="after setting up the interface as root, run as USER (name or "
                            "ID) with no capabilities")
     priv.add_argument("--group", default=None, metavar="GROUP",
                       help="with --user: run with this group instead of USER's primary group")
+    observe_commands.add_subcommands(sub)
     return parser
 
 
@@ -469,6 +475,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = build_settings(args)
+        observe.check(args, settings.daemon.workers)
         https = _https(args, settings)
     except ValueError as e:
         return _fail(str(e), 2)
@@ -512,12 +519,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  tcp=dataclasses.replace(tcp, tso_size=tso, mss=mss))
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
+    resources: observe.Resources | None = None
     try:
+        if daemon.workers == 1:
+            # Files and sockets are opened while still privileged.
+            try:
+                resources = observe.Resources.open(
+                    args, device.name, observe.stack_addresses(config.addresses),
+                    daemon.workers)
+            except (OSError, ControlError, ValueError) as e:
+                return _fail(str(e))
         if creds is not None:
             from tcpstack.privileges import PrivilegeError, drop_privileges, preload_modules
 
             preload_modules(("uvloop", "tcpstack.aio.network", "tcpstack.apps",
-                             "tcpstack.stack", "tcpstack.link.impair"))
+                             "tcpstack.stack", "tcpstack.link.impair", *observe.PRELOAD))
             try:
                 drop_privileges(creds)
             except PrivilegeError as e:
@@ -530,8 +546,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             "without a route", args.address, host.network, device.name)
         if daemon.workers > 1:
             return _serve_workers(args, device, settings, config, https)
-        return run_event_loop(_serve(args, device, settings, config, https=https))
+        return run_event_loop(_serve(args, device, settings, config, https=https,
+                                     resources=resources))
     finally:
+        if resources is not None:
+            resources.close_now()
         try:
             device.close()
         except TunError as e:
@@ -555,9 +574,8 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
             try:
                 queue = device.queue(i)
                 device.release_queues(keep=i)
-                for handler in logging.getLogger().handlers:
-                    handler.setFormatter(logging.Formatter(
-                        f"%(asctime)s %(levelname)s [worker {i}] %(name)s: %(message)s"))
+                if args.log_format == "text":
+                    configure_logging(args.log_level, "text", f"[worker {i}] ")
                 code = run_event_loop(_serve(args, queue, settings, config, secret,
                                              https=https))
             except BaseException:
@@ -584,7 +602,7 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
 
 async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
                  config: StackConfig, isn_secret: bytes | None = None, *,
-                 https: Any = None) -> int:
+                 https: Any = None, resources: observe.Resources | None = None) -> int:
     from tcpstack.aio.network import Network
     from tcpstack.aio.runtime import DeviceError
     from tcpstack.apps import DiscardService, EchoService, HttpService
@@ -592,11 +610,15 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
 
     raw_device = device
     loop = asyncio.get_running_loop()
+    if resources is not None:
+        # Directly around the TUN: the capture shows what crosses the interface.
+        device = resources.wrap_device(device, raw_device.vnet_hdr)
     if args.impair is not None:
         from tcpstack.link.impair import ImpairedDevice, Impairment
 
         device = ImpairedDevice(device, Impairment(args.impair), loop.time)
         log.info("impairing traffic on %s: %s", raw_device.name, args.impair)
+    impaired = args.impair is not None
     stop = asyncio.Event()
     failure: list[DeviceError] = []
 
@@ -623,6 +645,12 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
                                               ssl=https.context,
                                               backlog=settings.daemon.backlog,
                                               syn_backlog=settings.daemon.syn_backlog))
+    if resources is not None:
+        try:
+            await resources.start(net)
+        except OSError as e:
+            await net.aclose(grace=0.0)
+            return _fail(str(e))
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -645,6 +673,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     grace = settings.daemon.grace
     try:
         await stop.wait()
+        if resources is not None:
+            await resources.stop_serving()
         if not failure:
             # Draining: with no listener left, a new SYN is answered with RST
             # (RFC 9293 3.10.7.1); open connections may finish within --grace. A
@@ -664,14 +694,16 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     else:
         log.info("shutting down: closing %d connection(s)", len(net.connections))
         await net.aclose(grace=min(grace, CLOSE_GRACE))
-        if device is not raw_device:
+        if impaired:
             await _drain_impairment(device)
     counters = net.stack.counters
     log.info("stopped; counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none")
     log.info("service counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(app_counters.items())) or "none")
-    if device is not raw_device:
+    if resources is not None and resources.summary():
+        log.info("observation: %s", resources.summary())
+    if impaired:
         log.info("impairment counters: %s",
                  ", ".join(f"{k}={v}" for k, v in sorted(device.counters.items())) or "none")
     if failure:
@@ -718,15 +750,16 @@ async def _drain_impairment(device: Any, limit: float = 1.0) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(getattr(args, "log_level", logging.INFO),
+                      getattr(args, "log_format", "text"))
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             return cmd_serve(args)
         return 0
+    if args.command == "ss":
+        return observe_commands.cmd_ss(args)
+    if args.command == "trace":
+        return observe_commands.cmd_trace(args)
     parser.error(f"unknown command {args.command!r}")
 
 

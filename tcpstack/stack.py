@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Protocol
 
 from tcpstack.fragments import Reassembler
 from tcpstack.tcp.config import TcpConfig
@@ -156,6 +157,30 @@ class StackConfig:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
 
 
+class Observer(Protocol):
+    """What may watch a stack (see :meth:`Stack.attach_observer`); it must not change
+    anything, only look. ``key`` is (local ip, local port, remote ip, remote port)."""
+
+    def before_segment(self, key: Key, seg: TcpSegment, now: float) -> object:
+        """A parsed TCP segment is about to be processed; the result goes to
+        :meth:`after_segment`."""
+
+    def after_segment(self, key: Key, seg: TcpSegment, token: object, now: float) -> None:
+        """The segment was processed (its connection, if any, is in ``Stack.tcbs``)."""
+
+    def on_send(self, tcb: Tcb, segments: list[OutSegment], now: float) -> None:
+        """``tcb`` emits ``segments`` (packets are built right after)."""
+
+    def on_control(self, packets: list[OutPacket], now: float) -> None:
+        """Packets the stack sends for no connection: RSTs, stateless SYN,ACKs, ICMP."""
+
+    def on_open(self, key: Key, tcb: Tcb) -> None:
+        """A connection entered the table."""
+
+    def on_close(self, key: Key, tcb: Tcb) -> None:
+        """A connection left the table (its ``events`` still hold a Terminated)."""
+
+
 def _is_bad_source(src: int) -> bool:
     """RFC 1122 3.2.1.3 / 4.2.3.10: never answer broadcast, multicast or 0.0.0.0 sources."""
     return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
@@ -215,6 +240,15 @@ class Stack:
         if self.config.reassembly:
             self.fragments = Reassembler(self.counters, self.config.frag_memory,
                                          self.config.frag_timeout)
+        # Who watches (tcpstack.observe): None costs one attribute test per packet.
+        self.observer: Observer | None = None
+        self._packet_observer: Observer | None = None
+
+    def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
+        """Let ``observer`` watch connections open and close and the control packets;
+        with ``packets`` also every TCP segment in and out. None detaches."""
+        self.observer = observer
+        self._packet_observer = observer if packets else None
 
     # --------------------------------------------------------------- control
 
@@ -293,6 +327,8 @@ class Stack:
             else:
                 del self.pmtu_cache[key[2]]
         tcb.bind(self._mark_dirty)
+        if self.observer is not None:
+            self.observer.on_open(key, tcb)
 
     def _remember_pmtu(self, remote: int, mtu: int, now: float) -> None:
         """Cache a lowered path MTU for ``remote`` (RFC 1191 6.3), bounded in size:
@@ -448,6 +484,16 @@ class Stack:
                      verify: bool = True) -> None:
         seg = parse_tcp(payload, src, dst, verify)
         self.counters["tcp_received"] += 1
+        obs = self._packet_observer
+        if obs is not None:
+            key = (dst, seg.dst_port, src, seg.src_port)
+            token = obs.before_segment(key, seg, now)
+            self._demux_tcp(src, dst, seg, now)
+            obs.after_segment(key, seg, token, now)
+        else:
+            self._demux_tcp(src, dst, seg, now)
+
+    def _demux_tcp(self, src: int, dst: int, seg: TcpSegment, now: float) -> None:
         if seg.dst_port == 0 or seg.src_port == 0:
             self.counters["tcp_port_zero"] += 1
             return
@@ -550,8 +596,14 @@ class Stack:
         ttl = self.config.ttl
         vnet = self._vnet
         scatter = self.config.scatter
+        if self.observer is not None and out:
+            self.observer.on_control(out, now)
+        obs = self._packet_observer
         for tcb in dirty:
-            for seg in tcb.segments_to_send(now):
+            segments = tcb.segments_to_send(now)
+            if obs is not None and segments:
+                obs.on_send(tcb, segments, now)
+            for seg in segments:
                 out.append(emit_tcp_ipv4_parts(seg, tcb.local_ip, tcb.remote_ip,
                                                self._next_ident(), ttl, vnet, tcb.gso_size,
                                                scatter))
@@ -588,6 +640,8 @@ class Stack:
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        if self.observer is not None:
+            self.observer.on_close(key, tcb)
         tcb.charged = self.memory.charge(tcb.charged, 0)
         self._release_half_open(tcb)
         self._time_wait.pop(tcb, None)
@@ -681,4 +735,4 @@ class Stack:
                 tcb.abort()
 
 
-__all__ = ["Listener", "Stack", "StackConfig"]
+__all__ = ["Listener", "Observer", "Stack", "StackConfig"]
