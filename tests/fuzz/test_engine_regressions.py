@@ -1,0 +1,74 @@
+"""Minimal reproductions of what the engine property tests found in today's engine.
+
+Each test states the correct behaviour and is marked ``xfail(strict=True)`` with
+the bug named: it fails today and will *pass* -- failing the suite as XPASS --
+once the engine is fixed. Then remove its marker and its entry in
+``engine_harness.KNOWN_BUGS``, so that the property tests check the invariant in
+full again.
+"""
+
+from __future__ import annotations
+
+import pytest
+from engine_harness import KNOWN_BUGS
+from tcp_helpers import base_config, peer, tcb_established, tcb_listen_syn_received
+
+from tcpstack.tcp.seq import seq_add, seq_ge
+from tcpstack.tcp.state import State
+from tcpstack.wire.tcp import ACK, FIN, RST
+
+
+def _known(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=f"engine bug: {KNOWN_BUGS[name]}")
+
+
+@_known("delack_after_close")
+def test_connection_reset_with_a_delayed_ack_owed_has_no_deadline_left() -> None:
+    tcb = tcb_established(base_config(delayed_ack=0.04))
+    tcb.receive(peer(tcb, ACK, payload=b"x"), 1.0)  # one small segment: the ACK may wait
+    tcb.receive(peer(tcb, RST), 1.0)  # ... but the peer resets the connection
+    tcb.segments_to_send(1.0)
+    assert tcb.state is State.CLOSED
+    assert tcb.next_deadline() is None, f"a CLOSED connection still has timers: {tcb.timers}"
+
+
+@_known("synack_edge_retracts")
+def test_retransmitted_syn_ack_does_not_move_the_right_edge_left() -> None:
+    # rcv_buf 256 KiB: window scale 3, so an ACK can advertise more than a SYN,ACK.
+    tcb = tcb_listen_syn_received(base_config(rcv_buf=262144), wscale=7)
+    tcb.receive(peer(tcb, ACK, seq=tcb.rcv_nxt + 10**6), 0.05)  # out of window: ACK it
+    (ack,) = tcb.segments_to_send(0.05)
+    edge = seq_add(ack.ack, ack.window << tcb.rcv_wscale)
+    deadline = tcb.next_deadline()
+    assert deadline is not None
+    tcb.handle_timer(deadline)  # the SYN,ACK is retransmitted
+    (synack,) = tcb.segments_to_send(deadline)
+    assert synack.flags & ACK
+    assert seq_ge(seq_add(synack.ack, synack.window), edge), (
+        f"the SYN,ACK's right edge {synack.ack + synack.window} is left of the ACK's {edge}")
+
+
+@_known("data_beyond_fin")
+def test_data_beyond_an_out_of_order_fin_is_not_delivered_and_the_fin_still_ends_the_stream(
+) -> None:
+    tcb = tcb_established()
+    r = tcb.rcv_nxt
+    tcb.receive(peer(tcb, ACK | FIN, seq=r + 10), 1.0)  # the FIN, after a hole
+    tcb.receive(peer(tcb, ACK, seq=r + 10, payload=b"x" * 10), 1.0)  # "data" after the FIN
+    tcb.receive(peer(tcb, ACK, seq=r, payload=b"a" * 10), 1.0)  # the hole fills
+    tcb.segments_to_send(1.0)
+    assert tcb.recv() == b"a" * 10, "bytes past the peer's FIN reached the application"
+    assert tcb.state is State.CLOSE_WAIT, f"the peer's FIN was lost: {tcb!r}"
+
+
+@_known("data_beyond_fin")
+def test_data_queued_beyond_the_peers_fin_is_dropped_when_the_fin_is_taken() -> None:
+    tcb = tcb_established()
+    r = tcb.rcv_nxt
+    tcb.receive(peer(tcb, ACK | FIN, seq=r + 10), 1.0)  # the FIN, after a hole
+    tcb.receive(peer(tcb, ACK, seq=r + 11, payload=b"x" * 10), 1.0)  # beyond the FIN
+    tcb.receive(peer(tcb, ACK, seq=r, payload=b"a" * 10), 1.0)  # the hole fills
+    tcb.segments_to_send(1.0)
+    assert tcb.state is State.CLOSE_WAIT
+    assert not tcb.reassembly.nbytes, (
+        f"{tcb.reassembly.nbytes} bytes beyond the FIN stay queued in CLOSE-WAIT")
