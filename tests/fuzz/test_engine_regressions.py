@@ -9,13 +9,25 @@ full again.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from engine_harness import KNOWN_BUGS
-from tcp_helpers import base_config, peer, tcb_established, tcb_listen_syn_received
+from tcp_helpers import (
+    IRS,
+    LOCAL_PORT,
+    REMOTE_PORT,
+    Wire,
+    base_config,
+    peer,
+    syn_from_peer,
+    tcb_established,
+    tcb_listen_syn_received,
+)
 
 from tcpstack.tcp.seq import seq_add, seq_ge
 from tcpstack.tcp.state import State
-from tcpstack.wire.tcp import ACK, FIN, RST
+from tcpstack.wire.tcp import ACK, FIN, RST, TcpSegment
 
 
 def _known(name: str) -> pytest.MarkDecorator:
@@ -72,3 +84,20 @@ def test_data_queued_beyond_the_peers_fin_is_dropped_when_the_fin_is_taken() -> 
     assert tcb.state is State.CLOSE_WAIT
     assert not tcb.reassembly.nbytes, (
         f"{tcb.reassembly.nbytes} bytes beyond the FIN stay queued in CLOSE-WAIT")
+
+
+@_known("closed_tcb_in_timer_heap")
+def test_a_reset_connection_is_not_kept_alive_by_the_stacks_timers() -> None:
+    w = Wire()
+    w.stack.listen(80)
+    (synack,) = w.send(syn_from_peer(), 0.0)
+    w.send(TcpSegment(REMOTE_PORT, LOCAL_PORT, IRS + 1, seq_add(synack.seq, 1), ACK, 65535),
+           0.1)
+    (tcb,) = w.stack.tcbs.values()
+    tcb.send(b"x" * 1000)  # data in flight: the retransmission timer runs
+    w.out()
+    w.send(TcpSegment(REMOTE_PORT, LOCAL_PORT, IRS + 1, 0, RST, 0), 0.2)  # the peer resets
+    assert tcb.state is State.CLOSED
+    assert not w.stack.tcbs
+    held = [r for r in gc.get_referrers(tcb) if isinstance(r, tuple)]
+    assert not held, f"timer entries {held} keep the closed connection alive"
