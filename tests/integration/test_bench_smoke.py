@@ -19,13 +19,16 @@ from tests.netns import REPO_ROOT
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = ("download", "upload", "latency", "idle", "connrate")
+WORKLOADS = ("download", "upload", "latency", "idle", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
     "upload": ("mbps",),
     "latency": ("p50_us", "p99_us"),
-    "idle": ("answered", "rss_per_conn_bytes"),
+    "idle": ("answered", "rss_per_conn_bytes", "check_seconds"),
     "connrate": ("rps",),
+    # The flood's outcome (success during it, recovery) is what it measures, and may be
+    # zero; that it ran is shown by the SYNs it sent and the fetches before it.
+    "flood": ("syn_rate", "baseline_rate", "recovery_s"),
 }
 
 
@@ -68,6 +71,8 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
                     f"{stack} {workload} {key} = {value!r}")
         assert results["idle"]["summary"]["answered"] == 50
         assert results["connrate"]["summary"]["failed"] == 0
+        flood = results["flood"]["reps"][0]
+        assert flood["syn_sent"] > 0 and 0 <= flood["ratio"] and flood["flood_attempts"] > 0
     assert all("skipped" in line for line in doc["missing"])
 
     markdown = (out / "latest.md").read_text()

@@ -68,6 +68,22 @@ def _small_rss(t: float, k: float | None, o: Outcome) -> bool:
     return t < 8 * 1024
 
 
+def _f2(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _within_10s(t: float, k: float | None, o: Outcome) -> bool:
+    return t <= 10.0
+
+
+def _flood_ratio_ok(t: float, k: float | None, o: Outcome) -> bool:
+    return k is not None and t >= k
+
+
+def _recovers_in_1s(t: float, k: float | None, o: Outcome) -> bool:
+    return o.summary.get("recovered") == 1.0 and t <= 1.0
+
+
 ROWS: tuple[Row, ...] = (
     Row("download", "bulk download, 1 connection (MB/s)", "mbps", _f1,
         ">= 30% of kernel", _ratio_at_least(0.30)),
@@ -81,6 +97,13 @@ ROWS: tuple[Row, ...] = (
         ratio=False),
     Row("idle", "idle: server RSS per connection (KiB)", "rss_per_conn_bytes", _kib,
         "< 8 KiB", _small_rss),
+    Row("idle", "idle: time to check every connection (s)", "check_seconds", _f1,
+        "<= 10 s", _within_10s),
+    Row("flood", "SYN flood: fetches OK during / before", "flood_ratio", _f2,
+        ">= kernel's", _flood_ratio_ok),
+    Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
+        _recovers_in_1s, ratio=False),
+    Row("flood", "SYN flood: SYN rate achieved (/s)", "syn_rate", _f0),
 )
 
 
@@ -105,6 +128,12 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
         text = row.fmt(v)
     if row.key == "rps" and v is not None:
         text += f" ({outcome.summary.get('failed', 0):.0f} failed req.)"
+    if row.key == "flood_ratio" and v is not None:
+        s = outcome.summary
+        text += (f" ({s.get('flood_ok', 0):.0f}/{s.get('flood_attempts', 0):.0f} vs "
+                 f"{s.get('baseline_ok', 0):.0f}/{s.get('baseline_attempts', 0):.0f})")
+    if row.key == "recovery_s" and v is not None and outcome.summary.get("recovered") == 0:
+        text = f"none within {v:g}"
     if outcome.status == "failed":
         bad = sum(1 for r in outcome.reps if "error" in r)
         text += f" FAILED ({bad}/{len(outcome.reps)} runs)" if outcome.reps else " FAILED"
@@ -212,7 +241,10 @@ def sizes_line(name: str, sz: Sizes) -> str:
     return (f"{name}: {sz.reps} repetition(s) (idle: {sz.idle_reps}); download up to "
             f"{_mib(sz.download_max)} (~{sz.download_seconds:g} s), upload up to "
             f"{_mib(sz.upload_max)} (<= {sz.upload_seconds:g} s), ab -n {sz.connrate_n} "
-            f"-c {sz.connrate_c}, {sz.latency_n} round trips, {sz.idle_n} idle connections")
+            f"-c {sz.connrate_c}, {sz.latency_n} round trips, {sz.idle_n} idle connections, "
+            f"SYN flood {sz.flood_seconds:g} s at {sz.flood_rate:,}/s "
+            f"(x{sz.flood_reps}; fetches {sz.flood_baseline:g} s before, up to "
+            f"{sz.flood_recovery:g} s after)")
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -7,8 +7,12 @@ from typing import Any
 
 MIB = 1024 * 1024
 
-WORKLOADS: tuple[str, ...] = ("download", "upload", "latency", "idle", "connrate")
-"""Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
+WORKLOADS: tuple[str, ...] = ("download", "upload", "latency", "idle", "connrate", "flood")
+"""Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
+half-open connections behind; every workload starts on a fresh server anyway)."""
+
+FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
+"""The SYN flood runs against these only (PyTCP is not part of the comparison)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,16 @@ class Sizes:
     timeout_connrate: float
     timeout_latency: float
     timeout_idle: float
+    flood_seconds: float
+    """Duration of the spoofed SYN flood."""
+    flood_rate: int
+    """SYNs per second the flooder aims for (the same for every stack)."""
+    flood_baseline: float
+    """Seconds of legitimate fetches just before the flood (each stack's own reference)."""
+    flood_recovery: float
+    """After the flood, wait at most this long for a fresh fetch to succeed."""
+    flood_reps: int
+    """Repetitions of the flood workload (each on a freshly started server)."""
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -56,6 +70,8 @@ FULL = Sizes(
     connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
     timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
     timeout_latency=90.0, timeout_idle=300.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
+    flood_reps=3,
 )
 
 QUICK = replace(
@@ -65,6 +81,8 @@ QUICK = replace(
     connrate_n=500, latency_n=500, idle_n=500,
     timeout_download=30.0, timeout_upload=30.0, timeout_connrate=60.0,
     timeout_latency=30.0, timeout_idle=60.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=3.0, flood_recovery=15.0,
+    flood_reps=1,
 )
 
 TINY = replace(
@@ -74,6 +92,7 @@ TINY = replace(
     connrate_n=50, latency_n=50, idle_n=50,
     timeout_download=20.0, timeout_upload=20.0, timeout_connrate=30.0,
     timeout_latency=20.0, timeout_idle=30.0, quiet_wait=1.0,
+    flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per

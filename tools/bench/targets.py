@@ -81,6 +81,10 @@ class Target:
     name = "?"
     ports = "80,7,9"
     ready_timeout = 30.0
+    flood_subnet = ""
+    """Where the spoofed SYN flood's source addresses come from (the link's subnet)."""
+    flood_exclude: tuple[str, ...] = ()
+    """Addresses of that subnet in use (never spoofed)."""
 
     def __init__(self, sizes: Sizes, log_dir: Path) -> None:
         self.sizes = sizes
@@ -203,6 +207,8 @@ class Target:
 class TcpstackTarget(Target):
     name = "tcpstack"
     ready_timeout = 20.0
+    flood_subnet = "10.0.0.0/24"
+    flood_exclude = ("10.0.0.1", "10.0.0.2")
 
     def setup(self) -> None:
         ns = self._new_ns("A")
@@ -235,6 +241,8 @@ class TcpstackTarget(Target):
 class KernelTarget(Target):
     name = "kernel"
     ready_timeout = 20.0
+    flood_subnet = "10.9.0.0/24"
+    flood_exclude = ("10.9.0.1", "10.9.0.2")
 
     def setup(self) -> None:
         srv = self._new_ns("S")
@@ -249,6 +257,10 @@ class KernelTarget(Target):
         cli.ip("link", "set", "vbench-c", "up")
         cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
         self.host = "10.9.0.1"
+        cookies = srv.run(["cat", "/proc/sys/net/ipv4/tcp_syncookies"], timeout=10.0)
+        self.notes.append(f"kernel server namespace: net.ipv4.tcp_syncookies = "
+                          f"{cookies.stdout.strip() or '?'} (the Linux default: SYN cookies "
+                          "once a listener's SYN queue is full)")
         self.start_server()
 
     def server_argv(self) -> list[str]:
