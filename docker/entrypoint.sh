@@ -11,8 +11,10 @@
 #   TCPSTACK_HOST_ADDRESS  --host-address    TCPSTACK_ECHO_PORT     --echo-port
 #   TCPSTACK_ADDRESS       --address         TCPSTACK_DISCARD_PORT  --discard-port
 #   TCPSTACK_MTU           --mtu             TCPSTACK_WWW           --www
-#   TCPSTACK_LOG_LEVEL     --log-level
+#   TCPSTACK_LOG_LEVEL     --log-level       TCPSTACK_USER          --user
 #   TCPSTACK_ARGS          extra options, split on whitespace
+#   The image sets TCPSTACK_USER=tcpstack: the daemon sets up the TUN as root,
+#   then serves as that user with no capabilities. TCPSTACK_USER= keeps root.
 #   Options given on the command line come last and so win.
 #
 #   TCPSTACK_PUBLISH="80 7 9"  forward these TCP ports arriving on the
@@ -59,24 +61,28 @@ add --echo-port "${TCPSTACK_ECHO_PORT:-}"
 add --discard-port "${TCPSTACK_DISCARD_PORT:-}"
 add --www "${TCPSTACK_WWW:-}"
 add --log-level "${TCPSTACK_LOG_LEVEL:-}"
+add --user "${TCPSTACK_USER:-}"
 if [[ -n ${TCPSTACK_ARGS:-} ]]; then
     read -r -a extra <<<"$TCPSTACK_ARGS"
     args+=("${extra[@]}")
 fi
 args+=("${cli[@]}")
 
-# The effective interface and address (last occurrence wins, as in argparse).
+# The effective interface, address and user (last occurrence wins, as in argparse).
 ifname=tcpstack0
 address=10.0.0.2
+user=
 prev=
 for a in "${args[@]}"; do
     case $prev in
         --interface|-i) ifname=$a ;;
         --address|-a) address=$a ;;
+        --user) user=$a ;;
     esac
     case $a in
         --interface=*) ifname=${a#*=} ;;
         --address=*) address=${a#*=} ;;
+        --user=*) user=${a#*=} ;;
         -i?*) ifname=${a#-i} ;;
         -a?*) address=${a#-a} ;;
     esac
@@ -90,6 +96,11 @@ fi
 capeff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 if [[ -n $capeff ]] && (((16#$capeff >> 12 & 1) == 0)); then # CAP_NET_ADMIN is bit 12
     die "CAP_NET_ADMIN is missing: run the container with --cap-add NET_ADMIN"
+fi
+# Switching to --user needs CAP_SETGID (bit 6) and CAP_SETUID (bit 7).
+if [[ -n $user && -n $capeff ]] && (((16#$capeff >> 6 & 3) != 3)); then
+    die "switching to user '$user' needs CAP_SETUID and CAP_SETGID (in Docker's" \
+        "default set): add them back, or run as root with -e TCPSTACK_USER="
 fi
 
 # --- optional port publishing: eth0:PORT -> ADDRESS:PORT ---------------------

@@ -3,7 +3,16 @@
 ``tcpstack serve`` owns an IP address behind a TUN interface and serves HTTP,
 echo and discard on it. Input is validated up front: a bad flag or value prints a
 single ``tcpstack: error: ...`` line and exits with status 2; a failure to set up
-the interface exits with status 1; a clean shutdown (SIGINT/SIGTERM) exits 0.
+the interface exits with status 1; a clean shutdown (SIGINT/SIGTERM) exits 0; the
+interface disappearing under the running daemon exits 1 with one error line.
+
+The parser only turns strings into numbers, addresses and paths. Ranges and
+defaults live in the configuration dataclasses -- :class:`TcpConfig`,
+:class:`StackConfig`, :class:`ServiceLimits`, :class:`HttpLimits`,
+:class:`Keepalive`, :class:`ImpairSpec` and the daemon's own
+:class:`DaemonConfig` -- which :func:`build_settings` fills from the flags given
+(an absent flag leaves the dataclass default); their :class:`ValueError` becomes
+the one-line error.
 """
 
 from __future__ import annotations
@@ -15,14 +24,22 @@ import dataclasses
 import gc
 import ipaddress
 import logging
+import math
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tcpstack import __version__
+from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
+from tcpstack.build import build_kind
+from tcpstack.stack import StackConfig
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.congestion import ALGORITHMS
 
 log = logging.getLogger("tcpstack")
 
@@ -30,6 +47,8 @@ DEFAULT_INTERFACE = "tcpstack0"
 DEFAULT_HOST_ADDRESS = "10.0.0.1/24"
 DEFAULT_ADDRESS = "10.0.0.2"
 TSO_SIZE = 65535 - 20 - 60  # largest TCP payload in one IPv4 packet with full options
+CLOSE_GRACE = 1.0
+"""Seconds connections still open after draining get to close (FIN) before RST."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,42 +94,6 @@ def _ipv4_interface(value: str) -> ipaddress.IPv4Interface:
         raise argparse.ArgumentTypeError(f"invalid IPv4 address/prefix {value!r}") from None
 
 
-def _bounded_int(lo: int, hi: int, what: str) -> Any:
-    def parse(value: str) -> int:
-        try:
-            n = int(value, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}") from None
-        if not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"{what} {n} out of range {lo}..{hi}")
-        return n
-
-    return parse
-
-
-def _positive_float(what: str) -> Any:
-    def parse(value: str) -> float:
-        try:
-            x = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {what} {value!r}") from None
-        if not 0 < x < 1e6:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive number of seconds")
-        return x
-
-    return parse
-
-
-def _delay(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid delay {value!r}") from None
-    if not 0 <= x <= 0.5:
-        raise argparse.ArgumentTypeError("delayed-ACK timeout must be within 0..0.5 seconds")
-    return x
-
-
 def _directory(value: str) -> Path:
     p = Path(value)
     if not p.is_dir():
@@ -135,9 +118,64 @@ def _log_level(value: str) -> int:
     return level
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """``tcpstack serve``'s own settings, validated once.
+
+    ``mtu`` is at least 576 (RFC 791: every IPv4 host accepts 576-byte
+    datagrams; the MSS is then at least 536, RFC 9293's default). ``workers``
+    is the number of TUN queues and worker processes, ``backlog`` each
+    listener's accept queue and ``syn_backlog`` its SYN queue (beyond which SYN
+    cookies answer), ``txqueuelen`` the packets the kernel queues for the stack,
+    ``grace`` the seconds connections get to close at shutdown.
+    """
+
+    mtu: int = 1500
+    txqueuelen: int = 10000
+    workers: int = 1
+    backlog: int = 128
+    syn_backlog: int = 1024
+    grace: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 576 <= self.mtu <= 65535:
+            raise ValueError(f"MTU {self.mtu} out of range 576..65535")
+        if not 1 <= self.txqueuelen <= 1 << 20:
+            raise ValueError(f"queue length {self.txqueuelen} out of range 1..{1 << 20}")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"worker count {self.workers} out of range 1..64")
+        if not 1 <= self.backlog <= 65535:
+            raise ValueError(f"backlog {self.backlog} out of range 1..65535")
+        if not 1 <= self.syn_backlog <= 1 << 20:
+            raise ValueError(f"SYN backlog {self.syn_backlog} out of range 1..{1 << 20}")
+        if not (math.isfinite(self.grace) and 0 < self.grace <= 1e6):
+            raise ValueError(f"grace period must be a positive number of seconds, "
+                             f"not {self.grace!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything ``tcpstack serve`` runs with, built from the flags by :func:`build_settings`."""
+
+    daemon: DaemonConfig
+    stack: StackConfig
+    limits: ServiceLimits
+    http: HttpLimits
+    ports: dict[str, int]
+
+
+_TCP = TcpConfig()
+_STACK = StackConfig()
+_DAEMON = DaemonConfig()
+_LIMITS = ServiceLimits()
+_HTTP = HttpLimits()
+_KEEPALIVE = Keepalive()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tcpstack", description="A userspace TCP/IP stack over a TUN device.")
-    parser.add_argument("--version", action="version", version=f"tcpstack {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"tcpstack {__version__} ({build_kind()})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -152,17 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{DEFAULT_HOST_ADDRESS} when the interface is created)")
     net.add_argument("--address", "-a", type=_ipv4, default=_ipv4(DEFAULT_ADDRESS),
                      metavar="IP", help="the stack's own address (default: %(default)s)")
-    net.add_argument("--mtu", type=_bounded_int(576, 65535, "MTU"), default=1500,
-                     help="interface MTU; the MSS is MTU-40 (default: %(default)s)")
+    net.add_argument("--mtu", type=int, metavar="N",
+                     help=f"interface MTU; the MSS is MTU-40 (default: {_DAEMON.mtu})")
     cfg = net.add_mutually_exclusive_group()
     cfg.add_argument("--configure", dest="configure", action="store_true", default=None,
                      help="set MTU/address/up even on an existing interface")
     cfg.add_argument("--no-configure", dest="configure", action="store_false",
                      help="never change the interface's configuration")
-    net.add_argument("--txqueuelen", type=_bounded_int(1, 1 << 20, "queue length"),
-                     default=10000, metavar="N",
+    net.add_argument("--txqueuelen", type=int, metavar="N",
                      help="packets the kernel queues for the stack (when configuring; "
-                          "default: %(default)s)")
+                          f"default: {_DAEMON.txqueuelen})")
     net.add_argument("--no-offload", dest="offload", action="store_false",
                      help="plain packets: no virtio-net header, checksum or TSO offload")
 
@@ -180,35 +217,160 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--www", type=_directory, default=None, metavar="DIR",
                      help="serve files under DIR over HTTP")
 
-    tcp = s.add_argument_group("TCP")
-    tcp.add_argument("--msl", type=_positive_float("MSL"), default=30.0, metavar="SECONDS",
-                     help="maximum segment lifetime; TIME-WAIT lasts 2*MSL (default: 30)")
-    tcp.add_argument("--rcv-buf", type=_bounded_int(1024, 1 << 30, "buffer size"),
-                     default=256 * 1024, metavar="BYTES", help="receive buffer per connection")
-    tcp.add_argument("--snd-buf", type=_bounded_int(1024, 1 << 30, "buffer size"),
-                     default=256 * 1024, metavar="BYTES", help="send buffer per connection")
-    tcp.add_argument("--max-retries", type=_bounded_int(1, 100, "retry count"), default=15,
-                     metavar="N", help="retransmissions before a connection is dropped")
-    tcp.add_argument("--congestion-control", "--cc", choices=("newreno", "cubic"),
-                     default="cubic", help="congestion control (default: %(default)s)")
-    tcp.add_argument("--no-sack", dest="sack", action="store_false",
-                     help="do not negotiate SACK (RFC 2018)")
-    tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false",
-                     help="do not negotiate timestamps (RFC 7323)")
-    tcp.add_argument("--delayed-ack", type=_delay, default=0.04, metavar="SECONDS",
-                     help="delayed-ACK timeout, 0 to ACK every segment (default: 0.04)")
-    tcp.add_argument("--keepalive", type=_positive_float("keepalive idle time"), default=None,
-                     metavar="SECONDS", help="send keepalives after this much idle time")
-    tcp.add_argument("--backlog", type=_bounded_int(1, 65535, "backlog"), default=128,
-                     metavar="N", help="half-open connections per listener")
+    lim = s.add_argument_group("service limits (per connection)")
+    lim.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                     help="close a connection that sends nothing for this long (HTTP: "
+                          f"between requests; default: {_LIMITS.idle_timeout:g})")
+    lim.add_argument("--send-timeout", type=float, metavar="SECONDS",
+                     help="reset a connection whose peer does not read for this long "
+                          f"(default: {_LIMITS.send_timeout:g})")
+    lim.add_argument("--close-timeout", type=float, metavar="SECONDS",
+                     help="reset a connection whose close does not finish in this time "
+                          f"(default: {_LIMITS.close_timeout:g})")
+    lim.add_argument("--http-header-timeout", type=float, metavar="SECONDS",
+                     help="total time for a request head, else 408 "
+                          f"(default: {_HTTP.header_timeout:g})")
+    lim.add_argument("--http-body-timeout", type=float, metavar="SECONDS",
+                     help=f"total time for a request body, else 408 "
+                          f"(default: {_HTTP.body_timeout:g})")
+    lim.add_argument("--http-max-body", type=int, metavar="BYTES",
+                     help=f"largest request body, else 413 (default: {_HTTP.max_body})")
+    lim.add_argument("--http-max-requests", type=int, metavar="N",
+                     help="requests per connection before it is closed "
+                          f"(default: {_HTTP.max_requests})")
+    ka = lim.add_mutually_exclusive_group()
+    ka.add_argument("--keepalive", type=int, metavar="SECONDS",
+                    help="TCP keepalive probes after this much idle time on service "
+                         f"connections (default: {_KEEPALIVE.idle})")
+    ka.add_argument("--no-keepalive", dest="keepalive_off", action="store_true",
+                    help="no keepalive probes on service connections")
+    lim.add_argument("--keepalive-interval", type=int, metavar="SECONDS",
+                     help=f"seconds between keepalive probes (default: {_KEEPALIVE.interval})")
+    lim.add_argument("--keepalive-count", type=int, metavar="N",
+                     help="unanswered probes that end a connection "
+                          f"(default: {_KEEPALIVE.count})")
 
-    s.add_argument("--workers", type=_bounded_int(1, 64, "worker count"), default=1,
-                   metavar="N", help="worker processes, one TUN queue each (default: 1)")
-    s.add_argument("--grace", type=_positive_float("grace period"), default=2.0,
-                   metavar="SECONDS", help="time given to connections to close at shutdown")
+    tcp = s.add_argument_group("TCP")
+    tcp.add_argument("--msl", type=float, metavar="SECONDS",
+                     help="maximum segment lifetime; TIME-WAIT lasts 2*MSL "
+                          f"(default: {_TCP.msl:g})")
+    tcp.add_argument("--rcv-buf", type=int, metavar="BYTES",
+                     help=f"receive buffer per connection (default: {_TCP.rcv_buf})")
+    tcp.add_argument("--snd-buf", type=int, metavar="BYTES",
+                     help=f"send buffer per connection (default: {_TCP.snd_buf})")
+    tcp.add_argument("--max-retries", type=int, metavar="N",
+                     help="retransmissions before a connection is dropped "
+                          f"(default: {_TCP.max_retries})")
+    tcp.add_argument("--congestion-control", "--cc", metavar="NAME",
+                     help=f"congestion control: {', '.join(sorted(ALGORITHMS))} "
+                          f"(default: {_TCP.congestion_control})")
+    tcp.add_argument("--no-sack", dest="sack", action="store_false", default=None,
+                     help="do not negotiate SACK (RFC 2018)")
+    tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false", default=None,
+                     help="do not negotiate timestamps (RFC 7323)")
+    tcp.add_argument("--delayed-ack", type=float, metavar="SECONDS",
+                     help="delayed-ACK timeout, 0 to ACK every segment "
+                          f"(default: {_TCP.delayed_ack:g})")
+    tcp.add_argument("--user-timeout", type=float, metavar="SECONDS",
+                     help="end a connection whose data makes no progress for this long, "
+                          f"0 never (default: {_TCP.user_timeout:g})")
+
+    guard = s.add_argument_group("limits (hostile peers and overload)")
+    guard.add_argument("--backlog", type=int, metavar="N",
+                       help="established connections per listener waiting to be taken "
+                            f"(default: {_DAEMON.backlog})")
+    guard.add_argument("--syn-backlog", type=int, metavar="N",
+                       help="half-open connections per listener; beyond, SYN cookies "
+                            f"(default: {_DAEMON.syn_backlog})")
+    guard.add_argument("--syncookies", metavar="WHEN",
+                       help="SYN cookies: auto (when the SYN queue is full), always, off "
+                            f"(default: {_STACK.syncookies})")
+    guard.add_argument("--syn-batch-limit", type=int, metavar="N",
+                       help="new connections one batch of received packets may start "
+                            f"(default: {_STACK.syn_batch_limit})")
+    guard.add_argument("--max-connections", type=int, metavar="N",
+                       help=f"connections, TIME-WAIT aside (default: {_STACK.max_connections})")
+    guard.add_argument("--max-time-wait", type=int, metavar="N",
+                       help="connections in TIME-WAIT; beyond, the oldest ends "
+                            f"(default: {_STACK.max_time_wait})")
+    guard.add_argument("--max-buffered", type=int, metavar="BYTES",
+                       help="bytes all connections may hold in their buffers "
+                            f"(default: {_STACK.max_buffered})")
+    guard.add_argument("--challenge-ack-limit", type=int, metavar="N",
+                       help="challenge ACKs per second, stack-wide, randomized (RFC 5961 7) "
+                            f"(default: {_TCP.challenge_ack_limit})")
+    guard.add_argument("--rst-rate-limit", type=int, metavar="N",
+                       help="RSTs per second to segments without a connection "
+                            f"(default: {_STACK.rst_rate_limit})")
+    guard.add_argument("--icmp-rate-limit", type=int, metavar="N",
+                       help=f"ICMP errors per second (default: {_STACK.icmp_rate_limit})")
+
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes, one TUN queue each "
+                        f"(default: {_DAEMON.workers})")
+    s.add_argument("--grace", type=float, metavar="SECONDS",
+                   help="at SIGTERM/SIGINT, time open connections get to finish before "
+                        "they are closed; new ones are refused meanwhile "
+                        f"(default: {_DAEMON.grace:g})")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
+    priv = s.add_argument_group("privileges")
+    priv.add_argument("--user", default=None, metavar="USER",
+                      help="after setting up the interface as root, run as USER (name or "
+                           "ID) with no capabilities")
+    priv.add_argument("--group", default=None, metavar="GROUP",
+                      help="with --user: run with this group instead of USER's primary group")
     return parser
+
+
+def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
+    """``{field: value}`` for each flag the user gave (``flags`` maps field to dest)."""
+    return {field: getattr(args, dest) for field, dest in flags.items()
+            if getattr(args, dest) is not None}
+
+
+def build_settings(args: argparse.Namespace) -> ServeSettings:
+    """Build and validate every configuration from parsed ``serve`` flags.
+
+    Flags left out keep the dataclasses' defaults. Raises :class:`ValueError`
+    with a one-line message for anything the configurations refuse, or for
+    two services sharing a port and an ``--address`` equal to the host side's.
+    """
+    daemon = DaemonConfig(**_given(args, mtu="mtu", txqueuelen="txqueuelen",
+                                   workers="workers", backlog="backlog",
+                                   syn_backlog="syn_backlog", grace="grace"))
+    keepalive: Keepalive | None = None
+    if not args.keepalive_off:
+        keepalive = Keepalive(**_given(args, idle="keepalive", interval="keepalive_interval",
+                                       count="keepalive_count"))
+    limits = ServiceLimits(keepalive=keepalive,
+                           **_given(args, idle_timeout="idle_timeout",
+                                    send_timeout="send_timeout",
+                                    close_timeout="close_timeout"))
+    http = HttpLimits(**_given(args, header_timeout="http_header_timeout",
+                               body_timeout="http_body_timeout", max_body="http_max_body",
+                               max_requests="http_max_requests"))
+    tcp = TcpConfig(mss=daemon.mtu - 40,
+                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", msl="msl",
+                             max_retries="max_retries",
+                             congestion_control="congestion_control", sack="sack",
+                             timestamps="timestamps", delayed_ack="delayed_ack",
+                             user_timeout="user_timeout",
+                             challenge_ack_limit="challenge_ack_limit"))
+    stack = StackConfig(addresses=(args.address,), tcp=tcp,
+                        **_given(args, syncookies="syncookies", syn_batch_limit="syn_batch_limit",
+                                 max_connections="max_connections",
+                                 max_time_wait="max_time_wait", max_buffered="max_buffered",
+                                 rst_rate_limit="rst_rate_limit",
+                                 icmp_rate_limit="icmp_rate_limit"))
+    ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
+    used = [p for p in ports.values() if p]
+    if len(used) != len(set(used)):
+        raise ValueError("two services cannot share a port")
+    host = args.host_address
+    if host is not None and host.ip == args.address:
+        raise ValueError(f"--address {args.address} is the host side's own address")
+    return ServeSettings(daemon=daemon, stack=stack, limits=limits, http=http, ports=ports)
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -229,26 +391,23 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from tcpstack.link.tun import TUN_F_TSO4, TunDevice, TunError
-    from tcpstack.stack import StackConfig
-    from tcpstack.tcp.config import TcpConfig
 
-    ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
-    used = [p for p in ports.values() if p]
-    if len(used) != len(set(used)):
-        return _fail("two services cannot share a port", 2)
     try:
-        tcp = TcpConfig(mss=args.mtu - 40, rcv_buf=args.rcv_buf, snd_buf=args.snd_buf,
-                        msl=args.msl, max_retries=args.max_retries,
-                        congestion_control=args.congestion_control, sack=args.sack,
-                        timestamps=args.timestamps, delayed_ack=args.delayed_ack,
-                        keepalive=args.keepalive is not None,
-                        keepalive_idle=args.keepalive or 7200.0)
-        config = StackConfig(addresses=(args.address,), tcp=tcp)
+        settings = build_settings(args)
     except ValueError as e:
         return _fail(str(e), 2)
+    config, tcp, daemon = settings.stack, settings.stack.tcp, settings.daemon
+    creds = None
+    if args.user is not None or args.group is not None:
+        from tcpstack.privileges import PrivilegeError, resolve_credentials
+
+        if args.user is None:
+            return _fail("--group needs --user", 2)
+        try:
+            creds = resolve_credentials(args.user, args.group)
+        except PrivilegeError as e:
+            return _fail(str(e), 2)
     host = args.host_address
-    if host is not None and host.ip == args.address:
-        return _fail(f"--address {args.address} is the host side's own address", 2)
     if host is None:
         host = ipaddress.IPv4Interface(DEFAULT_HOST_ADDRESS)
 
@@ -256,9 +415,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # corrupted as a whole would be unrealistic, so --impair turns offloads off.
     offload = args.offload and args.impair is None
     try:
-        device = TunDevice.open(args.interface, mtu=args.mtu, host_address=host,
+        device = TunDevice.open(args.interface, mtu=daemon.mtu, host_address=host,
                                 configure=args.configure, offload=offload,
-                                txqueuelen=args.txqueuelen, queues=args.workers)
+                                txqueuelen=daemon.txqueuelen, queues=daemon.workers)
     except TunError as e:
         return _fail(str(e))
     # What the kernel granted decides how packets are framed and how large the
@@ -270,13 +429,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
     try:
+        if creds is not None:
+            from tcpstack.privileges import PrivilegeError, drop_privileges, preload_modules
+
+            preload_modules(("uvloop", "tcpstack.aio.network", "tcpstack.apps",
+                             "tcpstack.stack", "tcpstack.link.impair"))
+            try:
+                drop_privileges(creds)
+            except PrivilegeError as e:
+                return _fail(str(e))
+            log.info("running as user %s (uid %d, gid %d) with no capabilities",
+                     creds.name, creds.uid, creds.gid)
         if device.created or args.configure:
             if args.address not in host.network:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
                             "without a route", args.address, host.network, device.name)
-        if args.workers > 1:
-            return _serve_workers(args, device, config, ports)
-        return run_event_loop(_serve(args, device, config, ports))
+        if daemon.workers > 1:
+            return _serve_workers(args, device, settings, config)
+        return run_event_loop(_serve(args, device, settings, config))
     finally:
         try:
             device.close()
@@ -284,8 +454,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"tcpstack: warning: {e}", file=sys.stderr)
 
 
-def _serve_workers(args: argparse.Namespace, device: Any, config: Any,
-                   ports: dict[str, int]) -> int:
+def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSettings,
+                   config: StackConfig) -> int:
     """Fork one worker per TUN queue; forward SIGINT/SIGTERM to them; exit 0 if all did.
 
     Each worker runs its own stack on its own queue. The kernel steers every flow to
@@ -304,7 +474,7 @@ def _serve_workers(args: argparse.Namespace, device: Any, config: Any,
                 for handler in logging.getLogger().handlers:
                     handler.setFormatter(logging.Formatter(
                         f"%(asctime)s %(levelname)s [worker {i}] %(name)s: %(message)s"))
-                code = run_event_loop(_serve(args, queue, config, ports, secret))
+                code = run_event_loop(_serve(args, queue, settings, config, secret))
             except BaseException:
                 log.exception("worker %d failed", i)
             finally:
@@ -327,10 +497,11 @@ def _serve_workers(args: argparse.Namespace, device: Any, config: Any,
     return status
 
 
-async def _serve(args: argparse.Namespace, device: Any, config: Any,
-                 ports: dict[str, int], isn_secret: bytes | None = None) -> int:
+async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
+                 config: StackConfig, isn_secret: bytes | None = None) -> int:
     from tcpstack.aio.network import Network
-    from tcpstack.apps import HttpService, discard, echo
+    from tcpstack.aio.runtime import DeviceError
+    from tcpstack.apps import DiscardService, EchoService, HttpService
     from tcpstack.stack import Stack
 
     raw_device = device
@@ -340,12 +511,25 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
 
         device = ImpairedDevice(device, Impairment(args.impair), loop.time)
         log.info("impairing traffic on %s: %s", raw_device.name, args.impair)
-    net = Network(device, stack=Stack(config, isn_secret=isn_secret))
-    handlers: dict[str, Any] = {"http": HttpService(www=args.www), "echo": echo,
-                                "discard": discard}
-    for name, port in ports.items():
-        if port:
-            net.start_server(handlers[name], port, backlog=args.backlog)
+    stop = asyncio.Event()
+    failure: list[DeviceError] = []
+
+    def device_failed(error: DeviceError) -> None:
+        failure.append(error)
+        stop.set()
+
+    net = Network(device, stack=Stack(config, isn_secret=isn_secret), on_fatal=device_failed)
+    app_counters: Counter[str] = Counter()
+    limits = settings.limits
+    handlers: dict[str, Any] = {
+        "http": HttpService(www=args.www, limits=limits, http=settings.http,
+                            counters=app_counters),
+        "echo": EchoService(limits=limits, counters=app_counters),
+        "discard": DiscardService(limits=limits, counters=app_counters),
+    }
+    servers = [net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
+                                syn_backlog=settings.daemon.syn_backlog)
+               for name, port in settings.ports.items() if port]
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -355,29 +539,72 @@ async def _serve(args: argparse.Namespace, device: Any, config: Any,
     # 4,000 new connections/s, so they run ten times less often; the young
     # generations keep their defaults, so no single collection stalls the loop.
     gc.set_threshold(700, 10, 100)
-    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    services = ", ".join(f"{name} on {port}" for name, port in ports.items() if port)
-    log.info("tcpstack %s serving %s via %s (%s): %s", __version__, args.address,
+    services = ", ".join(f"{name} on {port}" for name, port in settings.ports.items() if port)
+    log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
+             args.address,
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
+    grace = settings.daemon.grace
     try:
         await stop.wait()
+        if not failure:
+            # Draining: with no listener left, a new SYN is answered with RST
+            # (RFC 9293 3.10.7.1); open connections may finish within --grace. A
+            # second SIGINT/SIGTERM ends the wait early.
+            stop.clear()
+            for server in servers:
+                server.close()
+            log.info("shutting down: draining %d connection(s) for up to %gs; "
+                     "new connections are refused", len(net.connections), grace)
+            await _drain(net, grace, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    log.info("shutting down: closing %d connection(s)", len(net.connections))
-    await net.aclose(grace=args.grace)
-    if device is not raw_device:
-        await _drain_impairment(device)
+    if failure:
+        # Nothing can be sent any more: do not wait for connections to close.
+        await net.aclose(grace=0.0)
+    else:
+        log.info("shutting down: closing %d connection(s)", len(net.connections))
+        await net.aclose(grace=min(grace, CLOSE_GRACE))
+        if device is not raw_device:
+            await _drain_impairment(device)
     counters = net.stack.counters
     log.info("stopped; counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none")
+    log.info("service counters: %s",
+             ", ".join(f"{k}={v}" for k, v in sorted(app_counters.items())) or "none")
     if device is not raw_device:
         log.info("impairment counters: %s",
                  ", ".join(f"{k}={v}" for k, v in sorted(device.counters.items())) or "none")
+    if failure:
+        return _fail(f"TUN interface {raw_device.name} went away ({failure[0]})")
     return 0
+
+
+async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
+    """Wait until every open connection has finished, ``grace`` seconds pass or ``stop`` is set.
+
+    A connection has finished when our FIN is acknowledged or it has ended
+    otherwise (reset, timed out): its handler is done with it.
+    """
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[Any]] = {
+        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    deadline = loop.time() + grace
+    try:
+        while pending and not stop.is_set():
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            _done, waiting = await asyncio.wait({*pending, stopped}, timeout=timeout,
+                                                return_when=asyncio.FIRST_COMPLETED)
+            pending = {w for w in waiting if w is not stopped}
+    finally:
+        for w in (*pending, stopped):
+            w.cancel()
 
 
 async def _drain_impairment(device: Any, limit: float = 1.0) -> None:

@@ -27,6 +27,7 @@ import heapq
 import ipaddress
 import logging
 import random
+import secrets
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,9 +35,12 @@ from itertools import count
 
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
+from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
 from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.passive import CookieMode, PassiveOpener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
+from tcpstack.tcp.syncookies import SynCookies
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import virtio
@@ -44,6 +48,7 @@ from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
 from tcpstack.wire.tcp import (
     ACK,
+    FIN,
     RST,
     SYN,
     OutPacket,
@@ -75,10 +80,38 @@ class StackConfig:
     #: Large TCP payloads leave as ``(headers, payload)`` for a gathering write instead
     #: of being copied into one buffer (the device must accept such tuples).
     scatter: bool = False
+    #: RSTs for segments that have no connection, per second (burst: a tenth of it).
+    rst_rate_limit: int = 1000
+    #: ICMP errors (unreachables) per second (burst: 50), as Linux's icmp_msgs_per_sec.
+    icmp_rate_limit: int = 1000
+    #: SYN cookies (RFC 4987): "auto" when a listener's SYN queue is full, "always",
+    #: or "off" (then SYNs beyond the queue are dropped).
+    syncookies: str = "auto"
+    #: New connections a batch of received packets may start (SYNs queued or
+    #: answered with cookies, cookies accepted): under a SYN flood the stack spends
+    #: the rest of each batch on the connections it has.
+    syn_batch_limit: int = 64
+    #: Connections (not counting TIME-WAIT) beyond which SYNs are dropped.
+    max_connections: int = 100_000
+    #: Connections in TIME-WAIT beyond which the oldest is ended early (as Linux's
+    #: tcp_max_tw_buckets).
+    max_time_wait: int = 32_768
+    #: Bytes all connections together may hold in their buffers (like Linux's
+    #: tcp_mem): beyond it windows stop growing, out-of-order data is not queued and
+    #: new connections are refused, until applications read and peers acknowledge.
+    max_buffered: int = 512 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.addresses:
             raise ValueError("the stack needs at least one address")
+        if self.rst_rate_limit < 1 or self.icmp_rate_limit < 1:
+            raise ValueError("RST and ICMP rate limits must be at least 1 per second")
+        if self.syncookies not in {m.value for m in CookieMode}:
+            raise ValueError(f"syncookies must be auto, always or off, not {self.syncookies!r}")
+        if self.syn_batch_limit < 1 or self.max_connections < 1 or self.max_time_wait < 1:
+            raise ValueError("connection limits must be at least 1")
+        if self.max_buffered < 64 * 1024:
+            raise ValueError("max_buffered must be at least 64 KiB")
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
@@ -103,7 +136,8 @@ class Stack:
         self.counters: Counter[str] = Counter()
         self.tcbs: dict[Key, Tcb] = {}
         self.listeners: dict[int, Listener] = {}
-        self._isn = IsnGenerator(isn_secret)
+        secret = isn_secret if isn_secret is not None else secrets.token_bytes(32)
+        self._isn = IsnGenerator(secret)
         self._rng = rng or random.SystemRandom()
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
@@ -112,16 +146,37 @@ class Stack:
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
+        # What we send unasked is rate-limited: challenge ACKs (RFC 5961 7), RSTs to
+        # segments without a connection, ICMP errors.
+        self.memory = MemoryPool(self.config.max_buffered)
+        self._commons = Commons(self.counters,
+                                ReplyBudget(self.tcp_config.challenge_ack_limit, self._rng),
+                                self.memory)
+        self._rst_bucket = TokenBucket(self.config.rst_rate_limit,
+                                       max(1, self.config.rst_rate_limit // 10))
+        self._icmp_bucket = TokenBucket(self.config.icmp_rate_limit, 50)
+        self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
+                                      CookieMode(self.config.syncookies), self._commons)
+        self._syn_budget = self.config.syn_batch_limit
+        # Passive connections established but not yet claimed by the owner (their
+        # Established event not yet taken): each listener's accept queue.
+        self._unclaimed: set[Tcb] = set()
+        # Connections in TIME-WAIT, oldest first (for the max_time_wait cap).
+        self._time_wait: dict[Tcb, None] = {}
 
     # --------------------------------------------------------------- control
 
-    def listen(self, port: int, backlog: int = 128) -> Listener:
-        """Open a listener on ``port`` on all stack addresses."""
+    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None) -> Listener:
+        """Open a listener on ``port`` on all stack addresses.
+
+        ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
+        the larger of ``backlog`` and 256); see :class:`Listener`.
+        """
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} out of range 1..65535")
         if port in self.listeners:
             raise OSError(98, f"port {port} already has a listener")
-        listener = Listener(port, max(1, backlog))
+        listener = Listener(port, max(1, backlog), syn_backlog)
         self.listeners[port] = listener
         return listener
 
@@ -145,7 +200,7 @@ class Stack:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
-                              self.counters)
+                              self._commons, self._isn.ts_offset(*key))
         self._adopt(key, tcb)
         return tcb
 
@@ -167,6 +222,12 @@ class Stack:
         self._dirty.append(tcb)
 
     # --------------------------------------------------------------- receive
+
+    def receive_batch(self, packets: Iterable[BytesLike], now: float) -> None:
+        """Process the packets of one read from the device (see :meth:`receive`)."""
+        receive = self.receive
+        for packet in packets:
+            receive(packet, now)
 
     def receive(self, packet: BytesLike, now: float) -> None:
         """Process one IP packet. Malformed input is counted by reason and dropped."""
@@ -201,13 +262,13 @@ class Stack:
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
-            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
-                icmp_wire.CODE_PORT_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+            self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PORT_UNREACHABLE,
+                                  memoryview(packet)[: ip.header_len + 8], now)
         else:
             # RFC 1122 3.2.2.1: protocol unreachable.
             self.counters["ip_unknown_protocol"] += 1
-            self._send_icmp(ip.dst, ip.src, icmp_wire.build_unreachable(
-                icmp_wire.CODE_PROTOCOL_UNREACHABLE, memoryview(packet)[: ip.header_len + 8]))
+            self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
+                                  memoryview(packet)[: ip.header_len + 8], now)
 
     def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool) -> None:
         msg = icmp_wire.parse_icmp(payload, verify)
@@ -220,6 +281,14 @@ class Stack:
         else:
             self.counters[f"icmp_type_{msg.type}_ignored"] += 1
 
+    def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
+                         now: float) -> None:
+        """An ICMP destination unreachable, within the ICMP error rate limit."""
+        if not self._icmp_bucket.allow(now):
+            self.counters["icmp_rate_limited"] += 1
+            return
+        self._send_icmp(src, dst, icmp_wire.build_unreachable(code, quote))
+
     def _send_icmp(self, src: int, dst: int, message: bytearray) -> None:
         pkt = build_ipv4(src, dst, PROTO_ICMP, message, self._next_ident(), self.config.ttl)
         self._control.append(bytearray(virtio.PLAIN) + pkt if self._vnet else pkt)
@@ -230,6 +299,12 @@ class Stack:
         self.counters["tcp_received"] += 1
         if seg.dst_port == 0 or seg.src_port == 0:
             self.counters["tcp_port_zero"] += 1
+            return
+        flags = seg.flags
+        if flags & SYN and flags & (FIN | RST):
+            # Nonsense that scanners send (SYN+FIN, SYN+RST): dropped before anything
+            # looks at it, whatever the port (Linux drops both at a listener too).
+            self.counters["tcp_syn_fin" if flags & FIN else "tcp_syn_rst"] += 1
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         tcb = self.tcbs.get(key)
@@ -249,46 +324,52 @@ class Stack:
                 return
         if listener is None:
             self.counters["tcp_closed_port"] += 1
-            self._reply_rst(dst, src, seg)
+            self._reply_rst(dst, src, seg, now)
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
-        """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN."""
-        flags = seg.flags
-        if flags & RST:
-            self.counters["tcp_listen_rst_ignored"] += 1
-            return
-        if flags & ACK:
-            self.counters["tcp_listen_ack_reset"] += 1
-            self._reply_rst(key[0], key[2], seg)
-            return
-        if not flags & SYN:
-            self.counters["tcp_listen_no_syn"] += 1
-            return
-        if listener.half_open >= listener.backlog:
-            self.counters["tcp_listen_overflow"] += 1
-            return
-        lip, lport, rip, rport = key
-        iss = self._isn.isn(lip, lport, rip, rport, now)
-        if old_snd_max is not None and not seq_gt(iss, old_snd_max):
-            iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
-        tcb = Tcb.passive_open(self.tcp_config, (lip, lport), (rip, rport), seg, iss, now,
-                               self.counters)
-        tcb.listener = listener
-        tcb.half_open = True
-        listener.half_open += 1
-        self._adopt(key, tcb)
-        self.counters["tcp_syn_accepted"] += 1
+        """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
+        verdict = self._passive.segment(listener, key, seg, now,
+                                        may_open=self._may_open(seg), old_snd_max=old_snd_max)
+        if verdict.tcb is not None:
+            self._adopt(key, verdict.tcb)
+            if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
+                verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
+        elif verdict.reply is not None:
+            self._control.append(emit_tcp_ipv4(verdict.reply, key[0], key[2],
+                                               self._next_ident(), self.config.ttl, self._vnet))
+        elif verdict.reset:
+            self._reply_rst(key[0], key[2], seg, now)
 
-    def _reply_rst(self, local: int, remote: int, seg: TcpSegment) -> None:
+    def _may_open(self, seg: TcpSegment) -> bool:
+        """Whether a segment that would start a connection may (SYN budget of this
+        batch, connection limit); counts why not."""
+        if not seg.flags & (SYN | ACK):
+            return True
+        if self._syn_budget <= 0:
+            self.counters["tcp_syn_batch_limit"] += 1
+            return False
+        if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
+            self.counters["tcp_max_connections"] += 1
+            return False
+        if self.memory.pressure:
+            self.counters["tcp_memory_pressure_refused"] += 1
+            return False
+        self._syn_budget -= 1
+        return True
+
+    def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).
 
         Never in answer to a RST. If the segment has ACK, the RST takes its sequence
         number from SEG.ACK; otherwise it is <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
         """
         if seg.flags & RST:
+            return
+        if not self._rst_bucket.allow(now):
+            self.counters["tcp_rst_rate_limited"] += 1
             return
         if seg.flags & ACK:
             rst = OutSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
@@ -302,7 +383,11 @@ class Stack:
     # ---------------------------------------------------------------- output
 
     def packets_to_send(self, now: float) -> list[OutPacket]:
-        """Flush every connection touched since the last call; return IP packets to write."""
+        """Flush every connection touched since the last call; return IP packets to write.
+
+        Also the end of a batch: the budget of new connections starts afresh.
+        """
+        self._syn_budget = self.config.syn_batch_limit
         out = self._control
         self._control = []
         dirty = self._dirty
@@ -320,37 +405,72 @@ class Stack:
         return out
 
     def _after_flush(self, tcb: Tcb) -> None:
-        if tcb.half_open and tcb.state is not State.SYN_RECEIVED:
+        tcb.charged = self.memory.charge(tcb.charged, tcb.footprint)
+        state = tcb.state
+        if tcb.half_open and state is not State.SYN_RECEIVED:
             self._release_half_open(tcb)
         if tcb.events:
             self._notified.append(tcb)
-        if tcb.state is State.CLOSED:
+        if state is State.CLOSED:
             key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
             if self.tcbs.get(key) is tcb:
                 self._remove(key, tcb)
             return
+        if state is State.TIME_WAIT and tcb not in self._time_wait:
+            self._enter_time_wait(tcb)
         self._schedule(tcb)
+
+    def _enter_time_wait(self, tcb: Tcb) -> None:
+        """Keep at most ``max_time_wait`` connections in TIME-WAIT: beyond it the oldest
+        ends early (its 4-tuple is free again), as Linux's tcp_max_tw_buckets."""
+        tw = self._time_wait
+        tw[tcb] = None
+        while len(tw) > self.config.max_time_wait:
+            oldest = next(iter(tw))
+            del tw[oldest]
+            self.counters["tcp_time_wait_recycled"] += 1
+            oldest.abort()  # no RST from TIME-WAIT (RFC 9293 3.10.5); removed at its flush
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        tcb.charged = self.memory.charge(tcb.charged, 0)
         self._release_half_open(tcb)
+        self._time_wait.pop(tcb, None)
+        self._claim(tcb)
 
-    @staticmethod
-    def _release_half_open(tcb: Tcb) -> None:
-        """A passive TCB leaving SYN-RECEIVED frees its backlog slot, exactly once."""
+    def _release_half_open(self, tcb: Tcb) -> None:
+        """A passive TCB leaving SYN-RECEIVED frees its SYN-queue slot, exactly once,
+        and, established, waits in the accept queue until its owner takes it."""
         if tcb.half_open:
             tcb.half_open = False
+            listener = tcb.listener
+            if listener is not None:
+                listener.half_open -= 1
+                if tcb.state is not State.CLOSED and tcb not in self._unclaimed:
+                    self._unclaimed.add(tcb)
+                    listener.pending += 1
+
+    def _claim(self, tcb: Tcb) -> None:
+        if tcb in self._unclaimed:
+            self._unclaimed.discard(tcb)
             if tcb.listener is not None:
-                tcb.listener.half_open -= 1
+                tcb.listener.pending -= 1
 
     def has_pending_output(self) -> bool:
         """True if a connection or control packet is waiting for :meth:`packets_to_send`."""
         return bool(self._dirty or self._control)
 
     def take_notified(self) -> list[Tcb]:
-        """Connections that have events waiting (call after :meth:`packets_to_send`)."""
+        """Connections that have events waiting (call after :meth:`packets_to_send`).
+
+        Taking a new passive connection's events (its Established) is what accepts
+        it: it leaves its listener's accept queue.
+        """
         out = self._notified
         self._notified = []
+        if self._unclaimed:
+            for tcb in out:
+                self._claim(tcb)
         return out
 
     # ---------------------------------------------------------------- timers

@@ -5,9 +5,11 @@
 #   sudo tools/docker-base-image.sh [--suite SUITE] [--tag IMAGE:TAG]
 #                                   [--mirror URL] [--security-mirror URL] [--force]
 #
-# It runs `debootstrap --variant=minbase SUITE ROOTFS MIRROR` in a fresh mktemp
-# directory, imports the result with `docker import`, removes the directory and
-# prints the `docker build` command that uses the new image as BASE_IMAGE.
+# It runs `debootstrap --variant=minbase --include=python3 SUITE ROOTFS MIRROR`
+# in a fresh mktemp directory (Debian plus its python3: the counterpart of the
+# official slim Python images), imports the result with `docker import`,
+# removes the directory and prints the `docker build` command that uses the
+# new image as BASE_IMAGE.
 # The mirror defaults to the one the host's apt uses. An existing image with the
 # same tag is kept (nothing is rebuilt) unless --force is given.
 set -euo pipefail
@@ -23,7 +25,7 @@ log() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,12s/^# \{0,1\}//p' "$0"
+    sed -n '2,14s/^# \{0,1\}//p' "$0"
 }
 
 while (($#)); do
@@ -170,8 +172,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "debootstrap --variant=minbase $SUITE from $MIRROR (into $rootfs)"
-debootstrap --variant=minbase "$SUITE" "$rootfs" "$MIRROR" >"$workdir/debootstrap.log" 2>&1 || {
+log "debootstrap --variant=minbase --include=python3 $SUITE from $MIRROR (into $rootfs)"
+debootstrap --variant=minbase --include=python3 "$SUITE" "$rootfs" "$MIRROR" \
+    >"$workdir/debootstrap.log" 2>&1 || {
     tail -n 30 "$workdir/debootstrap.log" >&2
     die "debootstrap failed"
 }
@@ -205,7 +208,7 @@ tar --numeric-owner --xattrs -C "$rootfs" -c . \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["/bin/bash"]' \
-        --message "debootstrap --variant=minbase $SUITE $MIRROR" \
+        --message "debootstrap --variant=minbase --include=python3 $SUITE $MIRROR" \
         - "$TAG" >/dev/null
 
 docker image inspect -f '{{.Id}} {{.Size}}' "$TAG" | {

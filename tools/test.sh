@@ -1,10 +1,83 @@
 #!/usr/bin/env bash
 # Run the whole check suite on a Debian machine, as root: install what is missing
 # (apt packages, a virtualenv with the package and its test extras), then ruff,
-# mypy and pytest. Extra arguments go to pytest. Integration tests create their own
-# network namespaces and need root; without root they skip with a reason.
+# mypy and pytest -- once against the pure-Python modules, once against the same
+# source compiled with mypyc (built in a scratch copy of the tree). Integration
+# tests create their own network namespaces and need root; without root they
+# skip with a reason.
+#
+#   tools/test.sh [--repeat N] [--stress] [--build pure|compiled|both] [PYTEST ARGS...]
+#
+#   --repeat N  run the suite N times, stop at the first failing run and say which
+#   --stress    run pytest with a CPU hog alongside: one busy loop per core at
+#               low priority (nice TCPSTACK_STRESS_NICE, default 10), each
+#               bounded by TCPSTACK_STRESS_SECONDS (default 3600) and stopped by
+#               PID when the runs end
+#   --build B   which builds to test (default: both)
+#
+# Other arguments go to pytest. Installer output goes to a log file that is
+# shown only if the step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,15s/^# \{0,1\}//p' "$0"; }
+die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 2; }
+
+repeat=1
+stress=0
+builds=both
+pytest_args=()
+while (($#)); do
+    case $1 in
+        --repeat) [[ $# -ge 2 ]] || die "--repeat needs a number"; repeat=$2; shift 2 ;;
+        --repeat=*) repeat=${1#*=}; shift ;;
+        --stress) stress=1; shift ;;
+        --build) [[ $# -ge 2 ]] || die "--build needs pure, compiled or both"; builds=$2; shift 2 ;;
+        --build=*) builds=${1#*=}; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; pytest_args+=("$@"); break ;;
+        *) pytest_args+=("$1"); shift ;;
+    esac
+done
+[[ $repeat =~ ^[1-9][0-9]{0,4}$ ]] || die "--repeat wants a whole number from 1 to 99999, got '$repeat'"
+[[ $builds =~ ^(pure|compiled|both)$ ]] || die "--build wants pure, compiled or both, got '$builds'"
+stress_nice=${TCPSTACK_STRESS_NICE:-10}
+stress_seconds=${TCPSTACK_STRESS_SECONDS:-3600}
+[[ $stress_nice =~ ^[0-9]+$ ]] && ((stress_nice <= 19)) \
+    || die "TCPSTACK_STRESS_NICE must be 0..19, got '$stress_nice'"
+[[ $stress_seconds =~ ^[1-9][0-9]*$ ]] \
+    || die "TCPSTACK_STRESS_SECONDS must be a positive number of seconds, got '$stress_seconds'"
+
+setup_log=$(mktemp "${TMPDIR:-/tmp}/tcpstack-test-setup.XXXXXX")
+compiled_tree=
+hogs=()
+cleanup() {
+    local pid
+    for pid in "${hogs[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${hogs[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -f "$setup_log"
+    if [[ -n $compiled_tree ]]; then
+        rm -rf "$compiled_tree"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# step WHAT COMMAND...: run quietly into the log; on failure show the log's end.
+step() {
+    local what=$1
+    shift
+    if ! "$@" >>"$setup_log" 2>&1; then
+        printf '== %s FAILED; its output:\n' "$what" >&2
+        tail -n 40 "$setup_log" >&2
+        exit 1
+    fi
+}
 
 need=()
 command -v python3 >/dev/null || need+=(python3)
@@ -17,23 +90,95 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ab >/dev/null || need+=(apache2-utils)
 command -v tshark >/dev/null || need+=(tshark)
+if [[ $builds != pure ]]; then
+    # The compiled build needs a C compiler and the Python headers.
+    command -v gcc >/dev/null || need+=(gcc)
+    python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(
+        os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+        || need+=(python3-dev)
+fi
 if ((${#need[@]})); then
-    echo "== installing: ${need[*]}"
+    echo "== installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # tshark's package asks whether non-root users may capture; answer no.
-    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' \
+        | step "debconf" debconf-set-selections
+    step "apt-get update" apt-get update -q
+    step "apt-get install" apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-VENV=${TCPSTACK_VENV:-.venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+VENV=$(realpath -m "${TCPSTACK_VENV:-.venv}")  # absolute: the compiled suite runs elsewhere
+stamp=$VENV/.tcpstack-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -x $VENV/bin/python ]]; then
+    echo "== creating the virtualenv $VENV"
+    step "python3 -m venv" python3 -m venv "$VENV"
+    step "pip upgrade" "$VENV/bin/python" -m pip install --upgrade pip
+fi
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] \
+        || ! "$VENV/bin/python" -c 'import tcpstack, pytest, mypy, ruff' 2>/dev/null; then
+    echo "== installing tcpstack (editable, pure Python) with its test extras into $VENV"
+    step "pip install" env TCPSTACK_BUILD=pure "$VENV/bin/python" -m pip install -e '.[test]'
+    echo "$want" >"$stamp"
+else
+    echo "== $VENV is up to date (pyproject.toml unchanged)"
+fi
 
 echo "== ruff"
 "$VENV/bin/ruff" check .
 echo "== mypy"
 "$VENV/bin/mypy"
-echo "== pytest"
-exec "$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/mypy" --strict docker/healthcheck.py
+
+if ((stress)); then
+    cores=$(nproc)
+    for ((i = 0; i < cores; i++)); do
+        timeout "$stress_seconds" nice -n "$stress_nice" bash -c 'while :; do :; done' &
+        hogs+=($!)
+    done
+    echo "== stress: $cores busy loop(s) at nice $stress_nice (PIDs ${hogs[*]}, at most ${stress_seconds}s)"
+fi
+
+# The compiled build: the same tree, copied, with the hot modules compiled in place
+# (an extension module wins over the .py beside it), tested from the copy.
+if [[ $builds != pure ]]; then
+    compiled_tree=$(mktemp -d "${TMPDIR:-/tmp}/tcpstack-compiled.XXXXXX")
+    echo "== compiling the wire layer, the engine and the demux with mypyc (in $compiled_tree)"
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$compiled_tree"
+    else
+        tar --exclude=./.venv --exclude='./*.egg-info' -cf - . | tar -xf - -C "$compiled_tree"
+    fi
+    step "mypyc build" env -C "$compiled_tree" TCPSTACK_BUILD=compiled \
+        "$VENV/bin/python" setup.py -q build_ext --inplace
+    step "compiled build check" env -C "$compiled_tree" "$VENV/bin/python" -c \
+        'import sys, tcpstack.build as b; sys.exit(not b.is_compiled())'
+fi
+
+run_suite() { # run_suite LABEL DIR: pytest from DIR
+    echo "== pytest ($1)"
+    (cd "$2" && "$VENV/bin/python" -m pytest "${pytest_args[@]}")
+}
+
+for ((run = 1; run <= repeat; run++)); do
+    if ((repeat > 1)); then
+        echo "== run $run of $repeat"
+    fi
+    status=0
+    if [[ $builds != compiled ]]; then
+        run_suite "pure Python" . || status=$?
+    fi
+    if ((status == 0)) && [[ $builds != pure ]]; then
+        run_suite "compiled with mypyc" "$compiled_tree" || status=$?
+    fi
+    if ((status != 0)); then
+        if ((repeat > 1)); then
+            passed=$((run - 1))
+            echo "== run $run of $repeat FAILED (pytest exit $status); $passed run(s) before it passed" >&2
+        fi
+        exit "$status"
+    fi
+done
+if ((repeat > 1)); then
+    echo "== all $repeat runs passed"
+fi

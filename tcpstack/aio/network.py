@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tcpstack.aio.runtime import PacketDevice, StackRuntime
+from tcpstack.aio.runtime import FatalHandler, PacketDevice, StackRuntime
 from tcpstack.aio.streams import DEFAULT_LIMIT, ClientConnectedCallback, Connection, Server
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
@@ -23,11 +23,14 @@ class Network:
     """
 
     def __init__(self, device: PacketDevice, config: StackConfig | None = None, *,
-                 stack: Stack | None = None) -> None:
+                 stack: Stack | None = None, on_fatal: FatalHandler | None = None) -> None:
+        """``on_fatal`` is called once if the device fails for good (see
+        :class:`~tcpstack.aio.runtime.StackRuntime`)."""
         self.loop = asyncio.get_running_loop()
         self.stack = stack or Stack(config)
         self.device = device
-        self.runtime = StackRuntime(self.stack, device, self._on_events, self.loop)
+        self.runtime = StackRuntime(self.stack, device, self._on_events, self.loop,
+                                    on_fatal=on_fatal)
         self._servers: dict[int, Server] = {}
         self._connections: set[Connection] = set()
         self._closed = False
@@ -37,10 +40,10 @@ class Network:
 
     def start_server(self, callback: ClientConnectedCallback, port: int, *,
                      backlog: int = 128, limit: int = DEFAULT_LIMIT,
-                     nodelay: bool = True) -> Server:
+                     nodelay: bool = True, syn_backlog: int | None = None) -> Server:
         if self._closed:
             raise RuntimeError("network is closed")
-        self.stack.listen(port, backlog)
+        self.stack.listen(port, backlog, syn_backlog)
         server = Server(self, port, callback, limit, nodelay)
         self._servers[port] = server
         return server

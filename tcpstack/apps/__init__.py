@@ -1,7 +1,9 @@
 """Built-in application services, written as plain asyncio stream handlers.
 
-* :func:`echo` -- the Echo Protocol (RFC 862): send back whatever arrives.
-* :func:`discard` -- the Discard Protocol (RFC 863): swallow whatever arrives.
+* :class:`EchoService` (``echo``) -- the Echo Protocol (RFC 862): send back
+  whatever arrives.
+* :class:`DiscardService` (``discard``) -- the Discard Protocol (RFC 863):
+  swallow whatever arrives.
 * :class:`HttpService` -- a small HTTP/1.1 origin server (RFC 9110 semantics,
   RFC 9112 message syntax) with a root page, a ``/bytes/N`` generator and an
   optional static-file root.
@@ -11,7 +13,15 @@ arguments only need the method subset described by :class:`StreamReaderLike`
 and :class:`StreamWriterLike`, so the same handler runs under
 :func:`asyncio.start_server` and over the project's own TCP streams. A
 handler never lets client misbehaviour (resets, EOF in mid-request, overlong
-lines) escape as an exception, and always closes its writer before returning.
+lines, malformed requests) escape as an exception, and always closes its
+writer before returning.
+
+No peer can hold a connection for ever: each service takes
+:class:`ServiceLimits` (idle, send and close timeouts, TCP keepalive), the HTTP
+service also :class:`HttpLimits` (header and body timeouts, body size, requests
+per connection); see :mod:`tcpstack.apps.limits`. Each service counts what it
+refused or cut short in ``counters`` (a :class:`collections.Counter`, which
+several services may share), keyed ``<service>_<reason>``.
 """
 
 from __future__ import annotations
@@ -49,8 +59,21 @@ class StreamReaderLike(Protocol):
         ...
 
 
+class TransportLike(Protocol):
+    """The part of a writer's transport that the services use."""
+
+    def abort(self) -> None:
+        """Close at once, discarding queued data (TCP: send RST)."""
+        ...
+
+
 class StreamWriterLike(Protocol):
     """The subset of :class:`asyncio.StreamWriter` that the services use."""
+
+    @property
+    def transport(self) -> TransportLike:
+        """The underlying transport (used to abort a connection)."""
+        ...
 
     def write(self, data: bytes, /) -> None:
         """Queue ``data`` for sending."""
@@ -106,16 +129,23 @@ async def close_writer(writer: StreamWriterLike) -> None:
 
 
 # The services import the helpers above at run time, so they come after them.
-from tcpstack.apps.discard import discard  # noqa: E402
-from tcpstack.apps.echo import echo  # noqa: E402
+from tcpstack.apps.discard import DiscardService, discard  # noqa: E402
+from tcpstack.apps.echo import EchoService, echo  # noqa: E402
 from tcpstack.apps.http import HttpService, pattern_bytes  # noqa: E402
+from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits  # noqa: E402
 
 __all__ = [
     "CLIENT_ERRORS",
+    "DiscardService",
+    "EchoService",
+    "HttpLimits",
     "HttpService",
+    "Keepalive",
+    "ServiceLimits",
     "StreamHandler",
     "StreamReaderLike",
     "StreamWriterLike",
+    "TransportLike",
     "close_writer",
     "discard",
     "echo",

@@ -7,9 +7,11 @@ data received is thrown away; no response is sent.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Final
 
-from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike, close_writer
+from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike
+from tcpstack.apps.limits import ConnectionGuard, IdleTimeout, ServiceLimits
 
 logger = logging.getLogger("tcpstack.discard")
 
@@ -17,18 +19,38 @@ CHUNK_SIZE: Final = 65536
 """Most bytes asked of the reader per read."""
 
 
-async def discard(reader: StreamReaderLike, writer: StreamWriterLike) -> None:
-    """Read and drop everything until EOF, then close (RFC 863)."""
-    peer = writer.get_extra_info("peername")
-    total = 0
-    try:
-        while True:
-            data = await reader.read(CHUNK_SIZE)
-            if not data:
-                break
-            total += len(data)
-        logger.debug("discard %s: %d bytes discarded, peer sent EOF", peer, total)
-    except CLIENT_ERRORS as exc:
-        logger.debug("discard %s: aborted after %d bytes: %r", peer, total, exc)
-    finally:
-        await close_writer(writer)
+class DiscardService:
+    """Read and drop everything until EOF, then close (RFC 863).
+
+    A connection silent for ``limits.idle_timeout`` is closed; limits that
+    fire are counted in ``counters`` as ``discard_<reason>``.
+    """
+
+    def __init__(self, *, limits: ServiceLimits | None = None,
+                 counters: Counter[str] | None = None) -> None:
+        self.limits = limits if limits is not None else ServiceLimits()
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+
+    async def __call__(self, reader: StreamReaderLike, writer: StreamWriterLike) -> None:
+        """Discard one connection's input until EOF, a limit or a reset."""
+        guard = ConnectionGuard("discard", writer, self.limits, self.counters)
+        peer = writer.get_extra_info("peername")
+        total = 0
+        try:
+            guard.start()
+            while True:
+                data = await guard.wait_input(reader.read(CHUNK_SIZE))
+                if not data:
+                    break
+                total += len(data)
+            logger.debug("discard %s: %d bytes discarded, peer sent EOF", peer, total)
+        except IdleTimeout:
+            logger.debug("discard %s: idle for %ss, closing", peer, self.limits.idle_timeout)
+        except CLIENT_ERRORS as exc:
+            logger.debug("discard %s: aborted after %d bytes: %r", peer, total, exc)
+        finally:
+            await guard.close()
+
+
+discard: Final = DiscardService()
+"""A :class:`DiscardService` with the default limits."""

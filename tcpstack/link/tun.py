@@ -40,7 +40,8 @@ Addresses, MTU and link state are configured over rtnetlink with pyroute2.
    (milliseconds), which is correct but stalls every other task meanwhile.
 
 The reading and writing methods never touch netlink and are safe to call from
-``loop.add_reader`` callbacks.
+``loop.add_reader`` callbacks. pyroute2 itself is imported only when netlink is
+used, so validating names (:func:`check_name`) works without it.
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 __all__ = [
     "IFF_MULTI_QUEUE",
@@ -169,6 +167,8 @@ def _netlink(fn: Callable[[Any], _T]) -> _T:
 
 
 def _netlink_here(fn: Callable[[Any], _T]) -> _T:
+    from pyroute2 import IPRoute
+
     loop = asyncio.SelectorEventLoop()
     try:
         try:
@@ -193,6 +193,8 @@ def _netlink_here(fn: Callable[[Any], _T]) -> _T:
 
 def _nl_step(what: str, fn: Callable[[], _T]) -> _T:
     """Run one netlink request, turning its failure into a one-line :class:`TunError`."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         return fn()
     except NetlinkError as exc:
@@ -276,6 +278,8 @@ def _configure(
 
 def _delete_if_ours(ipr: Any, name: str, index: int) -> None:
     """Delete ``name`` if it still exists and is the TUN interface we created."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     link = _lookup(ipr, name)
     if link is None or link.index != index or link.kind != _RTNL_TUN_KIND:
         return
@@ -360,6 +364,75 @@ def _set_offload(fd: int) -> int:
     return 0
 
 
+def _validate_open_args(name: str, mtu: int) -> bytes:
+    """Check the name (as the kernel would) and the MTU; return the encoded name."""
+    encoded = check_name(name)
+    if not _MIN_MTU <= mtu <= _MAX_MTU:
+        raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
+    return encoded
+
+
+def _check_existing(name: str, queues: int) -> _Link | None:
+    """Look ``name`` up over netlink; refuse an existing interface we cannot attach to.
+
+    Returns None when there is no such interface (it will be created).
+    """
+    existing = _netlink(
+        lambda ipr: _nl_step(f"cannot look up interface {name!r}", lambda: _lookup(ipr, name))
+    )
+    if existing is None:
+        return None
+    if existing.kind != _RTNL_TUN_KIND:
+        raise TunError(
+            f"interface {name!r} exists but is not a TUN device "
+            f"(kind: {existing.kind or 'unknown, e.g. physical or loopback'})"
+        )
+    if existing.tun_type == IFF_TAP:
+        raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
+    if existing.multi_queue != (queues > 1):
+        raise TunError(
+            f"interface {name!r} is "
+            f"{'a multi-queue' if existing.multi_queue else 'a single-queue'} TUN "
+            f"device; {queues} queue(s) requested"
+        )
+    return existing
+
+
+def _check_queue_count(queues: int) -> None:
+    if not 1 <= queues <= 256:
+        raise TunError(f"queue count {queues} out of range 1..256")
+
+
+def _tun_flags(*, creating: bool, queues: int) -> int:
+    """``ifr_flags`` for TUNSETIFF: a layer-3 device without packet information;
+    exclusive when creating (a concurrent creator makes us fail, not attach)."""
+    flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
+    if queues > 1:
+        flags |= IFF_MULTI_QUEUE
+    return flags
+
+
+def _attach(encoded: bytes, flags: int, *, offload: bool, creating: bool) -> tuple[int, str, bool]:
+    """Open the clone device and TUNSETIFF it; return the fd, the kernel's name for
+    the interface, and whether it has virtio-net headers.
+
+    With ``offload``, ``IFF_VNET_HDR`` is asked for first; a kernel that refuses
+    it (EINVAL) gets a plain request instead. The fd is closed on failure.
+    """
+    fd = _open_clone_device()
+    try:
+        if offload:
+            try:
+                return fd, _tunsetiff(fd, encoded, flags | IFF_VNET_HDR, creating=creating), True
+            except TunError as exc:
+                if exc.errno != _errno.EINVAL:
+                    raise
+        return fd, _tunsetiff(fd, encoded, flags, creating=creating), False
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # ---------------------------------------------------------------------- device
 
 
@@ -382,7 +455,8 @@ class TunDevice:
         The interface index (``ifindex``).
     """
 
-    __slots__ = ("created", "extra_fds", "fd", "index", "mtu", "name", "offloads", "vnet_hdr")
+    __slots__ = ("created", "extra_fds", "fd", "index", "last_write_errno", "mtu", "name",
+                 "offloads", "vnet_hdr")
 
     def __init__(self, fd: int, name: str, mtu: int, created: bool, index: int) -> None:
         self.fd = fd
@@ -392,6 +466,8 @@ class TunDevice:
         self.index = index
         self.vnet_hdr = False
         self.offloads = 0
+        #: Why the last :meth:`write_batch` stopped short (EAGAIN, ENOBUFS) or None.
+        self.last_write_errno: int | None = None
         # Queues 1..N-1 of a multi-queue interface (queue 0 is ``fd``).
         self.extra_fds: list[int] = []
 
@@ -453,99 +529,85 @@ class TunDevice:
         thousands of simultaneous connection attempts).
 
         Uses pyroute2; see the module docstring about event loops.
+
+        The steps, each below: validate the arguments, look at an existing
+        interface of that name, open the clone device and attach (TUNSETIFF),
+        ask for offloads, attach the other queues, then configure or look up
+        the link over netlink. Anything opened is closed again if a later
+        step fails.
         """
-        encoded = check_name(name)
-        if not _MIN_MTU <= mtu <= _MAX_MTU:
-            raise TunError(f"MTU {mtu} out of range [{_MIN_MTU}, {_MAX_MTU}] for a TUN device")
-
-        existing = _netlink(
-            lambda ipr: _nl_step(f"cannot look up interface {name!r}", lambda: _lookup(ipr, name))
-        )
-        if existing is not None:
-            if existing.kind != _RTNL_TUN_KIND:
-                raise TunError(
-                    f"interface {name!r} exists but is not a TUN device "
-                    f"(kind: {existing.kind or 'unknown, e.g. physical or loopback'})"
-                )
-            if existing.tun_type == IFF_TAP:
-                raise TunError(f"interface {name!r} exists but is a TAP device, not TUN")
-            if existing.multi_queue != (queues > 1):
-                raise TunError(
-                    f"interface {name!r} is "
-                    f"{'a multi-queue' if existing.multi_queue else 'a single-queue'} TUN "
-                    f"device; {queues} queue(s) requested"
-                )
-
-        if not 1 <= queues <= 256:
-            raise TunError(f"queue count {queues} out of range 1..256")
+        encoded = _validate_open_args(name, mtu)
+        existing = _check_existing(name, queues)
+        _check_queue_count(queues)
         creating = existing is None
-        flags = IFF_TUN | IFF_NO_PI | (IFF_TUN_EXCL if creating else 0)
-        if queues > 1:
-            flags |= IFF_MULTI_QUEUE
-        fd = _open_clone_device()
-        vnet = False
-        try:
-            if offload:
-                try:
-                    actual_name = _tunsetiff(fd, encoded, flags | IFF_VNET_HDR,
-                                             creating=creating)
-                    vnet = True
-                except TunError as exc:
-                    if exc.errno != _errno.EINVAL:
-                        raise
-            if not vnet:
-                actual_name = _tunsetiff(fd, encoded, flags, creating=creating)
-        except BaseException:
-            os.close(fd)
-            raise
-        granted = _set_offload(fd) if vnet else 0
-
-        do_configure = creating if configure is None else configure
+        flags = _tun_flags(creating=creating, queues=queues)
+        fd, actual_name, vnet = _attach(encoded, flags, offload=offload, creating=creating)
         device = cls(fd, actual_name, mtu, creating, -1)
         device.vnet_hdr = vnet
-        device.offloads = granted
+        device.offloads = _set_offload(fd) if vnet else 0
+        queue_flags = (flags & ~IFF_TUN_EXCL) | (IFF_VNET_HDR if vnet else 0)
+        device._or_close(lambda: device._attach_extra_queues(queue_flags, queues - 1))
+        do_configure = creating if configure is None else configure
+        device._or_close(
+            lambda: device._set_up_link(do_configure, mtu, host_address, txqueuelen)
+        )
+        return device
+
+    def _or_close(self, step: Callable[[], None]) -> None:
+        """Run one step of :meth:`open`; if it fails, close the device and re-raise.
+
+        A failure to close is not reported: the step's own error is the one
+        that matters.
+        """
         try:
-            queue_flags = (flags & ~IFF_TUN_EXCL) | (IFF_VNET_HDR if vnet else 0)
-            for _ in range(queues - 1):
-                qfd = _open_clone_device()
-                try:
-                    _tunsetiff(qfd, actual_name.encode(), queue_flags, creating=False)
-                except BaseException:
-                    os.close(qfd)
-                    raise
-                device.extra_fds.append(qfd)
+            step()
         except BaseException:
             try:
-                device.close()
+                self.close()
             except TunError:
                 pass
             raise
-        try:
-            # SIOCGIFINDEX: an ioctl, so no netlink needed to learn the index
-            # that close() later uses to recognise "our" interface.
-            device.index = socket.if_nametoindex(actual_name)
-            if do_configure:
-                link = _netlink(
-                    lambda ipr: _configure(ipr, actual_name, mtu, host_address, txqueuelen)
-                )
-            else:
-                found = _netlink(
-                    lambda ipr: _nl_step(
-                        f"cannot look up {actual_name!r}", lambda: _lookup(ipr, actual_name)
-                    )
-                )
-                if found is None:
-                    raise TunError(f"interface {actual_name!r} vanished after TUNSETIFF")
-                link = found
-        except BaseException:
+
+    def _attach_extra_queues(self, flags: int, count: int) -> None:
+        """Open ``count`` more descriptors on the interface (multi-queue)."""
+        encoded = self.name.encode()
+        for _ in range(count):
+            qfd = _open_clone_device()
             try:
-                device.close()
-            except TunError:
-                pass  # report the original failure
-            raise
-        device.index = link.index
-        device.mtu = link.mtu
-        return device
+                _tunsetiff(qfd, encoded, flags, creating=False)
+            except BaseException:
+                os.close(qfd)
+                raise
+            self.extra_fds.append(qfd)
+
+    def _set_up_link(
+        self,
+        configure: bool,
+        mtu: int,
+        host_address: ipaddress.IPv4Interface | None,
+        txqueuelen: int | None,
+    ) -> None:
+        """Learn the index; over netlink, configure the link or just look it up.
+
+        The index comes from SIOCGIFINDEX (an ioctl, no netlink); it is what
+        :meth:`close` later uses to recognise "our" interface. The netlink
+        part runs through :func:`_netlink`, which keeps pyroute2 off a running
+        (uvloop) event loop. Sets :attr:`index` and :attr:`mtu` from the
+        kernel's answer.
+        """
+        name = self.name
+        self.index = socket.if_nametoindex(name)
+        if configure:
+            link = _netlink(lambda ipr: _configure(ipr, name, mtu, host_address, txqueuelen))
+        else:
+            found = _netlink(
+                lambda ipr: _nl_step(f"cannot look up {name!r}", lambda: _lookup(ipr, name))
+            )
+            if found is None:
+                raise TunError(f"interface {name!r} vanished after TUNSETIFF")
+            link = found
+        self.index = link.index
+        self.mtu = link.mtu
 
     def close(self) -> None:
         """Close the file descriptor; remove the interface if :meth:`open` created it.
@@ -633,8 +695,10 @@ class TunDevice:
         Each read returns one whole IP packet. A packet longer than ``bufsize``
         is silently truncated by the kernel, so keep ``bufsize`` at least the
         MTU (the default covers the largest possible TUN MTU). Raises
-        :class:`ValueError` on a closed device; other ``OSError`` s propagate
-        (e.g. EBADFD if the interface was deleted underneath).
+        :class:`ValueError` on a closed device and :class:`EOFError` if a read
+        returns nothing (end of file: a TUN never does while attached); other
+        ``OSError`` s propagate (EBADFD once the interface was deleted
+        underneath).
         """
         fd = self.fd
         if fd < 0:
@@ -644,7 +708,10 @@ class TunDevice:
         read = os.read
         try:
             for _ in range(max_packets):
-                append(read(fd, bufsize))
+                packet = read(fd, bufsize)
+                if not packet:
+                    raise EOFError(f"end of file on TUN device {self.name!r}")
+                append(packet)
         except BlockingIOError:
             pass
         return packets
@@ -677,6 +744,10 @@ class TunDevice:
         """Write packets in order until one is not taken; return how many were written.
 
         A packet may be a tuple of buffers, gathered by ``writev`` into one packet.
+        When the kernel has no room (EAGAIN or ENOBUFS) the batch stops there and
+        :attr:`last_write_errno` says which (it is None after a complete batch);
+        the caller decides whether to retry. Any other ``OSError`` propagates,
+        with a ``written`` attribute: how many packets went out before it.
         """
         fd = self.fd
         if fd < 0:
@@ -684,6 +755,7 @@ class TunDevice:
         write = os.write
         writev = os.writev
         written = 0
+        self.last_write_errno = None
         for packet in packets:
             try:
                 if isinstance(packet, tuple):
@@ -691,10 +763,13 @@ class TunDevice:
                 else:
                     write(fd, packet)
             except BlockingIOError:
+                self.last_write_errno = _errno.EAGAIN
                 break
             except OSError as exc:
                 if exc.errno == _errno.ENOBUFS:
+                    self.last_write_errno = _errno.ENOBUFS
                     break
+                setattr(exc, "written", written)  # noqa: B010 -- see the docstring
                 raise
             written += 1
         return written

@@ -23,14 +23,14 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     """The ACK field (RFC 9293 3.10.7.4, fifth). Returns False if the segment is dropped."""
     ack = seg.ack
     if seq_gt(ack, tcb.snd_max):
-        # Acknowledges something not yet sent: ACK and drop.
+        # RFC 5961 5.2: acknowledges something not yet sent: challenge ACK, drop.
         tcb.drop("tcp_ack_unsent")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return False
     if seq_lt(ack, (tcb.snd_una - max(tcb.max_snd_wnd, 1)) & MASK):
         # RFC 5961 5.2: far too old an ACK is suspicious: challenge ACK, drop.
         tcb.drop("tcp_ack_too_old")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return False
     sb = tcb.scoreboard
     prior_flight = seq_diff(tcb.snd_max, tcb.snd_una)
@@ -57,7 +57,9 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
         tcb.probes = 0
     if sb.recs or tcb.recovery_point is not None:
         recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
-    return True
+    # RFC 9293 3.10.8: an ACK that brings no progress does not extend the user timeout.
+    expired = tcb.stall_since is not None and recovery.user_timeout_expired(tcb, now)
+    return not expired
 
 
 def update_send_window(tcb: ControlBlock, seg: TcpSegment) -> None:
@@ -104,6 +106,7 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
         # and not during recovery (RFC 6675 5).
         tcb.cc.on_ack(acked, flight, now)
     recovery.end_tlp_episode(tcb, ack, flight, now)
+    _note_progress(tcb, ack, now)
     # RFC 6298 5.2 / 5.3: stop the timer when all is acknowledged, else restart it.
     if tcb.snd_una == tcb.snd_max:
         tcb.timers.stop_retransmission()
@@ -116,6 +119,17 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
             seq_diff(tcb.snd_max, tcb.sndbuf.seq) == 1 and not len(tcb.sndbuf.data):
         teardown.fin_acked(tcb, now)
     tcb.mark()
+
+
+def _note_progress(tcb: ControlBlock, ack: int, now: float) -> None:
+    """The user timeout's clock (RFC 9293 3.10.8): it stops when nothing is left to
+    send or acknowledge, and restarts only on real progress -- a full segment
+    acknowledged -- so a peer cannot hold the connection by trickling 1-byte ACKs."""
+    if ack == tcb.snd_max and not tcb.sndbuf.data:
+        tcb.stall_since = None
+    elif seq_diff(ack, tcb.progress_una) >= tcb.seg_mss:
+        tcb.stall_since = now
+        tcb.progress_una = ack
 
 
 def _sample_rtt(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None) -> None:

@@ -27,7 +27,7 @@ class TcpConfig:
     syn_retries: int = 6
     synack_retries: int = 5
     initial_window: int = 10
-    congestion_control: str = "newreno"
+    congestion_control: str = "cubic"
     window_scaling: bool = True
     #: Largest payload handed to the device in one segment when it segments for us
     #: (TSO); 0 means every segment is at most one MSS.
@@ -41,6 +41,17 @@ class TcpConfig:
     keepalive_idle: float = 7200.0
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
+    #: At most one unsolicited reply (challenge ACK, ACK to an out-of-window or PAWS-
+    #: rejected segment without data, SYN,ACK to a repeated SYN) per connection per
+    #: this many seconds (Linux tcp_invalid_ratelimit; RFC 5961 7).
+    invalid_ratelimit: float = 0.5
+    #: Stack-wide challenge ACKs per second (randomized per second, RFC 5961 7).
+    challenge_ack_limit: int = 1000
+    #: RFC 9293 3.10.8 USER TIMEOUT (RFC 5482; Linux TCP_USER_TIMEOUT): give up when
+    #: data waiting to be sent or acknowledged has made no progress for this long --
+    #: a zero window held while probes are answered, or a window opened a byte at a
+    #: time (progress is a full segment acknowledged, or everything). 0: never.
+    user_timeout: float = 900.0
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -50,11 +61,12 @@ class TcpConfig:
         if not 1024 <= self.snd_buf <= 1 << 30:
             raise ValueError(f"send buffer {self.snd_buf} out of range 1024..2**30")
         if not 0 < self.msl <= 3600:
-            raise ValueError(f"MSL {self.msl} out of range (0, 3600] seconds")
+            raise ValueError(f"MSL {self.msl:g} out of range (0, 3600] seconds")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
             raise ValueError("RTO settings must satisfy 0 < rto_min <= rto_initial <= rto_max")
-        if self.max_retries < 1 or self.syn_retries < 1 or self.synack_retries < 1:
-            raise ValueError("retry limits must be at least 1")
+        if not (1 <= self.max_retries <= 100 and 1 <= self.syn_retries <= 100
+                and 1 <= self.synack_retries <= 100):
+            raise ValueError("retry limits must be within 1..100")
         if self.fin_timeout <= 0:
             raise ValueError("fin_timeout must be positive")
         if self.initial_window < 1:
@@ -63,6 +75,12 @@ class TcpConfig:
             raise ValueError("delayed ACK timeout must be within 0..0.5 s (RFC 1122 4.2.3.2)")
         if self.keepalive_idle <= 0 or self.keepalive_interval <= 0 or self.keepalive_count < 1:
             raise ValueError("keepalive idle and interval must be positive and count >= 1")
+        if not 0 <= self.invalid_ratelimit <= 60:
+            raise ValueError("invalid_ratelimit must be within 0..60 seconds")
+        if not 0 <= self.user_timeout <= 86_400:
+            raise ValueError("user_timeout must be within 0..86400 seconds (0: off)")
+        if self.challenge_ack_limit < 1:
+            raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:
             raise ValueError(f"TSO size {self.tso_size} out of range 0..65495")
         if self.congestion_control not in congestion.ALGORITHMS:

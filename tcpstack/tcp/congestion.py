@@ -7,6 +7,10 @@ losses; the TCB asks it nothing else. New algorithms subclass
 
 from __future__ import annotations
 
+CUBIC_C = 0.4  # RFC 9438 4.1
+CUBIC_BETA = 0.7  # RFC 9438 4.6: the multiplicative decrease
+CUBIC_ALPHA = 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA)  # RFC 9438 4.3: Reno-friendly increase
+
 
 def initial_window(mss: int, segments: int = 10) -> int:
     """RFC 6928 2: IW = min(10*MSS, max(2*MSS, 14600)) for the default 10 segments."""
@@ -98,9 +102,6 @@ class Cubic(CongestionControl):
     """
 
     name = "cubic"
-    C = 0.4  # RFC 9438 4.1
-    BETA = 0.7  # RFC 9438 4.6
-    ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3, the Reno-friendly increase
     __slots__ = ("_epoch", "_k", "_w_est", "_w_last_max", "_w_max")
 
     def __init__(self, mss: int, iw_segments: int = 10) -> None:
@@ -125,15 +126,15 @@ class Cubic(CongestionControl):
                 self._k = 0.0
                 self._w_max = cwnd_seg
             else:
-                self._k = ((self._w_max - cwnd_seg) / self.C) ** (1 / 3)
+                self._k = ((self._w_max - cwnd_seg) / CUBIC_C) ** (1 / 3)
         rtt = self.srtt if self.srtt is not None else 0.1
         t = now - self._epoch + rtt
-        target = self.C * (t - self._k) ** 3 + self._w_max  # eq. 1 at t + RTT (4.2)
+        target = CUBIC_C * (t - self._k) ** 3 + self._w_max  # eq. 1 at t + RTT (4.2)
         target = min(max(target, cwnd_seg), 1.5 * cwnd_seg)  # RFC 9438 4.4: bounded
         # Reno-friendly estimate (RFC 9438 4.3, eq. 4).
         # RFC 9438 4.3: alpha becomes 1 once the estimate reaches the window from
         # before the last reduction.
-        alpha = 1.0 if self._w_est >= self._w_max else self.ALPHA
+        alpha = 1.0 if self._w_est >= self._w_max else CUBIC_ALPHA
         self._w_est += alpha * (acked / mss) / cwnd_seg
         if self._w_est > target:
             target = self._w_est
@@ -146,7 +147,7 @@ class Cubic(CongestionControl):
         # Fast convergence (RFC 9438 4.7).
         if cwnd_seg < self._w_last_max:
             self._w_last_max = cwnd_seg
-            self._w_max = cwnd_seg * (1 + self.BETA) / 2
+            self._w_max = cwnd_seg * (1 + CUBIC_BETA) / 2
         else:
             self._w_last_max = cwnd_seg
             self._w_max = cwnd_seg
@@ -156,13 +157,13 @@ class Cubic(CongestionControl):
         self.save()
         self._reduce()
         # RFC 9438 4.6: ssthresh = cwnd * beta, at least 2 segments.
-        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
+        self.ssthresh = max(int(self.cwnd * CUBIC_BETA), 2 * self.mss)
         self.cwnd = self.ssthresh
 
     def on_timeout(self, flight: int, now: float) -> None:
         self.save()
         self._reduce()
-        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)
+        self.ssthresh = max(int(self.cwnd * CUBIC_BETA), 2 * self.mss)
         self.cwnd = self.mss
 
     def undo(self) -> None:

@@ -13,6 +13,7 @@ together behind the public API. Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, Self
@@ -21,8 +22,9 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.limits import Commons, standalone
 from tcpstack.tcp.listener import Listener
-from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.reassembly import DEFAULT_MAX_PIECES, ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.scoreboard import Scoreboard
 from tcpstack.tcp.seq import MASK, seq_add
@@ -31,6 +33,14 @@ from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
+
+
+def _unkeyed_offset(iss: int) -> int:
+    return int.from_bytes(hashlib.blake2s(iss.to_bytes(4, "big"), digest_size=4).digest(), "big")
+
+
+TransitionHook = Callable[["ControlBlock", State, Trigger, State], None]
 
 
 class EventSink(Protocol):
@@ -55,8 +65,9 @@ class ControlBlock:
         "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
         # receive sequence space and buffers
         "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
-        # ACK policy (when we acknowledge)
-        "ack_pending", "delack", "dsack", "last_ack_sent", "rcv_unacked",
+        # ACK policy (when we acknowledge), and the limits on unsolicited replies
+        "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_pushed",
+        "rcv_unacked", "reply_budget",
         # timestamps (RFC 7323)
         "ts_offset", "ts_recent", "ts_recent_age",
         # round-trip time and congestion control
@@ -64,24 +75,33 @@ class ControlBlock:
         # loss recovery (RFC 6675, RFC 6582, RFC 8985, RFC 3522)
         "dupack_flight", "dupacks", "recovery_point", "rto_high", "rtx_now", "rtx_tsval",
         "scoreboard", "tlp_dsack", "tlp_high", "tlp_rtx",
-        # probes: zero window and keepalive
+        # probes: zero window and keepalive; the user timeout's progress clock
         "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
-        "last_rcv", "persist_backoff", "probes",
+        "last_rcv", "persist_backoff", "probes", "progress_una", "stall_since",
         # timers, output and events
         "data_event_pending", "events", "out", "timers",
-        # the owner's links: dirty hook, timer bookkeeping, listener, application side
-        "dirty", "half_open", "listener", "on_dirty", "timer_entry", "user",
+        # the owner's links: dirty hook, timer bookkeeping, listener, application side,
+        # the memory pool and what this connection is charged in it, a tracer
+        "charged", "dirty", "half_open", "listener", "on_dirty", "on_transition", "pool",
+        "timer_entry", "user",
     )
 
     def __init__(self, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                 iss: int, counters: Counter[str] | None = None) -> None:
+                 iss: int, commons: Commons | None = None,
+                 ts_offset: int | None = None) -> None:
         self.cfg = cfg
-        #: Drops and other events counted by reason; the stack passes its own counters.
-        self.counters: Counter[str] = Counter() if counters is None else counters
+        if commons is None:
+            commons = standalone(cfg.challenge_ack_limit, iss)
+        #: Drops and other events counted by reason: the stack's own counters.
+        self.counters: Counter[str] = commons.counters
+        #: The stack-wide budget of challenge ACKs (RFC 5961 7).
+        self.reply_budget = commons.reply_budget
+        #: The stack-wide memory pool this connection's buffers are charged to.
+        self.pool = commons.pool
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
         self.state = State.CLOSED
-        self._init_send(iss)
+        self._init_send(iss, ts_offset)
         self._init_receive()
         self._init_recovery()
         self._init_probes()
@@ -95,8 +115,12 @@ class ControlBlock:
         self.listener: Listener | None = None
         self.half_open = False
         self.user: EventSink | None = None
+        self.charged = 0
+        #: Called after every change of state, as (connection, from, trigger, to):
+        #: for tracing and tests; None (the default) costs one test per transition.
+        self.on_transition: TransitionHook | None = None
 
-    def _init_send(self, iss: int) -> None:
+    def _init_send(self, iss: int, ts_offset: int | None) -> None:
         cfg = self.cfg
         self.iss = iss
         # Retransmissions are driven by the scoreboard, never by rewinding, so SND.NXT
@@ -127,8 +151,10 @@ class ControlBlock:
         self.syn_retransmitted = False
         self.cc: congestion.CongestionControl = congestion.create(
             cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window)
-        # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection.
-        self.ts_offset = (iss * 0x9E3779B1) & MASK
+        # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection; the
+        # stack derives it from its secret and the 4-tuple (IsnGenerator.ts_offset).
+        # A TCB made without one (tests) mixes the ISS in, unkeyed.
+        self.ts_offset = _unkeyed_offset(iss) if ts_offset is None else ts_offset & MASK
 
     def _init_receive(self) -> None:
         # rcv_adv is the right edge last advertised, which must never move left
@@ -138,15 +164,17 @@ class ControlBlock:
         self.rcv_adv = 0
         self.rcv_wscale = 0
         self.rcv_buf = ReceiveBuffer()
-        self.reassembly = ReassemblyQueue()
+        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES, self.cfg.rcv_buf // 1024))
         # Largest segment payload seen from the peer (Linux's rcv_mss): what a
         # "full-sized segment" is for the delayed-ACK rule.
         self.rcv_mss = min(self.cfg.mss, DEFAULT_PEER_MSS)
         self.ack_pending = False
         self.delack = False
         self.rcv_unacked = 0
+        self.rcv_pushed = False  # a short segment arrived since our last ACK
         self.dsack: tuple[int, int] | None = None
         self.last_ack_sent = 0  # RFC 7323 4.3 Last.ACK.sent
+        self.last_oow_reply = -1e18  # when the last rate-limited reply went out
         # RFC 7323: the peer's TSval to echo and when it was recorded.
         self.ts_recent = 0
         self.ts_recent_age = -1.0
@@ -173,6 +201,10 @@ class ControlBlock:
         self.keepalive_count = cfg.keepalive_count
         self.ka_probes = 0
         self.last_rcv = 0.0
+        # RFC 9293 3.10.8 user timeout: since when data outstanding made no progress
+        # (None: nothing outstanding), and SND.UNA at that time.
+        self.stall_since: float | None = None
+        self.progress_una = 0
 
     # ------------------------------------------------------------ state changes
 
@@ -183,21 +215,27 @@ class ControlBlock:
         Returns None, counts ``tcp_illegal_transition`` and changes nothing if the
         table does not allow it (the callers check first; this guards the table).
         """
-        nxt = next_state(self.state, trigger)
+        before = self.state
+        nxt = next_state(before, trigger)
         if nxt is None:
             self.counters["tcp_illegal_transition"] += 1
             return None
         self.state = nxt
+        if self.on_transition is not None:
+            self.on_transition(self, before, trigger, nxt)
         return nxt
 
     def fire_app(self, trigger: Trigger) -> State:
         """Apply an application call; raise the RFC's error, changing nothing, if the
         table does not allow it in the current state."""
         assert trigger in APP_TRIGGERS
-        nxt = next_state(self.state, trigger)
+        before = self.state
+        nxt = next_state(before, trigger)
         if nxt is None:
-            raise refusal(self.state, trigger)
+            raise refusal(before, trigger)
         self.state = nxt
+        if self.on_transition is not None:
+            self.on_transition(self, before, trigger, nxt)
         return nxt
 
     def drop(self, reason: str) -> None:
@@ -234,6 +272,11 @@ class ControlBlock:
     def tsval(self, now: float) -> int:
         """Our timestamp clock: milliseconds plus the per-connection offset (RFC 7323 5.4)."""
         return (int(now * 1000) + self.ts_offset) & MASK
+
+    @property
+    def footprint(self) -> int:
+        """Bytes this connection holds in its buffers (for the stack's memory pool)."""
+        return len(self.sndbuf.data) + len(self.rcv_buf.data) + self.reassembly.nbytes
 
     def fin_seq(self) -> int | None:
         """The sequence number our FIN occupies, once the application closed."""

@@ -6,20 +6,21 @@
   window scale and timestamps (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2).
 * :func:`send_syn` -- (re)send our SYN or SYN,ACK and run its retransmission timer.
 * :func:`after_handshake` -- RFC 6298 5.7 and RFC 5681 3.1 after a lost SYN.
+* :func:`cookie_syn_ack` / :func:`start_from_cookie` -- the stateless SYN,ACK of
+  SYN cookies (RFC 4987 3.6) and the connection rebuilt from the ACK.
 
 The segments of the handshake itself are processed in :mod:`tcpstack.tcp.inbound`.
 """
 
 from __future__ import annotations
 
-from tcpstack.tcp import congestion
-from tcpstack.tcp.control import DEFAULT_PEER_MSS, ControlBlock
+from tcpstack.tcp import congestion, syncookies
+from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import Trigger
 from tcpstack.wire.tcp import ACK, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
-
-TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 
 
 def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
@@ -75,6 +76,17 @@ def record_syn_timestamp(tcb: ControlBlock, syn: TcpSegment, now: float) -> None
         tcb.ts_recent_age = now
 
 
+def syn_window(cfg: TcpConfig, scaled: bool) -> int:
+    """The window of our SYN or SYN,ACK: the receive buffer, at most 65535 (a SYN's
+    window is never scaled, RFC 7323 2.2) -- and, when ``scaled`` (the SYN offers or
+    the SYN,ACK agrees to window scaling), rounded down to a multiple of our scale
+    factor so that later, scaled windows can advertise exactly the same right edge
+    (else the first scaled window would have to round up, and a retransmitted SYN,ACK
+    would move the edge left)."""
+    shift = cfg.rcv_wscale if scaled else 0
+    return min(cfg.rcv_buf, 0xFFFF) >> shift << shift
+
+
 def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
     """Our SYN (active open) or SYN,ACK; its window is never scaled (RFC 7323 2.2).
 
@@ -92,7 +104,7 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
             (tcb.tsval(now), 0) if cfg.timestamps else None))
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
-                min(cfg.rcv_buf, 0xFFFF), opts)
+                syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts)
 
 
 def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
@@ -110,6 +122,47 @@ def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
     tcb.mark()
 
 
+def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
+                   syn: TcpSegment, cookie: int, ts_offset: int, now: float) -> OutSegment:
+    """Our SYN,ACK to ``syn`` without keeping state (RFC 4987 3.6): the ISS is the
+    cookie. Window scale and SACK-permitted can only be echoed when the SYN carries
+    timestamps, which then carry them back (see :mod:`tcpstack.tcp.syncookies`);
+    without timestamps the SYN,ACK offers neither, as Linux does."""
+    opts = syn.options
+    ts = opts.timestamps if cfg.timestamps else None
+    wscale = cfg.rcv_wscale if ts and cfg.window_scaling and opts.wscale is not None else None
+    sack = bool(ts) and cfg.sack and opts.sack_permitted
+    timestamps = None
+    if ts is not None:
+        tsval = (int(now * 1000) + ts_offset) & 0xFFFFFFFF
+        peer_wscale = opts.wscale if wscale is not None else None
+        timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack), ts[0])
+    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps))
+    return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1), SYN | ACK,
+                                  syn_window(cfg, wscale is not None), options, b"", 0))
+
+
+def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: float) -> None:
+    """Rebuild the SYN-RECEIVED connection a valid cookie stands for (RFC 4987 3.6),
+    from the ACK completing the handshake; the caller then processes that ACK,
+    which establishes it. The peer's window scale and SACK-permitted come from the
+    echoed TSval's low bits; without timestamps there are neither."""
+    tcb.irs = seq_add(ack.seq, -1)
+    tcb.rcv_nxt = ack.seq
+    tcb.last_rcv = now
+    ts = ack.options.timestamps if tcb.cfg.timestamps else None
+    wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
+    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts)))
+    if tcb.ts_ok and ts is not None:
+        tcb.ts_recent = ts[0]
+        tcb.ts_recent_age = now
+    # Our SYN,ACK went out statelessly, with the window of every SYN,ACK of ours.
+    tcb.snd_max = seq_add(tcb.iss, 1)
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, syn_window(tcb.cfg, tcb.wscale_ok))
+    tcb.last_ack_sent = tcb.rcv_nxt
+    tcb.fire(Trigger.RCV_SYN)  # LISTEN -> SYN-RECEIVED, as if the SYN had been queued
+
+
 def after_handshake(tcb: ControlBlock) -> None:
     """Consequences of a lost SYN or SYN,ACK once the connection is established.
 
@@ -122,5 +175,6 @@ def after_handshake(tcb: ControlBlock) -> None:
         tcb.cc.cwnd = tcb.snd_mss
 
 
-__all__ = ["TS_OPTION_LEN", "after_handshake", "negotiate", "record_syn_timestamp",
-           "send_syn", "start_active", "start_passive", "syn_segment"]
+__all__ = ["after_handshake", "cookie_syn_ack", "negotiate",
+           "record_syn_timestamp", "send_syn", "start_active", "start_from_cookie",
+           "start_passive", "syn_segment", "syn_window"]

@@ -18,13 +18,20 @@ tcp_rst_challenged        RST in the window but not at RCV.NXT             RFC 5
 tcp_syn_challenged        SYN in a synchronized state (challenge ACK)      RFC 5961 4.2
 tcp_no_ack                no ACK bit                                       3.10.7.4 fifth
 tcp_syn_received_bad_ack  SYN-RECEIVED: ACK not of our SYN (RST sent)      3.10.7.4 fifth
-tcp_ack_unsent            ACK of data not yet sent (ACK sent)              3.10.7.4 fifth
+tcp_ack_unsent            ACK of data not yet sent (challenge ACK)         RFC 5961 5.2
 tcp_ack_too_old           ACK far below SND.UNA (challenge ACK)            RFC 5961 5.2
 tcp_data_after_fin        text or a second FIN after the peer's FIN        3.10.7.4 7th, 8th
 tcp_data_after_close      text after a full close (RST sent)               RFC 2525 2.17
+tcp_ooo_queue_full        out-of-order data beyond the queue's piece cap   (resources)
+tcp_ooo_memory_pressure   out-of-order data while the stack's memory is    (resources)
+                          over its limit
 tcp_time_wait_rst         RST in TIME-WAIT, ignored                        RFC 1337
 tcp_time_wait_segment     TIME-WAIT: anything but the retransmitted FIN    3.10.7.4
 ========================  ===============================================  ===============
+
+The ACKs these draw are rate-limited (RFC 5961 7, see :mod:`tcpstack.tcp.ack_policy`);
+a suppressed one is counted as ``tcp_challenge_ack_limited`` or
+``tcp_oow_ack_limited``, a suppressed repeat SYN,ACK as ``tcp_syn_repeat_limited``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from tcpstack.tcp import ack_policy, handshake, output, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.ack_processing import ack_advance, process_ack
 from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.reassembly import ReassemblyFull
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le, seq_lt
 from tcpstack.tcp.state import RECEIVES_TEXT, State, Trigger
 from tcpstack.wire.errors import BytesLike
@@ -85,7 +93,7 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     tcb.irs = seg.seq
     tcb.rcv_nxt = seq_add(seg.seq, 1)
     # Our SYN advertised an unscaled window; only now is its base known.
-    tcb.rcv_adv = seq_add(tcb.rcv_nxt, min(tcb.cfg.rcv_buf, 0xFFFF))
+    tcb.rcv_adv = seq_add(tcb.rcv_nxt, handshake.syn_window(tcb.cfg, tcb.cfg.window_scaling))
     handshake.negotiate(tcb, seg.options)
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
@@ -151,8 +159,13 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
     if tcb.state is State.SYN_RECEIVED and flags & SYN and not flags & ACK \
             and seg.seq == tcb.irs:
         # A retransmitted SYN: our SYN,ACK was lost; send it again (the timer and
-        # the RTT measurement carry on as they are).
+        # the RTT measurement carry on as they are) -- at most once per
+        # cfg.invalid_ratelimit, so repeated SYNs cannot make us a SYN,ACK cannon.
         tcb.fire(Trigger.RCV_SYN)
+        if now - tcb.last_oow_reply < tcb.cfg.invalid_ratelimit:
+            tcb.drop("tcp_syn_repeat_limited")
+            return
+        tcb.last_oow_reply = now
         tcb.out.append(handshake.syn_segment(tcb, now, ack=True))
         tcb.mark()
         return
@@ -162,15 +175,13 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         _reject_unacceptable(tcb, seg, now)
         return
     if flags & RST:
-        _receive_rst(tcb, seg)
+        _receive_rst(tcb, seg, now)
         return
     if flags & SYN:
         # Fourth: a SYN in a synchronized state draws a challenge ACK (RFC 5961 4.2).
         tcb.drop("tcp_syn_challenged")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return
-    if tcb.ts_ok:
-        _update_ts_recent(tcb, seg, now)
     # Fifth: segments without ACK are dropped.
     if not flags & ACK:
         tcb.drop("tcp_no_ack")
@@ -179,6 +190,11 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         return
     if not process_ack(tcb, seg, now):
         return
+    # RFC 7323 4.3: TS.Recent, only now that the ACK was found acceptable (as Linux
+    # does): a blind segment in the window with a huge TSval but a bad ACK must not
+    # poison it, or PAWS would drop every later real segment.
+    if tcb.ts_ok:
+        _update_ts_recent(tcb, seg, now)
     if tcb.state is State.CLOSED:
         return
     process_text(tcb, seg, now, seg.seq)
@@ -192,7 +208,7 @@ def _paws_rejects(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             and seq_lt(ts[0], tcb.ts_recent) \
             and now - tcb.ts_recent_age < PAWS_IDLE_LIMIT:
         tcb.drop("tcp_paws_rejected")
-        ack_policy.ack_now(tcb)
+        ack_policy.reply_unasked(tcb, now, bool(seg.payload))
         return True
     return False
 
@@ -213,15 +229,15 @@ def _reject_unacceptable(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
     n = len(seg.payload)
     if n and tcb.sack_ok and seq_le(seq_add(seg.seq, n), tcb.rcv_nxt):
         tcb.dsack = (seg.seq, seq_add(seg.seq, n))  # RFC 2883 4.1.1
-    ack_policy.ack_now(tcb)
+    ack_policy.reply_unasked(tcb, now, n > 0)
 
 
-def _receive_rst(tcb: ControlBlock, seg: TcpSegment) -> None:
+def _receive_rst(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     """Second (RFC 5961 3.2, adopted by RFC 9293): a RST exactly at RCV.NXT resets;
     anything else in the window draws a challenge ACK."""
     if seg.seq != tcb.rcv_nxt:
         tcb.drop("tcp_rst_challenged")
-        ack_policy.ack_now(tcb)
+        ack_policy.challenge_ack(tcb, now)
         return
     # CLOSING and LAST-ACK: the application already closed; it is not an error.
     error = None if tcb.state in (State.CLOSING, State.LAST_ACK) else "reset"
@@ -275,12 +291,14 @@ def receive_time_wait(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
         return
     if flags & SYN:
         tcb.drop("tcp_syn_challenged")
+        ack_policy.challenge_ack(tcb, now)
     elif flags & FIN and seq_add(seg.seq, seg.seg_len) == tcb.rcv_nxt:
         tcb.fire(Trigger.RCV_FIN)
         tcb.timers.time_wait = now + 2 * tcb.cfg.msl
+        ack_policy.ack_now(tcb)
     else:
         tcb.drop("tcp_time_wait_segment")
-    ack_policy.ack_now(tcb)
+        ack_policy.reply_unasked(tcb, now, bool(seg.payload))
 
 
 # ------------------------------------------------------------- text and FIN
@@ -314,8 +332,12 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
             seq = tcb.rcv_nxt
             n = len(payload)
             tcb.ack_pending = True
-        # ... and what exceeds the advertised window at the back.
+        # ... and what exceeds the advertised window at the back, or lies beyond a
+        # FIN already received out of order: nothing follows the peer's FIN.
         room = seq_diff(tcb.rcv_adv, seq)
+        fin_seq = tcb.reassembly.fin_seq
+        if fin_seq is not None:
+            room = min(room, seq_diff(fin_seq, seq))
         if n > room:
             payload = payload[:max(room, 0)]
             n = len(payload)
@@ -331,7 +353,7 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
             teardown.receive_fin(tcb, now)
         else:
             # An out-of-order FIN draws a duplicate ACK like out-of-order data.
-            tcb.reassembly.fin_seq = seq_add(seq, n)
+            _note_fin_ahead(tcb, seq_add(seq, n))
             ack_policy.ack_now(tcb)
     elif tcb.reassembly.fin_seq is not None and tcb.reassembly.fin_seq == tcb.rcv_nxt:
         tcb.reassembly.fin_seq = None
@@ -342,13 +364,35 @@ def _queue_out_of_order(tcb: ControlBlock, seq: int, payload: BytesLike, fin: bo
     """Data beyond RCV.NXT: queue it and send a duplicate ACK at once (RFC 5681 4.2),
     carrying SACK blocks (RFC 2018 4); a duplicate part is reported as D-SACK."""
     n = len(payload)
+    ack_policy.ack_now(tcb)
+    if n and tcb.pool.pressure:
+        # The stack's buffers are over their limit: keep nothing that cannot be
+        # delivered now (the peer will send it again).
+        tcb.drop("tcp_ooo_memory_pressure")
+        return
     if n:
-        dup = tcb.reassembly.add(seq, payload, tcb.rcv_nxt)
+        try:
+            dup = tcb.reassembly.add(seq, payload, tcb.rcv_nxt)
+        except ReassemblyFull:
+            # Too many separate pieces queued (a peer sending tiny segments with
+            # tiny holes): drop it; the peer will send it again.
+            tcb.drop("tcp_ooo_queue_full")
+            return
         if dup is not None and tcb.sack_ok:
             tcb.dsack = dup
     if fin:
-        tcb.reassembly.fin_seq = seq_add(seq, n)
-    ack_policy.ack_now(tcb)
+        _note_fin_ahead(tcb, seq_add(seq, n))
+
+
+def _note_fin_ahead(tcb: ControlBlock, fin_seq: int) -> None:
+    """Remember the peer's FIN that arrived ahead of RCV.NXT (the first one wins) and
+    forget anything queued beyond it: the stream ends there."""
+    ooo = tcb.reassembly
+    if ooo.fin_seq is not None:
+        return
+    ooo.fin_seq = fin_seq
+    if ooo.drop_from(fin_seq, tcb.rcv_nxt):
+        tcb.drop("tcp_data_after_fin")
 
 
 def _deliver_in_order(tcb: ControlBlock, payload: BytesLike) -> None:

@@ -38,6 +38,18 @@ class IsnGenerator:
         )
         return int.from_bytes(h.digest(), "big")
 
+    def ts_offset(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
+        """The connection's timestamp-clock offset (RFC 7323 7.1): a keyed hash of the
+        4-tuple alone, independent of the ISN's clock, so TSvals reveal neither the
+        host's uptime nor the ISN (as Linux's secure_tcp_ts_off)."""
+        h = hashlib.blake2s(
+            _TUPLE.pack(local_ip, local_port, remote_ip, remote_port),
+            key=self._secret,
+            digest_size=4,
+            person=b"tcp-ts",
+        )
+        return int.from_bytes(h.digest(), "big")
+
     def isn(
         self, local_ip: int, local_port: int, remote_ip: int, remote_port: int, now: float
     ) -> int:

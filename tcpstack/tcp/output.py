@@ -212,6 +212,10 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
              now: float) -> None:
     """Send new data (and/or the FIN) at SND.MAX."""
     seq = tcb.snd_max
+    if tcb.stall_since is None:
+        # Nothing was outstanding: the user timeout's clock starts now.
+        tcb.stall_since = now
+        tcb.progress_una = tcb.snd_una
     seg = make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
     tcb.out.append(seg)
     end = seq_add(seq, seg.seg_len)
@@ -219,7 +223,7 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
     if tcb.rtt_seq is None and not tcb.ts_ok:
         tcb.rtt_seq = end
         tcb.rtt_time = now
-    tcb.scoreboard.on_send(seq, end, now)
+    tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
     tcb.snd_max = end
     if tcb.timers.rto is None:
         tcb.timers.rto = now + tcb.rtt.rto
@@ -281,6 +285,8 @@ def arm_persist(tcb: ControlBlock, now: float) -> None:
     if tcb.timers.persist is None:
         delay = min(tcb.rtt.rto * (1 << min(tcb.persist_backoff, 16)), tcb.cfg.rto_max)
         tcb.timers.persist = now + delay
+        if tcb.stall_since is None:
+            tcb.stall_since = now  # waiting for the window: the user timeout runs
 
 
 __all__ = [

@@ -9,7 +9,7 @@ have data to send; keepalives run after ``keepalive_idle`` seconds of silence.
 
 from __future__ import annotations
 
-from tcpstack.tcp import output, teardown
+from tcpstack.tcp import output, recovery, teardown
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State, Trigger
@@ -26,6 +26,8 @@ def on_persist_timer(tcb: ControlBlock, now: float) -> None:
     tcb.timers.persist = None
     if tcb.snd_wnd != 0 or tcb.state not in PERSIST_STATES:
         return
+    if recovery.user_timeout_expired(tcb, now):
+        return  # answered probes keep it open, but not beyond the user timeout
     tcb.probes += 1
     if tcb.probes > tcb.cfg.max_retries:
         teardown.terminate(tcb, "timeout", Trigger.TIMEOUT)

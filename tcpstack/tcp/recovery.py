@@ -138,11 +138,23 @@ def end_tlp_episode(tcb: ControlBlock, ack: int, flight: int, now: float) -> Non
 # -------------------------------------------------------- retransmission timeout
 
 
+def user_timeout_expired(tcb: ControlBlock, now: float) -> bool:
+    """RFC 9293 3.10.8 USER TIMEOUT (RFC 5482): data outstanding made no progress for
+    ``cfg.user_timeout`` seconds: the connection is aborted ("timeout"), counted."""
+    limit = tcb.cfg.user_timeout
+    since = tcb.stall_since
+    if limit <= 0 or since is None or now - since < limit:
+        return False
+    tcb.drop("tcp_user_timeout")
+    teardown.terminate(tcb, "timeout", Trigger.TIMEOUT)
+    return True
+
+
 def on_rto(tcb: ControlBlock, now: float) -> None:
     """Retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1, RFC 6675 5.1)."""
     tcb.timers.rto = None
     tcb.timers.tlp = None
-    if tcb.snd_una == tcb.snd_max:
+    if tcb.snd_una == tcb.snd_max or user_timeout_expired(tcb, now):
         return
     state = tcb.state
     handshaking = state is State.SYN_SENT or state is State.SYN_RECEIVED

@@ -1,35 +1,50 @@
 """The sender's record of what is in flight: SACK scoreboard and RACK loss detection.
 
 One :class:`Sent` record per transmitted run of bytes (a segment, or a TSO
-super-segment), in sequence order, from SND.UNA to SND.MAX. The scoreboard
+super-segment of ``seg``-sized segments), in sequence order, from SND.UNA to
+SND.MAX. The scoreboard
 
 * marks records SACKed from the peer's SACK blocks (RFC 2018, RFC 6675 4),
-  splitting records that are only partly covered;
+  splitting a super-segment that a block covers only in part -- but only at its
+  segment boundaries, as Linux does (``tcp_match_skb_to_sack``): a SACK block
+  never marks part of a segment, so a peer cannot split the scoreboard into
+  records smaller than a segment, and the number of records stays bounded by the
+  segments in flight whatever the peer sends;
 * keeps ``sacked_bytes`` and ``lost_bytes`` so that RFC 6675's *pipe* is
   ``flight - sacked - lost`` in O(1);
 * runs RACK (RFC 8985 6.2): a record sent before the most recently sent
   delivered record is lost once ``rack.rtt + reo_wnd`` has passed since it was
-  sent; otherwise the reordering timer is armed for it;
+  sent; otherwise the reordering timer is armed for it. Records waiting for that
+  verdict are also kept in transmission order (RFC 8985's time-ordered list, like
+  Linux's tsorted queue), so each ACK looks only at those whose verdict can
+  change: amortized O(1), not a scan of everything in flight;
 * detects duplicate SACK blocks (RFC 2883) for spurious-retransmission handling.
+
+Records are found by binary search over their sequence numbers.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right, insort
 
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
 
 class Sent:
-    """A transmitted run ``[start, end)`` and its delivery state."""
+    """A transmitted run ``[start, end)`` of ``seg``-byte segments and its delivery state
+    (``seg`` 0: the run went out as one segment)."""
 
-    __slots__ = ("end", "lost", "retrans", "sacked", "start", "xmit_ts")
+    __slots__ = ("acked", "end", "lost", "retrans", "sacked", "seg", "start", "xmit_ts")
 
-    def __init__(self, start: int, end: int, xmit_ts: float) -> None:
+    def __init__(self, start: int, end: int, xmit_ts: float, seg: int = 0) -> None:
         self.start = start
         self.end = end
         self.xmit_ts = xmit_ts
+        self.seg = seg
         self.retrans = 0
         self.sacked = False
         self.lost = False
+        self.acked = False  # cumulatively acknowledged: gone from the scoreboard
 
     @property
     def length(self) -> int:
@@ -44,7 +59,8 @@ class Sent:
 class Scoreboard:
     """Records in flight plus RACK state (RFC 8985 6.1)."""
 
-    __slots__ = ("_dsack_round", "dsack_seen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt",
+    __slots__ = ("_anchor", "_dsack_round", "_lost_hint", "_tsorted", "_tsorted_head",
+                 "dsack_seen", "frozen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt",
                  "rack_xmit_ts", "recs", "reo_wnd_mult", "reo_wnd_persist", "sacked_bytes")
 
     def __init__(self) -> None:
@@ -61,12 +77,30 @@ class Scoreboard:
         self.reo_wnd_mult = 1
         self.reo_wnd_persist = 0
         self._dsack_round = -1.0
+        # Sequence numbers compare relative to this anchor (at or below every record).
+        self._anchor = 0
+        # RACK's candidates in transmission order: (xmit_ts, end, record), ordered by
+        # (xmit_ts, end). Entries go stale (the record was SACKed, acknowledged,
+        # marked lost or sent again) and are skipped lazily; _tsorted_head is where
+        # the live ones start.
+        self._tsorted: list[tuple[float, int, Sent]] = []
+        self._tsorted_head = 0
+        # No lost record starts below this sequence number (None: none is lost).
+        self._lost_hint: int | None = None
+        self.frozen = False  # the shared scoreboard of TIME-WAIT connections: no changes
 
     # ---------------------------------------------------------------- records
 
-    def on_send(self, start: int, end: int, now: float) -> None:
-        """New data ``[start, end)`` was sent for the first time."""
-        self.recs.append(Sent(start, end, now))
+    def on_send(self, start: int, end: int, now: float, seg: int = 0) -> None:
+        """New data ``[start, end)`` was sent for the first time, as ``seg``-byte
+        segments (0: as one segment)."""
+        if self.frozen:
+            raise RuntimeError("nothing is sent after a connection released its scoreboard")
+        if not self.recs:
+            self._anchor = start
+        rec = Sent(start, end, now, seg)
+        self.recs.append(rec)
+        self._tsorted.append((now, end, rec))
 
     def on_retransmit(self, rec: Sent, now: float) -> None:
         if rec.lost:
@@ -74,10 +108,71 @@ class Scoreboard:
             self.lost_bytes -= rec.length
         rec.retrans += 1
         rec.xmit_ts = now
+        self._tsorted.append((now, rec.end, rec))
 
     def clear(self) -> None:
+        if self.frozen:
+            return  # empty, and stays so
+        for rec in self.recs:
+            rec.acked = True
         self.recs.clear()
         self.sacked_bytes = self.lost_bytes = 0
+        self._tsorted = []
+        self._tsorted_head = 0
+        self._lost_hint = None
+
+    def _rel(self, rec: Sent) -> int:
+        return seq_diff(rec.start, self._anchor)
+
+    def _tsorted_key(self, entry: tuple[float, int, Sent]) -> tuple[float, int]:
+        return entry[0], seq_diff(entry[1], self._anchor)
+
+    def _index_at(self, seq: int) -> int:
+        """Index of the record containing ``seq``, or of the first one after it."""
+        recs = self.recs
+        i = bisect_right(recs, seq_diff(seq, self._anchor), key=self._rel)
+        if i and seq_gt(recs[i - 1].end, seq):
+            return i - 1
+        return i
+
+    def _split(self, i: int, at: int) -> Sent:
+        """Split record ``i`` at sequence ``at`` (strictly inside it); return the tail."""
+        rec = self.recs[i]
+        tail = Sent(at, rec.end, rec.xmit_ts, rec.seg)
+        tail.retrans, tail.sacked, tail.lost = rec.retrans, rec.sacked, rec.lost
+        rec.end = at
+        self.recs.insert(i + 1, tail)
+        if not (rec.sacked or rec.lost):
+            # The tail awaits RACK's verdict as the head does, right after it.
+            insort(self._tsorted, (tail.xmit_ts, tail.end, tail), lo=self._tsorted_head,
+                   key=self._tsorted_key)
+        return tail
+
+    def head(self, rec: Sent, limit: int) -> Sent:
+        """The first ``limit`` bytes of ``rec`` as a record of their own (the rest is
+        split off into the next record); ``rec`` itself if it is no longer."""
+        if rec.length > limit:
+            self._split(self._index_at(rec.start), seq_add(rec.start, limit))
+        return rec
+
+    def tail(self, rec: Sent, limit: int) -> Sent:
+        """The last ``limit`` bytes of ``rec`` as a record of their own."""
+        if rec.length > limit:
+            return self._split(self._index_at(rec.start), seq_add(rec.end, -limit))
+        return rec
+
+    def forget_losses(self) -> None:
+        """No record is lost after all (a retransmission proved spurious, RFC 3522)."""
+        live = self._tsorted[self._tsorted_head:]
+        for rec in self.recs:
+            if rec.lost:
+                rec.lost = False
+                live.append((rec.xmit_ts, rec.end, rec))
+        live.sort(key=self._tsorted_key)
+        self._tsorted = live
+        self._tsorted_head = 0
+        self.lost_bytes = 0
+        self._lost_hint = None
 
     # -------------------------------------------------------------- delivery
 
@@ -105,6 +200,8 @@ class Scoreboard:
 
     def ack(self, snd_una: int, now: float, echo: float | None = None) -> int:
         """Drop records below the new cumulative ACK; return how many bytes that acked."""
+        if self.frozen:
+            return 0
         recs = self.recs
         i = 0
         acked = 0
@@ -118,6 +215,7 @@ class Scoreboard:
                 self._delivered(rec, now, echo)
             if rec.lost:
                 self.lost_bytes -= n
+            rec.acked = True
             i += 1
         if i:
             del recs[:i]
@@ -131,39 +229,8 @@ class Scoreboard:
             if rec.lost:
                 self.lost_bytes -= cut
             rec.start = snd_una
+        self._anchor = snd_una
         return acked
-
-    def head(self, rec: Sent, limit: int) -> Sent:
-        """The first ``limit`` bytes of ``rec`` as a record of their own (the rest is
-        split off into the next record); ``rec`` itself if it is no longer."""
-        if rec.length > limit:
-            i = self.recs.index(rec)
-            self._split(i, seq_add(rec.start, limit))
-            rec = self.recs[i]
-        return rec
-
-    def tail(self, rec: Sent, limit: int) -> Sent:
-        """The last ``limit`` bytes of ``rec`` as a record of their own."""
-        if rec.length > limit:
-            i = self.recs.index(rec)
-            self._split(i, seq_add(rec.end, -limit))
-            rec = self.recs[i + 1]
-        return rec
-
-    def forget_losses(self) -> None:
-        """No record is lost after all (a retransmission proved spurious, RFC 3522)."""
-        for rec in self.recs:
-            if rec.lost:
-                rec.lost = False
-        self.lost_bytes = 0
-
-    def _split(self, i: int, at: int) -> None:
-        """Split record ``i`` at sequence ``at`` (strictly inside it)."""
-        rec = self.recs[i]
-        tail = Sent(at, rec.end, rec.xmit_ts)
-        tail.retrans, tail.sacked, tail.lost = rec.retrans, rec.sacked, rec.lost
-        rec.end = at
-        self.recs.insert(i + 1, tail)
 
     def sack(self, blocks: tuple[tuple[int, int], ...], snd_una: int, snd_max: int,
              now: float, echo: float | None = None, ack: int | None = None) -> int:
@@ -197,24 +264,28 @@ class Scoreboard:
     def _mark_sacked(self, left: int, right: int, now: float, echo: float | None) -> int:
         recs = self.recs
         newly = 0
-        i = 0
+        i = self._index_at(left)
         while i < len(recs):
             rec = recs[i]
-            if seq_le(rec.end, left):
-                i += 1
-                continue
             if seq_ge(rec.start, right):
                 break
             if rec.sacked:
                 i += 1
                 continue
-            if seq_lt(rec.start, left):
-                self._split(i, left)
-                i += 1
-                continue
-            if seq_gt(rec.end, right):
-                self._split(i, right)
-            rec = recs[i]
+            lo = left if seq_gt(left, rec.start) else rec.start
+            hi = right if seq_lt(right, rec.end) else rec.end
+            if lo != rec.start or hi != rec.end:
+                span = _whole_segments(rec, lo, hi)
+                if span is None:
+                    i += 1
+                    continue
+                lo, hi = span
+                if lo != rec.start:
+                    self._split(i, lo)
+                    i += 1
+                    rec = recs[i]
+                if hi != rec.end:
+                    self._split(i, hi)
             rec.sacked = True
             n = rec.length
             newly += n
@@ -247,37 +318,59 @@ class Scoreboard:
 
         Marks records lost and returns ``(newly_lost_bytes, reorder_timeout)`` where
         the timeout is the earliest time a remaining suspect would be declared lost.
+        Walks the candidates in transmission order and stops at the first one that
+        was sent after the RACK reference or whose window has not passed: every
+        later one was sent later still.
         """
         if self.rack_rtt is None:
             return 0, None
-        reo = self.reo_wnd(srtt)
-        horizon = self.rack_rtt + reo
+        horizon = self.rack_rtt + self.reo_wnd(srtt)
+        rack_ts, rack_end = self.rack_xmit_ts, self.rack_end
+        entries = self._tsorted
+        head = self._tsorted_head
         newly = 0
         timeout: float | None = None
-        for rec in self.recs:
-            if rec.sacked or rec.lost:
+        while head < len(entries):
+            ts, _end, rec = entries[head]
+            if rec.xmit_ts != ts or rec.sacked or rec.lost or rec.acked:
+                head += 1  # stale
                 continue
-            sent_before = rec.xmit_ts < self.rack_xmit_ts or (
-                rec.xmit_ts == self.rack_xmit_ts and seq_lt(rec.end, self.rack_end))
-            if not sent_before:
-                continue
-            deadline = rec.xmit_ts + horizon
-            if deadline <= now:
-                rec.lost = True
-                n = rec.length
-                self.lost_bytes += n
-                newly += n
-            elif timeout is None or deadline < timeout:
+            if not (ts < rack_ts or (ts == rack_ts and seq_lt(rec.end, rack_end))):
+                break  # sent after the reference
+            deadline = ts + horizon
+            if deadline > now:
                 timeout = deadline
+                break
+            rec.lost = True
+            n = rec.length
+            self.lost_bytes += n
+            newly += n
+            self._note_lost(rec)
+            head += 1
+        self._compact(head)
         return newly, timeout
+
+    def _compact(self, head: int) -> None:
+        """Forget consumed candidate entries, in bulk once they are half the list."""
+        if head > 64 and head * 2 > len(self._tsorted):
+            del self._tsorted[:head]
+            head = 0
+        self._tsorted_head = head
+
+    def _note_lost(self, rec: Sent) -> None:
+        hint = self._lost_hint
+        if hint is None or seq_lt(rec.start, hint):
+            self._lost_hint = rec.start
 
     def mark_lost_from(self, start: int | None = None, limit: int | None = None) -> int:
         """Mark unSACKed records lost: all (after an RTO, RFC 6675 5.1), or the first
         ``limit`` bytes from ``start`` (NewReno's retransmission of the next hole)."""
         newly = 0
-        for rec in self.recs:
-            if start is not None and seq_lt(rec.start, start):
-                continue
+        recs = self.recs
+        i = 0 if start is None else self._index_at(start)
+        if start is not None and i < len(recs) and seq_lt(recs[i].start, start):
+            i += 1  # only records that start at or after ``start``
+        for rec in recs[i:]:
             if limit is not None and newly >= limit:
                 break
             if rec.sacked or rec.lost:
@@ -286,12 +379,20 @@ class Scoreboard:
             n = rec.length
             self.lost_bytes += n
             newly += n
+            self._note_lost(rec)
         return newly
 
     def first_lost(self) -> Sent | None:
-        for rec in self.recs:
+        """The lowest record marked lost (the next to retransmit, RFC 6675 NextSeg)."""
+        if not self.lost_bytes or self._lost_hint is None:
+            return None
+        recs = self.recs
+        for i in range(self._index_at(self._lost_hint), len(recs)):
+            rec = recs[i]
             if rec.lost:
+                self._lost_hint = rec.start
                 return rec
+        self._lost_hint = None
         return None
 
     def last_unsacked(self) -> Sent | None:
@@ -301,30 +402,30 @@ class Scoreboard:
         return None
 
 
-class _Released(Scoreboard):
-    """The scoreboard of a connection that sends nothing more (TIME-WAIT): empty and
-    immutable, so every such connection shares :data:`RELEASED`."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("a released scoreboard is immutable")
-
-    def on_send(self, start: int, end: int, now: float) -> None:
-        raise RuntimeError("nothing is sent after the connection released its scoreboard")
-
-    def clear(self) -> None:
-        """Nothing to clear: it is empty and stays so."""
+def _whole_segments(rec: Sent, lo: int, hi: int) -> tuple[int, int] | None:
+    """The part of ``[lo, hi)`` (inside ``rec``) that covers whole segments of it, or
+    None. Linux's tcp_match_skb_to_sack: a block starting inside a segment skips
+    to the next segment boundary, one ending inside a segment stops at its start;
+    a record sent as one segment is SACKed only whole."""
+    seg = rec.seg
+    if seg <= 0 or rec.length <= seg:
+        return None
+    off_lo = seq_diff(lo, rec.start)
+    off_hi = seq_diff(hi, rec.start)
+    off_lo = -(-off_lo // seg) * seg  # round up
+    if hi != rec.end:
+        off_hi = off_hi // seg * seg  # round down (the last segment may be short)
+    if off_lo >= off_hi:
+        return None
+    return seq_add(rec.start, off_lo), seq_add(rec.start, off_hi)
 
 
 def _released() -> Scoreboard:
-    sb = object.__new__(_Released)
-    fresh = Scoreboard()
-    for name in Scoreboard.__slots__:
-        object.__setattr__(sb, name, getattr(fresh, name))
-    object.__setattr__(sb, "recs", [])
-    return sb
+    board = Scoreboard()
+    board.frozen = True
+    return board
 
 
-#: The shared, immutable, empty scoreboard of connections in TIME-WAIT.
+#: The shared, empty scoreboard of connections in TIME-WAIT: they send nothing
+#: more, so they hold no scoreboard of their own. It refuses every change (``frozen``).
 RELEASED: Scoreboard = _released()

@@ -26,13 +26,14 @@ change goes through the transition table in :mod:`~tcpstack.tcp.state`.
 from __future__ import annotations
 
 import errno
-from collections import Counter
 
 from tcpstack.tcp import ack_policy, handshake, inbound, output, probes, recovery, teardown, window
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.limits import Commons
+from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
-from tcpstack.wire.tcp import TcpSegment
+from tcpstack.wire.tcp import OutSegment, TcpSegment
 
 
 class Tcb(ControlBlock):
@@ -44,19 +45,35 @@ class Tcb(ControlBlock):
 
     @classmethod
     def passive_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                     syn: TcpSegment, iss: int, now: float,
-                     counters: Counter[str] | None = None) -> Tcb:
-        """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK."""
-        tcb = cls(cfg, local, remote, iss, counters)
+                     syn: TcpSegment, iss: int, now: float, commons: Commons | None = None,
+                     ts_offset: int | None = None) -> Tcb:
+        """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK.
+
+        ``commons`` are the stack's shared counters and limits (a private set if
+        None); ``ts_offset`` the timestamp clock's offset (RFC 7323 7.1).
+        """
+        tcb = cls(cfg, local, remote, iss, commons, ts_offset)
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
         return tcb
 
     @classmethod
+    def from_cookie(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
+                    ack: TcpSegment, peer_mss: int, now: float, commons: Commons | None = None,
+                    ts_offset: int | None = None) -> Tcb:
+        """The connection a valid SYN cookie stands for (RFC 4987 3.6), in SYN-RECEIVED;
+        give it ``ack`` (:meth:`receive`) to establish it. The ISS was the cookie."""
+        tcb = cls(cfg, local, remote, seq_add(ack.ack, -1), commons, ts_offset)
+        tcb.state = State.LISTEN  # born of a passive OPEN, like passive_open
+        handshake.start_from_cookie(tcb, ack, peer_mss, now)
+        return tcb
+
+    @classmethod
     def active_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                    iss: int, now: float, counters: Counter[str] | None = None) -> Tcb:
+                    iss: int, now: float, commons: Commons | None = None,
+                    ts_offset: int | None = None) -> Tcb:
         """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
-        tcb = cls(cfg, local, remote, iss, counters)
+        tcb = cls(cfg, local, remote, iss, commons, ts_offset)
         handshake.start_active(tcb, now)
         return tcb
 
@@ -121,6 +138,7 @@ class Tcb(ControlBlock):
         """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
         data = self.rcv_buf.take(n)
         if data:
+            ack_policy.on_application_read(self)
             window.on_application_read(self)
         return data
 
@@ -169,14 +187,13 @@ class Tcb(ControlBlock):
 
     # ---------------------------------------------------------------- network
 
-    # The per-segment entry points are the rule modules' functions themselves (their
-    # first parameter is the connection), so calling them costs no extra layer.
+    def receive(self, seg: TcpSegment, now: float) -> None:
+        """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
+        inbound.segment_arrives(self, seg, now)
 
-    #: ``receive(seg, now)``: process an arriving segment (RFC 9293 3.10.7.3, 3.10.7.4).
-    receive = inbound.segment_arrives
-
-    #: ``segments_to_send(now)``: everything this connection wants transmitted now.
-    segments_to_send = output.flush
+    def segments_to_send(self, now: float) -> list[OutSegment]:
+        """Everything this connection wants transmitted now; clears the dirty mark."""
+        return output.flush(self, now)
 
     # ----------------------------------------------------------------- timers
 

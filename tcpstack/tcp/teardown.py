@@ -64,6 +64,7 @@ def terminate(tcb: ControlBlock, error: str | None, trigger: Trigger) -> None:
     tcb.scoreboard.clear()
     tcb.reassembly.clear()
     tcb.ack_pending = False
+    tcb.delack = False  # nothing is owed any more: no delayed-ACK timer may start
     tcb.events.append(ev.Terminated(error))
     tcb.mark()
 

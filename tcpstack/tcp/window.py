@@ -8,7 +8,10 @@ goes into the header:
 * receiver silly-window-syndrome avoidance: the edge moves right only by a
   worthwhile amount, min(half the buffer, one MSS) for the window field, and a
   reading application triggers a window update once the window can grow by
-  min(half the buffer, 2 * MSS).
+  min(half the buffer, 2 * MSS);
+* while the stack's memory pool is over its limit, at most four segments are
+  offered (as Linux clamps windows under tcp_mem pressure): connections whose
+  applications read still move, slowly; the others stop.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 from tcpstack.tcp import ack_policy
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_add, seq_diff
-from tcpstack.tcp.state import RECEIVES_TEXT
+from tcpstack.tcp.state import RECEIVES_TEXT, State
+
+PRESSURE_WINDOW_SEGMENTS = 4
 
 
 def free_space(tcb: ControlBlock) -> int:
@@ -30,6 +35,15 @@ def window_field(tcb: ControlBlock) -> int:
     advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
     if advertised < 0:
         advertised = 0
+    if tcb.state is State.SYN_RECEIVED:
+        # Until the handshake completes the window stays what our SYN,ACK offered
+        # (as Linux's request sockets): a retransmitted SYN,ACK, unscaled and at most
+        # 64 KiB, must not offer less than an ACK sent meanwhile.
+        free = advertised
+    elif tcb.pool.pressure:
+        # Memory pressure (as Linux's tcp_clamp_window): at most four segments are
+        # offered, so connections whose applications read still move, slowly.
+        free = min(free, PRESSURE_WINDOW_SEGMENTS * tcb.cfg.mss)
     rcv_buf = tcb.cfg.rcv_buf
     # Receiver SWS avoidance: move the right edge only by a worthwhile amount.
     wnd = free if free - advertised >= min(rcv_buf // 2, tcb.cfg.mss) else advertised

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire.errors import BytesLike as Buffer
 from tcpstack.wire.errors import Malformed
+from tcpstack.wire.records import IPv4Packet
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -19,20 +19,6 @@ _FLAG_MF = 0x2000
 _FRAG_OFFSET_MASK = 0x1FFF
 
 _HDR = struct.Struct("!BBHHHBBHII")
-
-
-class IPv4Packet(NamedTuple):
-    """A parsed, validated IPv4 packet (immutable). ``payload`` is a view into the
-    received buffer."""
-
-    src: int
-    dst: int
-    proto: int
-    ttl: int
-    tos: int
-    ident: int
-    header_len: int
-    payload: memoryview
 
 
 _new = tuple.__new__  # NamedTuple construction without its Python-level argument handling

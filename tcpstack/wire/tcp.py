@@ -9,22 +9,29 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire import virtio as _vnet
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
 from tcpstack.wire.ipv4 import PROTO_TCP, pack_ipv4_header
-
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+from tcpstack.wire.records import (
+    ACK,
+    CWR,
+    ECE,
+    FIN,
+    NO_OPTIONS,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    AnySegment,
+    OutSegment,
+    TcpOptions,
+    TcpSegment,
+    flags_str,
+    new_tuple,
+)
 
 HEADER_LEN = 20
 MAX_OPTIONS_LEN = 40
@@ -41,118 +48,6 @@ _HDR = struct.Struct("!HHIIBBHHH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 _II = struct.Struct("!II")
-
-_FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
-               (ECE, "E"), (CWR, "W"))
-
-
-def flags_str(flags: int) -> str:
-    """tcpdump-style flag letters, e.g. ``S.`` for SYN+ACK."""
-    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
-
-
-class TcpOptions(NamedTuple):
-    """The TCP options the stack understands; absent options are None / False / empty.
-
-    Immutable: a parsed segment's options can be shared and kept without copying,
-    and :data:`NO_OPTIONS` is a safe shared constant.
-    """
-
-    mss: int | None = None
-    wscale: int | None = None
-    sack_permitted: bool = False
-    sack_blocks: tuple[tuple[int, int], ...] = ()
-    timestamps: tuple[int, int] | None = None
-
-    def __repr__(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]
-        return f"TcpOptions({', '.join(parts)})"
-
-
-NO_OPTIONS = TcpOptions()
-
-
-def _describe(kind: str, seg: TcpSegment | OutSegment) -> str:
-    return (
-        f"{kind}({seg.src_port}->{seg.dst_port} [{flags_str(seg.flags)}] "
-        f"seq={seg.seq} ack={seg.ack} win={seg.window} len={len(seg.payload)}"
-        f"{' ' + repr(seg.options) if seg.options != NO_OPTIONS else ''})"
-    )
-
-
-class TcpSegment(NamedTuple):
-    """A received TCP segment, validated once by :func:`parse_tcp`. Immutable.
-
-    ``payload`` is a zero-copy view into the received packet: whoever keeps the
-    bytes beyond the processing of the packet must copy them. ``seg_len`` is the
-    sequence space the segment occupies (payload plus one each for SYN and FIN).
-    Tests also build these by hand to play the peer.
-    """
-
-    src_port: int
-    dst_port: int
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    options: TcpOptions = NO_OPTIONS
-    payload: BytesLike = b""
-    urgent: int = 0
-
-    @property
-    def seg_len(self) -> int:
-        n = len(self.payload)
-        flags = self.flags
-        if flags & SYN:
-            n += 1
-        if flags & FIN:
-            n += 1
-        return n
-
-    def __repr__(self) -> str:
-        return _describe("TcpSegment", self)
-
-
-class OutSegment(NamedTuple):
-    """A segment the engine wants sent, as built by its one segment builder. Immutable.
-
-    ``payload`` is usually a view into the connection's send buffer; the packet
-    builder copies it (or hands it to a gathering write) before the buffer changes.
-    """
-
-    src_port: int
-    dst_port: int
-    seq: int
-    ack: int
-    flags: int
-    window: int
-    options: TcpOptions = NO_OPTIONS
-    payload: BytesLike = b""
-    urgent: int = 0
-
-    @property
-    def seg_len(self) -> int:
-        n = len(self.payload)
-        flags = self.flags
-        if flags & SYN:
-            n += 1
-        if flags & FIN:
-            n += 1
-        return n
-
-    def __repr__(self) -> str:
-        return _describe("OutSegment", self)
-
-
-# The fast constructor of the tuples above (what NamedTuple's own __new__ ends in,
-# without its Python-level argument handling): for the per-segment paths, with
-# every field given in order.
-new_tuple = tuple.__new__
-
-#: Anything :func:`emit_tcp_ipv4` can write: what the engine emits, or a segment a
-#: test or tool forges as a peer would send it.
-AnySegment = TcpSegment | OutSegment
-
 
 def parse_options(opts: memoryview) -> TcpOptions:
     """Parse the option bytes of a TCP header (RFC 9293 3.2).
@@ -333,3 +228,11 @@ def emit_tcp_ipv4_parts(
     if split:
         return (out, payload)
     return out
+
+
+__all__ = [
+    "ACK", "CWR", "ECE", "FIN", "HEADER_LEN", "MAX_OPTIONS_LEN", "NO_OPTIONS", "PSH", "RST",
+    "SCATTER_MIN_PAYLOAD", "SYN", "URG", "AnySegment", "OutPacket", "OutSegment", "TcpOptions",
+    "TcpSegment", "emit_tcp_ipv4", "emit_tcp_ipv4_parts", "encode_options", "flags_str",
+    "new_tuple", "parse_options", "parse_tcp",
+]

@@ -266,10 +266,11 @@ def assert_clean_exit(result: DaemonExit) -> None:
     assert "stopped; counters:" in result.log, result.log
 
 
-def parse_counters(log: str) -> dict[str, int]:
-    """The counters from the daemon's ``stopped; counters: a=1, b=2`` log line."""
+def parse_counters(log: str, label: str = "stopped; counters") -> dict[str, int]:
+    """The counters from the daemon's ``LABEL: a=1, b=2`` log line (by default the
+    stack's ``stopped; counters: ...``; the services' line is ``service counters``)."""
     for line in reversed(log.splitlines()):
-        _, sep, rest = line.partition("stopped; counters: ")
+        _, sep, rest = line.partition(f"{label}: ")
         if not sep:
             continue
         counters: dict[str, int] = {}

@@ -25,6 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from tcpstack.build import is_compiled
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
@@ -44,10 +47,19 @@ from tcpstack.wire.tcp import (
     parse_tcp,
 )
 
+#: For tests that instrument the engine's Python internals (replacing a module
+#: function or a class attribute to count calls): the compiled build runs the same
+#: algorithm but cannot be instrumented that way.
+PURE_ONLY = pytest.mark.skipif(
+    is_compiled(), reason="instruments pure-Python internals; the compiled build runs "
+                          "the same source")
+
 # The RFC 9293 baseline that the per-state tests check segment by segment: every
 # segment is ACKed at once and small segments are not held back. Delayed ACKs and
 # Nagle's algorithm (on by default) have their own tests (test_tcp_ack_policy.py).
-BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False)
+# The loss-recovery tests check RFC 5681/6582 arithmetic, so the baseline runs NewReno
+# (CUBIC, the default, has its own tests in test_tcp_cubic.py).
+BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False, congestion_control="newreno")
 
 
 def base_config(**changes: Any) -> TcpConfig:

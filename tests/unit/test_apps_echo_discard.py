@@ -3,129 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
 
 import pytest
+from app_harness import FakeWriter, ResettingReader, connection, reader_with, serving
 
-from tcpstack.apps import StreamHandler, StreamReaderLike, StreamWriterLike, discard, echo
-
-
-class Tracked:
-    """Wraps a handler to record its tasks and whether it closed its writer."""
-
-    def __init__(self, handler: StreamHandler) -> None:
-        self._handler = handler
-        self.tasks: list[asyncio.Task[object]] = []
-        self.unclosed = 0
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.append(task)
-        await self._handler(reader, writer)
-        if not writer.is_closing():
-            self.unclosed += 1
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: StreamHandler) -> AsyncIterator[int]:
-    """Run ``handler`` on a loopback port; on exit check every call ended cleanly."""
-    tracked = Tracked(handler)
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-    if tracked.tasks:
-        done, pending = await asyncio.wait(tracked.tasks, timeout=5)
-        assert not pending, "a handler never returned"
-        for task in done:
-            assert task.exception() is None, "an exception escaped the handler"
-    assert tracked.unclosed == 0, "a handler returned without closing its writer"
-
-
-@contextlib.asynccontextmanager
-async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-class FakeWriter:
-    """A StreamWriterLike that records what a handler does with it."""
-
-    def __init__(self, *, fail_wait_closed: bool = False) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.waited = False
-        self._fail_wait_closed = fail_wait_closed
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    async def drain(self) -> None:
-        pass
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    async def wait_closed(self) -> None:
-        self.waited = True
-        if self._fail_wait_closed:
-            raise ConnectionResetError("peer reset")
-
-    def get_extra_info(self, name: str) -> object:
-        return ("192.0.2.7", 4242) if name == "peername" else None
-
-
-class ResettingReader:
-    """A StreamReaderLike that hands out some chunks, then fails as on a TCP reset."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = list(chunks)
-
-    async def read(self, n: int) -> bytes:
-        if self._chunks:
-            return self._chunks.pop(0)
-        raise ConnectionResetError("peer reset")
-
-    async def readline(self) -> bytes:
-        raise ConnectionResetError("peer reset")
-
-    async def readexactly(self, n: int) -> bytes:
-        raise ConnectionResetError("peer reset")
-
-    async def readuntil(self, separator: bytes) -> bytes:
-        raise ConnectionResetError("peer reset")
-
-    def at_eof(self) -> bool:
-        return False
-
-
-def _reader_with(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return reader
+from tcpstack.apps import StreamReaderLike, StreamWriterLike, discard, echo
 
 
 def test_fakes_satisfy_the_stream_protocols() -> None:
@@ -224,7 +110,7 @@ async def test_discard_keeps_connection_open_until_eof() -> None:
 
 
 async def test_discard_consumes_everything_and_writes_nothing() -> None:
-    reader = _reader_with(b"a" * 200_000)
+    reader = reader_with(b"a" * 200_000)
     writer = FakeWriter()
     await discard(reader, writer)
     assert reader.at_eof()

@@ -3,115 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from app_harness import (
+    FakeWriter,
+    ResettingReader,
+    assert_closed_by_server,
+    connection,
+    exchange,
+    get,
+    read_head,
+    read_response,
+    reader_with,
+    serving,
+)
 
-from tcpstack.apps import HttpService, StreamHandler, pattern_bytes
+from tcpstack.apps import HttpLimits, HttpService, ServiceLimits, pattern_bytes
 from tcpstack.apps.http import MAX_BYTES, iter_pattern
-
-# -- harness --------------------------------------------------------------
-
-
-class Tracked:
-    """Wraps a handler to record its tasks and whether it closed its writer."""
-
-    def __init__(self, handler: StreamHandler) -> None:
-        self._handler = handler
-        self.tasks: list[asyncio.Task[object]] = []
-        self.unclosed = 0
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.append(task)
-        await self._handler(reader, writer)
-        if not writer.is_closing():
-            self.unclosed += 1
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: StreamHandler) -> AsyncIterator[int]:
-    """Run ``handler`` on a loopback port; on exit check every call ended cleanly."""
-    tracked = Tracked(handler)
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-    if tracked.tasks:
-        done, pending = await asyncio.wait(tracked.tasks, timeout=5)
-        assert not pending, "a handler never returned"
-        for task in done:
-            assert task.exception() is None, "an exception escaped the handler"
-    assert tracked.unclosed == 0, "a handler returned without closing its writer"
-
-
-@contextlib.asynccontextmanager
-async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def length(self) -> int:
-        return int(self.headers["content-length"])
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-    version, status, _reason = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        assert name.lower() not in headers, f"duplicate header {name}"
-        headers[name.lower()] = value.strip()
-    return int(status), headers
-
-
-async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> Response:
-    status, headers = await read_head(reader)
-    length = int(headers["content-length"])
-    body = b"" if head_only else await asyncio.wait_for(reader.readexactly(length), 10)
-    return Response(status, headers, body)
-
-
-async def assert_closed_by_server(reader: asyncio.StreamReader) -> None:
-    assert await asyncio.wait_for(reader.read(), 5) == b""
-
-
-async def exchange(port: int, raw: bytes, *, head_only: bool = False) -> Response:
-    """Send one raw request, return its response (the connection is then dropped)."""
-    async with connection(port) as (reader, writer):
-        writer.write(raw)
-        await writer.drain()
-        return await read_response(reader, head_only=head_only)
-
-
-def get(path: str, *extra: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
-    lines = [f"{method} {path} {version}", "Host: test", *extra]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 @pytest.fixture
@@ -278,7 +192,7 @@ async def test_http_10_keep_alive_persists(port: int) -> None:
 
 async def test_http_idle_connection_is_closed_after_timeout() -> None:
     async with (
-        serving(HttpService(idle_timeout=0.2)) as p,
+        serving(HttpService(limits=ServiceLimits(idle_timeout=0.2))) as p,
         connection(p) as (reader, writer),
     ):
         writer.write(get("/bytes/1"))
@@ -290,7 +204,7 @@ async def test_http_idle_connection_is_closed_after_timeout() -> None:
 
 async def test_http_stalled_request_head_gets_408() -> None:
     async with (
-        serving(HttpService(idle_timeout=0.2)) as p,
+        serving(HttpService(http=HttpLimits(header_timeout=0.2))) as p,
         connection(p) as (reader, writer),
     ):
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -385,23 +299,25 @@ async def test_http_malformed_headers_get_400(port: int, head: bytes) -> None:
     assert response.status == 400
 
 
-async def test_http_overlong_header_line_gets_400(port: int) -> None:
+async def test_http_overlong_header_line_gets_431(port: int) -> None:
+    """RFC 6585 5: a header field larger than the server accepts gets 431."""
     async with connection(port) as (reader, writer):
         writer.write(get("/", "X-Long: " + "a" * 9000))
         response = await read_response(reader)
         await assert_closed_by_server(reader)
-    assert response.status == 400
+    assert response.status == 431
+    assert response.headers["connection"] == "close"
 
 
-async def test_http_header_line_beyond_stream_buffer_limit_gets_400(port: int) -> None:
+async def test_http_header_line_beyond_stream_buffer_limit_gets_431(port: int) -> None:
     async with connection(port) as (reader, writer):
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * 200_000)
         response = await read_response(reader)
         await assert_closed_by_server(reader)
-    assert response.status == 400
+    assert response.status == 431
 
 
-async def test_http_too_many_headers_gets_400_but_one_hundred_are_fine(port: int) -> None:
+async def test_http_too_many_headers_gets_431_but_one_hundred_are_fine(port: int) -> None:
     ninety_nine = [f"X-H{i}: {i}" for i in range(99)]  # plus Host makes 100
     ok = await exchange(port, get("/bytes/1", *ninety_nine))
     assert ok.status == 200
@@ -409,7 +325,7 @@ async def test_http_too_many_headers_gets_400_but_one_hundred_are_fine(port: int
         writer.write(get("/bytes/1", *ninety_nine, "X-One-Too-Many: 1"))
         response = await read_response(reader)
         await assert_closed_by_server(reader)
-    assert response.status == 400
+    assert response.status == 431
 
 
 # -- methods and bodies ---------------------------------------------------
@@ -428,14 +344,14 @@ async def test_http_post_gets_405_with_allow_and_connection_survives(port: int) 
     assert after.body == pattern_bytes(5)
 
 
-async def test_http_unknown_method_gets_501(port: int) -> None:
+async def test_http_unknown_method_gets_501_and_close(port: int) -> None:
+    """RFC 9110 15.6.2: an unrecognised method gets 501; we do not guess its body."""
     async with connection(port) as (reader, writer):
         writer.write(get("/", method="BREW"))
         response = await read_response(reader)
-        writer.write(get("/bytes/2"))
-        after = await read_response(reader)
+        await assert_closed_by_server(reader)
     assert response.status == 501
-    assert after.body == pattern_bytes(2)
+    assert response.headers["connection"] == "close"
 
 
 async def test_http_chunked_request_body_is_discarded(port: int) -> None:
@@ -464,6 +380,7 @@ async def test_http_unsupported_transfer_coding_gets_501(port: int) -> None:
         response = await read_response(reader)
         await assert_closed_by_server(reader)
     assert response.status == 501
+    assert response.headers["connection"] == "close"
 
 
 async def test_http_expect_100_continue_gets_interim_response(port: int) -> None:
@@ -557,48 +474,10 @@ async def test_http_head_has_length_but_no_body(port: int) -> None:
     assert leftover == b""
 
 
-class _RecordingWriter:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.drains = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-
-    async def drain(self) -> None:
-        self.drains += 1
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    async def wait_closed(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> object:
-        return None
-
-
-def _reader_with(data: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    return reader
-
-
 async def test_http_bytes_route_streams_in_bounded_chunks_with_drain() -> None:
     n = 1_000_000
-    writer = _RecordingWriter()
-    await HttpService()(_reader_with(get(f"/bytes/{n}")), writer)
+    writer = FakeWriter()
+    await HttpService()(reader_with(get(f"/bytes/{n}")), writer)
     body_writes = writer.writes[1:]
     assert b"".join(body_writes) == pattern_bytes(n)
     assert max(len(w) for w in body_writes) <= 65536
@@ -733,26 +612,6 @@ async def test_http_static_head_sends_file_length_only(www_port: int, www: Path)
 # -- client misbehaviour --------------------------------------------------
 
 
-class _ResetReader:
-    def __init__(self, exc: Exception) -> None:
-        self._exc = exc
-
-    async def read(self, n: int) -> bytes:
-        raise self._exc
-
-    async def readline(self) -> bytes:
-        raise self._exc
-
-    async def readexactly(self, n: int) -> bytes:
-        raise self._exc
-
-    async def readuntil(self, separator: bytes) -> bytes:
-        raise self._exc
-
-    def at_eof(self) -> bool:
-        return False
-
-
 @pytest.mark.parametrize(
     "exc",
     [
@@ -762,17 +621,13 @@ class _ResetReader:
     ],
 )
 async def test_http_client_errors_do_not_escape_and_writer_is_closed(exc: Exception) -> None:
-    writer = _RecordingWriter()
-    await HttpService()(_ResetReader(exc), writer)
+    writer = FakeWriter()
+    await HttpService()(ResettingReader([], exc), writer)
     assert writer.closed
 
 
 async def test_http_reset_while_sending_does_not_escape() -> None:
-    class FailingWriter(_RecordingWriter):
-        async def drain(self) -> None:
-            raise ConnectionResetError("peer went away")
-
-    writer = FailingWriter()
-    await HttpService()(_reader_with(get("/bytes/1000000")), writer)
+    writer = FakeWriter(fail_drain=ConnectionResetError("peer went away"))
+    await HttpService()(reader_with(get("/bytes/1000000")), writer)
     assert writer.closed
     assert len(writer.writes) == 1, "nothing more is written once the peer is gone"

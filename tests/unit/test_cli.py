@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 import tcpstack
+from tcpstack.apps import HttpLimits, Keepalive, ServiceLimits
+from tcpstack.build import build_kind
+from tcpstack.cli import DaemonConfig, ServeSettings, build_parser, build_settings
+from tcpstack.stack import StackConfig
+from tcpstack.tcp.config import TcpConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,6 +112,61 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
         pytest.param(
             ("serve", "--configure", "--no-configure"), ("not allowed",), id="configure-conflict"
         ),
+        # Ranges checked by the config dataclasses, reported through the CLI.
+        pytest.param(("serve", "--rcv-buf", "100"), ("receive buffer",), id="rcv-buf-small"),
+        pytest.param(("serve", "--snd-buf", str(1 << 31)), ("send buffer",), id="snd-buf-big"),
+        pytest.param(("serve", "--msl", "5000"), ("MSL",), id="msl-too-long"),
+        pytest.param(("serve", "--msl", "nan"), ("MSL",), id="msl-nan"),
+        pytest.param(("serve", "--delayed-ack", "0.6"), ("delayed ACK",), id="delayed-ack-big"),
+        pytest.param(("serve", "--max-retries", "0"), ("retry",), id="max-retries-zero"),
+        pytest.param(("serve", "--max-retries", "1000"), ("retry",), id="max-retries-huge"),
+        pytest.param(("serve", "--congestion-control", "vegas"), ("vegas",), id="unknown-cc"),
+        pytest.param(("serve", "--workers", "0"), ("worker",), id="workers-zero"),
+        pytest.param(("serve", "--workers", "65"), ("worker",), id="workers-too-many"),
+        pytest.param(("serve", "--backlog", "0"), ("backlog",), id="backlog-zero"),
+        pytest.param(("serve", "--txqueuelen", "0"), ("queue length",), id="txqueuelen-zero"),
+        pytest.param(("serve", "--grace", "0"), ("grace",), id="grace-zero"),
+        pytest.param(("serve", "--grace", "inf"), ("grace",), id="grace-infinite"),
+        pytest.param(("serve", "--mtu", "abc"), ("--mtu", "abc"), id="mtu-not-a-number"),
+        # The service limits (tcpstack.apps.limits).
+        pytest.param(("serve", "--idle-timeout", "0"), ("idle timeout",), id="idle-zero"),
+        pytest.param(("serve", "--idle-timeout", "-3"), ("idle timeout",), id="idle-negative"),
+        pytest.param(("serve", "--send-timeout", "nan"), ("send timeout",), id="send-nan"),
+        pytest.param(("serve", "--close-timeout", "1e9"), ("close timeout",), id="close-huge"),
+        pytest.param(("serve", "--http-header-timeout", "0"), ("header timeout",),
+                     id="header-timeout-zero"),
+        pytest.param(("serve", "--http-body-timeout", "-1"), ("body timeout",),
+                     id="body-timeout-negative"),
+        pytest.param(("serve", "--http-max-body", "-1"), ("body size",), id="max-body-negative"),
+        pytest.param(("serve", "--http-max-body", "1.5"), ("--http-max-body",),
+                     id="max-body-not-an-integer"),
+        pytest.param(("serve", "--http-max-requests", "0"), ("requests per connection",),
+                     id="max-requests-zero"),
+        pytest.param(("serve", "--keepalive", "0"), ("keepalive idle",), id="keepalive-zero"),
+        pytest.param(("serve", "--keepalive-interval", "40000"), ("keepalive interval",),
+                     id="keepalive-interval-big"),
+        pytest.param(("serve", "--keepalive-count", "128"), ("probe count",),
+                     id="keepalive-count-big"),
+        pytest.param(("serve", "--keepalive", "30", "--no-keepalive"), ("not allowed",),
+                     id="keepalive-conflict"),
+        # The limits against hostile peers (StackConfig, TcpConfig, DaemonConfig).
+        pytest.param(("serve", "--syncookies", "sometimes"), ("syncookies",),
+                     id="syncookies-unknown"),
+        pytest.param(("serve", "--syn-backlog", "0"), ("SYN backlog",), id="syn-backlog-zero"),
+        pytest.param(("serve", "--max-connections", "0"), ("connection limits",),
+                     id="max-connections-zero"),
+        pytest.param(("serve", "--max-time-wait", "-1"), ("connection limits",),
+                     id="max-time-wait-negative"),
+        pytest.param(("serve", "--syn-batch-limit", "0"), ("connection limits",),
+                     id="syn-batch-zero"),
+        pytest.param(("serve", "--max-buffered", "1000"), ("max_buffered",),
+                     id="max-buffered-tiny"),
+        pytest.param(("serve", "--user-timeout", "-1"), ("user_timeout",),
+                     id="user-timeout-negative"),
+        pytest.param(("serve", "--challenge-ack-limit", "0"), ("challenge_ack_limit",),
+                     id="challenge-limit-zero"),
+        pytest.param(("serve", "--rst-rate-limit", "0"), ("rate limits",),
+                     id="rst-rate-zero"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -172,14 +232,91 @@ def test_serve_help_lists_the_flags() -> None:
     result = run_module("serve", "--help")
     assert result.returncode == 0, result.stderr
     for flag in ("--interface", "--address", "--host-address", "--mtu", "--http-port",
-                 "--echo-port", "--discard-port", "--www", "--msl", "--grace", "--log-level"):
+                 "--echo-port", "--discard-port", "--www", "--msl", "--grace", "--log-level",
+                 "--idle-timeout", "--send-timeout", "--close-timeout", "--http-header-timeout",
+                 "--http-body-timeout", "--http-max-body", "--http-max-requests",
+                 "--keepalive", "--keepalive-interval", "--keepalive-count", "--no-keepalive"):
         assert flag in result.stdout, flag
 
 
-def test_version_prints_the_package_version() -> None:
+def test_serve_help_shows_the_config_defaults() -> None:
+    result = run_module("serve", "--help")
+    text = " ".join(result.stdout.split())
+    assert "(default: cubic)" in text
+    assert "(default: 60)" in text
+
+
+# -- flags -> configs, in process ---------------------------------------------------
+
+
+def _settings(*args: str) -> ServeSettings:
+    return build_settings(build_parser().parse_args(["serve", *args]))
+
+
+def test_without_flags_every_config_keeps_its_own_defaults() -> None:
+    """The config dataclasses are the one place defaults live; the CLI adds none."""
+    settings = _settings()
+    assert settings.stack.tcp == TcpConfig()
+    assert settings.stack.tcp.congestion_control == "cubic"
+    assert settings.limits == ServiceLimits()
+    assert settings.http == HttpLimits()
+    assert settings.daemon == DaemonConfig()
+    assert settings.stack == StackConfig(addresses=settings.stack.addresses, tcp=TcpConfig())
+
+
+def test_flags_reach_their_configs() -> None:
+    settings = _settings(
+        "--mtu", "9000", "--rcv-buf", "100000", "--snd-buf", "200000", "--msl", "5",
+        "--max-retries", "7", "--congestion-control", "newreno", "--no-sack",
+        "--no-timestamps", "--delayed-ack", "0", "--idle-timeout", "11",
+        "--send-timeout", "12", "--close-timeout", "13", "--http-header-timeout", "14",
+        "--http-body-timeout", "15", "--http-max-body", "16", "--http-max-requests", "17",
+        "--keepalive", "18", "--keepalive-interval", "19", "--keepalive-count", "3",
+        "--workers", "2", "--backlog", "20", "--txqueuelen", "21", "--grace", "0.5",
+    )
+    tcp = settings.stack.tcp
+    assert (tcp.mss, tcp.rcv_buf, tcp.snd_buf, tcp.msl, tcp.max_retries) == \
+        (8960, 100000, 200000, 5.0, 7)
+    assert (tcp.congestion_control, tcp.sack, tcp.timestamps, tcp.delayed_ack) == \
+        ("newreno", False, False, 0.0)
+    assert settings.limits == ServiceLimits(idle_timeout=11, send_timeout=12, close_timeout=13,
+                                            keepalive=Keepalive(18, 19, 3))
+    assert settings.http == HttpLimits(header_timeout=14, body_timeout=15, max_body=16,
+                                       max_requests=17)
+    assert settings.daemon == DaemonConfig(mtu=9000, workers=2, backlog=20, txqueuelen=21,
+                                           grace=0.5)
+
+
+def test_limit_flags_reach_their_configs() -> None:
+    settings = _settings(
+        "--syncookies", "always", "--syn-backlog", "64", "--syn-batch-limit", "8",
+        "--max-connections", "500", "--max-time-wait", "50", "--max-buffered", "1000000",
+        "--user-timeout", "30", "--challenge-ack-limit", "99", "--rst-rate-limit", "98",
+        "--icmp-rate-limit", "97",
+    )
+    st = settings.stack
+    assert (st.syncookies, st.syn_batch_limit, st.max_connections, st.max_time_wait,
+            st.max_buffered, st.rst_rate_limit, st.icmp_rate_limit) == \
+        ("always", 8, 500, 50, 1_000_000, 98, 97)
+    assert (st.tcp.user_timeout, st.tcp.challenge_ack_limit) == (30.0, 99)
+    assert settings.daemon.syn_backlog == 64
+
+
+def test_no_keepalive_leaves_service_connections_alone() -> None:
+    assert _settings("--no-keepalive").limits.keepalive is None
+
+
+def test_build_settings_raises_value_error_for_the_cli_to_report() -> None:
+    with pytest.raises(ValueError, match="idle timeout"):
+        _settings("--idle-timeout", "0")
+
+
+def test_version_prints_the_package_version_and_the_build() -> None:
+    """``--version`` says which build runs: compiled with mypyc, or plain Python."""
     result = run_module("--version")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__}"
+    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__} ({build_kind()})"
+    assert build_kind() in ("compiled (mypyc)", "pure Python")
 
 
 def test_console_script_reports_the_same_version() -> None:
@@ -192,4 +329,4 @@ def test_console_script_reports_the_same_version() -> None:
     result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tcpstack {tcpstack.__version__}"
+    assert result.stdout.strip().startswith(f"tcpstack {tcpstack.__version__} (")

@@ -106,6 +106,18 @@ def test_two_full_sized_segments_with_timestamps_acked_at_once() -> None:
     expect_one(tcb, 1.0, ACK, ack=RCV + 2 * (MSS - 12))
 
 
+def test_segments_after_a_super_segment_are_full_sized_with_timestamps() -> None:
+    """A segment larger than the MSS (the kernel coalesced several, GRO) makes the
+    full-sized segment the MSS less the timestamp option (RFC 6691, RFC 7323 3), not
+    the MSS itself: two MSS - 12 byte segments after it are still acked at once."""
+    tcb = tcb_established_opts(DELACK, sack=True, ts=True)
+    data(tcb, 0, 3 * (MSS - 12), 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV + 3 * (MSS - 12))
+    data(tcb, 3 * (MSS - 12), MSS - 12, 1.01)
+    data(tcb, 4 * (MSS - 12), MSS - 12, 1.01)
+    expect_one(tcb, 1.01, ACK, ack=RCV + 5 * (MSS - 12))
+
+
 def test_out_of_order_segment_acked_at_once() -> None:
     """RFC 5681 4.2 / RFC 9293 3.8.6.3: an out-of-order segment is acknowledged at once
     (a duplicate ACK), with no delay."""
@@ -153,6 +165,72 @@ def test_window_opening_after_read_sends_update_at_once() -> None:
     assert tcb.recv() == DATA[100:8192]
     update = expect_one(tcb, 1.1, ACK, ack=RCV + 8192)
     assert update.window == 8192
+
+
+def reader_tcb() -> Tcb:
+    """A delayed-ACK connection whose whole buffer is advertised (no window scaling), so
+    reading a few segments' worth never opens the window enough for a window update
+    (min(half the buffer, 2 * MSS)): any ACK a read sends comes from the ACK policy."""
+    return delack_tcb(rcv_buf=0xFFFF)
+
+
+def test_full_segment_and_short_tail_acked_when_the_application_reads() -> None:
+    """A delayed ACK for more than one full-sized segment goes out when the
+    application reads (Linux's tcp_cleanup_rbuf), not 40 ms later.
+
+    The peer sends a full segment and a short PSH tail (the end of its write): less
+    than two full segments, so the ACK may wait. Once the application has consumed
+    the data there is nothing left to wait for; a Linux sender with two segments
+    unacknowledged probes after 2 * SRTT + 2 ms (RFC 8985 TLP), long before 40 ms.
+    """
+    tcb = reader_tcb()
+    data(tcb, 0, MSS, 1.0)
+    tcb.receive(peer(tcb, ACK | PSH, seq=RCV + MSS, payload=DATA[MSS:MSS + 376]), 1.0)
+    expect_nothing(tcb, 1.0)  # 1836 bytes: below two full segments, the ACK is delayed
+    assert tcb.timers.delack == pytest.approx(1.04)
+    assert tcb.recv() == DATA[:MSS + 376]
+    expect_one(tcb, 1.001, ACK, ack=RCV + MSS + 376)
+    assert tcb.timers.delack is None
+    tcb.handle_timer(1.04)
+    expect_nothing(tcb, 1.04)
+
+
+def test_short_pushed_segment_acked_when_a_read_drains_the_buffer() -> None:
+    """A short (pushed) segment's delayed ACK goes out once the application has read
+    everything received (Linux: ICSK_ACK_PUSHED and an empty receive queue in
+    tcp_cleanup_rbuf); a read that leaves data behind does not send it."""
+    tcb = reader_tcb()
+    tcb.receive(peer(tcb, ACK | PSH, payload=DATA[:300]), 1.0)
+    expect_nothing(tcb, 1.0)
+    assert tcb.recv(100) == DATA[:100]
+    expect_nothing(tcb, 1.001)  # 200 bytes still unread
+    assert tcb.recv() == DATA[100:300]
+    expect_one(tcb, 1.002, ACK, ack=RCV + 300)
+    assert tcb.next_deadline() is None
+
+
+def test_single_full_segment_read_still_waits_for_the_timer() -> None:
+    """Reading does not turn every delayed ACK into an immediate one: one full-sized
+    segment (not more than one, not short) keeps its delayed ACK, as in Linux."""
+    tcb = reader_tcb()
+    data(tcb, 0, MSS, 1.0)
+    expect_nothing(tcb, 1.0)
+    assert tcb.recv() == DATA[:MSS]
+    expect_nothing(tcb, 1.001)
+    tcb.handle_timer(1.04)
+    expect_one(tcb, 1.04, ACK, ack=RCV + MSS)
+
+
+def test_read_after_the_ack_was_sent_sends_nothing() -> None:
+    """The read-time ACK is only for an ACK still owed: data already acknowledged
+    (here by the two-segment rule, segments of 1000 bytes) draws no second ACK when
+    it is read."""
+    tcb = reader_tcb()
+    data(tcb, 0, 1000, 1.0)
+    data(tcb, 1000, 1000, 1.0)
+    expect_one(tcb, 1.0, ACK, ack=RCV + 2000)
+    assert tcb.recv() == DATA[:2000]
+    expect_nothing(tcb, 1.001)
 
 
 def test_sending_data_piggybacks_ack_and_cancels_timer() -> None:

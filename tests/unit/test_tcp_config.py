@@ -32,6 +32,7 @@ def test_defaults_are_valid() -> None:
         ({"max_retries": 0}, "retry limits"),
         ({"syn_retries": 0}, "retry limits"),
         ({"synack_retries": -1}, "retry limits"),
+        ({"max_retries": 1000}, "retry limits"),
         ({"fin_timeout": 0}, "fin_timeout must be positive"),
         ({"initial_window": 0}, "initial window"),
         ({"congestion_control": "bbr"}, "unknown congestion control 'bbr'"),

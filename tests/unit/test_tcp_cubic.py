@@ -192,10 +192,11 @@ def test_cubic_selected_by_config_and_used_by_tcb() -> None:
     assert tcb.cc.cwnd == tcb.cc.ssthresh
 
 
-def test_default_congestion_control_is_newreno() -> None:
-    """RFC 5681: without configuration the TCB uses NewReno."""
-    tcb = tcb_established()
-    assert type(tcb.cc) is NewReno
+def test_default_congestion_control_is_cubic() -> None:
+    """Without configuration the engine uses CUBIC (RFC 9438), as the daemon and Linux do."""
+    assert TcpConfig().congestion_control == "cubic"
+    tcb = tcb_established(TcpConfig())
+    assert type(tcb.cc) is Cubic
 
 
 def test_unknown_congestion_control_rejected() -> None:

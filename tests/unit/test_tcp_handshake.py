@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 from tcp_helpers import (
     IRS,
@@ -25,6 +28,7 @@ from tcp_helpers import (
     tcb_syn_sent,
 )
 
+from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import initial_window
@@ -92,13 +96,17 @@ def test_listen_syn_with_ece_cwr_accepted_without_ecn() -> None:
     assert not synack.flags & (ECE | CWR)
 
 
-def test_listen_backlog_full_drops_syn() -> None:
-    """RFC 9293 3.10.7.2 leaves queueing to the implementation: beyond the backlog
-    the SYN is dropped silently (the client retransmits)."""
-    w = listening_wire(backlog=1)
+def test_listen_syn_queue_full_without_cookies_drops_syn() -> None:
+    """RFC 9293 3.10.7.2 leaves queueing to the implementation: with SYN cookies off,
+    a SYN beyond the SYN queue is dropped silently (the client retransmits)."""
+    st = Stack(StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.2"),),
+                           syncookies="off"), rng=random.Random(1))
+    w = Wire(st)
+    st.listen(80, backlog=1, syn_backlog=1)
     assert len(w.send(syn_from_peer(src_port=1111))) == 1
     assert w.send(syn_from_peer(src_port=2222)) == []
     assert w.stack.counters["tcp_listen_overflow"] == 1
+    assert len(st.tcbs) == 1
 
 
 # --------------------------------------------------- MSS negotiation (3.7.1)
@@ -260,7 +268,24 @@ def test_syn_sent_syn_has_mss_and_wscale() -> None:
     seg = expect_one(tcb, 0.0, SYN, seq=ISS, ack=0)
     assert seg.options.mss == 1460
     assert seg.options.wscale == 3
-    assert seg.window == 0xFFFF
+    # Unscaled, and a multiple of 2**3 so that scaled windows can keep its edge.
+    assert seg.window == 0xFFFF & ~7
+
+
+def test_retransmitted_syn_ack_never_offers_less_than_an_ack_sent_before() -> None:
+    """RFC 9293 3.8.6.2.2: the right edge never moves left. In SYN-RECEIVED the window
+    stays what the SYN,ACK offered, and that is a multiple of the scale factor, so an
+    ACK sent meanwhile (here to an out-of-window segment) and a retransmitted SYN,ACK
+    offer exactly the same edge."""
+    tcb = tcb_listen_syn_received(base_config(rcv_buf=256 * 1024), wscale=7)
+    tcb.receive(peer(tcb, ACK, seq=tcb.rcv_nxt + 10**6), 0.05)
+    (ack,) = expect(tcb, 0.05, 1)
+    edge = ack.ack + (ack.window << tcb.rcv_wscale)
+    deadline = tcb.next_deadline()
+    assert deadline is not None
+    tcb.handle_timer(deadline)
+    (synack,) = expect(tcb, deadline, 1)
+    assert synack.flags == SYN | ACK and synack.ack + synack.window == edge
 
 
 def test_syn_sent_no_wscale_when_disabled() -> None:

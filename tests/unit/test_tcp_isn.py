@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 
+from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp.isn import TICKS_PER_SECOND, IsnGenerator
 from tcpstack.tcp.seq import seq_diff, seq_gt
 
@@ -65,3 +69,30 @@ def test_secret_length_validated(n: int) -> None:
     """RFC 6528 3: the secret key should be at least 128 bits (16 bytes)."""
     with pytest.raises(ValueError, match="16 to 32 bytes"):
         IsnGenerator(bytes(n))
+
+
+def test_timestamp_offset_is_keyed_by_the_four_tuple_alone() -> None:
+    """RFC 7323 7.1: the TSval clock's offset is a secret per-connection value, so
+    TSvals reveal neither the host's clock nor the ISN: it depends on the secret and
+    the 4-tuple, not on time or the ISN, and differs between 4-tuples."""
+    gen = IsnGenerator(SECRET)
+    assert gen.ts_offset(*TUPLE) == gen.ts_offset(*TUPLE)
+    assert gen.ts_offset(*TUPLE) != IsnGenerator(bytes(32)).ts_offset(*TUPLE)
+    offsets = {gen.ts_offset(0x0A000002, 80, 0x0A000001, p) for p in range(1024, 1524)}
+    assert len(offsets) == 500
+    # Not the ISN's hash: the two keyed functions are independent.
+    assert gen.ts_offset(*TUPLE) != gen.offset(*TUPLE)
+
+
+def test_stack_connections_use_the_keyed_timestamp_offset() -> None:
+    """Connections the stack makes take their timestamp offset from its secret; the
+    same 4-tuple later (a new incarnation) keeps the same offset while the ISN moves."""
+    st = Stack(StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.1"),)),
+               isn_secret=SECRET, rng=random.Random(1))
+    a = st.connect("10.0.0.2", 80, 1.0, local_port=40000)
+    expected = IsnGenerator(SECRET).ts_offset(0x0A000001, 40000, 0x0A000002, 80)
+    assert a.ts_offset == expected
+    a.abort()
+    st.packets_to_send(1.0)
+    b = st.connect("10.0.0.2", 80, 50.0, local_port=40000)
+    assert b.ts_offset == expected and b.iss != a.iss

@@ -7,6 +7,7 @@ import pytest
 from tcp_helpers import (
     IRS,
     ISS,
+    PURE_ONLY,
     base_config,
     expect_nothing,
     expect_one,
@@ -16,7 +17,8 @@ from tcp_helpers import (
 )
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp import reassembly
+from tcpstack.tcp.reassembly import ReassemblyFull, ReassemblyQueue
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State
 from tcpstack.wire.tcp import ACK, FIN, PSH
@@ -269,3 +271,138 @@ def test_in_order_data_without_queue_still_delayed() -> None:
     tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 1000)), 1.0)
     expect_nothing(tcb, 1.0)
     assert tcb.next_deadline() == pytest.approx(1.2)
+
+
+# ------------------------------------------------- bounded cost against hostile peers
+
+
+def test_queue_first_copy_of_a_byte_wins() -> None:
+    """Queued bytes never overlap: a later segment covering queued bytes adds only what
+    is missing (the first copy wins, as in Linux), so a peer cannot rewrite queued
+    data by sending the same sequence numbers with other bytes."""
+    q = ReassemblyQueue()
+    q.add(RCV + 100, b"A" * 100, RCV)
+    assert q.add(RCV + 50, b"B" * 200, RCV) == (RCV + 100, RCV + 200)
+    assert q.nbytes == 200
+    assert q.pop_ready(RCV + 50) == b"B" * 50 + b"A" * 100 + b"B" * 50
+
+
+def test_queue_caps_pieces_from_tiny_segments_with_tiny_holes() -> None:
+    """A peer sending 1-byte segments with 1-byte holes across the whole window: the
+    queue refuses what would exceed its bound on pieces (the peer will resend), so its
+    memory stays bounded whatever the window."""
+    q = ReassemblyQueue(max_pieces=64)
+    refused = 0
+    for k in range(1, 2001):
+        try:
+            q.add(RCV + 2 * k, b"x", RCV)
+        except ReassemblyFull:
+            refused += 1
+    assert len(q) == 64 and q.pieces == 64 and q.nbytes == 64
+    assert refused == 2000 - 64
+    # Data that continues a queued run at its end needs no new piece: still taken.
+    assert q.add(RCV + 3, b"y", RCV) is None
+    assert q.nbytes == 65 and q.pieces == 64
+
+
+def test_queue_reverse_order_tiny_segments_are_bounded_too() -> None:
+    """Segments arriving back to front each prepend to the same run: each is a piece,
+    so the cap bounds them too (no quadratic copying of a growing run)."""
+    q = ReassemblyQueue(max_pieces=100)
+    taken = 0
+    for k in range(5000, 0, -1):
+        try:
+            q.add(RCV + k, b"z", RCV)
+            taken += 1
+        except ReassemblyFull:
+            pass
+    assert taken == 100 and q.pieces == 100
+    assert len(q) == 1 and q.nbytes == 100
+
+
+def test_queue_delivers_thousands_of_runs_without_recursion() -> None:
+    """One large in-order segment (a jumbo frame or a GRO super-segment) covering
+    thousands of queued runs: pop_ready walks them in a loop, not by recursion."""
+    q = ReassemblyQueue(max_pieces=10_000)
+    for k in range(5000):
+        q.add(RCV + 10 + 3 * k, b"ab", RCV)
+    assert len(q) == 5000
+    assert q.pop_ready(RCV + 20_000) is None  # every run lies below: all dropped
+    assert len(q) == 0 and q.nbytes == 0 and q.pieces == 0
+
+
+@PURE_ONLY
+def test_queue_cost_per_segment_grows_slowly_with_the_number_of_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding where a segment goes is a binary search: the sequence comparisons per
+    segment grow with log(runs), not with the number of runs queued."""
+    calls = 0
+    real = reassembly.seq_diff
+
+    def counting(a: int, b: int) -> int:
+        nonlocal calls
+        calls += 1
+        return real(a, b)
+
+    def cost(runs: int) -> int:
+        nonlocal calls
+        q = ReassemblyQueue(max_pieces=runs + 10)
+        for k in range(runs):
+            q.add(RCV + 10 + 3 * k, b"ab", RCV)
+        calls = 0
+        q.add(RCV + 10 + 3 * (runs // 2) + 2, b"c", RCV)  # lands in the middle
+        return calls
+
+    monkeypatch.setattr(reassembly, "seq_diff", counting)
+    small, large = cost(16), cost(4096)
+    assert small > 0  # the instrument works
+    assert large <= small + 20, (small, large)
+
+
+def test_tcb_drops_out_of_order_data_beyond_the_piece_cap_and_counts_it() -> None:
+    """Through the TCB: refused out-of-order data is counted (tcp_ooo_queue_full) and
+    still draws the duplicate ACK; the connection carries on and the data, once
+    resent, is delivered."""
+    tcb = tcb_established()
+    cap = tcb.reassembly.max_pieces
+    for k in range(cap + 10):
+        tcb.receive(peer(tcb, seq=RCV + 2 + 2 * k, payload=chunk(2 + 2 * k, 3 + 2 * k)), 1.0)
+    assert tcb.counters["tcp_ooo_queue_full"] == 10
+    assert tcb.reassembly.pieces == cap
+    tcb.segments_to_send(1.0)
+    tcb.receive(peer(tcb, seq=RCV, payload=chunk(0, 2 + 2 * (cap + 10))), 1.1)
+    assert tcb.recv() == chunk(0, 2 + 2 * (cap + 10))
+
+
+def test_nothing_beyond_an_out_of_order_fin_is_delivered_and_the_fin_still_counts() -> None:
+    """RFC 9293 3.10.7.4: the FIN ends the peer's stream. Data a peer sends beyond a
+    FIN that arrived out of order is not queued, and the FIN is taken once the hole
+    before it fills."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    tcb.receive(peer(tcb, ACK, seq=RCV + 10, payload=b"x" * 10), 1.0)  # "after" the FIN
+    tcb.receive(peer(tcb, ACK, seq=RCV, payload=chunk(0, 10)), 1.0)
+    assert tcb.recv() == chunk(0, 10)
+    assert tcb.state is State.CLOSE_WAIT
+
+
+def test_data_queued_beyond_a_later_fin_is_forgotten() -> None:
+    """A FIN that arrives out of order below data already queued: the queued bytes
+    beyond it are dropped (counted), and the FIN ends the stream when the hole fills."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK, seq=RCV + 11, payload=b"x" * 10), 1.0)
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    assert tcb.reassembly.nbytes == 0
+    assert tcb.counters["tcp_data_after_fin"] == 1
+    tcb.receive(peer(tcb, ACK, seq=RCV, payload=chunk(0, 10)), 1.0)
+    assert tcb.recv() == chunk(0, 10)
+    assert tcb.state is State.CLOSE_WAIT
+
+
+def test_queue_drop_from_cuts_runs_at_a_sequence_number() -> None:
+    q = ReassemblyQueue()
+    q.add(RCV + 100, chunk(100, 200), RCV)
+    q.add(RCV + 300, chunk(300, 400), RCV)
+    assert q.drop_from(RCV + 150, RCV) == 150
+    assert q.nbytes == 50 and len(q) == 1
+    assert q.pop_ready(RCV + 100) == chunk(100, 150)

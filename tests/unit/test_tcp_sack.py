@@ -10,6 +10,7 @@ from tcp_helpers import (
     IRS,
     ISS,
     LOCAL,
+    PURE_ONLY,
     REMOTE,
     base_config,
     expect,
@@ -22,6 +23,7 @@ from tcp_helpers import (
     tcb_established_opts,
 )
 
+from tcpstack.tcp import scoreboard as scoreboard_module
 from tcpstack.tcp.scoreboard import Scoreboard
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.tcp import (
@@ -246,8 +248,8 @@ def test_scoreboard_sack_marks_and_splits_records() -> None:
     """RFC 6675 4: SACKed bytes are tracked exactly, splitting a transmitted run that a
     block covers only in part."""
     sb = Scoreboard()
-    sb.on_send(SND, SND + 3000, 1.0)
-    sb.on_send(SND + 3000, SND + 6000, 1.0)
+    sb.on_send(SND, SND + 3000, 1.0, seg=1000)  # TSO super-segments of 1000-byte segments
+    sb.on_send(SND + 3000, SND + 6000, 1.0, seg=1000)
     newly = sb.sack(((SND + 1000, SND + 4000),), SND, SND + 6000, 1.1)
     assert newly == 3000 and sb.sacked_bytes == 3000
     spans = [(r.start - SND, r.end - SND, r.sacked) for r in sb.recs]
@@ -270,7 +272,7 @@ def test_scoreboard_ignores_invalid_blocks() -> None:
 def test_scoreboard_counts_dsack_only_in_first_block() -> None:
     """RFC 2883 4: a first block at or below the cumulative ACK is a D-SACK."""
     sb = Scoreboard()
-    sb.on_send(SND + 1000, SND + 2000, 1.0)
+    sb.on_send(SND + 1000, SND + 2000, 1.0, seg=500)
     sb.sack(((SND, SND + 500),), SND + 1000, SND + 2000, 1.1)
     assert sb.dsack_seen == 1
     sb.sack(((SND + 1000, SND + 1500), (SND, SND + 500)), SND + 1000, SND + 2000, 1.1)
@@ -300,3 +302,81 @@ def test_sender_applies_peer_sack_blocks() -> None:
     tcb.receive(peer(tcb, ack=SND, options=peer_opts(tcb, 1.1, sack=(
         (SND + 1460, SND + 2920),))), 1.1)
     assert tcb.scoreboard.sacked_bytes == 1460
+
+
+# ------------------------------------------------- hostile SACK blocks (bounded cost)
+
+
+def _tso_sender(nbytes: int) -> tuple[Tcb, int]:
+    """An established sender with TSO, ``nbytes`` in flight as super-segments."""
+    tcb = tcb_established_opts(base_config(tlp=False, tso_size=64_000, snd_buf=1 << 22),
+                               ts=False, window=65535, wscale=7)
+    tcb.send(pattern(nbytes))
+    tcb.segments_to_send(1.0)
+    return tcb, tcb.gso_size
+
+
+def test_sack_blocks_never_split_the_scoreboard_below_a_segment() -> None:
+    """A peer SACKing single bytes at odd offsets (Linux's tcp_match_skb_to_sack rule,
+    RFC 6675 4 leaves the granularity to the sender): records are split only at
+    segment boundaries, so their number stays bounded by the segments in flight."""
+    tcb, mss = _tso_sender(300_000)
+    flight = tcb.snd_nxt - tcb.snd_una
+    for k in range(1, 2000):
+        left = SND + 7 * k + 3
+        tcb.receive(peer(tcb, ack=SND, options=peer_opts(tcb, 1.1, sack=(
+            (left, left + 1),))), 1.1)
+    sb = tcb.scoreboard
+    assert len(sb.recs) <= -(-flight // mss)
+    assert all(r.length >= mss for r in sb.recs[:-1])
+    assert sb.sacked_bytes == 0  # no single byte marks a segment
+    assert tcb.counters["internal_error"] == 0
+
+
+def test_sack_of_whole_segments_inside_a_super_segment_still_marks_them() -> None:
+    """RFC 6675 4: a block covering whole segments of a super-segment marks exactly
+    those, and only the uncovered edges of partly covered segments stay unmarked."""
+    tcb, mss = _tso_sender(10 * 1448)
+    sb = tcb.scoreboard
+    left, right = SND + 2 * mss + 5, SND + 6 * mss - 5
+    tcb.receive(peer(tcb, ack=SND, options=peer_opts(tcb, 1.1, sack=((left, right),))), 1.1)
+    assert sb.sacked_bytes == 2 * mss  # segments 3 and 4 lie entirely inside the block
+    marked = [(r.start - SND, r.end - SND) for r in sb.recs if r.sacked]
+    assert marked == [(3 * mss, 5 * mss)]
+
+
+@PURE_ONLY
+def test_rack_work_per_ack_does_not_grow_with_the_segments_in_flight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """RACK looks only at candidates whose verdict can change (RFC 8985's time-ordered
+    list): an ACK that SACKs the newest segment visits about as many records with 50
+    or 2000 segments in flight (counted as reads of a record's ``lost`` flag)."""
+    visits = 0
+    member = scoreboard_module.Sent.__dict__["lost"]
+
+    def read(rec: scoreboard_module.Sent) -> bool:
+        nonlocal visits
+        visits += 1
+        return bool(member.__get__(rec))
+
+    def write(rec: scoreboard_module.Sent, value: bool) -> None:
+        member.__set__(rec, value)
+
+    def cost(segments: int) -> int:
+        nonlocal visits
+        sb = Scoreboard()
+        for i in range(segments):
+            sb.on_send(SND + 1000 * i, SND + 1000 * (i + 1), 1.0 + i * 1e-6)
+        newest = ((SND + 1000 * (segments - 1), SND + 1000 * segments),)
+        sb.sack(newest, SND, SND + 1000 * segments, 1.1)
+        sb.detect_loss(1.1, 0.1)  # arms the reordering timer for the first suspect
+        visits = 0
+        for k in range(20):  # later ACKs SACK nothing new
+            sb.sack(newest, SND, SND + 1000 * segments, 1.1 + k * 1e-4)
+            sb.detect_loss(1.1 + k * 1e-4, 0.1)
+        return visits
+
+    monkeypatch.setattr(scoreboard_module.Sent, "lost", property(read, write))
+    small, large = cost(50), cost(2000)
+    assert small > 0  # the instrument works
+    assert large <= small * 1.5 + 20, (small, large)

@@ -16,7 +16,7 @@ send, or the passage of time. Every state change the engine makes is recorded
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from tcp_helpers import (
@@ -146,27 +146,17 @@ def _stimulate(tcb: Tcb, trigger: Trigger) -> None:
 
 
 @pytest.fixture
-def fired(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fired]:
-    """Every state change the engine makes, as (from, trigger, to)."""
-    log: Fired = []
-    fire, fire_app = ControlBlock.fire, ControlBlock.fire_app
+def fired() -> Fired:
+    """Every state change the engine makes, as (from, trigger, to): the tests hook
+    it on the connection under test (``ControlBlock.on_transition``)."""
+    return []
 
-    def recording_fire(self: ControlBlock, trigger: Trigger) -> State | None:
-        before = self.state
-        nxt = fire(self, trigger)
-        if nxt is not None:
-            log.append((before, trigger, nxt))
-        return nxt
 
-    def recording_fire_app(self: ControlBlock, trigger: Trigger) -> State:
-        before = self.state
-        nxt = fire_app(self, trigger)
-        log.append((before, trigger, nxt))
-        return nxt
+def _record(tcb: Tcb, log: Fired) -> None:
+    def hook(_tcb: ControlBlock, before: State, trigger: Trigger, after: State) -> None:
+        log.append((before, trigger, after))
 
-    monkeypatch.setattr(ControlBlock, "fire", recording_fire)
-    monkeypatch.setattr(ControlBlock, "fire_app", recording_fire_app)
-    yield log
+    tcb.on_transition = hook
 
 
 PAIRS = [(s, t) for s in State for t in Trigger]
@@ -182,7 +172,7 @@ def test_every_state_and_trigger_is_a_tested_transition_or_refusal(
             return tcb_fin_wait_2(half_close=True)
     tcb = builder()
     assert tcb.state is state
-    fired.clear()
+    _record(tcb, fired)
     expected = next_state(state, trigger)
     if expected is not None:
         _stimulate(tcb, trigger)

@@ -444,3 +444,13 @@ def test_pair_lossy_close_completes() -> None:
     pair.b.close()
     pair.run(until=lambda: pair.a.state is State.CLOSED and pair.b.state is State.CLOSED)
     assert lost == [1]
+
+
+def test_reset_with_a_delayed_ack_owed_leaves_no_timer() -> None:
+    """A connection ended by the peer's RST while it owed a delayed ACK starts no
+    delayed-ACK timer: nothing is owed to a connection that no longer exists."""
+    tcb = tcb_established(base_config(delayed_ack=0.04))
+    tcb.receive(peer(tcb, ACK, payload=b"x"), 1.0)  # one small segment: the ACK may wait
+    tcb.receive(peer(tcb, RST, seq=tcb.rcv_nxt), 1.0)
+    expect_nothing(tcb, 1.0)
+    assert tcb.state is State.CLOSED and tcb.next_deadline() is None

@@ -328,3 +328,20 @@ def test_no_rtt_sample_from_ack_without_tsecr() -> None:
     tcb.receive(peer(tcb, ack=SND + 1000, options=NO_OPTIONS), 1.5)
     assert tcb.snd_una == SND + 1000
     assert tcb.rtt.srtt == srtt
+
+
+@pytest.mark.parametrize("bad_ack", [1 << 20, -(1 << 24)], ids=["unsent", "far-below"])
+def test_blind_segment_with_bad_ack_cannot_poison_ts_recent(bad_ack: int) -> None:
+    """RFC 7323 4.3 with RFC 5961 5.2: TS.Recent is updated only from a segment whose
+    ACK was found acceptable (as Linux does). A blind attacker who hits the window
+    with a huge TSval but cannot know an acceptable ACK must not make PAWS drop all
+    the real peer's later segments."""
+    tcb = ts_tcb()
+    huge = (peer_tsval(1.0) + 0x7000_0000) & 0xFFFFFFFF
+    forged = peer(tcb, ACK, ack=tcb.snd_nxt + bad_ack,
+                  options=TcpOptions(timestamps=(huge, our_tsval(tcb, 0.9))))
+    tcb.receive(forged, 1.0)
+    expect(tcb, 1.0)  # the ACK it draws
+    tcb.receive(data_at(tcb, 100, 100, 1.1), 1.1)
+    assert tcb.rcv_nxt == RCV + 200, "the real peer's data was dropped by PAWS"
+    assert tcb.counters["tcp_paws_rejected"] == 0

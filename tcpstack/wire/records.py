@@ -1,0 +1,149 @@
+"""The wire layer's immutable records: parsed headers and the segments the engine emits.
+
+They are ``NamedTuple`` values -- immutable, cheap to build (:data:`new_tuple` skips
+the keyword handling on the per-packet paths), and shareable (:data:`NO_OPTIONS`).
+This module holds only their definitions, which is also why it stays plain Python
+when the rest of the wire layer and the engine are compiled (mypyc builds
+NamedTuple classes poorly); the parsers and builders live in
+:mod:`tcpstack.wire.tcp` and :mod:`tcpstack.wire.ipv4`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tcpstack.wire.errors import BytesLike
+
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+_FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
+               (ECE, "E"), (CWR, "W"))
+
+
+def flags_str(flags: int) -> str:
+    """tcpdump-style flag letters, e.g. ``S.`` for SYN+ACK."""
+    return "".join(name for bit, name in _FLAG_NAMES if flags & bit) or "none"
+
+
+class TcpOptions(NamedTuple):
+    """The TCP options the stack understands; absent options are None / False / empty.
+
+    Immutable: a parsed segment's options can be shared and kept without copying,
+    and :data:`NO_OPTIONS` is a safe shared constant.
+    """
+
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    timestamps: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]
+        return f"TcpOptions({', '.join(parts)})"
+
+
+NO_OPTIONS = TcpOptions()
+
+
+def _describe(kind: str, seg: TcpSegment | OutSegment) -> str:
+    return (
+        f"{kind}({seg.src_port}->{seg.dst_port} [{flags_str(seg.flags)}] "
+        f"seq={seg.seq} ack={seg.ack} win={seg.window} len={len(seg.payload)}"
+        f"{' ' + repr(seg.options) if seg.options != NO_OPTIONS else ''})"
+    )
+
+
+class TcpSegment(NamedTuple):
+    """A received TCP segment, validated once by :func:`parse_tcp`. Immutable.
+
+    ``payload`` is a zero-copy view into the received packet: whoever keeps the
+    bytes beyond the processing of the packet must copy them. ``seg_len`` is the
+    sequence space the segment occupies (payload plus one each for SYN and FIN).
+    Tests also build these by hand to play the peer.
+    """
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: TcpOptions = NO_OPTIONS
+    payload: BytesLike = b""
+    urgent: int = 0
+
+    @property
+    def seg_len(self) -> int:
+        n = len(self.payload)
+        flags = self.flags
+        if flags & SYN:
+            n += 1
+        if flags & FIN:
+            n += 1
+        return n
+
+    def __repr__(self) -> str:
+        return _describe("TcpSegment", self)
+
+
+class OutSegment(NamedTuple):
+    """A segment the engine wants sent, as built by its one segment builder. Immutable.
+
+    ``payload`` is usually a view into the connection's send buffer; the packet
+    builder copies it (or hands it to a gathering write) before the buffer changes.
+    """
+
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    options: TcpOptions = NO_OPTIONS
+    payload: BytesLike = b""
+    urgent: int = 0
+
+    @property
+    def seg_len(self) -> int:
+        n = len(self.payload)
+        flags = self.flags
+        if flags & SYN:
+            n += 1
+        if flags & FIN:
+            n += 1
+        return n
+
+    def __repr__(self) -> str:
+        return _describe("OutSegment", self)
+
+
+#: The fast constructor of the tuples here (what NamedTuple's own __new__ ends in,
+#: without its Python-level argument handling): for the per-segment paths, with
+#: every field given in order.
+new_tuple = tuple.__new__
+
+#: Anything :func:`emit_tcp_ipv4` can write: what the engine emits, or a segment a
+#: test or tool forges as a peer would send it.
+AnySegment = TcpSegment | OutSegment
+
+
+class IPv4Packet(NamedTuple):
+    """A parsed, validated IPv4 packet (immutable). ``payload`` is a view into the
+    received buffer."""
+
+    src: int
+    dst: int
+    proto: int
+    ttl: int
+    tos: int
+    ident: int
+    header_len: int
+    payload: memoryview
