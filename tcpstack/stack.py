@@ -63,6 +63,9 @@ log = logging.getLogger("tcpstack.stack")
 
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
 
+_TIMER_HEAP_SLACK = 64
+"""Stale timer entries tolerated beyond one per connection before the heap is rebuilt."""
+
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 
@@ -142,7 +145,9 @@ class Stack:
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
         self._control: list[OutPacket] = []
-        self._timers: list[tuple[float, int, Tcb]] = []
+        # (deadline, tie-break, 4-tuple): entries name a connection by its key, so an
+        # entry left behind by a closed connection holds no reference to it.
+        self._timers: list[tuple[float, int, Key]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
@@ -480,11 +485,29 @@ class Stack:
 
         ``tcb.timer_entry`` (the owner's field on the TCB) is the earliest entry of
         this connection on the heap; later or stale entries are skipped when popped.
+        Entries name the connection by its 4-tuple, not the object: one whose
+        connection has gone (reset, say, with a keepalive deadline two hours away)
+        keeps nothing of it alive. Stale entries are bounded too: once the heap holds
+        more than twice as many entries as there are connections (plus a margin), it
+        is rebuilt with one entry per connection, in time linear in the connections,
+        which amortizes to O(1) per entry pushed.
         """
         d = tcb.timers.next_deadline()
         if d is not None and (tcb.timer_entry is None or d < tcb.timer_entry):
             tcb.timer_entry = d
-            heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
+            timers = self._timers
+            key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
+            heapq.heappush(timers, (d, next(self._timer_seq), key))
+            if len(timers) > 2 * len(self.tcbs) + _TIMER_HEAP_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap (in place: :meth:`handle_timer` may be iterating it) with
+        each connection's earliest entry only."""
+        seq = self._timer_seq
+        self._timers[:] = [(tcb.timer_entry, next(seq), key)
+                           for key, tcb in self.tcbs.items() if tcb.timer_entry is not None]
+        heapq.heapify(self._timers)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap)."""
@@ -494,7 +517,10 @@ class Stack:
         """Run all connection timers due at ``now``. Lazy: stale entries are skipped."""
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, _, tcb = heapq.heappop(timers)
+            d, _, key = heapq.heappop(timers)
+            tcb = self.tcbs.get(key)
+            if tcb is None:
+                continue  # the connection has gone
             if tcb.timer_entry == d:
                 tcb.timer_entry = None
             if tcb.state is State.CLOSED:
