@@ -53,6 +53,15 @@ def test_cookie_checks_for_the_syn_it_was_made_for() -> None:
     assert SynCookies(bytes(32)).check(*TUPLE, IRS, cookie, 100.0) is None  # other secret
 
 
+def test_a_cookie_from_before_the_clocks_first_tick_is_refused_not_raised() -> None:
+    # Found by tests/fuzz/test_stack_fuzz.py: within the first tick (a clock that
+    # starts at 0, or a machine booted less than a minute ago) the previous tick is
+    # -1, and a cookie naming tick 31 made the MAC computation raise.
+    c = SynCookies(SECRET)
+    for cookie in (0xF8000000, 0xFFFFFFFF, 0xF9234567):  # tick bits 31
+        assert c.check(*TUPLE, IRS, cookie, 10.0) is None
+
+
 def test_cookie_carries_the_largest_table_mss_not_above_the_peers() -> None:
     c = SynCookies(SECRET)
     for peer_mss, expect in ((9000, 1460), (1460, 1460), (1450, 1440), (1000, 536), (100, 216)):
