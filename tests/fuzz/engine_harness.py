@@ -49,8 +49,9 @@ after every action:
   - SND.UNA <= SND.NXT; the send buffer starts within one of SND.UNA and holds
     everything in flight; it stays within snd_buf plus one application write
   - receive buffer + reassembly queue <= rcv_buf; queued runs are sorted, apart,
-    after RCV.NXT and inside the advertised window; the SACK recency list names
-    exactly the queued runs
+    after RCV.NXT, inside the advertised window and before a recorded FIN; their
+    sizes and piece counts add up and stay within the cap; the SACK blocks name
+    distinct queued runs
   - RCV.NXT never passes the advertised right edge (by one, for a FIN at the edge)
   - scoreboard records: non-empty, sorted, non-overlapping, covering exactly
     [SND.UNA, SND.MAX) once the SYN is acknowledged; sacked_bytes and lost_bytes
@@ -67,25 +68,6 @@ at every flush:
   - once a flush has seen CLOSED, nothing more is ever sent
 an application call the table refuses raises ConnectionError and changes nothing
 """
-
-#: Bugs of today's engine that the property tests found. Each has a minimal
-#: reproduction in ``test_engine_regressions.py``, marked ``xfail(strict=True)``
-#: so it fails loudly once fixed; until then the property tests tolerate exactly
-#: that symptom (and nothing more) so they keep hunting for other bugs. Remove an
-#: entry when its regression test passes.
-KNOWN_BUGS: dict[str, str] = {
-    "delack_after_close": "terminate() leaves the delayed-ACK flag set: the next flush "
-                          "arms a delayed-ACK timer on a CLOSED connection",
-    "synack_edge_retracts": "in SYN-RECEIVED an ACK advertises the whole (scaled) buffer, "
-                            "then a retransmitted SYN,ACK (unscaled, <= 65535) moves the "
-                            "right edge left",
-    "data_beyond_fin": "data queued beyond the peer's out-of-order FIN is delivered past "
-                       "it (the FIN is lost) or left in the reassembly queue after it",
-    # Found by tools/fuzz_daemon.py (the daemon's RSS grew ~25 MiB per 100,000 packets):
-    "closed_tcb_in_timer_heap": "the stack's lazy timer heap keeps a closed connection "
-                                "(and its buffers) alive until its last deadline passes: up "
-                                "to rto_max (120 s), or the keepalive idle time (2 h)",
-}
 
 # ------------------------------------------------------------------ byte streams
 
@@ -440,9 +422,6 @@ class Driver:
         if seg.flags & ACK:
             shift = 0 if seg.flags & SYN else tcb.rcv_wscale
             edge = seq_add(seg.ack, seg.window << shift)
-            if "synack_edge_retracts" in KNOWN_BUGS and seg.flags & SYN:
-                self.max_edge = edge  # the engine's edge now; later ones must not retract
-                return
             if self.max_edge is not None:
                 assert seq_ge(edge, self.max_edge), (
                     f"{seg}: advertised right edge {edge} left of {self.max_edge}")
@@ -479,10 +458,7 @@ def check_tcb(tcb: Tcb, max_write: int) -> None:
     deadline = tcb.next_deadline()
     assert deadline is None or math.isfinite(deadline), f"deadline {deadline}"
     if state is State.CLOSED:
-        t = tcb.timers
-        phantom_delack = "delack_after_close" in KNOWN_BUGS and t.delack is not None \
-            and t.next_deadline() == t.delack
-        assert deadline is None or phantom_delack, f"CLOSED with a timer: {t}"
+        assert deadline is None, f"CLOSED with a timer: {tcb.timers}"
     _check_receive(tcb)
     if state is State.CLOSED:
         return
@@ -508,27 +484,33 @@ def _check_receive(tcb: Tcb) -> None:
     assert held <= tcb.cfg.rcv_buf, (
         f"receive buffer {len(tcb.rcv_buf.data)} + reassembly {q.nbytes} > "
         f"rcv_buf {tcb.cfg.rcv_buf}")
-    runs = list(q._runs)
-    assert q.nbytes == sum(len(d) for _, d in runs), "reassembly nbytes != its runs"
-    assert sorted(q.recent) == sorted(s for s, _ in runs), \
-        f"SACK recency list {q.recent} does not name the queued runs {[s for s, _ in runs]}"
+    runs = [(r.seq, r.size) for r in q._runs]
+    for r in q._runs:
+        assert r.alive and r.size == sum(len(p) for p in r.pieces), (
+            f"run at {r.seq}: size {r.size}, pieces {[len(p) for p in r.pieces]}")
+    assert q.nbytes == sum(n for _, n in runs), "reassembly nbytes != its runs"
+    assert q.pieces == sum(len(r.pieces) for r in q._runs) <= q.max_pieces, (
+        f"{q.pieces} pieces counted, {sum(len(r.pieces) for r in q._runs)} queued, "
+        f"cap {q.max_pieces}")
+    blocks = q.sack_blocks(len(runs) + 1)
+    assert len(set(blocks)) == len(blocks) and all(
+        (s, seq_diff(e, s)) in runs for s, e in blocks), (
+        f"SACK blocks {blocks} are not distinct queued runs {runs}")
     state = tcb.state
     if state in (State.SYN_SENT, State.CLOSED):
         return
-    beyond_fin = "data_beyond_fin" in KNOWN_BUGS
     fin_in = state in (State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT)
     fin = q.fin_seq
-    if fin is not None and not beyond_fin:
+    if fin is not None:
         assert seq_gt(fin, tcb.rcv_nxt), f"recorded FIN {fin} not after RCV.NXT {tcb.rcv_nxt}"
     prev_end: int | None = None
-    for start, data in runs:
-        assert data, "an empty run in the reassembly queue"
-        end = seq_add(start, len(data))
-        assert seq_gt(start, tcb.rcv_nxt) or (beyond_fin and fin_in and start == tcb.rcv_nxt), (
-            f"{tcb!r}: queued run at {start} not after RCV.NXT (runs "
-            f"{[(s, len(d)) for s, d in runs]}, FIN at {fin})")
+    for start, size in runs:
+        assert size > 0, "an empty run in the reassembly queue"
+        end = seq_add(start, size)
+        assert seq_gt(start, tcb.rcv_nxt), (
+            f"{tcb!r}: queued run at {start} not after RCV.NXT (runs {runs}, FIN at {fin})")
         assert seq_le(end, tcb.rcv_adv), f"run ending {end} beyond the window {tcb.rcv_adv}"
-        if fin is not None and not beyond_fin:
+        if fin is not None:
             assert seq_le(end, fin), f"run ending {end} beyond the peer's FIN at {fin}"
         if prev_end is not None:
             assert seq_lt(prev_end, start), "reassembly runs touch or overlap"

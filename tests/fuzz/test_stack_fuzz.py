@@ -13,7 +13,8 @@ connections it made and with clock advances. After every packet:
   unless it reached an existing connection (whose drops the engine counts);
 * every connection keeps the engine invariants (``engine_harness.check_tcb``);
 * each listener's half-open count matches its SYN-RECEIVED connections and stays
-  within its backlog; the stack's deadline is None or finite;
+  within its SYN queue, its accept queue within its backlog; the stack's deadline
+  is None or finite;
 * everything the stack sends parses with valid checksums, from one of its own
   addresses to a unicast one.
 """
@@ -55,7 +56,8 @@ from tcpstack.wire.tcp import (
 )
 
 US = int(ipaddress.IPv4Address("10.0.0.2"))
-PORTS = (80, 7, 81)  # 80: backlog 64; 7: backlog 2; 81: no listener
+# 80: backlog 64; 7 (drawn twice as often): SYN queue 1, so SYN cookies answer; 81: none
+PORTS = (80, 7, 7, 81)
 PEERS = (("10.0.0.1", 40000), ("10.0.0.1", 40001), ("10.0.0.7", 5555), ("192.0.2.9", 1))
 BAD_SOURCES = ("0.0.0.0", "255.255.255.255", "224.0.0.1", "127.0.0.1", "10.0.0.2")
 NOT_COUNTED = frozenset({"ip_received", "tcp_received"})
@@ -366,7 +368,8 @@ def _check_stack(w: World) -> None:
     for port, listener in st_.listeners.items():
         assert listener.half_open == half_open[port], (
             f"listener {port}: half_open {listener.half_open}, connections {half_open[port]}")
-        assert 0 <= listener.half_open <= listener.backlog
+        assert 0 <= listener.half_open <= listener.syn_backlog, f"{listener!r}"
+        assert 0 <= listener.pending <= listener.backlog, f"{listener!r}"
 
 
 def apply(w: World, action: Action) -> None:
@@ -417,7 +420,7 @@ def make_world(vnet: bool, seed: int, cfg: TcpConfig) -> World:
     stack = Stack(StackConfig(addresses=(ipaddress.IPv4Address(US),), tcp=cfg, vnet_hdr=vnet),
                   isn_secret=b"stack fuzz secret", rng=random.Random(seed))
     stack.listen(80, backlog=64)
-    stack.listen(7, backlog=2)
+    stack.listen(7, backlog=2, syn_backlog=1)  # full at once: SYN cookies answer
     w = World(stack, vnet, random.Random(seed))
     w.peers = [Peer(_ip(a), port, 80, seq=seed * 7919 + i) for i, (a, port) in enumerate(PEERS)]
     return w
