@@ -93,9 +93,16 @@ CONVERSATION_BYTES = 4096
 """At most this much data per conversation: bounds what the daemon may hold for us."""
 MAX_BACKLOG = 512
 """Packets written to the TUN but not yet read by the daemon before the sender waits."""
-MSL = 1
-"""The daemon's --msl: TIME-WAIT (2 MSL) is legitimate state, not a leak; kept short so
-that connections the fuzzer closed first do not pile up over the run and blur the RSS."""
+DAEMON_FLAGS = ("--msl", "1", "--idle-timeout", "3", "--keepalive", "3",
+                "--keepalive-interval", "1", "--keepalive-count", "2", "--syn-backlog", "64")
+"""Short lifetimes for the state the fuzzer legitimately leaves behind -- TIME-WAIT (2
+MSL), a connection whose last RST missed (the services' idle timeout, keepalive), a
+half-open one whose SYN,ACK goes nowhere (a SYN queue of 64 per listener; beyond it,
+stateless SYN cookies) -- so that it stops growing within seconds: past the warm-up, RSS
+growth means a leak, not live connections. Every other setting is the daemon's default."""
+MAX_RST_CANDIDATES = 8
+"""At the end of a conversation, RSTs at this many sequence numbers the daemon's RCV.NXT
+may have reached (besides our next one), most recent first."""
 
 _STACK_IP = int.from_bytes(socket.inet_aton(STACK), "big")
 _HOST_IP = int.from_bytes(socket.inet_aton(HOST), "big")
@@ -176,6 +183,28 @@ class Conversation:
     steps: int = 0
     budget: int = 10
     fin_sent: bool = False
+    # Where the daemon's RCV.NXT may be other than ``seq``: the start of an in-order
+    # segment it may have refused (a full window), the end of out-of-order data that a
+    # later segment may have joined up. Most recent last, at most MAX_RST_CANDIDATES;
+    # ``out_of_order`` keeps every such segment (a conversation has few steps).
+    marks: list[int] = field(default_factory=list)
+    out_of_order: list[tuple[int, int]] = field(default_factory=list)  # [start, end)
+
+    def mark(self, seq: int) -> None:
+        seq &= 0xFFFFFFFF
+        if seq in self.marks:
+            self.marks.remove(seq)
+        self.marks.append(seq)
+        del self.marks[:-MAX_RST_CANDIDATES]
+
+    def joined_up(self) -> int:
+        """The daemon's RCV.NXT if it took everything: our in-order data extended by
+        the out-of-order data that joins it."""
+        nxt = self.seq
+        for start, end in sorted(self.out_of_order):
+            if start <= nxt:
+                nxt = max(nxt, end)
+        return nxt
 
 
 @dataclass
@@ -262,6 +291,7 @@ class PacketSource:
                 c.fin_sent = True
                 self.stats.kinds["conv_fin"] += 1
                 pkt = self._tcp(c.src, c.sport, c.dport, c.seq, c.ack, ACK | FIN)
+                c.mark(c.seq)  # the FIN may not be taken (a hole before it)
                 c.seq += 1
                 return pkt
             return self._end(c, "conv_rst")
@@ -286,12 +316,14 @@ class PacketSource:
         return self._tcp(src, sport, dport, isn, 0, SYN, options=opts)
 
     def _end(self, c: Conversation, kind: str) -> bytearray:
-        """A RST at our next in-order sequence number. The daemon may have taken less
-        (a full window) or more (out-of-order data that a later segment joined up):
-        then its answer to that RST or to an old ACK sent after it (a challenge ACK,
-        RFC 5961, or a plain one) carries its RCV.NXT, and :meth:`learn` queues a RST
-        exactly there. The connection must go: otherwise the daemon rightly keeps it,
-        and its RSS would measure our leftovers."""
+        """A RST at our next in-order sequence number, then RSTs at the other places
+        the daemon's RCV.NXT may be (:attr:`Conversation.marks`): it may have taken
+        less (a full window) or more (out-of-order data that a later segment joined
+        up). The one that matches ends the connection; one inside the window but not
+        exact draws a challenge ACK (RFC 5961 3.2), and so does an old ACK sent last
+        (RFC 9293 3.10.7.4): their ACK field is the daemon's RCV.NXT, and :meth:`learn`
+        queues a RST exactly there. The connection must go: otherwise the daemon
+        rightly keeps it, and its RSS would measure our leftovers."""
         self.stats.kinds[kind] += 1
         key = (c.src, c.sport, c.dport)
         del self.conversations[key]
@@ -299,9 +331,14 @@ class PacketSource:
         if len(self.dying) > 4 * MAX_CONVERSATIONS:
             del self.dying[next(iter(self.dying))]
         if c.ack is not None:
-            # Then an ACK far below the window: if the connection survived the RST,
-            # the daemon answers it with its RCV.NXT (RFC 9293 3.10.7.4).
+            # Sent last (``pending`` is a stack): an ACK far below the window.
             self.pending.append(self._tcp(c.src, c.sport, c.dport, c.isn, c.ack, ACK))
+            sent = {c.seq & 0xFFFFFFFF}
+            # A stack: the RST where RCV.NXT most likely is goes out right after this one.
+            for seq in (*c.marks, c.joined_up() & 0xFFFFFFFF):
+                if seq not in sent:
+                    sent.add(seq)
+                    self.pending.append(self._tcp(c.src, c.sport, c.dport, seq, 0, RST))
         return self._tcp(c.src, c.sport, c.dport, c.seq, 0, RST)
 
     def _conversation_data(self, c: Conversation) -> bytearray:
@@ -328,8 +365,11 @@ class PacketSource:
             self.stats.kinds["conv_sack"] += 1
         if r < 0.2:  # out of order: a hole before it
             self.stats.kinds["conv_out_of_order"] += 1
-            return self._tcp(c.src, c.sport, c.dport, c.seq + rng.randrange(1, 3000), c.ack,
-                             ACK, data, opts)
+            start = c.seq + rng.randrange(1, 3000)
+            if data:
+                c.mark(start + len(data))
+                c.out_of_order.append((start, start + len(data)))
+            return self._tcp(c.src, c.sport, c.dport, start, c.ack, ACK, data, opts)
         if r < 0.25:  # a duplicate of old data
             self.stats.kinds["conv_duplicate"] += 1
             return self._tcp(c.src, c.sport, c.dport, c.seq - len(data), c.ack, ACK, data, opts)
@@ -337,6 +377,8 @@ class PacketSource:
             self.stats.kinds["conv_zero_window"] += 1
             return self._tcp(c.src, c.sport, c.dport, c.seq, c.ack, ACK, b"", opts, window=0)
         self.stats.kinds["conv_data"] += 1
+        if data:
+            c.mark(c.seq)
         pkt = self._tcp(c.src, c.sport, c.dport, c.seq, c.ack, ACK | PSH, data, opts)
         c.seq += len(data)
         c.sent += len(data)
@@ -628,7 +670,7 @@ def run(opts: Options, progress: bool = True) -> dict[str, Any]:
 
     with Netns("fuzz") as ns, log_path.open("wb") as log:
         daemon = ns.popen([sys.executable, "-m", "tcpstack", "serve", "--log-level", "info",
-                           "--msl", str(MSL)],
+                           *DAEMON_FLAGS],
                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                           env=_python_env())
         _wait_ready(ns, daemon, 20.0)
