@@ -12,9 +12,10 @@ loop is bounded both in count and by a deadline. Subcommands:
 * ``idle`` -- open N concurrent connections to echo, measure the server
   process's VmRSS before and after, then check that each one still answers
   (1 byte sent and read back on every connection);
-* ``flood`` -- legitimate ``curl --max-time 2`` fetches of a small page before,
-  during and after a spoofed SYN flood sent by ``synflood`` (a child process):
-  the success rates before and during, and how soon after the flood a fresh
+* ``flood`` -- legitimate ``curl --max-time 2`` fetches of a small page, one
+  after the other, before, during and after a spoofed SYN flood sent by
+  ``synflood`` (a child process): successful fetches per second during the flood
+  as a fraction of the rate before it, and how soon after the flood a fresh
   fetch succeeds;
 * ``synflood`` -- the flood itself: SYNs from random unused addresses of a subnet
   through a raw socket, at a fixed rate, bounded in count and time.
@@ -361,18 +362,49 @@ def cmd_synflood(args: argparse.Namespace) -> dict[str, Any]:
 
 def _fetch(url: str, timeout: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", f"{timeout:g}",
-                             "-w", "%{http_code}", url],
+                             "-w", "%{http_code} %{time_connect} %{time_total}", url],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
-def _fetch_ok(proc: subprocess.Popen[bytes]) -> bool:
+def _fetch_result(proc: subprocess.Popen[bytes]) -> tuple[bool, float, float]:
+    """(succeeded, seconds to connect, seconds in all) of a finished fetch."""
     out = proc.stdout.read() if proc.stdout is not None else b""
-    return proc.returncode == 0 and out.strip() == b"200"
+    if proc.stdout is not None:
+        proc.stdout.close()
+    fields = out.split()
+    try:
+        connect, total = float(fields[1]), float(fields[2])
+    except (IndexError, ValueError):
+        connect = total = float("nan")
+    return proc.returncode == 0 and fields[:1] == [b"200"], connect, total
 
 
-def _fetch_loop(url: str, timeout: float, until: Callable[[], bool]) -> tuple[int, int]:
-    """Sequential fetches while ``until()`` is false: (successes, attempts)."""
-    ok = attempts = 0
+class Fetches:
+    """Sequential fetches: how many, how many succeeded, how long they took."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.attempts = 0
+        self.connect: list[float] = []
+        self.total: list[float] = []
+
+    def summary(self, prefix: str) -> dict[str, Any]:
+        total = sorted(t for t in self.total if t == t)
+        connect = sorted(t for t in self.connect if t == t)
+        out: dict[str, Any] = {f"{prefix}_ok": self.ok, f"{prefix}_attempts": self.attempts}
+        if total:
+            out[f"{prefix}_fetch_p50_ms"] = 1000 * total[len(total) // 2]
+            out[f"{prefix}_fetch_max_ms"] = 1000 * total[-1]
+        if connect:
+            out[f"{prefix}_connect_p50_ms"] = 1000 * connect[len(connect) // 2]
+            # A connect beyond 1 s: the SYN (or its answer) was lost and resent.
+            out[f"{prefix}_connect_over_1s"] = sum(1 for c in connect if c >= 1.0)
+        return out
+
+
+def _fetch_loop(url: str, timeout: float, until: Callable[[], bool]) -> Fetches:
+    """Fetches one after the other while ``until()`` is false."""
+    f = Fetches()
     while not until():
         proc = _fetch(url, timeout)
         try:
@@ -380,11 +412,12 @@ def _fetch_loop(url: str, timeout: float, until: Callable[[], bool]) -> tuple[in
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        attempts += 1
-        ok += _fetch_ok(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return ok, attempts
+        ok, connect, total = _fetch_result(proc)
+        f.attempts += 1
+        f.ok += ok
+        f.connect.append(connect)
+        f.total.append(total)
+    return f
 
 
 def _first_success(url: str, timeout: float, start: float, limit: float,
@@ -399,10 +432,7 @@ def _first_success(url: str, timeout: float, start: float, limit: float,
             for proc in list(running):
                 if proc.poll() is not None:
                     running.remove(proc)
-                    success = _fetch_ok(proc)
-                    if proc.stdout is not None:
-                        proc.stdout.close()
-                    if success:
+                    if _fetch_result(proc)[0]:
                         return now - start
             if now - start > limit and not running:
                 return None
@@ -419,14 +449,22 @@ def _first_success(url: str, timeout: float, start: float, limit: float,
 
 
 def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
+    """Fetches before, during and after a SYN flood (see the module docstring).
+
+    The result is a rate: successful fetches per second during the flood over the
+    same before it, so a stack that still answers but slowly scores lower too. The
+    fraction of fetches that succeeded is reported beside it.
+    """
     url = f"http://{args.host}:{args.port}{args.path}"
     deadline = time.monotonic() + args.timeout
-    # Before: the stack's own success rate, the reference for the one under flood.
-    t_end = time.monotonic() + args.baseline
-    base_ok, base_n = _fetch_loop(url, args.fetch_timeout, lambda: time.monotonic() >= t_end)
-    if base_ok == 0:
-        return {"error": f"no fetch succeeded before the flood ({base_n} tried)",
-                "baseline_ok": 0, "baseline_attempts": base_n}
+    # Before: the stack's own rate, the reference for the one under flood.
+    t0 = time.monotonic()
+    t_end = t0 + args.baseline
+    before = _fetch_loop(url, args.fetch_timeout, lambda: time.monotonic() >= t_end)
+    base_s = time.monotonic() - t0
+    if before.ok == 0:
+        return {"error": f"no fetch succeeded before the flood ({before.attempts} tried)",
+                **before.summary("baseline")}
     argv = [sys.executable, "-m", "tools.bench.client", "synflood", "--host", args.host,
             "--port", str(args.port), "--subnet", args.subnet, "--exclude", args.exclude,
             "--rate", f"{args.rate:g}", "--seconds", f"{args.seconds:g}",
@@ -434,10 +472,11 @@ def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
     flooder = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=os.environ.copy())
     try:
-        time.sleep(min(0.5, args.seconds / 10))  # let the flood build up first
-        during_ok, during_n = _fetch_loop(url, args.fetch_timeout,
-                                          lambda: flooder.poll() is not None
-                                          or time.monotonic() > deadline)
+        time.sleep(min(0.5, args.seconds / 10))  # the flood builds up first
+        t1 = time.monotonic()
+        during = _fetch_loop(url, args.fetch_timeout,
+                             lambda: flooder.poll() is not None or time.monotonic() > deadline)
+        during_s = time.monotonic() - t1
         out, err = flooder.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if flooder.poll() is None:
@@ -451,12 +490,13 @@ def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
     if not flood or "error" in flood:
         return {"error": f"the SYN flooder failed: {flood.get('error') or err.strip()[-200:]}"}
     recovery = _first_success(url, args.fetch_timeout, flood_end, args.recovery)
-    base_rate = base_ok / base_n
-    during_rate = during_ok / during_n if during_n else 0.0
+    base_rate = before.ok / base_s
+    during_rate = during.ok / during_s if during_s > 0 else 0.0
     return {
-        "baseline_ok": base_ok, "baseline_attempts": base_n, "baseline_success_rate": base_rate,
-        "flood_ok": during_ok, "flood_attempts": during_n, "flood_success_rate": during_rate,
+        **before.summary("baseline"), "baseline_seconds": base_s, "baseline_rate": base_rate,
+        **during.summary("flood"), "flood_seconds": during_s, "flood_rate": during_rate,
         "ratio": during_rate / base_rate,
+        "flood_success_fraction": during.ok / during.attempts if during.attempts else 0.0,
         "recovered": recovery is not None,
         "recovery_seconds": recovery if recovery is not None else args.recovery,
         "recovery_limit": args.recovery,

@@ -99,7 +99,7 @@ ROWS: tuple[Row, ...] = (
         "< 8 KiB", _small_rss),
     Row("idle", "idle: time to check every connection (s)", "check_seconds", _f1,
         "<= 10 s", _within_10s),
-    Row("flood", "SYN flood: fetches OK during / before", "flood_ratio", _f2,
+    Row("flood", "SYN flood: fetches/s OK during / before", "flood_ratio", _f2,
         ">= kernel's", _flood_ratio_ok),
     Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
         _recovers_in_1s, ratio=False),
@@ -130,8 +130,9 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
         text += f" ({outcome.summary.get('failed', 0):.0f} failed req.)"
     if row.key == "flood_ratio" and v is not None:
         s = outcome.summary
-        text += (f" ({s.get('flood_ok', 0):.0f}/{s.get('flood_attempts', 0):.0f} vs "
-                 f"{s.get('baseline_ok', 0):.0f}/{s.get('baseline_attempts', 0):.0f})")
+        text += (f" ({s.get('flood_rate', 0):.1f} vs {s.get('baseline_rate', 0):.1f} "
+                 f"fetches/s; {s.get('flood_ok', 0):.0f} of {s.get('flood_attempts', 0):.0f} "
+                 "OK during)")
     if row.key == "recovery_s" and v is not None and outcome.summary.get("recovered") == 0:
         text = f"none within {v:g}"
     if outcome.status == "failed":
