@@ -5,7 +5,8 @@
     sudo python -m tools.fuzz_daemon --packets 1000000 --seed 1
 
 Creates a network namespace of its own, starts ``tcpstack serve`` there (TUN
-``tcpstack0``, host side 10.0.0.1, stack 10.0.0.2) and writes packets straight
+``tcpstack0``, host side 10.0.0.1, stack 10.0.0.2; short lifetimes for leftover
+state, :data:`DAEMON_FLAGS`) and writes packets straight
 into the TUN's host side through an ``AF_PACKET`` socket, so that nothing in the
 kernel's IP layer repairs or filters them: bad IPv4 checksums, wrong lengths,
 wrong versions, fragments and plain garbage reach the daemon as written. The mix:
