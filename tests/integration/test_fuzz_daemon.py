@@ -55,7 +55,7 @@ def test_daemon_survives_fifty_thousand_fuzzed_packets_and_keeps_serving(
     assert result["curl_ok"] >= 3
     counters = result["daemon_counters"]
     # Every kind of malformed input was seen and counted by its reason.
-    for reason in ("ipv4_bad_checksum", "ipv4_truncated", "ipv4_bad_length", "ipv4_fragment",
+    for reason in ("ipv4_bad_checksum", "ipv4_truncated", "ipv4_bad_length", "ipv4_fragments",
                    "ip_bad_version", "ipv6_unsupported", "tcp_bad_checksum",
                    "tcp_bad_option_length", "icmp_bad_checksum", "ip_not_for_us",
                    "ip_bad_source", "udp_port_unreachable", "tcp_syn_accepted"):

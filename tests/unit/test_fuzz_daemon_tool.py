@@ -79,7 +79,7 @@ def test_generated_packets_reach_every_check_of_the_stack_and_conversations_esta
     assert c["internal_error"] == 0
     assert kinds[ETH_P_IP] and kinds[ETH_P_IPV6]
     for reason in ("ipv4_bad_checksum", "ipv4_truncated", "ipv4_bad_length", "ipv4_bad_ihl",
-                   "ipv4_fragment", "ip_bad_version", "ip_truncated", "ipv6_unsupported",
+                   "ipv4_fragments", "ip_bad_version", "ip_truncated", "ipv6_unsupported",
                    "ip_not_for_us", "ip_bad_source", "tcp_bad_checksum", "tcp_truncated",
                    "tcp_bad_data_offset", "tcp_bad_option_length", "icmp_bad_checksum",
                    "icmp_echo_replied", "udp_port_unreachable", "ip_unknown_protocol",
