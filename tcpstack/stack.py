@@ -33,10 +33,11 @@ import ipaddress
 import logging
 import random
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Protocol
 
 from tcpstack.fragments import MAX_DATAGRAM_IPV6, Reassembler
 from tcpstack.tcp.config import TcpConfig
@@ -80,6 +81,14 @@ log = logging.getLogger("tcpstack.stack")
 
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
 
+SYN_DEFERRED_BATCHES = 4
+"""SYNs (and cookie ACKs) beyond a batch's budget set aside for later rounds, in budgets:
+a burst of up to this many budgets' worth is answered a few milliseconds late instead
+of dropped (which costs a legitimate client a 1 s SYN retransmission)."""
+
+_TIMER_HEAP_SLACK = 64
+"""Stale timer entries tolerated beyond one per connection before the heap is rebuilt."""
+
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 IPV4_TCP_HEADERS = 40  # IPv4 and TCP headers without options: path MTU - this = MSS
@@ -120,7 +129,9 @@ class StackConfig:
     syncookies: str = "auto"
     #: New connections a batch of received packets may start (SYNs queued or
     #: answered with cookies, cookies accepted): under a SYN flood the stack spends
-    #: the rest of each batch on the connections it has.
+    #: the rest of each batch on the connections it has. Those beyond it wait, up to
+    #: ``SYN_DEFERRED_BATCHES`` times as many, for the next rounds of the event loop
+    #: (:meth:`Stack.next_deadline` asks for one at once); beyond that, dropped.
     syn_batch_limit: int = 64
     #: Connections (not counting TIME-WAIT) beyond which SYNs are dropped.
     max_connections: int = 100_000
@@ -174,6 +185,30 @@ class StackConfig:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
 
 
+class Observer(Protocol):
+    """What may watch a stack (see :meth:`Stack.attach_observer`); it must not change
+    anything, only look. ``key`` is (local ip, local port, remote ip, remote port)."""
+
+    def before_segment(self, key: Key, seg: TcpSegment, now: float) -> object:
+        """A parsed TCP segment is about to be processed; the result goes to
+        :meth:`after_segment`."""
+
+    def after_segment(self, key: Key, seg: TcpSegment, token: object, now: float) -> None:
+        """The segment was processed (its connection, if any, is in ``Stack.tcbs``)."""
+
+    def on_send(self, tcb: Tcb, segments: list[OutSegment], now: float) -> None:
+        """``tcb`` emits ``segments`` (packets are built right after)."""
+
+    def on_control(self, packets: list[OutPacket], now: float) -> None:
+        """Packets the stack sends for no connection: RSTs, stateless SYN,ACKs, ICMP."""
+
+    def on_open(self, key: Key, tcb: Tcb) -> None:
+        """A connection entered the table."""
+
+    def on_close(self, key: Key, tcb: Tcb) -> None:
+        """A connection left the table (its ``events`` still hold a Terminated)."""
+
+
 def _is_bad_source(src: int) -> bool:
     """RFC 1122 3.2.1.3 / 4.2.3.10: never answer broadcast, multicast or 0.0.0.0 sources."""
     return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
@@ -222,7 +257,9 @@ class Stack:
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
         self._control: list[OutPacket] = []
-        self._timers: list[tuple[float, int, Tcb]] = []
+        # (deadline, tie-break, 4-tuple): entries name a connection by its key, so an
+        # entry left behind by a closed connection holds no reference to it.
+        self._timers: list[tuple[float, int, Key]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
@@ -240,11 +277,17 @@ class Stack:
         self._passive6 = PassiveOpener(self.tcp_config6, self._isn, SynCookies(secret),
                                        CookieMode(self.config.syncookies), self._commons)
         self._syn_budget = self.config.syn_batch_limit
+        # Segments that would open a connection, beyond the budget of their batch:
+        # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
+        self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
+        self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
         self._unclaimed: set[Tcb] = set()
         # Connections in TIME-WAIT, oldest first (for the max_time_wait cap).
         self._time_wait: dict[Tcb, None] = {}
+        # Listeners bound to some local addresses only (port -> addresses).
+        self._listen_on: dict[int, frozenset[int]] = {}
         # RFC 1191 6.3: path MTUs learned from "fragmentation needed", per
         # destination, with their expiry, oldest first; new connections start there.
         self.pmtu_cache: dict[int, tuple[int, float]] = {}
@@ -263,16 +306,27 @@ class Stack:
         # Listeners that take IPv6 connections only (IPV6_V6ONLY).
         self._v6only: set[int] = set()
 
+        # Who watches (tcpstack.observe): None costs one attribute test per packet.
+        self.observer: Observer | None = None
+        self._packet_observer: Observer | None = None
+
+    def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
+        """Let ``observer`` watch connections open and close and the control packets;
+        with ``packets`` also every TCP segment in and out. None detaches."""
+        self.observer = observer
+        self._packet_observer = observer if packets else None
+
     # --------------------------------------------------------------- control
 
-    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None, *,
-               v6only: bool = False) -> Listener:
-        """Open a listener on ``port`` on all stack addresses, of both families
-        unless ``v6only`` (as a socket's ``IPV6_V6ONLY``: IPv4 clients then find the
-        port closed).
+    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None,
+               addresses: Iterable[int] | None = None, *, v6only: bool = False) -> Listener:
+        """Open a listener on ``port`` on all stack addresses, or only on ``addresses``;
+        of both families unless ``v6only`` (as a socket's ``IPV6_V6ONLY``: IPv4 clients
+        then find the port closed).
 
         ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
-        the larger of ``backlog`` and 256); see :class:`Listener`.
+        the larger of ``backlog`` and 256); see :class:`Listener`. For
+        ``addresses``, see :meth:`listen_on`.
         """
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} out of range 1..65535")
@@ -280,13 +334,27 @@ class Stack:
             raise OSError(98, f"port {port} already has a listener")
         listener = Listener(port, max(1, backlog), syn_backlog)
         self.listeners[port] = listener
+        self.listen_on(port, addresses)
         if v6only:
             self._v6only.add(port)
         return listener
 
+    def listen_on(self, port: int, addresses: Iterable[int] | None) -> None:
+        """Let the listener on ``port`` take connections to these local addresses only
+        (None: every address of the stack). A segment for another address is
+        answered as at a closed port (RST), as a socket bound to one address is.
+        Raises :class:`KeyError` if ``port`` has no listener."""
+        if port not in self.listeners:
+            raise KeyError(f"port {port} has no listener")
+        if addresses is None:
+            self._listen_on.pop(port, None)
+        else:
+            self._listen_on[port] = frozenset(addresses)
+
     def unlisten(self, port: int) -> None:
         """Close a listener; established connections are not affected."""
         self.listeners.pop(port, None)
+        self._listen_on.pop(port, None)
         self._v6only.discard(port)
 
     def connect(self, remote_ip: int | str, remote_port: int, now: float,
@@ -347,6 +415,8 @@ class Stack:
             else:
                 del self.pmtu_cache[key[2]]
         tcb.bind(self._mark_dirty)
+        if self.observer is not None:
+            self.observer.on_open(key, tcb)
 
     def _remember_pmtu(self, remote: int, mtu: int, now: float) -> None:
         """Cache a lowered path MTU for ``remote`` (RFC 1191 6.3), bounded in size:
@@ -640,6 +710,16 @@ class Stack:
                      verify: bool = True) -> None:
         seg = parse_tcp(payload, src, dst, verify)
         self.counters["tcp_received"] += 1
+        obs = self._packet_observer
+        if obs is not None:
+            key = (dst, seg.dst_port, src, seg.src_port)
+            token = obs.before_segment(key, seg, now)
+            self._demux_tcp(src, dst, seg, now)
+            obs.after_segment(key, seg, token, now)
+        else:
+            self._demux_tcp(src, dst, seg, now)
+
+    def _demux_tcp(self, src: int, dst: int, seg: TcpSegment, now: float) -> None:
         if seg.dst_port == 0 or seg.src_port == 0:
             self.counters["tcp_port_zero"] += 1
             return
@@ -649,10 +729,13 @@ class Stack:
             # looks at it, whatever the port (Linux drops both at a listener too).
             self.counters["tcp_syn_fin" if flags & FIN else "tcp_syn_rst"] += 1
             return
-        key = (dst, seg.dst_port, src, seg.src_port)
+        self._dispatch((dst, seg.dst_port, src, seg.src_port), seg, now)
+
+    def _dispatch(self, key: Key, seg: TcpSegment, now: float,
+                  old_snd_max: int | None = None) -> None:
+        """Hand a parsed segment to its connection, or to its port's listener."""
         tcb = self.tcbs.get(key)
-        listener = self._listener_for(dst, seg.dst_port)
-        old_snd_max: int | None = None
+        listener = self._listener_for(key[0], seg.dst_port)
         if tcb is not None:
             if tcb.state is State.TIME_WAIT and listener is not None \
                     and seg.flags & (SYN | ACK | RST) == SYN and seq_gt(seg.seq, tcb.rcv_nxt):
@@ -667,51 +750,68 @@ class Stack:
                 return
         if listener is None:
             self.counters["tcp_closed_port"] += 1
-            self._reply_rst(dst, src, seg, now)
+            self._reply_rst(key[0], key[2], seg, now)
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
     def _listener_for(self, dst: int, port: int) -> Listener | None:
-        """The listener on ``port`` that takes connections to ``dst``: none for IPv4
-        if it is IPv6-only."""
+        """The listener on ``port`` that takes connections to ``dst``: none if it is
+        bound to other addresses (:meth:`listen_on`), or IPv6-only and ``dst`` IPv4."""
         listener = self.listeners.get(port)
-        if listener is not None and self._v6only and port in self._v6only \
-                and not ipv6_wire.is_ipv6(dst):
+        if listener is None:
+            return None
+        if self._listen_on:
+            only = self._listen_on.get(port)
+            if only is not None and dst not in only:
+                return None
+        if self._v6only and port in self._v6only and not ipv6_wire.is_ipv6(dst):
             return None
         return listener
 
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
+        refusal = self._open_refusal()
         passive = self._passive6 if ipv6_wire.is_ipv6(key[0]) else self._passive
-        verdict = passive.segment(listener, key, seg, now,
-                                  may_open=self._may_open(seg), old_snd_max=old_snd_max)
+        verdict = passive.segment(listener, key, seg, now, may_open=refusal is None,
+                                  old_snd_max=old_snd_max)
+        if verdict.refused:
+            if refusal == "tcp_syn_batch_limit" and len(self._deferred) < self._deferred_cap:
+                self._deferred.append((key, seg, old_snd_max, now))
+                self.counters["tcp_syn_deferred"] += 1
+            else:
+                self.counters[refusal or "tcp_syn_batch_limit"] += 1
+            return
         if verdict.tcb is not None:
+            self._syn_budget -= 1
             self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
+            self._syn_budget -= 1  # a cookie SYN,ACK
             self._control.append(emit_tcp(verdict.reply, key[0], key[2],
                                           self._next_ident(), self.config.ttl, self._vnet))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
-    def _may_open(self, seg: TcpSegment) -> bool:
-        """Whether a segment that would start a connection may (SYN budget of this
-        batch, connection limit); counts why not."""
-        if not seg.flags & (SYN | ACK):
-            return True
+    def _open_refusal(self) -> str | None:
+        """Why a segment may not open a connection now (the counter to bump), or None:
+        the SYN budget of this batch is spent, the connection limit reached, or buffer
+        memory short. Only what does open one spends the budget."""
         if self._syn_budget <= 0:
-            self.counters["tcp_syn_batch_limit"] += 1
-            return False
+            return "tcp_syn_batch_limit"
         if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
-            self.counters["tcp_max_connections"] += 1
-            return False
+            return "tcp_max_connections"
         if self.memory.pressure:
-            self.counters["tcp_memory_pressure_refused"] += 1
-            return False
-        self._syn_budget -= 1
-        return True
+            return "tcp_memory_pressure_refused"
+        return None
+
+    def _replay_deferred(self, now: float) -> None:
+        """Open what earlier batches set aside, oldest first, within this round's budget."""
+        deferred = self._deferred
+        while deferred and self._syn_budget > 0:
+            key, seg, old_snd_max, _ = deferred.popleft()
+            self._dispatch(key, seg, now, old_snd_max)
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).
@@ -748,8 +848,14 @@ class Stack:
         ttl = self.config.ttl
         vnet = self._vnet
         scatter = self.config.scatter
+        if self.observer is not None and out:
+            self.observer.on_control(out, now)
+        obs = self._packet_observer
         for tcb in dirty:
-            for seg in tcb.segments_to_send(now):
+            segments = tcb.segments_to_send(now)
+            if obs is not None and segments:
+                obs.on_send(tcb, segments, now)
+            for seg in segments:
                 out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip,
                                           self._next_ident(), ttl, vnet, tcb.gso_size, scatter))
             self._after_flush(tcb)
@@ -785,6 +891,8 @@ class Stack:
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        if self.observer is not None:
+            self.observer.on_close(key, tcb)
         tcb.charged = self.memory.charge(tcb.charged, 0)
         self._release_half_open(tcb)
         self._time_wait.pop(tcb, None)
@@ -832,21 +940,52 @@ class Stack:
 
         ``tcb.timer_entry`` (the owner's field on the TCB) is the earliest entry of
         this connection on the heap; later or stale entries are skipped when popped.
+        Entries name the connection by its 4-tuple, not the object: one whose
+        connection has gone (reset, say, with a keepalive deadline two hours away)
+        keeps nothing of it alive. Stale entries are bounded too: once the heap holds
+        more than twice as many entries as there are connections (plus a margin), it
+        is rebuilt with one entry per connection, in time linear in the connections,
+        which amortizes to O(1) per entry pushed.
         """
         d = tcb.timers.next_deadline()
         if d is not None and (tcb.timer_entry is None or d < tcb.timer_entry):
             tcb.timer_entry = d
-            heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
+            timers = self._timers
+            key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
+            heapq.heappush(timers, (d, next(self._timer_seq), key))
+            if len(timers) > 2 * len(self.tcbs) + _TIMER_HEAP_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap (in place: :meth:`handle_timer` may be iterating it) with
+        each connection's earliest entry only."""
+        seq = self._timer_seq
+        self._timers[:] = [(tcb.timer_entry, next(seq), key)
+                           for key, tcb in self.tcbs.items() if tcb.timer_entry is not None]
+        heapq.heapify(self._timers)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap)."""
-        return self._timers[0][0] if self._timers else None
+        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap).
+
+        At once (a time already past) while segments wait for a SYN budget."""
+        d = self._timers[0][0] if self._timers else None
+        if self._deferred:
+            since = self._deferred[0][3]
+            if d is None or since < d:
+                d = since
+        return d
 
     def handle_timer(self, now: float) -> None:
-        """Run all connection timers due at ``now``. Lazy: stale entries are skipped."""
+        """Open what waits for a SYN budget (:data:`SYN_DEFERRED_BATCHES`), then run all
+        connection timers due at ``now``. Lazy: stale entries are skipped."""
+        if self._deferred:
+            self._replay_deferred(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, _, tcb = heapq.heappop(timers)
+            d, _, key = heapq.heappop(timers)
+            tcb = self.tcbs.get(key)
+            if tcb is None:
+                continue  # the connection has gone
             if tcb.timer_entry == d:
                 tcb.timer_entry = None
             if tcb.state is State.CLOSED:
@@ -878,4 +1017,4 @@ class Stack:
                 tcb.abort()
 
 
-__all__ = ["Listener", "Stack", "StackConfig"]
+__all__ = ["Listener", "Observer", "Stack", "StackConfig"]

@@ -107,6 +107,33 @@ if ((${#need[@]})); then
     step "apt-get install" apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
+# The dashboard is tested in a real headless browser (tests/integration/
+# test_dashboard_browser.py): Debian's chromium and chromium-driver. Where they
+# cannot be installed (no package for this architecture, no network), the suite
+# still runs and that one test skips, saying why (TCPSTACK_NO_BROWSER).
+browser=()
+command -v chromium >/dev/null || browser+=(chromium)
+command -v chromedriver >/dev/null || browser+=(chromium-driver)
+if ((${#browser[@]})); then
+    if ! command -v apt-get >/dev/null; then
+        export TCPSTACK_NO_BROWSER="${browser[*]} missing and there is no apt-get to install them"
+    else
+        echo "== installing Debian packages for the browser test: ${browser[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        if { ((${#need[@]})) || apt-get update -q >>"$setup_log" 2>&1; } \
+                && apt-get install -y -q --no-install-recommends "${browser[@]}" \
+                    >>"$setup_log" 2>&1; then
+            :
+        else
+            why=$(grep -E '^(E|W): ' "$setup_log" | tail -n 1 || true)
+            export TCPSTACK_NO_BROWSER="apt-get could not install ${browser[*]}: ${why:-see its output}"
+        fi
+    fi
+    if [[ -n ${TCPSTACK_NO_BROWSER:-} ]]; then
+        echo "== WARNING: the headless-browser test will skip: $TCPSTACK_NO_BROWSER" >&2
+    fi
+fi
+
 VENV=$(realpath -m "${TCPSTACK_VENV:-.venv}")  # absolute: the compiled suite runs elsewhere
 stamp=$VENV/.tcpstack-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
@@ -154,6 +181,9 @@ if [[ $builds != pure ]]; then
     step "compiled build check" env -C "$compiled_tree" "$VENV/bin/python" -c \
         'import sys, tcpstack.build as b; sys.exit(not b.is_compiled())'
 fi
+
+# Test artifacts (the dashboard's screenshot) land in this checkout for both builds.
+export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
 
 run_suite() { # run_suite LABEL DIR: pytest from DIR
     echo "== pytest ($1)"

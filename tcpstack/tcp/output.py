@@ -150,6 +150,8 @@ def _send_retransmissions(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOp
             break
         allowed = max(mss, (cwnd - pipe_now) // mss * mss)
         retransmit(tcb, rec, min(allowed, seg_max), opts, now)
+        tcb.counters["tcp_retrans_rto" if tcb.rto_high is not None else
+                     "tcp_retrans_rack" if tcb.sack_ok else "tcp_retrans_fast"] += 1
         opts = rest
         sent = True
     return sent

@@ -168,6 +168,7 @@ def on_tlp_timer(tcb: ControlBlock, now: float) -> None:
         if rec is None:
             return
         output.retransmit(tcb, sb.tail(rec, mss), mss, opts, now)
+        tcb.counters["tcp_retrans_tlp"] += 1
         tcb.rtx_tsval = None  # a probe is not an episode for Eifel
         retransmitted = True
     tcb.tlp_high = tcb.snd_max
@@ -235,6 +236,7 @@ def on_rto(tcb: ControlBlock, now: float) -> None:
     tcb.rtt.backoff()
     tcb.rtt_seq = None  # Karn: no sample from a retransmitted segment
     if handshaking:
+        tcb.counters["tcp_retrans_syn"] += 1
         tcb.syn_retransmitted = True
         tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
         handshake.send_syn(tcb, now, ack=state is State.SYN_RECEIVED)
@@ -248,6 +250,7 @@ def _rto_enter_loss(tcb: ControlBlock, now: float) -> None:
     one-segment window allows (RFC 6675 5.1, RFC 5681 3.1): slow start from here,
     not fast recovery."""
     flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    tcb.counters["tcp_rto_timeouts"] += 1
     tcb.cc.on_timeout(flight, now)
     tcb.scoreboard.mark_lost_from()
     tcb.recovery_point = None

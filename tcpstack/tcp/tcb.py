@@ -160,6 +160,19 @@ class Tcb(ControlBlock):
             window.on_application_read(self)
         return data
 
+    def recv_into(self, buffer: bytearray | memoryview) -> int:
+        """Move up to ``len(buffer)`` unread bytes into ``buffer``; return how many.
+
+        RECEIVE (3.10.3) into the caller's memory: one copy, no intermediate
+        :class:`bytes` (for zero-copy readers such as ``asyncio.BufferedProtocol``).
+        """
+        n = self.rcv_buf.take_into(buffer)
+        if n:
+            autotune.note_read(self, n)
+            ack_policy.on_application_read(self)
+            window.on_application_read(self)
+        return n
+
     def recv_find(self, sub: bytes, start: int = 0) -> int:
         """Where ``sub`` starts in the unread bytes (searching from ``start``), or -1."""
         return self.rcv_buf.find(sub, start)

@@ -64,17 +64,22 @@ async def test_soft_error_is_the_pending_so_error_and_the_connect_goes_on() -> N
     dev_a, raw = PairDevice.pair()
     net = Network(dev_a, stack_config(A_IP))
     try:
-        conn = net.connect(B_IP, 80, 1 << 16, True)
+        connecting = asyncio.ensure_future(net.create_connection(asyncio.Protocol, B_IP, 80))
         syn = await _next_packet(raw)
+        (transport,) = net.connections  # the connection being opened
         raw.sock.send(_to_a(icmp.build_unreachable(icmp.CODE_HOST_UNREACHABLE, syn[:28])))
         for _ in range(100):
-            if conn.tcb.soft_error:
+            if transport.tcb.soft_error:
                 break
             await asyncio.sleep(0.01)
-        sock = conn.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EHOSTUNREACH
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-        assert not conn.is_closing()
+        assert not transport.is_closing()
+        assert not connecting.done()  # a soft error does not end the handshake
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
     finally:
         await net.aclose(grace=0.0)
         raw.close()

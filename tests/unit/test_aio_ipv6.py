@@ -1,5 +1,6 @@
 """The streams API over IPv6: dual-stack servers, ``get_extra_info`` address tuples
-as asyncio gives them (4-tuples for IPv6), IPv6-only servers."""
+as asyncio gives them (4-tuples for IPv6), servers on IPv6 addresses only (what
+``IPV6_V6ONLY`` gives a socket) and on every IPv4 address ("0.0.0.0")."""
 
 from __future__ import annotations
 
@@ -64,19 +65,22 @@ async def test_ipv6_and_ipv4_clients_of_one_dual_stack_server() -> None:
         dev_b.close()
 
 
-async def test_v6only_server_refuses_ipv4() -> None:
+async def test_servers_on_one_family_refuse_the_other() -> None:
     dev_a, dev_b = PairDevice.pair()
     a = Network(dev_a, _config("10.0.0.1", "fd00::1"))
     b = Network(dev_b, _config("10.0.0.2", "fd00::2"))
     try:
-        await start_server(_echo, None, 7, network=b, v6only=True)
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.wait_for(open_connection("10.0.0.2", 7, network=a), TIMEOUT)
-        reader, writer = await asyncio.wait_for(open_connection("fd00::2", 7, network=a),
-                                                TIMEOUT)
-        writer.write(b"12345")
-        assert await asyncio.wait_for(reader.readexactly(5), TIMEOUT) == b"12345"
-        writer.close()
+        await start_server(_echo, "fd00::2", 7, network=b)
+        await start_server(_echo, "0.0.0.0", 9, network=b)
+        for host, port in (("10.0.0.2", 7), ("fd00::2", 9)):
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.wait_for(open_connection(host, port, network=a), TIMEOUT)
+        for host, port in (("fd00::2", 7), ("10.0.0.2", 9)):
+            reader, writer = await asyncio.wait_for(open_connection(host, port, network=a),
+                                                    TIMEOUT)
+            writer.write(b"12345")
+            assert await asyncio.wait_for(reader.readexactly(5), TIMEOUT) == b"12345"
+            writer.close()
     finally:
         await a.aclose(grace=0.2)
         await b.aclose(grace=0.2)
