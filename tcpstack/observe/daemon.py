@@ -333,7 +333,7 @@ class Resources:
 
 
 def stack_addresses(addresses: Any) -> set[str]:
-    return {str(ipaddress.IPv4Address(a)) for a in addresses}
+    return {str(ipaddress.ip_address(a)) for a in addresses}
 
 
 __all__ = ["PRELOAD", "Resources", "add_arguments", "check", "stack_addresses",

@@ -31,6 +31,7 @@ exchanges remembered for at most :data:`MAX_COOKIE_LADDERS` 4-tuples.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections import OrderedDict
@@ -74,7 +75,10 @@ def flag_words(flags: int) -> str:
 
 
 def endpoint(ip: int, port: int) -> str:
-    """``a.b.c.d:port`` (formatted directly: ``ipaddress`` is slow for this)."""
+    """``a.b.c.d:port`` (formatted directly: ``ipaddress`` is slow for this), or
+    ``[v6::address]:port`` for IPv6 (addresses above ``0xFFFFFFFF``)."""
+    if ip > 0xFFFFFFFF:
+        return f"[{ipaddress.IPv6Address(ip)}]:{port}"
     return f"{ip >> 24 & 255}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}:{port}"
 
 

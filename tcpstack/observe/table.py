@@ -153,10 +153,10 @@ def _timers(tcb: Tcb) -> Iterable[tuple[str, float]]:
 
 
 def _find(stack: Stack, r: Row) -> Tcb | None:
-    lip, _, lport = r["local"].partition(":")
-    rip, _, rport = r["remote"].partition(":")
-    key = (int(ipaddress.IPv4Address(lip)), int(lport), int(ipaddress.IPv4Address(rip)),
-           int(rport))
+    lip, _, lport = r["local"].rpartition(":")
+    rip, _, rport = r["remote"].rpartition(":")
+    key = (int(ipaddress.ip_address(lip.strip("[]"))), int(lport),
+           int(ipaddress.ip_address(rip.strip("[]"))), int(rport))
     return stack.tcbs.get(key)
 
 
