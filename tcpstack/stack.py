@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import random
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
@@ -74,6 +74,14 @@ log = logging.getLogger("tcpstack.stack")
 
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
 
+SYN_DEFERRED_BATCHES = 4
+"""SYNs (and cookie ACKs) beyond a batch's budget set aside for later rounds, in budgets:
+a burst of up to this many budgets' worth is answered a few milliseconds late instead
+of dropped (which costs a legitimate client a 1 s SYN retransmission)."""
+
+_TIMER_HEAP_SLACK = 64
+"""Stale timer entries tolerated beyond one per connection before the heap is rebuilt."""
+
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 IPV4_TCP_HEADERS = 40  # IPv4 and TCP headers without options: path MTU - this = MSS
@@ -108,7 +116,9 @@ class StackConfig:
     syncookies: str = "auto"
     #: New connections a batch of received packets may start (SYNs queued or
     #: answered with cookies, cookies accepted): under a SYN flood the stack spends
-    #: the rest of each batch on the connections it has.
+    #: the rest of each batch on the connections it has. Those beyond it wait, up to
+    #: ``SYN_DEFERRED_BATCHES`` times as many, for the next rounds of the event loop
+    #: (:meth:`Stack.next_deadline` asks for one at once); beyond that, dropped.
     syn_batch_limit: int = 64
     #: Connections (not counting TIME-WAIT) beyond which SYNs are dropped.
     max_connections: int = 100_000
@@ -209,7 +219,9 @@ class Stack:
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
         self._control: list[OutPacket] = []
-        self._timers: list[tuple[float, int, Tcb]] = []
+        # (deadline, tie-break, 4-tuple): entries name a connection by its key, so an
+        # entry left behind by a closed connection holds no reference to it.
+        self._timers: list[tuple[float, int, Key]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
@@ -225,6 +237,10 @@ class Stack:
         self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
                                       CookieMode(self.config.syncookies), self._commons)
         self._syn_budget = self.config.syn_batch_limit
+        # Segments that would open a connection, beyond the budget of their batch:
+        # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
+        self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
+        self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
         self._unclaimed: set[Tcb] = set()
@@ -503,14 +519,17 @@ class Stack:
             # looks at it, whatever the port (Linux drops both at a listener too).
             self.counters["tcp_syn_fin" if flags & FIN else "tcp_syn_rst"] += 1
             return
-        key = (dst, seg.dst_port, src, seg.src_port)
+        self._dispatch((dst, seg.dst_port, src, seg.src_port), seg, now)
+
+    def _dispatch(self, key: Key, seg: TcpSegment, now: float,
+                  old_snd_max: int | None = None) -> None:
+        """Hand a parsed segment to its connection, or to its port's listener."""
         tcb = self.tcbs.get(key)
         listener = self.listeners.get(seg.dst_port)
         if listener is not None and self._listen_on:
             only = self._listen_on.get(seg.dst_port)
-            if only is not None and dst not in only:
+            if only is not None and key[0] not in only:
                 listener = None
-        old_snd_max: int | None = None
         if tcb is not None:
             if tcb.state is State.TIME_WAIT and listener is not None \
                     and seg.flags & (SYN | ACK | RST) == SYN and seq_gt(seg.seq, tcb.rcv_nxt):
@@ -525,41 +544,53 @@ class Stack:
                 return
         if listener is None:
             self.counters["tcp_closed_port"] += 1
-            self._reply_rst(dst, src, seg, now)
+            self._reply_rst(key[0], key[2], seg, now)
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
-        verdict = self._passive.segment(listener, key, seg, now,
-                                        may_open=self._may_open(seg), old_snd_max=old_snd_max)
+        refusal = self._open_refusal()
+        verdict = self._passive.segment(listener, key, seg, now, may_open=refusal is None,
+                                        old_snd_max=old_snd_max)
+        if verdict.refused:
+            if refusal == "tcp_syn_batch_limit" and len(self._deferred) < self._deferred_cap:
+                self._deferred.append((key, seg, old_snd_max, now))
+                self.counters["tcp_syn_deferred"] += 1
+            else:
+                self.counters[refusal or "tcp_syn_batch_limit"] += 1
+            return
         if verdict.tcb is not None:
+            self._syn_budget -= 1
             self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
+            self._syn_budget -= 1  # a cookie SYN,ACK
             self._control.append(emit_tcp_ipv4(verdict.reply, key[0], key[2],
                                                self._next_ident(), self.config.ttl, self._vnet))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
-    def _may_open(self, seg: TcpSegment) -> bool:
-        """Whether a segment that would start a connection may (SYN budget of this
-        batch, connection limit); counts why not."""
-        if not seg.flags & (SYN | ACK):
-            return True
+    def _open_refusal(self) -> str | None:
+        """Why a segment may not open a connection now (the counter to bump), or None:
+        the SYN budget of this batch is spent, the connection limit reached, or buffer
+        memory short. Only what does open one spends the budget."""
         if self._syn_budget <= 0:
-            self.counters["tcp_syn_batch_limit"] += 1
-            return False
+            return "tcp_syn_batch_limit"
         if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
-            self.counters["tcp_max_connections"] += 1
-            return False
+            return "tcp_max_connections"
         if self.memory.pressure:
-            self.counters["tcp_memory_pressure_refused"] += 1
-            return False
-        self._syn_budget -= 1
-        return True
+            return "tcp_memory_pressure_refused"
+        return None
+
+    def _replay_deferred(self, now: float) -> None:
+        """Open what earlier batches set aside, oldest first, within this round's budget."""
+        deferred = self._deferred
+        while deferred and self._syn_budget > 0:
+            key, seg, old_snd_max, _ = deferred.popleft()
+            self._dispatch(key, seg, now, old_snd_max)
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).
@@ -689,21 +720,52 @@ class Stack:
 
         ``tcb.timer_entry`` (the owner's field on the TCB) is the earliest entry of
         this connection on the heap; later or stale entries are skipped when popped.
+        Entries name the connection by its 4-tuple, not the object: one whose
+        connection has gone (reset, say, with a keepalive deadline two hours away)
+        keeps nothing of it alive. Stale entries are bounded too: once the heap holds
+        more than twice as many entries as there are connections (plus a margin), it
+        is rebuilt with one entry per connection, in time linear in the connections,
+        which amortizes to O(1) per entry pushed.
         """
         d = tcb.timers.next_deadline()
         if d is not None and (tcb.timer_entry is None or d < tcb.timer_entry):
             tcb.timer_entry = d
-            heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
+            timers = self._timers
+            key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
+            heapq.heappush(timers, (d, next(self._timer_seq), key))
+            if len(timers) > 2 * len(self.tcbs) + _TIMER_HEAP_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap (in place: :meth:`handle_timer` may be iterating it) with
+        each connection's earliest entry only."""
+        seq = self._timer_seq
+        self._timers[:] = [(tcb.timer_entry, next(seq), key)
+                           for key, tcb in self.tcbs.items() if tcb.timer_entry is not None]
+        heapq.heapify(self._timers)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap)."""
-        return self._timers[0][0] if self._timers else None
+        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap).
+
+        At once (a time already past) while segments wait for a SYN budget."""
+        d = self._timers[0][0] if self._timers else None
+        if self._deferred:
+            since = self._deferred[0][3]
+            if d is None or since < d:
+                d = since
+        return d
 
     def handle_timer(self, now: float) -> None:
-        """Run all connection timers due at ``now``. Lazy: stale entries are skipped."""
+        """Open what waits for a SYN budget (:data:`SYN_DEFERRED_BATCHES`), then run all
+        connection timers due at ``now``. Lazy: stale entries are skipped."""
+        if self._deferred:
+            self._replay_deferred(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, _, tcb = heapq.heappop(timers)
+            d, _, key = heapq.heappop(timers)
+            tcb = self.tcbs.get(key)
+            if tcb is None:
+                continue  # the connection has gone
             if tcb.timer_entry == d:
                 tcb.timer_entry = None
             if tcb.state is State.CLOSED:

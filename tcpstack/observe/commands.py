@@ -35,8 +35,8 @@ def _where(p: argparse.ArgumentParser) -> None:
                    help="the daemon's interface, which names its socket (default: "
                         "%(default)s)")
     p.add_argument("--socket", type=Path, default=None, metavar="PATH",
-                   help="the daemon's control socket (default: /run/tcpstack/NAME.sock as "
-                        "root)")
+                   help="the daemon's control socket (default: "
+                        "/run/tcpstack/NAME[@netns-INODE].sock as root)")
 
 
 def add_subcommands(sub: Any) -> None:

@@ -53,14 +53,32 @@ class ControlError(Exception):
     """The control socket cannot be set up or reached (one-line message)."""
 
 
+def _netns_suffix() -> str:
+    """``""`` in the machine's own network namespace, else ``"@netns-INODE"``.
+
+    Interface names are per namespace: daemons in two namespaces may both own a
+    ``tcpstack0``, and each needs its own socket. ``tcpstack ss`` run in the same
+    namespace (``ip netns exec NS tcpstack ss``) computes the same name."""
+    try:
+        mine = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return ""  # no /proc: nothing to tell namespaces apart by
+    try:
+        init = os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        init = None  # PID 1's namespace is hidden (a container): always qualify
+    return "" if mine == init else f"@netns-{mine}"
+
+
 def default_socket_path(interface: str) -> Path:
     """Where the daemon for ``interface`` listens unless told otherwise."""
+    name = f"{interface}{_netns_suffix()}.sock"
     if os.geteuid() == 0:
-        return Path("/run/tcpstack") / f"{interface}.sock"
+        return Path("/run/tcpstack") / name
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
-        return Path(runtime) / "tcpstack" / f"{interface}.sock"
-    return Path(f"/tmp/tcpstack-{os.geteuid()}") / f"{interface}.sock"
+        return Path(runtime) / "tcpstack" / name
+    return Path(f"/tmp/tcpstack-{os.geteuid()}") / name
 
 
 def bind_socket(path: Path) -> socket.socket:

@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "then shows retransmissions)")
     g.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
                    help="UNIX socket for tcpstack ss / trace (default: "
-                        "/run/tcpstack/INTERFACE.sock as root)")
+                        "/run/tcpstack/INTERFACE[@netns-INODE].sock as root)")
     g.add_argument("--no-control-socket", action="store_true",
                    help="no control socket (tcpstack ss and trace cannot attach)")
     g.add_argument("--log-format", choices=("text", "json"), default="text",

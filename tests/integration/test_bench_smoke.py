@@ -23,7 +23,7 @@ from tools.bench import report, settings
 pytestmark = pytest.mark.root
 
 WORKLOADS = ("download", "upload", "echo", "latency", "impaired_c2s", "impaired_both", "idle",
-             "aiohttp", "https", "connrate")
+             "aiohttp", "https", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
     "upload": ("mbps",),
@@ -31,10 +31,13 @@ METRICS = {
     "impaired_c2s": ("mbps",),
     "impaired_both": ("mbps",),
     "latency": ("p50_us", "p99_us"),
-    "idle": ("answered", "rss_per_conn_bytes"),
+    "idle": ("answered", "rss_per_conn_bytes", "check_seconds"),
     "connrate": ("rps",),
     "aiohttp": ("rps",),
     "https": ("handshakes_per_s", "mbps"),
+    # The flood's outcome (success during it, recovery) is what it measures, and may be
+    # zero; that it ran is shown by the SYNs it sent and the fetches before it.
+    "flood": ("syn_rate", "baseline_rate", "recovery_s"),
 }
 
 
@@ -94,6 +97,11 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
             for direction in ("a2b", "b2a"):
                 delayed = relay.get(f"{direction}_delayed", 0) > 0
                 assert delayed == (direction in impaired), (stack, workload, relay)
+        flood = results["flood"]["reps"][0]
+        # Tiny: 2,000 SYN/s for 1 s, fetches before, during and after it.
+        assert flood["syn_sent"] >= 1000 and flood["syn_send_errors"] == 0, flood
+        assert flood["baseline_ok"] > 0 and flood["flood_attempts"] > 0, flood
+        assert flood["ratio"] >= 0 and flood["recovery_limit"] == 2.0, flood
     assert all("skipped" in line for line in doc["missing"])
 
     markdown = (out / "latest.md").read_text()

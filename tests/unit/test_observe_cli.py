@@ -3,6 +3,8 @@ errors, and no optional dependency imported unless its flag is given."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +78,24 @@ def test_metrics_without_prometheus_client_is_a_one_line_error(
     monkeypatch.setattr(importlib.util, "find_spec", no_prometheus)
     code, err = run(["serve", "--metrics", "127.0.0.1:9100"], capsys)
     assert code == 2 and "needs the prometheus-client package" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare(1) to enter a new network namespace")
+def test_default_control_socket_differs_per_network_namespace() -> None:
+    """Interface names are per namespace, so two daemons owning ``tcpstack0`` in two
+    namespaces must not share a control socket; in the machine's own namespace the
+    name stays the plain one."""
+    from tcpstack.observe.control import default_socket_path
+
+    code = ("from tcpstack.observe.control import default_socket_path as p; "
+            "print(p('tcpstack0'))")
+    inside = [subprocess.run(["unshare", "-n", sys.executable, "-c", code], check=True,
+                             capture_output=True, text=True).stdout.strip()
+              for _ in range(2)]
+    mine = default_socket_path("tcpstack0")
+    assert mine.name in ("tcpstack0.sock",
+                         f"tcpstack0@netns-{os.stat('/proc/self/ns/net').st_ino}.sock")
+    assert inside[0] != inside[1]  # two fresh namespaces, two sockets
+    assert all("tcpstack0@netns-" in p for p in inside)
+    assert str(mine) not in inside

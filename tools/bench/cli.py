@@ -25,7 +25,7 @@ from tools.bench import netns, report
 from tools.bench.netns import SetupError
 from tools.bench.profiling import PySpy
 from tools.bench.pytcp_env import DEFAULT_VENV, PytcpUnavailable, ensure_pytcp
-from tools.bench.settings import WEB_WORKLOADS, WORKLOADS, sizes_for
+from tools.bench.settings import FLOOD_STACKS, WEB_WORKLOADS, WORKLOADS, sizes_for
 from tools.bench.targets import (
     KernelTarget,
     PytcpTarget,
@@ -47,6 +47,8 @@ WORKLOAD_HELP = {
     "connrate": "new connections per second (ab -c 16, no keep-alive)",
     "aiohttp": "an aiohttp app's small JSON endpoint: requests/s (ab -k -c 16, keep-alive)",
     "https": "the same app over TLS: handshakes/s (openssl s_time -new), bulk MB/s (curl)",
+    "flood": "spoofed SYN flood: fetches OK during it vs before, first OK fetch after it "
+             "(tcpstack and kernel only)",
 }
 
 
@@ -266,11 +268,18 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
         missing += [f"pytcp {w}: skipped ({why})" for w in workloads]
     else:
         reason = None
-        try:
-            _progress(f"[pytcp] preparing the virtualenv {args.pytcp_venv}")
-            python, version, pyver = ensure_pytcp(args.pytcp_venv)
-        except PytcpUnavailable as exc:
-            reason = str(exc)
+        pytcp_workloads = [w for w in workloads if w != "flood" or "pytcp" in FLOOD_STACKS]
+        if len(pytcp_workloads) < len(workloads):
+            missing.append("pytcp flood: not run (the SYN flood compares tcpstack with the "
+                           "kernel only)")
+        if not pytcp_workloads:
+            reason = "no workload for it"
+        else:
+            try:
+                _progress(f"[pytcp] preparing the virtualenv {args.pytcp_venv}")
+                python, version, pyver = ensure_pytcp(args.pytcp_venv)
+            except PytcpUnavailable as exc:
+                reason = str(exc)
         if reason is None:
             pyt = PytcpTarget(sizes["pytcp"], log_dir, python, version)
             pyt.pin = pin
@@ -278,15 +287,16 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
             if not version.startswith("3."):
                 notes.append(f"PyTCP {version} was used: the newest PyTCP release pip resolves "
                              f"for Python {pyver}; the 3.0.x releases require Python >= 3.14")
-            results["pytcp"], reason = run_target(pyt, workloads, None, fatal_setup=False)
+            results["pytcp"], reason = run_target(pyt, pytcp_workloads, None,
+                                                  fatal_setup=False)
             notes += pyt.notes
             if reason is not None:
                 reason = f"the PyTCP server could not be started: {reason}"
         if reason is not None:
             targets["pytcp"] = f"not run: {reason}"
-            missing += [f"pytcp {w}: not run: {reason}" for w in workloads]
+            missing += [f"pytcp {w}: not run: {reason}" for w in pytcp_workloads]
         else:
-            for w in workloads:
+            for w in pytcp_workloads:
                 o = results["pytcp"].get(w)
                 if o is not None and o.status != "ok":
                     missing.append(f"pytcp {w}: {o.status}: {o.reason}")
@@ -342,6 +352,16 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     k_idle = results.get("kernel", {}).get("idle")
     if k_idle is not None:
         notes += _kernel_socket_memory(k_idle)
+    for stack in ("tcpstack", "kernel"):
+        fl = results.get(stack, {}).get("flood")
+        if fl is not None and fl.status == "ok":
+            s = fl.summary
+            notes.append(
+                f"{stack} SYN flood: {s.get('syn_rate', 0):,.0f} SYN/s achieved (target "
+                f"{fl.params['target_rate']:,}/s for {fl.params['seconds']:g} s, spoofed from "
+                f"{fl.params['spoofed_from']}); fetches OK {s.get('baseline_ok', 0):.0f}/"
+                f"{s.get('baseline_attempts', 0):.0f} before, {s.get('flood_ok', 0):.0f}/"
+                f"{s.get('flood_attempts', 0):.0f} during")
     notes.append("the kernel reference uses a veth pair (with its offloads) between two "
                  "namespaces; tcpstack a TUN device; in both the clients and the server share "
                  "this machine's CPUs")

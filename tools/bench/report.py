@@ -69,7 +69,23 @@ def _small_rss(t: float, k: float | None, o: Outcome) -> bool:
     return t <= 5 * 1024
 
 
-# The targets of issue 12 (ratios to the kernel in the same run).
+def _f2(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _within_10s(t: float, k: float | None, o: Outcome) -> bool:
+    return t <= 10.0
+
+
+def _flood_ratio_ok(t: float, k: float | None, o: Outcome) -> bool:
+    return k is not None and t >= k
+
+
+def _recovers_in_1s(t: float, k: float | None, o: Outcome) -> bool:
+    return o.summary.get("recovered") == 1.0 and t <= 1.0
+
+
+# The targets of issue 12 (ratios to the kernel in the same run) and issue 8 (flood).
 ROWS: tuple[Row, ...] = (
     Row("download", "bulk download, 1 connection (MB/s)", "mbps", _f1,
         ">= 0.6x kernel", _ratio_at_least(0.6)),
@@ -87,13 +103,19 @@ ROWS: tuple[Row, ...] = (
         ">= 0.8x kernel", _ratio_at_least(0.8)),
     Row("idle", "idle connections answering", "answered", _f0,
         "all, within 10 s", _all_answer, ratio=False),
-    Row("idle", "idle: seconds to check them all", "check_seconds", _f1, ratio=False),
+    Row("idle", "idle: seconds to check them all (slowest run)", "check_seconds", _f1,
+        "<= 10 s", _within_10s, ratio=False),
     Row("idle", "idle: server RSS per connection (KiB)", "rss_per_conn_bytes", _kib,
         "<= 5 KiB", _small_rss),
     Row("aiohttp", "aiohttp JSON requests/s (ab -k -c 16, keep-alive)", "rps", _f0),
     Row("https", "aiohttp over TLS: handshakes/s (openssl s_time -new)", "handshakes_per_s",
         _f0),
     Row("https", "aiohttp over TLS: bulk download (MB/s)", "mbps", _f1),
+    Row("flood", "SYN flood: fetches/s OK during / before", "flood_ratio", _f2,
+        ">= kernel's", _flood_ratio_ok),
+    Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
+        _recovers_in_1s, ratio=False),
+    Row("flood", "SYN flood: SYN rate achieved (/s)", "syn_rate", _f0),
 )
 
 
@@ -122,6 +144,13 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
             text += f" [{row.fmt(lo)}-{row.fmt(hi)}]"
     if row.key == "rps" and v is not None:
         text += f" ({outcome.summary.get('failed', 0):.0f} failed req.)"
+    if row.key == "flood_ratio" and v is not None:
+        s = outcome.summary
+        text += (f" ({s.get('flood_rate', 0):.1f} vs {s.get('baseline_rate', 0):.1f} "
+                 f"fetches/s; {s.get('flood_ok', 0):.0f} of {s.get('flood_attempts', 0):.0f} "
+                 "OK during)")
+    if row.key == "recovery_s" and v is not None and outcome.summary.get("recovered") == 0:
+        text = f"none within {v:g}"
     if outcome.status == "failed":
         bad = sum(1 for r in outcome.reps if "error" in r)
         text += f" FAILED ({bad}/{len(outcome.reps)} runs)" if outcome.reps else " FAILED"
@@ -235,7 +264,9 @@ def sizes_line(name: str, sz: Sizes) -> str:
             f"{_mib(sz.impaired_bytes)}, ab -n {sz.connrate_n} -c {sz.connrate_c}, "
             f"{sz.latency_n} round trips, {sz.idle_n} idle connections; aiohttp: ab -k -n "
             f"{sz.web_n} -c {sz.web_c}; https: s_time {sz.tls_seconds} s, download "
-            f"{_mib(sz.tls_bulk_bytes)}")
+            f"{_mib(sz.tls_bulk_bytes)}; SYN flood {sz.flood_seconds:g} s at "
+            f"{sz.flood_rate:,}/s (x{sz.flood_reps}; fetches {sz.flood_baseline:g} s before, "
+            f"up to {sz.flood_recovery:g} s after)")
 
 
 def machine_line(doc: dict[str, Any]) -> str:

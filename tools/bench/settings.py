@@ -8,8 +8,12 @@ from typing import Any
 MIB = 1024 * 1024
 
 WORKLOADS: tuple[str, ...] = ("download", "upload", "echo", "latency", "impaired_c2s",
-                               "impaired_both", "idle", "aiohttp", "https", "connrate")
-"""Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
+                               "impaired_both", "idle", "aiohttp", "https", "connrate", "flood")
+"""Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
+half-open connections behind; every workload starts on a fresh server anyway)."""
+
+FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
+"""The SYN flood runs against these only (PyTCP is not part of the comparison)."""
 
 WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
 """The workloads served by the aiohttp application (:mod:`tools.bench.web_server`)
@@ -70,6 +74,16 @@ class Sizes:
     """Bytes of the bulk download over HTTPS."""
     timeout_web: float
     timeout_tls: float
+    flood_seconds: float
+    """Duration of the spoofed SYN flood."""
+    flood_rate: int
+    """SYNs per second the flooder aims for (the same for every stack)."""
+    flood_baseline: float
+    """Seconds of legitimate fetches just before the flood (each stack's own reference)."""
+    flood_recovery: float
+    """After the flood, wait at most this long for a fresh fetch to succeed."""
+    flood_reps: int
+    """Repetitions of the flood workload (each on a freshly started server)."""
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -87,6 +101,8 @@ FULL = Sizes(
     timeout_latency=90.0, timeout_idle=300.0, timeout_echo=90.0, timeout_impaired=120.0,
     web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
     timeout_web=120.0, timeout_tls=60.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
+    flood_reps=3,
 )
 
 QUICK = replace(
@@ -99,6 +115,8 @@ QUICK = replace(
     timeout_latency=30.0, timeout_idle=60.0, timeout_echo=60.0, timeout_impaired=90.0,
     web_n=3000, tls_seconds=3, tls_bulk_bytes=32 * MIB,
     timeout_web=60.0, timeout_tls=40.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=3.0, flood_recovery=15.0,
+    flood_reps=1,
 )
 
 TINY = replace(
@@ -111,6 +129,7 @@ TINY = replace(
     timeout_latency=20.0, timeout_idle=30.0, timeout_echo=20.0, timeout_impaired=60.0,
     web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
     timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
+    flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per

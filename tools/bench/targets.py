@@ -90,6 +90,10 @@ class Target:
     ready_timeout = 30.0
     supports_web = True
     """Whether the aiohttp application can run on this stack."""
+    flood_subnet = ""
+    """Where the spoofed SYN flood's source addresses come from (the link's subnet)."""
+    flood_exclude: tuple[str, ...] = ()
+    """Addresses of that subnet in use (never spoofed)."""
 
     def __init__(self, sizes: Sizes, log_dir: Path) -> None:
         self.sizes = sizes
@@ -239,6 +243,8 @@ class Target:
 class TcpstackTarget(Target):
     name = "tcpstack"
     ready_timeout = 20.0
+    flood_subnet = "10.0.0.0/24"
+    flood_exclude = ("10.0.0.1", "10.0.0.2")
 
     def setup(self) -> None:
         ns = self._new_ns("A")
@@ -275,6 +281,8 @@ class TcpstackTarget(Target):
 class KernelTarget(Target):
     name = "kernel"
     ready_timeout = 20.0
+    flood_subnet = "10.9.0.0/24"
+    flood_exclude = ("10.9.0.1", "10.9.0.2")
 
     def setup(self) -> None:
         srv = self._new_ns("S")
@@ -289,6 +297,10 @@ class KernelTarget(Target):
         cli.ip("link", "set", "vbench-c", "up")
         cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
         self.host = "10.9.0.1"
+        cookies = srv.run(["cat", "/proc/sys/net/ipv4/tcp_syncookies"], timeout=10.0)
+        self.notes.append(f"kernel server namespace: net.ipv4.tcp_syncookies = "
+                          f"{cookies.stdout.strip() or '?'} (the Linux default: SYN cookies "
+                          "once a listener's SYN queue is full)")
         self.start_server()
 
     def services_argv(self) -> list[str]:
