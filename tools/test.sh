@@ -90,6 +90,8 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ab >/dev/null || need+=(apache2-utils)
 command -v tshark >/dev/null || need+=(tshark)
+command -v openssl >/dev/null || need+=(openssl)  # the https bench workload (smoke test)
+command -v iptables >/dev/null || need+=(iptables)  # path-MTU test: ICMP dropped in a router namespace
 if [[ $builds != pure ]]; then
     # The compiled build needs a C compiler and the Python headers.
     command -v gcc >/dev/null || need+=(gcc)
