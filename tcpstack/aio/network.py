@@ -324,7 +324,7 @@ class Network:
                 if lport in self.stack.listeners or lport in self._bindings:
                     raise OSError(errno.EADDRINUSE, f"local port {lport} is in use by a server")
                 local_port = lport
-        tcb = self.stack.connect(ip, port, self.loop.time(), local_ip, local_port)
+        tcb = self.stack.connect(ip, port, self.runtime.clock(), local_ip, local_port)
         transport = TcpTransport(self, tcb)
         self.runtime.kick()
         await transport.wait_connected()

@@ -12,7 +12,7 @@ else RFC 6298 with Karn's rule), detects spurious retransmissions (Eifel, RFC
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, autotune, recovery, teardown
+from tcpstack.tcp import ack_policy, autotune, output, recovery, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import MASK, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
@@ -128,6 +128,12 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
         tcb.timers.stop_retransmission()
     else:
         tcb.timers.rto = now + tcb.rtt.rto
+        if tcb.rto_high is None and not tcb.scoreboard.sacked_bytes:
+            # RFC 8985 7.2: an ACK of new data restarts the probe timer (unless in
+            # recovery or with SACKed data, where RACK watches), whether or not
+            # it lets anything new be sent -- else a probe timed from a send long
+            # ago fires while the flight is being acknowledged.
+            output.arm_tlp(tcb, now)
     if tcb.write_blocked and len(tcb.sndbuf.data) <= autotune.send_space(tcb) // 2:
         tcb.write_blocked = False
         tcb.events.append(ev.WRITE_SPACE)
