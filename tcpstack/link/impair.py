@@ -6,8 +6,8 @@ What it models is a lossy, slow, misbehaving path, in the spirit of smoltcp's
 bounded buffer, random loss, a fixed one-way delay with uniform jitter (so
 packets may overtake one another), packets held back so that later ones
 overtake them (reordering), duplication and single-bit corruption.
-``tcpstack serve --impair`` and the independent relay ``tools/impair_relay.py``
-use it.
+``tcpstack serve --impair``, the independent relay ``tools/impair_relay.py``
+and the network simulator ``tests/sim/netsim.py`` use it.
 
 Three pieces:
 
