@@ -6,8 +6,10 @@ What it models is a lossy, slow, misbehaving path, in the spirit of smoltcp's
 bounded buffer, random loss, a fixed one-way delay with uniform jitter (so
 packets may overtake one another), packets held back so that later ones
 overtake them (reordering), duplication and single-bit corruption.
-``tcpstack serve --impair``, the independent relay ``tools/impair_relay.py``
-and the network simulator ``tests/sim/netsim.py`` use it.
+It is the project's one link model: ``tcpstack serve --impair``, the
+independent relay ``tools/impair_relay.py``, the network simulator
+``tests/sim/netsim.py`` and the engine tests' two-endpoint harness
+(``Pair`` in ``tests/unit/tcp_helpers.py``) all use it.
 
 Three pieces:
 
