@@ -52,7 +52,8 @@ slow stretch of path:
    chosen for reordering (both copies of a duplicated packet are).
 6. **Limit**: a direction holds at most ``limit`` packets at once (in the
    buffer and on the path, like netem's ``limit``); a packet that would exceed
-   it is dropped (``overflow``). A safety bound more than a model.
+   it is dropped (``overflow``), after it has used its link time. A safety
+   bound more than a model.
 
 Every decision has its own independent probability, as in netem, and exactly
 seven random numbers are drawn per packet, in a fixed order, whatever the
