@@ -68,13 +68,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
-# Build tools: CA certificates (plus any from docker/ca-certificates/),
-# binutils for strip, and Debian's python3-venv when Python comes from apt.
+# Build tools: CA certificates (plus any from docker/ca-certificates/), a C
+# compiler for the mypyc-compiled engine, binutils for strip, and Debian's
+# python3-venv and python3-dev when Python comes from apt. None of them reaches
+# the final image.
 COPY docker/ca-certificates/ /tmp/tcpstack-ca/
 RUN set -eux; \
-    packages="binutils ca-certificates"; \
+    packages="binutils ca-certificates gcc libc6-dev"; \
     if dpkg-query -W -f='${Status}' python3 2>/dev/null | grep -q 'install ok installed'; then \
-        packages="$packages python3-venv"; \
+        packages="$packages python3-venv python3-dev"; \
     fi; \
     apt-get update; \
     apt-get install -y --no-install-recommends $packages; \
@@ -97,19 +99,24 @@ RUN set -eux; \
     /opt/tcpstack/bin/pip install -q -r /tmp/requirements.txt; \
     rm /tmp/requirements.txt
 
-# The package itself (a regular, non-editable install; no test extras). Its
-# build requirements are already in the venv, so this needs no network. Then
-# the installers leave the venv (the final image has no pip or setuptools)
-# and the extension modules lose their debugging symbols.
-COPY README.md /src/README.md
+# The package itself (a regular, non-editable install; no test extras),
+# compiled with mypyc (TCPSTACK_BUILD=compiled fails the build rather than
+# silently installing the slower pure-Python modules). Its build requirements
+# are already in the venv, so this needs no network. Then the build-only
+# packages leave the venv (mypy, setuptools, pip: the compiled modules carry
+# their own runtime) and the extension modules lose their debugging symbols.
+COPY README.md setup.py /src/
 COPY tcpstack /src/tcpstack
 RUN set -eux; \
-    /opt/tcpstack/bin/pip install -q --no-build-isolation --no-deps /src; \
+    cd /src; \
+    TCPSTACK_BUILD=compiled /opt/tcpstack/bin/pip install -q --no-build-isolation --no-deps /src; \
+    /opt/tcpstack/bin/pip uninstall -q -y mypy mypy_extensions pathspec librt; \
     /opt/tcpstack/bin/pip check; \
     /opt/tcpstack/bin/pip uninstall -q -y setuptools pip; \
     find /opt/tcpstack -name '*.so' -exec strip --strip-unneeded {} +; \
     /opt/tcpstack/bin/tcpstack --help >/dev/null; \
-    /opt/tcpstack/bin/python -c 'import tcpstack.cli, tcpstack.apps, tcpstack.aio.network, uvloop'
+    /opt/tcpstack/bin/python -c 'import tcpstack.cli, tcpstack.apps, tcpstack.aio.network, uvloop'; \
+    /opt/tcpstack/bin/tcpstack --version | tee /dev/stderr | grep -q 'compiled'
 
 # ---------------------------------------------------------------------------
 # final image: runtime packages, the virtualenv, the entrypoint, a user.

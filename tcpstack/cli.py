@@ -37,6 +37,10 @@ from typing import Any, NoReturn
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
 from tcpstack.build import build_kind
+from tcpstack.observe import commands as observe_commands
+from tcpstack.observe import daemon as observe
+from tcpstack.observe.control import ControlError
+from tcpstack.observe.logs import configure as configure_logging
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
@@ -191,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--address", "-a", type=_ipv4, default=_ipv4(DEFAULT_ADDRESS),
                      metavar="IP", help="the stack's own address (default: %(default)s)")
     net.add_argument("--mtu", type=int, metavar="N",
-                     help=f"interface MTU; the MSS is MTU-40 (default: {_DAEMON.mtu})")
+                     help="MTU of an interface the daemon creates or configures; the MSS "
+                          "is the interface's actual MTU minus 40 (default: "
+                          f"{_DAEMON.mtu})")
     cfg = net.add_mutually_exclusive_group()
     cfg.add_argument("--configure", dest="configure", action="store_true", default=None,
                      help="set MTU/address/up even on an existing interface")
@@ -258,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"receive buffer per connection (default: {_TCP.rcv_buf})")
     tcp.add_argument("--snd-buf", type=int, metavar="BYTES",
                      help=f"send buffer per connection (default: {_TCP.snd_buf})")
+    tcp.add_argument("--rcv-buf-max", type=int, metavar="BYTES",
+                     help="largest receive buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.rcv_buf_max})")
+    tcp.add_argument("--snd-buf-max", type=int, metavar="BYTES",
+                     help="largest send buffer autotuning may grow a connection's to "
+                          f"(default: {_TCP.snd_buf_max})")
+    tcp.add_argument("--no-autotune", dest="autotune", action="store_false", default=None,
+                     help="keep every connection's buffers at --rcv-buf/--snd-buf "
+                          "(no autotuning)")
     tcp.add_argument("--max-retries", type=int, metavar="N",
                      help="retransmissions before a connection is dropped "
                           f"(default: {_TCP.max_retries})")
@@ -274,6 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--user-timeout", type=float, metavar="SECONDS",
                      help="end a connection whose data makes no progress for this long, "
                           f"0 never (default: {_TCP.user_timeout:g})")
+
+    path = s.add_argument_group("path MTU")
+    path.add_argument("--min-pmtu", type=int, metavar="BYTES",
+                      help="smallest path MTU believed from ICMP or reached by probing; "
+                           f"smaller reports are raised to it (default: {_STACK.min_pmtu})")
+    path.add_argument("--pmtu-expires", type=float, metavar="SECONDS",
+                      help="how long a lowered path MTU holds before the full size is "
+                           f"tried again (default: {_TCP.pmtu_expires:g})")
+    frag = s.add_argument_group("IP fragments")
+    frag.add_argument("--no-reassembly", dest="reassembly", action="store_false", default=None,
+                      help="drop IPv4 fragments (counted as ipv4_fragment) instead of "
+                           "reassembling them")
+    frag.add_argument("--frag-memory", type=int, metavar="BYTES",
+                      help="bytes all partial datagrams may hold; one source at most a "
+                           f"quarter (default: {_STACK.frag_memory})")
+    frag.add_argument("--frag-timeout", type=float, metavar="SECONDS",
+                      help="time a datagram has to be completed from its first fragment "
+                           f"(default: {_STACK.frag_timeout:g})")
+    path.add_argument("--no-mtu-probing", dest="mtu_probing", action="store_false",
+                      default=None,
+                      help="no packetization-layer PMTUD: paths that drop large packets "
+                           "without ICMP (black holes) are not detected")
 
     guard = s.add_argument_group("limits (hostile peers and overload)")
     guard.add_argument("--backlog", type=int, metavar="N",
@@ -305,6 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--icmp-rate-limit", type=int, metavar="N",
                        help=f"ICMP errors per second (default: {_STACK.icmp_rate_limit})")
 
+    tls = s.add_argument_group("TLS (HTTPS with the HTTP service)")
+    cert = tls.add_mutually_exclusive_group()
+    cert.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
+                      help="PEM certificate (chain) to serve HTTPS with")
+    cert.add_argument("--tls-self-signed", action="store_true",
+                      help="make a throwaway self-signed certificate for --address at "
+                           "start-up and log its SHA-256 fingerprint (needs the "
+                           "'cryptography' package)")
+    tls.add_argument("--tls-key", type=Path, default=None, metavar="FILE",
+                     help="PEM private key for --tls-cert (default: in the same file)")
+    tls.add_argument("--tls-write-cert", type=Path, default=None, metavar="FILE",
+                     help="with --tls-self-signed: write the certificate (not the key) "
+                          "here, for clients' --cacert")
+    tls.add_argument("--https-port", type=_port, default=443, metavar="PORT",
+                     help="HTTPS port when TLS is on (default: %(default)s)")
+
     s.add_argument("--workers", type=int, metavar="N",
                    help="worker processes, one TUN queue each "
                         f"(default: {_DAEMON.workers})")
@@ -314,12 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {_DAEMON.grace:g})")
     s.add_argument("--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
                    help="debug, info, warning or error (default: info)")
+    observe.add_arguments(s)
     priv = s.add_argument_group("privileges")
     priv.add_argument("--user", default=None, metavar="USER",
                       help="after setting up the interface as root, run as USER (name or "
                            "ID) with no capabilities")
     priv.add_argument("--group", default=None, metavar="GROUP",
                       help="with --user: run with this group instead of USER's primary group")
+    observe_commands.add_subcommands(sub)
     return parser
 
 
@@ -351,18 +406,22 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                body_timeout="http_body_timeout", max_body="http_max_body",
                                max_requests="http_max_requests"))
     tcp = TcpConfig(mss=daemon.mtu - 40,
-                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", msl="msl",
+                    **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", rcv_buf_max="rcv_buf_max",
+                             snd_buf_max="snd_buf_max", autotune="autotune", msl="msl",
                              max_retries="max_retries",
                              congestion_control="congestion_control", sack="sack",
                              timestamps="timestamps", delayed_ack="delayed_ack",
                              user_timeout="user_timeout",
-                             challenge_ack_limit="challenge_ack_limit"))
+                             challenge_ack_limit="challenge_ack_limit",
+                             mtu_probing="mtu_probing", pmtu_expires="pmtu_expires"))
     stack = StackConfig(addresses=(args.address,), tcp=tcp,
                         **_given(args, syncookies="syncookies", syn_batch_limit="syn_batch_limit",
                                  max_connections="max_connections",
                                  max_time_wait="max_time_wait", max_buffered="max_buffered",
                                  rst_rate_limit="rst_rate_limit",
-                                 icmp_rate_limit="icmp_rate_limit"))
+                                 icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
+                                 reassembly="reassembly", frag_memory="frag_memory",
+                                 frag_timeout="frag_timeout"))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -389,13 +448,40 @@ def run_event_loop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
+def _https(args: argparse.Namespace, settings: ServeSettings) -> Any:
+    """The HTTPS service's :class:`~tcpstack.certs.HttpsSetup` from the TLS flags, or
+    None without them. Raises :class:`ValueError` with a one-line message."""
+    if args.tls_key is not None and args.tls_cert is None:
+        raise ValueError("--tls-key needs --tls-cert")
+    if args.tls_write_cert is not None and not args.tls_self_signed:
+        raise ValueError("--tls-write-cert needs --tls-self-signed")
+    if (args.tls_cert is None and not args.tls_self_signed) or not args.https_port:
+        return None
+    if args.https_port in settings.ports.values():
+        raise ValueError("two services cannot share a port")
+    from tcpstack.certs import MissingDependency, https_setup
+
+    try:
+        return https_setup(cert_file=args.tls_cert, key_file=args.tls_key,
+                           self_signed_for=str(args.address) if args.tls_self_signed else None,
+                           write_cert=args.tls_write_cert)
+    except MissingDependency:
+        raise ValueError("--tls-self-signed needs the 'cryptography' package "
+                         "(pip install 'tcpstack[tls]')") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from tcpstack.link.tun import TUN_F_TSO4, TunDevice, TunError
 
     try:
         settings = build_settings(args)
+        observe.check(args, settings.daemon.workers)
+        https = _https(args, settings)
     except ValueError as e:
         return _fail(str(e), 2)
+    if https is not None and https.fingerprint is not None:
+        log.info("TLS: self-signed certificate for %s, SHA-256 fingerprint %s",
+                 args.address, https.fingerprint)
     config, tcp, daemon = settings.stack, settings.stack.tcp, settings.daemon
     creds = None
     if args.user is not None or args.group is not None:
@@ -423,17 +509,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # What the kernel granted decides how packets are framed and how large the
     # segments we hand it may be.
     tso = TSO_SIZE if device.offloads & TUN_F_TSO4 else 0
+    # The MSS comes from the MTU the interface really has: an existing interface
+    # the daemon attached to without configuring keeps its own (RFC 9293 3.7.1).
+    mss = min(max(device.mtu - 40, 88), 65495)
+    if device.mtu != daemon.mtu:
+        log.info("%s has MTU %d: MSS %d", device.name, device.mtu, mss)
     config = dataclasses.replace(config, vnet_hdr=device.vnet_hdr,
                                  scatter=getattr(device, "supports_scatter", False),
-                                 tcp=dataclasses.replace(tcp, tso_size=tso))
+                                 tcp=dataclasses.replace(tcp, tso_size=tso, mss=mss))
     log.debug("offloads: vnet_hdr=%s features=%#x tso_size=%d", device.vnet_hdr,
               device.offloads, tso)
+    resources: observe.Resources | None = None
     try:
+        if daemon.workers == 1:
+            # Files and sockets are opened while still privileged.
+            try:
+                resources = observe.Resources.open(
+                    args, device.name, observe.stack_addresses(config.addresses),
+                    daemon.workers)
+            except (OSError, ControlError, ValueError) as e:
+                return _fail(str(e))
         if creds is not None:
             from tcpstack.privileges import PrivilegeError, drop_privileges, preload_modules
 
             preload_modules(("uvloop", "tcpstack.aio.network", "tcpstack.apps",
-                             "tcpstack.stack", "tcpstack.link.impair"))
+                             "tcpstack.stack", "tcpstack.link.impair", *observe.PRELOAD))
             try:
                 drop_privileges(creds)
             except PrivilegeError as e:
@@ -445,9 +545,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log.warning("%s is outside %s: the kernel will not route to it via %s "
                             "without a route", args.address, host.network, device.name)
         if daemon.workers > 1:
-            return _serve_workers(args, device, settings, config)
-        return run_event_loop(_serve(args, device, settings, config))
+            return _serve_workers(args, device, settings, config, https)
+        return run_event_loop(_serve(args, device, settings, config, https=https,
+                                     resources=resources))
     finally:
+        if resources is not None:
+            resources.close_now()
         try:
             device.close()
         except TunError as e:
@@ -455,7 +558,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSettings,
-                   config: StackConfig) -> int:
+                   config: StackConfig, https: Any = None) -> int:
     """Fork one worker per TUN queue; forward SIGINT/SIGTERM to them; exit 0 if all did.
 
     Each worker runs its own stack on its own queue. The kernel steers every flow to
@@ -471,10 +574,10 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
             try:
                 queue = device.queue(i)
                 device.release_queues(keep=i)
-                for handler in logging.getLogger().handlers:
-                    handler.setFormatter(logging.Formatter(
-                        f"%(asctime)s %(levelname)s [worker {i}] %(name)s: %(message)s"))
-                code = run_event_loop(_serve(args, queue, settings, config, secret))
+                if args.log_format == "text":
+                    configure_logging(args.log_level, "text", f"[worker {i}] ")
+                code = run_event_loop(_serve(args, queue, settings, config, secret,
+                                             https=https))
             except BaseException:
                 log.exception("worker %d failed", i)
             finally:
@@ -498,7 +601,8 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
 
 
 async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
-                 config: StackConfig, isn_secret: bytes | None = None) -> int:
+                 config: StackConfig, isn_secret: bytes | None = None, *,
+                 https: Any = None, resources: observe.Resources | None = None) -> int:
     from tcpstack.aio.network import Network
     from tcpstack.aio.runtime import DeviceError
     from tcpstack.apps import DiscardService, EchoService, HttpService
@@ -506,11 +610,15 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
 
     raw_device = device
     loop = asyncio.get_running_loop()
+    if resources is not None:
+        # Directly around the TUN: the capture shows what crosses the interface.
+        device = resources.wrap_device(device, raw_device.vnet_hdr)
     if args.impair is not None:
         from tcpstack.link.impair import ImpairedDevice, Impairment
 
         device = ImpairedDevice(device, Impairment(args.impair), loop.time)
         log.info("impairing traffic on %s: %s", raw_device.name, args.impair)
+    impaired = args.impair is not None
     stop = asyncio.Event()
     failure: list[DeviceError] = []
 
@@ -527,9 +635,22 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         "echo": EchoService(limits=limits, counters=app_counters),
         "discard": DiscardService(limits=limits, counters=app_counters),
     }
-    servers = [net.start_server(handlers[name], port, backlog=settings.daemon.backlog,
-                                syn_backlog=settings.daemon.syn_backlog)
+    servers = [await net.start_server(handlers[name], None, port,
+                                      backlog=settings.daemon.backlog,
+                                      syn_backlog=settings.daemon.syn_backlog)
                for name, port in settings.ports.items() if port]
+    if https is not None:
+        # HTTPS: the same HTTP service behind TLS (asyncio's SSL protocol).
+        servers.append(await net.start_server(handlers["http"], None, args.https_port,
+                                              ssl=https.context,
+                                              backlog=settings.daemon.backlog,
+                                              syn_backlog=settings.daemon.syn_backlog))
+    if resources is not None:
+        try:
+            await resources.start(net)
+        except OSError as e:
+            await net.aclose(grace=0.0)
+            return _fail(str(e))
     # Everything allocated so far lives as long as the daemon: keep it out of the
     # garbage collector's full passes.
     gc.collect()
@@ -541,7 +662,10 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     gc.set_threshold(700, 10, 100)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    services = ", ".join(f"{name} on {port}" for name, port in settings.ports.items() if port)
+    named = [f"{name} on {port}" for name, port in settings.ports.items() if port]
+    if https is not None:
+        named.append(f"https on {args.https_port}")
+    services = ", ".join(named)
     log.info("tcpstack %s (%s) serving %s via %s (%s): %s", __version__, build_kind(),
              args.address,
              raw_device.name, "created" if raw_device.created else "attached",
@@ -549,6 +673,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     grace = settings.daemon.grace
     try:
         await stop.wait()
+        if resources is not None:
+            await resources.stop_serving()
         if not failure:
             # Draining: with no listener left, a new SYN is answered with RST
             # (RFC 9293 3.10.7.1); open connections may finish within --grace. A
@@ -568,14 +694,16 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     else:
         log.info("shutting down: closing %d connection(s)", len(net.connections))
         await net.aclose(grace=min(grace, CLOSE_GRACE))
-        if device is not raw_device:
+        if impaired:
             await _drain_impairment(device)
     counters = net.stack.counters
     log.info("stopped; counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none")
     log.info("service counters: %s",
              ", ".join(f"{k}={v}" for k, v in sorted(app_counters.items())) or "none")
-    if device is not raw_device:
+    if resources is not None and resources.summary():
+        log.info("observation: %s", resources.summary())
+    if impaired:
         log.info("impairment counters: %s",
                  ", ".join(f"{k}={v}" for k, v in sorted(device.counters.items())) or "none")
     if failure:
@@ -591,7 +719,7 @@ async def _drain(net: Any, grace: float, stop: asyncio.Event) -> None:
     """
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[Any]] = {
-        asyncio.ensure_future(conn.writer.wait_closed()) for conn in net.connections}
+        asyncio.ensure_future(transport.wait_closed()) for transport in net.connections}
     stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     deadline = loop.time() + grace
     try:
@@ -622,15 +750,16 @@ async def _drain_impairment(device: Any, limit: float = 1.0) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(getattr(args, "log_level", logging.INFO),
+                      getattr(args, "log_format", "text"))
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             return cmd_serve(args)
         return 0
+    if args.command == "ss":
+        return observe_commands.cmd_ss(args)
+    if args.command == "trace":
+        return observe_commands.cmd_trace(args)
     parser.error(f"unknown command {args.command!r}")
 
 

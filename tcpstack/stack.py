@@ -28,11 +28,13 @@ import ipaddress
 import logging
 import random
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Protocol
 
+from tcpstack.fragments import Reassembler
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
@@ -45,7 +47,16 @@ from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import virtio
 from tcpstack.wire.errors import BytesLike, Malformed
-from tcpstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, parse_ipv4
+from tcpstack.wire.ipv4 import (
+    FLAG_MF,
+    FRAG_OFFSET_MASK,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    build_ipv4,
+    fragment_field,
+    parse_ipv4,
+)
 from tcpstack.wire.tcp import (
     ACK,
     FIN,
@@ -63,7 +74,23 @@ log = logging.getLogger("tcpstack.stack")
 
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
 
+SYN_DEFERRED_BATCHES = 4
+"""SYNs (and cookie ACKs) beyond a batch's budget set aside for later rounds, in budgets:
+a burst of up to this many budgets' worth is answered a few milliseconds late instead
+of dropped (which costs a legitimate client a 1 s SYN retransmission)."""
+
+_TIMER_HEAP_SLACK = 64
+"""Stale timer entries tolerated beyond one per connection before the heap is rebuilt."""
+
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+
+IPV4_TCP_HEADERS = 40  # IPv4 and TCP headers without options: path MTU - this = MSS
+PMTU_CACHE_SIZE = 4096  # destinations whose lowered path MTU is remembered
+
+#: RFC 1191 7: the MTU plateaus, for "fragmentation needed" from routers that do
+#: not report the next hop's MTU (the field is 0): the next plateau below the
+#: length of the packet that did not fit.
+MTU_PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +116,9 @@ class StackConfig:
     syncookies: str = "auto"
     #: New connections a batch of received packets may start (SYNs queued or
     #: answered with cookies, cookies accepted): under a SYN flood the stack spends
-    #: the rest of each batch on the connections it has.
+    #: the rest of each batch on the connections it has. Those beyond it wait, up to
+    #: ``SYN_DEFERRED_BATCHES`` times as many, for the next rounds of the event loop
+    #: (:meth:`Stack.next_deadline` asks for one at once); beyond that, dropped.
     syn_batch_limit: int = 64
     #: Connections (not counting TIME-WAIT) beyond which SYNs are dropped.
     max_connections: int = 100_000
@@ -100,6 +129,19 @@ class StackConfig:
     #: tcp_mem): beyond it windows stop growing, out-of-order data is not queued and
     #: new connections are refused, until applications read and peers acknowledge.
     max_buffered: int = 512 * 1024 * 1024
+    #: The smallest path MTU believed from a "fragmentation needed" message: smaller
+    #: (forged) values are raised to it and counted. RFC 1191's 552 bytes, Linux's
+    #: min_pmtu; PLPMTUD never goes below it either.
+    min_pmtu: int = 552
+    #: Reassemble IPv4 fragments (RFC 791 3.2) within the bounds below; off, every
+    #: fragment is dropped and counted as ``ipv4_fragment``.
+    reassembly: bool = True
+    #: Bytes all partial datagrams may hold (one source: a quarter of it), as
+    #: Linux's ipfrag_high_thresh (4 MiB).
+    frag_memory: int = 4 * 1024 * 1024
+    #: Seconds a datagram has to be completed from its first fragment (RFC 791's
+    #: reassembly timer; Linux's ipfrag_time).
+    frag_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -115,13 +157,48 @@ class StackConfig:
         for a in self.addresses:
             if a.is_multicast or a.is_unspecified or a == ipaddress.IPv4Address(0xFFFFFFFF):
                 raise ValueError(f"{a} cannot be a host address")
+        if not 256 * 1024 <= self.frag_memory <= 1 << 30:
+            raise ValueError(f"fragment memory {self.frag_memory} out of range 256 KiB..1 GiB")
+        if not 1 <= self.frag_timeout <= 120:
+            raise ValueError("frag_timeout must be within 1..120 seconds")
+        if not 128 <= self.min_pmtu <= 65535:
+            raise ValueError(f"minimum path MTU {self.min_pmtu} out of range 128..65535")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
+
+
+class Observer(Protocol):
+    """What may watch a stack (see :meth:`Stack.attach_observer`); it must not change
+    anything, only look. ``key`` is (local ip, local port, remote ip, remote port)."""
+
+    def before_segment(self, key: Key, seg: TcpSegment, now: float) -> object:
+        """A parsed TCP segment is about to be processed; the result goes to
+        :meth:`after_segment`."""
+
+    def after_segment(self, key: Key, seg: TcpSegment, token: object, now: float) -> None:
+        """The segment was processed (its connection, if any, is in ``Stack.tcbs``)."""
+
+    def on_send(self, tcb: Tcb, segments: list[OutSegment], now: float) -> None:
+        """``tcb`` emits ``segments`` (packets are built right after)."""
+
+    def on_control(self, packets: list[OutPacket], now: float) -> None:
+        """Packets the stack sends for no connection: RSTs, stateless SYN,ACKs, ICMP."""
+
+    def on_open(self, key: Key, tcb: Tcb) -> None:
+        """A connection entered the table."""
+
+    def on_close(self, key: Key, tcb: Tcb) -> None:
+        """A connection left the table (its ``events`` still hold a Terminated)."""
 
 
 def _is_bad_source(src: int) -> bool:
     """RFC 1122 3.2.1.3 / 4.2.3.10: never answer broadcast, multicast or 0.0.0.0 sources."""
     return src == 0 or src == 0xFFFFFFFF or (src >> 28) == 0xE or (src >> 24) == 0x7F
+
+
+def _quote(header: memoryview, payload: memoryview) -> memoryview:
+    """What an ICMP error quotes of a datagram: its IP header and 8 bytes of payload."""
+    return memoryview(bytes(header) + bytes(payload[:8]))
 
 
 class Stack:
@@ -142,7 +219,9 @@ class Stack:
         self._dirty: list[Tcb] = []
         self._notified: list[Tcb] = []
         self._control: list[OutPacket] = []
-        self._timers: list[tuple[float, int, Tcb]] = []
+        # (deadline, tie-break, 4-tuple): entries name a connection by its key, so an
+        # entry left behind by a closed connection holds no reference to it.
+        self._timers: list[tuple[float, int, Key]] = []
         self._timer_seq = count()
         self._ident = self._rng.randrange(0x10000)
         self._vnet = self.config.vnet_hdr
@@ -158,19 +237,44 @@ class Stack:
         self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
                                       CookieMode(self.config.syncookies), self._commons)
         self._syn_budget = self.config.syn_batch_limit
+        # Segments that would open a connection, beyond the budget of their batch:
+        # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
+        self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
+        self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
         self._unclaimed: set[Tcb] = set()
         # Connections in TIME-WAIT, oldest first (for the max_time_wait cap).
         self._time_wait: dict[Tcb, None] = {}
+        # Listeners bound to some local addresses only (port -> addresses).
+        self._listen_on: dict[int, frozenset[int]] = {}
+        # RFC 1191 6.3: path MTUs learned from "fragmentation needed", per
+        # destination, with their expiry, oldest first; new connections start there.
+        self.pmtu_cache: dict[int, tuple[int, float]] = {}
+        self._mss_floor = self.config.min_pmtu - IPV4_TCP_HEADERS
+        self.fragments: Reassembler | None = None
+        if self.config.reassembly:
+            self.fragments = Reassembler(self.counters, self.config.frag_memory,
+                                         self.config.frag_timeout)
+        # Who watches (tcpstack.observe): None costs one attribute test per packet.
+        self.observer: Observer | None = None
+        self._packet_observer: Observer | None = None
+
+    def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
+        """Let ``observer`` watch connections open and close and the control packets;
+        with ``packets`` also every TCP segment in and out. None detaches."""
+        self.observer = observer
+        self._packet_observer = observer if packets else None
 
     # --------------------------------------------------------------- control
 
-    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None) -> Listener:
-        """Open a listener on ``port`` on all stack addresses.
+    def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None,
+               addresses: Iterable[int] | None = None) -> Listener:
+        """Open a listener on ``port`` on all stack addresses, or only on ``addresses``.
 
         ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
-        the larger of ``backlog`` and 256); see :class:`Listener`.
+        the larger of ``backlog`` and 256); see :class:`Listener`. For
+        ``addresses``, see :meth:`listen_on`.
         """
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} out of range 1..65535")
@@ -178,11 +282,25 @@ class Stack:
             raise OSError(98, f"port {port} already has a listener")
         listener = Listener(port, max(1, backlog), syn_backlog)
         self.listeners[port] = listener
+        self.listen_on(port, addresses)
         return listener
+
+    def listen_on(self, port: int, addresses: Iterable[int] | None) -> None:
+        """Let the listener on ``port`` take connections to these local addresses only
+        (None: every address of the stack). A segment for another address is
+        answered as at a closed port (RST), as a socket bound to one address is.
+        Raises :class:`KeyError` if ``port`` has no listener."""
+        if port not in self.listeners:
+            raise KeyError(f"port {port} has no listener")
+        if addresses is None:
+            self._listen_on.pop(port, None)
+        else:
+            self._listen_on[port] = frozenset(addresses)
 
     def unlisten(self, port: int) -> None:
         """Close a listener; established connections are not affected."""
         self.listeners.pop(port, None)
+        self._listen_on.pop(port, None)
 
     def connect(self, remote_ip: int | str, remote_port: int, now: float,
                 local_ip: int | str | None = None, local_port: int | None = None) -> Tcb:
@@ -201,7 +319,7 @@ class Stack:
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config, (lip, local_port), (rip, remote_port), iss, now,
                               self._commons, self._isn.ts_offset(*key))
-        self._adopt(key, tcb)
+        self._adopt(key, tcb, now)
         return tcb
 
     def _pick_port(self, lip: int, rip: int, rport: int) -> int:
@@ -213,10 +331,29 @@ class Stack:
                 return port
         raise OSError(99, "no free local port")
 
-    def _adopt(self, key: Key, tcb: Tcb) -> None:
-        """Own ``tcb``: index it and have it report when it has output (it has: its SYN)."""
+    def _adopt(self, key: Key, tcb: Tcb, now: float) -> None:
+        """Own ``tcb``: index it, start it at the path MTU known for its peer, and have
+        it report when it has output (it has: its SYN)."""
         self.tcbs[key] = tcb
+        tcb.mss_floor = self._mss_floor
+        known = self.pmtu_cache.get(key[2])
+        if known is not None:
+            if known[1] > now:
+                tcb.set_path_mss(known[0] - IPV4_TCP_HEADERS, known[1])
+            else:
+                del self.pmtu_cache[key[2]]
         tcb.bind(self._mark_dirty)
+        if self.observer is not None:
+            self.observer.on_open(key, tcb)
+
+    def _remember_pmtu(self, remote: int, mtu: int, now: float) -> None:
+        """Cache a lowered path MTU for ``remote`` (RFC 1191 6.3), bounded in size:
+        the oldest entry makes room."""
+        cache = self.pmtu_cache
+        cache.pop(remote, None)
+        if len(cache) >= PMTU_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[remote] = (mtu, now + self.tcp_config.pmtu_expires)
 
     def _mark_dirty(self, tcb: Tcb) -> None:
         self._dirty.append(tcb)
@@ -247,7 +384,8 @@ class Stack:
             # DATA_VALID); the header itself is stripped.
             trusted = virtio.checksum_trusted(virtio.parse_flags(packet))
             packet = memoryview(packet)[virtio.HEADER_LEN:]
-        ip = parse_ipv4(packet)
+        fragments = self.fragments
+        ip = parse_ipv4(packet, fragments is not None)
         if ip.dst not in self.addresses:
             self.counters["ip_not_for_us"] += 1
             return
@@ -255,31 +393,96 @@ class Stack:
             self.counters["ip_bad_source"] += 1
             return
         proto = ip.proto
+        payload = ip.payload
+        header = memoryview(packet)[: ip.header_len]
+        if fragments is not None:
+            frag = fragment_field(packet)
+            if frag:
+                whole = fragments.add((ip.src, ip.dst, proto, ip.ident), header,
+                                      (frag & FRAG_OFFSET_MASK) * 8, bool(frag & FLAG_MF),
+                                      payload, now)
+                if whole is None:
+                    return
+                header = memoryview(whole[0])
+                payload = memoryview(whole[1])
+                trusted = False  # no offload vouches for a reassembled datagram
         if proto == PROTO_TCP:
-            self._receive_tcp(ip.src, ip.dst, ip.payload, now, not trusted)
+            self._receive_tcp(ip.src, ip.dst, payload, now, not trusted)
         elif proto == PROTO_ICMP:
-            self._receive_icmp(ip.src, ip.dst, ip.payload, not trusted)
+            self._receive_icmp(ip.src, ip.dst, payload, not trusted, now)
         elif proto == PROTO_UDP:
             # RFC 1122 4.1.3.1: no UDP listener -> ICMP port unreachable.
             self.counters["udp_port_unreachable"] += 1
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PORT_UNREACHABLE,
-                                  memoryview(packet)[: ip.header_len + 8], now)
+                                  _quote(header, payload), now)
         else:
             # RFC 1122 3.2.2.1: protocol unreachable.
             self.counters["ip_unknown_protocol"] += 1
             self._send_icmp_error(ip.dst, ip.src, icmp_wire.CODE_PROTOCOL_UNREACHABLE,
-                                  memoryview(packet)[: ip.header_len + 8], now)
+                                  _quote(header, payload), now)
 
-    def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool) -> None:
+    def _receive_icmp(self, src: int, dst: int, payload: memoryview, verify: bool,
+                      now: float) -> None:
         msg = icmp_wire.parse_icmp(payload, verify)
-        if msg.type == icmp_wire.ECHO_REQUEST:
+        t = msg.type
+        if t == icmp_wire.ECHO_REQUEST:
             if not self.config.answer_ping:
                 self.counters["icmp_echo_ignored"] += 1
                 return
             self.counters["icmp_echo_replied"] += 1
             self._send_icmp(dst, src, icmp_wire.build_echo_reply(msg))
+        elif t == icmp_wire.DEST_UNREACHABLE or t == icmp_wire.TIME_EXCEEDED \
+                or t == icmp_wire.PARAMETER_PROBLEM:
+            self._receive_icmp_error(msg, now)
+        elif t == icmp_wire.SOURCE_QUENCH:
+            self.counters["icmp_source_quench_ignored"] += 1  # RFC 6633: deprecated
         else:
-            self.counters[f"icmp_type_{msg.type}_ignored"] += 1
+            self.counters[f"icmp_type_{t}_ignored"] += 1
+
+    def _receive_icmp_error(self, msg: icmp_wire.IcmpMessage, now: float) -> None:
+        """An ICMP error: find the connection whose segment it quotes and tell it
+        (RFC 1122 4.2.3.9, RFC 5927). The connection checks the quoted sequence
+        number before acting (:mod:`tcpstack.tcp.path`); here only the quote's
+        form and 4-tuple are checked, each failure counted."""
+        quote = icmp_wire.parse_quoted_tcp(msg.body)
+        if quote.src not in self.addresses:
+            self.counters["icmp_error_not_ours"] += 1
+            return
+        tcb = self.tcbs.get((quote.src, quote.src_port, quote.dst, quote.dst_port))
+        if tcb is None:
+            self.counters["icmp_error_no_connection"] += 1
+            return
+        t = msg.type
+        if t == icmp_wire.DEST_UNREACHABLE and msg.code == icmp_wire.CODE_FRAG_NEEDED:
+            self._frag_needed(tcb, msg.rest & 0xFFFF, quote, now)
+            return
+        if t == icmp_wire.DEST_UNREACHABLE:
+            meaning = icmp_wire.UNREACHABLE_ERRORS.get(msg.code)
+            if meaning is None:  # unassigned
+                self.counters[f"icmp_unreachable_code_{msg.code}_ignored"] += 1
+                return
+        elif t == icmp_wire.TIME_EXCEEDED:
+            meaning = icmp_wire.TIME_EXCEEDED_ERROR
+        else:
+            meaning = icmp_wire.PARAMETER_PROBLEM_ERROR
+        tcb.on_icmp_error(meaning[0], meaning[1], quote.seq)
+
+    def _frag_needed(self, tcb: Tcb, mtu: int, quote: icmp_wire.QuotedTcp, now: float) -> None:
+        """RFC 1191: "fragmentation needed and DF set" for ``tcb``'s segment. The
+        next-hop MTU (or, where a router left it 0, the plateau below the quoted
+        packet's length, RFC 1191 5) is raised to ``min_pmtu`` if smaller -- a forged
+        tiny MTU would make every segment a runt -- and handed to the connection,
+        which checks the quoted sequence number; a lowered MTU is cached for the
+        destination."""
+        self.counters["icmp_frag_needed"] += 1
+        if mtu == 0:
+            mtu = next((p for p in MTU_PLATEAUS if p < quote.total_len), 68)
+        floor = self.config.min_pmtu
+        if mtu < floor:
+            self.counters["icmp_pmtu_below_floor"] += 1
+            mtu = floor
+        if tcb.on_packet_too_big(mtu - IPV4_TCP_HEADERS, quote.seq, now):
+            self._remember_pmtu(quote.dst, tcb.path_mss + IPV4_TCP_HEADERS, now)
 
     def _send_icmp_error(self, src: int, dst: int, code: int, quote: memoryview,
                          now: float) -> None:
@@ -297,6 +500,16 @@ class Stack:
                      verify: bool = True) -> None:
         seg = parse_tcp(payload, src, dst, verify)
         self.counters["tcp_received"] += 1
+        obs = self._packet_observer
+        if obs is not None:
+            key = (dst, seg.dst_port, src, seg.src_port)
+            token = obs.before_segment(key, seg, now)
+            self._demux_tcp(src, dst, seg, now)
+            obs.after_segment(key, seg, token, now)
+        else:
+            self._demux_tcp(src, dst, seg, now)
+
+    def _demux_tcp(self, src: int, dst: int, seg: TcpSegment, now: float) -> None:
         if seg.dst_port == 0 or seg.src_port == 0:
             self.counters["tcp_port_zero"] += 1
             return
@@ -306,10 +519,17 @@ class Stack:
             # looks at it, whatever the port (Linux drops both at a listener too).
             self.counters["tcp_syn_fin" if flags & FIN else "tcp_syn_rst"] += 1
             return
-        key = (dst, seg.dst_port, src, seg.src_port)
+        self._dispatch((dst, seg.dst_port, src, seg.src_port), seg, now)
+
+    def _dispatch(self, key: Key, seg: TcpSegment, now: float,
+                  old_snd_max: int | None = None) -> None:
+        """Hand a parsed segment to its connection, or to its port's listener."""
         tcb = self.tcbs.get(key)
         listener = self.listeners.get(seg.dst_port)
-        old_snd_max: int | None = None
+        if listener is not None and self._listen_on:
+            only = self._listen_on.get(seg.dst_port)
+            if only is not None and key[0] not in only:
+                listener = None
         if tcb is not None:
             if tcb.state is State.TIME_WAIT and listener is not None \
                     and seg.flags & (SYN | ACK | RST) == SYN and seq_gt(seg.seq, tcb.rcv_nxt):
@@ -324,41 +544,53 @@ class Stack:
                 return
         if listener is None:
             self.counters["tcp_closed_port"] += 1
-            self._reply_rst(dst, src, seg, now)
+            self._reply_rst(key[0], key[2], seg, now)
             return
         self._receive_listen(listener, key, seg, now, old_snd_max)
 
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
-        verdict = self._passive.segment(listener, key, seg, now,
-                                        may_open=self._may_open(seg), old_snd_max=old_snd_max)
+        refusal = self._open_refusal()
+        verdict = self._passive.segment(listener, key, seg, now, may_open=refusal is None,
+                                        old_snd_max=old_snd_max)
+        if verdict.refused:
+            if refusal == "tcp_syn_batch_limit" and len(self._deferred) < self._deferred_cap:
+                self._deferred.append((key, seg, old_snd_max, now))
+                self.counters["tcp_syn_deferred"] += 1
+            else:
+                self.counters[refusal or "tcp_syn_batch_limit"] += 1
+            return
         if verdict.tcb is not None:
-            self._adopt(key, verdict.tcb)
+            self._syn_budget -= 1
+            self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
+            self._syn_budget -= 1  # a cookie SYN,ACK
             self._control.append(emit_tcp_ipv4(verdict.reply, key[0], key[2],
                                                self._next_ident(), self.config.ttl, self._vnet))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
-    def _may_open(self, seg: TcpSegment) -> bool:
-        """Whether a segment that would start a connection may (SYN budget of this
-        batch, connection limit); counts why not."""
-        if not seg.flags & (SYN | ACK):
-            return True
+    def _open_refusal(self) -> str | None:
+        """Why a segment may not open a connection now (the counter to bump), or None:
+        the SYN budget of this batch is spent, the connection limit reached, or buffer
+        memory short. Only what does open one spends the budget."""
         if self._syn_budget <= 0:
-            self.counters["tcp_syn_batch_limit"] += 1
-            return False
+            return "tcp_syn_batch_limit"
         if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
-            self.counters["tcp_max_connections"] += 1
-            return False
+            return "tcp_max_connections"
         if self.memory.pressure:
-            self.counters["tcp_memory_pressure_refused"] += 1
-            return False
-        self._syn_budget -= 1
-        return True
+            return "tcp_memory_pressure_refused"
+        return None
+
+    def _replay_deferred(self, now: float) -> None:
+        """Open what earlier batches set aside, oldest first, within this round's budget."""
+        deferred = self._deferred
+        while deferred and self._syn_budget > 0:
+            key, seg, old_snd_max, _ = deferred.popleft()
+            self._dispatch(key, seg, now, old_snd_max)
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).
@@ -395,8 +627,14 @@ class Stack:
         ttl = self.config.ttl
         vnet = self._vnet
         scatter = self.config.scatter
+        if self.observer is not None and out:
+            self.observer.on_control(out, now)
+        obs = self._packet_observer
         for tcb in dirty:
-            for seg in tcb.segments_to_send(now):
+            segments = tcb.segments_to_send(now)
+            if obs is not None and segments:
+                obs.on_send(tcb, segments, now)
+            for seg in segments:
                 out.append(emit_tcp_ipv4_parts(seg, tcb.local_ip, tcb.remote_ip,
                                                self._next_ident(), ttl, vnet, tcb.gso_size,
                                                scatter))
@@ -433,6 +671,8 @@ class Stack:
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        if self.observer is not None:
+            self.observer.on_close(key, tcb)
         tcb.charged = self.memory.charge(tcb.charged, 0)
         self._release_half_open(tcb)
         self._time_wait.pop(tcb, None)
@@ -480,21 +720,52 @@ class Stack:
 
         ``tcb.timer_entry`` (the owner's field on the TCB) is the earliest entry of
         this connection on the heap; later or stale entries are skipped when popped.
+        Entries name the connection by its 4-tuple, not the object: one whose
+        connection has gone (reset, say, with a keepalive deadline two hours away)
+        keeps nothing of it alive. Stale entries are bounded too: once the heap holds
+        more than twice as many entries as there are connections (plus a margin), it
+        is rebuilt with one entry per connection, in time linear in the connections,
+        which amortizes to O(1) per entry pushed.
         """
         d = tcb.timers.next_deadline()
         if d is not None and (tcb.timer_entry is None or d < tcb.timer_entry):
             tcb.timer_entry = d
-            heapq.heappush(self._timers, (d, next(self._timer_seq), tcb))
+            timers = self._timers
+            key = (tcb.local_ip, tcb.local_port, tcb.remote_ip, tcb.remote_port)
+            heapq.heappush(timers, (d, next(self._timer_seq), key))
+            if len(timers) > 2 * len(self.tcbs) + _TIMER_HEAP_SLACK:
+                self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap (in place: :meth:`handle_timer` may be iterating it) with
+        each connection's earliest entry only."""
+        seq = self._timer_seq
+        self._timers[:] = [(tcb.timer_entry, next(seq), key)
+                           for key, tcb in self.tcbs.items() if tcb.timer_entry is not None]
+        heapq.heapify(self._timers)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap)."""
-        return self._timers[0][0] if self._timers else None
+        """When :meth:`handle_timer` should next run (may be early: a spurious wake is cheap).
+
+        At once (a time already past) while segments wait for a SYN budget."""
+        d = self._timers[0][0] if self._timers else None
+        if self._deferred:
+            since = self._deferred[0][3]
+            if d is None or since < d:
+                d = since
+        return d
 
     def handle_timer(self, now: float) -> None:
-        """Run all connection timers due at ``now``. Lazy: stale entries are skipped."""
+        """Open what waits for a SYN budget (:data:`SYN_DEFERRED_BATCHES`), then run all
+        connection timers due at ``now``. Lazy: stale entries are skipped."""
+        if self._deferred:
+            self._replay_deferred(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
-            d, _, tcb = heapq.heappop(timers)
+            d, _, key = heapq.heappop(timers)
+            tcb = self.tcbs.get(key)
+            if tcb is None:
+                continue  # the connection has gone
             if tcb.timer_entry == d:
                 tcb.timer_entry = None
             if tcb.state is State.CLOSED:
@@ -526,4 +797,4 @@ class Stack:
                 tcb.abort()
 
 
-__all__ = ["Listener", "Stack", "StackConfig"]
+__all__ = ["Listener", "Observer", "Stack", "StackConfig"]

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Run the whole check suite on a Debian machine, as root: install what is missing
 # (apt packages, a virtualenv with the package and its test extras), then ruff,
-# mypy and pytest. Integration tests create their own network namespaces and need
-# root; without root they skip with a reason.
+# mypy and pytest -- the whole suite against the pure-Python modules, then the
+# engine's share of it against the same source compiled with mypyc (built in a
+# scratch copy of the tree): the unit, simulation and fuzz tests and the daemon's
+# end-to-end transfers (COMPILED_TESTS below; with --build compiled, or with
+# explicit pytest arguments, the compiled pass runs the same as the pure one). Integration
+# tests create their own network namespaces and need root; without root they
+# skip with a reason.
 #
-#   tools/test.sh [--repeat N] [--stress] [PYTEST ARGS...]
+#   tools/test.sh [--repeat N] [--stress] [--build pure|compiled|both] [PYTEST ARGS...]
 #
-#   --repeat N  run pytest N times, stop at the first failing run and say which
+#   --repeat N  run the suite N times, stop at the first failing run and say which
 #   --stress    run pytest with a CPU hog alongside: one busy loop per core at
 #               low priority (nice TCPSTACK_STRESS_NICE, default 10), each
 #               bounded by TCPSTACK_STRESS_SECONDS (default 3600) and stopped by
 #               PID when the runs end
+#   --build B   which builds to test (default: both)
 #
 # Other arguments go to pytest. Installer output goes to a log file that is
 # shown only if the step fails.
@@ -22,18 +28,22 @@ die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 2; }
 
 repeat=1
 stress=0
+builds=both
 pytest_args=()
 while (($#)); do
     case $1 in
         --repeat) [[ $# -ge 2 ]] || die "--repeat needs a number"; repeat=$2; shift 2 ;;
         --repeat=*) repeat=${1#*=}; shift ;;
         --stress) stress=1; shift ;;
+        --build) [[ $# -ge 2 ]] || die "--build needs pure, compiled or both"; builds=$2; shift 2 ;;
+        --build=*) builds=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; pytest_args+=("$@"); break ;;
         *) pytest_args+=("$1"); shift ;;
     esac
 done
 [[ $repeat =~ ^[1-9][0-9]{0,4}$ ]] || die "--repeat wants a whole number from 1 to 99999, got '$repeat'"
+[[ $builds =~ ^(pure|compiled|both)$ ]] || die "--build wants pure, compiled or both, got '$builds'"
 stress_nice=${TCPSTACK_STRESS_NICE:-10}
 stress_seconds=${TCPSTACK_STRESS_SECONDS:-3600}
 [[ $stress_nice =~ ^[0-9]+$ ]] && ((stress_nice <= 19)) \
@@ -42,6 +52,7 @@ stress_seconds=${TCPSTACK_STRESS_SECONDS:-3600}
     || die "TCPSTACK_STRESS_SECONDS must be a positive number of seconds, got '$stress_seconds'"
 
 setup_log=$(mktemp "${TMPDIR:-/tmp}/tcpstack-test-setup.XXXXXX")
+compiled_tree=
 hogs=()
 cleanup() {
     local pid
@@ -52,6 +63,9 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -f "$setup_log"
+    if [[ -n $compiled_tree ]]; then
+        rm -rf "$compiled_tree"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -79,6 +93,15 @@ command -v sysctl >/dev/null || need+=(procps)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ab >/dev/null || need+=(apache2-utils)
 command -v tshark >/dev/null || need+=(tshark)
+command -v openssl >/dev/null || need+=(openssl)  # the https bench workload (smoke test)
+command -v iptables >/dev/null || need+=(iptables)  # path-MTU test: ICMP dropped in a router namespace
+if [[ $builds != pure ]]; then
+    # The compiled build needs a C compiler and the Python headers.
+    command -v gcc >/dev/null || need+=(gcc)
+    python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(
+        os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+        || need+=(python3-dev)
+fi
 if ((${#need[@]})); then
     echo "== installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -89,7 +112,34 @@ if ((${#need[@]})); then
     step "apt-get install" apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-VENV=${TCPSTACK_VENV:-.venv}
+# The dashboard is tested in a real headless browser (tests/integration/
+# test_dashboard_browser.py): Debian's chromium and chromium-driver. Where they
+# cannot be installed (no package for this architecture, no network), the suite
+# still runs and that one test skips, saying why (TCPSTACK_NO_BROWSER).
+browser=()
+command -v chromium >/dev/null || browser+=(chromium)
+command -v chromedriver >/dev/null || browser+=(chromium-driver)
+if ((${#browser[@]})); then
+    if ! command -v apt-get >/dev/null; then
+        export TCPSTACK_NO_BROWSER="${browser[*]} missing and there is no apt-get to install them"
+    else
+        echo "== installing Debian packages for the browser test: ${browser[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        if { ((${#need[@]})) || apt-get update -q >>"$setup_log" 2>&1; } \
+                && apt-get install -y -q --no-install-recommends "${browser[@]}" \
+                    >>"$setup_log" 2>&1; then
+            :
+        else
+            why=$(grep -E '^(E|W): ' "$setup_log" | tail -n 1 || true)
+            export TCPSTACK_NO_BROWSER="apt-get could not install ${browser[*]}: ${why:-see its output}"
+        fi
+    fi
+    if [[ -n ${TCPSTACK_NO_BROWSER:-} ]]; then
+        echo "== WARNING: the headless-browser test will skip: $TCPSTACK_NO_BROWSER" >&2
+    fi
+fi
+
+VENV=$(realpath -m "${TCPSTACK_VENV:-.venv}")  # absolute: the compiled suite runs elsewhere
 stamp=$VENV/.tcpstack-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -x $VENV/bin/python ]]; then
@@ -99,8 +149,8 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] \
         || ! "$VENV/bin/python" -c 'import tcpstack, pytest, mypy, ruff' 2>/dev/null; then
-    echo "== installing tcpstack (editable) with its test extras into $VENV"
-    step "pip install" "$VENV/bin/python" -m pip install -e '.[test]'
+    echo "== installing tcpstack (editable, pure Python) with its test extras into $VENV"
+    step "pip install" env TCPSTACK_BUILD=pure "$VENV/bin/python" -m pip install -e '.[test]'
     echo "$want" >"$stamp"
 else
     echo "== $VENV is up to date (pyproject.toml unchanged)"
@@ -121,14 +171,60 @@ if ((stress)); then
     echo "== stress: $cores busy loop(s) at nice $stress_nice (PIDs ${hogs[*]}, at most ${stress_seconds}s)"
 fi
 
+# The compiled build: the same tree, copied, with the hot modules compiled in place
+# (an extension module wins over the .py beside it), tested from the copy.
+if [[ $builds != pure ]]; then
+    compiled_tree=$(mktemp -d "${TMPDIR:-/tmp}/tcpstack-compiled.XXXXXX")
+    echo "== compiling the wire layer, the engine and the demux with mypyc (in $compiled_tree)"
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$compiled_tree"
+    else
+        tar --exclude=./.venv --exclude='./*.egg-info' -cf - . | tar -xf - -C "$compiled_tree"
+    fi
+    step "mypyc build" env -C "$compiled_tree" TCPSTACK_BUILD=compiled \
+        "$VENV/bin/python" setup.py -q build_ext --inplace
+    step "compiled build check" env -C "$compiled_tree" "$VENV/bin/python" -c \
+        'import sys, tcpstack.build as b; sys.exit(not b.is_compiled())'
+fi
+
+# Test artifacts (the dashboard's screenshot) land in this checkout for both builds.
+export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
+
+# What the compiled pass runs by default: every test of the engine itself and the
+# integration tests that drive it through real clients (transfers, loss, captures).
+# The rest (the asyncio API, observation, attacks, topologies, the container's
+# helpers) exercise code that is not compiled, on top of the same engine.
+COMPILED_TESTS=(
+    tests/unit tests/sim tests/fuzz
+    tests/integration/test_daemon.py
+    tests/integration/test_daemon_clients.py
+    tests/integration/test_capture_clean_link.py
+    tests/integration/test_impaired_transfers.py
+)
+
+run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR
+    local label=$1 dir=$2
+    shift 2
+    echo "== pytest ($label)"
+    (cd "$dir" && "$VENV/bin/python" -m pytest "$@")
+}
+
 for ((run = 1; run <= repeat; run++)); do
     if ((repeat > 1)); then
-        echo "== pytest, run $run of $repeat"
-    else
-        echo "== pytest"
+        echo "== run $run of $repeat"
     fi
     status=0
-    "$VENV/bin/python" -m pytest "${pytest_args[@]}" || status=$?
+    if [[ $builds != compiled ]]; then
+        run_suite "pure Python" . "${pytest_args[@]}" || status=$?
+    fi
+    if ((status == 0)) && [[ $builds != pure ]]; then
+        if [[ $builds == both ]] && ((${#pytest_args[@]} == 0)); then
+            run_suite "compiled with mypyc: the engine's tests" "$compiled_tree" \
+                "${COMPILED_TESTS[@]}" || status=$?
+        else
+            run_suite "compiled with mypyc" "$compiled_tree" "${pytest_args[@]}" || status=$?
+        fi
+    fi
     if ((status != 0)); then
         if ((repeat > 1)); then
             passed=$((run - 1))

@@ -1,72 +1,359 @@
-"""A stack bound to a packet device on an event loop: the library's entry object."""
+"""A stack bound to a packet device on an event loop, with asyncio's networking calls.
+
+:class:`Network` runs a sans-I/O :class:`~tcpstack.stack.Stack` over a device
+(a TUN, or an in-memory one in tests) and offers what an asyncio event loop
+offers for TCP, over the userspace stack:
+
+* ``create_server(protocol_factory, host, port, ...)`` and
+  ``create_connection(protocol_factory, host, port, ...)``, with TLS (``ssl=``);
+* the stream helpers ``start_server`` and ``open_connection`` built on them.
+
+Which server a new connection belongs to, and whether a port is free, is decided
+here: a server binds a port on one, several or all of the stack's addresses;
+overlapping bindings fail with ``OSError(EADDRINUSE)``. A port whose old
+connections linger in TIME-WAIT can be listened on again at once (as with
+``SO_REUSEADDR``, asyncio's default); with ``reuse_address=False`` any connection
+still using the port makes the bind fail, as Linux does without the option.
+
+Active opens go only where the device leads: with ``routes`` given (the
+networks the TUN reaches), other destinations fail with ``OSError(ENETUNREACH)``,
+as would the stack's own, loopback, multicast and broadcast addresses.
+
+For a ready-made TUN, see :class:`tcpstack.aio.entry.TunStack`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
 import logging
+import random
+import socket
+import ssl as ssl_module
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from tcpstack.aio import streams, tls
 from tcpstack.aio.runtime import FatalHandler, PacketDevice, StackRuntime
-from tcpstack.aio.streams import DEFAULT_LIMIT, ClientConnectedCallback, Connection, Server
-from tcpstack.stack import Stack, StackConfig
+from tcpstack.aio.server import ProtocolFactory, Server
+from tcpstack.aio.transports import TcpTransport
+from tcpstack.stack import EPHEMERAL_PORTS, Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.tcb import Tcb
 
 log = logging.getLogger("tcpstack.network")
+
+Route = ipaddress.IPv4Network | str
+
+
+def _overlap(a: frozenset[int] | None, b: frozenset[int] | None) -> bool:
+    return a is None or b is None or bool(a & b)
 
 
 class Network:
     """Runs a :class:`~tcpstack.stack.Stack` over ``device`` on the running loop.
 
     Create it inside a coroutine (it binds to the running loop) with a device that
-    is already open and configured: interface setup with pyroute2 must happen
-    before the loop starts or in a worker thread (see :mod:`tcpstack.link.tun`).
+    is already open and configured. ``routes`` are the networks reachable through
+    the device (None: anywhere). ``on_fatal`` is called once if the device fails
+    for good (see :class:`~tcpstack.aio.runtime.StackRuntime`).
     """
 
     def __init__(self, device: PacketDevice, config: StackConfig | None = None, *,
-                 stack: Stack | None = None, on_fatal: FatalHandler | None = None) -> None:
-        """``on_fatal`` is called once if the device fails for good (see
-        :class:`~tcpstack.aio.runtime.StackRuntime`)."""
+                 stack: Stack | None = None, on_fatal: FatalHandler | None = None,
+                 routes: Iterable[Route] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.stack = stack or Stack(config)
         self.device = device
+        self.routes = None if routes is None else \
+            tuple(ipaddress.IPv4Network(r) for r in routes)
         self.runtime = StackRuntime(self.stack, device, self._on_events, self.loop,
                                     on_fatal=on_fatal)
-        self._servers: dict[int, Server] = {}
-        self._connections: set[Connection] = set()
+        self._bindings: dict[int, list[Server]] = {}
+        self._transports: set[TcpTransport] = set()
+        self._rng = random.Random()
         self._closed = False
         self.runtime.start()
 
-    # ------------------------------------------------------------ public API
+    # ------------------------------------------------------------ servers
 
-    def start_server(self, callback: ClientConnectedCallback, port: int, *,
-                     backlog: int = 128, limit: int = DEFAULT_LIMIT,
-                     nodelay: bool = True, syn_backlog: int | None = None) -> Server:
-        if self._closed:
-            raise RuntimeError("network is closed")
-        self.stack.listen(port, backlog, syn_backlog)
-        server = Server(self, port, callback, limit, nodelay)
-        self._servers[port] = server
+    async def create_server(
+        self,
+        protocol_factory: ProtocolFactory,
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        *,
+        backlog: int = 100,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_address: bool | None = None,
+        start_serving: bool = True,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        syn_backlog: int | None = None,
+    ) -> Server:
+        """Listen on ``port`` (0 or None: a free one) of ``host``; like
+        ``loop.create_server``. ``host`` None, ``""`` or ``"0.0.0.0"``: every
+        address of the stack; else one address or a list of them."""
+        self._check_open()
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
+        if ssl is None and (ssl_handshake_timeout is not None
+                            or ssl_shutdown_timeout is not None):
+            raise ValueError("ssl timeouts are only meaningful with ssl")
+        addresses = self._local_addresses(host)
+        port = self._bind_port(addresses, port, reuse_address)
+        server = Server(self, protocol_factory, addresses, port, backlog=backlog,
+                        syn_backlog=syn_backlog, ssl=ssl,
+                        ssl_handshake_timeout=ssl_handshake_timeout,
+                        ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._bindings.setdefault(port, []).append(server)
+        if start_serving:
+            await server.start_serving()
         return server
 
-    def connect(self, host: str, port: int, limit: int = DEFAULT_LIMIT,
-                nodelay: bool = True) -> Connection:
-        if self._closed:
-            raise RuntimeError("network is closed")
-        tcb = self.stack.connect(host, port, self.loop.time())
-        conn = self.register(tcb, limit, nodelay)
-        self.runtime.kick()
-        return conn
+    def _local_addresses(self, host: str | Sequence[str] | None) -> frozenset[int] | None:
+        hosts = [host] if host is None or isinstance(host, str) else list(host)
+        if any(h in (None, "", "0.0.0.0") for h in hosts):
+            return None
+        out = set()
+        for h in hosts:
+            try:
+                addr = int(ipaddress.IPv4Address(h))
+            except ValueError:
+                raise OSError(errno.EADDRNOTAVAIL,
+                              f"cannot bind {h!r}: not an IPv4 address") from None
+            if addr not in self.stack.addresses:
+                raise OSError(errno.EADDRNOTAVAIL, f"{h} is not an address of this stack")
+            out.add(addr)
+        return frozenset(out)
+
+    def _bind_port(self, addresses: frozenset[int] | None, port: int | None,
+                   reuse_address: bool | None) -> int:
+        if not port:
+            return self._free_port()
+        if not 1 <= port <= 65535:
+            raise OverflowError(f"port must be 0-65535, not {port}")
+        for other in self._bindings.get(port, ()):
+            if _overlap(other.addresses, addresses):
+                raise OSError(errno.EADDRINUSE, f"port {port} is already in use")
+        if reuse_address is False:
+            for tcb in self.stack.connections():
+                if tcb.local_port == port and (addresses is None or tcb.local_ip in addresses):
+                    raise OSError(errno.EADDRINUSE, f"port {port} is still used by "
+                                  f"{tcb.state} connections (reuse_address=False)")
+        return port
+
+    def _free_port(self) -> int:
+        used = {tcb.local_port for tcb in self.stack.connections()}
+        used.update(self._bindings, self.stack.listeners)
+        n = len(EPHEMERAL_PORTS)
+        start = self._rng.randrange(n)
+        for i in range(n):
+            port = EPHEMERAL_PORTS[(start + i) % n]
+            if port not in used:
+                return port
+        raise OSError(errno.EADDRINUSE, "no free port")
+
+    def start_listening(self, server: Server) -> None:
+        """Have the engine take connections for ``server`` (with the port's others)."""
+        port = server.port
+        serving = [s for s in self._bindings.get(port, ()) if s.is_serving() or s is server]
+        addresses = self._union(serving)
+        if port in self.stack.listeners:
+            self.stack.listen_on(port, addresses)
+        else:
+            self.stack.listen(port, server.backlog, server.syn_backlog, addresses)
+
+    def stop_listening(self, server: Server) -> None:
+        port = server.port
+        serving = [s for s in self._bindings.get(port, ()) if s.is_serving() and s is not server]
+        if not serving:
+            self.stack.unlisten(port)
+        else:
+            self.stack.listen_on(port, self._union(serving))
+
+    def release(self, server: Server) -> None:
+        """``server`` closed: stop listening for it and free its binding."""
+        if server.is_serving():
+            self.stop_listening(server)
+        bound = self._bindings.get(server.port, [])
+        if server in bound:
+            bound.remove(server)
+        if not bound:
+            self._bindings.pop(server.port, None)
+
+    @staticmethod
+    def _union(servers: list[Server]) -> frozenset[int] | None:
+        out: set[int] = set()
+        for s in servers:
+            if s.addresses is None:
+                return None
+            out |= s.addresses
+        return frozenset(out)
+
+    def _server_for(self, port: int, local_ip: int) -> Server | None:
+        for server in self._bindings.get(port, ()):
+            if server.is_serving() and (server.addresses is None
+                                        or local_ip in server.addresses):
+                return server
+        return None
 
     @property
-    def connections(self) -> frozenset[Connection]:
-        return frozenset(self._connections)
+    def servers(self) -> tuple[Server, ...]:
+        """The servers bound now (serving or not)."""
+        return tuple(s for bound in self._bindings.values() for s in bound)
+
+    # ------------------------------------------------------------ connections
+
+    async def create_connection(
+        self,
+        protocol_factory: ProtocolFactory,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        ssl: bool | ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
+        local_addr: tuple[str, int] | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """Active open to ``host:port``; like ``loop.create_connection``.
+
+        Errors as asyncio's: :class:`ConnectionRefusedError` (RST to our SYN),
+        :class:`TimeoutError` (SYN retransmissions exhausted), ``OSError`` with
+        ``ENETUNREACH`` (no route through the device), ``EADDRNOTAVAIL`` or
+        ``EADDRINUSE`` (``local_addr``). A name is resolved with the host's
+        resolver and its addresses tried in turn. Cancelling leaves nothing behind.
+        """
+        self._check_open()
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if ssl and server_hostname is None:
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        if not ssl and (ssl_handshake_timeout is not None or ssl_shutdown_timeout is not None):
+            raise ValueError("ssl timeouts are only meaningful with ssl")
+        if host is None or port is None:
+            raise ValueError("host and port must be given")
+        errors: list[OSError] = []
+        transport: TcpTransport | None = None
+        for ip in await self._resolve(host, port):
+            try:
+                transport = await self._connect(ip, port, local_addr)
+                break
+            except OSError as e:
+                errors.append(e)
+        if transport is None:
+            if len(errors) == 1 or all(str(e) == str(errors[0]) for e in errors):
+                raise errors[0]
+            raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+        try:
+            protocol = protocol_factory()
+        except BaseException:
+            transport.abort()
+            raise
+        if not ssl:
+            transport.attach(protocol)
+            return transport, protocol
+        ssl_protocol, waiter = tls.wrap(
+            protocol, tls.client_context(ssl), server_side=False,
+            server_hostname=server_hostname, handshake_timeout=ssl_handshake_timeout,
+            shutdown_timeout=ssl_shutdown_timeout)
+        transport.attach(ssl_protocol)
+        try:
+            await waiter
+        except BaseException:
+            transport.abort()
+            raise
+        return tls.app_transport(ssl_protocol), protocol
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            pass
+        else:
+            return [host]
+        infos = await self.loop.getaddrinfo(host, port, family=socket.AF_INET,
+                                            type=socket.SOCK_STREAM)
+        out: list[str] = []
+        for *_, sockaddr in infos:
+            if sockaddr[0] not in out:
+                out.append(str(sockaddr[0]))
+        if not out:
+            raise OSError("getaddrinfo() returned empty list")
+        return out
+
+    def check_route(self, ip: str) -> None:
+        """Raise ``OSError(ENETUNREACH)`` unless ``ip`` is reachable through the device."""
+        addr = ipaddress.IPv4Address(ip)
+        if addr.is_unspecified or addr.is_multicast or addr.is_loopback \
+                or int(addr) == 0xFFFFFFFF or int(addr) in self.stack.addresses:
+            raise OSError(errno.ENETUNREACH, f"Network is unreachable: {ip} "
+                          "cannot be reached through the stack's device")
+        if self.routes is not None and not any(addr in net for net in self.routes):
+            raise OSError(errno.ENETUNREACH, f"Network is unreachable: no route to {ip} "
+                          f"(the device reaches {', '.join(map(str, self.routes))})")
+
+    async def _connect(self, ip: str, port: int,
+                       local_addr: tuple[str, int] | None) -> TcpTransport:
+        self.check_route(ip)
+        local_ip: str | None = None
+        local_port: int | None = None
+        if local_addr is not None:
+            host, lport = local_addr
+            if host not in ("", "0.0.0.0"):
+                try:
+                    ipaddress.IPv4Address(host)
+                except ValueError:
+                    raise OSError(errno.EADDRNOTAVAIL,
+                                  f"cannot bind {host!r}: not an IPv4 address") from None
+                local_ip = host
+            if lport:
+                if lport in self.stack.listeners or lport in self._bindings:
+                    raise OSError(errno.EADDRINUSE, f"local port {lport} is in use by a server")
+                local_port = lport
+        tcb = self.stack.connect(ip, port, self.runtime.clock(), local_ip, local_port)
+        transport = TcpTransport(self, tcb)
+        self.runtime.kick()
+        await transport.wait_connected()
+        return transport
+
+    # ------------------------------------------------------------ streams
+
+    async def start_server(self, client_connected_cb: streams.ClientConnectedCallback,
+                           host: str | Sequence[str] | None = None, port: int | None = None,
+                           **kwargs: Any) -> Server:
+        """:func:`tcpstack.aio.streams.start_server` on this network."""
+        return await streams.start_server(client_connected_cb, host, port, network=self,
+                                          **kwargs)
+
+    async def open_connection(self, host: str | None = None, port: int | None = None,
+                              **kwargs: Any) -> tuple[asyncio.StreamReader,
+                                                      streams.TcpStreamWriter]:
+        """:func:`tcpstack.aio.streams.open_connection` on this network."""
+        return await streams.open_connection(host, port, network=self, **kwargs)
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def connections(self) -> frozenset[TcpTransport]:
+        """Transports whose connection is open (or opening)."""
+        return frozenset(self._transports)
 
     @property
     def addresses(self) -> frozenset[int]:
         return self.stack.addresses
 
-    def kick(self) -> None:
-        self.runtime.kick()
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("network is closed")
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Stop listening, close every connection (FIN), wait up to ``grace`` seconds,
@@ -74,14 +361,14 @@ class Network:
         if self._closed:
             return
         self._closed = True
-        for server in list(self._servers.values()):
+        for server in self.servers:
             server.close()
-        conns = list(self._connections)
-        for conn in conns:
-            conn.writer.close()
+        transports = list(self._transports)
+        for transport in transports:
+            transport.close()
         self.runtime.flush_now()
-        if conns:
-            waits = [asyncio.ensure_future(c.writer.wait_closed()) for c in conns]
+        if transports:
+            waits = [asyncio.ensure_future(t.wait_closed()) for t in transports]
             _done, pending = await asyncio.wait(waits, timeout=grace)
             for w in pending:
                 w.cancel()
@@ -91,41 +378,38 @@ class Network:
         self.runtime.flush_now()
         self.runtime.stop()
 
-    # ------------------------------------------------------------ internals
+    # ------------------------------------------------------------ for transports
 
-    def register(self, tcb: Tcb, limit: int, nodelay: bool = True) -> Connection:
-        """Give ``tcb`` its application side (a stream reader and writer)."""
-        conn = Connection(self, tcb, limit, nodelay)
-        self._connections.add(conn)
-        return conn
+    def kick(self) -> None:
+        self.runtime.kick()
 
-    def forget(self, conn: Connection) -> None:
-        self._connections.discard(conn)
+    def track(self, transport: TcpTransport) -> None:
+        self._transports.add(transport)
 
-    def unlisten(self, server: Server) -> None:
-        if self._servers.get(server.port) is server:
-            del self._servers[server.port]
-            self.stack.unlisten(server.port)
+    def forget(self, transport: TcpTransport) -> None:
+        self._transports.discard(transport)
 
     def _on_events(self, tcb: Tcb, events: list[ev.Event]) -> None:
-        if tcb.user is not None:
-            tcb.user.on_events(events)
+        user = tcb.user
+        if user is not None:
+            user.on_events(events)
             return
-        if tcb.listener is None:
+        listener = tcb.listener
+        if listener is None:
             return
         # A passive connection with no owner yet: hand it to its server once it is
         # established (and not if it died in SYN-RECEIVED).
-        kinds = {type(e) for e in events}
-        if ev.Terminated in kinds:
+        if any(type(e) is ev.Terminated for e in events):
             return
-        if ev.Established in kinds:
-            server = self._servers.get(tcb.listener.port)
-            if server is None or not server.is_serving():
+        if any(type(e) is ev.Established for e in events):
+            server = self._server_for(listener.port, tcb.local_ip)
+            if server is None:
                 tcb.abort()
                 return
-            conn = server._accept(tcb)
-            # Deliver the rest of this batch (data, FIN) to the new owner.
-            conn.on_events([e for e in events if not isinstance(e, ev.Established)])
+            transport = server.accept(tcb)
+            rest = [e for e in events if type(e) is not ev.Established]
+            if rest and tcb.user is transport:
+                transport.on_events(rest)
 
 
 __all__ = ["Network"]

@@ -2,7 +2,17 @@
 
 The runtime holds no protocol logic. Per wake-up it reads every packet the device
 has (until EAGAIN), feeds them to the stack with one timestamp, runs due timers,
-hands connection events to their owners, and writes all resulting packets. One
+hands connection events to their owners, and writes all resulting packets.
+
+Time: the stack is given :func:`time.monotonic` (microseconds), not uvloop's
+``loop.time()``, which is libuv's clock truncated to milliseconds; both count
+from the same origin, so the stack's deadlines serve as ``call_at`` times. The
+clock is read again when output is built: a batch of ACKs may take milliseconds
+to process (longer if the process is preempted), and segments stamped with the
+batch's arrival time would make RACK and the probe timer count that time as
+network delay. A timer wake-up first reads whatever the device holds: after the
+process was descheduled, the ACKs that arrived meanwhile must be seen before a
+retransmission or probe timeout is judged to have expired. One
 ``loop.call_at`` handle serves the whole stack; it is re-armed only when the
 stack's deadline moves earlier (a late wake-up is harmless: the stack re-checks).
 Application calls (write, read, close) only mark connections dirty; a single
@@ -44,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol, runtime_checkable
@@ -135,6 +146,15 @@ class TimedDevice(PacketDevice, Protocol):
 EventHandler = Callable[[Tcb, list[Event]], None]
 
 
+def _stack_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The clock the stack runs on: :func:`time.monotonic` when the loop's own clock
+    is that one (asyncio's; uvloop's, truncated to milliseconds), else the loop's
+    (a test loop with virtual time)."""
+    if abs(loop.time() - time.monotonic()) < 1.0:
+        return time.monotonic
+    return loop.time
+
+
 class StackRuntime:
     """Owns the device's reader callback and the stack's single timer.
 
@@ -170,6 +190,7 @@ class StackRuntime:
         self._held_reason = "short"
         self._held_tries = 0
         self._retry: asyncio.TimerHandle | None = None
+        self.clock = _stack_clock(self.loop)
 
     def start(self) -> None:
         self._running = True
@@ -215,30 +236,39 @@ class StackRuntime:
 
     # --------------------------------------------------------------- drivers
 
-    def _on_readable(self) -> None:
+    def _read(self) -> bool:
+        """Read what the device holds now into the stack; False if it failed for good."""
         try:
             packets = self.device.read_batch(self._batch, READ_BUFSIZE)
         except EOFError:
             self._fail(DeviceError("read", None, "end of file"))
-            return
+            return False
         except OSError as e:
             if e.errno in FATAL_READ_ERRNOS:
                 self._fail(DeviceError("read", e.errno, e.strerror or str(e)))
-                return
+                return False
             log.warning("device read failed: %s", e)
             self.stack.counters["device_read_error"] += 1
-            return
-        now = self.loop.time()
-        self.stack.receive_batch(packets, now)
-        self._process(now)
+            return True
+        if packets:
+            self.stack.receive_batch(packets, self.clock())
+        return True
+
+    def _on_readable(self) -> None:
+        if self._read():
+            self._process()
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_when = None
-        now = self.loop.time()
+        # Packets that arrived while the process was not running come first: the
+        # ACK that would cancel a probe or a retransmission may be among them.
+        if not self._read():
+            return
+        now = self.clock()
         self._poll_device(now)
         self.stack.handle_timer(now)
-        self._process(now)
+        self._process()
 
     def kick(self) -> None:
         """Schedule one flush for this loop iteration (after application calls)."""
@@ -248,11 +278,11 @@ class StackRuntime:
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
-        self._process(self.loop.time())
+        self._process()
 
     def flush_now(self) -> None:
         """Flush immediately (used at shutdown)."""
-        self._process(self.loop.time())
+        self._process()
 
     # --------------------------------------------------------------- work
 
@@ -270,11 +300,12 @@ class StackRuntime:
         for pkt in packets:
             receive(pkt, now)
 
-    def _process(self, now: float) -> None:
+    def _process(self) -> None:
         stack = self.stack
-        self._poll_device(now)
+        clock = self.clock
+        self._poll_device(clock())
         for _ in range(MAX_FLUSH_ROUNDS):
-            packets = stack.packets_to_send(now)
+            packets = stack.packets_to_send(clock())
             if packets:
                 self._send(packets)
                 # Release views into send buffers before applications write again.

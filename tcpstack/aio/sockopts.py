@@ -1,4 +1,4 @@
-"""A socket-like object for ``get_extra_info("socket")`` on tcpstack connections.
+"""Socket-like objects: ``get_extra_info("socket")`` of a connection, ``Server.sockets``.
 
 Code written for asyncio often tunes its sockets, e.g.
 ``writer.get_extra_info("socket").setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)``.
@@ -62,6 +62,10 @@ class ConnectionSocket:
             return tcb.keepalive_count
         if level == socket.IPPROTO_TCP and option == socket.TCP_MAXSEG:
             return tcb.seg_mss
+        if level == socket.SOL_SOCKET and option == socket.SO_ERROR:
+            # As Linux: the pending soft error (an ICMP error that did not end the
+            # connection, RFC 1122 4.2.3.9), cleared by reading it.
+            return tcb.take_soft_error()
         raise OSError(errno.ENOPROTOOPT, "Protocol not available")
 
     def fileno(self) -> int:
@@ -69,3 +73,36 @@ class ConnectionSocket:
 
     def __repr__(self) -> str:
         return f"<ConnectionSocket {self.getsockname()} -> {self.getpeername()}>"
+
+
+class ListenerSocket:
+    """What ``Server.sockets`` holds: the address a server listens on, socket-shaped.
+
+    ``getsockname()`` gives ``(address, port)`` (``"0.0.0.0"`` for every address of
+    the stack). There is no file descriptor behind it; options a listening socket
+    reports are answered, setting any raises ``OSError(ENOPROTOOPT)``.
+    """
+
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
+    proto = socket.IPPROTO_TCP
+
+    def __init__(self, address: str, port: int) -> None:
+        self._name = (address, port)
+
+    def getsockname(self) -> tuple[str, int]:
+        return self._name
+
+    def getsockopt(self, level: int, option: int) -> int:
+        if level == socket.SOL_SOCKET and option in (socket.SO_ACCEPTCONN, socket.SO_REUSEADDR):
+            return 1
+        raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+
+    def fileno(self) -> int:
+        return -1
+
+    def __repr__(self) -> str:
+        return f"<ListenerSocket {self._name[0]}:{self._name[1]}>"

@@ -12,7 +12,7 @@ else RFC 6298 with Karn's rule), detects spurious retransmissions (Eifel, RFC
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, recovery, teardown
+from tcpstack.tcp import ack_policy, autotune, output, recovery, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import MASK, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
@@ -34,11 +34,19 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
         return False
     sb = tcb.scoreboard
     prior_flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    prior_una = tcb.snd_una
+    prior_sacked = sb.sacked_bytes
     newly_sacked = 0
     echo = echo_time(tcb, seg, now)
+    if echo is not None:
+        autotune.rtt_sample(tcb, now - echo)
     if tcb.sack_ok and seg.options.sack_blocks and sb.recs:
         newly_sacked = sb.sack(seg.options.sack_blocks, tcb.snd_una, tcb.snd_max, now,
                                echo, ack)
+        if newly_sacked:
+            # Newly SACKed bytes left the network: pipe fell, so the window may
+            # let more go (RFC 6675 5 step 5, for a duplicate ACK too).
+            tcb.mark()
     advanced = seq_gt(ack, tcb.snd_una)
     if advanced:
         ack_advance(tcb, ack, now, seg, echo)
@@ -56,7 +64,14 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     if tcb.probes and seq_ge(ack, tcb.snd_una):
         tcb.probes = 0
     if sb.recs or tcb.recovery_point is not None:
-        recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
+        newly_lost = recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
+        if tcb.recovery_point is not None:
+            # RFC 9937 DeliveredData: the change in SND.UNA plus the change in SACKed
+            # bytes; without SACK a duplicate ACK stands for one segment.
+            delivered = seq_diff(tcb.snd_una, prior_una) + sb.sacked_bytes - prior_sacked
+            if not tcb.sack_ok and not advanced and tcb.dupacks:
+                delivered = tcb.seg_mss
+            recovery.reduce_window(tcb, delivered, advanced, newly_lost)
     # RFC 9293 3.10.8: an ACK that brings no progress does not extend the user timeout.
     expired = tcb.stall_since is not None and recovery.user_timeout_expired(tcb, now)
     return not expired
@@ -100,6 +115,7 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
     tcb.scoreboard.ack(ack, now, echo)
     _sample_rtt(tcb, ack, now, seg)
     tcb.retries = 0
+    tcb.blackhole_mark = 0
     tcb.rtt.reset_backoff()
     if acked and tcb.recovery_point is None:
         # Only acknowledged data grows the window, not our SYN or FIN (RFC 6928 2),
@@ -112,7 +128,13 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
         tcb.timers.stop_retransmission()
     else:
         tcb.timers.rto = now + tcb.rtt.rto
-    if tcb.write_blocked and len(tcb.sndbuf.data) <= tcb.cfg.snd_buf // 2:
+        if tcb.rto_high is None and not tcb.scoreboard.sacked_bytes:
+            # RFC 8985 7.2: an ACK of new data restarts the probe timer (unless in
+            # recovery or with SACKed data, where RACK watches), whether or not
+            # it lets anything new be sent -- else a probe timed from a send long
+            # ago fires while the flight is being acknowledged.
+            output.arm_tlp(tcb, now)
+    if tcb.write_blocked and len(tcb.sndbuf.data) <= autotune.send_space(tcb) // 2:
         tcb.write_blocked = False
         tcb.events.append(ev.WRITE_SPACE)
     if tcb.fin_queued and tcb.snd_una == tcb.snd_max and \

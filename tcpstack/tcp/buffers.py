@@ -86,6 +86,17 @@ class ReceiveBuffer:
             del buf[:n]
         return out
 
+    def take_into(self, buffer: bytearray | memoryview) -> int:
+        """Move up to ``len(buffer)`` bytes into ``buffer`` (one copy); return how many."""
+        buf = self.data
+        n = min(len(buffer), len(buf))
+        if n <= 0:
+            return 0
+        with memoryview(buf) as src, memoryview(buffer) as dst:
+            dst[:n] = src[:n]
+        del buf[:n]
+        return n
+
     def find(self, sub: bytes, start: int = 0) -> int:
         """Index of ``sub`` at or after ``start`` in the unread bytes, or -1."""
         return self.data.find(sub, start)

@@ -12,12 +12,19 @@ class TcpConfig:
     """Per-stack TCP settings. Times are in seconds, sizes in bytes.
 
     ``mss`` is the MSS we advertise (RFC 9293 3.7.1: interface MTU minus 40 for IPv4).
-    ``snd_buf`` is the high-water mark above which writers are asked to wait.
+    ``rcv_buf`` is a connection's initial receive buffer (its window), ``snd_buf``
+    the initial high-water mark above which writers are asked to wait. With
+    ``autotune`` (as Linux's tcp_moderate_rcvbuf) both grow with the connection's
+    needs up to ``rcv_buf_max`` and ``snd_buf_max`` (the defaults of Linux's
+    tcp_rmem and tcp_wmem maxima); see :mod:`tcpstack.tcp.autotune`.
     """
 
     mss: int = 1460
     rcv_buf: int = 256 * 1024
     snd_buf: int = 256 * 1024
+    rcv_buf_max: int = 6 * 1024 * 1024
+    snd_buf_max: int = 4 * 1024 * 1024
+    autotune: bool = True
     msl: float = 30.0
     fin_timeout: float = 60.0
     rto_initial: float = 1.0
@@ -52,6 +59,13 @@ class TcpConfig:
     #: a zero window held while probes are answered, or a window opened a byte at a
     #: time (progress is a full segment acknowledged, or everything). 0: never.
     user_timeout: float = 900.0
+    #: Packetization-layer path MTU discovery for black holes (RFC 4821; Linux's
+    #: tcp_mtu_probing=1): when full-sized segments time out repeatedly, try smaller
+    #: ones (see tcpstack.tcp.path).
+    mtu_probing: bool = True
+    #: Seconds a lowered path MTU holds before the full size is tried again
+    #: (RFC 1191 6.3 / RFC 8201 4; Linux's mtu_expires, 10 minutes).
+    pmtu_expires: float = 600.0
 
     def __post_init__(self) -> None:
         if not 88 <= self.mss <= 65495:
@@ -60,6 +74,10 @@ class TcpConfig:
             raise ValueError(f"receive buffer {self.rcv_buf} out of range 1024..2**30")
         if not 1024 <= self.snd_buf <= 1 << 30:
             raise ValueError(f"send buffer {self.snd_buf} out of range 1024..2**30")
+        if not 1024 <= self.rcv_buf_max <= 1 << 30:
+            raise ValueError(f"largest receive buffer {self.rcv_buf_max} out of range 1024..2**30")
+        if not 1024 <= self.snd_buf_max <= 1 << 30:
+            raise ValueError(f"largest send buffer {self.snd_buf_max} out of range 1024..2**30")
         if not 0 < self.msl <= 3600:
             raise ValueError(f"MSL {self.msl:g} out of range (0, 3600] seconds")
         if not 0 < self.rto_min <= self.rto_initial <= self.rto_max:
@@ -79,6 +97,8 @@ class TcpConfig:
             raise ValueError("invalid_ratelimit must be within 0..60 seconds")
         if not 0 <= self.user_timeout <= 86_400:
             raise ValueError("user_timeout must be within 0..86400 seconds (0: off)")
+        if not 1 <= self.pmtu_expires <= 86_400:
+            raise ValueError("pmtu_expires must be within 1..86400 seconds")
         if self.challenge_ack_limit < 1:
             raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:
@@ -87,9 +107,22 @@ class TcpConfig:
             raise ValueError(f"unknown congestion control {self.congestion_control!r}")
 
     @property
+    def rcv_buf_limit(self) -> int:
+        """The largest receive buffer a connection may have (never below the initial)."""
+        return max(self.rcv_buf, self.rcv_buf_max) if self.autotune else self.rcv_buf
+
+    @property
+    def snd_buf_limit(self) -> int:
+        """The largest send-buffer high-water mark a connection may have."""
+        return max(self.snd_buf, self.snd_buf_max) if self.autotune else self.snd_buf
+
+    @property
     def rcv_wscale(self) -> int:
-        """Our window-scale shift: the smallest letting ``rcv_buf`` fit (RFC 7323 2.2)."""
+        """Our window-scale shift: the smallest letting the largest receive buffer fit
+        (RFC 7323 2.2) -- chosen for the maximum, not the initial size, so that
+        autotuning can grow the window."""
+        limit = self.rcv_buf_limit
         shift = 0
-        while (self.rcv_buf >> shift) > 0xFFFF and shift < 14:
+        while (limit >> shift) > 0xFFFF and shift < 14:
             shift += 1
         return shift

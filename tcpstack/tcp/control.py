@@ -33,6 +33,8 @@ from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS option
+NO_PATH_LIMIT = 65535  # path_mss when the path has not lowered the MSS
+MIN_PATH_MSS = 512  # default floor of the path MSS: RFC 1191's 552-byte IPv4 MTU minus 40
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
 
 
@@ -61,10 +63,15 @@ class ControlBlock:
         # send sequence space (RFC 9293 3.3.1) and what the handshake agreed
         "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
+        # the path: the MSS the handshake agreed, the path's limit on it (RFC 1191,
+        # RFC 4821) and when that limit expires, the floor, the last soft ICMP error
+        "blackhole_mark", "mss_floor", "path_expires", "path_mss", "peer_mss", "pmtu_high",
+        "soft_error",
         # the sender's buffer and the application's requests
         "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
-        # receive sequence space and buffers
-        "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_wscale", "reassembly",
+        # receive sequence space and buffers; receive-buffer autotuning
+        "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_rtt", "rcv_space", "rcv_wscale",
+        "rcvq_copied", "rcvq_space", "rcvq_time", "reassembly",
         # ACK policy (when we acknowledge), and the limits on unsolicited replies
         "ack_pending", "delack", "dsack", "last_ack_sent", "last_oow_reply", "rcv_pushed",
         "rcv_unacked", "reply_budget",
@@ -73,7 +80,8 @@ class ControlBlock:
         # round-trip time and congestion control
         "cc", "retries", "rtt", "rtt_seq", "rtt_time", "syn_retransmitted",
         # loss recovery (RFC 6675, RFC 6582, RFC 8985, RFC 3522)
-        "dupack_flight", "dupacks", "recovery_point", "rto_high", "rtx_now", "rtx_tsval",
+        "dupack_flight", "dupacks", "prr_delivered", "prr_out", "recover_fs", "recovery_point",
+        "rto_high", "rtx_now", "rtx_tsval",
         "scoreboard", "tlp_dsack", "tlp_high", "tlp_rtx",
         # probes: zero window and keepalive; the user timeout's progress clock
         "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
@@ -134,6 +142,17 @@ class ControlBlock:
         self.snd_wscale = 0
         self.wscale_ok = False
         self.snd_mss = DEFAULT_PEER_MSS
+        # snd_mss = min(peer_mss, path_mss): the handshake's MSS, lowered by what the
+        # path allows (tcpstack.tcp.path).
+        self.peer_mss = DEFAULT_PEER_MSS
+        self.path_mss = NO_PATH_LIMIT
+        self.path_expires: float | None = None
+        self.mss_floor = MIN_PATH_MSS
+        self.blackhole_mark = 0  # tcb.retries when PLPMTUD last lowered the MSS
+        # SND.MAX when the path MSS fell, until acknowledged: what is resent for it
+        # is not a retransmission Eifel may call spurious.
+        self.pmtu_high: int | None = None
+        self.soft_error = 0  # errno of the last soft ICMP error (Linux sk_err_soft)
         # Options agreed in the handshake, and the payload per segment they leave.
         self.sack_ok = False
         self.ts_ok = False
@@ -164,7 +183,15 @@ class ControlBlock:
         self.rcv_adv = 0
         self.rcv_wscale = 0
         self.rcv_buf = ReceiveBuffer()
-        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES, self.cfg.rcv_buf // 1024))
+        self.reassembly = ReassemblyQueue(max(DEFAULT_MAX_PIECES,
+                                              self.cfg.rcv_buf_limit // 4096))
+        # The receive buffer's size -- the window we may offer -- and what autotuning
+        # measures to grow it (tcpstack/tcp/autotune.py).
+        self.rcv_space = self.cfg.rcv_buf
+        self.rcvq_space = 0  # bytes read in the last measured round trip
+        self.rcvq_copied = 0  # bytes read since rcvq_time
+        self.rcvq_time = 0.0
+        self.rcv_rtt: float | None = None  # the receiver's round-trip estimate
         # Largest segment payload seen from the peer (Linux's rcv_mss): what a
         # "full-sized segment" is for the delayed-ACK rule.
         self.rcv_mss = min(self.cfg.mss, DEFAULT_PEER_MSS)
@@ -183,6 +210,11 @@ class ControlBlock:
         self.scoreboard = Scoreboard()
         self.recovery_point: int | None = None  # RFC 6675 RecoveryPoint / RFC 6582 recover
         self.rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
+        # Proportional rate reduction during fast recovery (RFC 9937): the flight
+        # when recovery began, bytes delivered and bytes sent since.
+        self.recover_fs = 0
+        self.prr_delivered = 0
+        self.prr_out = 0
         self.dupacks = 0
         self.dupack_flight = 0  # flight when the first duplicate ACK arrived
         self.rtx_now = False  # one retransmission may ignore pipe (recovery entry)
@@ -237,6 +269,17 @@ class ControlBlock:
         if self.on_transition is not None:
             self.on_transition(self, before, trigger, nxt)
         return nxt
+
+    def set_path_mss(self, mss: int, expires: float | None) -> None:
+        """What the path allows (path MTU minus the IP and TCP headers), until
+        ``expires`` (None: for good); the MSS in use becomes the smaller of it and
+        the handshake's (see :mod:`tcpstack.tcp.path`)."""
+        self.path_mss = mss
+        self.path_expires = expires
+        snd = max(64, min(self.peer_mss, mss))
+        self.snd_mss = snd
+        self.seg_mss = snd - (TS_OPTION_LEN if self.ts_ok else 0)
+        self.cc.set_mss(self.seg_mss)
 
     def drop(self, reason: str) -> None:
         """Count a segment the engine dropped (or answered only with an ACK/RST)."""

@@ -36,10 +36,17 @@ class Terminated:
 
     ``error`` is None for an orderly end, else one of ``"reset"`` (RST received),
     ``"refused"`` (RST in answer to our SYN), ``"timeout"`` (retransmissions
-    exhausted) or ``"aborted"`` (closed locally with RST).
+    exhausted), ``"unreachable"`` (a hard ICMP error ended the handshake) or
+    ``"aborted"`` (closed locally with RST).
+
+    ``errno`` (0 if none) is the error a socket would report instead of the
+    reason's usual one: the hard ICMP error for ``"unreachable"``, and for
+    ``"timeout"`` the last soft ICMP error if one arrived (as Linux reports
+    ``EHOSTUNREACH`` rather than ``ETIMEDOUT`` then).
     """
 
     error: str | None = None
+    errno: int = 0
 
 
 Event = Established | DataReceived | EndOfStream | WriteSpace | FinAcked | Terminated

@@ -50,7 +50,9 @@ def negotiate(tcb: ControlBlock, opts: TcpOptions) -> None:
     (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2)."""
     cfg = tcb.cfg
     peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
-    tcb.snd_mss = max(64, min(peer_mss, cfg.mss))
+    tcb.peer_mss = max(64, min(peer_mss, cfg.mss))
+    # ... and no more than the path allows (RFC 1191, tcpstack.tcp.path).
+    tcb.snd_mss = max(64, min(tcb.peer_mss, tcb.path_mss))
     tcb.sack_ok = cfg.sack and opts.sack_permitted
     tcb.ts_ok = cfg.timestamps and opts.timestamps is not None
     # RFC 9293 3.7.1 / RFC 6691: the MSS excludes options, so the payload of a

@@ -36,7 +36,7 @@ a suppressed one is counted as ``tcp_challenge_ack_limited`` or
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, handshake, output, teardown
+from tcpstack.tcp import ack_policy, autotune, handshake, output, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.ack_processing import ack_advance, process_ack
 from tcpstack.tcp.control import ControlBlock
@@ -346,7 +346,7 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
             _queue_out_of_order(tcb, seq, payload, fin)
             return
         if n:
-            _deliver_in_order(tcb, payload)
+            _deliver_in_order(tcb, payload, now)
         tcb.mark()
     if fin:
         if seq_add(seq, n) == tcb.rcv_nxt:
@@ -395,7 +395,7 @@ def _note_fin_ahead(tcb: ControlBlock, fin_seq: int) -> None:
         tcb.drop("tcp_data_after_fin")
 
 
-def _deliver_in_order(tcb: ControlBlock, payload: BytesLike) -> None:
+def _deliver_in_order(tcb: ControlBlock, payload: BytesLike, now: float) -> None:
     """In-order data: into the receive buffer, with what it lets the reassembly
     queue release; a filled hole is acknowledged at once (RFC 5681 4.2)."""
     n = len(payload)
@@ -407,6 +407,7 @@ def _deliver_in_order(tcb: ControlBlock, payload: BytesLike) -> None:
         tcb.data_event_pending = True
         tcb.events.append(ev.DATA_RECEIVED)
     ack_policy.on_data_received(tcb, n)
+    autotune.on_data(tcb, now)
 
 
 def _pull_reassembled(tcb: ControlBlock) -> None:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from tcpstack.tcp import ack_policy
-from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.control import NO_PATH_LIMIT, ControlBlock
 from tcpstack.tcp.scoreboard import Sent
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_gt
 from tcpstack.tcp.state import SENDS_DATA, State
@@ -102,6 +102,13 @@ def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
 def send_data(tcb: ControlBlock, now: float) -> None:
     """Transmit what the windows allow: first segments judged lost (RFC 6675 5
     NextSeg rule 1), then new data, then the FIN (RFC 9293 3.8.6, 3.10.4)."""
+    expires = tcb.path_expires
+    if expires is not None and now >= expires:
+        # RFC 1191 6.3 / RFC 8201 4: a lowered path MTU is tried higher again after
+        # a while (Linux: 10 minutes); if the path is still narrow, ICMP or PLPMTUD
+        # lowers it once more.
+        tcb.set_path_mss(NO_PATH_LIMIT, None)
+        tcb.drop("tcp_pmtu_expired")
     dsack = tcb.dsack
     opts = options(tcb, now) if (tcb.ts_ok or tcb.sack_ok) else NO_OPTIONS
     # RFC 2883 4: a D-SACK block is reported once -- on the first segment only.
@@ -143,6 +150,8 @@ def _send_retransmissions(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOp
             break
         allowed = max(mss, (cwnd - pipe_now) // mss * mss)
         retransmit(tcb, rec, min(allowed, seg_max), opts, now)
+        tcb.counters["tcp_retrans_rto" if tcb.rto_high is not None else
+                     "tcp_retrans_rack" if tcb.sack_ok else "tcp_retrans_fast"] += 1
         opts = rest
         sent = True
     return sent
@@ -224,6 +233,8 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
         tcb.rtt_seq = end
         tcb.rtt_time = now
     tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
+    if tcb.recovery_point is not None:
+        tcb.prr_out += seg.seg_len
     tcb.snd_max = end
     if tcb.timers.rto is None:
         tcb.timers.rto = now + tcb.rtt.rto
@@ -233,6 +244,7 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
                now: float) -> None:
     """Send record ``rec`` again (at most ``limit`` bytes of it)."""
     rec = tcb.scoreboard.head(rec, limit)
+    rec.seg = tcb.gso_size  # it goes out again as segments of today's size
     fin_seq = tcb.fin_seq()
     end = rec.end
     flags = ACK
@@ -244,10 +256,15 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
     payload: BytesLike = sndbuf.view(seq_diff(rec.start, sndbuf.seq), n) if n > 0 else b""
     if payload and rec.end == tcb.snd_max:
         flags |= PSH
-    tcb.out.append(make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload))
+    seg = make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
+    tcb.out.append(seg)
+    if tcb.recovery_point is not None:
+        tcb.prr_out += seg.seg_len
     tcb.scoreboard.on_retransmit(rec, now)
     tcb.rtt_seq = None  # Karn's rule (RFC 6298 3)
-    if tcb.rtx_tsval is None and tcb.ts_ok:
+    if tcb.rtx_tsval is None and tcb.ts_ok and tcb.pmtu_high is None:
+        # Not while resending what a smaller path MTU dropped: an ACK of earlier
+        # data must not make that look spurious (Eifel, RFC 3522).
         tcb.rtx_tsval = tcb.tsval(now)
     if tcb.timers.rto is None:
         tcb.timers.rto = now + tcb.rtt.rto

@@ -20,8 +20,11 @@ tcp_syncookie_invalid         an ACK while cookies were recently sent, but not o
 ============================  ==========================================================
 
 Limits decided by the stack (a batch's SYN budget, the connection limit) are
-passed in; the opener itself keeps no state but when it last sent a cookie (ACKs
-are checked for cookies only within a cookie's lifetime after that, as Linux).
+passed in as ``may_open``; a SYN or a valid cookie ACK that would open a
+connection when ``may_open`` is False comes back ``refused`` (nothing counted:
+the stack knows which limit, and may set the segment aside for later). The
+opener itself keeps no state but when it last sent a cookie (ACKs are checked for
+cookies only within a cookie's lifetime after that, as Linux).
 """
 
 from __future__ import annotations
@@ -58,10 +61,12 @@ class Passive(NamedTuple):
     tcb: Tcb | None = None  # a new connection (SYN-RECEIVED, or from a cookie)
     reply: OutSegment | None = None  # a stateless SYN,ACK carrying a cookie
     reset: bool = False  # answer with a RST (RFC 9293 3.10.7.1)
+    refused: bool = False  # it would open a connection, but may_open was False
 
 
 NOTHING = Passive()
 RESET = Passive(reset=True)
+REFUSED = Passive(refused=True)
 
 
 class PassiveOpener:
@@ -84,7 +89,8 @@ class PassiveOpener:
         """What ``seg`` (for no connection) does at ``listener``.
 
         ``may_open`` is False when the stack will not take another connection now
-        (its SYN budget for this batch is spent, or its connection limit reached).
+        (its SYN budget for this batch is spent, or its connection limit reached):
+        then what would open one is ``refused``.
         ``old_snd_max`` is set when the SYN reuses the 4-tuple of a connection in
         TIME-WAIT (RFC 6191): the new ISS must lie above it.
         """
@@ -108,7 +114,7 @@ class PassiveOpener:
             self.counters["tcp_listen_accept_queue_full"] += 1
             return NOTHING
         if not may_open:
-            return NOTHING  # the stack counted why
+            return REFUSED  # the stack counts why
         if self.mode is CookieMode.ALWAYS or listener.syn_queue_full:
             if self.mode is CookieMode.OFF:
                 self.counters["tcp_listen_overflow"] += 1
@@ -143,11 +149,12 @@ class PassiveOpener:
         if peer_mss is None:
             self.counters["tcp_syncookie_invalid"] += 1
             return RESET
-        if listener.accept_queue_full or not may_open:
+        if listener.accept_queue_full:
             # As Linux: drop it; the client's retransmission (or its data) tries again.
-            self.counters["tcp_listen_accept_queue_full" if may_open else
-                          "tcp_syncookie_deferred"] += 1
+            self.counters["tcp_listen_accept_queue_full"] += 1
             return NOTHING
+        if not may_open:
+            return REFUSED  # the stack counts why
         tcb = Tcb.from_cookie(self.cfg, (lip, lport), (rip, rport), seg, peer_mss, now,
                               self.commons, self.isn.ts_offset(*key))
         # In SYN-RECEIVED until the stack gives it this ACK, like a queued SYN.

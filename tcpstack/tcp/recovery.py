@@ -3,6 +3,9 @@
 * :func:`detect_loss` -- after each ACK: RACK with SACK (RFC 8985 6), NewReno's
   three duplicate ACKs and partial ACKs without (RFC 5681 3.2, RFC 6582 3.2),
   entering and leaving fast recovery (RFC 6675 5).
+* :func:`reduce_window` -- during fast recovery, how much each ACK lets us send:
+  proportional rate reduction (RFC 9937), so the window comes down to ssthresh
+  smoothly and a burst of losses marked at once is not answered by a burst.
 * :func:`on_rack_timer` -- a suspect segment's reordering window passed (RFC 8985 6.3).
 * :func:`on_tlp_timer` / :func:`end_tlp_episode` -- tail loss probes (RFC 8985 7).
 * :func:`on_rto` -- the retransmission timeout (RFC 6298 5.4-5.7, RFC 5681 3.1,
@@ -16,7 +19,7 @@ which resends records the scoreboard marks lost, within the congestion window.
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, handshake, output, teardown
+from tcpstack.tcp import ack_policy, handshake, output, path, teardown
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_diff, seq_ge
 from tcpstack.tcp.state import State, Trigger
@@ -26,34 +29,43 @@ DUPTHRESH = 3  # RFC 5681 3.2
 
 
 def detect_loss(tcb: ControlBlock, now: float, advanced: bool, newly_sacked: int,
-                prior_flight: int) -> None:
+                prior_flight: int) -> bool:
     """Loss detection after an ACK: RACK with SACK (RFC 8985 6), NewReno without
-    (RFC 6582), and entry to / exit from fast recovery (RFC 6675 5)."""
+    (RFC 6582), and entry to / exit from fast recovery (RFC 6675 5). True if this
+    ACK revealed a new loss."""
     sb = tcb.scoreboard
     if tcb.recovery_point is not None and seq_ge(tcb.snd_una, tcb.recovery_point):
         tcb.recovery_point = None  # RFC 6675 5 / RFC 6582 3.2 step 3: full ACK ends it
         tcb.rtx_tsval = None
+        # RFC 9937 3: at the end of recovery the window is ssthresh.
+        tcb.cc.cwnd = tcb.cc.ssthresh
     if tcb.rto_high is not None and seq_ge(tcb.snd_una, tcb.rto_high):
         tcb.rto_high = None
         tcb.rtx_tsval = None
+    if tcb.pmtu_high is not None and seq_ge(tcb.snd_una, tcb.pmtu_high):
+        tcb.pmtu_high = None
     if tcb.sack_ok:
         if advanced or newly_sacked or tcb.timers.rack is not None:
             newly_lost, timeout = sb.detect_loss(now, tcb.rtt.srtt)
             tcb.timers.rack = timeout
             if newly_lost:
                 _on_loss_detected(tcb, now, prior_flight)
+                return True
     elif tcb.recovery_point is None and tcb.rto_high is None:
         if tcb.dupacks >= DUPTHRESH and sb.recs:
             # RFC 5681 3.2 / RFC 6582 3.2 step 2: fast retransmit of SND.UNA;
             # ssthresh from the flight before limited transmit added to it.
             sb.mark_lost_from(tcb.snd_una, limit=1)
             _on_loss_detected(tcb, now, tcb.dupack_flight or prior_flight)
+            return True
     elif advanced and sb.recs:
         # RFC 6582 3.2 step 3: a partial ACK -- the next hole is lost too.
         if sb.first_lost() is None:
             sb.mark_lost_from(tcb.snd_una, limit=1)
         tcb.rtx_now = True
         tcb.mark()
+        return True
+    return False
 
 
 def _on_loss_detected(tcb: ControlBlock, now: float, flight: int) -> None:
@@ -63,11 +75,48 @@ def _on_loss_detected(tcb: ControlBlock, now: float, flight: int) -> None:
         tcb.recovery_point = tcb.snd_max
         tcb.scoreboard.on_recovery()
         tcb.cc.on_loss(flight, now)
+        tcb.recover_fs = max(flight, 1)
+        tcb.prr_delivered = 0
+        tcb.prr_out = 0
         # RFC 6675 5 (4.3) / RFC 5681 3.2: the first retransmission goes at once.
         tcb.rtx_now = True
         if tcb.rtx_tsval is None and tcb.ts_ok:
             tcb.rtx_tsval = tcb.tsval(now)
     tcb.mark()
+
+
+def reduce_window(tcb: ControlBlock, delivered: int, advanced: bool, newly_lost: bool) -> None:
+    """Proportional rate reduction (RFC 9937 3, as Linux's tcp_cwnd_reduction).
+
+    Called after each ACK in fast recovery with the bytes it reported delivered
+    (cumulatively or by SACK). While more than ssthresh is in the network, sending
+    follows delivery in the proportion ssthresh / RecoverFS, so by the end of the
+    round trip the flight is ssthresh. Once the flight is below ssthresh, it grows
+    back to it no faster than slow start (the slow-start reduction bound): what was
+    delivered, plus one segment on an ACK that advances SND.UNA without new loss.
+    ``advanced``: the ACK moved SND.UNA; ``newly_lost``: it revealed a new loss.
+    The result is expressed, as in Linux, by setting cwnd to pipe plus the bytes
+    this ACK may send; at the end of recovery cwnd becomes ssthresh.
+    """
+    if tcb.recovery_point is None or delivered <= 0:
+        return
+    tcb.prr_delivered += delivered
+    cc = tcb.cc
+    ssthresh = cc.ssthresh
+    in_net = output.pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
+    if in_net > ssthresh:
+        # ceil(prr_delivered * ssthresh / RecoverFS) - prr_out
+        sndcnt = -(-tcb.prr_delivered * ssthresh // tcb.recover_fs) - tcb.prr_out
+    else:
+        sndcnt = max(tcb.prr_delivered - tcb.prr_out, delivered)
+        if advanced and not newly_lost:
+            sndcnt += tcb.seg_mss
+        sndcnt = min(ssthresh - in_net, sndcnt)
+    if sndcnt < 0:
+        sndcnt = 0
+    if tcb.prr_out == 0 and sndcnt < tcb.seg_mss:
+        sndcnt = tcb.seg_mss  # the fast retransmit goes whatever the arithmetic says
+    cc.cwnd = in_net + sndcnt
 
 
 def on_rack_timer(tcb: ControlBlock, now: float) -> None:
@@ -76,7 +125,13 @@ def on_rack_timer(tcb: ControlBlock, now: float) -> None:
     flight = seq_diff(tcb.snd_max, tcb.snd_una)
     newly_lost, tcb.timers.rack = tcb.scoreboard.detect_loss(now, tcb.rtt.srtt)
     if newly_lost:
+        entering = tcb.recovery_point is None and tcb.rto_high is None
         _on_loss_detected(tcb, now, flight)
+        if entering and tcb.recovery_point is not None:
+            # No ACK came with this loss: as Linux (tcp_rack_reo_timeout), PRR runs
+            # as if one segment had been delivered, so the episode starts with one
+            # retransmission instead of cwnd - pipe of them at once.
+            reduce_window(tcb, tcb.seg_mss, False, True)
 
 
 def undo_spurious(tcb: ControlBlock) -> None:
@@ -113,6 +168,7 @@ def on_tlp_timer(tcb: ControlBlock, now: float) -> None:
         if rec is None:
             return
         output.retransmit(tcb, sb.tail(rec, mss), mss, opts, now)
+        tcb.counters["tcp_retrans_tlp"] += 1
         tcb.rtx_tsval = None  # a probe is not an episode for Eifel
         retransmitted = True
     tcb.tlp_high = tcb.snd_max
@@ -180,10 +236,12 @@ def on_rto(tcb: ControlBlock, now: float) -> None:
     tcb.rtt.backoff()
     tcb.rtt_seq = None  # Karn: no sample from a retransmitted segment
     if handshaking:
+        tcb.counters["tcp_retrans_syn"] += 1
         tcb.syn_retransmitted = True
         tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
         handshake.send_syn(tcb, now, ack=state is State.SYN_RECEIVED)
         return
+    path.on_repeated_timeout(tcb, now)  # a black hole for large segments? (RFC 4821)
     _rto_enter_loss(tcb, now)
 
 
@@ -192,6 +250,7 @@ def _rto_enter_loss(tcb: ControlBlock, now: float) -> None:
     one-segment window allows (RFC 6675 5.1, RFC 5681 3.1): slow start from here,
     not fast recovery."""
     flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    tcb.counters["tcp_rto_timeouts"] += 1
     tcb.cc.on_timeout(flight, now)
     tcb.scoreboard.mark_lost_from()
     tcb.recovery_point = None

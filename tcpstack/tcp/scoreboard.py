@@ -29,6 +29,8 @@ from bisect import bisect_right, insort
 
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
+REO_WND_MIN = 0.002
+"""The smallest reordering window, in seconds (see :meth:`Scoreboard.reo_wnd`)."""
 
 class Sent:
     """A transmitted run ``[start, end)`` of ``seg``-byte segments and its delivery state
@@ -300,11 +302,20 @@ class Scoreboard:
     # ------------------------------------------------------------------ loss
 
     def reo_wnd(self, srtt: float | None) -> float:
-        """RFC 8985 6.2 step 4: ``reo_wnd_mult`` quarters of the minimum RTT, at most SRTT."""
+        """RFC 8985 6.2 step 4: ``reo_wnd_mult`` quarters of the minimum RTT, at most SRTT
+        -- but never below :data:`REO_WND_MIN`.
+
+        Deviation (as Linux in effect, whose RACK timer ticks in jiffies, 1-4 ms): on
+        a local path min_RTT is tens of microseconds, and packets written to a TUN from
+        a process the scheduler moves between CPUs reach the kernel's per-CPU queues
+        out of order by about a millisecond; without a floor every such reordering
+        was a spurious retransmission (seen on a clean link with larger windows)."""
         if self.min_rtt is None:
             return 0.0
         w = self.reo_wnd_mult * self.min_rtt / 4
-        return min(w, srtt) if srtt is not None else w
+        if srtt is not None:
+            w = min(w, srtt)
+        return max(w, REO_WND_MIN)
 
     def on_recovery(self) -> None:
         """A loss recovery episode began: count down towards resetting the multiplier."""
@@ -380,6 +391,23 @@ class Scoreboard:
             self.lost_bytes += n
             newly += n
             self._note_lost(rec)
+        return newly
+
+    def mark_lost_oversized(self, limit: int) -> int:
+        """Mark lost every unSACKed record that went out in segments of more than
+        ``limit`` bytes: the path's MTU fell below them, so they were dropped
+        (RFC 1191 6.3); returns the bytes newly marked."""
+        newly = 0
+        for rec in self.recs:
+            if rec.sacked or rec.lost:
+                continue
+            seg = rec.seg
+            n = rec.length
+            if (seg if 0 < seg < n else n) > limit:
+                rec.lost = True
+                self.lost_bytes += n
+                newly += n
+                self._note_lost(rec)
         return newly
 
     def first_lost(self) -> Sent | None:

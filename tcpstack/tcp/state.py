@@ -74,6 +74,7 @@ class Trigger(enum.Enum):
     RCV_FIN = "FIN"  # the peer's FIN, in sequence
     RCV_ACK_OF_FIN = "ACK of FIN"  # our FIN newly acknowledged
     RCV_RST = "RST"  # an acceptable reset
+    ICMP_HARD_ERROR = "ICMP hard error"  # before synchronization (tcpstack.tcp.path)
     # Timers.
     TIMEOUT = "timeout"  # retransmissions, probes or keepalives exhausted
     TIME_WAIT_DONE = "2MSL"  # RFC 9293 3.10.8: TIME-WAIT timeout
@@ -105,6 +106,7 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         _T.RCV_SYN_ACK: _S.ESTABLISHED,  # 3.10.7.3 fourth
         _T.RCV_SYN: _S.SYN_RECEIVED,  # 3.10.7.3 fourth: simultaneous open
         _T.RCV_RST: _S.CLOSED,  # 3.10.7.3 second: "connection reset" (refused)
+        _T.ICMP_HARD_ERROR: _S.CLOSED,  # RFC 1122 4.2.3.9, RFC 5461: the connect fails
         _T.SEND: _S.SYN_SENT,  # 3.10.2: queued until ESTABLISHED
         _T.CLOSE: _S.SYN_SENT,  # the FIN waits for ESTABLISHED (see the module doc)
         _T.ABORT: _S.CLOSED,  # 3.10.5 (also the API's full close, 3.10.4)
@@ -114,6 +116,7 @@ TRANSITIONS: dict[State, dict[Trigger, State]] = {
         _T.RCV_ACK_OF_SYN: _S.ESTABLISHED,  # 3.10.7.4 fifth
         _T.RCV_SYN: _S.SYN_RECEIVED,  # a retransmitted SYN: our SYN,ACK again
         _T.RCV_RST: _S.CLOSED,  # 3.10.7.4 second
+        _T.ICMP_HARD_ERROR: _S.CLOSED,  # as a RST: the half-open connection is dropped
         _T.SEND: _S.SYN_RECEIVED,  # 3.10.2: queued until ESTABLISHED
         _T.CLOSE: _S.SYN_RECEIVED,  # 3.10.4: the FIN waits for ESTABLISHED
         _T.ABORT: _S.CLOSED,  # 3.10.5: RST

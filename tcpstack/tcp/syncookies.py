@@ -98,7 +98,7 @@ class SynCookies:
         low = cookie >> (32 - _TICK_BITS)
         idx = (cookie >> _MAC_BITS) & ((1 << _MSS_BITS) - 1)
         for tick in (tick_now, tick_now - 1):
-            if tick & 0x1F != low:
+            if tick & 0x1F != low or tick < 0:  # no tick before the clock's start
                 continue
             if self._mac(local_ip, local_port, remote_ip, remote_port, peer_isn, tick,
                          idx) == cookie & _MAC_MASK:

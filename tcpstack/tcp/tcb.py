@@ -27,7 +27,18 @@ from __future__ import annotations
 
 import errno
 
-from tcpstack.tcp import ack_policy, handshake, inbound, output, probes, recovery, teardown, window
+from tcpstack.tcp import (
+    ack_policy,
+    autotune,
+    handshake,
+    inbound,
+    output,
+    path,
+    probes,
+    recovery,
+    teardown,
+    window,
+)
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.limits import Commons
@@ -85,6 +96,12 @@ class Tcb(ControlBlock):
         return len(self.sndbuf.data)
 
     @property
+    def send_space(self) -> int:
+        """The send buffer's high-water mark: writers should wait while
+        :attr:`send_buffered` is above it (it follows the congestion window)."""
+        return autotune.send_space(self)
+
+    @property
     def can_send(self) -> bool:
         return self.state in CAN_SEND and not self.fin_queued
 
@@ -101,7 +118,7 @@ class Tcb(ControlBlock):
         if not data:
             return
         self.sndbuf.append(data)
-        if len(self.sndbuf.data) > self.cfg.snd_buf:
+        if len(self.sndbuf.data) > autotune.send_space(self):
             self.write_blocked = True
         self.mark()
 
@@ -138,9 +155,23 @@ class Tcb(ControlBlock):
         """Take up to ``n`` bytes (all if negative) from the receive buffer (3.10.3 RECEIVE)."""
         data = self.rcv_buf.take(n)
         if data:
+            autotune.note_read(self, len(data))
             ack_policy.on_application_read(self)
             window.on_application_read(self)
         return data
+
+    def recv_into(self, buffer: bytearray | memoryview) -> int:
+        """Move up to ``len(buffer)`` unread bytes into ``buffer``; return how many.
+
+        RECEIVE (3.10.3) into the caller's memory: one copy, no intermediate
+        :class:`bytes` (for zero-copy readers such as ``asyncio.BufferedProtocol``).
+        """
+        n = self.rcv_buf.take_into(buffer)
+        if n:
+            autotune.note_read(self, n)
+            ack_policy.on_application_read(self)
+            window.on_application_read(self)
+        return n
 
     def recv_find(self, sub: bytes, start: int = 0) -> int:
         """Where ``sub`` starts in the unread bytes (searching from ``start``), or -1."""
@@ -190,6 +221,25 @@ class Tcb(ControlBlock):
     def receive(self, seg: TcpSegment, now: float) -> None:
         """Process an arriving segment (RFC 9293 3.10.7.3 and 3.10.7.4)."""
         inbound.segment_arrives(self, seg, now)
+
+    def on_icmp_error(self, error: int, hard: bool, seq: int) -> bool:
+        """An ICMP error quoting our segment with sequence number ``seq`` arrived
+        (RFC 5927, RFC 1122 4.2.3.9; see :mod:`~tcpstack.tcp.path`): ``error`` is
+        the errno it stands for, ``hard`` whether it is a hard error. Returns
+        whether it was acted on; ignored ones are counted by reason."""
+        return path.on_icmp_error(self, error, hard, seq)
+
+    def on_packet_too_big(self, mss: int, seq: int, now: float) -> bool:
+        """ICMP "fragmentation needed" / "packet too big" quoting our segment ``seq``:
+        the path carries segments of at most ``mss`` bytes (RFC 1191, RFC 8201; see
+        :mod:`~tcpstack.tcp.path`). Returns whether the MSS was lowered."""
+        return path.on_packet_too_big(self, mss, seq, now)
+
+    def take_soft_error(self) -> int:
+        """The last soft ICMP error's errno (0: none), cleared as ``SO_ERROR`` does."""
+        error = self.soft_error
+        self.soft_error = 0
+        return error
 
     def segments_to_send(self, now: float) -> list[OutSegment]:
         """Everything this connection wants transmitted now; clears the dirty mark."""

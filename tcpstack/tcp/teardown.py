@@ -51,12 +51,17 @@ def enter_time_wait(tcb: ControlBlock, now: float) -> None:
     tcb.timers.time_wait = now + 2 * tcb.cfg.msl
 
 
-def terminate(tcb: ControlBlock, error: str | None, trigger: Trigger) -> None:
+def terminate(tcb: ControlBlock, error: str | None, trigger: Trigger, code: int = 0) -> None:
     """Enter CLOSED through ``trigger`` and report it; the owner removes the TCB.
 
     ``error`` is what the application is told: None for an orderly end, else
-    ``"reset"``, ``"refused"``, ``"timeout"`` or ``"aborted"``.
+    ``"reset"``, ``"refused"``, ``"timeout"``, ``"unreachable"`` or ``"aborted"``;
+    ``code`` the errno that goes with it (see :class:`~tcpstack.tcp.events.Terminated`).
+    A timeout reports the last soft ICMP error, if any (RFC 1122 4.2.3.9: soft
+    errors are reported when the connection gives up).
     """
+    if error == "timeout" and not code:
+        code = tcb.soft_error
     if tcb.state is State.CLOSED or tcb.fire(trigger) is None:
         return
     tcb.timers.clear()
@@ -65,7 +70,7 @@ def terminate(tcb: ControlBlock, error: str | None, trigger: Trigger) -> None:
     tcb.reassembly.clear()
     tcb.ack_pending = False
     tcb.delack = False  # nothing is owed any more: no delayed-ACK timer may start
-    tcb.events.append(ev.Terminated(error))
+    tcb.events.append(ev.Terminated(error, code))
     tcb.mark()
 
 

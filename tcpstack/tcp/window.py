@@ -1,7 +1,8 @@
 """The receive window we advertise (RFC 9293 3.8.6.2.2, RFC 7323 2.3, RFC 1122 4.2.3.3).
 
-The window is the buffer space the application has not used: ``cfg.rcv_buf``
-minus unread in-order bytes minus queued out-of-order bytes. Two rules shape what
+The window is the buffer space the application has not used: the receive buffer's
+size (``tcb.rcv_space``: ``cfg.rcv_buf``, grown by autotuning) minus unread
+in-order bytes minus queued out-of-order bytes. Two rules shape what
 goes into the header:
 
 * the right edge (RCV.NXT + RCV.WND) never moves left once advertised;
@@ -26,12 +27,12 @@ PRESSURE_WINDOW_SEGMENTS = 4
 
 def free_space(tcb: ControlBlock) -> int:
     """Receive-buffer space neither read by the application nor holding queued data."""
-    return tcb.cfg.rcv_buf - len(tcb.rcv_buf.data) - tcb.reassembly.nbytes
+    return tcb.rcv_space - len(tcb.rcv_buf.data) - tcb.reassembly.nbytes
 
 
 def window_field(tcb: ControlBlock) -> int:
     """The window field of the next segment (scaled); records the new right edge."""
-    free = tcb.cfg.rcv_buf - len(tcb.rcv_buf.data) - tcb.reassembly.nbytes  # free_space()
+    free = tcb.rcv_space - len(tcb.rcv_buf.data) - tcb.reassembly.nbytes  # free_space()
     advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
     if advertised < 0:
         advertised = 0
@@ -44,7 +45,7 @@ def window_field(tcb: ControlBlock) -> int:
         # Memory pressure (as Linux's tcp_clamp_window): at most four segments are
         # offered, so connections whose applications read still move, slowly.
         free = min(free, PRESSURE_WINDOW_SEGMENTS * tcb.cfg.mss)
-    rcv_buf = tcb.cfg.rcv_buf
+    rcv_buf = tcb.rcv_space
     # Receiver SWS avoidance: move the right edge only by a worthwhile amount.
     wnd = free if free - advertised >= min(rcv_buf // 2, tcb.cfg.mss) else advertised
     wnd = max(wnd, advertised)
@@ -67,5 +68,5 @@ def on_application_read(tcb: ControlBlock) -> None:
     if tcb.state not in RECEIVES_TEXT:
         return
     advertised = seq_diff(tcb.rcv_adv, tcb.rcv_nxt)
-    if free_space(tcb) - advertised >= min(tcb.cfg.rcv_buf // 2, 2 * tcb.cfg.mss):
+    if free_space(tcb) - advertised >= min(tcb.rcv_space // 2, 2 * tcb.cfg.mss):
         ack_policy.ack_now(tcb)

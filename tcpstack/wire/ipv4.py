@@ -24,12 +24,13 @@ _HDR = struct.Struct("!BBHHHBBHII")
 _new = tuple.__new__  # NamedTuple construction without its Python-level argument handling
 
 
-def parse_ipv4(data: Buffer) -> IPv4Packet:
+def parse_ipv4(data: Buffer, fragments: bool = False) -> IPv4Packet:
     """Parse and validate an IPv4 packet; raise :class:`Malformed` naming what is wrong.
 
     Checks (RFC 791 3.1, RFC 1122 3.2.1): version, IHL >= 5, total length within the
-    buffer and covering the header, header checksum, and -- for now -- fragments,
-    which are not reassembled and are dropped as ``ipv4_fragment``.
+    buffer and covering the header, header checksum. A fragment is refused as
+    ``ipv4_fragment`` unless ``fragments`` (the caller reassembles: see
+    :func:`fragment_field` and :mod:`tcpstack.fragments`).
     """
     buf = memoryview(data)
     n = len(buf)
@@ -50,9 +51,19 @@ def parse_ipv4(data: Buffer) -> IPv4Packet:
         raise Malformed("ipv4_bad_length")
     if not _ck.verify(_ck.partial(buf[:hlen])):
         raise Malformed("ipv4_bad_checksum")
-    if frag & (_FLAG_MF | _FRAG_OFFSET_MASK):
+    if frag & (_FLAG_MF | _FRAG_OFFSET_MASK) and not fragments:
         raise Malformed("ipv4_fragment")
     return _new(IPv4Packet, (src, dst, proto, ttl, tos, ident, hlen, buf[hlen:total]))
+
+
+def fragment_field(data: Buffer) -> int:
+    """The MF flag and fragment offset of a parsed packet's header (0: not a
+    fragment): test ``& FLAG_MF``; the offset in bytes is ``(field & 0x1FFF) * 8``."""
+    return ((data[6] << 8) | data[7]) & (_FLAG_MF | _FRAG_OFFSET_MASK)
+
+
+FLAG_MF = _FLAG_MF
+FRAG_OFFSET_MASK = _FRAG_OFFSET_MASK
 
 
 def pack_ipv4_header(

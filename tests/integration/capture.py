@@ -12,7 +12,11 @@ statistics (captured / dropped by kernel).
 IPv4 address, how many frames carry each of tshark's TCP analysis flags
 (retransmission, out-of-order, zero window, ...), together with the payload
 bytes, SYN/FIN/RST counts and the advertised windows. A test asserts on the
-side it cares about (:meth:`TcpAnalysis.sent_by`).
+side it cares about (:meth:`TcpAnalysis.sent_by`). For every retransmission it
+also records what the other side did about the bytes (:class:`Retransmission`):
+when its cumulative ACK first covered them and whether it reported the resend as
+a duplicate with a D-SACK (RFC 2883) -- the evidence that a resend was a probe
+answered late, not a repair of data the receiver lacked.
 
 :func:`write_pcap` and :func:`ipv4_tcp` make small hand-written captures, so
 that the analysis itself can be shown to detect what it is meant to detect.
@@ -24,6 +28,7 @@ fails instead of being skipped.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ipaddress
 import shutil
@@ -69,12 +74,20 @@ FLAG_NAMES: tuple[str, ...] = (
     "spurious_retransmission",
     "out_of_order",
     "zero_window",
+    "zero_window_probe",
     "window_full",
     "lost_segment",
     "ack_lost_segment",
     "duplicate_ack",
 )
 """The ``tcp.analysis.*`` flags that are counted, in :class:`FlagCounts` field order."""
+
+RETRANSMISSION_FLAGS: tuple[str, ...] = ("retransmission", "spurious_retransmission")
+"""Flags that mark a frame as a resend of bytes seen before (see :class:`Retransmission`).
+
+tshark calls a resend "spurious" when an ACK for its bytes was captured before it,
+plain "retransmission" otherwise; for a probe crossing a late ACK that is only a
+matter of which of the two reached the capture first."""
 
 LINKTYPE_RAW = 101
 """pcap link type for bare IP packets (what tcpdump writes for a TUN device)."""
@@ -272,6 +285,7 @@ class FlagCounts:
     spurious_retransmission: int = 0
     out_of_order: int = 0
     zero_window: int = 0
+    zero_window_probe: int = 0
     window_full: int = 0
     lost_segment: int = 0
     ack_lost_segment: int = 0
@@ -280,6 +294,40 @@ class FlagCounts:
     def nonzero(self) -> dict[str, int]:
         """The flags that were seen at least once, with their counts."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+
+@dataclass(frozen=True)
+class Retransmission:
+    """One frame that resent bytes, and what the other side did about those bytes."""
+
+    frame: int
+    time: float
+    seq: int
+    """Relative sequence number of the first byte resent."""
+    length: int
+    first_sent: float | None
+    """When a frame first carried the byte at ``seq`` (None: never seen before)."""
+    acked_at: float | None
+    """When the other side's cumulative ACK first covered the resent bytes."""
+    dsack_frame: int | None
+    """The first later frame of the other side whose D-SACK block (RFC 2883) covers the
+    resent bytes: the receiver already had them, so the resend was not needed."""
+
+    @property
+    def ack_delay(self) -> float | None:
+        """From the first transmission to the cumulative ACK covering it."""
+        if self.first_sent is None or self.acked_at is None:
+            return None
+        return self.acked_at - self.first_sent
+
+    def describe(self) -> str:
+        delay = self.ack_delay
+        return (
+            f"frame {self.frame} at {self.time:.6f}s: seq={self.seq} len={self.length}, first "
+            f"sent at {'never' if self.first_sent is None else f'{self.first_sent:.6f}s'}, "
+            f"acked {'never' if delay is None else f'{delay * 1000:.1f} ms after that'}, "
+            f"D-SACK {'none' if self.dsack_frame is None else f'in frame {self.dsack_frame}'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -305,6 +353,14 @@ class SenderSummary:
     """Longest time between two consecutive frames with payload."""
     window_full_max_wait: float = 0.0
     """Longest time from a ``window_full`` frame to this sender's next frame."""
+    zero_window_max_wait: float = 0.0
+    """Longest time from a zero-window advertisement to this sender's next non-zero one
+    (infinite if the capture ends with the window closed)."""
+    retransmissions: tuple[Retransmission, ...] = ()
+    """Every frame flagged in :data:`RETRANSMISSION_FLAGS`, in capture order."""
+    dsack_duplicate_acks: int = 0
+    """Frames flagged ``duplicate_ack`` that carry a D-SACK block: the immediate ACK a
+    receiver owes a duplicate segment (RFC 5681 4.2, RFC 2883), not a sign of a hole."""
     flags: FlagCounts = field(default_factory=FlagCounts)
     flagged_frames: dict[str, list[int]] = field(default_factory=dict)
     """For each flag seen, the first few frame numbers that carry it."""
@@ -313,6 +369,11 @@ class SenderSummary:
         """The analysis flags seen on this sender's frames (empty when clean)."""
         return self.flags.nonzero()
 
+    @property
+    def retransmitted_bytes(self) -> int:
+        """Payload bytes carried by :attr:`retransmissions` (counted in ``payload_bytes``)."""
+        return sum(r.length for r in self.retransmissions)
+
     def describe(self) -> str:
         """One line for assertion messages: counts and the first flagged frames."""
         parts = [
@@ -320,11 +381,14 @@ class SenderSummary:
             f"SYN={self.syn} FIN={self.fin} RST={self.rst} fin_seq={self.fin_seq} "
             f"min_window={self.min_window} zero_window_adverts={self.zero_window_adverts} "
             f"data_seconds={self.data_seconds:.3f} max_data_gap={self.max_data_gap:.4f} "
-            f"window_full_max_wait={self.window_full_max_wait:.4f}"
+            f"window_full_max_wait={self.window_full_max_wait:.4f} "
+            f"zero_window_max_wait={self.zero_window_max_wait:.4f}"
         ]
         for name, count in self.problems().items():
             frames = ",".join(str(n) for n in self.flagged_frames.get(name, []))
             parts.append(f"{name}={count} (frames {frames}{', ...' if count > 10 else ''})")
+        for r in self.retransmissions[:_MAX_FRAMES_LISTED]:
+            parts.append(f"resend {r.describe()}")
         return "; ".join(parts)
 
 
@@ -359,6 +423,10 @@ _BASE_FIELDS: tuple[str, ...] = (
     "tcp.seq",
     "tcp.window_size_value",
     "tcp.window_size",
+    "tcp.flags.ack",
+    "tcp.ack",
+    "tcp.options.sack.dsack_le",
+    "tcp.options.sack.dsack_re",
 )
 _FIELDS: tuple[str, ...] = _BASE_FIELDS + tuple(f"tcp.analysis.{n}" for n in FLAG_NAMES)
 
@@ -423,6 +491,23 @@ class _Acc:
         self.max_data_gap = 0.0
         self.window_full_at: float | None = None
         self.window_full_max_wait = 0.0
+        self.zero_window_at: float | None = None
+        self.zero_window_max_wait = 0.0
+        self.dsack_dup_acks = 0
+
+
+class _Flow:
+    """One direction of one TCP stream: what :class:`Retransmission` needs."""
+
+    def __init__(self) -> None:
+        # First transmissions in sequence order: where each starts and ends, and when.
+        self.sent_starts: list[int] = []
+        self.sent_ends: list[int] = []
+        self.sent_times: list[float] = []
+        self.resends: list[tuple[int, float, int, int]] = []  # frame, time, seq, length
+        self.ack_times: list[float] = []  # cumulative ACKs, rising: when ...
+        self.ack_values: list[int] = []  # ... and how far
+        self.dsacks: list[tuple[int, float, int, int]] = []  # frame, time, left, right
 
 
 def analyse(pcap: Path, display_filter: str | None = None) -> TcpAnalysis:
@@ -446,6 +531,7 @@ def analyse(pcap: Path, display_filter: str | None = None) -> TcpAnalysis:
 def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
     """Build a :class:`TcpAnalysis` from tshark ``-T fields`` lines in :data:`_FIELDS` order."""
     accs: dict[str, _Acc] = {}
+    flows: dict[tuple[str, str], _Flow] = {}  # (stream, sender)
     streams: set[str] = set()
     frames = 0
     width = len(_FIELDS)
@@ -467,6 +553,27 @@ def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
             acc.window_full_at = None
         length = _int(row["tcp.len"]) or 0
         acc.payload += length
+        frame_no = _int(row["frame.number"]) or 0
+        flow = flows.setdefault((row["tcp.stream"], row["ip.src"]), _Flow())
+        seq = _int(row["tcp.seq"])
+        if length and seq is not None:
+            if any(_truthy(row[f"tcp.analysis.{n}"]) for n in RETRANSMISSION_FLAGS):
+                flow.resends.append((frame_no, now, seq, length))
+            elif not flow.sent_starts or seq > flow.sent_starts[-1]:
+                flow.sent_starts.append(seq)
+                flow.sent_ends.append(seq + length)
+                flow.sent_times.append(now)
+        ack = _int(row["tcp.ack"])
+        if _truthy(row["tcp.flags.ack"]) and ack is not None and (
+                not flow.ack_values or ack > flow.ack_values[-1]):
+            flow.ack_times.append(now)
+            flow.ack_values.append(ack)
+        dsack_left = _int(row["tcp.options.sack.dsack_le"])
+        dsack_right = _int(row["tcp.options.sack.dsack_re"])
+        if dsack_left is not None and dsack_right is not None:
+            flow.dsacks.append((frame_no, now, dsack_left, dsack_right))
+            if _truthy(row["tcp.analysis.duplicate_ack"]):
+                acc.dsack_dup_acks += 1
         if length:
             if acc.last_data is not None:
                 acc.max_data_gap = max(acc.max_data_gap, now - acc.last_data)
@@ -478,7 +585,6 @@ def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
         acc.rst += rst
         if fin:
             acc.fin += 1
-            seq = _int(row["tcp.seq"])
             if acc.fin_seq is None and seq is not None:
                 acc.fin_seq = seq + length  # a FIN may ride on the last data segment
         if not syn and not rst:
@@ -486,9 +592,14 @@ def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
             scaled = _int(row["tcp.window_size"])
             if raw == 0:
                 acc.zero_adverts += 1
+                if acc.zero_window_at is None:
+                    acc.zero_window_at = now
+            elif raw is not None and acc.zero_window_at is not None:
+                acc.zero_window_max_wait = max(acc.zero_window_max_wait,
+                                               now - acc.zero_window_at)
+                acc.zero_window_at = None
             if scaled is not None and scaled >= 0:
                 acc.min_window = scaled if acc.min_window is None else min(acc.min_window, scaled)
-        frame_no = _int(row["frame.number"]) or 0
         for name in FLAG_NAMES:
             if _truthy(row[f"tcp.analysis.{name}"]):
                 acc.counts[name] += 1
@@ -497,6 +608,15 @@ def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
                     listed.append(frame_no)
         if _truthy(row["tcp.analysis.window_full"]):
             acc.window_full_at = now
+    for acc in accs.values():
+        if acc.zero_window_at is not None:  # never reopened within the capture
+            acc.zero_window_max_wait = float("inf")
+    resends: dict[str, list[Retransmission]] = {}
+    for (stream, sender), flow in flows.items():
+        other = next((f for (s, a), f in flows.items() if s == stream and a != sender), None)
+        for frame, at, seq, length in flow.resends:
+            resends.setdefault(sender, []).append(
+                _retransmission(flow, other, frame, at, seq, length))
     senders = {
         addr: SenderSummary(
             address=addr,
@@ -511,12 +631,36 @@ def parse_fields(pcap: Path, lines: Iterable[str]) -> TcpAnalysis:
             data_seconds=(acc.last_data or 0.0) - (acc.first_data or 0.0),
             max_data_gap=acc.max_data_gap,
             window_full_max_wait=acc.window_full_max_wait,
+            zero_window_max_wait=acc.zero_window_max_wait,
+            retransmissions=tuple(sorted(resends.get(addr, []), key=lambda r: r.frame)),
+            dsack_duplicate_acks=acc.dsack_dup_acks,
             flags=FlagCounts(**acc.counts),
             flagged_frames=acc.frame_lists,
         )
         for addr, acc in sorted(accs.items())
     }
     return TcpAnalysis(path=pcap, frames=frames, streams=len(streams), senders=senders)
+
+
+def _retransmission(flow: _Flow, other: _Flow | None, frame: int, at: float, seq: int,
+                    length: int) -> Retransmission:
+    """What the capture shows about the bytes ``seq .. seq + length`` resent in ``frame``."""
+    end = seq + length
+    first_sent = None
+    j = bisect.bisect_right(flow.sent_starts, seq) - 1
+    if j >= 0 and seq < flow.sent_ends[j]:
+        first_sent = flow.sent_times[j]
+    acked_at = None
+    dsack_frame = None
+    if other is not None:
+        i = bisect.bisect_left(other.ack_values, end)
+        if i < len(other.ack_values):
+            acked_at = other.ack_times[i]
+        dsack_frame = next((f for f, _, left, right in other.dsacks
+                            if f > frame and left <= seq and end <= right), None)
+    return Retransmission(frame=frame, time=at, seq=seq, length=length,
+                          first_sent=first_sent, acked_at=acked_at,
+                          dsack_frame=dsack_frame)
 
 
 # -- hand-made captures -----------------------------------------------------------
@@ -544,14 +688,17 @@ def ipv4_tcp(
     flags: int,
     window: int = 65535,
     payload: bytes = b"",
+    options: bytes = b"",
 ) -> bytes:
-    """One IPv4/TCP packet (no options) with valid IP and TCP checksums."""
+    """One IPv4/TCP packet with valid IP and TCP checksums; ``options`` are padded
+    with NOPs to a multiple of four bytes."""
     saddr = ipaddress.IPv4Address(src).packed
     daddr = ipaddress.IPv4Address(dst).packed
+    options = b"\x01" * (-len(options) % 4) + options
     header = struct.pack(
-        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags,
-        window, 0, 0,
-    )
+        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+        (5 + len(options) // 4) << 4, flags, window, 0, 0,
+    ) + options
     segment = header + payload
     pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(segment))
     csum = _checksum(pseudo + segment)
@@ -561,6 +708,14 @@ def ipv4_tcp(
     )
     ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
     return ip + segment
+
+
+def sack_option(*blocks: tuple[int, int]) -> bytes:
+    """A SACK option (RFC 2018) with absolute ``(left, right)`` edges; a first block
+    below the ACK number is a D-SACK (RFC 2883)."""
+    body = b"".join(struct.pack("!II", left & 0xFFFFFFFF, right & 0xFFFFFFFF)
+                    for left, right in blocks)
+    return struct.pack("!BB", 5, 2 + len(body)) + body
 
 
 def write_pcap(path: Path, packets: Sequence[tuple[float, bytes]]) -> Path:

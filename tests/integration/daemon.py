@@ -48,8 +48,17 @@ deadline = time.monotonic() + timeout
 last = "no attempt"
 while time.monotonic() < deadline:
     try:
-        with socket.create_connection((host, port), timeout=1.0):
+        with socket.create_connection((host, port), timeout=1.0) as s:
             print("CONNECTED", flush=True)
+            # Finish the teardown before the test goes on (its packets must not
+            # land in a capture the test starts next): send our FIN, then wait,
+            # briefly, for the stack's.
+            s.shutdown(socket.SHUT_WR)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
             sys.exit(0)
     except OSError as e:
         last = repr(e)

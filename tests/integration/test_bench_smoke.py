@@ -1,9 +1,11 @@
-"""Smoke test of the benchmark tool: ``python -m tools.bench --quick --tiny --skip-pytcp``.
+"""Smoke test of the benchmark tool: ``python -m tools.bench --tiny --skip-pytcp --readme F``.
 
 Runs the whole tool (tcpstack over TUN and the kernel reference, each in
 namespaces the tool creates) with very small sizes and one repetition, then
-checks the exit status, the JSON (every workload, both stacks, positive
-numbers), the Markdown table, and that the tool's namespaces are gone.
+checks the exit status, the JSON (every workload -- tcpstack's own services and
+the aiohttp application over HTTP and HTTPS --, both stacks, positive numbers,
+the impairing relay's counters), the Markdown table, the README section the tool
+rewrites, and that the tool's namespaces are gone.
 """
 
 from __future__ import annotations
@@ -16,32 +18,49 @@ from pathlib import Path
 import pytest
 
 from tests.netns import REPO_ROOT
+from tools.bench import report, settings
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = ("download", "upload", "latency", "idle", "connrate")
+WORKLOADS = ("download", "upload", "echo", "latency", "impaired_c2s", "impaired_both", "idle",
+             "aiohttp", "https", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
     "upload": ("mbps",),
+    "echo": ("mbps",),
+    "impaired_c2s": ("mbps",),
+    "impaired_both": ("mbps",),
     "latency": ("p50_us", "p99_us"),
-    "idle": ("answered", "rss_per_conn_bytes"),
+    "idle": ("answered", "rss_per_conn_bytes", "check_seconds"),
     "connrate": ("rps",),
+    "aiohttp": ("rps",),
+    "https": ("handshakes_per_s", "mbps"),
+    # The flood's outcome (success during it, recovery) is what it measures, and may be
+    # zero; that it ran is shown by the SYNs it sent and the fetches before it.
+    "flood": ("syn_rate", "baseline_rate", "recovery_s"),
 }
+
+
+def test_every_workload_of_the_tool_is_checked_here() -> None:
+    assert set(WORKLOADS) == set(METRICS) == set(settings.WORKLOADS)
 
 
 def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "results"
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nbefore\n<!-- bench:begin -->\nold figures\n"
+                      "<!-- bench:end -->\nafter\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.bench", "--quick", "--tiny", "--skip-pytcp",
-         "--out", str(out)],
+         "--out", str(out), "--readme", str(readme)],
         cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        stdout, stderr = proc.communicate(timeout=85)
+        stdout, stderr = proc.communicate(timeout=210)
     except subprocess.TimeoutExpired:
         proc.kill()  # the tool's own atexit/finally cleanup cannot run after SIGKILL...
         proc.communicate()
-        pytest.fail("python -m tools.bench --tiny took longer than 85 s")
+        pytest.fail("python -m tools.bench --tiny took longer than 210 s")
     finally:
         # ...so remove any namespace it left behind (they carry its PID in their name).
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
@@ -68,6 +87,21 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
                     f"{stack} {workload} {key} = {value!r}")
         assert results["idle"]["summary"]["answered"] == 50
         assert results["connrate"]["summary"]["failed"] == 0
+        assert results["aiohttp"]["summary"]["failed"] == 0
+        assert results["aiohttp"]["params"]["keepalive"] is True
+        for workload, impaired in (("impaired_c2s", ("a2b",)), ("impaired_both", ("a2b", "b2a"))):
+            relay = results[workload]["reps"][0]["relay"]
+            for direction in ("a2b", "b2a"):
+                assert relay.get(f"{direction}_written", 0) > 0, (stack, workload, relay)
+            # Only the impaired directions delayed packets (5 ms each).
+            for direction in ("a2b", "b2a"):
+                delayed = relay.get(f"{direction}_delayed", 0) > 0
+                assert delayed == (direction in impaired), (stack, workload, relay)
+        flood = results["flood"]["reps"][0]
+        # Tiny: 2,000 SYN/s for 1 s, fetches before, during and after it.
+        assert flood["syn_sent"] >= 1000 and flood["syn_send_errors"] == 0, flood
+        assert flood["baseline_ok"] > 0 and flood["flood_attempts"] > 0, flood
+        assert flood["ratio"] >= 0 and flood["recovery_limit"] == 2.0, flood
     assert all("skipped" in line for line in doc["missing"])
 
     markdown = (out / "latest.md").read_text()
@@ -75,5 +109,12 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
     assert header in markdown
     assert header in stdout
     table = [ln for ln in markdown.splitlines() if ln.startswith("| ")]
-    assert len(table) >= 1 + len(WORKLOADS)  # header plus at least one row per workload
+    assert len(table) == 1 + len(report.ROWS), table  # the header and one row per metric
+    assert all(" FAILED" not in row for row in table), table
     assert list(out.glob("bench-*.json")) and list(out.glob("bench-*.md"))
+
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n<!-- bench:begin -->\n")
+    assert text.endswith("<!-- bench:end -->\nafter\n")
+    assert "old figures" not in text
+    assert header in text and "tiny mode, unpinned" in text

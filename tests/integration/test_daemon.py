@@ -503,8 +503,10 @@ cases = {{
     "data_offset_0_with_payload": tcp(40006, 80, doff_words=0, payload=b"x" * 40),
 }}
 packets = [ip(seg) for seg in cases.values()] + [
-    ip(tcp(40007, 80), frag=0x2000),            # first fragment (MF): not reassembled
-    ip(tcp(40008, 80)[8:], frag=0x0001),        # a later fragment (offset 8 bytes)
+    ip(tcp(40007, 80), frag=0x2000),            # first fragment (MF) of 20 bytes: not
+                                                # a multiple of 8, refused
+    ip(tcp(40008, 80)[8:], frag=0x0001),        # a later fragment (offset 8 bytes): held
+                                                # until its datagram times out
     ip(b"not a known protocol", proto=253),     # answered with protocol unreachable
     ip(icmp_echo(good_checksum=False), proto=1),
     ip(b"\x08", proto=1),                       # ICMP shorter than its header
@@ -546,7 +548,9 @@ def test_malformed_tcp_segments_are_dropped_and_daemon_keeps_serving(
     assert counters.get("tcp_bad_checksum") == 10, counters
     assert counters.get("tcp_truncated") == 5, counters
     assert counters.get("tcp_bad_data_offset") == 15, counters
-    assert counters.get("ipv4_fragment") == 10, counters
+    assert counters.get("ipv4_fragments") == 10, counters
+    assert counters.get("ipv4_frag_bad_length") == 5, counters
+    assert "ipv4_reassembled" not in counters, counters
     assert counters.get("ip_unknown_protocol") == 5, counters
     assert counters.get("icmp_bad_checksum") == 5, counters
     assert counters.get("icmp_truncated") == 5, counters

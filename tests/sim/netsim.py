@@ -145,7 +145,7 @@ class _Sender:
         if self.closed or not tcb.can_send:
             return
         data = self.data
-        high_water = tcb.cfg.snd_buf
+        high_water = tcb.send_space
         while self.offset < len(data) and tcb.send_buffered < high_water:
             end = min(len(data), self.offset + WRITE_CHUNK)
             tcb.send(data[self.offset:end])

@@ -66,8 +66,11 @@ PURE_ONLY = pytest.mark.skipif(
 # segment is ACKed at once and small segments are not held back. Delayed ACKs and
 # Nagle's algorithm (on by default) have their own tests (test_tcp_ack_policy.py).
 # The loss-recovery tests check RFC 5681/6582 arithmetic, so the baseline runs NewReno
-# (CUBIC, the default, has its own tests in test_tcp_cubic.py).
-BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False, congestion_control="newreno")
+# (CUBIC, the default, has its own tests in test_tcp_cubic.py); windows are checked
+# field by field, so buffers keep their configured size (autotuning, on by default,
+# has its own tests in test_tcp_autotune.py).
+BASE_CONFIG = TcpConfig(delayed_ack=0.0, nagle=False, congestion_control="newreno",
+                        autotune=False)
 
 
 def base_config(**changes: Any) -> TcpConfig:
@@ -477,7 +480,7 @@ class Pair(Generic[Endpoint]):
         dst.receive(seg, now)
 
     def _output_pending(self) -> bool:
-        return any(isinstance(end, Stack) and end.has_pending_output()
+        return any(not isinstance(end, Tcb) and end.has_pending_output()
                    for end in (self.a, self.b))
 
 

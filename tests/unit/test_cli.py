@@ -115,6 +115,10 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
         # Ranges checked by the config dataclasses, reported through the CLI.
         pytest.param(("serve", "--rcv-buf", "100"), ("receive buffer",), id="rcv-buf-small"),
         pytest.param(("serve", "--snd-buf", str(1 << 31)), ("send buffer",), id="snd-buf-big"),
+        pytest.param(("serve", "--rcv-buf-max", "10"), ("largest receive buffer",),
+                     id="rcv-buf-max-small"),
+        pytest.param(("serve", "--snd-buf-max", str(1 << 31)), ("largest send buffer",),
+                     id="snd-buf-max-big"),
         pytest.param(("serve", "--msl", "5000"), ("MSL",), id="msl-too-long"),
         pytest.param(("serve", "--msl", "nan"), ("MSL",), id="msl-nan"),
         pytest.param(("serve", "--delayed-ack", "0.6"), ("delayed ACK",), id="delayed-ack-big"),
@@ -167,6 +171,21 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="challenge-limit-zero"),
         pytest.param(("serve", "--rst-rate-limit", "0"), ("rate limits",),
                      id="rst-rate-zero"),
+        # Path MTU (StackConfig, TcpConfig).
+        pytest.param(("serve", "--min-pmtu", "100"), ("minimum path MTU",),
+                     id="min-pmtu-small"),
+        pytest.param(("serve", "--min-pmtu", "x"), ("--min-pmtu", "x"),
+                     id="min-pmtu-not-a-number"),
+        pytest.param(("serve", "--pmtu-expires", "0"), ("pmtu_expires",),
+                     id="pmtu-expires-zero"),
+        pytest.param(("serve", "--pmtu-expires", "nan"), ("pmtu_expires",),
+                     id="pmtu-expires-nan"),
+        pytest.param(("serve", "--frag-memory", "1000"), ("fragment memory",),
+                     id="frag-memory-tiny"),
+        pytest.param(("serve", "--frag-timeout", "0"), ("frag_timeout",),
+                     id="frag-timeout-zero"),
+        pytest.param(("serve", "--frag-timeout", "nan"), ("frag_timeout",),
+                     id="frag-timeout-nan"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -235,7 +254,9 @@ def test_serve_help_lists_the_flags() -> None:
                  "--echo-port", "--discard-port", "--www", "--msl", "--grace", "--log-level",
                  "--idle-timeout", "--send-timeout", "--close-timeout", "--http-header-timeout",
                  "--http-body-timeout", "--http-max-body", "--http-max-requests",
-                 "--keepalive", "--keepalive-interval", "--keepalive-count", "--no-keepalive"):
+                 "--keepalive", "--keepalive-interval", "--keepalive-count", "--no-keepalive",
+                 "--min-pmtu", "--pmtu-expires", "--no-mtu-probing", "--no-reassembly",
+                 "--frag-memory", "--frag-timeout"):
         assert flag in result.stdout, flag
 
 
@@ -287,6 +308,15 @@ def test_flags_reach_their_configs() -> None:
                                            grace=0.5)
 
 
+def test_buffer_autotuning_flags_reach_the_tcp_config() -> None:
+    tcp = _settings("--rcv-buf-max", "8000000", "--snd-buf-max", "3000000").stack.tcp
+    assert (tcp.rcv_buf_max, tcp.snd_buf_max, tcp.autotune) == (8_000_000, 3_000_000, True)
+    assert tcp.rcv_wscale == 7  # chosen for the largest buffer, not the initial one
+    fixed = _settings("--no-autotune").stack.tcp
+    assert fixed.autotune is False
+    assert (fixed.rcv_buf_limit, fixed.snd_buf_limit) == (fixed.rcv_buf, fixed.snd_buf)
+
+
 def test_limit_flags_reach_their_configs() -> None:
     settings = _settings(
         "--syncookies", "always", "--syn-backlog", "64", "--syn-batch-limit", "8",
@@ -300,6 +330,17 @@ def test_limit_flags_reach_their_configs() -> None:
         ("always", 8, 500, 50, 1_000_000, 98, 97)
     assert (st.tcp.user_timeout, st.tcp.challenge_ack_limit) == (30.0, 99)
     assert settings.daemon.syn_backlog == 64
+
+
+def test_path_mtu_flags_reach_their_configs() -> None:
+    settings = _settings("--min-pmtu", "1280", "--pmtu-expires", "120", "--no-mtu-probing")
+    assert settings.stack.min_pmtu == 1280
+    assert (settings.stack.tcp.pmtu_expires, settings.stack.tcp.mtu_probing) == (120.0, False)
+
+
+def test_fragment_flags_reach_their_config() -> None:
+    st = _settings("--no-reassembly", "--frag-memory", "1048576", "--frag-timeout", "10").stack
+    assert (st.reassembly, st.frag_memory, st.frag_timeout) == (False, 1 << 20, 10.0)
 
 
 def test_no_keepalive_leaves_service_connections_alone() -> None:

@@ -326,6 +326,25 @@ def test_tun_read_batch_raises_eof_when_the_descriptor_reports_end_of_file() -> 
         dev.release_queues()
 
 
+def test_tun_read_batch_returns_each_packet_at_its_own_size() -> None:
+    # A SOCK_SEQPACKET pair keeps packet boundaries and truncates a packet longer
+    # than the read, as a TUN does.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    dev = TunDevice(a.detach(), "fake0", 1500, False, 0)
+    try:
+        for packet in (b"\x45" * 20, b"\x46" * 1500, b"\x47" * 3000, b"\x48" * 40):
+            b.send(packet)
+        got = dev.read_batch(max_packets=3, bufsize=2048)
+        assert got == [b"\x45" * 20, b"\x46" * 1500, b"\x47" * 2048]
+        assert all(type(p) is bytes for p in got)
+        assert dev.read_batch(bufsize=2048) == [b"\x48" * 40]  # the buffer is reused
+        assert got[0] == b"\x45" * 20
+    finally:
+        dev.release_queues()
+        b.close()
+
+
 def test_tun_write_batch_reports_a_full_queue_as_a_stall_with_its_errno() -> None:
     r, w = os.pipe()
     os.set_blocking(w, False)

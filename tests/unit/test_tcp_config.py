@@ -48,8 +48,15 @@ def test_invalid_values_raise(kwargs: dict[str, Any], message: str) -> None:
 @pytest.mark.parametrize(("rcv_buf", "shift"), [(1024, 0), (65535, 0), (65536, 1),
                                                 (256 * 1024, 3), (1 << 30, 14)])
 def test_rcv_wscale_smallest_shift_that_fits(rcv_buf: int, shift: int) -> None:
-    """RFC 7323 2.2/2.3: the shift lets the buffer fit the 16-bit field; at most 14."""
-    assert TcpConfig(rcv_buf=rcv_buf).rcv_wscale == shift
+    """RFC 7323 2.2/2.3: the shift lets the buffer fit the 16-bit field; at most 14.
+    With autotuning the buffer that must fit is the largest it may grow to."""
+    assert TcpConfig(rcv_buf=rcv_buf, autotune=False).rcv_wscale == shift
+    assert TcpConfig(rcv_buf=1024, rcv_buf_max=max(rcv_buf, 1024)).rcv_wscale == shift
+
+
+def test_default_window_scale_is_chosen_for_the_largest_buffer() -> None:
+    """6 MiB (Linux's tcp_rmem maximum) needs a shift of 7, as Linux uses."""
+    assert TcpConfig().rcv_wscale == 7
 
 
 def test_config_is_frozen() -> None:

@@ -198,6 +198,30 @@ def test_tlp_pto_capped_at_rto_expiration() -> None:
     assert tcb.cc.cwnd == cwnd
 
 
+def test_tlp_restarted_by_ack_of_new_data_even_when_nothing_is_sent() -> None:
+    """RFC 8985 7.2: an ACK that cumulatively acknowledges new data restarts the PTO,
+    also when it lets nothing new go out: the probe is timed from that ACK, not from
+    the send before it (which would probe a flight that is being acknowledged)."""
+    tcb = tlp_sender()
+    tcb.send(pattern(3 * MT))
+    expect(tcb, 1.0, 3)
+    assert tcb.timers.tlp == pytest.approx(1.2)
+    assert ack(tcb, 1, (), 1.15, 1.0) == []  # nothing new to send, no ACK owed
+    assert tcb.timers.tlp is not None and tcb.timers.tlp > 1.3
+    tcb.handle_timer(1.2)
+    assert expect(tcb, 1.2) == []
+    assert tcb.counters["tcp_retrans_tlp"] == 0
+
+
+def test_tlp_not_restarted_by_ack_while_data_is_sacked() -> None:
+    """RFC 8985 7.2: with SACKed data RACK watches the flight; the ACK leaves the PTO."""
+    tcb = tlp_sender()
+    tcb.send(pattern(4 * MT))
+    expect(tcb, 1.0, 4)
+    ack(tcb, 1, ((3, 4),), 1.15, 1.0)
+    assert tcb.timers.tlp == pytest.approx(1.2)
+
+
 def test_tlp_probe_sends_new_data_when_available() -> None:
     """RFC 8985 7.3: the probe is a previously unsent segment if one exists and the
     receive window allows -- even when cwnd is full."""
@@ -254,15 +278,17 @@ def test_tlp_repairing_a_loss_reduces_cwnd_once() -> None:
     expect(tcb, 1.0, 2)
     cwnd = tcb.cc.cwnd
     ack(tcb, 1, (), 1.1, sent_at=1.0)  # segment 0 arrives, segment 1 was lost
-    tcb.handle_timer(1.2)
-    assert seg_no(expect(tcb, 1.2)) == [1]
-    ack(tcb, 2, (), 1.3, sent_at=1.2)
+    pto = tcb.timers.tlp  # restarted by that ACK (RFC 8985 7.2)
+    assert pto is not None and pto > 1.2
+    tcb.handle_timer(pto)
+    assert seg_no(expect(tcb, pto)) == [1]
+    ack(tcb, 2, (), pto + 0.1, sent_at=pto)
     reduced = tcb.cc.cwnd
     assert reduced < cwnd
     assert tcb.cc.ssthresh == reduced
     tcb.send(pattern(MT))
-    expect(tcb, 1.3, 1)
-    ack(tcb, 3, (), 1.4, sent_at=1.3)
+    expect(tcb, pto + 0.1, 1)
+    ack(tcb, 3, (), pto + 0.2, sent_at=pto + 0.1)
     assert tcb.cc.ssthresh == reduced  # one response, not one per ACK
 
 
@@ -303,7 +329,8 @@ def test_tlp_not_sent_during_recovery() -> None:
     expect(tcb, 1.05, 1)  # the probe timer is now due at 1.25
     out = ack(tcb, 0, ((2, 3),), 1.15, sent_at=1.05)  # 0 and 1 deemed lost at once
     assert tcb.recovery_point is not None
-    assert seg_no(out) == [0, 1]
+    # PRR (RFC 9937 3): one segment was delivered, so one retransmission goes now.
+    assert seg_no(out) == [0]
     tcb.handle_timer(1.25)
     assert expect(tcb, 1.25) == []
 

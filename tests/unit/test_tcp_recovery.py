@@ -26,6 +26,8 @@ from tcpstack.link.impair import ImpairSpec
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import Cubic
+from tcpstack.tcp.output import pipe
+from tcpstack.tcp.seq import seq_diff
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire.tcp import TcpSegment
@@ -256,23 +258,37 @@ def test_sack_recovery_retransmits_only_unsacked_segments_in_order() -> None:
     d = tcb.next_deadline()
     assert d is not None
     tcb.handle_timer(d)
-    out = expect(tcb, d)
-    assert offsets(out, MT) == sorted(lost)
+    resent = offsets(expect(tcb, d), MT)
+    # Each retransmission arrives a round trip later; the cumulative ACK moves to
+    # the next hole, and the ACK lets the next retransmissions go (PRR, RFC 9937).
+    now = d
+    while tcb.snd_una != tcb.snd_max:
+        now += 0.1
+        arrived = set(got) | set(resent)
+        una = min(set(range(21)) - arrived)
+        out = arrive(tcb, una, [n for n in got if n > una], now, tsecr_at=now - 0.1)
+        resent += offsets(out, MT)
+    assert resent == sorted(lost)
 
 
 def test_sack_recovery_retransmissions_limited_by_pipe() -> None:
-    """RFC 6675 5 (steps C, C.1-C.5): retransmissions go out only while cwnd - pipe >= 1
-    SMSS; more follow as ACKs shrink pipe, still in sequence order."""
+    """RFC 6675 5 with RFC 9937: after heavy loss (pipe far below ssthresh) the holes
+    are resent no faster than slow start -- what each ACK reports delivered, plus one
+    segment when it advances SND.UNA -- in sequence order, and pipe never exceeds
+    ssthresh (the RFC 6675 step C limit, cwnd - pipe)."""
     tcb = sack_sender()
     got = list(range(12, 20))
     for i in range(len(got)):
         arrive(tcb, 0, got[:i + 1], 1.1, tsecr_at=1.0)
     tcb.handle_timer(1.125)
-    first = offsets(expect(tcb, 1.125), MT)
-    assert tcb.cc.cwnd == 10 * MT  # ssthresh = FlightSize / 2
-    assert first == list(range(10))  # 20 in flight, 12 lost, 8 SACKed: pipe 0 -> 10
-    out = arrive(tcb, 2, got, 1.225, tsecr_at=1.125)  # retransmitted 0 and 1 arrive
-    assert offsets(out, MT) == [10, 11]
+    assert tcb.cc.ssthresh == 10 * MT  # ssthresh = FlightSize / 2
+    assert offsets(expect(tcb, 1.125), MT) == [0]  # 12 lost, pipe 0: one goes at once
+    out = arrive(tcb, 1, got, 1.225, tsecr_at=1.125)  # the retransmitted 0 arrives
+    assert offsets(out, MT) == [1, 2]  # one delivered, one for the advance
+    out = arrive(tcb, 3, got, 1.325, tsecr_at=1.225)  # 1 and 2 arrive
+    assert offsets(out, MT) == [3, 4, 5]  # two delivered, one for the advance
+    flight = seq_diff(tcb.snd_max, tcb.snd_una)
+    assert pipe(tcb, flight) <= tcb.cc.ssthresh
 
 
 def test_sack_loss_detection_retransmits_first_hole_at_once() -> None:
@@ -293,7 +309,7 @@ def test_sack_recovery_one_window_reduction_per_episode() -> None:
     tcb.handle_timer(1.125)  # segments 0-4 lost
     out = expect(tcb, 1.125)
     reduced = (tcb.cc.ssthresh, tcb.cc.cwnd)
-    assert reduced == (10 * MT, 10 * MT)
+    assert reduced[0] == 10 * MT
     out += arrive(tcb, 0, [5, 15], 1.13, tsecr_at=1.0)
     d = tcb.timers.rack
     assert d is not None
@@ -301,7 +317,9 @@ def test_sack_recovery_one_window_reduction_per_episode() -> None:
     out += expect(tcb, d)
     assert offsets(out, MT)[:3] == [0, 1, 2]  # retransmissions ...
     assert tcb.scoreboard.lost_bytes > 0
-    assert (tcb.cc.ssthresh, tcb.cc.cwnd) == reduced  # ... but no second reduction
+    # ... but no second reduction: ssthresh stays where the episode put it (cwnd
+    # itself follows PRR during recovery, RFC 9937, and ends at ssthresh).
+    assert tcb.cc.ssthresh == reduced[0]
 
 
 def test_sack_recovery_new_episode_after_recovery_point_reduces_again() -> None:
@@ -327,7 +345,8 @@ def test_sack_recovery_new_episode_after_recovery_point_reduces_again() -> None:
     tcb.handle_timer(d)
     assert offsets(expect(tcb, d), MT)[:1] == [20]
     assert tcb.recovery_point is not None
-    assert tcb.cc.ssthresh == tcb.cc.cwnd == 5 * MT < first  # half of the new flight
+    assert tcb.cc.ssthresh == 5 * MT < first  # half of the new flight
+    assert tcb.cc.cwnd <= tcb.cc.ssthresh  # PRR from there (RFC 9937)
 
 
 def test_rto_with_sack_resends_unsacked_in_order_from_one_segment() -> None:
@@ -351,27 +370,28 @@ def test_rto_with_sack_resends_unsacked_in_order_from_one_segment() -> None:
 
 def test_lost_retransmission_detected_by_rack_before_rto() -> None:
     """RFC 8985 2.2 / 6.2: a retransmission that is lost again is detected like any
-    other segment (newer data SACKed, reordering window passed) and resent before the
-    RTO fires; the connection then completes."""
-    tcb = sack_sender(segments=10)
+    other segment (data sent after it SACKed, reordering window passed) and resent
+    before the RTO fires; the connection then completes."""
+    tcb = sack_sender(segments=20, extra=10)
     arrive(tcb, 0, list(range(1, 10)), 1.1, tsecr_at=1.0)
     tcb.handle_timer(1.125)
-    tcb.send(pattern(4 * MT, seed=1))
-    out = offsets(expect(tcb, 1.125), MT)
-    assert out == [0, 10, 11, 12, 13]  # retransmission, then new data as pipe allows
+    assert offsets(expect(tcb, 1.125), MT) == [0]  # the retransmission
     rto = tcb.timers.rto
     assert rto is not None
-    # The retransmission of 0 is lost; 10-13 arrive and are SACKed.
-    got = list(range(1, 14))
-    arrive(tcb, 0, got, 1.225, tsecr_at=1.125)
-    d = tcb.next_deadline()
-    assert d is not None and d < rto
-    tcb.handle_timer(d)
-    again = offsets(expect(tcb, d), MT)
+    # 10-19 arrive (the retransmission of 0 does not): PRR releases new data.
+    got = list(range(1, 20))
+    new = offsets(arrive(tcb, 0, got, 1.15, tsecr_at=1.0), MT)
+    assert new == [29]  # (20-28 went out at 1.1, before recovery, as SACKs shrank pipe)
+    # The new data, sent after the retransmission, is SACKed half an RTT later:
+    # RACK finds the retransmission lost (sent earlier, and more than the
+    # reordering window older) and resends it at once, long before the RTO.
+    again = offsets(arrive(tcb, 0, got + new, 1.2, tsecr_at=1.15), MT)
+    assert rto > 1.2
     assert again[:1] == [0]
+    d = 1.2
     assert tcb.scoreboard.recs[0].retrans == 2
-    arrive(tcb, 14, [], d + 0.1, tsecr_at=d)
-    assert tcb.snd_una == SND + 14 * MT
+    arrive(tcb, max(new) + 1, [], d + 0.1, tsecr_at=d)
+    assert tcb.snd_una == SND + (max(new) + 1) * MT
 
 
 # ------------------------------------------------------------------- Eifel

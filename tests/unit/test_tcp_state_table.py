@@ -16,6 +16,7 @@ send, or the passage of time. Every state change the engine makes is recorded
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 import pytest
@@ -135,6 +136,9 @@ def _stimulate(tcb: Tcb, trigger: Trigger) -> None:
         tcb.receive(peer(tcb, ACK, ack=ack), NOW)
     elif trigger is Trigger.RCV_RST:
         tcb.receive(peer(tcb, RST | ACK), NOW)
+    elif trigger is Trigger.ICMP_HARD_ERROR:
+        # A port unreachable quoting the oldest unacknowledged sequence number.
+        tcb.on_icmp_error(errno.ECONNREFUSED, True, tcb.snd_una)
     elif trigger is Trigger.TIMEOUT:
         if tcb.can_send:
             tcb.send(b"data nobody acknowledges")
@@ -178,7 +182,8 @@ def test_every_state_and_trigger_is_a_tested_transition_or_refusal(
         _stimulate(tcb, trigger)
         assert (state, trigger, expected) in fired, fired
         assert tcb.counters["tcp_illegal_transition"] == 0
-        if trigger in APP_TRIGGERS or trigger in (Trigger.RCV_RST, Trigger.RCV_ACK_OF_SYN):
+        if trigger in APP_TRIGGERS or trigger in (Trigger.RCV_RST, Trigger.RCV_ACK_OF_SYN,
+                                                  Trigger.ICMP_HARD_ERROR):
             assert tcb.state is expected  # nothing else happens on the way
         return
     if trigger in APP_TRIGGERS:

@@ -8,7 +8,7 @@ import random
 import pytest
 from tcp_helpers import IRS, Wire, packet, parse, pattern, stack_pair
 
-from tcpstack.stack import Stack, StackConfig
+from tcpstack.stack import SYN_DEFERRED_BATCHES, Stack, StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State
@@ -51,6 +51,15 @@ def test_cookie_checks_for_the_syn_it_was_made_for() -> None:
     assert c.check(*TUPLE, IRS, cookie ^ 1, 100.0) is None  # tampered
     assert c.check(*TUPLE, IRS, cookie, 100.0 + 3 * TICK_SECONDS) is None  # expired
     assert SynCookies(bytes(32)).check(*TUPLE, IRS, cookie, 100.0) is None  # other secret
+
+
+def test_a_cookie_from_before_the_clocks_first_tick_is_refused_not_raised() -> None:
+    # Found by tests/fuzz/test_stack_fuzz.py: within the first tick (a clock that
+    # starts at 0, or a machine booted less than a minute ago) the previous tick is
+    # -1, and a cookie naming tick 31 made the MAC computation raise.
+    c = SynCookies(SECRET)
+    for cookie in (0xF8000000, 0xFFFFFFFF, 0xF9234567):  # tick bits 31
+        assert c.check(*TUPLE, IRS, cookie, 10.0) is None
 
 
 def test_cookie_carries_the_largest_table_mss_not_above_the_peers() -> None:
@@ -175,10 +184,65 @@ def test_syn_budget_per_batch_leaves_the_rest_of_the_batch_to_established_connec
     for i in range(10):
         st.receive(_packet(syn(port=2000 + i)), 0.0)
     assert len(st.tcbs) == 4
-    assert st.counters["tcp_syn_batch_limit"] == 6
-    st.packets_to_send(0.0)  # the batch ends
-    st.receive(_packet(syn(port=3000)), 0.1)
-    assert len(st.tcbs) == 5
+    assert st.counters["tcp_syn_deferred"] == 6  # set aside, not dropped
+    assert st.counters["tcp_syn_batch_limit"] == 0
+    assert len(st.packets_to_send(0.0)) == 4  # the batch ends: four SYN,ACKs
+    deadline = st.next_deadline()
+    assert deadline is not None and deadline <= 0.001  # the rest asks for a round at once
+    st.handle_timer(0.001)  # the next round: another budget's worth, oldest first
+    assert sorted(t.remote_port for t in st.tcbs.values()) == list(range(2000, 2008))
+    assert len(st.packets_to_send(0.001)) == 4
+    st.handle_timer(0.002)
+    assert len(st.tcbs) == 10
+    assert len(st.packets_to_send(0.002)) == 2
+    deadline = st.next_deadline()
+    assert deadline is not None and deadline > 0.5  # only the SYN,ACK timers are left
+
+
+def test_syns_beyond_what_may_wait_are_dropped_and_counted() -> None:
+    st = server(syn_batch_limit=2)
+    st.listen(80)
+    for i in range(20):
+        st.receive(_packet(syn(port=2000 + i)), 0.0)
+    assert len(st.tcbs) == 2
+    waiting = SYN_DEFERRED_BATCHES * 2
+    assert st.counters["tcp_syn_deferred"] == waiting
+    assert st.counters["tcp_syn_batch_limit"] == 20 - 2 - waiting
+    for r in range(1, SYN_DEFERRED_BATCHES + 2):
+        st.packets_to_send(r / 1000)
+        st.handle_timer(r / 1000)
+    assert len(st.tcbs) == 2 + waiting
+
+
+def test_acks_at_a_listener_do_not_spend_the_syn_budget() -> None:
+    # Only what opens a connection spends it: a flood of stray ACKs (each drawing a
+    # RST) must not leave a legitimate SYN in the same batch waiting.
+    st = server(syn_batch_limit=2)
+    st.listen(80)
+    for i in range(10):
+        st.receive(_packet(TcpSegment(3000 + i, 80, IRS, 12345, ACK, 1000)), 0.0)
+    st.receive(_packet(syn(port=2000)), 0.0)
+    assert st.counters["tcp_listen_ack_reset"] == 10
+    assert st.counters["tcp_syn_deferred"] == 0
+    assert len(st.tcbs) == 1
+
+
+def test_a_valid_cookie_ack_beyond_the_budget_waits_and_then_connects() -> None:
+    st = server(syncookies="always", syn_batch_limit=1)
+    st.listen(80)
+    cookies = {}
+    for port in (2000, 2001):  # one SYN per batch: both answered with cookies
+        st.receive(_packet(syn(port=port, ts=False)), 0.0)
+        (synack,) = (_parse(p) for p in st.packets_to_send(0.0))
+        cookies[port] = synack.seq
+    for port, cookie in cookies.items():  # both ACKs in one batch
+        st.receive(_packet(TcpSegment(port, 80, IRS + 1, seq_add(cookie, 1), ACK, 64240)), 0.1)
+    assert len(st.tcbs) == 1 and st.counters["tcp_syn_deferred"] == 1
+    st.packets_to_send(0.1)
+    st.handle_timer(0.1)
+    assert sorted(t.remote_port for t in st.tcbs.values()) == [2000, 2001]
+    assert all(t.state is State.ESTABLISHED for t in st.tcbs.values())
+    assert st.counters["tcp_syncookie_accepted"] == 2
 
 
 def test_connections_beyond_the_limit_are_refused_and_counted() -> None:

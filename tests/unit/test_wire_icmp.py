@@ -8,6 +8,7 @@ import pytest
 
 from tcpstack.wire.errors import Malformed
 from tcpstack.wire.icmp import (
+    CODE_FRAG_NEEDED,
     CODE_PORT_UNREACHABLE,
     CODE_PROTOCOL_UNREACHABLE,
     DEST_UNREACHABLE,
@@ -15,9 +16,11 @@ from tcpstack.wire.icmp import (
     ECHO_REQUEST,
     HEADER_LEN,
     build_echo_reply,
+    build_frag_needed,
     build_icmp,
     build_unreachable,
     parse_icmp,
+    parse_quoted_tcp,
 )
 from tcpstack.wire.ipv4 import PROTO_TCP, build_ipv4
 
@@ -141,3 +144,51 @@ def test_unreachable_quotes_at_most_548_bytes(size: int) -> None:
     assert ref_valid(msg)
     # The message plus a 20-byte IPv4 header fits the 576-byte minimum datagram size.
     assert 20 + len(msg) <= 576
+
+
+# ------------------------------------------------------- quoted TCP segments
+
+
+def _tcp_packet(sport: int = 80, dport: int = 40000, seq: int = 0x01020304,
+                src: int = 0x0A000002, dst: int = 0x0A000001) -> bytearray:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x10, 1000, 0, 0)
+    return build_ipv4(src, dst, PROTO_TCP, tcp, ident=7)
+
+
+def test_parse_quoted_tcp_reads_addresses_ports_and_sequence_number() -> None:
+    pkt = _tcp_packet()
+    msg = parse_icmp(build_unreachable(CODE_PORT_UNREACHABLE, pkt[:28]))
+    q = parse_quoted_tcp(msg.body)
+    assert (q.src, q.dst, q.src_port, q.dst_port, q.seq) == (
+        0x0A000002, 0x0A000001, 80, 40000, 0x01020304)
+    assert q.total_len == len(pkt)
+
+
+def test_parse_quoted_tcp_accepts_ip_options_in_the_quote() -> None:
+    tcp = struct.pack("!HHI", 1, 2, 3)
+    hdr = bytearray(_tcp_packet()[:20])
+    hdr[0] = 0x46  # IHL 6: four bytes of options
+    quote = bytes(hdr) + b"\x01\x01\x01\x00" + tcp
+    assert parse_quoted_tcp(quote).seq == 3
+
+
+@pytest.mark.parametrize(("quote", "reason"), [
+    (b"\x45" + bytes(10), "icmp_quote_truncated"),
+    (bytes(_tcp_packet()[:27]), "icmp_quote_truncated"),  # 7 bytes of TCP header
+    (b"\x65" + bytes(_tcp_packet()[1:28]), "icmp_quote_bad_header"),
+    (b"\x44" + bytes(_tcp_packet()[1:28]), "icmp_quote_bad_header"),
+    (bytes(_tcp_packet()[:9]) + b"\x11" + bytes(_tcp_packet()[10:28]), "icmp_quote_not_tcp"),
+    (bytes(_tcp_packet()[:6]) + b"\x00\x10" + bytes(_tcp_packet()[8:28]), "icmp_quote_fragment"),
+])
+def test_parse_quoted_tcp_rejects_what_cannot_be_one_of_our_segments(
+        quote: bytes, reason: str) -> None:
+    with pytest.raises(Malformed) as e:
+        parse_quoted_tcp(quote)
+    assert e.value.reason == reason
+
+
+def test_frag_needed_carries_the_next_hop_mtu() -> None:
+    pkt = _tcp_packet()
+    msg = parse_icmp(build_frag_needed(1280, pkt))
+    assert (msg.type, msg.code, msg.rest & 0xFFFF) == (DEST_UNREACHABLE, CODE_FRAG_NEEDED, 1280)
+    assert parse_quoted_tcp(msg.body).seq == 0x01020304

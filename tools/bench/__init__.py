@@ -3,7 +3,8 @@
 Usage (as root)::
 
     python -m tools.bench [--quick] [--tiny] [--out DIR] [--only WORKLOAD,...] [--skip-pytcp]
-                          [--stacks STACK,...] [--no-pin] [--pytcp-venv DIR] [--py-spy DIR]
+                          [--stacks STACK,...] [--pin] [--readme FILE]
+                          [--pytcp-venv DIR] [--py-spy DIR]
 
 Runs the same workloads, in the same run, against
 
@@ -16,8 +17,10 @@ Runs the same workloads, in the same run, against
   never the project's), driven by :mod:`tools.bench.pytcp_server`; with small
   sizes and counts, because it is slow.
 
-Workloads: ``download``, ``upload``, ``connrate``, ``latency`` and ``idle``
-(see :mod:`tools.bench.workloads`). Results go to ``--out`` (default
+Workloads: ``download``, ``upload``, ``connrate``, ``latency`` and ``idle`` on
+tcpstack's own services, ``aiohttp`` and ``https`` on an aiohttp application
+(:mod:`tools.bench.web_server`) run unchanged on each stack (see
+:mod:`tools.bench.workloads`). Results go to ``--out`` (default
 ``./bench-results/``) as JSON and Markdown, and the Markdown table is printed.
 Everything runs inside namespaces the tool creates and deletes again; nothing
 is configured in the machine's own namespace. See ``tools/bench/README.md``.

@@ -10,6 +10,7 @@ every case.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from tools.bench import netns, report
 from tools.bench.netns import SetupError
 from tools.bench.profiling import PySpy
 from tools.bench.pytcp_env import DEFAULT_VENV, PytcpUnavailable, ensure_pytcp
-from tools.bench.settings import WORKLOADS, sizes_for
+from tools.bench.settings import FLOOD_STACKS, WEB_WORKLOADS, WORKLOADS, sizes_for
 from tools.bench.targets import (
     KernelTarget,
     PytcpTarget,
@@ -37,9 +38,17 @@ from tools.bench.workloads import Hook, Outcome, run_workload
 WORKLOAD_HELP = {
     "download": "bulk download over one connection (curl GET /bytes/N), MB/s",
     "upload": "bulk upload over one connection to discard, MB/s",
+    "echo": "N bytes sent to echo and read back on one connection, MB/s",
     "latency": "64-byte ping-pong to echo, p50/p99 in microseconds",
+    "impaired_c2s": "download through the impairing relay, client->server direction "
+                    "impaired (2% loss, 5 ms, 5% reordering), MB/s",
+    "impaired_both": "the same download with both directions impaired, MB/s",
     "idle": "N concurrent idle connections to echo: all answer? server RSS per connection",
     "connrate": "new connections per second (ab -c 16, no keep-alive)",
+    "aiohttp": "an aiohttp app's small JSON endpoint: requests/s (ab -k -c 16, keep-alive)",
+    "https": "the same app over TLS: handshakes/s (openssl s_time -new), bulk MB/s (curl)",
+    "flood": "spoofed SYN flood: fetches OK during it vs before, first OK fetch after it "
+             "(tcpstack and kernel only)",
 }
 
 
@@ -69,7 +78,7 @@ def _stack_list(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "workloads:\n" + "\n".join(f"  {k:9} {v}" for k, v in WORKLOAD_HELP.items())
+    epilog = "workloads:\n" + "\n".join(f"  {k:13} {v}" for k, v in WORKLOAD_HELP.items())
     p = _Parser(prog="python -m tools.bench",
                 description="Benchmark tcpstack over TUN against the Linux kernel's TCP "
                             "(and PyTCP), each inside throw-away network namespaces. "
@@ -92,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pytcp-venv", type=Path, default=DEFAULT_VENV, metavar="DIR",
                    help="virtualenv for PyTCP, created with pip if missing "
                         "(default: %(default)s)")
-    p.add_argument("--no-pin", action="store_true",
-                   help="do not pin servers to the first CPU and clients to the second "
-                        "(pinning makes runs comparable; see the notes in the output)")
+    p.add_argument("--pin", action="store_true",
+                   help="pin servers to the first CPU and clients to the second (default: "
+                        "unpinned, as users run; pinned runs vary less but flatter "
+                        "whichever placement suits a stack)")
+    p.add_argument("--readme", type=Path, default=None, metavar="FILE",
+                   help="also write the results table into FILE between the lines "
+                        "'<!-- bench:begin -->' and '<!-- bench:end -->' (the README's "
+                        "figures come from the tool, never edited by hand)")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record py-spy profiles of the tcpstack server into DIR "
                         "(every repetition; slows it down, so use such a run for the "
@@ -102,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def preflight() -> None:
+def preflight(workloads: list[str]) -> None:
     """Raise :class:`SetupError` (one line) if this machine cannot run the benchmark."""
     if os.geteuid() != 0:
         raise SetupError("must run as root (network namespaces, TUN/TAP devices)")
@@ -111,11 +125,20 @@ def preflight() -> None:
             raise SetupError("/dev/net/tun is not a character device")
     except FileNotFoundError:
         raise SetupError("/dev/net/tun is missing (no TUN support)") from None
-    missing = [t for t in ("ip", "curl", "ab") if shutil.which(t) is None]
+    web = WEB_WORKLOADS.intersection(workloads)
+    tools = ("ip", "curl", "ab") + (("openssl",) if web else ())
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        hint = {"ip": "iproute2", "curl": "curl", "ab": "apache2-utils"}
+        hint = {"ip": "iproute2", "curl": "curl", "ab": "apache2-utils", "openssl": "openssl"}
         raise SetupError("missing tools: " + ", ".join(f"{t} (apt-get install {hint[t]})"
                                                          for t in missing))
+    if web:
+        absent = [m for m in ("aiohttp", "cryptography") if importlib.util.find_spec(m) is None]
+        if absent:
+            raise SetupError(
+                f"the {' and '.join(sorted(web))} workload(s) need the Python package(s) "
+                f"{', '.join(absent)} (pip install -e '.[aiohttp,tls]'), or leave them out "
+                "with --only")
     probe = netns.Netns("probe")
     probe.create()  # raises SetupError with the reason
     probe.close()
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     started = time.monotonic()
     try:
-        preflight()
+        preflight(workloads)
         out_dir: Path = args.out
         log_dir = out_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -175,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         doc["seconds"] = round(time.monotonic() - started, 1)
         json_path, md_path = report.write(doc, out_dir)
         print(report.render(doc))
+        if args.readme is not None:
+            report.update_readme(args.readme, doc)
+            _progress(f"updated the results table in {args.readme}")
         _progress(f"wrote {json_path} and {md_path} ({doc['seconds']:.0f} s)")
         return 0
-    except SetupError as exc:
+    except (SetupError, report.ReadmeError) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -210,16 +236,24 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
                      "during every repetition: the tcpstack numbers of this run are slowed "
                      "down by the sampling")
     kernel = KernelTarget(sizes["kernel"], log_dir)
-    pin = None if args.no_pin else default_pinning()
+    pin = default_pinning() if args.pin else None
     if pin is not None:
         notes.append(f"every server process is pinned to CPU {pin[0]} and every client to CPU "
                      f"{pin[1]} (sched_setaffinity), the same for all stacks: placement "
                      "changes the results a lot on a small machine (ping-pong with both on one "
                      "CPU is 2-3x faster than across CPUs, for the kernel as for tcpstack)")
     else:
-        notes.append("processes are not pinned to CPUs (--no-pin, or fewer than 2 CPUs): "
-                     "expect more run-to-run variance")
+        notes.append("processes are not pinned to CPUs (the default; --pin pins them): "
+                     "the scheduler places servers, clients and the relay as it would for "
+                     "a user; the spread [min-max] of the repetitions is in each cell")
     tcp.pin = kernel.pin = pin
+    if WEB_WORKLOADS.intersection(workloads):
+        tcp.web_tls = kernel.web_tls = _web_certificate(log_dir, (tcp, kernel))
+        notes.append("aiohttp and https: the same aiohttp application (tools/bench/"
+                     "web_server.py, uvloop) on each stack -- on tcpstack through TunStack and "
+                     "TcpStackSite, on the kernel through aiohttp's own TCPSite; over TLS "
+                     "(TLS 1.3, a throw-away self-signed certificate) the protocol layer is "
+                     "uvloop's on kernel sockets and asyncio's SSLProtocol on tcpstack")
     for target, h in ((tcp, hook), (kernel, None)):
         if target.name not in args.stacks:
             targets[target.name] = "skipped (--stacks)"
@@ -234,11 +268,18 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
         missing += [f"pytcp {w}: skipped ({why})" for w in workloads]
     else:
         reason = None
-        try:
-            _progress(f"[pytcp] preparing the virtualenv {args.pytcp_venv}")
-            python, version, pyver = ensure_pytcp(args.pytcp_venv)
-        except PytcpUnavailable as exc:
-            reason = str(exc)
+        pytcp_workloads = [w for w in workloads if w != "flood" or "pytcp" in FLOOD_STACKS]
+        if len(pytcp_workloads) < len(workloads):
+            missing.append("pytcp flood: not run (the SYN flood compares tcpstack with the "
+                           "kernel only)")
+        if not pytcp_workloads:
+            reason = "no workload for it"
+        else:
+            try:
+                _progress(f"[pytcp] preparing the virtualenv {args.pytcp_venv}")
+                python, version, pyver = ensure_pytcp(args.pytcp_venv)
+            except PytcpUnavailable as exc:
+                reason = str(exc)
         if reason is None:
             pyt = PytcpTarget(sizes["pytcp"], log_dir, python, version)
             pyt.pin = pin
@@ -246,15 +287,16 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
             if not version.startswith("3."):
                 notes.append(f"PyTCP {version} was used: the newest PyTCP release pip resolves "
                              f"for Python {pyver}; the 3.0.x releases require Python >= 3.14")
-            results["pytcp"], reason = run_target(pyt, workloads, None, fatal_setup=False)
+            results["pytcp"], reason = run_target(pyt, pytcp_workloads, None,
+                                                  fatal_setup=False)
             notes += pyt.notes
             if reason is not None:
                 reason = f"the PyTCP server could not be started: {reason}"
         if reason is not None:
             targets["pytcp"] = f"not run: {reason}"
-            missing += [f"pytcp {w}: not run: {reason}" for w in workloads]
+            missing += [f"pytcp {w}: not run: {reason}" for w in pytcp_workloads]
         else:
-            for w in workloads:
+            for w in pytcp_workloads:
                 o = results["pytcp"].get(w)
                 if o is not None and o.status != "ok":
                     missing.append(f"pytcp {w}: {o.status}: {o.reason}")
@@ -272,6 +314,7 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
     notes += _notes(results, sizes["tcpstack"])
     doc: dict[str, Any] = {
         "mode": mode,
+        "pinned": pin is not None,
         "workloads": workloads,
         "meta": report.machine_meta(),
         "targets": targets,
@@ -286,6 +329,20 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
     return doc
 
 
+def _web_certificate(log_dir: Path, targets: tuple[Target, ...]) -> tuple[Path, Path]:
+    """A throw-away certificate for the web application's addresses on every target."""
+    from tcpstack.certs import self_signed
+
+    hosts = {"tcpstack": "10.0.0.2", "kernel": "10.9.0.1"}
+    cert = self_signed([hosts[t.name] for t in targets if t.name in hosts])
+    cert_path, key_path = log_dir / "web-cert.pem", log_dir / "web-key.pem"
+    cert_path.write_bytes(cert.cert_pem)
+    key_path.touch(mode=0o600)
+    key_path.chmod(0o600)
+    key_path.write_bytes(cert.key_pem)
+    return cert_path, key_path
+
+
 def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     notes = [report.sizes_line("tcpstack and kernel", sz)]
     for stack in ("tcpstack", "kernel"):
@@ -295,6 +352,16 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     k_idle = results.get("kernel", {}).get("idle")
     if k_idle is not None:
         notes += _kernel_socket_memory(k_idle)
+    for stack in ("tcpstack", "kernel"):
+        fl = results.get(stack, {}).get("flood")
+        if fl is not None and fl.status == "ok":
+            s = fl.summary
+            notes.append(
+                f"{stack} SYN flood: {s.get('syn_rate', 0):,.0f} SYN/s achieved (target "
+                f"{fl.params['target_rate']:,}/s for {fl.params['seconds']:g} s, spoofed from "
+                f"{fl.params['spoofed_from']}); fetches OK {s.get('baseline_ok', 0):.0f}/"
+                f"{s.get('baseline_attempts', 0):.0f} before, {s.get('flood_ok', 0):.0f}/"
+                f"{s.get('flood_attempts', 0):.0f} during")
     notes.append("the kernel reference uses a veth pair (with its offloads) between two "
                  "namespaces; tcpstack a TUN device; in both the clients and the server share "
                  "this machine's CPUs")

@@ -7,11 +7,20 @@ loop is bounded both in count and by a deadline. Subcommands:
 * ``probe`` -- wait until TCP connects to every given port succeed;
 * ``upload`` -- send up to N bytes (or for at most S seconds) to discard,
   ``shutdown(SHUT_WR)``, wait for the server's FIN: throughput = bytes / time;
+* ``echo`` -- send N bytes to echo while reading them back on the same
+  connection (a reader thread), check every byte: throughput = N / time;
 * ``latency`` -- 64-byte ping-pong over one connection to echo, one round
   trip timed with :func:`time.perf_counter_ns` each (``TCP_NODELAY`` on);
 * ``idle`` -- open N concurrent connections to echo, measure the server
   process's VmRSS before and after, then check that each one still answers
-  (1 byte sent and read back on every connection).
+  (1 byte sent and read back on every connection);
+* ``flood`` -- legitimate ``curl --max-time 2`` fetches of a small page, one
+  after the other, before, during and after a spoofed SYN flood sent by
+  ``synflood`` (a child process): successful fetches per second during the flood
+  as a fraction of the rate before it, and how soon after the flood a fresh
+  fetch succeeds;
+* ``synflood`` -- the flood itself: SYNs from random unused addresses of a subnet
+  through a raw socket, at a fixed rate, bounded in count and time.
 
 (The download and connection-rate workloads use ``curl`` and ``ab``.)
 """
@@ -21,11 +30,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
+import os
+import random
 import resource
 import socket
+import struct
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +118,64 @@ def cmd_upload(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
     return {"bytes": sent, "seconds": elapsed, "mbps": sent / elapsed / 1e6,
             "capped_by_time": sent < args.bytes}
+
+
+# -- echo -----------------------------------------------------------------------
+
+
+def echo_pattern(n: int) -> bytes:
+    """``n`` bytes that are not periodic in any small period (misplaced data shows)."""
+    block = bytes((i * 31 + i // 251) % 256 for i in range(65521))  # a prime length
+    reps = -(-n // len(block))
+    return (block * reps)[:n]
+
+
+def cmd_echo(args: argparse.Namespace) -> dict[str, Any]:
+    data = echo_pattern(args.bytes)
+    view = memoryview(data)
+    got = bytearray()
+    failure: list[str] = []
+    deadline = time.monotonic() + args.timeout
+    with socket.create_connection((args.host, args.port), timeout=10.0) as sock:
+        sock.settimeout(max(1.0, min(10.0, args.timeout)))
+
+        def reader() -> None:
+            buf = bytearray(256 * 1024)
+            while len(got) < len(data):
+                if time.monotonic() > deadline:
+                    failure.append(f"timed out after reading {len(got)} bytes")
+                    return
+                try:
+                    n = sock.recv_into(buf)
+                except OSError as exc:
+                    failure.append(f"{type(exc).__name__} after reading {len(got)} bytes: {exc}")
+                    return
+                if n == 0:
+                    failure.append(f"echo closed the connection after {len(got)} bytes")
+                    return
+                got.extend(buf[:n])
+
+        t0 = time.perf_counter()
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        for off in range(0, len(data), args.chunk):
+            if failure or time.monotonic() > deadline:
+                break
+            try:
+                sock.sendall(view[off:off + args.chunk])
+            except OSError as exc:
+                failure.append(f"{type(exc).__name__} while sending: {exc}")
+                break
+        thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        elapsed = time.perf_counter() - t0
+    if failure:
+        return {"error": failure[0], "bytes": len(got)}
+    if thread.is_alive():
+        return {"error": f"timed out after reading {len(got)} bytes", "bytes": len(got)}
+    if bytes(got) != data:
+        first = next(i for i in range(len(data)) if got[i] != data[i])
+        return {"error": f"echo returned different bytes (first at offset {first})"}
+    return {"bytes": len(data), "seconds": elapsed, "mbps": len(data) / elapsed / 1e6}
 
 
 # -- latency --------------------------------------------------------------------
@@ -272,6 +346,226 @@ def cmd_idle(args: argparse.Namespace) -> dict[str, Any]:
         return runner.run(_idle(args))
 
 
+# -- SYN flood -------------------------------------------------------------------
+
+
+def _inet_sum(data: bytes) -> int:
+    """The one's-complement sum of ``data`` (even length), folded to 16 bits."""
+    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+_MSS_OPTION = struct.pack("!BBH", 2, 4, 1460)
+_SYN = struct.Struct("!BBHHHBBHIIHHIIBBHHH")
+
+
+def syn_checksum_base(dst: int, dport: int) -> int:
+    """The part of a flood SYN's TCP checksum sum that is the same for every SYN to
+    ``dst:dport``: the pseudo-header's destination, protocol and length, and the
+    header's constant words (ports aside, flags, window, the MSS option)."""
+    return _inet_sum(struct.pack("!IHH", dst, 6, 24)) + dport + 0x6002 + 64240 + \
+        _inet_sum(_MSS_OPTION)
+
+
+def syn_packet(src: int, dst: int, sport: int, dport: int, seq: int, base: int) -> bytes:
+    """An IPv4 SYN with an MSS option; IP checksum, length and ID are left to the kernel
+    (IP_HDRINCL), the TCP checksum is complete."""
+    total = base + (src >> 16) + (src & 0xFFFF) + sport + (seq >> 16) + (seq & 0xFFFF)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return _SYN.pack(0x45, 0, 0, 0, 0, 64, 6, 0, src, dst, sport, dport, seq, 0, 0x60, 0x02,
+                     64240, ~total & 0xFFFF, 0) + _MSS_OPTION
+
+
+def cmd_synflood(args: argparse.Namespace) -> dict[str, Any]:
+    """SYNs with random source addresses (of ``--subnet``, minus ``--exclude``), ports
+    and sequence numbers, at ``--rate`` per second for ``--seconds``, at most
+    ``--max-packets``. IP_HDRINCL: the kernel fills in the IP checksum and length."""
+    net = ipaddress.IPv4Network(args.subnet)
+    exclude = {int(ipaddress.IPv4Address(a)) for a in args.exclude.split(",") if a}
+    sources = [int(a) for a in net.hosts() if int(a) not in exclude]
+    if not sources:
+        return {"error": f"no unused source address in {args.subnet}"}
+    dst = int(ipaddress.IPv4Address(args.host))
+    rng = random.Random(args.seed)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    base = syn_checksum_base(dst, args.port)
+    addr = (args.host, 0)
+    sent = errors = 0
+    limit = min(args.max_packets, int(args.rate * args.seconds) + 1)
+    t0 = time.monotonic()
+    end = t0 + args.seconds
+    with sock:
+        while sent < limit:
+            now = time.monotonic()
+            if now >= end:
+                break
+            due = min(limit, int((now - t0) * args.rate) + 1)
+            if sent >= due:
+                time.sleep(min(0.001, end - now))
+                continue
+            for _ in range(min(due - sent, 512)):
+                packet = syn_packet(rng.choice(sources), dst, rng.randrange(1024, 65536),
+                                    args.port, rng.getrandbits(32), base)
+                try:
+                    sock.sendto(packet, addr)
+                except OSError:
+                    errors += 1
+                sent += 1
+    elapsed = time.monotonic() - t0
+    return {"sent": sent, "send_errors": errors, "seconds": elapsed,
+            "rate": sent / elapsed if elapsed > 0 else 0.0, "target_rate": args.rate,
+            "sources": len(sources)}
+
+
+def _fetch(url: str, timeout: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["curl", "-s", "-o", "/dev/null", "--max-time", f"{timeout:g}",
+                             "-w", "%{http_code} %{time_connect} %{time_total}", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def _fetch_result(proc: subprocess.Popen[bytes]) -> tuple[bool, float, float]:
+    """(succeeded, seconds to connect, seconds in all) of a finished fetch."""
+    out = proc.stdout.read() if proc.stdout is not None else b""
+    if proc.stdout is not None:
+        proc.stdout.close()
+    fields = out.split()
+    try:
+        connect, total = float(fields[1]), float(fields[2])
+    except (IndexError, ValueError):
+        connect = total = float("nan")
+    return proc.returncode == 0 and fields[:1] == [b"200"], connect, total
+
+
+class Fetches:
+    """Sequential fetches: how many, how many succeeded, how long they took."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.attempts = 0
+        self.connect: list[float] = []
+        self.total: list[float] = []
+
+    def summary(self, prefix: str) -> dict[str, Any]:
+        total = sorted(t for t in self.total if t == t)
+        connect = sorted(t for t in self.connect if t == t)
+        out: dict[str, Any] = {f"{prefix}_ok": self.ok, f"{prefix}_attempts": self.attempts}
+        if total:
+            out[f"{prefix}_fetch_p50_ms"] = 1000 * total[len(total) // 2]
+            out[f"{prefix}_fetch_max_ms"] = 1000 * total[-1]
+        if connect:
+            out[f"{prefix}_connect_p50_ms"] = 1000 * connect[len(connect) // 2]
+            # A connect beyond 1 s: the SYN (or its answer) was lost and resent.
+            out[f"{prefix}_connect_over_1s"] = sum(1 for c in connect if c >= 1.0)
+        return out
+
+
+def _fetch_loop(url: str, timeout: float, until: Callable[[], bool]) -> Fetches:
+    """Fetches one after the other while ``until()`` is false."""
+    f = Fetches()
+    while not until():
+        proc = _fetch(url, timeout)
+        try:
+            proc.wait(timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        ok, connect, total = _fetch_result(proc)
+        f.attempts += 1
+        f.ok += ok
+        f.connect.append(connect)
+        f.total.append(total)
+    return f
+
+
+def _first_success(url: str, timeout: float, start: float, limit: float,
+                   every: float = 0.1) -> float | None:
+    """Start a fresh fetch every ``every`` s from ``start`` on; seconds from ``start``
+    until one succeeds, or None within ``limit``. At most 64 fetches run at once."""
+    running: list[subprocess.Popen[bytes]] = []
+    next_start = start
+    try:
+        while True:
+            now = time.monotonic()
+            for proc in list(running):
+                if proc.poll() is not None:
+                    running.remove(proc)
+                    if _fetch_result(proc)[0]:
+                        return now - start
+            if now - start > limit and not running:
+                return None
+            if now >= next_start and now - start <= limit and len(running) < 64:
+                running.append(_fetch(url, timeout))
+                next_start += every
+            time.sleep(0.005)
+    finally:
+        for proc in running:
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
+    """Fetches before, during and after a SYN flood (see the module docstring).
+
+    The result is a rate: successful fetches per second during the flood over the
+    same before it, so a stack that still answers but slowly scores lower too. The
+    fraction of fetches that succeeded is reported beside it.
+    """
+    url = f"http://{args.host}:{args.port}{args.path}"
+    deadline = time.monotonic() + args.timeout
+    # Before: the stack's own rate, the reference for the one under flood.
+    t0 = time.monotonic()
+    t_end = t0 + args.baseline
+    before = _fetch_loop(url, args.fetch_timeout, lambda: time.monotonic() >= t_end)
+    base_s = time.monotonic() - t0
+    if before.ok == 0:
+        return {"error": f"no fetch succeeded before the flood ({before.attempts} tried)",
+                **before.summary("baseline")}
+    argv = [sys.executable, "-m", "tools.bench.client", "synflood", "--host", args.host,
+            "--port", str(args.port), "--subnet", args.subnet, "--exclude", args.exclude,
+            "--rate", f"{args.rate:g}", "--seconds", f"{args.seconds:g}",
+            "--max-packets", str(int(args.rate * args.seconds) + 1), "--seed", str(args.seed)]
+    flooder = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=os.environ.copy())
+    try:
+        time.sleep(min(0.5, args.seconds / 10))  # the flood builds up first
+        t1 = time.monotonic()
+        during = _fetch_loop(url, args.fetch_timeout,
+                             lambda: flooder.poll() is not None or time.monotonic() > deadline)
+        during_s = time.monotonic() - t1
+        out, err = flooder.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+    flood_end = time.monotonic()
+    flood: dict[str, Any] = {}
+    for line in out.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            flood = json.loads(line[len(RESULT_PREFIX):])
+    if not flood or "error" in flood:
+        return {"error": f"the SYN flooder failed: {flood.get('error') or err.strip()[-200:]}"}
+    recovery = _first_success(url, args.fetch_timeout, flood_end, args.recovery)
+    base_rate = before.ok / base_s
+    during_rate = during.ok / during_s if during_s > 0 else 0.0
+    return {
+        **before.summary("baseline"), "baseline_seconds": base_s, "baseline_rate": base_rate,
+        **during.summary("flood"), "flood_seconds": during_s, "flood_rate": during_rate,
+        "ratio": during_rate / base_rate,
+        "flood_success_fraction": during.ok / during.attempts if during.attempts else 0.0,
+        "recovered": recovery is not None,
+        "recovery_seconds": recovery if recovery is not None else args.recovery,
+        "recovery_limit": args.recovery,
+        "syn_sent": flood["sent"], "syn_rate": flood["rate"], "syn_target_rate": args.rate,
+        "syn_seconds": flood["seconds"], "syn_send_errors": flood["send_errors"],
+    }
+
+
 # -- main --------------------------------------------------------------------------
 
 
@@ -292,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--chunk", type=int, default=256 * 1024)
     u.add_argument("--timeout", type=float, default=60.0)
 
+    e = sub.add_parser("echo")
+    e.add_argument("--host", required=True)
+    e.add_argument("--port", type=int, default=7)
+    e.add_argument("--bytes", type=int, required=True)
+    e.add_argument("--chunk", type=int, default=64 * 1024)
+    e.add_argument("--timeout", type=float, default=60.0)
+
     lat = sub.add_parser("latency")
     lat.add_argument("--host", required=True)
     lat.add_argument("--port", type=int, default=7)
@@ -309,10 +610,37 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--op-timeout", type=float, default=10.0)
     i.add_argument("--settle", type=float, default=1.0)
     i.add_argument("--timeout", type=float, default=120.0)
+
+    f = sub.add_parser("flood")
+    f.add_argument("--host", required=True)
+    f.add_argument("--port", type=int, default=80)
+    f.add_argument("--path", default="/")
+    f.add_argument("--subnet", required=True, help="spoofed sources come from here")
+    f.add_argument("--exclude", default="", help="comma-separated addresses in use")
+    f.add_argument("--rate", type=float, required=True, help="SYNs per second")
+    f.add_argument("--seconds", type=float, required=True, help="flood duration")
+    f.add_argument("--baseline", type=float, default=5.0, help="seconds of fetches before")
+    f.add_argument("--recovery", type=float, default=30.0,
+                   help="after the flood, wait at most this long for a successful fetch")
+    f.add_argument("--fetch-timeout", type=float, default=2.0, help="curl --max-time")
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--timeout", type=float, default=120.0)
+
+    sf = sub.add_parser("synflood")
+    sf.add_argument("--host", required=True)
+    sf.add_argument("--port", type=int, default=80)
+    sf.add_argument("--subnet", required=True)
+    sf.add_argument("--exclude", default="")
+    sf.add_argument("--rate", type=float, required=True)
+    sf.add_argument("--seconds", type=float, required=True)
+    sf.add_argument("--max-packets", type=int, required=True)
+    sf.add_argument("--seed", type=int, default=1)
     return parser
 
 
-COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "latency": cmd_latency, "idle": cmd_idle}
+COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "echo": cmd_echo,
+            "latency": cmd_latency, "idle": cmd_idle, "flood": cmd_flood,
+            "synflood": cmd_synflood}
 
 
 def main(argv: list[str] | None = None) -> int:

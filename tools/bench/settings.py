@@ -7,8 +7,22 @@ from typing import Any
 
 MIB = 1024 * 1024
 
-WORKLOADS: tuple[str, ...] = ("download", "upload", "latency", "idle", "connrate")
-"""Every workload, in the order they run (connrate last: it leaves TIME-WAIT behind)."""
+WORKLOADS: tuple[str, ...] = ("download", "upload", "echo", "latency", "impaired_c2s",
+                               "impaired_both", "idle", "aiohttp", "https", "connrate", "flood")
+"""Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
+half-open connections behind; every workload starts on a fresh server anyway)."""
+
+FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
+"""The SYN flood runs against these only (PyTCP is not part of the comparison)."""
+
+WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
+"""The workloads served by the aiohttp application (:mod:`tools.bench.web_server`)
+rather than by tcpstack's own services."""
+
+WEB_HTTP_PORT = 8080
+"""The web application's plain HTTP port."""
+WEB_HTTPS_PORT = 8443
+"""The web application's HTTPS port (the same application behind TLS)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,12 @@ class Sizes:
     """Concurrency for ``ab -c``."""
     latency_n: int
     """Timed 64-byte round trips (after a short warm-up)."""
+    echo_bytes: int
+    """Bytes sent to echo and read back on one connection."""
+    impaired_bytes: int
+    """Bytes of the download through the impaired relay."""
+    impaired_reps: int
+    """Repetitions of each impaired download (relay seed = repetition number)."""
     idle_n: int
     """Concurrent idle connections."""
     timeout_download: float
@@ -42,6 +62,28 @@ class Sizes:
     timeout_connrate: float
     timeout_latency: float
     timeout_idle: float
+    timeout_echo: float
+    timeout_impaired: float
+    web_n: int
+    """Requests of the aiohttp workload (``ab -k -n``)."""
+    web_c: int
+    """Its concurrency (``ab -c``)."""
+    tls_seconds: int
+    """How long each ``openssl s_time -new`` run opens TLS connections."""
+    tls_bulk_bytes: int
+    """Bytes of the bulk download over HTTPS."""
+    timeout_web: float
+    timeout_tls: float
+    flood_seconds: float
+    """Duration of the spoofed SYN flood."""
+    flood_rate: int
+    """SYNs per second the flooder aims for (the same for every stack)."""
+    flood_baseline: float
+    """Seconds of legitimate fetches just before the flood (each stack's own reference)."""
+    flood_recovery: float
+    """After the flood, wait at most this long for a fresh fetch to succeed."""
+    flood_reps: int
+    """Repetitions of the flood workload (each on a freshly started server)."""
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -54,8 +96,13 @@ FULL = Sizes(
     download_max=200 * MIB, download_seconds=10.0, download_probe=16 * MIB,
     upload_max=200 * MIB, upload_seconds=10.0,
     connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
+    echo_bytes=100 * MIB, impaired_bytes=20 * MIB, impaired_reps=3,
     timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
-    timeout_latency=90.0, timeout_idle=300.0,
+    timeout_latency=90.0, timeout_idle=300.0, timeout_echo=90.0, timeout_impaired=120.0,
+    web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
+    timeout_web=120.0, timeout_tls=60.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
+    flood_reps=3,
 )
 
 QUICK = replace(
@@ -63,8 +110,13 @@ QUICK = replace(
     download_max=200 * MIB, download_seconds=3.0, download_probe=8 * MIB,
     upload_max=200 * MIB, upload_seconds=3.0,
     connrate_n=500, latency_n=500, idle_n=500,
+    echo_bytes=20 * MIB, impaired_bytes=8 * MIB, impaired_reps=1,
     timeout_download=30.0, timeout_upload=30.0, timeout_connrate=60.0,
-    timeout_latency=30.0, timeout_idle=60.0,
+    timeout_latency=30.0, timeout_idle=60.0, timeout_echo=60.0, timeout_impaired=90.0,
+    web_n=3000, tls_seconds=3, tls_bulk_bytes=32 * MIB,
+    timeout_web=60.0, timeout_tls=40.0,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=3.0, flood_recovery=15.0,
+    flood_reps=1,
 )
 
 TINY = replace(
@@ -72,8 +124,12 @@ TINY = replace(
     download_max=1 * MIB, download_seconds=1.0, download_probe=0,
     upload_max=1 * MIB, upload_seconds=1.0,
     connrate_n=50, latency_n=50, idle_n=50,
+    echo_bytes=1 * MIB, impaired_bytes=1 * MIB, impaired_reps=1,
     timeout_download=20.0, timeout_upload=20.0, timeout_connrate=30.0,
-    timeout_latency=20.0, timeout_idle=30.0, quiet_wait=1.0,
+    timeout_latency=20.0, timeout_idle=30.0, timeout_echo=20.0, timeout_impaired=60.0,
+    web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
+    timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
+    flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per
@@ -83,16 +139,22 @@ PYTCP_FULL = replace(
     download_max=2 * MIB, download_seconds=5.0, download_probe=0,
     upload_max=2 * MIB, upload_seconds=5.0,
     connrate_n=500, connrate_c=16, latency_n=1000, idle_n=500,
+    echo_bytes=2 * MIB, impaired_bytes=1 * MIB, impaired_reps=1,
     timeout_download=40.0, timeout_upload=40.0, timeout_connrate=90.0,
-    timeout_latency=60.0, timeout_idle=120.0,
+    timeout_latency=60.0, timeout_idle=120.0, timeout_echo=60.0, timeout_impaired=60.0,
 )
 
 PYTCP_QUICK = replace(
     PYTCP_FULL, reps=1, download_max=1 * MIB, upload_max=1 * MIB,
-    connrate_n=200, latency_n=200, idle_n=100,
+    connrate_n=200, latency_n=200, idle_n=100, echo_bytes=1 * MIB,
 )
 
-PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20)
+PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20,
+                     echo_bytes=256 * 1024)
+
+IMPAIRMENT = "loss=2,delay=5ms,reorder=5"
+"""What the relay does to each impaired direction (issue 12's path): 2 % loss, 5 ms
+delay, 5 % of packets held back behind later ones; ``seed`` is added per repetition."""
 
 
 def sizes_for(mode: str, stack: str) -> Sizes:

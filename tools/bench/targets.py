@@ -8,6 +8,12 @@
   with PyTCP on 10.8.0.2 behind it, run by :mod:`tools.bench.pytcp_server`
   under PyTCP's own virtualenv; clients run in P.
 
+A target's server process runs one of two applications (:attr:`Target.app`):
+``services`` (tcpstack's own HTTP, echo and discard services: ``tcpstack serve``
+on the stack, :mod:`tools.bench.kernel_server` on the kernel) or ``web`` (the
+aiohttp application of :mod:`tools.bench.web_server`, plain HTTP and HTTPS, on
+either stack); each workload says which one it needs.
+
 Every address is a 10.x address inside these namespaces.
 """
 
@@ -25,7 +31,7 @@ from typing import IO, Any
 
 from tools.bench import client as client_mod
 from tools.bench.netns import Netns, SetupError, terminate
-from tools.bench.settings import Sizes
+from tools.bench.settings import WEB_HTTP_PORT, WEB_HTTPS_PORT, Sizes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_NOFILE = 65536
@@ -79,8 +85,15 @@ class Target:
     """A server under test, with the namespace its clients run in."""
 
     name = "?"
-    ports = "80,7,9"
+    service_ports = "80,7,9"
+    web_ports = f"{WEB_HTTP_PORT},{WEB_HTTPS_PORT}"
     ready_timeout = 30.0
+    supports_web = True
+    """Whether the aiohttp application can run on this stack."""
+    flood_subnet = ""
+    """Where the spoofed SYN flood's source addresses come from (the link's subnet)."""
+    flood_exclude: tuple[str, ...] = ()
+    """Addresses of that subnet in use (never spoofed)."""
 
     def __init__(self, sizes: Sizes, log_dir: Path) -> None:
         self.sizes = sizes
@@ -95,6 +108,10 @@ class Target:
         """True while the running server process has not served a workload yet."""
         self.pin: tuple[int, int] | None = None
         """(server CPU, client CPU) to pin processes to, or None to let the scheduler decide."""
+        self.app = "services"
+        """Which application the server runs: ``services`` or ``web``."""
+        self.web_tls: tuple[Path, Path] | None = None
+        """Certificate and key files (PEM) for the web application's HTTPS port."""
         self.notes: list[str] = []
         self._log: IO[bytes] | None = None
 
@@ -105,7 +122,26 @@ class Target:
         raise NotImplementedError
 
     def server_argv(self) -> list[str]:
+        """The server command for the current :attr:`app`."""
+        return self.web_argv() if self.app == "web" else self.services_argv()
+
+    def services_argv(self) -> list[str]:
         raise NotImplementedError
+
+    def web_argv(self) -> list[str]:
+        raise SetupError(f"{self.name} cannot run the web application")
+
+    def _web_server(self, stack: str) -> list[str]:
+        if self.web_tls is None:
+            raise SetupError(f"{self.name}: no certificate for the web application")
+        cert, key = self.web_tls
+        return [sys.executable, "-m", "tools.bench.web_server", "--stack", stack,
+                "--host", self.host, "--cert", str(cert), "--key", str(key)]
+
+    @property
+    def ports(self) -> str:
+        """The ports the running application listens on (probed at start-up)."""
+        return self.web_ports if self.app == "web" else self.service_ports
 
     def teardown(self) -> None:
         """Stop every process (by PID) and delete every namespace. Idempotent."""
@@ -136,7 +172,7 @@ class Target:
         if self.server_ns is None:
             raise SetupError(f"{self.name}: not set up")
         self.starts += 1
-        log_path = self.log_dir / f"{self.name}-server-{self.starts}.log"
+        log_path = self.log_dir / f"{self.name}-{self.app}-server-{self.starts}.log"
         self._log = log_path.open("wb")
         self.server = self.server_ns.popen(
             self.server_argv(), stdin=subprocess.DEVNULL, stdout=self._log,
@@ -173,12 +209,16 @@ class Target:
         self.stop_server()
         self.start_server()
 
-    def ensure_fresh(self) -> None:
-        """Make sure the next workload starts on a server process that served nothing yet.
+    def ensure_fresh(self, app: str = "services") -> None:
+        """Make sure the next workload starts on a server process that served nothing yet,
+        running ``app``.
 
         Then no workload inherits another's leftovers (thousands of closing
         connections, TIME-WAIT state, grown heaps, pending garbage collection).
         """
+        if app != self.app:
+            self.app = app
+            self.fresh = False
         if self.server is not None and self.server.poll() is not None:
             self.notes.append(f"{self.name} server had exited (status "
                               f"{self.server.returncode}) after a workload; restarted")
@@ -203,6 +243,8 @@ class Target:
 class TcpstackTarget(Target):
     name = "tcpstack"
     ready_timeout = 20.0
+    flood_subnet = "10.0.0.0/24"
+    flood_exclude = ("10.0.0.1", "10.0.0.2")
 
     def setup(self) -> None:
         ns = self._new_ns("A")
@@ -211,8 +253,11 @@ class TcpstackTarget(Target):
         self.host = "10.0.0.2"
         self.start_server()
 
-    def server_argv(self) -> list[str]:
+    def services_argv(self) -> list[str]:
         return [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning"]
+
+    def web_argv(self) -> list[str]:
+        return self._web_server("tcpstack")
 
     def restart_server(self) -> None:
         # The TUN goes away with the process; wait (bounded) before the next one creates it.
@@ -229,12 +274,15 @@ class TcpstackTarget(Target):
         self.start_server()
 
     def describe(self) -> str:
-        return "tcpstack serve over TUN (10.0.0.1 -> 10.0.0.2, one namespace)"
+        return ("tcpstack over TUN (10.0.0.1 -> 10.0.0.2, one namespace): tcpstack serve, "
+                "or for aiohttp/https the web application on TunStack + TcpStackSite")
 
 
 class KernelTarget(Target):
     name = "kernel"
     ready_timeout = 20.0
+    flood_subnet = "10.9.0.0/24"
+    flood_exclude = ("10.9.0.1", "10.9.0.2")
 
     def setup(self) -> None:
         srv = self._new_ns("S")
@@ -249,20 +297,29 @@ class KernelTarget(Target):
         cli.ip("link", "set", "vbench-c", "up")
         cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
         self.host = "10.9.0.1"
+        cookies = srv.run(["cat", "/proc/sys/net/ipv4/tcp_syncookies"], timeout=10.0)
+        self.notes.append(f"kernel server namespace: net.ipv4.tcp_syncookies = "
+                          f"{cookies.stdout.strip() or '?'} (the Linux default: SYN cookies "
+                          "once a listener's SYN queue is full)")
         self.start_server()
 
-    def server_argv(self) -> list[str]:
+    def services_argv(self) -> list[str]:
         return [sys.executable, "-m", "tools.bench.kernel_server", "--host", "10.9.0.1",
                 "--nofile", str(SERVER_NOFILE)]
 
+    def web_argv(self) -> list[str]:
+        return self._web_server("kernel")
+
     def describe(self) -> str:
         return ("Linux TCP: asyncio.start_server + uvloop with the same tcpstack.apps "
-                "services, veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
+                "services, or for aiohttp/https the same web application on web.TCPSite; "
+                "veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
 
 
 class PytcpTarget(Target):
     name = "pytcp"
     ready_timeout = 45.0  # PyTCP probes its addresses (ARP) before it answers
+    supports_web = False  # PyTCP has BSD-like sockets, no asyncio transports for aiohttp
 
     def __init__(self, sizes: Sizes, log_dir: Path, python: Path, version: str) -> None:
         super().__init__(sizes, log_dir)
@@ -279,7 +336,7 @@ class PytcpTarget(Target):
         self.host = "10.8.0.2"
         self.start_server()
 
-    def server_argv(self) -> list[str]:
+    def services_argv(self) -> list[str]:
         script = Path(__file__).with_name("pytcp_server.py")
         return [str(self.python), "-O", str(script), "--interface", "tap7",
                 "--address", "10.8.0.2/24"]

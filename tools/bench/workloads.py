@@ -1,15 +1,33 @@
-"""The five workloads, each run ``reps`` times against one target.
+"""The workloads, each run ``reps`` times against one target.
 
 * ``download`` -- ``curl`` fetches ``GET /bytes/N`` over one connection; the
   length is verified. N is 200 MiB, or less when a calibration download shows
   the target would need more than ~10 s for it (full mode).
 * ``upload`` -- the Python client sends up to 200 MiB (or ~10 s worth) to
   discard, half-closes and waits for the server's FIN.
+* ``echo`` -- the Python client sends N bytes to echo and reads them back on the
+  same connection (both directions busy at once); every byte is checked.
+* ``impaired_c2s`` / ``impaired_both`` -- ``curl`` downloads 20 MiB through
+  :mod:`tools.impair_relay` (2 % loss, 5 ms delay, 5 % reordering) on the
+  client -> server direction only (the ACK path) or on both; the same relay and
+  seeds for every target (:mod:`tools.bench.impaired`).
 * ``connrate`` -- ``ab -n N -c 16`` (HTTP/1.0, one connection per request).
 * ``latency`` -- 64-byte ping-pong to echo over one connection; p50 and p99.
-* ``idle`` -- N concurrent idle connections to echo, all checked afterwards;
+* ``idle`` -- N concurrent idle connections to echo, all checked afterwards
+  (1 byte each, how long checking all of them took);
   the server's VmRSS growth per connection. Each repetition starts on a fresh
   server process so that freed-and-reused memory does not flatter later runs.
+* ``aiohttp`` -- ``ab -k -c 16``: keep-alive GETs of a small JSON document from
+  an aiohttp application (:mod:`tools.bench.web_server`); requests/s.
+* ``https`` -- the same application over TLS: ``openssl s_time -new`` (a full
+  handshake per connection; handshakes/s), then ``curl`` over HTTPS fetching
+  ``/bytes/N`` (certificate verified, length checked; MB/s).
+* ``flood`` -- a spoofed SYN flood (random unused source addresses of the link's
+  subnet, a fixed rate, bounded in count and time) while ``curl --max-time 2``
+  fetches the small HTTP page in a loop: successful fetches per second during the
+  flood as a fraction of the same stack's rate just before it, how soon after the flood a
+  fresh fetch succeeds, and the SYN rate actually achieved. Each repetition starts
+  on a fresh server (a flood leaves half-open connections behind).
 
 Every workload starts on a freshly started server process, so none inherits
 another's leftovers (closing connections, TIME-WAIT state, a grown heap).
@@ -31,10 +49,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.bench.impaired import ImpairedPath
 from tools.bench.netns import SetupError
-from tools.bench.settings import MIB
+from tools.bench.settings import IMPAIRMENT, MIB, WEB_HTTP_PORT, WEB_HTTPS_PORT, WEB_WORKLOADS
 from tools.bench.system import wait_quiet
-from tools.bench.targets import Target, client_run
+from tools.bench.targets import REPO_ROOT, Target, client_run, python_env
 
 Hook = Callable[[str, int], AbstractContextManager[None]]
 """``with hook(workload, rep):`` wraps each measured repetition (used for profiling)."""
@@ -91,12 +110,16 @@ def _median(values: list[float]) -> float:
 # -- download ---------------------------------------------------------------------
 
 
-def _curl(target: Target, nbytes: int, timeout: float) -> dict[str, Any]:
+def _curl(target: Target, nbytes: int, timeout: float,
+          path: ImpairedPath | None = None) -> dict[str, Any]:
     url = f"http://{target.host}/bytes/{nbytes}"
     argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", f"{timeout:g}",
             "-w", "%{size_download} %{time_total} %{http_code}", url]
     try:
-        proc = target.run_client(argv, timeout=timeout + 10)
+        if path is not None:
+            proc = path.run(argv, timeout=timeout + 10)
+        else:
+            proc = target.run_client(argv, timeout=timeout + 10)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g}s (hard timeout)"}
     try:
@@ -155,6 +178,61 @@ def run_upload(target: Target, hook: Hook | None) -> Outcome:
     return out
 
 
+# -- echo ------------------------------------------------------------------------------
+
+
+def run_echo(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("echo", params={"bytes": sz.echo_bytes})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            out.reps.append(client_run(target, [
+                "echo", "--host", target.host, "--port", "7", "--bytes", str(sz.echo_bytes),
+                "--timeout", f"{sz.timeout_echo:g}",
+            ], timeout=sz.timeout_echo + 15))
+    _summarise(out, {"mbps": "mbps"})
+    return out
+
+
+# -- impaired downloads ----------------------------------------------------------------
+
+
+def _impaired(name: str, both: bool) -> Callable[[Target, Hook | None], Outcome]:
+    def run(target: Target, hook: Hook | None) -> Outcome:
+        sz = target.sizes
+        out = Outcome(name, params={"bytes": sz.impaired_bytes, "impairment": IMPAIRMENT,
+                                    "directions": "both" if both else "client->server"})
+        if target.name == "pytcp":
+            out.status, out.reason = "skipped", "not run for PyTCP (about 1 MB/s unimpaired)"
+            return out
+        if target.server_ns is None:
+            raise SetupError(f"{target.name}: not set up")
+        for rep in range(sz.impaired_reps):
+            if _gave_up(out):
+                break
+            spec = f"{IMPAIRMENT},seed={rep + 1}"
+            log_dir = target.log_dir / f"{target.name}-{name}-{rep + 1}"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            path = ImpairedPath(target.server_ns, target.host, log_dir, a2b=spec,
+                                b2a=spec if both else None,
+                                duration_limit=sz.timeout_impaired + 60,
+                                python_env=python_env(), cwd=REPO_ROOT)
+            with path, _rep(target, out, hook, rep):
+                rec = _curl(target, sz.impaired_bytes, sz.timeout_impaired, path)
+            rec["relay"] = path.counters
+            out.reps.append(rec)
+        _summarise(out, {"mbps": "mbps"})
+        return out
+
+    return run
+
+
+run_impaired_c2s = _impaired("impaired_c2s", both=False)
+run_impaired_both = _impaired("impaired_both", both=True)
+
+
 # -- connection rate --------------------------------------------------------------------
 
 _AB_FIELDS = {
@@ -163,11 +241,16 @@ _AB_FIELDS = {
     "non2xx": re.compile(r"^Non-2xx responses:\s+(\d+)", re.M),
     "rps": re.compile(r"^Requests per second:\s+([\d.]+)", re.M),
     "time_per_request_ms": re.compile(r"^Time per request:\s+([\d.]+) \[ms\] \(mean\)$", re.M),
+    "keepalive": re.compile(r"^Keep-Alive requests:\s+(\d+)", re.M),
 }
 
 
-def _ab(target: Target, n: int, c: int, timeout: float) -> dict[str, Any]:
-    argv = ["ab", "-q", "-r", "-s", "10", "-n", str(n), "-c", str(c), f"http://{target.host}/"]
+def _ab(target: Target, n: int, c: int, timeout: float, *, path: str = "/",
+        port: int = 80, keepalive: bool = False) -> dict[str, Any]:
+    argv = ["ab", "-q", "-r", "-s", "10", "-n", str(n), "-c", str(c),
+            f"http://{target.host}:{port}{path}"]
+    if keepalive:
+        argv.insert(1, "-k")
     try:
         proc = target.run_client(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -198,6 +281,95 @@ def run_connrate(target: Target, hook: Hook | None) -> Outcome:
     ok = [r for r in out.reps if "error" not in r]
     out.summary["failed"] = float(sum(int(r.get("failed", 0)) + int(r.get("non2xx", 0))
                                       for r in ok))
+    return out
+
+
+# -- the web application: aiohttp, HTTPS ------------------------------------------------
+
+
+def run_aiohttp(target: Target, hook: Hook | None) -> Outcome:
+    """Keep-alive requests/s of ``GET /json`` from the aiohttp application."""
+    sz = target.sizes
+    out = Outcome("aiohttp", params={"n": sz.web_n, "c": sz.web_c, "keepalive": True,
+                                     "path": "/json"})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            rec = _ab(target, sz.web_n, sz.web_c, sz.timeout_web, path="/json",
+                      port=WEB_HTTP_PORT, keepalive=True)
+        if "error" not in rec and rec.get("keepalive") != sz.web_n:
+            rec["error"] = (f"only {rec.get('keepalive')} of {sz.web_n} requests were "
+                            "answered on kept-alive connections")
+        out.reps.append(rec)
+    _summarise(out, {"rps": "rps"})
+    ok = [r for r in out.reps if "error" not in r]
+    out.summary["failed"] = float(sum(int(r.get("failed", 0)) + int(r.get("non2xx", 0))
+                                      for r in ok))
+    return out
+
+
+_S_TIME = re.compile(r"^(\d+) connections in ([\d.]+) real seconds", re.M)
+
+
+def _s_time(target: Target, seconds: int, timeout: float) -> dict[str, Any]:
+    """``openssl s_time -new``: as many full TLS handshakes as fit in ``seconds``."""
+    argv = ["openssl", "s_time", "-connect", f"{target.host}:{WEB_HTTPS_PORT}", "-new",
+            "-time", str(seconds)]
+    try:
+        proc = target.run_client(argv, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    m = _S_TIME.search(proc.stdout)
+    if proc.returncode != 0 or m is None or float(m.group(2)) <= 0 or int(m.group(1)) == 0:
+        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines()
+                or ["?"])[-1]
+        return {"error": f"openssl s_time exit {proc.returncode}: {tail}"}
+    n, secs = int(m.group(1)), float(m.group(2))
+    return {"handshakes": n, "handshake_seconds": secs, "handshakes_per_s": n / secs}
+
+
+def _curl_https(target: Target, nbytes: int, timeout: float) -> dict[str, Any]:
+    """``curl`` over HTTPS, verifying the server's certificate; the length is checked."""
+    if target.web_tls is None:
+        return {"error": "no certificate to verify the server with"}
+    argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", f"{timeout:g}",
+            "--cacert", str(target.web_tls[0]),
+            "-w", "%{size_download} %{time_total} %{http_code}",
+            f"https://{target.host}:{WEB_HTTPS_PORT}/bytes/{nbytes}"]
+    try:
+        proc = target.run_client(argv, timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    try:
+        size_s, secs_s, code = proc.stdout.split()
+        size, secs = int(size_s), float(secs_s)
+    except ValueError:
+        return {"error": f"curl exit {proc.returncode}: {proc.stderr.strip()[-200:]}"}
+    if proc.returncode != 0 or code != "200" or size != nbytes:
+        return {"error": f"curl exit {proc.returncode}, HTTP {code}, {size} of {nbytes} "
+                         f"bytes: {proc.stderr.strip()[-200:]}"}
+    return {"bytes": size, "seconds": secs, "mbps": size / secs / 1e6 if secs > 0 else 0.0}
+
+
+def run_https(target: Target, hook: Hook | None) -> Outcome:
+    """TLS handshakes/s, then bulk MB/s over TLS, from the same application's HTTPS port."""
+    sz = target.sizes
+    out = Outcome("https", params={"handshake_seconds": sz.tls_seconds,
+                                   "bulk_bytes": sz.tls_bulk_bytes})
+    for rep in range(sz.reps):
+        if _gave_up(out):
+            break
+        with _rep(target, out, hook, rep):
+            rec = _s_time(target, sz.tls_seconds, sz.timeout_tls)
+            if "error" not in rec:
+                bulk = _curl_https(target, sz.tls_bulk_bytes, sz.timeout_tls)
+                if "error" in bulk:
+                    rec["error"] = f"bulk download: {bulk['error']}"
+                else:
+                    rec.update(bulk)
+        out.reps.append(rec)
+    _summarise(out, {"handshakes_per_s": "handshakes_per_s", "mbps": "mbps"})
     return out
 
 
@@ -242,6 +414,11 @@ def run_idle(target: Target, hook: Hook | None) -> Outcome:
             rec["error"] = "could not read the server's VmRSS"
         out.reps.append(rec)
     _summarise(out, {"rss_per_conn_bytes": "rss_per_conn_bytes"})
+    # "All answered within T s": the slowest repetition's time to check every connection.
+    checked = [float(r["check_seconds"]) for r in out.reps
+               if "error" not in r and r.get("check_seconds") is not None]
+    if checked:
+        out.summary["check_seconds"] = max(checked)
     answered = [int(r.get("answered", 0)) for r in out.reps]
     out.summary["answered"] = float(min(answered)) if answered else 0.0
     out.summary["connections"] = float(sz.idle_n)
@@ -252,6 +429,43 @@ def run_idle(target: Target, hook: Hook | None) -> Outcome:
     slabs = [r for r in out.reps if r.get("slab_before") and r.get("slab_after")]
     if slabs:
         out.params["slab"] = {"before": slabs[0]["slab_before"], "after": slabs[0]["slab_after"]}
+    return out
+
+
+# -- SYN flood ----------------------------------------------------------------------------
+
+
+def run_flood(target: Target, hook: Hook | None) -> Outcome:
+    sz = target.sizes
+    out = Outcome("flood", params={
+        "seconds": sz.flood_seconds, "target_rate": sz.flood_rate,
+        "baseline_seconds": sz.flood_baseline, "recovery_limit": sz.flood_recovery,
+        "fetch": "curl --max-time 2 GET /", "spoofed_from": target.flood_subnet,
+        "fresh_server_per_rep": True})
+    timeout = sz.flood_baseline + sz.flood_seconds + sz.flood_recovery + 30
+    for rep in range(sz.flood_reps):
+        if _gave_up(out):
+            break
+        if rep:
+            target.restart_server()
+        with _rep(target, out, hook, rep):
+            out.reps.append(client_run(target, [
+                "flood", "--host", target.host, "--port", "80", "--path", "/",
+                "--subnet", target.flood_subnet, "--exclude", ",".join(target.flood_exclude),
+                "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
+                "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
+                "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
+            ], timeout=timeout + 30))
+    _summarise(out, {"flood_ratio": "ratio", "recovery_s": "recovery_seconds",
+                     "syn_rate": "syn_rate", "baseline_rate": "baseline_rate",
+                     "flood_rate": "flood_rate"})
+    ok = [r for r in out.reps if "error" not in r]
+    if ok:
+        # The target is about the worst case: every repetition answers within 1 s.
+        out.summary["recovery_s"] = max(float(r["recovery_seconds"]) for r in ok)
+        out.summary["recovered"] = float(all(r.get("recovered") for r in ok))
+        for key in ("baseline_ok", "baseline_attempts", "flood_ok", "flood_attempts"):
+            out.summary[key] = float(sum(int(r.get(key, 0)) for r in ok))
     return out
 
 
@@ -268,14 +482,24 @@ def _summarise(out: Outcome, keys: dict[str, str]) -> None:
         values = [float(r[key]) for r in ok if r.get(key) is not None]
         if values:
             out.summary[name] = _median(values)
+            # The spread, so a reader sees how much one figure can be trusted.
+            out.summary[f"{name}_min"] = min(values)
+            out.summary[f"{name}_max"] = max(values)
+            out.summary[f"{name}_n"] = float(len(values))
 
 
 RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
     "download": run_download,
     "upload": run_upload,
+    "echo": run_echo,
     "latency": run_latency,
+    "impaired_c2s": run_impaired_c2s,
+    "impaired_both": run_impaired_both,
     "idle": run_idle,
     "connrate": run_connrate,
+    "aiohttp": run_aiohttp,
+    "https": run_https,
+    "flood": run_flood,
 }
 
 
@@ -283,9 +507,14 @@ def run_workload(name: str, target: Target, hook: Hook | None = None) -> Outcome
     """Run one workload; never raises for a workload failure (only for Ctrl-C)."""
     t0 = time.monotonic()
     try:
-        if name != "idle":  # idle starts a fresh server for every repetition itself
-            target.ensure_fresh()
-        out = RUNNERS[name](target, hook)
+        web = name in WEB_WORKLOADS
+        if web and not target.supports_web:
+            out = Outcome(name, status="skipped",
+                          reason=f"{target.name} cannot run the aiohttp application")
+        else:
+            if name != "idle":  # idle starts a fresh server for every repetition itself
+                target.ensure_fresh("web" if web else "services")
+            out = RUNNERS[name](target, hook)
     except SetupError as exc:
         out = Outcome(name)
         out.fail(f"server could not be (re)started: {exc}")

@@ -29,7 +29,7 @@
 # anew when older than a week or when its recipe changed).
 #
 # Checks: the image's own layers stay within the size budget and hold no
-# build tools; in a container with a published port, HTTP via curl and echo
+# build tools, the engine is the mypyc-compiled build; in a container with a published port, HTTP via curl and echo
 # via nc through the published ports, the health status turning "healthy",
 # the daemon running with a non-root UID and no capabilities, `docker stop`
 # succeeding with exit code 0; then the same with docker/compose.yaml.
@@ -299,6 +299,10 @@ bdocker run --rm --network none --entrypoint /bin/sh "$IMAGE" -c '
     if /opt/tcpstack/bin/python -c "import setuptools" 2>/dev/null; then echo "setuptools in the venv"; exit 1; fi
     if ls /usr/local/share/ca-certificates/tcpstack/*.crt >/dev/null 2>&1; then echo "build CA certificates in the final image"; exit 1; fi
     ' || die "the final image holds build-time tools or files"
+build=$(bdocker run --rm --network none --entrypoint /opt/tcpstack/bin/tcpstack "$IMAGE" --version) \
+    || die "tcpstack --version failed in the image"
+[[ $build == *compiled* ]] || die "the image runs the pure-Python build: $build"
+log "the image runs: $build"
 
 phase "moving the image to the run engine"
 bdocker save "$IMAGE" | rdocker load -q >/dev/null
