@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC",
                      help="inject seeded faults into the TUN traffic, e.g. "
                           "loss=5,delay=10ms,jitter=2ms,seed=7 (keys: loss, delay, jitter, "
-                          "reorder, reorder_delay, duplicate, corrupt, rate, limit, seed, "
+                          "reorder, reorder_delay, duplicate, corrupt, rate, queue, limit, seed, "
                           "dir=both|in|out; percentages, times in us/ms/s); implies "
                           "--no-offload")
 

@@ -2,10 +2,14 @@
 
 What it models is a lossy, slow, misbehaving path, in the spirit of smoltcp's
 ``FaultInjector`` middleware (``src/phy/fault_injector.rs``) and of Linux's
-``netem`` queueing discipline (``tc-netem(8)``): random loss, a fixed one-way
-delay with uniform jitter (so packets may overtake one another), packets held
-back so that later ones overtake them (reordering), duplication, single-bit
-corruption and a bottleneck rate with a bounded queue.
+``netem`` queueing discipline (``tc-netem(8)``): a bottleneck link with a
+bounded buffer, random loss, a fixed one-way delay with uniform jitter (so
+packets may overtake one another), packets held back so that later ones
+overtake them (reordering), duplication and single-bit corruption.
+It is the project's one link model: ``tcpstack serve --impair``, the
+independent relay ``tools/impair_relay.py``, the network simulator
+``tests/sim/netsim.py`` and the engine tests' two-endpoint harness
+(``Pair`` in ``tests/unit/tcp_helpers.py``) all use it.
 
 Three pieces:
 
@@ -23,13 +27,42 @@ Three pieces:
   ``next_deadline``/``poll`` for the runtime's single timer
   (:class:`tcpstack.aio.runtime.TimedDevice`).
 
-Order of the per-packet decisions (each with its own independent probability,
-as in netem): loss, duplication (the copy follows the original immediately),
-corruption, then the release time: the bottleneck (``rate``) serialises the
-packet, then ``delay`` +- ``jitter`` and, for a reordered packet, the extra
-``reorder_delay`` are added. Exactly six random numbers are drawn per packet
-whatever the outcome, so turning one impairment on or off does not change
-which packets another one hits.
+A packet's way through one direction -- a bottleneck link, then a lossy,
+slow stretch of path:
+
+1. **Bottleneck** (``rate``, ``queue``). Packets leave the bottleneck one
+   after another, a packet of ``n`` bytes ``n / rate`` seconds after the one
+   before it left, or after it arrived if the link was idle (an idle link
+   banks no credit, like netem's ``rate``). ``queue=N`` is the bottleneck's
+   buffer, a FIFO of at most N packets waiting for or being put on the link: a
+   packet arriving when it is full is tail-dropped (``tail_dropped``), as by a
+   ``pfifo limit N`` in front of a shaper (``tc-pfifo(8)``, ``tc-tbf(8)``).
+   Without ``queue`` the buffer is unbounded (``limit`` still applies).
+2. **Loss** (``loss``), after the bottleneck: a lost packet has used its time
+   on the link, as one lost on a later hop does; congestion loss is the
+   bottleneck's tail drop. (netem drops before its rate stage; the two only
+   differ when ``loss`` and ``rate`` are both set.)
+3. **Corruption** (``corrupt``): one bit flipped, see :func:`corrupt_packet`.
+4. **Duplication** (``duplicate``): a second copy of the (possibly corrupted)
+   packet, made behind the bottleneck (it takes no link time) and travelling
+   with its own jitter, so it may arrive before the original.
+5. **Delay**: the packet arrives ``delay`` plus a uniform jitter in
+   ``[-jitter, +jitter]`` after leaving the bottleneck (netem's default uniform
+   distribution; never before it left), plus ``reorder_delay`` if it is
+   chosen for reordering (both copies of a duplicated packet are).
+6. **Limit**: a direction holds at most ``limit`` packets at once (in the
+   buffer and on the path, like netem's ``limit``); a packet that would exceed
+   it is dropped (``overflow``), after it has used its link time. A safety
+   bound more than a model.
+
+Every decision has its own independent probability, as in netem, and exactly
+seven random numbers are drawn per packet, in a fixed order, whatever the
+outcome -- also for a packet tail-dropped or lost. So the k-th packet offered
+to a direction always sees the same seven numbers for a given seed: two runs
+differing in one parameter make aligned decisions (at 2 % loss, the same
+packets as at 1 % are lost, and more; turning duplication on does not change
+which packets are lost). A transport reacting to the difference will of
+course offer different packets afterwards.
 
 Packets carrying a virtio-net header (a TUN opened with ``IFF_VNET_HDR``) are
 not supported: a 64 KiB TSO super-segment lost or corrupted as one unit is not
@@ -42,7 +75,7 @@ from __future__ import annotations
 import heapq
 import math
 import struct
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from itertools import count
@@ -72,6 +105,7 @@ MIN_REORDER_DELAY: Final = 0.010
 """The smallest default extra delay of a reordered packet (seconds)."""
 
 _MAX_SECONDS: Final = 3600.0
+_MAX_PACKETS: Final = 1_000_000
 _DIRECTION_VALUES: Final = ("both", "in", "out")
 
 _IPPROTO_ICMP: Final = 1
@@ -87,10 +121,17 @@ _H: Final = struct.Struct("!H")
 class ImpairSpec:
     """What to do to packets; all probabilities are percentages (0-100).
 
+    What each one does, and in which order, is described in the module
+    docstring: ``rate`` (bytes per second; None: no bottleneck) and ``queue``
+    (the bottleneck's FIFO buffer in packets, tail drop; None: unbounded; needs
+    a ``rate``) come first, then ``loss``, ``corrupt``, ``duplicate`` (the copy
+    has its own jitter), and the release ``delay`` +- ``jitter`` (uniform,
+    symmetric as in netem) seconds after leaving the bottleneck, plus
+    ``reorder_delay`` for the ``reorder`` percentage of packets.
     ``reorder_delay`` defaults to ``max(2 * delay, 10 ms)`` (see
-    :attr:`effective_reorder_delay`). ``rate`` is in bytes per second (None: no
-    bottleneck). ``limit`` bounds the packets held per direction. ``direction``
-    is ``"both"``, ``"in"`` (only packets towards the stack) or ``"out"``.
+    :attr:`effective_reorder_delay`). ``limit`` bounds the packets held per
+    direction. ``direction`` is ``"both"``, ``"in"`` (only packets towards the
+    stack) or ``"out"``. ``seed`` chooses the random streams.
     """
 
     loss: float = 0.0
@@ -101,6 +142,7 @@ class ImpairSpec:
     duplicate: float = 0.0
     corrupt: float = 0.0
     rate: float | None = None
+    queue: int | None = None
     limit: int = DEFAULT_LIMIT
     seed: int = 0
     direction: str = "both"
@@ -116,8 +158,13 @@ class ImpairSpec:
                 raise ValueError(f"{name} must be 0..{_MAX_SECONDS:g} seconds, not {value!r}")
         if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
             raise ValueError(f"rate must be a positive number of bytes/s, not {self.rate!r}")
-        if not 1 <= self.limit <= 1_000_000:
-            raise ValueError(f"limit must be 1..1000000 packets, not {self.limit!r}")
+        if self.queue is not None:
+            if not 1 <= self.queue <= _MAX_PACKETS:
+                raise ValueError(f"queue must be 1..{_MAX_PACKETS} packets, not {self.queue!r}")
+            if self.rate is None:
+                raise ValueError("queue is the buffer of the rate bottleneck: give a rate too")
+        if not 1 <= self.limit <= _MAX_PACKETS:
+            raise ValueError(f"limit must be 1..{_MAX_PACKETS} packets, not {self.limit!r}")
         if self.direction not in _DIRECTION_VALUES:
             raise ValueError(f"dir must be one of both, in, out, not {self.direction!r}")
 
@@ -151,7 +198,8 @@ class ImpairSpec:
         times with a unit (``us``, ``ms`` or ``s``; a bare ``0`` is allowed);
         ``rate`` in bytes/s, or with a tc-style unit (``kbit``, ``mbit``,
         ``gbit``, ``bit`` are bits/s; ``bps``, ``kbps``, ``mbps``, ``gbps``
-        bytes/s); ``limit`` (packets held per direction), ``seed`` (integer),
+        bytes/s); ``queue`` (the bottleneck's buffer, packets; needs ``rate``),
+        ``limit`` (packets held per direction), ``seed`` (integer),
         ``dir`` (or ``direction``: ``both``, ``in``, ``out``). Raises
         :class:`ValueError` with a one-line message for anything wrong.
         """
@@ -240,13 +288,13 @@ def _parse_rate(key: str, raw: str) -> float:
     return value
 
 
-def _parse_limit(key: str, raw: str) -> int:
+def _parse_packets(key: str, raw: str) -> int:
     try:
         value = int(raw, 10)
     except ValueError:
         raise ValueError(f"{key}: {raw!r} is not an integer") from None
-    if not 1 <= value <= 1_000_000:
-        raise ValueError(f"{key}: {raw!r} out of range 1..1000000")
+    if not 1 <= value <= _MAX_PACKETS:
+        raise ValueError(f"{key}: {raw!r} out of range 1..{_MAX_PACKETS}")
     return value
 
 
@@ -294,7 +342,8 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "duplicate": _parse_percent,
     "corrupt": _parse_percent,
     "rate": _parse_rate,
-    "limit": _parse_limit,
+    "queue": _parse_packets,
+    "limit": _parse_packets,
     "seed": _parse_seed,
     "dir": _parse_direction,
 }
@@ -397,7 +446,7 @@ def corrupt_packet(packet: bytes | bytearray | memoryview, u: float) -> bytes | 
 class _Channel:
     """One direction's state: its random stream, bottleneck and held packets."""
 
-    __slots__ = ("enabled", "heap", "link_free", "prefix", "rng", "seq")
+    __slots__ = ("buffered", "enabled", "heap", "link_free", "prefix", "rng", "seq")
 
     def __init__(self, spec: ImpairSpec, direction: Direction) -> None:
         self.enabled = spec.applies_to(direction)
@@ -406,7 +455,10 @@ class _Channel:
         self.rng = Random(f"tcpstack-impair:{spec.seed}:{direction}")
         self.heap: list[tuple[float, int, bytes]] = []
         self.seq = count()
+        # When the bottleneck finishes the last packet given to it, and (only with a
+        # ``queue``) when each packet in its buffer leaves it: a FIFO, non-decreasing.
         self.link_free = -math.inf
+        self.buffered: deque[float] = deque()
         self.prefix = direction + "_"
 
     def due(self, now: float) -> list[bytes]:
@@ -423,11 +475,13 @@ class Impairment:
     :meth:`inbound` and :meth:`outbound` return the packets to deliver right
     away (unchanged objects when untouched; corrupted ones are fresh copies)
     and hold the others; :meth:`due` releases held packets whose time has
-    come, in release order. Call :meth:`due` before handing over new packets so
-    that held packets already due are not overtaken. :attr:`counters` counts,
-    per direction (``in_``/``out_`` prefix): ``packets`` seen, ``dropped``,
-    ``duplicated``, ``corrupted``, ``delayed`` (held past ``now``),
-    ``reordered`` and ``overflow`` (dropped because ``limit`` packets were held).
+    come, in release order (packets due at the same time in the order they
+    were given). Call :meth:`due` before handing over new packets so that held
+    packets already due are not overtaken. :attr:`counters` counts, per
+    direction (``in_``/``out_`` prefix): ``packets`` seen, ``tail_dropped`` (the
+    bottleneck's buffer was full), ``dropped`` (random loss), ``corrupted``,
+    ``duplicated``, ``reordered``, ``delayed`` (copies held past ``now``) and
+    ``overflow`` (copies dropped because ``limit`` packets were held).
     """
 
     def __init__(self, spec: ImpairSpec) -> None:
@@ -475,51 +529,69 @@ class Impairment:
         p = ch.prefix
         loss, dup, corrupt, reorder = (spec.loss / 100.0, spec.duplicate / 100.0,
                                        spec.corrupt / 100.0, spec.reorder / 100.0)
+        rate, queue, delay, jitter = spec.rate, spec.queue, spec.delay, spec.jitter
+        buffered = ch.buffered
         rand = ch.rng.random
         out: list[_P | bytes] = []
         for packet in packets:
             counters[p + "packets"] += 1
-            # Six draws per packet, always, so that the impairments stay independent.
-            u_loss, u_dup, u_corrupt, u_bit, u_reorder, u_jitter = (
-                rand(), rand(), rand(), rand(), rand(), rand())
+            # Seven draws per packet, always, in this order: see the module docstring.
+            u_loss, u_dup, u_corrupt, u_bit, u_reorder, u_jitter, u_dup_jitter = (
+                rand(), rand(), rand(), rand(), rand(), rand(), rand())
+            # 1. The bottleneck and its buffer.
+            departure = now
+            if rate is not None:
+                if queue is not None:
+                    # Packets that have left the link no longer occupy its buffer.
+                    while buffered and buffered[0] <= now:
+                        buffered.popleft()
+                    if len(buffered) >= queue:
+                        counters[p + "tail_dropped"] += 1
+                        continue
+                departure = max(now, ch.link_free) + len(packet) / rate
+                ch.link_free = departure
+                if queue is not None:
+                    buffered.append(departure)
+            # 2. Loss on the path behind the bottleneck.
             if u_loss < loss:
                 counters[p + "dropped"] += 1
                 continue
+            # 3. Corruption.
             pkt: _P | bytes = packet
             if u_corrupt < corrupt:
                 damaged = corrupt_packet(packet, u_bit)
                 if damaged is not None:
                     counters[p + "corrupted"] += 1
                     pkt = damaged
-            copies = 1
-            if u_dup < dup:
-                counters[p + "duplicated"] += 1
-                copies = 2
+            # 5. The release time (4., the copy, gets its own below).
             extra = 0.0
             if u_reorder < reorder:
                 counters[p + "reordered"] += 1
                 extra = self._reorder_delay
-            jitter = (2.0 * u_jitter - 1.0) * spec.jitter
-            for i in range(copies):
-                # A duplicate is an independent copy, so nobody sees one object twice.
-                item: _P | bytes = pkt if i == 0 else bytes(pkt)
-                start = now
-                if spec.rate is not None:
-                    # The bottleneck serialises packets one after another (netem "rate").
-                    start = max(now, ch.link_free) + len(item) / spec.rate
-                    ch.link_free = start
-                release = max(start + spec.delay + jitter, start) + extra
-                if release <= now:
-                    out.append(item)
-                    continue
-                if len(ch.heap) >= spec.limit:
-                    counters[p + "overflow"] += 1
-                    continue
-                counters[p + "delayed"] += 1
-                # Keep a private copy: the caller may reuse its buffer.
-                held = item if isinstance(item, bytes) else bytes(item)
-                heapq.heappush(ch.heap, (release, next(ch.seq), held))
+            release = max(departure + delay + (2.0 * u_jitter - 1.0) * jitter,
+                          departure) + extra
+            self._release(ch, pkt, release, now, out)
+            if u_dup < dup:
+                counters[p + "duplicated"] += 1
+                # An independent copy, so nobody sees one object twice.
+                release = max(departure + delay + (2.0 * u_dup_jitter - 1.0) * jitter,
+                              departure) + extra
+                self._release(ch, bytes(pkt), release, now, out)
         return out
+
+    def _release(self, ch: _Channel, pkt: _P | bytes, release: float, now: float,
+                 out: list[_P | bytes]) -> None:
+        """Deliver ``pkt`` now (into ``out``) or hold it until ``release`` (6., the limit)."""
+        if release <= now:
+            out.append(pkt)
+            return
+        if len(ch.heap) >= self.spec.limit:
+            self.counters[ch.prefix + "overflow"] += 1
+            return
+        self.counters[ch.prefix + "delayed"] += 1
+        # Keep a private copy: the caller may reuse its buffer.
+        held = pkt if isinstance(pkt, bytes) else bytes(pkt)
+        heapq.heappush(ch.heap, (release, next(ch.seq), held))
 
 
 # ----------------------------------------------------------------- the device

@@ -341,8 +341,11 @@ class LadderBook:
                 and state is not State.CLOSED:
             ladder.established_at = now
             last = ladder.rungs[-1] if ladder.rungs else None
-            if ladder.role == "active" and last is not None and last.direction == "in":
+            if ladder.role == "active" and not ladder.simultaneous and last is not None \
+                    and last.direction == "in":
                 ladder.phase = "acking"  # our ACK completes it; it goes out next
+            # (In a simultaneous open the crossing SYN,ACKs complete it: RFC 9293
+            # 3.5 figure 8 has no third segment.)
             else:
                 self._finish_opening(ladder, tcb, now)
         if ladder.phase == "closing" and state is State.TIME_WAIT:

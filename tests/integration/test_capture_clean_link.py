@@ -499,7 +499,8 @@ def test_download_50mib_capture_is_clean(
     print(why)  # shown with -rP / -s: the counts behind a pass
     _check_capture_complete(stats, analysis)
     stack, peer = analysis.sent_by(STACK_ADDRESS), analysis.sent_by(HOST_ADDRESS)
-    assert stack.payload_bytes == header_size + SIZE, f"response bytes on the wire{why}{daemon.log[-4000:]}"
+    assert stack.payload_bytes == header_size + SIZE, \
+        f"response bytes on the wire{why}{daemon.log[-4000:]}"
     _check_stack_clean(stack, why)
     _check_peer_clean(peer, why)
 

@@ -1,42 +1,46 @@
 """A deterministic in-memory network: two :class:`~tcpstack.stack.Stack` engines
-wired through a pair of seeded, lossy, delaying links, driven by a fake clock.
+wired through a seeded, lossy, delaying path, driven by a fake clock.
 
 Nothing here reads the wall clock or the global random generator: every random
-draw comes from a :class:`random.Random` seeded from the ``seed`` argument, and
-the engines get fixed ISN secrets and seeded generators, so the same arguments
-always give the same :class:`Result`, bit for bit.
+draw comes from a generator seeded from the ``seed`` argument, and the engines
+get fixed ISN secrets and seeded generators, so the same arguments always give
+the same :class:`Result`, bit for bit.
 
 The topology::
 
-    client 10.0.0.1 --- Link (client->server) ---> server 10.0.0.2:80
-                    <-- Link (server->client) ----
+    client 10.0.0.1 --- path "out" (client->server) ---> server 10.0.0.2:80
+                    <-- path "in"  (server->client) ----
 
-A :class:`Link` models one direction of a path: a bottleneck that serializes
-packets at ``bandwidth`` bytes/s through a FIFO of at most ``queue_limit``
-packets (tail drop), then random loss, a one-way propagation ``delay`` plus
-uniform ``jitter`` (which may reorder packets), and random duplication.
+The path is one :class:`tcpstack.link.impair.Impairment` -- the project's one
+link model, also behind ``tcpstack serve --impair`` -- whose two directions
+carry the two ways, each with its own random stream and the same settings: a
+bottleneck serializing packets at ``bandwidth`` bytes/s through a FIFO of at
+most ``queue`` packets (tail drop), then random loss, duplication, and a
+one-way propagation delay of ``rtt / 2`` plus uniform jitter of +- ``jitter``
+(which may reorder packets). See the module docstring of
+:mod:`tcpstack.link.impair` for the exact order and the random draws.
 
 :func:`simulate` transfers ``size`` bytes from the client to the server, which
 reads everything and closes when it sees the end of stream; the client closes
-after queueing the last byte. It reports whether the bytes arrived intact, when
-the server had read them all, the goodput, and how many client packets were
-retransmissions.
+after queueing the last byte (and not before its handshake is done). It reports
+whether the bytes arrived intact, when the server had read them all, the
+goodput, and how many client packets were retransmissions.
 
-The event loop: flush both engines (packets into the links, events to the two
+The event loop: flush both engines (packets into the path, events to the two
 small applications, repeated until nothing is pending), then advance the clock
-to the earliest of the next link delivery and the engines' timer deadlines,
-deliver every packet due by then, run due timers, and repeat -- until the
-connection is closed on both ends, or a time or iteration bound is reached.
+to the earliest of the next delivery and the engines' timer deadlines, deliver
+every packet due by then, run due timers, and repeat -- until the connection is
+closed on both ends, or a time or iteration bound is reached.
 """
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
 import random
 import struct
 from dataclasses import dataclass, field, replace
 
+from tcpstack.link.impair import Impairment, ImpairSpec
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
@@ -50,6 +54,10 @@ SERVER_PORT = 80
 
 #: Bytes handed to ``Tcb.send`` at a time by the sending application.
 WRITE_CHUNK = 64 * 1024
+
+#: The path's bound on packets held per direction (:attr:`ImpairSpec.limit`), set out
+#: of reach so that the queue's tail drop and random loss are the only drops.
+PATH_LIMIT = 1_000_000
 
 _SEQ_MASK = 0xFFFFFFFF
 _TCP_SYN = 0x02
@@ -69,108 +77,6 @@ def _seed_for(seed: int, purpose: str) -> int:
     for ch in purpose:
         value = (value * 1_000_003 + ord(ch)) & 0xFFFFFFFFFFFFFFFF
     return value
-
-
-@dataclass(slots=True)
-class LinkStats:
-    """What a :class:`Link` did to the packets offered to it."""
-
-    offered: int = 0
-    offered_bytes: int = 0
-    delivered: int = 0
-    lost: int = 0  # random loss
-    tail_dropped: int = 0  # queue full
-    duplicated: int = 0
-
-
-class Link:
-    """One direction of a path, with a fake clock supplied by the caller.
-
-    A packet offered at ``now`` is tail-dropped if ``queue_limit`` packets are
-    already waiting for (or being put on) the bottleneck; otherwise it leaves the
-    bottleneck after its serialization time ``len / bandwidth`` behind the
-    packets before it (no bottleneck if ``bandwidth`` is None). It is then lost
-    with probability ``loss``, else delivered ``delay + U(0, jitter)`` seconds
-    after it left, and with probability ``duplicate`` a second copy follows with
-    its own jitter. Every packet consumes the same number of random draws
-    whatever the parameters, so runs differing only in, say, the loss rate see
-    aligned random streams.
-    """
-
-    __slots__ = ("_busy_until", "_departures", "_events", "_rng", "_seq", "bandwidth",
-                 "delay", "duplicate", "jitter", "loss", "queue_limit", "stats")
-
-    def __init__(self, rng: random.Random, *, loss: float = 0.0, delay: float = 0.0,
-                 jitter: float = 0.0, bandwidth: float | None = None,
-                 queue_limit: int | None = None, duplicate: float = 0.0) -> None:
-        if not 0.0 <= loss <= 1.0 or not 0.0 <= duplicate <= 1.0:
-            raise ValueError("loss and duplicate are probabilities in [0, 1]")
-        if delay < 0 or jitter < 0:
-            raise ValueError("delay and jitter must not be negative")
-        if bandwidth is not None and bandwidth <= 0:
-            raise ValueError("bandwidth must be positive (or None for no bottleneck)")
-        if queue_limit is not None and queue_limit < 1:
-            raise ValueError("the queue must hold at least one packet")
-        self._rng = rng
-        self.loss = loss
-        self.delay = delay
-        self.jitter = jitter
-        self.bandwidth = bandwidth
-        self.queue_limit = queue_limit
-        self.duplicate = duplicate
-        self.stats = LinkStats()
-        self._busy_until = 0.0
-        self._departures: list[float] = []  # a FIFO: departure times are non-decreasing
-        self._events: list[tuple[float, int, bytes]] = []
-        self._seq = 0
-
-    def _push(self, when: float, packet: bytes) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (when, self._seq, packet))
-
-    def send(self, packet: bytes, now: float) -> None:
-        """Offer ``packet`` to the link at time ``now``."""
-        stats = self.stats
-        stats.offered += 1
-        stats.offered_bytes += len(packet)
-        rng = self._rng
-        u_loss, u_jitter, u_dup, u_dup_jitter = rng.random(), rng.random(), rng.random(), \
-            rng.random()
-        departure = now
-        if self.bandwidth is not None:
-            deps = self._departures
-            # Packets that have left the bottleneck no longer occupy the queue.
-            i = 0
-            while i < len(deps) and deps[i] <= now:
-                i += 1
-            if i:
-                del deps[:i]
-            if self.queue_limit is not None and len(deps) >= self.queue_limit:
-                stats.tail_dropped += 1
-                return
-            departure = max(now, self._busy_until) + len(packet) / self.bandwidth
-            self._busy_until = departure
-            deps.append(departure)
-        if u_loss < self.loss:
-            stats.lost += 1
-            return
-        self._push(departure + self.delay + self.jitter * u_jitter, packet)
-        if u_dup < self.duplicate:
-            stats.duplicated += 1
-            self._push(departure + self.delay + self.jitter * u_dup_jitter, packet)
-
-    def next_delivery(self) -> float | None:
-        """When the next packet comes out of the link, or None if nothing is in flight."""
-        return self._events[0][0] if self._events else None
-
-    def deliver_due(self, now: float) -> list[bytes]:
-        """Take every packet whose delivery time is at or before ``now``, in time order."""
-        events = self._events
-        out: list[bytes] = []
-        while events and events[0][0] <= now:
-            out.append(heapq.heappop(events)[2])
-        self.stats.delivered += len(out)
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +104,7 @@ class Result:
     client_packets: int
     client_data_packets: int
     server_packets: int
-    #: Packets the links dropped at random, and at full queues (both directions).
+    #: Packets the path dropped at random, and at full queues (both directions).
     link_losses: int
     tail_drops: int
     #: Both ends finished the close handshake (client TIME-WAIT or CLOSED, server CLOSED).
@@ -244,7 +150,9 @@ class _Sender:
             end = min(len(data), self.offset + WRITE_CHUNK)
             tcb.send(data[self.offset:end])
             self.offset = end
-        if self.offset >= len(data):
+        # CLOSE in SYN-SENT would delete the connection with the data queued (RFC 9293
+        # 3.10.4), as it would for a short transfer queued at once: wait for the handshake.
+        if self.offset >= len(data) and tcb.state is not State.SYN_SENT:
             tcb.close()
             self.closed = True
 
@@ -323,8 +231,9 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
              tcp: TcpConfig | None = None) -> Result:
     """Transfer ``size`` bytes client -> server over a simulated path; see the module doc.
 
-    ``loss``, ``jitter``, ``duplicate``, ``bandwidth`` (bytes/s, None = unlimited)
-    and ``queue`` (packets, None = unbounded) apply to each direction; the one-way
+    ``loss`` and ``duplicate`` (probabilities, 0..1), ``jitter`` (seconds, +-),
+    ``bandwidth`` (bytes/s, None = unlimited) and ``queue`` (packets, None =
+    unbounded; ignored without a bandwidth) apply to each direction; the one-way
     propagation delay is ``rtt / 2``. ``cc``, ``sack`` and ``timestamps`` override
     the corresponding fields of ``tcp`` (the engine's defaults if None).
     """
@@ -336,15 +245,14 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
         return Stack(StackConfig(addresses=(ipaddress.IPv4Address(address),), tcp=cfg),
                      isn_secret=secret, rng=random.Random(_seed_for(seed, role + " stack")))
 
-    def make_link(direction: str) -> Link:
-        return Link(random.Random(_seed_for(seed, direction)), loss=loss, delay=rtt / 2,
-                    jitter=jitter, bandwidth=bandwidth, queue_limit=queue,
-                    duplicate=duplicate)
-
     client = make_stack(CLIENT_IP, "client")
     server = make_stack(SERVER_IP, "server")
-    c2s = make_link("client->server")
-    s2c = make_link("server->client")
+    # "out" carries client -> server, "in" server -> client. The limit on held packets
+    # is set out of reach: random loss and the full queue are the only drops here.
+    path = Impairment(ImpairSpec(
+        loss=loss * 100, duplicate=duplicate * 100, delay=rtt / 2, jitter=jitter,
+        rate=bandwidth, queue=queue if bandwidth is not None else None,
+        limit=PATH_LIMIT, seed=seed))
     server.listen(SERVER_PORT)
     data = make_payload(size, seed)
     now = 0.0
@@ -360,13 +268,17 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
         nonlocal server_packets
         # Application calls mark connections dirty; go round until all is sent.
         for _ in range(16):
-            for pkt in client.packets_to_send(now):
-                flat = _flat(pkt)
+            to_server = [_flat(pkt) for pkt in client.packets_to_send(now)]
+            for flat in to_server:
                 counter.observe(flat)
-                c2s.send(flat, now)
-            for pkt in server.packets_to_send(now):
-                server_packets += 1
-                s2c.send(_flat(pkt), now)
+            to_client = [_flat(pkt) for pkt in server.packets_to_send(now)]
+            server_packets += len(to_client)
+            # Without delay or bottleneck a packet arrives at once (sent at the same
+            # time, the two ways cross).
+            for pkt in path.outbound(to_server, now):
+                server.receive(pkt, now)
+            for pkt in path.inbound(to_client, now):
+                client.receive(pkt, now)
             client.take_notified()  # the sender polls its one connection
             for tcb in server.take_notified():
                 if receiver.tcb is None:
@@ -392,8 +304,8 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
         if iterations > max_iterations:
             failure = "iteration limit"
             break
-        candidates = [t for t in (c2s.next_delivery(), s2c.next_delivery(),
-                                  client.next_deadline(), server.next_deadline())
+        candidates = [t for t in (path.next_deadline(), client.next_deadline(),
+                                  server.next_deadline())
                       if t is not None]
         if not candidates:
             failure = "idle"
@@ -403,9 +315,10 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
             failure = "time limit"
             break
         now = max(now, t_next)
-        for pkt in c2s.deliver_due(now):
+        to_client, to_server = path.due(now)
+        for pkt in to_server:
             server.receive(pkt, now)
-        for pkt in s2c.deliver_due(now):
+        for pkt in to_client:
             client.receive(pkt, now)
         deadline = client.next_deadline()
         if deadline is not None and deadline <= now:
@@ -429,8 +342,8 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
         client_packets=counter.packets,
         client_data_packets=counter.data_packets,
         server_packets=server_packets,
-        link_losses=c2s.stats.lost + s2c.stats.lost,
-        tail_drops=c2s.stats.tail_dropped + s2c.stats.tail_dropped,
+        link_losses=path.counters["out_dropped"] + path.counters["in_dropped"],
+        tail_drops=path.counters["out_tail_dropped"] + path.counters["in_tail_dropped"],
         closed_cleanly=failure is None,
         end_time=now,
         iterations=iterations,

@@ -6,10 +6,14 @@ Two levels:
   (``tcb_established()``, ``tcb_fin_wait_2()``, ...), forge segments as the peer
   would send them (:func:`peer`), and assert on what the TCB transmits
   (:func:`expect`, :func:`expect_one`, :func:`expect_nothing`);
-* whole-stack helpers: :class:`Net` wires two :class:`Stack` objects together in
-  memory with a fake clock; :class:`Wire` drives one Stack with hand-made packets.
+* two ends and a path: :class:`Pair` joins two TCBs (:func:`connected_pair`) or
+  two Stacks (:func:`stack_pair`) through one seeded
+  :class:`tcpstack.link.impair.Impairment` -- the project's one link model, the
+  same as behind ``tcpstack serve --impair`` and the network simulator -- with a
+  fake clock; :class:`Wire` drives one Stack with hand-made packets.
 
-Time is a plain float passed as ``now``; nothing here reads a clock.
+Time is a plain float passed as ``now``; nothing here reads a clock, and every
+random decision comes from a seeded generator.
 
 Conventions for the single-TCB helpers: the TCB under test is 10.0.0.2:80
 ("local"), the peer is 10.0.0.1:40000. Our ISS is :data:`ISS`, the peer's is
@@ -21,25 +25,29 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import pytest
 
 from tcpstack.build import is_compiled
+from tcpstack.link.impair import Impairment, ImpairSpec
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.errors import Malformed
 from tcpstack.wire.ipv4 import PROTO_TCP, parse_ipv4
 from tcpstack.wire.tcp import (
     ACK,
     FIN,
     NO_OPTIONS,
     SYN,
+    AnySegment,
     TcpOptions,
     TcpSegment,
     emit_tcp_ipv4,
@@ -326,57 +334,154 @@ def tcb_last_ack(cfg: TcpConfig | None = None, *, now: float = 0.0) -> Tcb:
     return drain(tcb, now + 2 * RTT)
 
 
-# --------------------------------------------------------- two TCBs, directly
+# ------------------------------------------------ two endpoints and the path between
 
 
-@dataclass
-class Pair:
-    """Two TCBs connected back to back, passing TcpSegment objects, fake clock.
+Endpoint = TypeVar("Endpoint", Tcb, Stack)
 
-    ``lose`` may drop segments: it is called with (sender, segment) and returns
-    True to drop.
+
+class Pair(Generic[Endpoint]):
+    """Two TCBs, or two Stacks, joined by one seeded :class:`Impairment`, with a fake clock.
+
+    The path between them is the project's one link model,
+    :mod:`tcpstack.link.impair`: ``a`` -> ``b`` travels its ``out`` direction,
+    ``b`` -> ``a`` its ``in`` direction. The default path is clean (every packet
+    arrives at once); give an :class:`ImpairSpec` for loss, delay, jitter,
+    duplication, corruption, a bottleneck, and call :meth:`set_path` to change it
+    between phases of a test (e.g. a clean handshake, then a lossy transfer).
+
+    TCBs talk in IPv4 packets too: what a TCB sends is emitted with
+    :func:`emit_tcp_ipv4` and parsed back with :func:`parse_ipv4` and
+    :func:`parse_tcp` (checksums verified) before the other TCB receives it; a
+    packet that does not parse -- one the path corrupted -- is discarded and
+    counted in :attr:`discarded` by reason. Stacks exchange their own packets
+    and do their own checking.
+
+    ``drop`` is test scaffolding, not part of the path: it is called with the
+    sender and every segment it sends, before the path, and returns True to drop
+    that segment ("lose the first FIN"); those are counted in :attr:`filtered`.
     """
 
-    a: Tcb
-    b: Tcb
-    now: float = 0.0
-    lose: Callable[[Tcb, TcpSegment], bool] | None = None
-    log: list[tuple[str, TcpSegment]] = field(default_factory=list)
+    def __init__(self, a: Endpoint, b: Endpoint, path: ImpairSpec | None = None, *,
+                 now: float = 0.0,
+                 drop: Callable[[Endpoint, AnySegment], bool] | None = None) -> None:
+        self.a: Endpoint = a
+        self.b: Endpoint = b
+        self.path = Impairment(path if path is not None else ImpairSpec())
+        self.now = now
+        self.drop: Callable[[Endpoint, AnySegment], bool] | None = drop
+        self.sent = 0  # segments (TCBs) or packets (Stacks) the two ends sent
+        self.filtered = 0
+        self.discarded: Counter[str] = Counter()
+        self._ident = 0
+
+    def set_path(self, spec: ImpairSpec) -> None:
+        """From now on, packets travel through a fresh ``Impairment(spec)``."""
+        assert self.path.held() == 0, "packets are still on the old path"
+        self.path = Impairment(spec)
+
+    @property
+    def dropped(self) -> int:
+        """Packets the path lost at random, both directions."""
+        counters = self.path.counters
+        return counters["out_dropped"] + counters["in_dropped"]
+
+    # -- moving packets -----------------------------------------------------------
 
     def step(self) -> bool:
-        """Deliver one round of output both ways; True if anything moved."""
-        # Collect both sides' output first: segments sent "at the same time" cross.
-        out_a = self.a.segments_to_send(self.now)
-        out_b = self.b.segments_to_send(self.now)
-        for src, dst, name, segs in ((self.a, self.b, "a", out_a), (self.b, self.a, "b", out_b)):
-            for seg in segs:
-                self.log.append((name, seg))
-                if self.lose is not None and self.lose(src, seg):
-                    continue
-                dst.receive(seg, self.now)
-        return bool(out_a or out_b)
+        """Deliver what the path releases now and one round of output of both ends;
+        True if anything was sent or delivered."""
+        now = self.now
+        path = self.path
+        sent = self.sent
+        # Collect both ends' output first: segments sent at the same time cross.
+        from_a = self._output(self.a, now)
+        from_b = self._output(self.b, now)
+        to_b = path.due_outbound(now) + path.outbound(from_a, now)
+        to_a = path.due_inbound(now) + path.inbound(from_b, now)
+        for pkt in to_b:
+            self._input(self.b, pkt, now)
+        for pkt in to_a:
+            self._input(self.a, pkt, now)
+        return self.sent != sent or bool(to_a or to_b)
 
-    def run(self, app: Callable[[], None] | None = None, max_rounds: int = 100_000,
-            until: Callable[[], bool] | None = None) -> None:
-        """Exchange segments, calling ``app`` each round, advancing the clock when idle."""
+    def run(self, app: Callable[[], None] | None = None, *,
+            until: Callable[[], bool] | None = None, max_time: float | None = None,
+            max_rounds: int = 200_000) -> None:
+        """Exchange packets, calling ``app`` every round, advancing the clock when quiet.
+
+        Returns when ``until()`` holds at a quiet moment (a round moved nothing and
+        nothing waits to be sent), or, without ``until``, once nothing is left to
+        happen (no packet on the path, no timer). When quiet, the clock moves to the
+        next packet arrival or timer; arrivals are delivered before timers run. Fails
+        if it goes idle before ``until()`` holds, passes ``max_time`` simulated
+        seconds, or does not settle within ``max_rounds`` rounds.
+        """
         for _ in range(max_rounds):
             if app is not None:
                 app()
+            if self.step() or self._output_pending():
+                continue
             if until is not None and until():
                 return
-            if self.step():
-                continue
-            deadlines = [d for d in (self.a.next_deadline(), self.b.next_deadline())
-                         if d is not None]
-            if not deadlines:
+            times = [t for t in (self.a.next_deadline(), self.b.next_deadline(),
+                                 self.path.next_deadline()) if t is not None]
+            if not times:
                 assert until is None, "Pair.run went idle before the condition held"
                 return
-            self.now = max(self.now, min(deadlines))
-            for t in (self.a, self.b):
-                d = t.next_deadline()
-                if d is not None and d <= self.now:
-                    t.handle_timer(self.now)
+            self.now = max(self.now, min(times))
+            assert max_time is None or self.now <= max_time, (
+                f"not done after {max_time} simulated seconds")
+            to_a, to_b = self.path.due(self.now)
+            for pkt in to_b:
+                self._input(self.b, pkt, self.now)
+            for pkt in to_a:
+                self._input(self.a, pkt, self.now)
+            for end in (self.a, self.b):
+                deadline = end.next_deadline()
+                if deadline is not None and deadline <= self.now:
+                    end.handle_timer(self.now)
         raise AssertionError("Pair.run did not settle")
+
+    def _output(self, src: Endpoint, now: float) -> list[bytearray]:
+        """What ``src`` sends now, as IPv4 packets, less what ``drop`` removes."""
+        drop = self.drop
+        out: list[bytearray] = []
+        if isinstance(src, Tcb):
+            for seg in src.segments_to_send(now):
+                self.sent += 1
+                if drop is not None and drop(src, seg):
+                    self.filtered += 1
+                    continue
+                self._ident = (self._ident + 1) & 0xFFFF
+                out.append(emit_tcp_ipv4(seg, src.local_ip, src.remote_ip, self._ident))
+            return out
+        for pkt in src.packets_to_send(now):
+            self.sent += 1
+            # A gathered (headers, payload) packet (payloads of 2 KiB and more) is joined.
+            flat = bytearray(b"".join(pkt)) if isinstance(pkt, tuple) else pkt
+            if drop is not None and drop(src, parse(flat).seg):
+                self.filtered += 1
+                continue
+            out.append(flat)
+        src.take_notified()  # nobody waits for them; keep the list short
+        return out
+
+    def _input(self, dst: Endpoint, pkt: bytes | bytearray, now: float) -> None:
+        if not isinstance(dst, Tcb):
+            dst.receive(pkt, now)
+            return
+        try:
+            ip = parse_ipv4(pkt)
+            seg = parse_tcp(ip.payload, ip.src, ip.dst)
+        except Malformed as e:
+            self.discarded[e.reason] += 1
+            return
+        dst.receive(seg, now)
+
+    def _output_pending(self) -> bool:
+        return any(not isinstance(end, Tcb) and end.has_pending_output()
+                   for end in (self.a, self.b))
 
 
 def connected_pair(
@@ -385,15 +490,15 @@ def connected_pair(
     *,
     iss_a: int = ISS,
     iss_b: int = IRS,
-) -> Pair:
+) -> Pair[Tcb]:
     """An active opener ``a`` (10.0.0.1:40000) and a passive opener ``b`` (10.0.0.2:80),
-    handshake completed."""
+    handshake completed over a clean path, events taken."""
     a = Tcb.active_open(cfg_a or BASE_CONFIG, REMOTE, LOCAL, iss_a, 0.0)
-    (syn,) = a.segments_to_send(0.0)
+    (out,) = a.segments_to_send(0.0)
+    syn = parse(packet(out, REMOTE_IP, LOCAL_IP)).seg  # as the listener would get it
     b = Tcb.passive_open(cfg_b or BASE_CONFIG, LOCAL, REMOTE, syn, iss_b, 0.0)
     pair = Pair(a, b)
     pair.run(until=lambda: a.state is State.ESTABLISHED and b.state is State.ESTABLISHED)
-    pair.step()
     a.take_events()
     b.take_events()
     return pair
@@ -413,7 +518,7 @@ def stack(addr: str = "10.0.0.2", cfg: TcpConfig | None = None, *, seed: int = 1
     return Stack(config, isn_secret=isn_secret, rng=random.Random(seed))
 
 
-def packet(seg: TcpSegment, src: str | int, dst: str | int, ident: int = 1) -> bytearray:
+def packet(seg: AnySegment, src: str | int, dst: str | int, ident: int = 1) -> bytearray:
     """An IPv4 packet carrying ``seg``."""
     s = ip(src) if isinstance(src, str) else src
     d = ip(dst) if isinstance(dst, str) else dst
@@ -467,60 +572,14 @@ class Wire:
         return self.out()
 
 
-class Net:
-    """Two Stacks (10.0.0.1 and 10.0.0.2) wired back to back, with a fake clock.
-
-    :meth:`run` moves packets both ways and, when nothing is in flight, advances
-    the clock to the earliest deadline. ``app`` is called every round so tests
-    can read and write like an application would. ISN secrets are fixed by default
-    so runs are reproducible; ``lose`` may drop packets (return True to drop).
-    """
-
-    def __init__(self, cfg: TcpConfig | None = None, *, seed: int = 7,
-                 secret_a: bytes | None = b"secret of host A",
-                 secret_b: bytes | None = b"secret of host B",
-                 lose: Callable[[bytearray], bool] | None = None) -> None:
-        self.a = stack("10.0.0.1", cfg, seed=seed, isn_secret=secret_a)
-        self.b = stack("10.0.0.2", cfg, seed=seed + 1, isn_secret=secret_b)
-        self.now = 0.0
-        self.packets = 0
-        self.dropped = 0
-        self.lose = lose
-        self.notified: list[Tcb] = []
-
-    def step(self) -> bool:
-        moved = False
-        for src, dst in ((self.a, self.b), (self.b, self.a)):
-            pkts = src.packets_to_send(self.now)
-            self.notified += src.take_notified()
-            for pkt in pkts:
-                moved = True
-                self.packets += 1
-                if self.lose is not None and self.lose(pkt):
-                    self.dropped += 1
-                    continue
-                dst.receive(pkt, self.now)
-        return moved
-
-    def run(self, app: Callable[[], None] | None = None, *, until: Callable[[], bool],
-            max_rounds: int = 200_000) -> None:
-        for _ in range(max_rounds):
-            if app is not None:
-                app()
-            if self.step():
-                continue
-            if until():
-                return
-            if self.a.has_pending_output() or self.b.has_pending_output():
-                continue
-            deadlines = [d for d in (self.a.next_deadline(), self.b.next_deadline())
-                         if d is not None]
-            if not deadlines:
-                break
-            self.now = max(self.now, min(deadlines))
-            self.a.handle_timer(self.now)
-            self.b.handle_timer(self.now)
-        assert until(), "Net.run stopped before the condition held"
+def stack_pair(cfg: TcpConfig | None = None, *, seed: int = 7,
+               secret_a: bytes | None = b"secret of host A",
+               secret_b: bytes | None = b"secret of host B",
+               path: ImpairSpec | None = None) -> Pair[Stack]:
+    """Two Stacks, ``a`` = 10.0.0.1 and ``b`` = 10.0.0.2, joined by ``path`` (clean by
+    default). ISN secrets are fixed by default so runs are reproducible."""
+    return Pair(stack("10.0.0.1", cfg, seed=seed, isn_secret=secret_a),
+                stack("10.0.0.2", cfg, seed=seed + 1, isn_secret=secret_b), path)
 
 
 # ------------------------------------------------- SACK / timestamps builders
@@ -606,67 +665,3 @@ def tcb_established_opts(
 def pattern(n: int, seed: int = 0) -> bytes:
     """``n`` bytes of a position-dependent pattern (so misplaced bytes are caught)."""
     return bytes((i * 7 + seed + i // 251) % 256 for i in range(n))
-
-
-class LossyLink:
-    """Two TCBs joined by an in-memory path with delay, jitter (reordering),
-    duplication and random loss, all drawn from a seeded ``random.Random``.
-
-    Each direction delays a segment by ``delay`` plus a uniform ``[0, jitter)``;
-    segments are delivered in arrival-time order, so jitter reorders them.
-    """
-
-    def __init__(self, a: Tcb, b: Tcb, rng: random.Random, *, now: float = 0.0,
-                 loss: float = 0.0, delay: float = 0.01, jitter: float = 0.0,
-                 dup: float = 0.0) -> None:
-        self.a, self.b = a, b
-        self.rng = rng
-        self.now = now
-        self.loss, self.delay, self.jitter, self.dup = loss, delay, jitter, dup
-        self._queue: list[tuple[float, int, Tcb, TcpSegment]] = []
-        self._seq = 0
-        self.sent = 0
-        self.dropped = 0
-
-    def _push(self, dst: Tcb, seg: TcpSegment) -> None:
-        import heapq
-
-        t = self.now + self.delay + self.rng.random() * self.jitter
-        self._seq += 1
-        heapq.heappush(self._queue, (t, self._seq, dst, seg))
-
-    def _flush(self) -> None:
-        for src, dst in ((self.a, self.b), (self.b, self.a)):
-            for seg in src.segments_to_send(self.now):
-                self.sent += 1
-                if self.rng.random() < self.loss:
-                    self.dropped += 1
-                    continue
-                self._push(dst, seg)
-                if self.dup and self.rng.random() < self.dup:
-                    self._push(dst, seg)
-
-    def run(self, app: Callable[[], None], until: Callable[[], bool],
-            max_time: float) -> None:
-        """Run until ``until()`` holds; fail if simulated time passes ``max_time``."""
-        import heapq
-
-        while True:
-            app()
-            self._flush()
-            if until():
-                return
-            times = [d for d in (self.a.next_deadline(), self.b.next_deadline())
-                     if d is not None]
-            if self._queue:
-                times.append(self._queue[0][0])
-            assert times, "LossyLink went idle before the condition held"
-            self.now = max(self.now, min(times))
-            assert self.now <= max_time, f"not done after {max_time} simulated seconds"
-            while self._queue and self._queue[0][0] <= self.now:
-                _, _, dst, seg = heapq.heappop(self._queue)
-                dst.receive(seg, self.now)
-            for t in (self.a, self.b):
-                d = t.next_deadline()
-                if d is not None and d <= self.now:
-                    t.handle_timer(self.now)

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,7 @@ def test_parse_full_example() -> None:
     ("rate=8mbit", ImpairSpec(rate=1e6)),
     ("rate=2kbps", ImpairSpec(rate=2000)),
     ("rate=1500", ImpairSpec(rate=1500)),
+    ("rate=80mbit,queue=100", ImpairSpec(rate=10e6, queue=100)),
     ("limit=10,seed=-3,direction=OUT", ImpairSpec(limit=10, seed=-3, direction="out")),
 ])
 def test_parse_units_and_aliases(text: str, expected: ImpairSpec) -> None:
@@ -98,7 +100,8 @@ def test_parse_units_and_aliases(text: str, expected: ImpairSpec) -> None:
 
 def test_text_form_round_trips() -> None:
     spec = ImpairSpec(loss=5, delay=0.01, jitter=250e-6, reorder=1, reorder_delay=2.0,
-                      duplicate=2, corrupt=0.5, rate=1e6, limit=50, seed=9, direction="in")
+                      duplicate=2, corrupt=0.5, rate=1e6, queue=20, limit=50, seed=9,
+                      direction="in")
     assert ImpairSpec.parse(str(spec)) == spec
     assert str(ImpairSpec()) == "none"
     assert ImpairSpec().is_noop and not ImpairSpec(loss=1).is_noop
@@ -116,6 +119,9 @@ def test_text_form_round_trips() -> None:
     ("jitter=2h", "not a number"),
     ("seed=1.5", "not an integer"),
     ("limit=0", "out of range"),
+    ("rate=1mbit,queue=0", "out of range"),
+    ("rate=1mbit,queue=2.5", "not an integer"),
+    ("queue=10", "give a rate too"),
     ("rate=0", "positive"),
     ("dir=sideways", "both, in, out"),
     ("loss=1,loss=2", "given twice"),
@@ -138,6 +144,10 @@ def test_direct_construction_is_validated() -> None:
         ImpairSpec(direction="up")
     with pytest.raises(ValueError, match="seconds"):
         ImpairSpec(delay=-1)
+    with pytest.raises(ValueError, match="queue"):
+        ImpairSpec(rate=1000, queue=0)
+    with pytest.raises(ValueError, match="give a rate too"):
+        ImpairSpec(queue=10)
 
 
 # ----------------------------------------------------------------- loss
@@ -255,6 +265,118 @@ def test_limit_bounds_the_held_packets() -> None:
     assert imp.inbound(numbered(5), now=0.0) == []
     assert imp.held() == 3
     assert imp.counters["in_overflow"] == 2
+
+
+def releases(imp: Impairment) -> list[tuple[float, bytes]]:
+    """Drain everything ``imp`` holds inbound: (exact release time, packet) in order."""
+    out: list[tuple[float, bytes]] = []
+    while (t := imp.next_deadline()) is not None:
+        out += [(t, p) for p in imp.due_inbound(t)]
+    return out
+
+
+def test_rate_and_delay_add_up() -> None:
+    """A packet arrives ``delay`` after it has left the bottleneck."""
+    imp = Impairment(ImpairSpec(rate=1000, delay=0.010))
+    imp.inbound([b"x" * 100, b"y" * 100], now=0.0)
+    assert releases(imp) == [(pytest.approx(0.110), b"x" * 100),
+                             (pytest.approx(0.210), b"y" * 100)]
+
+
+def test_queue_tail_drops_when_the_bottleneck_buffer_is_full() -> None:
+    imp = Impairment(ImpairSpec(rate=1000, queue=3))  # 10-byte packets: 10 ms each
+    assert imp.inbound([b"z" * 10] * 5, now=0.0) == []
+    assert imp.counters["in_tail_dropped"] == 2
+    assert imp.held() == 3
+    # The first packet left at 0.010: room for exactly one more.
+    imp.inbound([b"z" * 10, b"z" * 10], now=0.015)
+    assert imp.counters["in_tail_dropped"] == 3
+    # It queued behind the others: the link is busy until 0.030, so it leaves at 0.040.
+    assert [t for t, _ in releases(imp)] == pytest.approx([0.010, 0.020, 0.030, 0.040])
+    assert imp.counters["in_overflow"] == 0 and imp.counters["in_dropped"] == 0
+
+
+def test_queue_counts_only_packets_at_the_bottleneck_not_those_on_the_path() -> None:
+    """``queue`` is the bottleneck's buffer; packets already on the (long) path do not
+    fill it -- only ``limit`` bounds everything a direction holds."""
+    spec = ImpairSpec(rate=1000, queue=2, delay=5.0)
+    imp = Impairment(spec)
+    for i in range(100):  # one 10-byte packet every 20 ms: each leaves before the next
+        imp.inbound([b"p" * 10], now=i * 0.020)
+    assert imp.held() == 100 and imp.counters["in_tail_dropped"] == 0
+    limited = Impairment(replace(spec, limit=30))
+    for i in range(100):
+        limited.inbound([b"p" * 10], now=i * 0.020)
+    assert limited.held() == 30 and limited.counters["in_overflow"] == 70
+    assert limited.counters["in_tail_dropped"] == 0
+
+
+def test_queue_without_tail_drops_is_no_queue() -> None:
+    """A buffer that never fills changes nothing: same releases as an unbounded one."""
+    packets = numbered(200)
+    bounded = Impairment(ImpairSpec(rate=64_000, queue=200, delay=0.01, loss=10, seed=2))
+    unbounded = Impairment(ImpairSpec(rate=64_000, delay=0.01, loss=10, seed=2))
+    for imp in (bounded, unbounded):
+        imp.inbound(packets, now=0.0)
+    assert releases(bounded) == releases(unbounded)
+    assert bounded.counters["in_tail_dropped"] == 0
+
+
+def test_loss_happens_behind_the_bottleneck() -> None:
+    """A lost packet has used its time on the link: the survivors leave exactly when
+    they would have without any loss."""
+    packets = numbered(200)  # 64 bytes each: 64 ms at 1000 bytes/s
+    clean = Impairment(ImpairSpec(rate=1000, seed=5))
+    lossy = Impairment(ImpairSpec(rate=1000, loss=30, seed=5))
+    for imp in (clean, lossy):
+        imp.inbound(packets, now=0.0)
+    when = {index_of(p): t for t, p in releases(clean)}
+    survived = releases(lossy)
+    assert 200 - len(survived) == lossy.counters["in_dropped"] > 30
+    for t, p in survived:
+        assert t == when[index_of(p)]
+
+
+def test_duplicate_takes_no_link_time_and_has_its_own_jitter() -> None:
+    # Without jitter the copy arrives with its original, and the next packet is not
+    # pushed back by it.
+    imp = Impairment(ImpairSpec(rate=1000, duplicate=100))
+    a, b = b"a" * 100, b"b" * 100
+    imp.inbound([a, b], now=0.0)
+    assert releases(imp) == [(pytest.approx(0.1), a), (pytest.approx(0.1), a),
+                             (pytest.approx(0.2), b), (pytest.approx(0.2), b)]
+    # With jitter each copy draws its own: it arrives at another time than its
+    # original (before or after it), within delay +- jitter of sending.
+    imp = Impairment(ImpairSpec(delay=0.010, jitter=0.005, duplicate=100, seed=3))
+    imp.inbound(numbered(300), now=0.0)
+    arrivals: dict[int, list[float]] = {}
+    for t, p in releases(imp):
+        arrivals.setdefault(index_of(p), []).append(t)
+    assert all(len(times) == 2 for times in arrivals.values())
+    assert all(0.005 <= t <= 0.015 for times in arrivals.values() for t in times)
+    differ = sum(1 for first, second in arrivals.values() if first != second)
+    assert differ == 300
+
+
+def test_jitter_is_uniform_on_both_sides_of_the_delay() -> None:
+    """netem's default: uniform in [delay - jitter, delay + jitter]."""
+    n = 4000
+    imp = Impairment(ImpairSpec(delay=0.010, jitter=0.004, limit=n, seed=12))
+    imp.inbound(numbered(n), now=0.0)
+    times = [t for t, _ in releases(imp)]
+    assert len(times) == n
+    assert 0.006 <= min(times) < 0.0062 and 0.0138 < max(times) <= 0.014
+    # U(6 ms, 14 ms): mean 10 ms, sd 2.31 ms; the sample mean's sd is 0.037 ms.
+    assert abs(sum(times) / n - 0.010) < 5 * 0.0000366
+    below = sum(1 for t in times if t < 0.010)
+    assert abs(below - n / 2) < 5 * 32  # Binomial(n, 1/2): sd 31.6
+
+
+def test_jitter_never_releases_before_the_bottleneck() -> None:
+    imp = Impairment(ImpairSpec(rate=1000, delay=0.001, jitter=0.050, seed=1))
+    imp.inbound(numbered(50), now=0.0)  # 64-byte packets leave 64 ms apart
+    for t, p in releases(imp):
+        assert t >= 0.064 * (index_of(p) + 1) - 1e-12
 
 
 # ----------------------------------------------------------------- duplicate
@@ -393,6 +515,44 @@ def test_impairments_do_not_shift_each_others_decisions() -> None:
     survivors = {index_of(p) for p in with_more.inbound(numbered(1000), 0.0)}
     survivors |= {index_of(p) for p in with_more.due(10.0)[0]}
     assert survivors == {index_of(p) for p in lost_alone}
+
+
+def lost(spec: ImpairSpec, n: int = 2000, burst: int = 50) -> set[int]:
+    """Indices of ``n`` numbered packets that never arrive (inbound), offered in bursts
+    of ``burst`` packets 40 ms apart."""
+    imp = Impairment(spec)
+    got: set[int] = set()
+    packets = numbered(n)
+    for k in range(0, n, burst):
+        now = k / burst * 0.040
+        got |= {index_of(p) for p in imp.due_inbound(now)}
+        got |= {index_of(p) for p in imp.inbound(packets[k:k + burst], now)}
+    got |= {index_of(p) for p in imp.due_inbound(1e9)}
+    gone = set(range(n)) - got
+    assert len(gone) == imp.counters["in_dropped"] + imp.counters["in_tail_dropped"]
+    return gone
+
+
+def test_more_loss_loses_the_same_packets_and_more() -> None:
+    """Seven draws per packet: the k-th packet's loss draw is the same at any loss rate."""
+    one, two = lost(ImpairSpec(loss=1, seed=21)), lost(ImpairSpec(loss=2, seed=21))
+    assert one < two
+    assert abs(len(one) - 20) < 5 * 4.5 and abs(len(two) - 40) < 5 * 6.3  # Binomial(2000, p)
+
+
+def test_tail_drops_and_other_impairments_do_not_shift_the_loss_draws() -> None:
+    """A packet dropped at the full buffer still consumes its draws, and so do the
+    duplicate, corruption, reorder and jitter decisions: what a busy path loses is what
+    its buffer drops plus exactly what a plain 5 % loss loses with the same seed."""
+    busy = ImpairSpec(rate=64_000, queue=20, duplicate=20, corrupt=20, reorder=20,
+                      delay=0.005, jitter=0.003, seed=8)  # 64-byte packets: 1 ms each
+    tail_dropped = lost(busy)
+    # Of each burst of 50 arriving at once, 20 fit in the buffer: 40 x 30 are dropped.
+    assert len(tail_dropped) == 1200
+    random_loss = lost(ImpairSpec(loss=5, seed=8))
+    assert lost(replace(busy, loss=5)) == tail_dropped | random_loss
+    # Random losses of packets that passed the buffer after others were tail-dropped.
+    assert max(random_loss - tail_dropped) > min(tail_dropped)
 
 
 @pytest.mark.parametrize(("direction", "impaired", "clean"), [

@@ -8,13 +8,13 @@ import random
 from typing import Any
 
 import pytest
-from tcp_helpers import Net, Wire
+from tcp_helpers import Pair, Wire, stack_pair
 
 from tcpstack.observe.core import Observatory
 from tcpstack.observe.ladder import render_json, render_text
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp.state import State
-from tcpstack.wire.tcp import ACK, FIN, RST, SYN, TcpOptions, TcpSegment
+from tcpstack.wire.tcp import ACK, FIN, RST, SYN, AnySegment, TcpOptions, TcpSegment
 
 IRS = 5000
 PEER_PORT = 40000
@@ -194,7 +194,7 @@ def stack_with_cookies() -> Stack:
 
 
 def test_active_open_ladder_ends_with_our_ack() -> None:
-    net = Net()
+    net = stack_pair()
     obs = Observatory(net.a, packets=True)
     obs.enable_ladders()
     seen: list[dict[str, Any]] = []
@@ -241,9 +241,10 @@ def test_a_stack_configured_without_sack_and_timestamps_answers_without_them() -
     assert "offered: peer 1460, stack 1200" in render_text(doc)
 
 
-def observed_net(lose: Any = None) -> tuple[Net, list[dict[str, Any]]]:
+def observed_net(lose: Any = None) -> tuple[Pair[Stack], list[dict[str, Any]]]:
     """Two stacks back to back; A has a full observatory with ladders."""
-    net = Net(lose=lose)
+    net = stack_pair()
+    net.drop = lose
     obs = Observatory(net.a, packets=True)
     obs.enable_ladders()
     seen: list[dict[str, Any]] = []
@@ -282,9 +283,9 @@ def test_simultaneous_open_is_marked_and_its_syn_ack_is_no_retransmission() -> N
 def test_an_active_open_refused_by_the_peer_shows_our_retransmitted_syn_and_why() -> None:
     dropped: list[bytes] = []
 
-    def lose_first(pkt: bytearray) -> bool:
+    def lose_first(src: Stack, seg: AnySegment) -> bool:
         if not dropped:
-            dropped.append(bytes(pkt))
+            dropped.append(bytes(seg.payload))
             return True
         return False
 
@@ -304,7 +305,7 @@ def test_an_active_open_refused_by_the_peer_shows_our_retransmitted_syn_and_why(
 def test_a_connection_that_times_out_gets_a_teardown_that_says_why() -> None:
     established: list[bool] = []
 
-    def lose_after_handshake(pkt: bytearray) -> bool:
+    def lose_after_handshake(src: Stack, seg: AnySegment) -> bool:
         return bool(established)
 
     net, seen = observed_net(lose_after_handshake)

@@ -10,7 +10,7 @@ from typing import Any
 
 import dpkt
 import pytest
-from tcp_helpers import Net
+from tcp_helpers import stack_pair
 
 from tcpstack.observe.device import TapDevice
 from tcpstack.observe.pcap import PcapWriter, wire_packets
@@ -82,7 +82,7 @@ def test_a_capture_holds_every_packet_of_a_transfer_in_both_directions(
         tmp_path: Path, name: str) -> None:
     """Two stacks exchange 100 KB; every packet B reads and writes goes through a
     TapDevice; the file, read by dpkt, has those packets, in order, byte for byte."""
-    net = Net()
+    net = stack_pair()
     path = tmp_path / name
     writer = PcapWriter(path)
     tap = TapDevice(ListDevice(), writer=writer, clock=lambda: 1_700_000_000.25)

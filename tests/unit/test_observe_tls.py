@@ -9,12 +9,13 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from tcp_helpers import Net
+from tcp_helpers import Pair, stack_pair
 
 from tcpstack.observe import svg
 from tcpstack.observe.core import Observatory
 from tcpstack.observe.ladder import render_json, render_text
 from tcpstack.observe.tls import MAX_BYTES, TlsWatch
+from tcpstack.stack import Stack
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 
@@ -65,9 +66,10 @@ class TlsEnd:
 
 
 def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, *,
-              observe_server: bool = True) -> tuple[list[dict[str, Any]], TlsEnd, TlsEnd, Net]:
+              observe_server: bool = True
+              ) -> tuple[list[dict[str, Any]], TlsEnd, TlsEnd, Pair[Stack]]:
     """Client on A, server on B; the observed stack's ladders are returned."""
-    net = Net()
+    net = stack_pair()
     obs = Observatory(net.b if observe_server else net.a, packets=True)
     obs.enable_ladders()
     seen: list[dict[str, Any]] = []
@@ -160,7 +162,7 @@ def test_a_version_the_server_refuses_ends_the_ladder_with_its_alert() -> None:
 
 
 def test_a_connection_that_is_not_tls_gets_no_tls_ladder() -> None:
-    net = Net()
+    net = stack_pair()
     obs = Observatory(net.b, packets=True)
     obs.enable_ladders()
     seen: list[dict[str, Any]] = []

@@ -13,24 +13,26 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tcp_helpers import Net
+from tcp_helpers import Pair, stack_pair
 
 from tcpstack.observe import control, svg, table
 from tcpstack.observe.core import Observatory
 from tcpstack.observe.dashboard import Dashboard
 from tcpstack.observe.logs import JsonFormatter, RefusalLog
 from tcpstack.observe.metrics import Metrics
+from tcpstack.stack import Stack
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.tcp import AnySegment
 
 N, M = 4, 30_000
 
 
 def transfer(packets: bool = True, setup: Callable[[Observatory], Any] | None = None
-             ) -> tuple[Net, Observatory, list[Tcb]]:
+             ) -> tuple[Pair[Stack], Observatory, list[Tcb]]:
     """N connections from A to B's port 7; each sends M bytes to B, B echoes them.
     ``setup`` gets the observatory before any traffic."""
-    net = Net()
+    net = stack_pair()
     obs = Observatory(net.b, packets=packets)
     obs.enable_ladders()
     obs.enable_history()
@@ -93,10 +95,10 @@ def test_unknown_state_filter_is_refused_with_the_known_names() -> None:
 def test_retransmissions_are_counted_per_connection_and_by_kind() -> None:
     lost: set[int] = set()
 
-    def lose(pkt: bytearray) -> bool:
+    def lose(src: Stack, seg: AnySegment) -> bool:
         # Drop the 5th data packet from B once.
         nonlocal count
-        if pkt[12:16] == bytes([10, 0, 0, 2]) and len(pkt) > 200:
+        if src is net.b and len(seg.payload) > 0:
             count += 1
             if count == 5 and 5 not in lost:
                 lost.add(5)
@@ -104,7 +106,8 @@ def test_retransmissions_are_counted_per_connection_and_by_kind() -> None:
         return False
 
     count = 0
-    net = Net(lose=lose)
+    net = stack_pair()
+    net.drop = lose
     obs = Observatory(net.b, packets=True)
     obs.attach()
     net.b.listen(80)
@@ -252,7 +255,7 @@ def test_no_daemon_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_refusals_are_logged_once_each_within_a_rate_limit(
         caplog: pytest.LogCaptureFixture) -> None:
-    net = Net()
+    net = stack_pair()
     obs = Observatory(net.b)
     obs.attach()
     refusals = RefusalLog(obs, rate=5, burst=5)

@@ -1,14 +1,15 @@
-"""Two Stacks wired back to back in memory with a fake clock: bulk transfer, many
-connections, ISN spread, loss recovery (RFC 9293 end to end)."""
+"""Two Stacks joined by an in-memory path with a fake clock: bulk transfer, many
+connections, ISN spread, loss recovery, corrupted packets (RFC 9293 end to end)."""
 
 from __future__ import annotations
 
 import hashlib
-import random
 from itertools import pairwise
 
-from tcp_helpers import Net, ip, stack
+from tcp_helpers import Pair, ip, stack, stack_pair
 
+from tcpstack.link.impair import ImpairSpec
+from tcpstack.stack import Stack
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
@@ -60,7 +61,7 @@ class Endpoint:
             tcb.shutdown_write()
 
 
-def transfer(net: Net, size_ab: int, size_ba: int) -> tuple[Endpoint, Endpoint]:
+def transfer(net: Pair[Stack], size_ab: int, size_ba: int) -> tuple[Endpoint, Endpoint]:
     net.b.listen(80)
     client = Endpoint(net.a.connect("10.0.0.2", 80, net.now), payload(size_ab, 1))
     server: list[Endpoint] = []
@@ -83,7 +84,7 @@ def transfer(net: Net, size_ab: int, size_ba: int) -> tuple[Endpoint, Endpoint]:
 def test_one_megabyte_both_directions_byte_exact() -> None:
     """RFC 9293 3.8 / 3.10: a full connection moves 1 MiB each way intact, then closes
     in order (one side via TIME-WAIT after 2 MSL)."""
-    net = Net(TcpConfig(msl=1.0))
+    net = stack_pair(TcpConfig(msl=1.0))
     client, server = transfer(net, MB, MB)
     assert bytes(server.received) == client.data
     assert bytes(client.received) == server.data
@@ -98,8 +99,7 @@ def test_one_megabyte_both_directions_byte_exact() -> None:
 def test_transfer_survives_packet_loss() -> None:
     """RFC 6298 / RFC 5681: with 8% of packets dropped, retransmission still delivers every
     byte in order."""
-    rng = random.Random(99)
-    net = Net(TcpConfig(msl=1.0, rto_min=0.2), lose=lambda pkt: rng.random() < 0.08)
+    net = stack_pair(TcpConfig(msl=1.0, rto_min=0.2), path=ImpairSpec(loss=8, seed=99))
     client, server = transfer(net, 200_000, 50_000)
     assert net.dropped >= 5
     assert bytes(server.received) == client.data
@@ -107,9 +107,24 @@ def test_transfer_survives_packet_loss() -> None:
     assert client.terminated is not None and server.terminated is not None
 
 
+def test_transfer_survives_corrupted_packets() -> None:
+    """RFC 9293 3.1 / RFC 1071: every packet with a flipped bit fails the stack's TCP
+    checksum check, is counted and dropped, and retransmission repairs the stream."""
+    net = stack_pair(TcpConfig(msl=1.0, rto_min=0.2), path=ImpairSpec(corrupt=5, seed=4))
+    client, server = transfer(net, 200_000, 50_000)
+    assert bytes(server.received) == client.data
+    assert bytes(client.received) == server.data
+    corrupted = net.path.counters["out_corrupted"] + net.path.counters["in_corrupted"]
+    assert corrupted >= 5
+    # The path delivers at once, so every corrupted packet has reached a stack.
+    rejected = sum(st.counters[reason] for st in (net.a, net.b)
+                   for reason in ("tcp_bad_checksum", "tcp_bad_data_offset"))
+    assert rejected == corrupted
+
+
 def test_hundred_concurrent_connections() -> None:
     """RFC 9293 3.10.7: 4-tuple demultiplexing keeps 100 simultaneous connections apart."""
-    net = Net(TcpConfig(msl=0.5))
+    net = stack_pair(TcpConfig(msl=0.5))
     net.b.listen(80, backlog=128)
     clients = {}
     for i in range(100):

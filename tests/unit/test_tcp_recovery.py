@@ -10,7 +10,7 @@ import random
 import pytest
 from tcp_helpers import (
     ISS,
-    LossyLink,
+    Pair,
     base_config,
     connected_pair,
     expect,
@@ -22,6 +22,7 @@ from tcp_helpers import (
     tcb_established_opts,
 )
 
+from tcpstack.link.impair import ImpairSpec
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import Cubic
@@ -488,14 +489,14 @@ SIZE = 500_000
 DONE = (State.TIME_WAIT, State.CLOSED)
 
 
-def transfer(cfg: TcpConfig, seed: int, max_time: float, **path: float) -> LossyLink:
-    """500 KB each way over a LossyLink; both sides half-close; run until both streams
-    arrived byte-exact and both FINs are acknowledged."""
+def transfer(cfg: TcpConfig, seed: int, max_time: float, path: ImpairSpec) -> Pair[Tcb]:
+    """500 KB each way over ``path`` (after a clean handshake); both sides half-close;
+    run until both streams arrived byte-exact and both FINs are acknowledged."""
     pair = connected_pair(cfg, cfg)
     rng = random.Random(seed)
     a = App(pair.a, rng.randbytes(SIZE))
     b = App(pair.b, rng.randbytes(SIZE))
-    link = LossyLink(pair.a, pair.b, random.Random(seed + 1000), now=pair.now, **path)
+    pair.set_path(path)
 
     def app() -> None:
         a.poll()
@@ -504,49 +505,63 @@ def transfer(cfg: TcpConfig, seed: int, max_time: float, **path: float) -> Lossy
     def done() -> bool:
         return a.eof and b.eof and pair.a.state in DONE and pair.b.state in DONE
 
-    link.run(app, done, max_time)
+    pair.run(app, until=done, max_time=max_time)
     assert not a.errors and not b.errors
     assert bytes(a.got) == b.data
     assert bytes(b.got) == a.data
-    return link
+    return pair
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_e2e_sack_timestamps_5pct_loss_both_ways(seed: int) -> None:
     """RFC 6675 / RFC 8985 / RFC 7323 end to end: 500 KB each way, 5% loss in both
     directions, delivered byte-exact in bounded time."""
-    link = transfer(TcpConfig(), seed, 10.0, loss=0.05, delay=0.02)
-    assert link.a.sack_ok and link.a.ts_ok and link.b.sack_ok and link.b.ts_ok
-    assert link.dropped >= 20
+    pair = transfer(TcpConfig(), seed, 10.0, ImpairSpec(loss=5, delay=0.02, seed=seed))
+    assert pair.a.sack_ok and pair.a.ts_ok and pair.b.sack_ok and pair.b.ts_ok
+    assert pair.dropped >= 20
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_e2e_newreno_without_sack_5pct_loss_both_ways(seed: int) -> None:
     """RFC 5681 / RFC 6582 end to end without SACK (and without timestamps): 500 KB each
     way, 5% loss, byte-exact."""
-    link = transfer(TcpConfig(sack=False, timestamps=False), seed, 20.0, loss=0.05,
-                    delay=0.02)
-    assert not link.a.sack_ok and not link.b.ts_ok
-    assert link.dropped >= 20
+    pair = transfer(TcpConfig(sack=False, timestamps=False), seed, 20.0,
+                    ImpairSpec(loss=5, delay=0.02, seed=seed))
+    assert not pair.a.sack_ok and not pair.b.ts_ok
+    assert pair.dropped >= 20
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_e2e_cubic_5pct_loss_both_ways(seed: int) -> None:
     """RFC 9438 end to end: CUBIC with SACK and timestamps, 500 KB each way, 5% loss."""
-    link = transfer(TcpConfig(congestion_control="cubic"), seed, 10.0, loss=0.05,
-                    delay=0.02)
-    assert isinstance(link.a.cc, Cubic) and isinstance(link.b.cc, Cubic)
-    assert link.dropped >= 20
+    pair = transfer(TcpConfig(congestion_control="cubic"), seed, 10.0,
+                    ImpairSpec(loss=5, delay=0.02, seed=seed))
+    assert isinstance(pair.a.cc, Cubic) and isinstance(pair.b.cc, Cubic)
+    assert pair.dropped >= 20
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_e2e_reordering_and_duplication(seed: int) -> None:
     """RFC 9293 3.10.7.4 / RFC 2883 / RFC 8985 end to end: jitter reorders segments,
     some are duplicated and some lost; both streams still arrive byte-exact."""
-    link = transfer(TcpConfig(), seed, 10.0, loss=0.03, delay=0.02, jitter=0.015, dup=0.05)
-    assert link.dropped >= 10
+    path = ImpairSpec(loss=3, delay=0.02, jitter=0.015, duplicate=5, seed=seed)
+    pair = transfer(TcpConfig(), seed, 10.0, path)
+    assert pair.dropped >= 10
+    assert pair.path.counters["out_duplicated"] > 0 and pair.path.counters["in_duplicated"] > 0
+
+
+def test_e2e_corrupted_segments_are_discarded_and_repaired() -> None:
+    """RFC 9293 3.1: a segment failing its checksum is dropped; to the sender that is a
+    loss, and recovery repairs it -- no flipped bit reaches either stream."""
+    pair = transfer(TcpConfig(), 4, 10.0, ImpairSpec(corrupt=3, delay=0.02, seed=4))
+    corrupted = pair.path.counters["out_corrupted"] + pair.path.counters["in_corrupted"]
+    discarded = pair.discarded["tcp_bad_checksum"] + pair.discarded["tcp_bad_data_offset"]
+    assert discarded >= 10
+    # Only corruption made packets unparseable, and none slipped through (byte-exact).
+    assert discarded == sum(pair.discarded.values()) <= corrupted
 
 
 def test_e2e_newreno_with_timestamps_reordering() -> None:
     """RFC 5681 / RFC 7323 without SACK: reordering, duplication and loss together."""
-    transfer(TcpConfig(sack=False), 7, 20.0, loss=0.03, delay=0.02, jitter=0.015, dup=0.05)
+    transfer(TcpConfig(sack=False), 7, 20.0,
+             ImpairSpec(loss=3, delay=0.02, jitter=0.015, duplicate=5, seed=7))

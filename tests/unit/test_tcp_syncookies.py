@@ -6,7 +6,7 @@ import ipaddress
 import random
 
 import pytest
-from tcp_helpers import IRS, Net, Wire, packet, parse, pattern
+from tcp_helpers import IRS, Wire, packet, parse, pattern, stack_pair
 
 from tcpstack.stack import SYN_DEFERRED_BATCHES, Stack, StackConfig
 from tcpstack.tcp.config import TcpConfig
@@ -155,7 +155,7 @@ def test_syn_queue_overflow_falls_back_to_cookies_and_a_client_still_connects() 
 def test_cookie_connection_carries_data_both_ways_between_two_stacks() -> None:
     """Interop with a real engine as the client: the cookie-made connection moves a
     megabyte each way byte-exact with window scaling, SACK and timestamps."""
-    net = Net(TcpConfig(delayed_ack=0.0))
+    net = stack_pair(TcpConfig(delayed_ack=0.0))
     net.b = server(syncookies="always", tcp=TcpConfig(delayed_ack=0.0))
     net.b.listen(80)
     client = net.a.connect("10.0.0.2", 80, 0.0)
@@ -278,7 +278,7 @@ def test_accept_queue_full_drops_syns_until_the_owner_takes_connections() -> Non
 
 def test_time_wait_beyond_the_cap_recycles_the_oldest() -> None:
     """As Linux's tcp_max_tw_buckets: at most ``max_time_wait`` connections linger."""
-    net = Net(TcpConfig(delayed_ack=0.0))
+    net = stack_pair(TcpConfig(delayed_ack=0.0))
     net.a = Stack(StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.1"),),
                               tcp=TcpConfig(delayed_ack=0.0), max_time_wait=5),
                   isn_secret=b"client secret 16", rng=random.Random(3))
@@ -325,7 +325,7 @@ def test_memory_pressure_clamps_windows_and_refuses_new_connections() -> None:
     limit, windows are clamped to four segments -- connections whose applications
     read still move, slowly; the others stop --, out-of-order data is not queued and
     new connections are refused, until applications read and the pressure goes."""
-    net = Net(TcpConfig(delayed_ack=0.0))
+    net = stack_pair(TcpConfig(delayed_ack=0.0))
     net.b = server(max_buffered=64 * 1024, tcp=TcpConfig(delayed_ack=0.0))
     net.b.listen(80)
     clients = [net.a.connect("10.0.0.2", 80, 0.0, local_port=50000 + i) for i in range(3)]

@@ -438,12 +438,12 @@ def test_pair_lossy_close_completes() -> None:
             return True
         return False
 
-    pair.lose = lose_first_fin
+    pair.drop = lose_first_fin
     pair.a.close()
     pair.run(until=lambda: pair.b.state is State.CLOSE_WAIT)
     pair.b.close()
     pair.run(until=lambda: pair.a.state is State.CLOSED and pair.b.state is State.CLOSED)
-    assert lost == [1]
+    assert lost == [1] and pair.filtered == 1
 
 
 def test_reset_with_a_delayed_ack_owed_leaves_no_timer() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from tcp_helpers import Net, base_config, connected_pair
+from tcp_helpers import base_config, connected_pair, stack_pair
 
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.isn import TICKS_PER_SECOND, IsnGenerator
@@ -73,10 +73,11 @@ def test_transfer_across_wrap_with_losses() -> None:
         counter["n"] += 1
         return counter["n"] % 7 == 0 and len(seg.payload) > 0
 
-    pair.lose = lose
+    pair.drop = lose
     data_a, data_b = blob(50_000, b"x"), blob(20_000, b"y")
     got_a, got_b = exchange(pair.a, pair.b, pair.run, data_a, data_b)
     assert got_b == data_a and got_a == data_b
+    assert pair.filtered > 5
     assert pair.a.state is State.ESTABLISHED and pair.b.state is State.ESTABLISHED
 
 
@@ -88,7 +89,7 @@ def test_stack_connection_with_isn_near_2_32() -> None:
     offset = IsnGenerator(secret).offset(a_ip, port, b_ip, 80)
     ticks = (TOP - 700 - offset) % TOP
     start = ticks / TICKS_PER_SECOND
-    net = Net(base_config(msl=1.0), secret_a=secret)
+    net = stack_pair(base_config(msl=1.0), secret_a=secret)
     net.now = start
     net.b.listen(80)
     client = net.a.connect("10.0.0.2", 80, start, local_port=port)
