@@ -10,7 +10,7 @@ import random
 import struct
 
 import pytest
-from tcp_helpers import IRS, Net, check_segment, syn_from_peer
+from tcp_helpers import IRS, Pair, check_segment, syn_from_peer
 
 from tcpstack.stack import IPV6_TCP_HEADERS, Stack, StackConfig
 from tcpstack.tcp import events as ev
@@ -112,9 +112,7 @@ def test_dual_stack_listener_takes_both_families_v6only_refuses_ipv4() -> None:
 
 def test_ipv6_data_both_ways_between_two_stacks() -> None:
     """Two stacks, one IPv6 address each: the engine is the same, bytes arrive exact."""
-    net = Net()
-    net.a = dual((ipaddress.IPv6Address("fd00::1"),))
-    net.b = dual((ME6,))
+    net = Pair(dual((ipaddress.IPv6Address("fd00::1"),)), dual((ME6,)))
     server = net.b.listen(80)
     assert server is not None
     client = net.a.connect("fd00::2", 80, 0.0)
