@@ -23,7 +23,6 @@ import errno
 import logging
 import socket
 import ssl as ssl_module
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -83,10 +82,11 @@ class StreamProtocol(asyncio.Protocol):
         self._writer: TcpStreamWriter | None = None
         self._over_ssl = False
         self._paused = False
-        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        self._drain_waiters: list[asyncio.Future[None]] = []  # few, if any
         self._lost = False
-        self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._closed.add_done_callback(_retrieve)
+        # Made when first awaited (wait_closed) or when the connection ends: an idle
+        # connection does not carry a future it may never need.
+        self._closed: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         #: The connection ended with a reset from the peer.
         self.reset = False
@@ -139,17 +139,18 @@ class StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        closed = self._closed_future()
         if exc is None:
             self._reader.feed_eof()
-            if not self._closed.done():
-                self._closed.set_result(None)
+            if not closed.done():
+                closed.set_result(None)
         else:
             self.reset = isinstance(exc, ConnectionResetError)
             self._reader.set_exception(exc)
-            if not self._closed.done():
-                self._closed.set_exception(exc)
+            if not closed.done():
+                closed.set_exception(exc)
         while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
+            waiter = self._drain_waiters.pop(0)
             if not waiter.done():
                 if exc is None:
                     waiter.set_result(None)
@@ -170,7 +171,7 @@ class StreamProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         while self._drain_waiters:
-            waiter = self._drain_waiters.popleft()
+            waiter = self._drain_waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -190,9 +191,16 @@ class StreamProtocol(asyncio.Protocol):
             if waiter in self._drain_waiters:
                 self._drain_waiters.remove(waiter)
 
+    def _closed_future(self) -> asyncio.Future[None]:
+        closed = self._closed
+        if closed is None:
+            closed = self._closed = self._loop.create_future()
+            closed.add_done_callback(_retrieve)
+        return closed
+
     async def wait_closed(self) -> None:
         # Shielded: cancelling one waiter must not cancel the connection's future.
-        await asyncio.shield(self._closed)
+        await asyncio.shield(self._closed_future())
 
     def upgraded(self, transport: asyncio.Transport) -> None:
         """The connection now runs over TLS through ``transport``."""

@@ -177,7 +177,9 @@ class TcpTransport(asyncio.Transport):
         self._lost = False  # connection_lost called or scheduled
         self._lost_future: asyncio.Future[None] | None = None
         self._lost_writes = 0
-        self._pending: deque[bytes | memoryview] = deque()
+        # Data the TCB has no room for yet; created when first needed (an empty
+        # deque is ~600 bytes, and most connections never fill their TCB).
+        self._pending: deque[bytes | memoryview] | None = None
         self._pending_size = 0
         self._limits: tuple[int, int] | None = None  # (low, high) when set explicitly
         self._writing_paused = False
@@ -207,7 +209,7 @@ class TcpTransport(asyncio.Transport):
     def _discard(self) -> None:
         """Give up a connection no protocol has seen yet."""
         self._closing = True
-        self._pending.clear()
+        self._pending = None
         if self._tcb.state is not State.CLOSED:
             self._tcb.abort()
             self._host.kick()
@@ -262,7 +264,7 @@ class TcpTransport(asyncio.Transport):
 
     def _on_terminated(self, reason: str | None, code: int = 0) -> None:
         self._terminated = True
-        self._pending.clear()
+        self._pending = None
         self._pending_size = 0
         error = error_for(reason, code)
         self._error = error
@@ -386,6 +388,8 @@ class TcpTransport(asyncio.Transport):
                 if not data:
                     self._host.kick()
                     return
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(data if immutable else bytes(data))  # type: ignore[arg-type]
         self._pending_size += len(data)
         self._host.kick()
@@ -408,7 +412,7 @@ class TcpTransport(asyncio.Transport):
         pending = self._pending
         mark = tcb.send_space
         try:
-            while pending:
+            while pending is not None and pending:
                 room = max(mark - tcb.send_buffered, 0)
                 chunk = pending[0]
                 if len(chunk) <= room:
@@ -547,7 +551,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost:
             return
         self._closing = True
-        self._pending.clear()
+        self._pending = None
         self._pending_size = 0
         if self._tcb.state is not State.CLOSED:
             self._tcb.abort()
