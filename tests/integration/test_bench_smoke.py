@@ -2,14 +2,16 @@
 
 Runs the whole tool (tcpstack over TUN and the kernel reference, each in
 namespaces the tool creates) with very small sizes and one repetition, then
-checks the exit status, the JSON (every workload -- tcpstack's own services and
-the aiohttp application over HTTP and HTTPS --, both stacks, positive numbers,
+checks the exit status, the JSON (every workload -- tcpstack's own services over
+IPv4 and IPv6 and the aiohttp application over HTTP and HTTPS --, both stacks,
+positive numbers,
 the impairing relay's counters), the Markdown table, the README section the tool
 rewrites, and that the tool's namespaces are gone.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -22,15 +24,17 @@ from tools.bench import report, settings
 
 pytestmark = pytest.mark.root
 
-WORKLOADS = ("download", "upload", "echo", "latency", "impaired_c2s", "impaired_both", "idle",
-             "aiohttp", "https", "connrate", "flood")
+WORKLOADS = ("download", "download6", "upload", "echo", "latency", "latency6", "impaired_c2s",
+             "impaired_both", "idle", "aiohttp", "https", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
+    "download6": ("mbps",),
     "upload": ("mbps",),
     "echo": ("mbps",),
     "impaired_c2s": ("mbps",),
     "impaired_both": ("mbps",),
     "latency": ("p50_us", "p99_us"),
+    "latency6": ("p50_us", "p99_us"),
     "idle": ("answered", "rss_per_conn_bytes", "check_seconds"),
     "connrate": ("rps",),
     "aiohttp": ("rps",),
@@ -86,6 +90,12 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
                 assert isinstance(value, (int, float)) and value > 0, (
                     f"{stack} {workload} {key} = {value!r}")
         assert results["idle"]["summary"]["answered"] == 50
+        for workload in ("download", "latency"):
+            # The IPv6 variants really went to the server's IPv6 address.
+            v4 = results[workload]["params"]["host"]
+            v6 = results[f"{workload}6"]["params"]["host"]
+            assert ipaddress.ip_address(v4).version == 4, (stack, workload, v4)
+            assert ipaddress.ip_address(v6).version == 6, (stack, workload, v6)
         assert results["connrate"]["summary"]["failed"] == 0
         assert results["aiohttp"]["summary"]["failed"] == 0
         assert results["aiohttp"]["params"]["keepalive"] is True

@@ -37,9 +37,11 @@ from tools.bench.workloads import Hook, Outcome, run_workload
 
 WORKLOAD_HELP = {
     "download": "bulk download over one connection (curl GET /bytes/N), MB/s",
+    "download6": "the same bulk download over IPv6, MB/s",
     "upload": "bulk upload over one connection to discard, MB/s",
     "echo": "N bytes sent to echo and read back on one connection, MB/s",
     "latency": "64-byte ping-pong to echo, p50/p99 in microseconds",
+    "latency6": "the same ping-pong over IPv6, p50/p99 in microseconds",
     "impaired_c2s": "download through the impairing relay, client->server direction "
                     "impaired (2% loss, 5 ms, 5% reordering), MB/s",
     "impaired_both": "the same download with both directions impaired, MB/s",
@@ -346,9 +348,10 @@ def _web_certificate(log_dir: Path, targets: tuple[Target, ...]) -> tuple[Path, 
 def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     notes = [report.sizes_line("tcpstack and kernel", sz)]
     for stack in ("tcpstack", "kernel"):
-        dl = results.get(stack, {}).get("download")
-        if dl is not None and "bytes" in dl.params:
-            notes.append(f"{stack} download size: {dl.params['bytes'] / (1 << 20):g} MiB")
+        for name, what in (("download", "download"), ("download6", "IPv6 download")):
+            dl = results.get(stack, {}).get(name)
+            if dl is not None and "bytes" in dl.params:
+                notes.append(f"{stack} {what} size: {dl.params['bytes'] / (1 << 20):g} MiB")
     k_idle = results.get("kernel", {}).get("idle")
     if k_idle is not None:
         notes += _kernel_socket_memory(k_idle)

@@ -1,11 +1,12 @@
 """The kernel reference server: tcpstack's own services on the Linux kernel's TCP.
 
-``python -m tools.bench.kernel_server --host 10.9.0.1`` serves
+``python -m tools.bench.kernel_server --host 10.9.0.1 [--host fd09::1]`` serves
 :class:`tcpstack.apps.HttpService` on 80, :func:`tcpstack.apps.echo` on 7 and
 :func:`tcpstack.apps.discard` on 9 with :func:`asyncio.start_server` on
-uvloop -- the very handlers ``tcpstack serve`` runs over its own TCP, so the
-benchmark compares the TCP implementations, not the applications. Prints
-``READY`` once listening; exits 0 on SIGTERM/SIGINT.
+uvloop, on every ``--host`` address (IPv4 or IPv6) -- the very handlers
+``tcpstack serve`` runs over its own TCP, so the benchmark compares the TCP
+implementations, not the applications. Prints ``READY`` once listening; exits 0
+on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from typing import Any
 from tcpstack.apps import HttpService, discard, echo
 
 
-async def serve(host: str, ports: dict[str, int], backlog: int) -> int:
+async def serve(hosts: list[str], ports: dict[str, int], backlog: int) -> int:
     handlers: dict[str, Any] = {"http": HttpService(), "echo": echo, "discard": discard}
     servers = []
-    for name, port in ports.items():
-        if port:
-            servers.append(await asyncio.start_server(handlers[name], host, port,
-                                                      backlog=backlog, reuse_address=True))
+    for host in hosts:
+        for name, port in ports.items():
+            if port:
+                servers.append(await asyncio.start_server(handlers[name], host, port,
+                                                          backlog=backlog, reuse_address=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -41,7 +43,8 @@ async def serve(host: str, ports: dict[str, int], backlog: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.kernel_server",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="10.9.0.1")
+    parser.add_argument("--host", action="append", default=[], metavar="ADDRESS",
+                        help="listen on this address (repeatable; default: 10.9.0.1)")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--echo-port", type=int, default=7)
     parser.add_argument("--discard-port", type=int, default=9)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args.host, ports, args.backlog))
+        return runner.run(serve(args.host or ["10.9.0.1"], ports, args.backlog))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ It runs under the interpreter of PyTCP's own virtualenv (never the
 project's), so it imports nothing from this repository. Run it inside the
 namespace that holds the TAP interface::
 
-    python -O pytcp_server.py --interface tap7 --address 10.8.0.2/24
+    python -O pytcp_server.py --interface tap7 --address 10.8.0.2/24 --address6 fd08::2/64
+
+Every service listens on IPv4 and, with ``--address6``, on IPv6 as well.
 
 ``-O`` strips PyTCP's ``__debug__`` logging, which otherwise dominates.
 """
@@ -119,9 +121,10 @@ def _handle(conn: Any, service: Callable[[Any], None]) -> None:
             pass
 
 
-def _listen(socket_mod: Any, port: int, service: Callable[[Any], None]) -> None:
-    listener = socket_mod.socket(socket_mod.AF_INET4, socket_mod.SOCK_STREAM)
-    listener.bind(("0.0.0.0", port))
+def _listen(socket_mod: Any, ipv6: bool, port: int, service: Callable[[Any], None]) -> None:
+    family = socket_mod.AF_INET6 if ipv6 else socket_mod.AF_INET4
+    listener = socket_mod.socket(family, socket_mod.SOCK_STREAM)
+    listener.bind(("::" if ipv6 else "0.0.0.0", port))
     listener.listen()
     while True:
         conn, _ = listener.accept()
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--interface", default="tap7")
     parser.add_argument("--address", default="10.8.0.2/24", help="the stack's IPv4/prefix")
+    parser.add_argument("--address6", default="",
+                        help="the stack's IPv6/prefix, e.g. fd08::2/64 (default: IPv4 only)")
     parser.add_argument("--mac", default="02:00:00:77:77:77")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--echo-port", type=int, default=7)
@@ -147,17 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     config_ns.LOG_DEBUG = False
 
     stack = pytcp.TcpIpStack(interface=args.interface, mac_address=args.mac,
-                             ip4_address=args.address)
+                             ip4_address=args.address, ip6_address=args.address6 or None)
     stack.start()
     services: list[tuple[int, Callable[[Any], None]]] = [
         (args.http_port, serve_http),
         (args.echo_port, serve_echo),
         (args.discard_port, serve_discard),
     ]
+    families = [False, True] if args.address6 else [False]
     for port, service in services:
-        if port:
-            threading.Thread(target=_listen, args=(socket_mod, port, service),
-                             daemon=True).start()
+        for ipv6 in families:
+            if port:
+                threading.Thread(target=_listen, args=(socket_mod, ipv6, port, service),
+                                 daemon=True).start()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

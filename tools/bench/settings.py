@@ -7,8 +7,9 @@ from typing import Any
 
 MIB = 1024 * 1024
 
-WORKLOADS: tuple[str, ...] = ("download", "upload", "echo", "latency", "impaired_c2s",
-                               "impaired_both", "idle", "aiohttp", "https", "connrate", "flood")
+WORKLOADS: tuple[str, ...] = ("download", "download6", "upload", "echo", "latency", "latency6",
+                               "impaired_c2s", "impaired_both", "idle", "aiohttp", "https",
+                               "connrate", "flood")
 """Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
 half-open connections behind; every workload starts on a fresh server anyway)."""
 
@@ -18,6 +19,10 @@ FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
 WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
 """The workloads served by the aiohttp application (:mod:`tools.bench.web_server`)
 rather than by tcpstack's own services."""
+
+IPV6_WORKLOADS: frozenset[str] = frozenset({"download6", "latency6"})
+"""The workloads that reach the server at its IPv6 address (``download`` and ``latency``
+over IPv6: the same code, another address family)."""
 
 WEB_HTTP_PORT = 8080
 """The web application's plain HTTP port."""

@@ -1,12 +1,14 @@
 """The three systems under test, each in namespaces of its own.
 
 * :class:`TcpstackTarget` -- namespace A: ``tcpstack serve`` creates the TUN
-  ``tcpstack0`` (host side 10.0.0.1/24, stack 10.0.0.2); clients run in A.
+  ``tcpstack0`` (host side 10.0.0.1/24 and fd00::1/64, stack 10.0.0.2 and
+  fd00::2); clients run in A.
 * :class:`KernelTarget` -- namespace S runs :mod:`tools.bench.kernel_server`
-  on 10.9.0.1, namespace C the clients on 10.9.0.2; a veth pair joins them.
-* :class:`PytcpTarget` -- namespace P: a TAP ``tap7`` (host side 10.8.0.1/24)
-  with PyTCP on 10.8.0.2 behind it, run by :mod:`tools.bench.pytcp_server`
-  under PyTCP's own virtualenv; clients run in P.
+  on 10.9.0.1 and fd09::1, namespace C the clients on 10.9.0.2 and fd09::2; a
+  veth pair joins them.
+* :class:`PytcpTarget` -- namespace P: a TAP ``tap7`` (host side 10.8.0.1/24
+  and fd08::1/64) with PyTCP on 10.8.0.2 and fd08::2 behind it, run by
+  :mod:`tools.bench.pytcp_server` under PyTCP's own virtualenv; clients run in P.
 
 A target's server process runs one of two applications (:attr:`Target.app`):
 ``services`` (tcpstack's own HTTP, echo and discard services: ``tcpstack serve``
@@ -14,7 +16,8 @@ on the stack, :mod:`tools.bench.kernel_server` on the kernel) or ``web`` (the
 aiohttp application of :mod:`tools.bench.web_server`, plain HTTP and HTTPS, on
 either stack); each workload says which one it needs.
 
-Every address is a 10.x address inside these namespaces.
+Every address is a 10.x address, or for the IPv6 workloads a unique local
+(``fd00::/8``) one, inside these namespaces.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tools.bench import client as client_mod
-from tools.bench.netns import Netns, SetupError, terminate
+from tools.bench.netns import Netns, SetupError, terminate, wait_for
 from tools.bench.settings import WEB_HTTP_PORT, WEB_HTTPS_PORT, Sizes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +102,9 @@ class Target:
         self.sizes = sizes
         self.log_dir = log_dir
         self.host = ""
+        """The server's IPv4 address, as the clients reach it."""
+        self.host6 = ""
+        """The server's IPv6 address ("" if it has none): the IPv6 workloads use it."""
         self.server: subprocess.Popen[Any] | None = None
         self.server_ns: Netns | None = None
         self.client_ns: Netns | None = None
@@ -182,16 +188,28 @@ class Target:
         self.wait_ready(log_path)
         self.fresh = True
 
+    def address(self, ipv6: bool) -> str:
+        """The server's address of one family, as the clients reach it."""
+        if not ipv6:
+            return self.host
+        if not self.host6:
+            raise SetupError(f"{self.name}: no IPv6 address")
+        return self.host6
+
     def wait_ready(self, log_path: Path) -> None:
-        result = client_run(self, ["probe", "--host", self.host, "--ports", self.ports,
-                                   "--timeout", f"{self.ready_timeout:g}"],
-                            timeout=self.ready_timeout + 15)
-        if self.server is not None and self.server.poll() is not None:
-            raise SetupError(f"{self.name} server exited with status {self.server.returncode} "
-                             f"during start-up: {_last_line(log_path)}")
-        if "error" in result:
-            raise SetupError(f"{self.name} server did not become ready: {result['error']}; "
-                             f"log: {_last_line(log_path)}")
+        """Wait until every port answers, on the IPv6 address too when the services have one."""
+        hosts = [self.host] + ([self.host6] if self.host6 and self.app == "services" else [])
+        for host in hosts:
+            result = client_run(self, ["probe", "--host", host, "--ports", self.ports,
+                                       "--timeout", f"{self.ready_timeout:g}"],
+                                timeout=self.ready_timeout + 15)
+            if self.server is not None and self.server.poll() is not None:
+                raise SetupError(f"{self.name} server exited with status "
+                                 f"{self.server.returncode} during start-up: "
+                                 f"{_last_line(log_path)}")
+            if "error" in result:
+                raise SetupError(f"{self.name} server did not become ready on {host}: "
+                                 f"{result['error']}; log: {_last_line(log_path)}")
 
     def stop_server(self) -> None:
         if self.server is not None:
@@ -249,12 +267,17 @@ class TcpstackTarget(Target):
     def setup(self) -> None:
         ns = self._new_ns("A")
         self.server_ns = self.client_ns = ns
-        ns.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
+        ns.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)  # IPv6 ports come from it too
         self.host = "10.0.0.2"
+        self.host6 = "fd00::2"
         self.start_server()
 
     def services_argv(self) -> list[str]:
-        return [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning"]
+        # The daemon's defaults, spelled out: the IPv6 workloads depend on them.
+        # It adds the TUN's IPv6 address without duplicate address detection.
+        return [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning",
+                "--address", self.host, "--host-address", "10.0.0.1/24",
+                "--address6", self.host6, "--host-address6", "fd00::1/64"]
 
     def web_argv(self) -> list[str]:
         return self._web_server("tcpstack")
@@ -274,8 +297,9 @@ class TcpstackTarget(Target):
         self.start_server()
 
     def describe(self) -> str:
-        return ("tcpstack over TUN (10.0.0.1 -> 10.0.0.2, one namespace): tcpstack serve, "
-                "or for aiohttp/https the web application on TunStack + TcpStackSite")
+        return ("tcpstack over TUN (10.0.0.1 -> 10.0.0.2 and fd00::1 -> fd00::2, one "
+                "namespace): tcpstack serve, or for aiohttp/https the web application on "
+                "TunStack + TcpStackSite")
 
 
 class KernelTarget(Target):
@@ -293,10 +317,18 @@ class KernelTarget(Target):
                "netns", cli.name)
         srv.ip("addr", "add", "10.9.0.1/24", "dev", "vbench-s")
         cli.ip("addr", "add", "10.9.0.2/24", "dev", "vbench-c")
+        # IPv6 without duplicate address detection: a tentative address could not be
+        # bound (the server) or used as a source (the clients) for a second or so, and
+        # nothing else is on this link.
+        srv.ip("-6", "addr", "add", "fd09::1/64", "dev", "vbench-s", "nodad")
+        cli.ip("-6", "addr", "add", "fd09::2/64", "dev", "vbench-c", "nodad")
         srv.ip("link", "set", "vbench-s", "up")
         cli.ip("link", "set", "vbench-c", "up")
-        cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
+        cli.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)  # IPv6 ports come from it too
         self.host = "10.9.0.1"
+        self.host6 = "fd09::1"
+        for ns, dev in ((srv, "vbench-s"), (cli, "vbench-c")):
+            _wait_ipv6_usable(ns, dev)
         cookies = srv.run(["cat", "/proc/sys/net/ipv4/tcp_syncookies"], timeout=10.0)
         self.notes.append(f"kernel server namespace: net.ipv4.tcp_syncookies = "
                           f"{cookies.stdout.strip() or '?'} (the Linux default: SYN cookies "
@@ -304,8 +336,8 @@ class KernelTarget(Target):
         self.start_server()
 
     def services_argv(self) -> list[str]:
-        return [sys.executable, "-m", "tools.bench.kernel_server", "--host", "10.9.0.1",
-                "--nofile", str(SERVER_NOFILE)]
+        return [sys.executable, "-m", "tools.bench.kernel_server", "--host", self.host,
+                "--host", self.host6, "--nofile", str(SERVER_NOFILE)]
 
     def web_argv(self) -> list[str]:
         return self._web_server("kernel")
@@ -313,7 +345,7 @@ class KernelTarget(Target):
     def describe(self) -> str:
         return ("Linux TCP: asyncio.start_server + uvloop with the same tcpstack.apps "
                 "services, or for aiohttp/https the same web application on web.TCPSite; "
-                "veth 10.9.0.2 -> 10.9.0.1 between two namespaces")
+                "veth 10.9.0.2 -> 10.9.0.1 and fd09::2 -> fd09::1 between two namespaces")
 
 
 class PytcpTarget(Target):
@@ -331,18 +363,39 @@ class PytcpTarget(Target):
         self.server_ns = self.client_ns = ns
         ns.ip("tuntap", "add", "mode", "tap", "name", "tap7")
         ns.ip("addr", "add", "10.8.0.1/24", "dev", "tap7")
+        # No DAD on the kernel's side; PyTCP runs its own for fd08::2 (RFC 4862 5.4)
+        # before it answers, which the readiness probe waits for.
+        ns.ip("-6", "addr", "add", "fd08::1/64", "dev", "tap7", "nodad")
         ns.ip("link", "set", "tap7", "up")
         ns.sysctl("net.ipv4.ip_local_port_range", PORT_RANGE)
         self.host = "10.8.0.2"
+        self.host6 = "fd08::2"
         self.start_server()
 
     def services_argv(self) -> list[str]:
         script = Path(__file__).with_name("pytcp_server.py")
         return [str(self.python), "-O", str(script), "--interface", "tap7",
-                "--address", "10.8.0.2/24"]
+                "--address", "10.8.0.2/24", "--address6", f"{self.host6}/64"]
 
     def describe(self) -> str:
-        return f"PyTCP {self.version} on TAP tap7 (10.8.0.1 -> 10.8.0.2, one namespace)"
+        return (f"PyTCP {self.version} on TAP tap7 (10.8.0.1 -> 10.8.0.2 and fd08::1 -> "
+                "fd08::2, one namespace)")
+
+
+def _wait_ipv6_usable(ns: Netns, dev: str, timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``dev`` in ``ns`` has its global IPv6 address and none tentative.
+
+    The addresses are added with ``nodad``, so this normally returns at once; it
+    guards against a kernel that ignores the flag or an address that failed DAD.
+    """
+    def usable() -> bool:
+        out = ns.ip("-6", "addr", "show", "dev", dev, "scope", "global")
+        return "inet6" in out and "tentative" not in out and "dadfailed" not in out
+
+    if not wait_for(usable, timeout):
+        detail = ns.ip("-6", "addr", "show", "dev", dev).strip().replace("\n", " ")
+        raise SetupError(f"the IPv6 address of {dev} did not become usable within "
+                         f"{timeout:g}s: {detail[-200:]}")
 
 
 def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:

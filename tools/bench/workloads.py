@@ -3,6 +3,9 @@
 * ``download`` -- ``curl`` fetches ``GET /bytes/N`` over one connection; the
   length is verified. N is 200 MiB, or less when a calibration download shows
   the target would need more than ~10 s for it (full mode).
+* ``download6`` / ``latency6`` -- ``download`` and ``latency``, the same code,
+  to the server's IPv6 address (:attr:`Target.host6`); skipped for a target
+  set up without one.
 * ``upload`` -- the Python client sends up to 200 MiB (or ~10 s worth) to
   discard, half-closes and waits for the server's FIN.
 * ``echo`` -- the Python client sends N bytes to echo and reads them back on the
@@ -51,7 +54,14 @@ from typing import Any
 
 from tools.bench.impaired import ImpairedPath
 from tools.bench.netns import SetupError
-from tools.bench.settings import IMPAIRMENT, MIB, WEB_HTTP_PORT, WEB_HTTPS_PORT, WEB_WORKLOADS
+from tools.bench.settings import (
+    IMPAIRMENT,
+    IPV6_WORKLOADS,
+    MIB,
+    WEB_HTTP_PORT,
+    WEB_HTTPS_PORT,
+    WEB_WORKLOADS,
+)
 from tools.bench.system import wait_quiet
 from tools.bench.targets import REPO_ROOT, Target, client_run, python_env
 
@@ -110,10 +120,16 @@ def _median(values: list[float]) -> float:
 # -- download ---------------------------------------------------------------------
 
 
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 address in brackets (RFC 3986 3.2.2)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _curl(target: Target, nbytes: int, timeout: float,
-          path: ImpairedPath | None = None) -> dict[str, Any]:
-    url = f"http://{target.host}/bytes/{nbytes}"
-    argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", f"{timeout:g}",
+          path: ImpairedPath | None = None, host: str | None = None) -> dict[str, Any]:
+    url = f"http://{url_host(host or target.host)}/bytes/{nbytes}"
+    # --globoff: the brackets of an IPv6 address are not one of curl's URL patterns.
+    argv = ["curl", "-sS", "--globoff", "-o", "/dev/null", "--max-time", f"{timeout:g}",
             "-w", "%{size_download} %{time_total} %{http_code}", url]
     try:
         if path is not None:
@@ -137,12 +153,21 @@ def _curl(target: Target, nbytes: int, timeout: float,
     return {"bytes": size, "seconds": secs, "mbps": size / secs / 1e6 if secs > 0 else 0.0}
 
 
-def run_download(target: Target, hook: Hook | None) -> Outcome:
+def _download(name: str, ipv6: bool) -> Callable[[Target, Hook | None], Outcome]:
+    """The bulk download workload, over IPv4 or over IPv6."""
+
+    def run(target: Target, hook: Hook | None) -> Outcome:
+        return _run_download(name, target, hook, target.address(ipv6))
+
+    return run
+
+
+def _run_download(name: str, target: Target, hook: Hook | None, host: str) -> Outcome:
     sz = target.sizes
-    out = Outcome("download")
+    out = Outcome(name, params={"host": host})
     nbytes = sz.download_max
     if sz.download_probe:
-        probe = _curl(target, sz.download_probe, sz.timeout_download)
+        probe = _curl(target, sz.download_probe, sz.timeout_download, host=host)
         out.params["probe"] = probe
         if "error" in probe:
             out.fail(f"calibration download: {probe['error']}")
@@ -155,9 +180,13 @@ def run_download(target: Target, hook: Hook | None) -> Outcome:
         if _gave_up(out):
             break
         with _rep(target, out, hook, rep):
-            out.reps.append(_curl(target, nbytes, sz.timeout_download))
+            out.reps.append(_curl(target, nbytes, sz.timeout_download, host=host))
     _summarise(out, {"mbps": "mbps"})
     return out
+
+
+run_download = _download("download", ipv6=False)
+run_download6 = _download("download6", ipv6=True)
 
 
 # -- upload --------------------------------------------------------------------------
@@ -376,19 +405,32 @@ def run_https(target: Target, hook: Hook | None) -> Outcome:
 # -- latency ---------------------------------------------------------------------------
 
 
-def run_latency(target: Target, hook: Hook | None) -> Outcome:
+def _latency(name: str, ipv6: bool) -> Callable[[Target, Hook | None], Outcome]:
+    """The ping-pong latency workload, over IPv4 or over IPv6."""
+
+    def run(target: Target, hook: Hook | None) -> Outcome:
+        return _run_latency(name, target, hook, target.address(ipv6))
+
+    return run
+
+
+def _run_latency(name: str, target: Target, hook: Hook | None, host: str) -> Outcome:
     sz = target.sizes
-    out = Outcome("latency", params={"round_trips": sz.latency_n, "payload": 64})
+    out = Outcome(name, params={"round_trips": sz.latency_n, "payload": 64, "host": host})
     for rep in range(sz.reps):
         if _gave_up(out):
             break
         with _rep(target, out, hook, rep):
             out.reps.append(client_run(target, [
-                "latency", "--host", target.host, "--port", "7", "--count", str(sz.latency_n),
+                "latency", "--host", host, "--port", "7", "--count", str(sz.latency_n),
                 "--size", "64", "--timeout", f"{sz.timeout_latency:g}",
             ], timeout=sz.timeout_latency + 15))
     _summarise(out, {"p50_us": "p50_us", "p99_us": "p99_us"})
     return out
+
+
+run_latency = _latency("latency", ipv6=False)
+run_latency6 = _latency("latency6", ipv6=True)
 
 
 # -- idle connections --------------------------------------------------------------------
@@ -490,9 +532,11 @@ def _summarise(out: Outcome, keys: dict[str, str]) -> None:
 
 RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
     "download": run_download,
+    "download6": run_download6,
     "upload": run_upload,
     "echo": run_echo,
     "latency": run_latency,
+    "latency6": run_latency6,
     "impaired_c2s": run_impaired_c2s,
     "impaired_both": run_impaired_both,
     "idle": run_idle,
@@ -511,6 +555,9 @@ def run_workload(name: str, target: Target, hook: Hook | None = None) -> Outcome
         if web and not target.supports_web:
             out = Outcome(name, status="skipped",
                           reason=f"{target.name} cannot run the aiohttp application")
+        elif name in IPV6_WORKLOADS and not target.host6:
+            out = Outcome(name, status="skipped",
+                          reason=f"{target.name} has no IPv6 address in this benchmark")
         else:
             if name != "idle":  # idle starts a fresh server for every repetition itself
                 target.ensure_fresh("web" if web else "services")
