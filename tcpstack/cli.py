@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
 from tcpstack.build import build_kind
+from tcpstack.link.tun import ipv6_disabled
 from tcpstack.observe import commands as observe_commands
 from tcpstack.observe import daemon as observe
 from tcpstack.observe.control import ControlError
@@ -477,16 +478,6 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
     if host6 is not None and not daemon.ipv6:
         raise ValueError("--host-address6 is an IPv6 address, but --no-ipv6 was given")
     return ServeSettings(daemon=daemon, stack=stack, limits=limits, http=http, ports=ports)
-
-
-def ipv6_disabled(proc: Path = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")) -> bool:
-    """True if a new interface in this network namespace gets no IPv6 (the kernel has
-    none, or ``net.ipv6.conf.default.disable_ipv6`` is 1, as in a Docker container
-    on a network without IPv6)."""
-    try:
-        return proc.read_text().strip() != "0"
-    except OSError:
-        return True
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -351,6 +351,11 @@ class Stack:
         else:
             self._listen_on[port] = frozenset(addresses)
 
+    def listening_on(self, port: int) -> tuple[frozenset[int] | None, bool]:
+        """What the listener on ``port`` takes: its local addresses (None: every
+        address of the stack) and whether it is IPv6-only (:meth:`listen`)."""
+        return self._listen_on.get(port), port in self._v6only
+
     def unlisten(self, port: int) -> None:
         """Close a listener; established connections are not affected."""
         self.listeners.pop(port, None)

@@ -41,6 +41,7 @@ from tcpstack.aio.transports import TcpTransport
 from tcpstack.stack import EPHEMERAL_PORTS, Stack, StackConfig
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire import ipv6 as ipv6_wire
 
 log = logging.getLogger("tcpstack.network")
 
@@ -106,7 +107,7 @@ class Network:
         addresses = self._local_addresses(host)
         port = self._bind_port(addresses, port, reuse_address)
         server = Server(self, protocol_factory, addresses, port, backlog=backlog,
-                        syn_backlog=syn_backlog, ssl=ssl,
+                        syn_backlog=syn_backlog, ssl=ssl, names=self._socket_names(host),
                         ssl_handshake_timeout=ssl_handshake_timeout,
                         ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._bindings.setdefault(port, []).append(server)
@@ -134,6 +135,22 @@ class Network:
                 raise OSError(errno.EADDRNOTAVAIL, f"{h} is not an address of this stack")
             out.add(addr)
         return frozenset(out)
+
+    def _socket_names(self, host: str | Sequence[str] | None) -> list[str]:
+        """The addresses a server's sockets report, as asyncio's would be bound:
+        host None or ``""`` one wildcard per family the stack has (``"0.0.0.0"``,
+        ``"::"``), ``"::"`` the one dual-stack ``AF_INET6`` socket, ``"0.0.0.0"``
+        one ``AF_INET`` socket, an address itself; a list, each in its order."""
+        hosts = [host] if host is None or isinstance(host, str) else list(host)
+        families = {6 if ipv6_wire.is_ipv6(a) else 4 for a in self.stack.addresses}
+        names: list[str] = []
+        for h in hosts:
+            if h in (None, ""):
+                found = [w for w, v in (("0.0.0.0", 4), ("::", 6)) if v in families]
+            else:
+                found = [str(ipaddress.ip_address(h))]
+            names.extend(n for n in found if n not in names)
+        return names
 
     def _bind_port(self, addresses: frozenset[int] | None, port: int | None,
                    reuse_address: bool | None) -> int:

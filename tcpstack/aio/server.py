@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tcpstack.aio import tls
@@ -41,7 +41,12 @@ class ServerHost(TransportHost, Protocol):
 
 
 class Server(asyncio.AbstractServer):
-    """Listens on ``port`` of some addresses of a network (``addresses`` None: all)."""
+    """Listens on ``port`` of some addresses of a network (``addresses`` None: all).
+
+    ``names`` are the addresses :attr:`sockets` report, one socket each (``"::"``
+    and ``"0.0.0.0"`` for the wildcards); by default the addresses themselves, or
+    ``"0.0.0.0"`` for all.
+    """
 
     def __init__(
         self,
@@ -55,6 +60,7 @@ class Server(asyncio.AbstractServer):
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self._net = net
         self._loop = net.loop
@@ -66,8 +72,9 @@ class Server(asyncio.AbstractServer):
         self._ssl = ssl
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
-        names = ["0.0.0.0"] if addresses is None else \
-            sorted(str(ipaddress.ip_address(a)) for a in addresses)
+        if names is None:
+            names = ["0.0.0.0"] if addresses is None else \
+                sorted(str(ipaddress.ip_address(a)) for a in addresses)
         self._sockets = tuple(ListenerSocket(name, port) for name in names)
         self._serving = False
         self._closed = False

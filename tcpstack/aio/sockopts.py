@@ -93,19 +93,24 @@ class ConnectionSocket:
 class ListenerSocket:
     """What ``Server.sockets`` holds: the address a server listens on, socket-shaped.
 
-    ``getsockname()`` gives ``(address, port)`` (``"0.0.0.0"`` for every address of
-    the stack). There is no file descriptor behind it; options a listening socket
-    reports are answered, setting any raises ``OSError(ENOPROTOOPT)``.
+    ``address`` is a textual address: one of the stack's, ``"0.0.0.0"`` (every IPv4
+    address) or ``"::"`` (every address, both families). As with asyncio's
+    sockets, an IPv6 one has :attr:`family` ``AF_INET6`` and ``getsockname()``
+    gives ``(address, port, flowinfo, scope_id)``; an IPv4 one ``AF_INET`` and
+    ``(address, port)``. There is no file descriptor behind it; options a
+    listening socket reports are answered, setting any raises
+    ``OSError(ENOPROTOOPT)``.
     """
 
-    family = socket.AF_INET
     type = socket.SOCK_STREAM
     proto = socket.IPPROTO_TCP
 
     def __init__(self, address: str, port: int) -> None:
-        self._name = (address, port)
+        ip = ipaddress.ip_address(address)
+        self.family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        self._name: SockAddr = (str(ip), port, 0, 0) if ip.version == 6 else (str(ip), port)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> SockAddr:
         return self._name
 
     def getsockopt(self, level: int, option: int) -> int:
@@ -120,4 +125,6 @@ class ListenerSocket:
         return -1
 
     def __repr__(self) -> str:
-        return f"<ListenerSocket {self._name[0]}:{self._name[1]}>"
+        host, port = self._name[0], self._name[1]
+        shown = f"[{host}]" if self.family == socket.AF_INET6 else host
+        return f"<ListenerSocket {shown}:{port}>"

@@ -56,6 +56,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -71,6 +72,7 @@ __all__ = [
     "Packet",
     "TunDevice",
     "TunError",
+    "ipv6_disabled",
 ]
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
@@ -311,6 +313,16 @@ def _delete_if_ours(ipr: Any, name: str, index: int) -> None:
     except NetlinkError as exc:
         if int(exc.code) != _errno.ENODEV:  # gone in the meantime is fine
             raise
+
+
+def ipv6_disabled(proc: Path = Path("/proc/sys/net/ipv6/conf/default/disable_ipv6")) -> bool:
+    """True if a new interface in this network namespace gets no IPv6 (the kernel has
+    none, or ``net.ipv6.conf.default.disable_ipv6`` is 1, as in a Docker container
+    on a network without IPv6): an IPv6 host-side address could not be added."""
+    try:
+        return proc.read_text().strip() != "0"
+    except OSError:
+        return True
 
 
 # ----------------------------------------------------------------- char device

@@ -61,7 +61,8 @@ def add_subcommands(sub: Any) -> None:
     ss.add_argument("--dport", type=_port, default=None, metavar="PORT",
                     help="only this remote port")
     ss.add_argument("--detail", default=None, metavar="ADDR:PORT",
-                    help="everything about the connection(s) with this end")
+                    help="everything about the connection(s) with this end "
+                         "(IPv6 as [ADDR]:PORT)")
     ss.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     tr = sub.add_parser("trace", help="handshake ladders from a running daemon, live",

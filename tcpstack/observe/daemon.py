@@ -93,10 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --pcap-max-size: files kept, FILE, FILE.1 ... (default: 2)")
     g.add_argument("--metrics", type=_bind_address, default=None, metavar="ADDR:PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics (an address "
-                        "of the stack: served through the stack itself)")
+                        "of the stack: served through the stack itself; IPv6 as "
+                        "[ADDR]:PORT)")
     g.add_argument("--dashboard", type=_bind_address, default=None, metavar="ADDR:PORT",
                    help="serve the live web view at http://ADDR:PORT/ (an address of the "
-                        "stack: served through the stack itself)")
+                        "stack: served through the stack itself; IPv6 as [ADDR]:PORT)")
     g.add_argument("--observe", action="store_true",
                    help="watch every packet even without the flags above (tcpstack ss "
                         "then shows retransmissions)")

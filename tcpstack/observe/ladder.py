@@ -82,6 +82,27 @@ def endpoint(ip: int, port: int) -> str:
     return f"{ip >> 24 & 255}.{ip >> 16 & 255}.{ip >> 8 & 255}.{ip & 255}:{port}"
 
 
+def parse_endpoint(text: str) -> tuple[int, int]:
+    """``(address, port)`` as the stack holds them from ``IP:PORT`` or
+    ``[IPv6]:PORT`` in any spelling (``[FD00:0::1]:80`` is ``[fd00::1]:80``); an
+    IPv4-mapped IPv6 address means its IPv4 address, as in the stack. The inverse
+    of :func:`endpoint`. Raises ValueError with a one-line message."""
+    host, sep, port = text.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep or not host or (":" in host and not bracketed):
+        raise ValueError(f"expected IP:PORT or [IPv6]:PORT, not {text!r}")
+    try:
+        address = ipaddress.IPv6Address(host[1:-1]) if bracketed else \
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"invalid address {host!r} in {text!r}") from None
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid port {port!r} in {text!r}")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return int(address.ipv4_mapped), int(port)
+    return int(address), int(port)
+
+
 def options_json(opts: TcpOptions) -> dict[str, Any]:
     """The options a segment carried, only those present."""
     out: dict[str, Any] = {}

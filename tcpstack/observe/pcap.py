@@ -1,10 +1,11 @@
-"""Packet capture files: classic pcap and pcapng, link type raw IPv4, with rotation.
+"""Packet capture files: classic pcap and pcapng, link type raw IP, with rotation.
 
 :class:`PcapWriter` writes packets as they cross the TUN device, readable by
 tcpdump, tshark and Wireshark:
 
 * ``pcapng`` (the default for a name ending in ``.pcapng``): a section header,
-  one interface (link type ``LINKTYPE_RAW`` 101, nanosecond timestamps) and one
+  one interface (link type ``LINKTYPE_RAW`` 101, IPv4 and IPv6 packets as they
+  are, told apart by their version; nanosecond timestamps) and one
   enhanced packet block per packet, whose ``epb_flags`` option says whether the
   packet came in (from the kernel to the stack) or went out;
 * ``pcap`` (classic, libpcap 2.4, microsecond timestamps): no direction.
@@ -13,10 +14,12 @@ tcpdump, tshark and Wireshark:
 TSO, 64 KiB "super-segments" whose TCP checksum is left for the kernel to
 finish. :func:`wire_packets` turns such a packet into what would have crossed a
 wire: the header is stripped, a super-segment is cut into ``gso_size`` segments
-(IP length, ID and checksum, TCP sequence number and flags adjusted per segment:
-FIN and PSH only on the last, CWR only on the first) and every TCP checksum is
-completed. The capture therefore shows MTU-sized, checksummed packets either
-way; the cost is a checksum per captured segment.
+(IPv4 length, ID and checksum, or the IPv6 payload length; TCP sequence number
+and flags adjusted per segment: FIN and PSH only on the last, CWR only on the
+first) and every TCP checksum is completed, over the pseudo-header of the
+packet's family (RFC 9293 3.1, RFC 8200 8.1). The capture therefore shows
+MTU-sized, checksummed packets either way; the cost is a checksum per captured
+segment.
 
 **Rotation.** With ``max_bytes`` the file is rotated before it would grow beyond
 that size: ``FILE`` becomes ``FILE.1``, ``FILE.1`` becomes ``FILE.2`` ... up to
@@ -173,7 +176,7 @@ class PcapWriter:
     # ------------------------------------------------------------- writing
 
     def write(self, packets: Iterable[BytesLike], direction: str, when: float) -> None:
-        """Append ``packets`` (raw IPv4, no virtio-net header) captured at ``when``
+        """Append ``packets`` (raw IP, no virtio-net header) captured at ``when``
         (seconds since the epoch) in ``direction`` (``in`` or ``out``)."""
         records = []
         if self.format == "pcap":
@@ -223,12 +226,18 @@ class PcapWriter:
 
 
 def _finish_tcp_checksum(pkt: bytearray, ihl: int) -> None:
-    src = int.from_bytes(pkt[12:16], "big")
-    dst = int.from_bytes(pkt[16:20], "big")
+    """Complete the TCP checksum of ``pkt``, whose TCP header starts at ``ihl``."""
     seg = memoryview(pkt)[ihl:]
     _H.pack_into(seg, 16, 0)
-    total = ck.pseudo_header_ipv4(src, dst, 6, len(seg)) + ck.partial(seg)
-    _H.pack_into(seg, 16, ck.finish(total))
+    if pkt[0] >> 4 == 6:
+        src = int.from_bytes(pkt[8:24], "big")
+        dst = int.from_bytes(pkt[24:40], "big")
+        pseudo = ck.pseudo_header_ipv6(src, dst, 6, len(seg))
+    else:
+        src = int.from_bytes(pkt[12:16], "big")
+        dst = int.from_bytes(pkt[16:20], "big")
+        pseudo = ck.pseudo_header_ipv4(src, dst, 6, len(seg))
+    _H.pack_into(seg, 16, ck.finish(pseudo + ck.partial(seg)))
 
 
 def _finish_ip_checksum(pkt: bytearray, ihl: int) -> None:
@@ -240,9 +249,10 @@ def wire_packets(packet: BytesLike, vnet: bool) -> list[BytesLike]:
     """What ``packet`` (as read from or written to the TUN) would be on a wire.
 
     Without ``vnet`` the packet is returned as it is. With it, the virtio-net
-    header is stripped, a TSO super-segment (``GSO_TCPV4``) is cut into
-    ``gso_size`` segments, and a checksum left to the kernel (``NEEDS_CSUM``)
-    is completed; see the module docstring.
+    header is stripped, a TSO super-segment (``GSO_TCPV4``, or ``GSO_TCPV6``
+    with TCP directly after the IPv6 header, as the stack and the kernel send
+    them) is cut into ``gso_size`` segments, and a checksum left to the kernel
+    (``NEEDS_CSUM``) is completed; see the module docstring.
     """
     if not vnet:
         return [packet]
@@ -251,31 +261,42 @@ def wire_packets(packet: BytesLike, vnet: bool) -> list[BytesLike]:
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = \
         virtio.HDR.unpack_from(packet)
     ip = memoryview(packet)[virtio.HEADER_LEN:]
-    if len(ip) < 20 or ip[0] >> 4 != 4:
-        return [ip]
-    ihl = (ip[0] & 0x0F) * 4
     gso = gso_type & ~virtio.GSO_ECN
-    if gso == virtio.GSO_TCPV4 and gso_size and ip[9] == 6 and len(ip) >= ihl + 20:
-        return _segment(ip, ihl, gso_size)
-    if flags & virtio.F_NEEDS_CSUM and ip[9] == 6 and csum_offset == 16 and csum_start == ihl:
+    if len(ip) >= _IPV6_LEN + 20 and ip[0] >> 4 == 6 and ip[6] == 6:
+        hlen, wanted = _IPV6_LEN, virtio.GSO_TCPV6
+    elif len(ip) >= 40 and ip[0] >> 4 == 4 and ip[9] == 6:
+        hlen, wanted = (ip[0] & 0x0F) * 4, virtio.GSO_TCPV4
+        if len(ip) < hlen + 20:
+            return [ip]
+    else:
+        return [ip]
+    if gso == wanted and gso_size:
+        return _segment(ip, hlen, gso_size)
+    if flags & virtio.F_NEEDS_CSUM and csum_offset == 16 and csum_start == hlen:
         out = bytearray(ip)
-        _finish_tcp_checksum(out, ihl)
+        _finish_tcp_checksum(out, hlen)
         return [out]
     return [ip]
 
 
+_IPV6_LEN: Final = 40
+
+
 def _segment(ip: memoryview, ihl: int, mss: int) -> list[BytesLike]:
-    """Cut a TCP/IPv4 super-segment into ``mss``-byte segments, checksummed."""
+    """Cut a TCP super-segment (IPv4, or IPv6 with TCP at ``ihl`` = 40) into
+    ``mss``-byte segments, checksummed."""
+    v6 = ip[0] >> 4 == 6
     thl = (ip[ihl + 12] >> 4) * 4
     hlen = ihl + thl
-    total = min(_H.unpack_from(ip, 2)[0], len(ip))
+    stated = _IPV6_LEN + _H.unpack_from(ip, 4)[0] if v6 else _H.unpack_from(ip, 2)[0]
+    total = min(stated, len(ip))
     payload = ip[hlen:total]
     if len(payload) <= mss:
         out = bytearray(ip[:total])
         _finish_tcp_checksum(out, ihl)
         return [out]
     header = bytes(ip[:hlen])
-    ident = _H.unpack_from(header, 4)[0]
+    ident = 0 if v6 else _H.unpack_from(header, 4)[0]
     seq = _I.unpack_from(header, ihl + 4)[0]
     flags = header[ihl + 13]
     segments: list[BytesLike] = []
@@ -284,8 +305,11 @@ def _segment(ip: memoryview, ihl: int, mss: int) -> list[BytesLike]:
         chunk = payload[i * mss:(i + 1) * mss]
         pkt = bytearray(header)
         pkt += chunk
-        _H.pack_into(pkt, 2, len(pkt))
-        _H.pack_into(pkt, 4, (ident + i) & 0xFFFF)
+        if v6:
+            _H.pack_into(pkt, 4, len(pkt) - _IPV6_LEN)
+        else:
+            _H.pack_into(pkt, 2, len(pkt))
+            _H.pack_into(pkt, 4, (ident + i) & 0xFFFF)
         _I.pack_into(pkt, ihl + 4, (seq + i * mss) & 0xFFFFFFFF)
         f = flags
         if i < count - 1:
@@ -293,7 +317,8 @@ def _segment(ip: memoryview, ihl: int, mss: int) -> list[BytesLike]:
         if i > 0:
             f &= ~0x80  # CWR only on the first
         pkt[ihl + 13] = f
-        _finish_ip_checksum(pkt, ihl)
+        if not v6:
+            _finish_ip_checksum(pkt, ihl)
         _finish_tcp_checksum(pkt, ihl)
         segments.append(pkt)
     return segments

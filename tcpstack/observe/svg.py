@@ -66,6 +66,19 @@ def _options(ev: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _peer_label(text: str, left: float) -> str:
+    """The peer's name over its lifeline at ``left``, or from the left edge when it
+    is too long to be centred there (an IPv6 endpoint: up to 47 characters, about
+    6.6 pixels each at 12 px) -- never cut off at the drawing's edge."""
+    if len(text) * _CHAR_WIDTH_12 / 2 > left - 4:
+        return _t(4, 18, text, 12, "start", "end")
+    return _t(left, 18, text, 12, "middle", "end")
+
+
+_CHAR_WIDTH_12: Final = 6.6
+"""The average width of a character of the 12 px sans-serif font, in pixels."""
+
+
 def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
     """One sequence diagram of the given ladder phases, top to bottom."""
     left, right = 150, width - 40
@@ -82,7 +95,7 @@ def ladder_svg(ladders: Sequence[Ladder], width: int = 720) -> str:
            '<defs><marker id="head" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
            'fill="context-stroke"/></marker></defs>',
-           _t(left, 18, f"peer {remote}", 12, "middle", "end"),
+           _peer_label(f"peer {remote}", left),
            _t(width - 4, 18, f"stack {local}", 12, "end", "end"),
            f'<line x1="{left}" y1="26" x2="{left}" y2="{height - 6}" stroke="#888"/>',
            f'<line x1="{right}" y1="26" x2="{right}" y2="{height - 6}" stroke="#888"/>']

@@ -7,21 +7,26 @@ JSON-ready dicts; :func:`render_rows` prints them like ``ss -tin``.
 
 Filters, as ``ss`` has them: ``state`` (a state name such as ``established``,
 or ``connected``, ``synchronized``, ``all``), ``port`` (local or remote port),
-``sport``/``dport`` (local/remote), ``address`` (``IP:PORT`` of either end).
+``sport``/``dport`` (local/remote), ``address`` (``IP:PORT`` or ``[IPv6]:PORT``
+of either end, in any spelling of the address).
+
+Endpoints are shown as ``ss`` shows them: ``10.0.0.2:80``, ``[fd00::2]:80``; a
+listener on every address of a dual-stack stack as ``*:80``, on every IPv4 or
+every IPv6 address as ``0.0.0.0:80`` or ``[::]:80``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
 
 from tcpstack.observe.core import ConnInfo, Observatory, bytes_acked, bytes_received
-from tcpstack.observe.ladder import endpoint
+from tcpstack.observe.ladder import endpoint, parse_endpoint
 from tcpstack.stack import Stack
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.wire.ipv6 import is_ipv6
 
 Row = dict[str, Any]
 
@@ -85,7 +90,9 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
 def rows(stack: Stack, observatory: Observatory | None, now: float, *,
          state: str | None = None, port: int | None = None, sport: int | None = None,
          dport: int | None = None, address: str | None = None) -> list[Row]:
-    """Rows for every connection passing the filters, in table order."""
+    """Rows for every connection passing the filters, in table order. A malformed
+    ``address`` raises ValueError."""
+    end = None if address is None else parse_endpoint(address)
     wanted = states_for(state) if state else GROUPS["all"]
     conns = observatory.conns if observatory is not None else {}
     packets = observatory is not None and observatory.packets
@@ -99,20 +106,32 @@ def rows(stack: Stack, observatory: Observatory | None, now: float, *,
             continue
         if dport is not None and tcb.remote_port != dport:
             continue
-        if address is not None and address not in (endpoint(tcb.local_ip, tcb.local_port),
-                                                   endpoint(tcb.remote_ip, tcb.remote_port)):
+        if end is not None and end != (tcb.local_ip, tcb.local_port) \
+                and end != (tcb.remote_ip, tcb.remote_port):
             continue
         out.append(row(tcb, conns.get(tcb), now, packets))
     return out
 
 
 def listeners(stack: Stack) -> list[Row]:
-    """The listening ports with their queues (as ``ss -tl``)."""
-    out = []
+    """The listening ports with their queues (as ``ss -tl``): one row per local
+    address a listener is bound to, or one for all of them (``*``, ``0.0.0.0`` or
+    ``[::]`` as the families it takes say)."""
+    families = {6 if is_ipv6(a) else 4 for a in stack.addresses}
+    out: list[Row] = []
     for port, lst in sorted(stack.listeners.items()):
-        out.append({"state": "LISTEN", "local": f"*:{port}", "remote": "*:*",
+        only, v6only = stack.listening_on(port)
+        if only is not None:
+            locals_ = [endpoint(a, port) for a in sorted(only)]
+        elif v6only or families == {6}:
+            locals_ = [f"[::]:{port}"]
+        elif families == {4}:
+            locals_ = [f"0.0.0.0:{port}"]
+        else:
+            locals_ = [f"*:{port}"]
+        out.extend({"state": "LISTEN", "local": local, "remote": "*:*",
                     "recv_q": lst.pending, "send_q": lst.backlog,
-                    "half_open": lst.half_open})
+                    "half_open": lst.half_open} for local in locals_)
     return out
 
 
@@ -153,11 +172,7 @@ def _timers(tcb: Tcb) -> Iterable[tuple[str, float]]:
 
 
 def _find(stack: Stack, r: Row) -> Tcb | None:
-    lip, _, lport = r["local"].rpartition(":")
-    rip, _, rport = r["remote"].rpartition(":")
-    key = (int(ipaddress.ip_address(lip.strip("[]"))), int(lport),
-           int(ipaddress.ip_address(rip.strip("[]"))), int(rport))
-    return stack.tcbs.get(key)
+    return stack.tcbs.get((*parse_endpoint(r["local"]), *parse_endpoint(r["remote"])))
 
 
 # ------------------------------------------------------------------- rendering
@@ -169,12 +184,15 @@ def _num(value: Any, suffix: str = "") -> str:
 
 def render_rows(table: list[Row], info: bool = True) -> str:
     """Rows as ``ss -tin`` does: a header, one line per connection, then (with
-    ``info``) an indented line of internals."""
-    lines = [f"{'State':<13}{'Recv-Q':>8}{'Send-Q':>8}  {'Local Address:Port':<22}"
-             f"{'Peer Address:Port':<22}"]
+    ``info``) an indented line of internals. The address columns widen for long
+    (IPv6) endpoints, so that they stay aligned."""
+    wl = max([22, *(len(r["local"]) + 2 for r in table)])
+    wr = max([22, *(len(r["remote"]) + 2 for r in table)])
+    lines = [f"{'State':<13}{'Recv-Q':>8}{'Send-Q':>8}  {'Local Address:Port':<{wl}}"
+             f"{'Peer Address:Port':<{wr}}"]
     for r in table:
         lines.append(f"{r['state']:<13}{r['recv_q']:>8}{r['send_q']:>8}  "
-                     f"{r['local']:<22}{r['remote']:<22}")
+                     f"{r['local']:<{wl}}{r['remote']:<{wr}}")
         if info and "cwnd" in r:
             flags = []
             if r["ts"]:

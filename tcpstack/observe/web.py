@@ -69,20 +69,30 @@ Route = Callable[[str, dict[str, list[str]]], Response | Stream | Awaitable[Resp
 
 @dataclass(frozen=True)
 class BindAddress:
-    """``ADDR:PORT`` from the command line."""
+    """``ADDR:PORT`` or ``[IPv6]:PORT`` from the command line."""
 
-    host: ipaddress.IPv4Address
+    host: ipaddress.IPv4Address | ipaddress.IPv6Address
     port: int
 
     @classmethod
     def parse(cls, text: str) -> BindAddress:
         host, sep, port = text.rpartition(":")
         if not sep or not host:
-            raise ValueError(f"expected ADDR:PORT, got {text!r}")
-        try:
-            address = ipaddress.IPv4Address(host)
-        except ValueError:
-            raise ValueError(f"invalid IPv4 address {host!r} in {text!r}") from None
+            raise ValueError(f"expected ADDR:PORT or [IPv6]:PORT, got {text!r}")
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                address = ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                raise ValueError(f"invalid IPv6 address {host!r} in {text!r}") from None
+        elif ":" in host:
+            raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}, "
+                             f"not {text!r}")
+        else:
+            try:
+                address = ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"invalid IPv4 address {host!r} in {text!r}") from None
         try:
             number = int(port, 10)
         except ValueError:
@@ -92,13 +102,18 @@ class BindAddress:
         return cls(address, number)
 
     def __str__(self) -> str:
+        if self.host.version == 6:
+            return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
 
 def bind_kernel_socket(address: BindAddress) -> socket.socket:
-    """A listening TCP socket of the host (created before privileges are dropped)."""
+    """A listening TCP socket of the host (created before privileges are dropped);
+    an IPv6 one takes IPv6 only, as the address given says."""
+    family = socket.AF_INET6 if address.host.version == 6 else socket.AF_INET
     try:
-        sock = socket.create_server((str(address.host), address.port), reuse_port=False)
+        sock = socket.create_server((str(address.host), address.port), family=family,
+                                    reuse_port=False)
     except OSError as e:
         raise OSError(e.errno, f"cannot listen on {address}: {e.strerror or e}") from None
     sock.setblocking(False)

@@ -20,7 +20,8 @@ with a named reason:
   :class:`ParameterProblem` (a :class:`Malformed` carrying the code and the
   pointer the message needs): an unrecognized next header, an unrecognized option
   whose type asks for one, a routing header with segments left, a hop-by-hop
-  header anywhere but first.
+  header anywhere but first, a first fragment without the whole header chain
+  (RFC 7112).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ MAX_PADDING = 7
 PP_ERRONEOUS_HEADER = 0
 PP_UNRECOGNIZED_NEXT_HEADER = 1
 PP_UNRECOGNIZED_OPTION = 2
+#: RFC 7112 5: "IPv6 First Fragment has incomplete IPv6 Header Chain".
+PP_INCOMPLETE_HEADER_CHAIN = 3
+
+#: The fixed part of each upper-layer header the stack knows (RFC 9293 3.1: TCP
+#: 20 bytes before its options, RFC 768: UDP 8, RFC 4443 2.1: ICMPv6 type, code
+#: and checksum 4). A first fragment must hold all of it (RFC 7112 5); for TCP
+#: also the options its data offset announces.
+_UPPER_HEADER_LEN = {NH_TCP: 20, NH_UDP: 8, NH_ICMPV6: 4, NH_NONE: 0}
 
 _OPT_PAD1 = 0
 _OPT_PADN = 1
@@ -178,7 +187,12 @@ def walk_headers(packet: memoryview, next_header: int, offset: int = HEADER_LEN,
       skipped;
     * fragment (4.5): an atomic fragment (offset 0, no more fragments, RFC 6946)
       is skipped; a real one ends the walk (the caller reassembles, then walks the
-      reassembled packet from ``frag_next``);
+      reassembled packet from ``frag_next``). A first fragment (offset 0) must
+      carry the entire header chain, up to and including the upper-layer header
+      (RFC 7112 5, RFC 8200 4.5; :func:`header_chain_complete`): otherwise
+      Parameter Problem, code 3, pointer 0 (``ipv6_frag_header_chain_incomplete``)
+      -- the rest of the chain could hide in a later fragment, out of sight of
+      anything that filters on the first;
     * anything else must be an upper layer the stack knows (:data:`UPPER_LAYER`):
       otherwise Parameter Problem, code 1, pointing at the next-header byte.
 
@@ -223,6 +237,9 @@ def walk_headers(packet: memoryview, next_header: int, offset: int = HEADER_LEN,
                 next_header = nxt
                 offset += 8
                 continue
+            if off_m & 0xFFF8 == 0 and not header_chain_complete(packet, offset + 8, nxt):
+                raise ParameterProblem("ipv6_frag_header_chain_incomplete",
+                                       PP_INCOMPLETE_HEADER_CHAIN, 0)
             chain = HeaderChain(NH_FRAGMENT, offset + 8, nh_offset)
             chain.unfragmentable = offset
             chain.frag_offset = off_m & 0xFFF8
@@ -234,6 +251,40 @@ def walk_headers(packet: memoryview, next_header: int, offset: int = HEADER_LEN,
             raise ParameterProblem("ipv6_unknown_next_header", PP_UNRECOGNIZED_NEXT_HEADER,
                                    nh_offset)
         return HeaderChain(next_header, offset, nh_offset)
+
+
+def header_chain_complete(packet: memoryview, offset: int, next_header: int) -> bool:
+    """Whether ``packet`` holds the rest of an IPv6 header chain from ``offset``,
+    where a header of type ``next_header`` starts (the fragmentable part of a first
+    fragment): every extension header whole, then the upper-layer header (its
+    fixed part, :data:`_UPPER_HEADER_LEN`; for TCP with the options its data
+    offset announces) -- RFC 7112 5's test of a first fragment.
+
+    Headers are only measured here, not checked: the walk of the reassembled
+    packet does that. An upper layer the stack does not know has no length to
+    check (it is refused after reassembly); a chain beyond
+    :data:`MAX_EXTENSION_HEADERS` headers likewise.
+    """
+    n = len(packet)
+    for _ in range(MAX_EXTENSION_HEADERS + 1):
+        if next_header in (NH_HOP_BY_HOP, NH_DEST_OPTS, NH_ROUTING):
+            if offset + 2 > n:
+                return False
+            length = (packet[offset + 1] + 1) * 8
+        elif next_header == NH_FRAGMENT:
+            length = 8
+        else:
+            break
+        if offset + length > n:
+            return False
+        next_header = packet[offset]
+        offset += length
+    else:
+        return True
+    need = _UPPER_HEADER_LEN.get(next_header, 0)
+    if next_header == NH_TCP and offset + 13 <= n:
+        need = max(need, (packet[offset + 12] >> 4) * 4)
+    return offset + need <= n
 
 
 def _check_options(packet: memoryview, start: int, end: int) -> None:
@@ -341,8 +392,9 @@ __all__ = [
     "HEADER_LEN", "MAX_EXTENSION_HEADERS", "MAX_OPTIONS", "MAX_PADDING", "MIN_MTU",
     "NH_AH", "NH_DEST_OPTS", "NH_ESP", "NH_FRAGMENT", "NH_HOP_BY_HOP", "NH_ICMPV6",
     "NH_NONE", "NH_ROUTING", "NH_TCP", "NH_UDP", "PP_ERRONEOUS_HEADER",
-    "PP_UNRECOGNIZED_NEXT_HEADER", "PP_UNRECOGNIZED_OPTION", "UPPER_LAYER", "HeaderChain",
-    "IPv6Packet", "ParameterProblem", "address_bytes", "build_fragments", "build_ipv6",
-    "is_bad_address", "is_ipv6", "is_multicast", "pack_ipv6_header", "parse_ipv6",
-    "reassembled_header", "set_payload_length", "walk_headers",
+    "PP_INCOMPLETE_HEADER_CHAIN", "PP_UNRECOGNIZED_NEXT_HEADER", "PP_UNRECOGNIZED_OPTION",
+    "UPPER_LAYER", "HeaderChain", "IPv6Packet", "ParameterProblem", "address_bytes",
+    "build_fragments", "build_ipv6", "header_chain_complete", "is_bad_address", "is_ipv6",
+    "is_multicast", "pack_ipv6_header", "parse_ipv6", "reassembled_header",
+    "set_payload_length", "walk_headers",
 ]

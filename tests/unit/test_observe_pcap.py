@@ -17,10 +17,13 @@ from tcpstack.observe.pcap import PcapWriter, wire_packets
 from tcpstack.tcp.state import State
 from tcpstack.wire import checksum as ck
 from tcpstack.wire.ipv4 import parse_ipv4
-from tcpstack.wire.tcp import ACK, FIN, PSH, OutSegment, emit_tcp_ipv4, parse_tcp
+from tcpstack.wire.ipv6 import parse_ipv6
+from tcpstack.wire.tcp import ACK, CWR, FIN, PSH, OutSegment, emit_tcp, emit_tcp_ipv4, parse_tcp
 
 A = int(ipaddress.IPv4Address("10.0.0.1"))
 B = int(ipaddress.IPv4Address("10.0.0.2"))
+A6 = int(ipaddress.IPv6Address("fd00::1"))
+B6 = int(ipaddress.IPv6Address("fd00::2"))
 
 
 def read_back(path: Path) -> list[tuple[float, bytes]]:
@@ -150,6 +153,40 @@ def test_a_partial_checksum_is_completed() -> None:
     ip = parse_ipv4(wire)
     parse_tcp(ip.payload, ip.src, ip.dst, verify_checksum=True)
     assert ck.verify(ck.pseudo_header_ipv4(B, A, 6, len(ip.payload)) + ck.partial(ip.payload))
+
+
+def test_an_ipv6_tso_super_segment_is_cut_with_ipv6_checksums(tmp_path: Path) -> None:
+    """GSO_TCPV6: payload lengths per segment, checksums over the IPv6 pseudo-header
+    (RFC 8200 8.1), as dpkt reads them back from the capture."""
+    payload = bytes(range(256)) * 20  # 5120 bytes
+    seg = OutSegment(80, 40000, 7000, 5000, ACK | PSH | FIN | CWR, 512, payload=payload)
+    pkt = emit_tcp(seg, B6, A6, 0, vnet=True, gso_size=1428)
+    parts = wire_packets(pkt, vnet=True)
+    assert len(parts) == 4  # ceil(5120 / 1428)
+    writer = PcapWriter(tmp_path / "six.pcapng")
+    writer.write(parts, "out", 1.0)
+    writer.close()
+    joined = b""
+    for i, (_ts, raw) in enumerate(read_back(tmp_path / "six.pcapng")):
+        ip6 = dpkt.ip6.IP6(raw)
+        assert ip6.plen == len(raw) - 40 <= 20 + 1428
+        ip = parse_ipv6(raw)
+        tcp = parse_tcp(ip.packet[40:], ip.src, ip.dst, verify_checksum=True)
+        assert tcp.seq == 7000 + i * 1428
+        last = i == len(parts) - 1
+        assert bool(tcp.flags & FIN) == last and bool(tcp.flags & PSH) == last
+        assert bool(tcp.flags & CWR) == (i == 0)
+        joined += bytes(tcp.payload)
+    assert joined == payload
+
+
+def test_an_ipv6_partial_checksum_is_completed() -> None:
+    seg = OutSegment(80, 40000, 1, 2, ACK, 512, payload=b"hello")
+    (wire,) = wire_packets(emit_tcp(seg, B6, A6, 0, vnet=True), vnet=True)
+    ip = parse_ipv6(wire)
+    tcp = ip.packet[40:]
+    assert ck.verify(ck.pseudo_header_ipv6(B6, A6, 6, len(tcp)) + ck.partial(tcp))
+    parse_tcp(tcp, ip.src, ip.dst, verify_checksum=True)
 
 
 def test_rotation_keeps_the_size_limit_and_the_number_of_files(tmp_path: Path) -> None:

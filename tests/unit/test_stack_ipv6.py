@@ -399,3 +399,40 @@ def test_tcp_in_ipv6_fragments_is_reassembled() -> None:
 def test_tcp_config_mss_for_ipv6_follows_the_ipv4_one() -> None:
     st = Stack(StackConfig(addresses=(ME6,), tcp=TcpConfig(mss=8960)))
     assert st.tcp_config6.mss == 8940
+
+
+def test_first_fragment_without_the_tcp_header_is_dropped_with_parameter_problem() -> None:
+    """RFC 7112 5: a first fragment that does not hold the whole header chain (here
+    12 bytes of a TCP header) is dropped and counted, and answered with Parameter
+    Problem code 3, pointer 0, within the ICMP rate limit (RFC 4443 2.4 f); the
+    later fragments then never make a datagram."""
+    st = dual(icmp_rate_limit=1)
+    st.listen(80)
+    p = Peer(st)
+    synack = p.handshake()
+    seg = TcpSegment(40000, 80, IRS + 1, synack.seq + 1, ACK | PSH, 65535,
+                     TcpOptions(), b"z" * 600)
+    tcp_bytes = emit_tcp(seg, int(PEER6), int(ME6), 0)[40:]
+    frags = build_fragments(int(PEER6), int(ME6), NH_TCP, tcp_bytes, 16, 9)
+    assert len(frags[0]) == 40 + 8 + 16
+    (reply,) = p.send_raw(frags[0])
+    msg = p.icmp(reply)
+    assert (msg.type, msg.code, msg.rest) == (icmpv6.PARAMETER_PROBLEM, 3, 0)
+    assert bytes(msg.body) == bytes(frags[0])
+    for f in frags[1:]:
+        assert p.send_raw(f) == []
+    (tcb,) = st.tcbs.values()
+    assert tcb.recv(10_000) == b""
+    assert st.counters["ipv6_frag_header_chain_incomplete"] == 1
+    assert st.counters["ipv6_reassembled"] == 0
+    out = []
+    for _ in range(60):
+        out += p.send_raw(frags[0])
+    assert len(out) == 49  # the rest of the bucket's burst of 50
+    assert st.counters["ipv6_frag_header_chain_incomplete"] == 61
+    assert st.counters["icmp_rate_limited"] == 11
+    whole = build_fragments(int(PEER6), int(ME6), NH_TCP, tcp_bytes, 24, 10)
+    assert len(whole[0]) == 40 + 8 + 24  # the 20-byte header fits: reassembled
+    for f in whole:
+        p.send_raw(f)
+    assert tcb.recv(10_000) == b"z" * 600

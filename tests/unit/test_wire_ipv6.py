@@ -21,7 +21,9 @@ from tcpstack.wire.ipv6 import (
     NH_ICMPV6,
     NH_ROUTING,
     NH_TCP,
+    NH_UDP,
     PP_ERRONEOUS_HEADER,
+    PP_INCOMPLETE_HEADER_CHAIN,
     PP_UNRECOGNIZED_NEXT_HEADER,
     PP_UNRECOGNIZED_OPTION,
     HeaderChain,
@@ -262,6 +264,57 @@ def test_fragments_and_reassembled_header() -> None:
     whole = parse_ipv6(header + joined)
     assert whole.next_header == NH_ICMPV6
     assert len(whole.packet) == 40 + len(data)
+
+
+def first_fragment(nh: int, fragmentable: bytes, carried: int) -> bytearray:
+    """The first of several fragments: ``carried`` bytes (a multiple of 8) of
+    ``fragmentable`` (whose first header is of type ``nh``), "more fragments" set."""
+    frag = struct.pack("!BBHI", nh, 0, 1, 77)
+    return build_ipv6(A, B, NH_FRAGMENT, frag + fragmentable[:carried])
+
+
+TCP_WITH_OPTIONS = bytes(emit_tcp(TcpSegment(1, 2, 3, 4, SYN, 65535, TcpOptions(
+    mss=1440, wscale=7, sack_permitted=True, timestamps=(1, 0))), A, B, 0)[HEADER_LEN:])
+
+
+def test_first_fragment_must_carry_the_whole_header_chain() -> None:
+    """RFC 7112 5: a first fragment without every header up to and including the
+    upper-layer one is refused with Parameter Problem code 3, pointer 0."""
+    assert len(TCP_WITH_OPTIONS) == 40 and TCP_WITH_OPTIONS[12] >> 4 == 10
+    data = TCP_WITH_OPTIONS + bytes(64)
+    for carried in (8, 16, 24, 32):  # short of the 20 fixed bytes, or of the options
+        p = problem(first_fragment(NH_TCP, data, carried))
+        assert (p.reason, p.code, p.pointer) == \
+            ("ipv6_frag_header_chain_incomplete", PP_INCOMPLETE_HEADER_CHAIN, 0)
+    chain = walk(first_fragment(NH_TCP, data, 40))
+    assert (chain.proto, chain.frag_offset, chain.frag_more) == (NH_FRAGMENT, 0, True)
+
+
+def test_first_fragment_chain_through_extension_headers() -> None:
+    """Extension headers after the fragment header count too: each must be whole,
+    and the upper-layer header behind them present."""
+    dopts = options_header(NH_UDP, bytes((1, 10)) + bytes(10))  # 16 bytes
+    assert len(dopts) == 16
+    data = dopts + bytes(8) + bytes(40)
+    for carried in (8, 16):  # the options header cut, then the UDP header missing
+        assert problem(first_fragment(NH_DEST_OPTS, data, carried)).reason \
+            == "ipv6_frag_header_chain_incomplete"
+    assert walk(first_fragment(NH_DEST_OPTS, data, 24)).proto == NH_FRAGMENT
+    # ICMPv6's header is 4 bytes; "no next header" has none.
+    assert walk(first_fragment(NH_ICMPV6, bytes(16), 8)).proto == NH_FRAGMENT
+    assert walk(first_fragment(59, bytes(16), 8)).proto == NH_FRAGMENT
+
+
+def test_only_the_first_fragment_is_held_to_the_header_chain() -> None:
+    """A later fragment carries no headers; an atomic fragment is no fragment
+    (RFC 6946) and goes on to the upper layer, which judges a short header; an
+    upper layer the stack does not know has no length to check here."""
+    later = build_ipv6(A, B, NH_FRAGMENT, struct.pack("!BBHI", NH_TCP, 0, 8 | 1, 77)
+                       + bytes(8))
+    assert walk(later).frag_offset == 8
+    atomic = build_ipv6(A, B, NH_FRAGMENT, struct.pack("!BBHI", NH_TCP, 0, 0, 77) + bytes(8))
+    assert walk(atomic).proto == NH_TCP
+    assert walk(first_fragment(253, bytes(16), 8)).proto == NH_FRAGMENT
 
 
 # ------------------------------------------------------------- TCP over IPv6
