@@ -134,6 +134,7 @@ class TcpTransport(asyncio.Transport):
         "_pending_size",
         "_protocol",
         "_reading_paused",
+        "_sock",
         "_tcb",
         "_tcb_closed",
         "_terminated",
@@ -144,13 +145,8 @@ class TcpTransport(asyncio.Transport):
     _start_tls_compatible = True
 
     def __init__(self, host: TransportHost, tcb: Tcb, owner: TransportOwner | None = None) -> None:
-        sock = ConnectionSocket(tcb)
-        super().__init__({
-            "peername": _address(tcb.remote_ip, tcb.remote_port),
-            "sockname": _address(tcb.local_ip, tcb.local_port),
-            "socket": sock,
-            "tcb": tcb,
-        })
+        super().__init__()
+        self._sock: ConnectionSocket | None = None  # made when first asked for
         self._host = host
         self._loop = host.loop
         self._tcb = tcb
@@ -184,6 +180,25 @@ class TcpTransport(asyncio.Transport):
         self._limits: tuple[int, int] | None = None  # (low, high) when set explicitly
         self._writing_paused = False
         host.track(self)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's extra information, made when asked for (an idle connection keeps
+        no dictionary of it): ``peername`` and ``sockname`` (``(host, port)``, 4-tuples
+        for IPv6), ``socket`` (a :class:`ConnectionSocket`, the same one each time)
+        and ``tcb``; ``default`` for anything else."""
+        tcb = self._tcb
+        if name == "peername":
+            return _address(tcb.remote_ip, tcb.remote_port)
+        if name == "sockname":
+            return _address(tcb.local_ip, tcb.local_port)
+        if name == "socket":
+            sock = self._sock
+            if sock is None:
+                sock = self._sock = ConnectionSocket(tcb)
+            return sock
+        if name == "tcb":
+            return tcb
+        return super().get_extra_info(name, default)
 
     def __repr__(self) -> str:
         state = "closed" if self._lost else "closing" if self._closing else "open"

@@ -23,11 +23,14 @@ counts every limit that fires under ``<service>_<reason>`` in a
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import socket
+import weakref
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from itertools import count
 from types import TracebackType
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
@@ -191,6 +194,95 @@ class _Bound:
             raise LimitExpired(self._kind) from None
 
 
+COMPACT_MIN: Final = 1024
+"""A guard clock's heap is rebuilt without its stale entries once it holds at least
+this many and twice as many as after the last rebuild."""
+
+
+class _GuardClock:
+    """One event-loop timer for every :class:`ConnectionGuard` on a loop.
+
+    A timer handle per connection costs about 600 bytes (the handle, its
+    libuv timer under uvloop, the bound method), which for ten thousand idle
+    connections is most of what an idle connection costs beyond its TCB. The
+    guards' deadlines live in one heap instead, as ``(when, seq, weakref to the
+    guard)``, and one ``call_at`` handle is armed for the earliest. An entry
+    goes stale when its guard re-arms earlier, stops, or goes away; stale
+    entries are skipped when due, and the heap is rebuilt without them once it
+    has doubled since the last rebuild (amortised O(1) per entry, memory at
+    most about twice the armed guards).
+    """
+
+    __slots__ = ("_floor", "_handle", "_heap", "_loop", "_seq", "_when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, weakref.ref[ConnectionGuard]]] = []
+        self._seq = count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = math.inf
+        self._floor = COMPACT_MIN
+
+    def schedule(self, when: float, guard: ConnectionGuard) -> int:
+        """Call ``guard._on_timer()`` at ``when`` unless the entry is stale by then
+        (the guard's ``_timer_entry`` is no longer the number returned here)."""
+        heap = self._heap
+        seq = next(self._seq)
+        heapq.heappush(heap, (when, seq, weakref.ref(guard)))
+        if len(heap) >= self._floor:
+            self._compact()
+        if when < self._when:
+            self._arm(when)
+        return seq
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(when, self._fire)
+        self._when = when
+
+    def _compact(self) -> None:
+        live = [entry for entry in self._heap if _is_live(entry)]
+        heapq.heapify(live)
+        self._heap = live
+        self._floor = max(COMPACT_MIN, 2 * len(live))
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._when = math.inf
+        heap = self._heap
+        now = self._loop.time()
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            guard = entry[2]()
+            if guard is not None and guard._timer_entry == entry[1]:
+                guard._on_timer()
+        if heap:
+            self._arm(heap[0][0])
+
+    @property
+    def pending(self) -> int:
+        """Entries held, stale ones included (for tests and introspection)."""
+        return len(self._heap)
+
+
+def _is_live(entry: tuple[float, int, weakref.ref[ConnectionGuard]]) -> bool:
+    guard = entry[2]()
+    return guard is not None and guard._timer_entry == entry[1]
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GuardClock] = \
+    weakref.WeakKeyDictionary()
+
+
+def guard_clock(loop: asyncio.AbstractEventLoop) -> _GuardClock:
+    """The guards' shared clock of ``loop`` (made on first use, gone with the loop)."""
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = _GuardClock(loop)
+    return clock
+
+
 class ConnectionGuard:
     """Applies :class:`ServiceLimits` to one connection of the service ``name``.
 
@@ -202,7 +294,8 @@ class ConnectionGuard:
     because one guards every read and every ``drain()``: instead of a timer
     per wait (an ``asyncio.timeout`` is one ``call_at`` and one cancellation,
     about 10 us each time), a guard keeps one lazily moved timer, in the
-    manner of the stack's own timers. A wait only records its deadline; the
+    manner of the stack's own timers, and all the guards of a loop share one
+    event-loop timer (:class:`_GuardClock`). A wait only records its deadline; the
     timer is re-armed only when a deadline comes earlier than the armed one,
     and when it fires early it re-arms itself for the current deadline. When
     it fires with a wait past its deadline it cancels the handler's task, and
@@ -210,8 +303,9 @@ class ConnectionGuard:
     ``asyncio.timeout`` does into :class:`TimeoutError`.
     """
 
-    __slots__ = ("_cancelling", "_deadline", "_fired", "_kind", "_loop", "_task", "_timer",
-                 "_timer_when", "counters", "limits", "name", "writer")
+    __slots__ = ("__weakref__", "_cancelling", "_clock", "_deadline", "_fired", "_kind", "_loop",
+                 "_task", "_timer_entry", "_timer_when", "counters", "limits", "name",
+                 "writer")
 
     def __init__(self, name: str, writer: StreamWriterLike, limits: ServiceLimits,
                  counters: Counter[str]) -> None:
@@ -224,8 +318,9 @@ class ConnectionGuard:
         if task is None:
             raise RuntimeError("a ConnectionGuard must be created inside a task")
         self._task = task
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
+        self._clock = guard_clock(self._loop)
+        self._timer_when: float | None = None  # when our clock entry is due (None: none)
+        self._timer_entry = -1  # its number in the clock (-1: none)
         self._kind: str | None = None  # the bounded wait in progress
         self._deadline: float | None = None
         self._fired: str | None = None  # the wait our timer cancelled
@@ -255,11 +350,9 @@ class ConnectionGuard:
         deadline = self._loop.time() + timeout
         self._deadline = deadline
         self._cancelling = self._task.cancelling()
-        if self._timer is None or self._timer_when > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_when = deadline
+        if self._timer_when is None or self._timer_when > deadline:
+            self._timer_when = deadline  # an earlier entry of ours goes stale
+            self._timer_entry = self._clock.schedule(deadline, self)
 
     def _disarm(self, kind: str) -> bool:
         """End the bounded wait; True if our timer cancelled the task for it."""
@@ -271,21 +364,21 @@ class ConnectionGuard:
         return self._task.uncancel() <= self._cancelling
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer_when = None
+        self._timer_entry = -1
         deadline = self._deadline
         if self._kind is None or deadline is None:
             return  # nothing bounded is waiting; the next wait re-arms
         if self._loop.time() < deadline:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
             self._timer_when = deadline
+            self._timer_entry = self._clock.schedule(deadline, self)
             return
         self._fired = self._kind
         self._task.cancel()
 
     def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer_when = None
+        self._timer_entry = -1  # our clock entry, if any, is stale now
 
     # -- what the services call ---------------------------------------------------
 

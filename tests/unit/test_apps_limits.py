@@ -36,7 +36,7 @@ from tcpstack.apps import (
     ServiceLimits,
     StreamHandler,
 )
-from tcpstack.apps.limits import ConnectionGuard, LimitExpired
+from tcpstack.apps.limits import COMPACT_MIN, ConnectionGuard, LimitExpired, guard_clock
 
 SHORT = 0.2
 """A limit short enough to fire during a test; the waits around it are generous."""
@@ -317,3 +317,67 @@ async def test_bounds_do_not_nest() -> None:
     guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
     with guard.bound("outer", 1.0), pytest.raises(RuntimeError), guard.bound("inner", 1.0):
         pass
+
+
+# -- one clock for all the guards of a loop ---------------------------------------
+
+
+async def test_many_guards_share_one_clock_and_each_fires_on_its_own_deadline() -> None:
+    """Guards of one loop keep their deadlines in one shared clock (one event-loop
+    timer, not one per connection); each bound still expires on its own."""
+    loop = asyncio.get_running_loop()
+    clock = guard_clock(loop)
+    assert guard_clock(loop) is clock
+    expired: list[int] = []
+
+    async def waiter(i: int) -> None:
+        guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+        assert guard._clock is clock
+        try:
+            with guard.bound("idle", 0.05 + 0.01 * (i % 5)):
+                await asyncio.sleep(WAIT)
+        except LimitExpired:
+            expired.append(i)
+
+    start = loop.time()
+    await asyncio.wait_for(asyncio.gather(*(waiter(i) for i in range(200))), WAIT)
+    assert sorted(expired) == list(range(200))
+    assert loop.time() - start < WAIT / 2
+
+
+async def test_a_guard_rearmed_for_the_same_deadline_fires_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped guard's clock entry is stale even if the guard re-arms for the very
+    same time: the task is cancelled once, and nothing is left cancelling it."""
+    loop = asyncio.get_running_loop()
+    guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+    frozen = loop.time()
+    with monkeypatch.context() as m:
+        m.setattr(loop, "time", lambda: frozen)  # both bounds get the same deadline
+        guard._arm("first", 0.05)
+        guard._disarm("first")
+        guard._stop_timer()
+        guard._arm("second", 0.05)
+    assert guard._clock.pending >= 2  # the stale entry and the live one, same time
+    with pytest.raises(LimitExpired):
+        try:
+            await asyncio.sleep(WAIT)
+        finally:
+            if guard._disarm("second"):
+                raise LimitExpired("second")
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.1)  # no second cancellation arrives
+
+
+async def test_stale_clock_entries_are_dropped_so_the_clock_stays_small() -> None:
+    """Connections that come and go (their bounds finish early, the guard goes away)
+    leave stale entries; the clock rebuilds its heap, so it holds about twice the
+    live entries at most, not one per bound ever made."""
+    clock = guard_clock(asyncio.get_running_loop())
+    for _ in range(5 * COMPACT_MIN):
+        guard = ConnectionGuard("t", FakeWriter(), ServiceLimits(), Counter())
+        with guard.bound("quick", WAIT):
+            pass
+        guard._stop_timer()
+    assert clock.pending <= 2 * COMPACT_MIN
