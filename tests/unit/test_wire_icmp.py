@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from checksum_ref import ref_sum
 
 from tcpstack.wire.errors import Malformed
 from tcpstack.wire.icmp import (
@@ -23,16 +24,6 @@ from tcpstack.wire.icmp import (
     parse_quoted_tcp,
 )
 from tcpstack.wire.ipv4 import PROTO_TCP, build_ipv4
-
-
-def ref_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def ref_valid(msg: bytes | bytearray) -> bool:

@@ -7,6 +7,7 @@ import ipaddress
 import struct
 
 import pytest
+from checksum_ref import ref_sum
 
 from tcpstack.wire import checksum as ck
 from tcpstack.wire import virtio
@@ -42,16 +43,6 @@ from tcpstack.wire.tcp import ACK, PSH, SYN, TcpOptions, TcpSegment, emit_tcp, p
 
 A = int(ipaddress.IPv6Address("fd00::1"))
 B = int(ipaddress.IPv6Address("fd00::2"))
-
-
-def ref_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def ref_pseudo(src: int, dst: int, nh: int, length: int) -> bytes:

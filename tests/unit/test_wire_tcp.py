@@ -6,6 +6,7 @@ import itertools
 import struct
 
 import pytest
+from checksum_ref import ref_sum
 
 from tcpstack.wire.errors import Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
@@ -35,16 +36,6 @@ SRC = 0x0A000001  # 10.0.0.1
 DST = 0x0A000002  # 10.0.0.2
 TS = (0x01020304, 0xA0B0C0D0)
 BLOCKS = ((1000, 2000), (3000, 4000), (0xFFFFFF00, 0x00000100), (7, 8))
-
-
-def ref_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def pseudo(src: int, dst: int, length: int) -> bytes:
