@@ -142,15 +142,17 @@ def inside(ns: Netns) -> Iterator[None]:
 # ----------------------------------------------------------------- packets
 
 
-def _fix_ip_checksum(buf: bytearray) -> None:
+def fix_ip_checksum(buf: bytearray) -> None:
+    """Recompute the header checksum of an IPv4 packet in ``buf`` (in place)."""
     if len(buf) >= 20 and buf[0] >> 4 == 4:
         hlen = min(len(buf), max(20, (buf[0] & 0x0F) * 4))
         buf[10:12] = b"\0\0"
         buf[10:12] = ck.checksum(buf[:hlen]).to_bytes(2, "big")
 
 
-def _fix_l4_checksum(buf: bytearray) -> None:
-    """Recompute the TCP, UDP or ICMP checksum of an IPv4 packet with a 20-byte header."""
+def fix_l4_checksum(buf: bytearray) -> None:
+    """Recompute, in place, the TCP, UDP or ICMP checksum of an IPv4 packet with a
+    20-byte header (the property tests of the stack use it too)."""
     if len(buf) < 28 or buf[0] != 0x45:
         return
     proto = buf[9]
@@ -452,14 +454,14 @@ class PacketSource:
         if kind == "udp":
             udp = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
             pkt = self._ip(src, PROTO_UDP, udp)
-            _fix_l4_checksum(pkt)
+            fix_l4_checksum(pkt)
             return kind, pkt
         if kind == "proto_other":
             return kind, self._ip(src, rng.choice((0, 2, 41, 47, 50, 132, 255)), data)
         pkt = self._tcp(src, sport, dport, seq, ack, ACK, data)  # fragment
         frag = rng.choice((0x2000, 0x2000 | rng.randrange(1, 0x2000), rng.randrange(1, 0x2000)))
         pkt[6:8] = frag.to_bytes(2, "big")
-        _fix_ip_checksum(pkt)
+        fix_ip_checksum(pkt)
         return kind, pkt
 
     def _mutated(self) -> bytearray:
@@ -483,8 +485,8 @@ class PacketSource:
             pkt[32] = ((5 + words) << 4) | (pkt[32] & 0x0F)
             pkt[40:40] = rng.randbytes(words * 4)
             pkt[2:4] = len(pkt).to_bytes(2, "big")
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
         elif m == "bad_ip_checksum":
             pkt[10] ^= rng.randrange(1, 256)
         elif m == "bad_l4_checksum" and n >= 38:
@@ -492,28 +494,28 @@ class PacketSource:
         elif m == "garbage_fixed" and n > 20:
             start = rng.randrange(20, n)
             pkt[start:] = rng.randbytes(n - start)
-            _fix_l4_checksum(pkt)
+            fix_l4_checksum(pkt)
         elif m == "byte_fixed":
             pkt[rng.randrange(n)] = rng.getrandbits(8)
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
         elif m == "wrong_dst":
             pkt[16:20] = rng.getrandbits(32).to_bytes(4, "big")
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
         elif m == "bad_source":
             bad = rng.choice(("0.0.0.0", "255.255.255.255", "224.0.0.1", "127.0.0.1", STACK))
             pkt[12:16] = socket.inet_aton(bad)
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
         elif m == "bad_version":
             pkt[0] = (rng.choice((0, 1, 5, 7, 15)) << 4) | (pkt[0] & 0x0F)
         elif m == "bad_ihl":
             pkt[0] = 0x40 | rng.randrange(16)
-            _fix_ip_checksum(pkt)
+            fix_ip_checksum(pkt)
         elif m == "bad_length":
             pkt[2:4] = rng.getrandbits(16).to_bytes(2, "big")
-            _fix_ip_checksum(pkt)
+            fix_ip_checksum(pkt)
         return pkt
 
 

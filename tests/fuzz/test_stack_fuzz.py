@@ -54,6 +54,7 @@ from tcpstack.wire.tcp import (
     emit_tcp_ipv4,
     parse_tcp,
 )
+from tools.fuzz_daemon import fix_ip_checksum, fix_l4_checksum
 
 US = int(ipaddress.IPv4Address("10.0.0.2"))
 # 80: backlog 64; 7 (drawn twice as often): SYN queue 1, so SYN cookies answer; 81: none
@@ -131,32 +132,6 @@ packets = st.builds(
 )
 
 
-def _fix_ip_checksum(buf: bytearray) -> None:
-    if len(buf) >= 20 and buf[0] >> 4 == 4:
-        hlen = min(len(buf), max(20, (buf[0] & 0x0F) * 4))
-        buf[10:12] = b"\0\0"
-        buf[10:12] = ck.checksum(buf[:hlen]).to_bytes(2, "big")
-
-
-def _fix_l4_checksum(buf: bytearray) -> None:
-    """Recompute the TCP or ICMP checksum of an IPv4 packet (20-byte header)."""
-    if len(buf) < 28 or buf[0] != 0x45:
-        return
-    proto = buf[9]
-    body = buf[20:]
-    if proto == PROTO_TCP and len(body) >= 20:
-        src, dst = struct.unpack_from("!II", buf, 12)
-        body[16:18] = b"\0\0"
-        total = ck.pseudo_header_ipv4(src, dst, PROTO_TCP, len(body)) + ck.partial(body)
-        body[16:18] = ck.finish(total).to_bytes(2, "big")
-    elif proto == PROTO_ICMP:
-        body[2:4] = b"\0\0"
-        body[2:4] = ck.checksum(body).to_bytes(2, "big")
-    else:
-        return
-    buf[20:] = body
-
-
 def _tcp(w: World, p: Peer, flags: int, seq: int, ack: int, payload: bytes = b"",
          options: TcpOptions = NO_OPTIONS) -> bytearray:
     w.ident += 1
@@ -219,7 +194,7 @@ def base_packet(w: World, pk: Packet) -> bytearray:
         pkt = _tcp(w, p, ACK, p.seq, p.ack, data)
         frag = 0x2000 | (pk.where & 0x1FFF) if pk.flags & 1 else (pk.where & 0x1FFF) or 1
         pkt[6:8] = frag.to_bytes(2, "big")
-        _fix_ip_checksum(pkt)
+        fix_ip_checksum(pkt)
         return pkt
     return bytearray(w.rng.randbytes(pk.length))  # raw
 
@@ -243,8 +218,8 @@ def mutate(w: World, pk: Packet, pkt: bytearray) -> bytearray:
             pkt[32] = (doff << 4) | (pkt[32] & 0x0F)
             pkt[40:40] = opts
             pkt[2:4] = len(pkt).to_bytes(2, "big")
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
     elif m == "bad_ip_checksum":
         if n >= 12:
             pkt[10] ^= 1 + pk.value % 255
@@ -255,21 +230,21 @@ def mutate(w: World, pk: Packet, pkt: bytearray) -> bytearray:
         if n > 20:
             start = 20 + pk.where % (n - 20)
             pkt[start:] = w.rng.randbytes(n - start)
-            _fix_l4_checksum(pkt)
+            fix_l4_checksum(pkt)
     elif m == "byte_fixed":
         pkt[pk.where % n] = pk.value & 0xFF
-        _fix_ip_checksum(pkt)
-        _fix_l4_checksum(pkt)
+        fix_ip_checksum(pkt)
+        fix_l4_checksum(pkt)
     elif m == "wrong_dst":
         if n >= 20:
             pkt[16:20] = (US ^ (1 + pk.value % 0xFFFF)).to_bytes(4, "big")
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
     elif m == "bad_source":
         if n >= 20:
             pkt[12:16] = _ip(BAD_SOURCES[pk.value % len(BAD_SOURCES)]).to_bytes(4, "big")
-            _fix_ip_checksum(pkt)
-            _fix_l4_checksum(pkt)
+            fix_ip_checksum(pkt)
+            fix_l4_checksum(pkt)
     return pkt
 
 
