@@ -61,6 +61,19 @@ def _describe(kind: str, seg: TcpSegment | OutSegment) -> str:
     )
 
 
+def sequence_length(flags: int, payload: BytesLike) -> int:
+    """SEG.LEN (RFC 9293 3.4): the payload's length plus one each for SYN and FIN.
+
+    One function for both segment types: a NamedTuple cannot share a property
+    through a base class (and mypyc compiles these tuples as plain classes)."""
+    n = len(payload)
+    if flags & SYN:
+        n += 1
+    if flags & FIN:
+        n += 1
+    return n
+
+
 class TcpSegment(NamedTuple):
     """A received TCP segment, validated once by :func:`parse_tcp`. Immutable.
 
@@ -82,13 +95,7 @@ class TcpSegment(NamedTuple):
 
     @property
     def seg_len(self) -> int:
-        n = len(self.payload)
-        flags = self.flags
-        if flags & SYN:
-            n += 1
-        if flags & FIN:
-            n += 1
-        return n
+        return sequence_length(self.flags, self.payload)
 
     def __repr__(self) -> str:
         return _describe("TcpSegment", self)
@@ -113,13 +120,7 @@ class OutSegment(NamedTuple):
 
     @property
     def seg_len(self) -> int:
-        n = len(self.payload)
-        flags = self.flags
-        if flags & SYN:
-            n += 1
-        if flags & FIN:
-            n += 1
-        return n
+        return sequence_length(self.flags, self.payload)
 
     def __repr__(self) -> str:
         return _describe("OutSegment", self)
