@@ -250,14 +250,16 @@ class _GuardClock:
     def _fire(self) -> None:
         self._handle = None
         self._when = math.inf
-        heap = self._heap
         now = self._loop.time()
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
+        # A guard may schedule again from _on_timer (arming our timer if that is
+        # earlier than what is armed): read the heap afresh each time.
+        while self._heap and self._heap[0][0] <= now:
+            entry = heapq.heappop(self._heap)
             guard = entry[2]()
             if guard is not None and guard._timer_entry == entry[1]:
                 guard._on_timer()
-        if heap:
+        heap = self._heap
+        if heap and heap[0][0] < self._when:
             self._arm(heap[0][0])
 
     @property
