@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from tcpstack.aio.network import Network
+from tcpstack.aio.streams import TcpStreamWriter
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.state import State
@@ -211,3 +212,14 @@ class BufferedRecorder(Recorder, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         raise AssertionError("a BufferedProtocol must not get data_received")
+
+
+async def echo(reader: asyncio.StreamReader, writer: TcpStreamWriter) -> None:
+    """A stream handler that sends back what it reads until EOF (or a reset)."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        return
+    writer.close()

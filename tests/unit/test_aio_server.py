@@ -11,7 +11,7 @@ import errno
 from collections.abc import AsyncIterator
 
 import pytest
-from aio_helpers import B_IP, NetPair, Recorder, until, within
+from aio_helpers import B_IP, NetPair, Recorder, echo, until, within
 
 from tcpstack.aio import Server, TcpStreamWriter, open_connection, start_server
 from tcpstack.tcp.state import State
@@ -25,16 +25,6 @@ async def nets() -> AsyncIterator[NetPair]:
     pair = NetPair(more_b=[C_IP])
     yield pair
     await asyncio.wait_for(pair.aclose(), 5.0)
-
-
-async def echo(reader: asyncio.StreamReader, writer: TcpStreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        return
-    writer.close()
 
 
 async def round_trip(nets: NetPair, host: str, port: int = PORT) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import uvloop
-from aio_helpers import B_IP, NetPair, Recorder, live_tcbs, until, within
+from aio_helpers import B_IP, NetPair, Recorder, echo, live_tcbs, until, within
 
 from tcpstack.aio import TcpStreamWriter, open_connection, start_server
 from tcpstack.certs import Certificate, self_signed, server_context
@@ -51,16 +51,6 @@ async def nets() -> AsyncIterator[NetPair]:
     pair = NetPair()
     yield pair
     await asyncio.wait_for(pair.aclose(), 5.0)
-
-
-async def echo(reader: asyncio.StreamReader, writer: TcpStreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        return
-    writer.close()
 
 
 async def test_tls_round_trip_and_extra_info(nets: NetPair, certificate: Certificate,
