@@ -25,6 +25,8 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,15s/^# \{0,1\}//p' "$0"; }
 die() { printf 'tools/test.sh: error: %s\n' "$*" >&2; exit 2; }
+# say WHAT: a progress line with the time since the script started.
+say() { printf '== %s  [%dm%02ds]\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 repeat=1
 stress=0
@@ -53,16 +55,22 @@ stress_seconds=${TCPSTACK_STRESS_SECONDS:-3600}
 
 setup_log=$(mktemp "${TMPDIR:-/tmp}/tcpstack-test-setup.XXXXXX")
 compiled_tree=
+compile_pid=
+compile_log=
 hogs=()
 cleanup() {
     local pid
+    if [[ -n $compile_pid ]]; then
+        kill -TERM "$compile_pid" 2>/dev/null || true
+        wait "$compile_pid" 2>/dev/null || true
+    fi
     for pid in "${hogs[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${hogs[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -f "$setup_log"
+    rm -f "$setup_log" ${compile_log:+"$compile_log"}
     if [[ -n $compiled_tree ]]; then
         rm -rf "$compiled_tree"
     fi
@@ -103,7 +111,7 @@ if [[ $builds != pure ]]; then
         || need+=(python3-dev)
 fi
 if ((${#need[@]})); then
-    echo "== installing Debian packages: ${need[*]}"
+    say "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # tshark's package asks whether non-root users may capture; answer no.
     echo 'wireshark-common wireshark-common/install-setuid boolean false' \
@@ -123,7 +131,7 @@ if ((${#browser[@]})); then
     if ! command -v apt-get >/dev/null; then
         export TCPSTACK_NO_BROWSER="${browser[*]} missing and there is no apt-get to install them"
     else
-        echo "== installing Debian packages for the browser test: ${browser[*]}"
+        say "installing Debian packages for the browser test: ${browser[*]}"
         export DEBIAN_FRONTEND=noninteractive
         if { ((${#need[@]})) || apt-get update -q >>"$setup_log" 2>&1; } \
                 && apt-get install -y -q --no-install-recommends "${browser[@]}" \
@@ -135,7 +143,7 @@ if ((${#browser[@]})); then
         fi
     fi
     if [[ -n ${TCPSTACK_NO_BROWSER:-} ]]; then
-        echo "== WARNING: the headless-browser test will skip: $TCPSTACK_NO_BROWSER" >&2
+        say "WARNING: the headless-browser test will skip: $TCPSTACK_NO_BROWSER" >&2
     fi
 fi
 
@@ -143,22 +151,22 @@ VENV=$(realpath -m "${TCPSTACK_VENV:-.venv}")  # absolute: the compiled suite ru
 stamp=$VENV/.tcpstack-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -x $VENV/bin/python ]]; then
-    echo "== creating the virtualenv $VENV"
+    say "creating the virtualenv $VENV"
     step "python3 -m venv" python3 -m venv "$VENV"
     step "pip upgrade" "$VENV/bin/python" -m pip install --upgrade pip
 fi
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] \
         || ! "$VENV/bin/python" -c 'import tcpstack, pytest, mypy, ruff' 2>/dev/null; then
-    echo "== installing tcpstack (editable, pure Python) with its test extras into $VENV"
+    say "installing tcpstack (editable, pure Python) with its test extras into $VENV"
     step "pip install" env TCPSTACK_BUILD=pure "$VENV/bin/python" -m pip install -e '.[test]'
     echo "$want" >"$stamp"
 else
-    echo "== $VENV is up to date (pyproject.toml unchanged)"
+    say "$VENV is up to date (pyproject.toml unchanged)"
 fi
 
-echo "== ruff"
+say "ruff"
 "$VENV/bin/ruff" check .
-echo "== mypy"
+say "mypy"
 "$VENV/bin/mypy"
 "$VENV/bin/mypy" --strict docker/healthcheck.py
 
@@ -168,24 +176,42 @@ if ((stress)); then
         timeout "$stress_seconds" nice -n "$stress_nice" bash -c 'while :; do :; done' &
         hogs+=($!)
     done
-    echo "== stress: $cores busy loop(s) at nice $stress_nice (PIDs ${hogs[*]}, at most ${stress_seconds}s)"
+    say "stress: $cores busy loop(s) at nice $stress_nice (PIDs ${hogs[*]}, at most ${stress_seconds}s)"
 fi
 
 # The compiled build: the same tree, copied, with the hot modules compiled in place
 # (an extension module wins over the .py beside it), tested from the copy.
 if [[ $builds != pure ]]; then
     compiled_tree=$(mktemp -d "${TMPDIR:-/tmp}/tcpstack-compiled.XXXXXX")
-    echo "== compiling the wire layer, the engine and the demux with mypyc (in $compiled_tree)"
+    say "compiling the wire layer, the engine and the demux with mypyc (in $compiled_tree)"
     if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$compiled_tree"
     else
         tar --exclude=./.venv --exclude='./*.egg-info' -cf - . | tar -xf - -C "$compiled_tree"
     fi
-    step "mypyc build" env -C "$compiled_tree" TCPSTACK_BUILD=compiled \
-        "$VENV/bin/python" setup.py -q build_ext --inplace
+    # In the background, while the pure-Python pass runs (it takes a core for about a
+    # minute and a half); waited for, and checked, before the compiled pass.
+    compile_log=$(mktemp "${TMPDIR:-/tmp}/tcpstack-mypyc.XXXXXX")
+    (cd "$compiled_tree" && exec env TCPSTACK_BUILD=compiled \
+        "$VENV/bin/python" setup.py -q build_ext --inplace) >"$compile_log" 2>&1 &
+    compile_pid=$!
+fi
+
+# wait_for_compiled_build: the background compile's result, once.
+wait_for_compiled_build() {
+    [[ -n $compile_pid ]] || return 0
+    local status=0
+    wait "$compile_pid" || status=$?
+    compile_pid=
+    if ((status != 0)); then
+        printf '== mypyc build FAILED (exit %d); its output:\n' "$status" >&2
+        tail -n 40 "$compile_log" >&2
+        exit 1
+    fi
     step "compiled build check" env -C "$compiled_tree" "$VENV/bin/python" -c \
         'import sys, tcpstack.build as b; sys.exit(not b.is_compiled())'
-fi
+    say "the compiled build is ready"
+}
 
 # Test artifacts (the dashboard's screenshot) land in this checkout for both builds.
 export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
@@ -205,19 +231,20 @@ COMPILED_TESTS=(
 run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR
     local label=$1 dir=$2
     shift 2
-    echo "== pytest ($label)"
+    say "pytest ($label)"
     (cd "$dir" && "$VENV/bin/python" -m pytest "$@")
 }
 
 for ((run = 1; run <= repeat; run++)); do
     if ((repeat > 1)); then
-        echo "== run $run of $repeat"
+        say "run $run of $repeat"
     fi
     status=0
     if [[ $builds != compiled ]]; then
         run_suite "pure Python" . "${pytest_args[@]}" || status=$?
     fi
     if ((status == 0)) && [[ $builds != pure ]]; then
+        wait_for_compiled_build
         if [[ $builds == both ]] && ((${#pytest_args[@]} == 0)); then
             run_suite "compiled with mypyc: the engine's tests" "$compiled_tree" \
                 "${COMPILED_TESTS[@]}" || status=$?
@@ -228,11 +255,11 @@ for ((run = 1; run <= repeat; run++)); do
     if ((status != 0)); then
         if ((repeat > 1)); then
             passed=$((run - 1))
-            echo "== run $run of $repeat FAILED (pytest exit $status); $passed run(s) before it passed" >&2
+            say "run $run of $repeat FAILED (pytest exit $status); $passed run(s) before it passed" >&2
         fi
         exit "$status"
     fi
 done
 if ((repeat > 1)); then
-    echo "== all $repeat runs passed"
+    say "all $repeat runs passed"
 fi
