@@ -23,10 +23,13 @@ from typing import Any
 
 from setuptools import setup
 
-#: The modules that run per packet: the wire layer, the engine, the demux. The
-#: records (NamedTuple definitions) stay Python; mypyc builds those poorly.
+#: The modules that run per packet: the wire layer, the engine, the demux, and the
+#: observer's per-packet path (connection records, handshake ladders, plot
+#: histories: what --trace-handshakes, --metrics and the dashboard pay per packet).
+#: The records (NamedTuple definitions) stay Python; mypyc builds those poorly.
 _PACKAGES = ("tcpstack/wire", "tcpstack/tcp")
-_SINGLE = ("tcpstack/stack.py",)
+_SINGLE = ("tcpstack/stack.py", "tcpstack/observe/core.py", "tcpstack/observe/ladder.py",
+           "tcpstack/observe/history.py")
 _KEEP_PYTHON = {"tcpstack/wire/records.py"}
 
 

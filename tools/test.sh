@@ -3,11 +3,11 @@
 # (apt packages, a virtualenv with the package and its test extras), then ruff,
 # mypy and pytest -- the whole suite against the pure-Python modules, then the
 # engine's share of it against the same source compiled with mypyc (built in a
-# scratch copy of the tree): the unit, simulation and fuzz tests and the daemon's
-# end-to-end transfers (COMPILED_TESTS below; with --build compiled, or with
-# explicit pytest arguments, the compiled pass runs the same as the pure one). Integration
-# tests create their own network namespaces and need root; without root they
-# skip with a reason.
+# scratch copy of the tree): the unit, simulation and fuzz tests, the daemon's
+# end-to-end transfers and the observer's tests (COMPILED_TESTS below; with
+# --build compiled, or with explicit pytest arguments, the compiled pass runs the
+# same as the pure one). Integration tests create their own network namespaces
+# and need root; without root they skip with a reason.
 #
 #   tools/test.sh [--repeat N] [--stress] [--build pure|compiled|both] [PYTEST ARGS...]
 #
@@ -183,7 +183,7 @@ fi
 # (an extension module wins over the .py beside it), tested from the copy.
 if [[ $builds != pure ]]; then
     compiled_tree=$(mktemp -d "${TMPDIR:-/tmp}/tcpstack-compiled.XXXXXX")
-    say "compiling the wire layer, the engine and the demux with mypyc (in $compiled_tree)"
+    say "compiling the wire layer, the engine, the demux and the observer with mypyc (in $compiled_tree)"
     if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$compiled_tree"
     else
@@ -216,16 +216,18 @@ wait_for_compiled_build() {
 # Test artifacts (the dashboard's screenshot) land in this checkout for both builds.
 export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
 
-# What the compiled pass runs by default: every test of the engine itself and the
-# integration tests that drive it through real clients (transfers, loss, captures).
-# The rest (the asyncio API, observation, attacks, topologies, the container's
-# helpers) exercise code that is not compiled, on top of the same engine.
+# What the compiled pass runs by default: every unit test (the engine's and the
+# observer's among them) and the integration tests that drive the compiled code
+# through real clients (transfers, loss, captures, ladders, ss, metrics). The rest
+# (the asyncio API, attacks, topologies, the container's helpers) exercise code
+# that is not compiled, on top of the same engine.
 COMPILED_TESTS=(
     tests/unit tests/sim tests/fuzz
     tests/integration/test_daemon.py
     tests/integration/test_daemon_clients.py
     tests/integration/test_capture_clean_link.py
     tests/integration/test_impaired_transfers.py
+    tests/integration/test_observe.py
 )
 
 run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR

@@ -159,6 +159,7 @@ class Resources:
     static: dict[str, bytes] | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _sighup: bool = False
+    _flush_due: bool = False
 
     @classmethod
     def open(cls, args: argparse.Namespace, interface: str, stack_addresses: set[str],
@@ -265,10 +266,27 @@ class Resources:
         return Dashboard(obs, obs.time, self.static).routes()
 
     def _print_ladder(self, doc: Ladder) -> None:
+        """Write a finished ladder; the output is flushed once the event loop has
+        done its current batch of packets (one write for all the ladders it made),
+        or at once outside the loop."""
         text = render_json(doc) if self.args.trace_format == "json" else \
             render_text(doc) + "\n"
         try:
-            print(text, file=self.out, flush=True)
+            self.out.write(text + "\n")
+        except (OSError, ValueError):
+            return
+        if self._flush_due:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._flush_ladders)
+            self._flush_due = True
+        except RuntimeError:  # no loop running: flush now
+            self._flush_ladders()
+
+    def _flush_ladders(self) -> None:
+        self._flush_due = False
+        try:
+            self.out.flush()
         except (OSError, ValueError):
             pass
 
@@ -306,6 +324,7 @@ class Resources:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             self._sighup = False
+        self._flush_ladders()
 
     def close_now(self) -> None:
         """Release what :meth:`open` took (files, sockets); idempotent."""
