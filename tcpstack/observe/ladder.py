@@ -571,7 +571,9 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
 WIDTH: Final = 58  # inner width of the arrows
 
 
-def _format_options(opts: dict[str, Any]) -> str:
+def _format_options(opts: dict[str, Any] | None) -> str:
+    if not opts:
+        return ""
     parts = []
     if "mss" in opts:
         parts.append(f"mss {opts['mss']}")
@@ -581,54 +583,67 @@ def _format_options(opts: dict[str, Any]) -> str:
         parts.append(f"TS val {opts['tsval']} ecr {opts['tsecr']}")
     if "wscale" in opts:
         parts.append(f"wscale {opts['wscale']}")
-    for left, right in opts.get("sack", []):
-        parts.append(f"sack {left}-{right}")
+    if "sack" in opts:
+        parts.extend(f"sack {left}-{right}" for left, right in opts["sack"])
     return ", ".join(parts)
 
 
 def _label(ev: dict[str, Any]) -> str:
     if "label" in ev:
         return str(ev["label"])
-    text = str(ev["flags"])
-    seq = ev["rel_seq"] if ev["rel_seq"] is not None else ev["seq"]
-    text += f" seq={seq}"
+    seq = ev["rel_seq"]
+    text = f"{ev['flags']} seq={ev['seq'] if seq is None else seq}"
     if ev["ack"] is not None:
-        ack = ev["rel_ack"] if ev["rel_ack"] is not None else ev["ack"]
-        text += f" ack={ack}"
+        ack = ev["rel_ack"]
+        text += f" ack={ev['ack'] if ack is None else ack}"
     text += f" win={ev['win']}"
     if ev["len"]:
         text += f" len={ev['len']}"
     return text
 
 
+_DASHES: Final = "-" * WIDTH
+
+
 def _arrow(ev: dict[str, Any]) -> str:
     label = f" {_label(ev)} "
     if len(label) > WIDTH - 6:
         label = label[:WIDTH - 7] + "~ "
+    fill = _DASHES[:WIDTH - 4 - len(label)]
     if ev["dir"] == "in":
-        return "|--" + label + "-" * (WIDTH - 3 - len(label) - 1) + ">|"
-    return "|<" + "-" * (WIDTH - 3 - len(label) - 1) + label + "--|"
+        return f"|--{label}{fill}>|"
+    return f"|<{fill}{label}--|"
+
+
+_stamp_cache: list[Any] = [None, ""]  # [whole second, its text]
 
 
 def _stamp(epoch: float) -> str:
     whole = int(epoch)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)) + \
-        f".{round((epoch - whole) * 1e6):06d} UTC"
+    if _stamp_cache[0] != whole:  # ladders come many per second: format each second once
+        _stamp_cache[0] = whole
+        _stamp_cache[1] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
+    return f"{_stamp_cache[1]}.{round((epoch - whole) * 1e6):06d} UTC"
+
+
+_TITLE: Final = {"opening": "opening", "closing": "teardown", "refused": "no connection",
+                 "tls": "TLS handshake"}
+_ROLE: Final = {"passive": "they connect to us", "active": "we connect to them"}
+_DETAIL: Final = f"   {'':9}  |   "
 
 
 def render_text(doc: Ladder) -> str:
     """A ladder dict (from :class:`LadderBook`) as a two-column terminal drawing."""
     lines: list[str] = []
     remote, local = doc["remote"], doc["local"]
-    title = {"opening": "opening", "closing": "teardown", "refused": "no connection",
-             "tls": "TLS handshake"}
-    role = {"passive": "they connect to us", "active": "we connect to them"}.get(doc["role"], "")
+    phase = doc["phase"]
+    role = _ROLE.get(doc["role"], "")
     ends = f"{local} -> {remote}" if doc["role"] == "active" else f"{remote} -> {local}"
-    lines.append(f"== {ends}  {title.get(doc['phase'], doc['phase'])}"
-                 f"{'  (' + role + ')' if role and doc['phase'] == 'opening' else ''}"
+    lines.append(f"== {ends}  {_TITLE.get(phase, phase)}"
+                 f"{'  (' + role + ')' if role and phase == 'opening' else ''}"
                  f"  #{doc['id']}  {_stamp(doc['start'])}")
-    isn = doc.get("isn", {})
-    if doc["phase"] == "opening" or doc["phase"] == "refused":
+    if phase == "opening" or phase == "refused":
+        isn = doc.get("isn", {})
         parts = []
         if isn.get("remote") is not None:
             parts.append(f"peer ISN {isn['remote']}")
@@ -637,31 +652,27 @@ def render_text(doc: Ladder) -> str:
         if parts:
             lines.append("   " + ", ".join(parts) + "  (seq/ack below: relative to the ISNs)")
     lines.append(f"   {'t (ms)':>9}  {remote:<{WIDTH // 2}}{local:>{WIDTH - WIDTH // 2 + 2}}")
-    if doc["phase"] == "tls":
+    if phase == "tls":
         lines.extend(_tls_lines(doc))
         return "\n".join(lines)
-    for ev in doc.get("events", []):
+    detail = _DETAIL
+    for ev in doc.get("events", ()):
         lines.append(f"   {ev['t'] * 1000:9.3f}  {_arrow(ev)}")
-        details = []
-        opts = _format_options(ev.get("options", {}))
-        if opts:
-            details.append(opts)
-        abs_part = f"abs seq {ev['seq']}"
-        if ev["ack"] is not None:
-            abs_part += f" ack {ev['ack']}"
-        details.append(abs_part)
+        opts = _format_options(ev.get("options"))
+        ack = ev["ack"]
+        abs_part = f"abs seq {ev['seq']}" if ack is None else f"abs seq {ev['seq']} ack {ack}"
+        text = f"{opts}; {abs_part}" if opts else abs_part
         if "win_field" in ev:
-            details.append(f"win field {ev['win_field']} << {ev['wscale']}")
-        lines.append(f"   {'':9}  |   {'; '.join(details)}")
-        for note in ev.get("notes", []):
-            lines.append(f"   {'':9}  |   ** {note}")
-        for reason in ev.get("reasons", []):
-            lines.append(f"   {'':9}  |   [{reason['counter']}] {reason['why']}")
+            text += f"; win field {ev['win_field']} << {ev['wscale']}"
+        lines.append(detail + text)
+        if "notes" in ev:
+            lines.extend(f"{detail}** {note}" for note in ev["notes"])
+        if "reasons" in ev:
+            lines.extend(f"{detail}[{r['counter']}] {r['why']}" for r in ev["reasons"])
     if doc.get("omitted"):
         lines.append(f"   ... {doc['omitted']} more segment(s) not shown")
-    outcome = doc.get("outcome", "")
     why = doc.get("why")
-    lines.append(f"   => {outcome}{': ' + why if why else ''}")
+    lines.append(f"   => {doc.get('outcome', '')}{': ' + why if why else ''}")
     neg = doc.get("negotiated")
     if neg:
         lines.extend("   " + line for line in describe_negotiated(neg))
