@@ -79,6 +79,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# apt_get ARGS...: apt-get, one at a time with the container check (which .ci/run
+# starts alongside this script and which may install packages too).
+apt_get() { flock /var/lock/tcpstack-apt.lock apt-get "$@"; }
+
 # step WHAT COMMAND...: run quietly into the log; on failure show the log's end.
 step() {
     local what=$1
@@ -115,9 +119,9 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     # tshark's package asks whether non-root users may capture; answer no.
     echo 'wireshark-common wireshark-common/install-setuid boolean false' \
-        | step "debconf" debconf-set-selections
-    step "apt-get update" apt-get update -q
-    step "apt-get install" apt-get install -y -q --no-install-recommends "${need[@]}"
+        | step "debconf" flock /var/lock/tcpstack-apt.lock debconf-set-selections
+    step "apt-get update" apt_get update -q
+    step "apt-get install" apt_get install -y -q --no-install-recommends "${need[@]}"
 fi
 
 # The dashboard is tested in a real headless browser (tests/integration/
@@ -133,8 +137,8 @@ if ((${#browser[@]})); then
     else
         say "installing Debian packages for the browser test: ${browser[*]}"
         export DEBIAN_FRONTEND=noninteractive
-        if { ((${#need[@]})) || apt-get update -q >>"$setup_log" 2>&1; } \
-                && apt-get install -y -q --no-install-recommends "${browser[@]}" \
+        if { ((${#need[@]})) || apt_get update -q >>"$setup_log" 2>&1; } \
+                && apt_get install -y -q --no-install-recommends "${browser[@]}" \
                     >>"$setup_log" 2>&1; then
             :
         else

@@ -94,9 +94,11 @@ if ((${#need[@]})); then
         made_policy=1
     fi
     ok=1
-    apt-get update -qq >/dev/null || ok=0
+    # One apt-get at a time with tools/test.sh, which .ci/run runs alongside.
+    flock /var/lock/tcpstack-apt.lock apt-get update -qq >/dev/null || ok=0
     if ((ok)); then
-        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || ok=0
+        flock /var/lock/tcpstack-apt.lock \
+            apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || ok=0
     fi
     if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
     ((ok)) || skip "could not install ${need[*]}"
