@@ -34,7 +34,7 @@ import logging
 import random
 import secrets
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Protocol
@@ -64,7 +64,6 @@ from tcpstack.wire.ipv4 import (
     fragment_field,
     parse_ipv4,
 )
-from tcpstack.wire.peek import is_connection_request
 from tcpstack.wire.tcp import (
     ACK,
     FIN,
@@ -437,29 +436,6 @@ class Stack:
         self._dirty.append(tcb)
 
     # --------------------------------------------------------------- receive
-
-    def requests_last(self, packets: Sequence[BytesLike]
-                      ) -> tuple[Sequence[BytesLike], Sequence[BytesLike]]:
-        """A batch from the device split in two: the packets for what exists, then the
-        requests for new connections (SYNs without ACK), each in arrival order.
-
-        The I/O shell processes -- and answers -- the first part before the second:
-        under a SYN flood a read returns mostly SYNs, and an established
-        connection's ACK or request should not wait until every one of them has
-        been answered with a SYN cookie (RFC 4987 section 3 on keeping service
-        for existing connections during a flood). A batch with no requests, or
-        with nothing else, comes back as it is in the first part."""
-        offset = virtio.HEADER_LEN if self._vnet else 0
-        rest: list[BytesLike] = []
-        requests: list[BytesLike] = []
-        for packet in packets:
-            if is_connection_request(packet, offset):
-                requests.append(packet)
-            else:
-                rest.append(packet)
-        if not rest or not requests:
-            return packets, []
-        return rest, requests
 
     def receive_batch(self, packets: Iterable[BytesLike], now: float) -> None:
         """Process the packets of one read from the device (see :meth:`receive`)."""

@@ -251,13 +251,7 @@ class StackRuntime:
             self.stack.counters["device_read_error"] += 1
             return True
         if packets:
-            stack = self.stack
-            rest, requests = stack.requests_last(packets)
-            stack.receive_batch(rest, self.clock())
-            if requests:
-                # What exists is answered first; then the SYNs of the batch.
-                self._process()
-                stack.receive_batch(requests, self.clock())
+            self.stack.receive_batch(packets, self.clock())
         return True
 
     def _on_readable(self) -> None:

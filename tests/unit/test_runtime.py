@@ -21,8 +21,7 @@ from tcp_helpers import IRS, packet, parse, stack, syn_from_peer
 from tcpstack.aio.runtime import DeviceError, StackRuntime
 from tcpstack.link.tun import TunDevice
 from tcpstack.stack import Stack
-from tcpstack.tcp.config import TcpConfig
-from tcpstack.wire.tcp import ACK, PSH, RST, OutPacket, TcpOptions, TcpSegment
+from tcpstack.wire.tcp import ACK, RST, OutPacket
 
 PEER = "10.0.0.1"
 US = "10.0.0.2"
@@ -361,37 +360,3 @@ def test_tun_write_batch_reports_a_full_queue_as_a_stall_with_its_errno() -> Non
     finally:
         dev.release_queues()
         os.close(r)
-
-
-# -- order within a batch ------------------------------------------------------
-
-
-async def test_an_established_connection_is_answered_before_the_syns_of_its_batch(
-    device: ScriptedDevice,
-) -> None:
-    """Under a SYN flood a read returns mostly SYNs: the ACK an established connection
-    is waiting for goes out before any of their SYN,ACKs (Stack.requests_last)."""
-    st = stack(cfg=TcpConfig(delayed_ack=0.0))
-    st.listen(80, backlog=1024)
-    _runtime(st, device)
-    device.inbox.append(_syn(80, src_port=40000))
-    device.make_readable()
-    await _until(lambda: device.written)
-    syn_ack = parse(device.written[0]).seg
-    ack = TcpSegment(40000, 80, IRS + 1, syn_ack.seq + 1, ACK, 65535, TcpOptions())
-    device.inbox.append(bytes(packet(ack, PEER, US)))
-    device.make_readable()
-    await _until(lambda: device.reads >= 2 and not device.inbox)
-    await _settle()
-    device.written.clear()
-
-    data = TcpSegment(40000, 80, IRS + 1, syn_ack.seq + 1, ACK | PSH, 65535, TcpOptions(),
-                      b"request")
-    flood = [_syn(80, seq=IRS + i, src_port=50000 + i) for i in range(32)]
-    device.inbox += [*flood[:16], bytes(packet(data, PEER, US)), *flood[16:]]
-    device.make_readable()
-    await _until(lambda: len(device.written) >= 33)
-    ports = [parse(p).seg.dst_port for p in device.written]
-    assert ports[0] == 40000, f"the established connection was answered {ports.index(40000) + 1}th"
-    assert parse(device.written[0]).seg.ack == IRS + 1 + len(b"request")
-    assert sorted(ports[1:]) == [50000 + i for i in range(32)], "every SYN is answered after it"
