@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--congestion-control", "--cc", metavar="NAME",
                      help=f"congestion control: {', '.join(sorted(ALGORITHMS))} "
                           f"(default: {_TCP.congestion_control})")
+    tcp.add_argument("--no-hystart", dest="hystart", action="store_false", default=None,
+                     help="leave slow start only on loss, not by HyStart++'s RTT watch "
+                          "(RFC 9406)")
     tcp.add_argument("--no-sack", dest="sack", action="store_false", default=None,
                      help="do not negotiate SACK (RFC 2018)")
     tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false", default=None,
@@ -448,7 +451,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                     **_given(args, rcv_buf="rcv_buf", snd_buf="snd_buf", rcv_buf_max="rcv_buf_max",
                              snd_buf_max="snd_buf_max", autotune="autotune", msl="msl",
                              max_retries="max_retries",
-                             congestion_control="congestion_control", sack="sack",
+                             congestion_control="congestion_control", hystart="hystart",
+                             sack="sack",
                              timestamps="timestamps", delayed_ack="delayed_ack",
                              user_timeout="user_timeout",
                              challenge_ack_limit="challenge_ack_limit",

@@ -113,6 +113,7 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
     tcb.snd_una = ack
     acked = tcb.sndbuf.release(seq_diff(ack, tcb.sndbuf.seq))
     tcb.scoreboard.ack(ack, now, echo)
+    tcb.cc.on_ack_seq(ack, tcb.snd_nxt)
     _sample_rtt(tcb, ack, now, seg)
     tcb.retries = 0
     tcb.blackhole_mark = 0
@@ -163,6 +164,7 @@ def _sample_rtt(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None)
         if rtt_ms < 0x7FFFFFFF:
             tcb.rtt.sample(rtt_ms / 1000.0)
             tcb.cc.srtt = tcb.rtt.srtt
+            tcb.cc.on_rtt(rtt_ms / 1000.0)
         tcb.rtt_seq = None
         # Eifel detection (RFC 3522): the ACK echoes a timestamp older than our
         # first retransmission, so the original arrived: undo (RFC 4015).
@@ -171,4 +173,5 @@ def _sample_rtt(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None)
     elif tcb.rtt_seq is not None and seq_ge(ack, tcb.rtt_seq):
         tcb.rtt.sample(now - tcb.rtt_time)
         tcb.cc.srtt = tcb.rtt.srtt
+        tcb.cc.on_rtt(now - tcb.rtt_time)
         tcb.rtt_seq = None

@@ -35,6 +35,9 @@ class TcpConfig:
     synack_retries: int = 5
     initial_window: int = 10
     congestion_control: str = "cubic"
+    #: HyStart++ (RFC 9406): leave the initial slow start when the RTT rises,
+    #: before the queue overflows (Linux's CUBIC has its own HyStart, on by default).
+    hystart: bool = True
     window_scaling: bool = True
     #: Largest payload handed to the device in one segment when it segments for us
     #: (TSO); 0 means every segment is at most one MSS.

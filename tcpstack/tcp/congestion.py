@@ -7,6 +7,8 @@ losses; the TCB asks it nothing else. New algorithms subclass
 
 from __future__ import annotations
 
+from tcpstack.tcp.hystart import HyStart
+
 CUBIC_C = 0.4  # RFC 9438 4.1
 CUBIC_BETA = 0.7  # RFC 9438 4.6: the multiplicative decrease
 CUBIC_ALPHA = 3 * (1 - CUBIC_BETA) / (1 + CUBIC_BETA)  # RFC 9438 4.3: Reno-friendly increase
@@ -19,35 +21,71 @@ def initial_window(mss: int, segments: int = 10) -> int:
     return max(1, segments) * mss
 
 
+INITIAL_SSTHRESH = 1 << 30
+"""RFC 5681 3.1: ssthresh starts arbitrarily high (it is this until the first loss)."""
+
+
 class CongestionControl:
     """Base class: the interface every algorithm implements."""
 
     name = "base"
-    __slots__ = ("_saved", "cwnd", "mss", "srtt", "ssthresh")
+    __slots__ = ("_saved", "cwnd", "hystart", "mss", "srtt", "ssthresh")
 
-    def __init__(self, mss: int, iw_segments: int = 10) -> None:
+    def __init__(self, mss: int, iw_segments: int = 10, hystart: bool = False) -> None:
         self.mss = mss
         self.cwnd = initial_window(mss, iw_segments)
-        # RFC 5681 3.1: ssthresh starts arbitrarily high.
-        self.ssthresh = 1 << 30
+        self.ssthresh = INITIAL_SSTHRESH
         self._saved: tuple[int, int] | None = None
         self.srtt: float | None = None  # kept current by the TCB, for delay-aware algorithms
+        #: HyStart++ for the initial slow start (RFC 9406), where the algorithm uses it.
+        self.hystart: HyStart | None = HyStart() if hystart else None
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """``acked`` new bytes were cumulatively acknowledged; ``flight`` before the ACK."""
         raise NotImplementedError
 
+    def on_ack_seq(self, ack: int, snd_nxt: int) -> None:
+        """An ACK of new data moved SND.UNA to ``ack`` with SND.NXT at ``snd_nxt``
+        (before :meth:`on_rtt` and :meth:`on_ack` for the same ACK): HyStart++ counts
+        its rounds with it (RFC 9406 4.2)."""
+        hs = self.hystart
+        if hs is not None and hs.on_ack(ack, snd_nxt):
+            # The last round of conservative slow start: congestion avoidance from here.
+            self.ssthresh = self.cwnd
+
+    def on_rtt(self, rtt: float) -> None:
+        """An RTT sample taken from the ACK being processed."""
+        hs = self.hystart
+        if hs is not None:
+            hs.on_rtt(rtt)
+
+    def slow_start_increase(self, acked: int) -> int:
+        """How much a slow-start ACK of ``acked`` bytes grows the window: at most 2 SMSS
+        (RFC 5681 3.1 with RFC 3465's L = 2), a quarter of that in HyStart++'s
+        conservative slow start (RFC 9406 4.2)."""
+        increase = min(acked, 2 * self.mss)
+        hs = self.hystart
+        return increase if hs is None else hs.growth(increase)
+
     def on_timeout(self, flight: int, now: float) -> None:
         """A retransmission timeout fired (RFC 5681 3.1, equation 4 and the loss window)."""
+        self.end_slow_start_search()
         self.save()
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
 
     def on_loss(self, flight: int, now: float) -> None:
         """Loss detected by ACKs: enter fast recovery (RFC 5681 3.2, RFC 6675 5)."""
+        self.end_slow_start_search()
         self.save()
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
+
+    def end_slow_start_search(self) -> None:
+        """A loss or timeout: HyStart++ is over for this connection (RFC 9406 4.2 --
+        only the initial slow start uses it)."""
+        if self.hystart is not None:
+            self.hystart.stop()
 
     def save(self) -> None:
         """Remember the state before a reduction, for :meth:`undo`."""
@@ -72,15 +110,14 @@ class NewReno(CongestionControl):
     name = "newreno"
     __slots__ = ("_ca_acc",)
 
-    def __init__(self, mss: int, iw_segments: int = 10) -> None:
-        super().__init__(mss, iw_segments)
+    def __init__(self, mss: int, iw_segments: int = 10, hystart: bool = False) -> None:
+        super().__init__(mss, iw_segments, hystart)
         self._ca_acc = 0
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            # Slow start: grow by at most one SMSS per ACK (RFC 5681 3.1, eq. 2;
-            # byte counting with L = 2 SMSS per RFC 3465).
-            self.cwnd += min(acked, 2 * self.mss)
+            # Slow start (RFC 5681 3.1, eq. 2; byte counting with L = 2 SMSS per RFC 3465).
+            self.cwnd += self.slow_start_increase(acked)
             return
         # Congestion avoidance: about one SMSS per RTT (RFC 5681 3.1, eq. 3),
         # by counting acknowledged bytes against cwnd.
@@ -104,8 +141,8 @@ class Cubic(CongestionControl):
     name = "cubic"
     __slots__ = ("_epoch", "_k", "_w_est", "_w_last_max", "_w_max")
 
-    def __init__(self, mss: int, iw_segments: int = 10) -> None:
-        super().__init__(mss, iw_segments)
+    def __init__(self, mss: int, iw_segments: int = 10, hystart: bool = False) -> None:
+        super().__init__(mss, iw_segments, hystart)
         self._epoch: float | None = None
         self._w_max = 0.0
         self._w_last_max = 0.0
@@ -114,7 +151,8 @@ class Cubic(CongestionControl):
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, 2 * self.mss)  # slow start as in RFC 5681 (RFC 9438 4.10)
+            # Slow start as in RFC 5681 (RFC 9438 4.10), with HyStart++ if enabled.
+            self.cwnd += self.slow_start_increase(acked)
             return
         mss = self.mss
         cwnd_seg = self.cwnd / mss
@@ -154,6 +192,7 @@ class Cubic(CongestionControl):
         self._epoch = None
 
     def on_loss(self, flight: int, now: float) -> None:
+        self.end_slow_start_search()
         self.save()
         self._reduce()
         # RFC 9438 4.6: ssthresh = cwnd * beta, at least 2 segments.
@@ -161,6 +200,7 @@ class Cubic(CongestionControl):
         self.cwnd = self.ssthresh
 
     def on_timeout(self, flight: int, now: float) -> None:
+        self.end_slow_start_search()
         self.save()
         self._reduce()
         self.ssthresh = max(int(self.cwnd * CUBIC_BETA), 2 * self.mss)
@@ -174,11 +214,13 @@ class Cubic(CongestionControl):
 ALGORITHMS: dict[str, type[CongestionControl]] = {"newreno": NewReno, "cubic": Cubic}
 
 
-def create(name: str, mss: int, iw_segments: int = 10) -> CongestionControl:
+def create(name: str, mss: int, iw_segments: int = 10, hystart: bool = False
+           ) -> CongestionControl:
+    """The controller ``name``; ``hystart``: leave its initial slow start by HyStart++."""
     try:
         cls = ALGORITHMS[name]
     except KeyError:
         raise ValueError(
             f"unknown congestion control {name!r} (choose from {', '.join(sorted(ALGORITHMS))})"
         ) from None
-    return cls(mss, iw_segments)
+    return cls(mss, iw_segments, hystart)

@@ -169,7 +169,7 @@ class ControlBlock:
         self.retries = 0
         self.syn_retransmitted = False
         self.cc: congestion.CongestionControl = congestion.create(
-            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window)
+            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window, cfg.hystart)
         # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection; the
         # stack derives it from its secret and the 4-tuple (IsnGenerator.ts_offset).
         # A TCB made without one (tests) mixes the ISS in, unkeyed.

@@ -70,6 +70,9 @@ def test_table_rows_show_the_bytes_each_connection_moved() -> None:
         assert (r["send_q"], r["recv_q"], r["retrans"]) == (0, 0, 0)
         assert r["state"] == "ESTABLISHED" and r["sack"] and r["ts"]
         assert r["rtt_ms"] is not None and r["id"] is not None
+        # A short transfer on a clean path: still in its initial slow start, which
+        # HyStart++ (on by default) watches; the detail view lists it.
+        assert r["hystart"] == "slow start" and r["hystart_exit_rtt_ms"] is None
     assert table.rows(net.b, obs, net.now, state="time-wait") == []
     assert len(table.rows(net.b, obs, net.now, sport=7)) == N
     assert table.rows(net.b, obs, net.now, dport=7) == []
@@ -77,6 +80,7 @@ def test_table_rows_show_the_bytes_each_connection_moved() -> None:
     assert text.count("ESTABLISHED") == N and f"bytes_acked:{M}" in text
     one = table.detail(net.b, obs, net.now, rows[0]["remote"])
     assert len(one) == 1 and one[0]["snd_una"] == one[0]["snd_nxt"]
+    assert "hystart                slow start" in table.render_detail(one)
 
 
 def test_light_mode_still_counts_bytes_from_the_sequence_numbers() -> None:
