@@ -350,6 +350,10 @@ def process_text(tcb: ControlBlock, seg: TcpSegment, now: float, seq: int) -> No
         tcb.mark()
     if fin:
         if seq_add(seq, n) == tcb.rcv_nxt:
+            # A FIN recorded ahead of a hole is this one, carried again by the
+            # retransmission that filled the hole (or one beyond where the stream
+            # ends now): either way nothing of it stays queued.
+            tcb.reassembly.fin_seq = None
             teardown.receive_fin(tcb, now)
         else:
             # An out-of-order FIN draws a duplicate ACK like out-of-order data.

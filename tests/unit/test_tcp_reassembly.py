@@ -406,3 +406,31 @@ def test_queue_drop_from_cuts_runs_at_a_sequence_number() -> None:
     assert q.drop_from(RCV + 150, RCV) == 150
     assert q.nbytes == 50 and len(q) == 1
     assert q.pop_ready(RCV + 100) == chunk(100, 150)
+
+
+def test_a_fin_recorded_ahead_is_forgotten_once_the_retransmission_carrying_it_is_taken() -> None:
+    """The FIN arrives ahead of a hole; the sender's retransmission fills the hole and
+    carries the FIN again: the stream ends once, and nothing about that FIN stays
+    queued (before this was fixed, the queue kept it, behind RCV.NXT, found by the
+    engine's Hypothesis test of long-lived connections)."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    assert tcb.reassembly.fin_seq == RCV + 10
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV, payload=chunk(0, 10)), 1.0)
+    assert tcb.state is State.CLOSE_WAIT
+    assert tcb.rcv_nxt == RCV + 11
+    assert tcb.reassembly.fin_seq is None and not tcb.reassembly
+    assert tcb.recv() == chunk(0, 10)
+    assert tcb.take_events().count(ev.END_OF_STREAM) == 1
+
+
+def test_an_earlier_fin_in_sequence_ends_the_stream_and_drops_the_later_one() -> None:
+    """A peer that contradicts itself: a FIN recorded at RCV+10, then data and a FIN
+    in sequence that end the stream at RCV+5. The stream ends at the FIN taken; the
+    recorded one, now beyond the end, is forgotten."""
+    tcb = tcb_established()
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV + 10), 1.0)
+    tcb.receive(peer(tcb, ACK | FIN, seq=RCV, payload=chunk(0, 5)), 1.0)
+    assert tcb.state is State.CLOSE_WAIT
+    assert tcb.rcv_nxt == RCV + 6
+    assert tcb.reassembly.fin_seq is None
