@@ -24,3 +24,32 @@ def test_every_daemon_variant_is_a_valid_serve_command_line(tmp_path: Path) -> N
     capture = variants["--pcap"]
     assert Path(capture[1]).parent == tmp_path  # not a fixed path outside the run's directory
     assert int(capture[capture.index("--pcap-max-size") + 1]) == observe_cost.CAPTURE_LIMIT
+
+
+def test_cpu_seconds_reads_this_process_and_is_none_for_a_missing_one() -> None:
+    import os
+    import subprocess
+    import sys
+
+    start = observe_cost.cpu_seconds(os.getpid())
+    assert start is not None and start > 0
+    deadline = sum(range(2_000_000))  # burn a little CPU: the figure moves with it
+    assert deadline > 0
+    after = observe_cost.cpu_seconds(os.getpid())
+    assert after is not None and after > start
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert observe_cost.cpu_seconds(gone.pid) is None
+
+
+def test_connrate_table_gives_medians_and_ratios_to_the_default() -> None:
+    rates = {"default (light observer)": [2000.0, 1000.0, 3000.0],
+             "--trace-handshakes": [1500.0, 1500.0]}
+    cpu = {"default (light observer)": [400e-6, 500e-6, 300e-6],
+           "--trace-handshakes": [500e-6, 500e-6]}
+    rows = observe_cost.connrate_table(rates, cpu)
+    assert rows[2] == "| default (light observer) | 2,000 | 3 | 1.00x | 400 | 1.00x |"
+    assert rows[3] == "| --trace-handshakes | 1,500 | 2 | 0.75x | 500 | 1.25x |"
+    # A variant with no CPU figure (its server gone before it could be read) says so.
+    rows = observe_cost.connrate_table(rates, {"default (light observer)": [400e-6]})
+    assert rows[3].endswith("| - | - |")

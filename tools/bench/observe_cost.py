@@ -6,7 +6,9 @@ Two measurements:
   ``tcpstack serve`` in a namespace, with each observation variant in turn
   (default; ``--trace-handshakes``; ``--pcap``; ``--metrics``), a fresh server per
   run, the variants interleaved round by round so that drift hits them alike;
-  medians are reported;
+  medians are reported -- and the server's CPU time per connection (user + system,
+  from ``/proc/PID/stat`` around each repetition), which moves far less with what
+  else the machine does than the rate on a shared 2-core machine;
 * **in-process cost** (``--micro``): two stacks in memory open, use and close
   connections with no observer, the light observer, and full observation
   (ladders and histories), timed in CPU time (``time.process_time``: other work on
@@ -19,11 +21,13 @@ Prints a Markdown table; writes JSON to ``--out`` (default ``bench-results/``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +63,47 @@ class _Variant(TcpstackTarget):
         return [*super().server_argv(), *self.flags]
 
 
-def connrate(mode: str, rounds: int, log_dir: Path) -> dict[str, list[float]]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``), or
+    None if it is gone."""
+    try:
+        # The command name (field 2) may hold spaces: count from the last ')'.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def connrate(mode: str, rounds: int, log_dir: Path
+             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Connections per second and the server's CPU seconds per connection, for each
+    variant, one value per repetition."""
     sizes = sizes_for(mode, "tcpstack")
     flags_of = variants(log_dir.resolve())
     results: dict[str, list[float]] = {name: [] for name in flags_of}
+    cpu: dict[str, list[float]] = {name: [] for name in flags_of}
     target = _Variant(sizes, log_dir, flags=[])
     target.pin = default_pinning()
+    current = ""
+
+    @contextlib.contextmanager
+    def measure_cpu(workload: str, rep: int) -> Iterator[None]:
+        pid = target.server_pid
+        before = cpu_seconds(pid)
+        yield
+        after = cpu_seconds(pid)
+        if before is not None and after is not None:
+            cpu[current].append((after - before) / sizes.connrate_n)
+
     try:
         target.setup()
         for r in range(rounds):
             for name, flags in flags_of.items():
                 target.flags = flags
                 target.fresh = False  # a fresh server with these flags
-                out = run_workload("connrate", target)
+                current = name
+                out = run_workload("connrate", target, measure_cpu)
                 rps = out.summary.get("rps")
                 print(f"observe-cost: round {r + 1}/{rounds} {name}: "
                       f"{'failed: ' + out.reason if rps is None else f'{rps:,.0f} conn/s'}",
@@ -82,7 +114,28 @@ def connrate(mode: str, rounds: int, log_dir: Path) -> dict[str, list[float]]:
         target.teardown()
         for capture in log_dir.glob("observe-cost.pcapng*"):
             capture.unlink()
-    return results
+    return results, cpu
+
+
+def connrate_table(rates: dict[str, list[float]], cpu: dict[str, list[float]]) -> list[str]:
+    """The Markdown rows of the connection-rate part: medians, and each against the
+    first (default) variant."""
+    base_name = next(iter(rates))
+    base = statistics.median(rates[base_name] or [0.0])
+    base_cpu = statistics.median(cpu.get(base_name) or [0.0])
+    lines = ["| `tcpstack serve` flags (`ab -c 16`, HTTP/1.0) | connections/s (median) "
+             "| runs | vs default | server CPU per connection, µs (median) | vs default |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, values in rates.items():
+        med = statistics.median(values) if values else 0.0
+        ratio = f"{med / base:.2f}x" if base else "-"
+        used = cpu.get(name) or []
+        cpu_med = statistics.median(used) if used else 0.0
+        cpu_text = f"{cpu_med * 1e6:,.0f}" if used else "-"
+        cpu_ratio = f"{cpu_med / base_cpu:.2f}x" if used and base_cpu else "-"
+        lines.append(f"| {name} | {med:,.0f} | {len(values)} | {ratio} | {cpu_text} "
+                     f"| {cpu_ratio} |")
+    return lines
 
 
 class _Pair:
@@ -207,20 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             preflight(["connrate"])
             log_dir = args.out / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
-            rates = connrate(mode, args.rounds, log_dir)
+            rates, cpu = connrate(mode, args.rounds, log_dir)
         except SetupError as e:
             print(f"bench: error: {e}", file=sys.stderr)
             return 1
         finally:
             netns.close_all()
         doc["connrate"] = rates
-        base = statistics.median(rates["default (light observer)"] or [0.0])
-        lines += ["", "| `tcpstack serve` flags (`ab -c 16`, HTTP/1.0) | connections/s "
-                  "(median) | runs | vs default |", "|---|---:|---:|---:|"]
-        for name, values in rates.items():
-            med = statistics.median(values) if values else 0.0
-            ratio = f"{med / base:.2f}x" if base else "-"
-            lines.append(f"| {name} | {med:,.0f} | {len(values)} | {ratio} |")
+        doc["connrate_server_cpu_seconds_per_connection"] = cpu
+        lines += ["", *connrate_table(rates, cpu)]
     table = "\n".join(lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
