@@ -226,12 +226,13 @@ class _RetransmitCounter:
 
 def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: bool = True,
              timestamps: bool = True, bandwidth: float | None = 10e6, queue: int | None = 100,
-             jitter: float = 0.0, duplicate: float = 0.0, seed: int = 1,
-             time_limit: float = 600.0, max_iterations: int = 2_000_000,
+             jitter: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0,
+             seed: int = 1, time_limit: float = 600.0, max_iterations: int = 2_000_000,
              tcp: TcpConfig | None = None) -> Result:
     """Transfer ``size`` bytes client -> server over a simulated path; see the module doc.
 
-    ``loss`` and ``duplicate`` (probabilities, 0..1), ``jitter`` (seconds, +-),
+    ``loss``, ``duplicate`` and ``reorder`` (probabilities, 0..1; a reordered packet is
+    held back by the impairment's reorder delay, max(RTT, 10 ms)), ``jitter`` (seconds, +-),
     ``bandwidth`` (bytes/s, None = unlimited) and ``queue`` (packets, None =
     unbounded; ignored without a bandwidth) apply to each direction; the one-way
     propagation delay is ``rtt / 2``. ``cc``, ``sack`` and ``timestamps`` override
@@ -250,7 +251,8 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
     # "out" carries client -> server, "in" server -> client. The limit on held packets
     # is set out of reach: random loss and the full queue are the only drops here.
     path = Impairment(ImpairSpec(
-        loss=loss * 100, duplicate=duplicate * 100, delay=rtt / 2, jitter=jitter,
+        loss=loss * 100, duplicate=duplicate * 100, reorder=reorder * 100, delay=rtt / 2,
+        jitter=jitter,
         rate=bandwidth, queue=queue if bandwidth is not None else None,
         limit=PATH_LIMIT, seed=seed))
     server.listen(SERVER_PORT)
