@@ -85,7 +85,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "cc": type(cc).__name__.lower(),
         # HyStart++ (RFC 9406): where the initial slow start is, and the round's
         # minimum RTT that ended it.
-        "hystart": None if cc.hystart is None else cc.hystart.phase,
+        "hystart": cc.hystart_phase,
         "hystart_exit_rtt_ms": None if cc.hystart is None or cc.hystart.exit_rtt is None
         else round(cc.hystart.exit_rtt * 1000, 3),
     }

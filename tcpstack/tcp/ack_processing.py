@@ -113,7 +113,8 @@ def ack_advance(tcb: ControlBlock, ack: int, now: float, seg: TcpSegment | None 
     tcb.snd_una = ack
     acked = tcb.sndbuf.release(seq_diff(ack, tcb.sndbuf.seq))
     tcb.scoreboard.ack(ack, now, echo)
-    tcb.cc.on_ack_seq(ack, tcb.snd_nxt)
+    if acked:
+        tcb.cc.on_ack_seq(ack, tcb.snd_nxt)  # data acknowledged: HyStart++'s rounds
     _sample_rtt(tcb, ack, now, seg)
     tcb.retries = 0
     tcb.blackhole_mark = 0

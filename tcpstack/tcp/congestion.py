@@ -7,7 +7,7 @@ losses; the TCB asks it nothing else. New algorithms subclass
 
 from __future__ import annotations
 
-from tcpstack.tcp.hystart import HyStart
+from tcpstack.tcp.hystart import SLOW_START, HyStart
 
 CUBIC_C = 0.4  # RFC 9438 4.1
 CUBIC_BETA = 0.7  # RFC 9438 4.6: the multiplicative decrease
@@ -29,7 +29,7 @@ class CongestionControl:
     """Base class: the interface every algorithm implements."""
 
     name = "base"
-    __slots__ = ("_saved", "cwnd", "hystart", "mss", "srtt", "ssthresh")
+    __slots__ = ("_hystart_on", "_saved", "cwnd", "hystart", "mss", "srtt", "ssthresh")
 
     def __init__(self, mss: int, iw_segments: int = 10, hystart: bool = False) -> None:
         self.mss = mss
@@ -37,8 +37,17 @@ class CongestionControl:
         self.ssthresh = INITIAL_SSTHRESH
         self._saved: tuple[int, int] | None = None
         self.srtt: float | None = None  # kept current by the TCB, for delay-aware algorithms
-        #: HyStart++ for the initial slow start (RFC 9406), where the algorithm uses it.
-        self.hystart: HyStart | None = HyStart() if hystart else None
+        #: HyStart++ for the initial slow start (RFC 9406): made at the first ACK of
+        #: data (an idle connection does not carry it), None if not used.
+        self.hystart: HyStart | None = None
+        self._hystart_on = hystart
+
+    @property
+    def hystart_phase(self) -> str | None:
+        """Where HyStart++ is (see :mod:`tcpstack.tcp.hystart`), None if it is off."""
+        if self.hystart is not None:
+            return self.hystart.phase
+        return SLOW_START if self._hystart_on else None
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """``acked`` new bytes were cumulatively acknowledged; ``flight`` before the ACK."""
@@ -49,7 +58,11 @@ class CongestionControl:
         (before :meth:`on_rtt` and :meth:`on_ack` for the same ACK): HyStart++ counts
         its rounds with it (RFC 9406 4.2)."""
         hs = self.hystart
-        if hs is not None and hs.on_ack(ack, snd_nxt):
+        if hs is None:
+            if not self._hystart_on:
+                return
+            hs = self.hystart = HyStart()
+        if hs.on_ack(ack, snd_nxt):
             # The last round of conservative slow start: congestion avoidance from here.
             self.ssthresh = self.cwnd
 
@@ -84,6 +97,8 @@ class CongestionControl:
     def end_slow_start_search(self) -> None:
         """A loss or timeout: HyStart++ is over for this connection (RFC 9406 4.2 --
         only the initial slow start uses it)."""
+        if self.hystart is None and self._hystart_on:
+            self.hystart = HyStart()
         if self.hystart is not None:
             self.hystart.stop()
 

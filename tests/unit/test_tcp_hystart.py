@@ -128,8 +128,8 @@ def test_a_loss_ends_hystart_for_the_connection() -> None:
 
 def test_a_timeout_ends_hystart_too() -> None:
     cc = congestion.create("newreno", MSS, 10, True)
-    cc.on_timeout(cc.cwnd, 0.0)
-    assert cc.hystart is not None and cc.hystart.phase == DONE
+    cc.on_timeout(cc.cwnd, 0.0)  # before any ACK of data, even
+    assert cc.hystart_phase == DONE
 
 
 def test_sequence_numbers_wrap_between_rounds() -> None:
@@ -146,8 +146,11 @@ def test_sequence_numbers_wrap_between_rounds() -> None:
 
 def test_config_turns_it_on_by_default_and_off_on_request() -> None:
     assert TcpConfig().hystart
-    assert isinstance(congestion.create("cubic", MSS, 10, TcpConfig().hystart).hystart, HyStart)
-    assert congestion.create("cubic", MSS, 10, False).hystart is None
+    on = congestion.create("cubic", MSS, 10, TcpConfig().hystart)
+    assert on.hystart is None and on.hystart_phase == SLOW_START, "made at the first ACK"
+    on.on_ack_seq(0, 10 * MSS)
+    assert isinstance(on.hystart, HyStart)
+    assert congestion.create("cubic", MSS, 10, False).hystart_phase is None
     off = _cubic(hystart=False)
     seq = _round(off, 0, [0.010] * N_RTT_SAMPLE)
     _round(off, seq, [0.050] * N_RTT_SAMPLE)
