@@ -57,6 +57,8 @@ class CongestionControl:
         """An ACK of new data moved SND.UNA to ``ack`` with SND.NXT at ``snd_nxt``
         (before :meth:`on_rtt` and :meth:`on_ack` for the same ACK): HyStart++ counts
         its rounds with it (RFC 9406 4.2)."""
+        if self.ssthresh != INITIAL_SSTHRESH:
+            return  # past the initial slow start: nothing for HyStart++ (RFC 9406 4.2)
         hs = self.hystart
         if hs is None:
             if not self._hystart_on:
@@ -69,7 +71,7 @@ class CongestionControl:
     def on_rtt(self, rtt: float) -> None:
         """An RTT sample taken from the ACK being processed."""
         hs = self.hystart
-        if hs is not None:
+        if hs is not None and self.ssthresh == INITIAL_SSTHRESH:
             hs.on_rtt(rtt)
 
     def slow_start_increase(self, acked: int) -> int:
