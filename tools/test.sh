@@ -81,7 +81,8 @@ trap 'exit 143' TERM
 
 # apt_get ARGS...: apt-get, one at a time with the container check (which .ci/run
 # starts alongside this script and which may install packages too).
-apt_get() { flock /var/lock/tcpstack-apt.lock apt-get "$@"; }
+apt_locked() { flock /var/lock/tcpstack-apt.lock "$@"; }
+apt_get() { apt_locked apt-get "$@"; }
 
 # step WHAT COMMAND...: run quietly into the log; on failure show the log's end.
 step() {
@@ -119,7 +120,7 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     # tshark's package asks whether non-root users may capture; answer no.
     echo 'wireshark-common wireshark-common/install-setuid boolean false' \
-        | step "debconf" flock /var/lock/tcpstack-apt.lock debconf-set-selections
+        | step "debconf" apt_locked debconf-set-selections
     step "apt-get update" apt_get update -q
     step "apt-get install" apt_get install -y -q --no-install-recommends "${need[@]}"
 fi
