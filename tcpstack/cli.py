@@ -45,6 +45,7 @@ from tcpstack.observe.logs import configure as configure_logging
 from tcpstack.stack import StackConfig
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
+from tcpstack.tcp.md5keys import Md5Keys
 
 log = logging.getLogger("tcpstack")
 
@@ -383,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     guard.add_argument("--icmp-rate-limit", type=int, metavar="N",
                        help=f"ICMP errors per second (default: {_STACK.icmp_rate_limit})")
 
+    auth = s.add_argument_group("authenticated segments")
+    auth.add_argument("--md5-key", action="append", default=[], metavar="PEER=KEY",
+                      help="TCP-MD5 signatures (RFC 2385) with PEER, an address or a prefix "
+                           "(10.0.0.1, 10.0.0.0/24): segments to it are signed, unsigned or "
+                           "wrongly signed ones from it dropped. KEY is the text of the key, "
+                           "or @FILE to read it from a file (its last newline ignored). "
+                           "Repeat for more peers; the longest prefix wins")
+
     tls = s.add_argument_group("TLS (HTTPS with the HTTP service)")
     cert = tls.add_mutually_exclusive_group()
     cert.add_argument("--tls-cert", type=Path, default=None, metavar="FILE",
@@ -423,6 +432,28 @@ def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
     """``{field: value}`` for each flag the user gave (``flags`` maps field to dest)."""
     return {field: getattr(args, dest) for field, dest in flags.items()
             if getattr(args, dest) is not None}
+
+
+def parse_md5_key(spec: str) -> tuple[str, bytes]:
+    """``PEER=KEY`` or ``PEER=@FILE`` as (peer, key); ValueError with a one-line message."""
+    peer, sep, key = spec.partition("=")
+    if not sep or not peer.strip():
+        # (not echoed: it may be a key given without its peer)
+        raise ValueError("--md5-key expects PEER=KEY or PEER=@FILE")
+    if key.startswith("@"):
+        try:
+            raw = Path(key[1:]).read_bytes()
+        except OSError as e:
+            raise ValueError(f"--md5-key {peer}: cannot read {key[1:]}: "
+                             f"{e.strerror or e}") from None
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+    else:
+        raw = key.encode()
+    try:
+        Md5Keys([(peer, raw)])
+    except ValueError as e:
+        raise ValueError(f"--md5-key {peer}: {e}") from None
+    return peer.strip(), raw
 
 
 def build_settings(args: argparse.Namespace) -> ServeSettings:
@@ -466,7 +497,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                  rst_rate_limit="rst_rate_limit",
                                  icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
                                  reassembly="reassembly", frag_memory="frag_memory",
-                                 frag_timeout="frag_timeout"))
+                                 frag_timeout="frag_timeout"),
+                        md5_keys=tuple(parse_md5_key(spec) for spec in args.md5_key))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -738,6 +770,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
              " and ".join(str(a) for a in config.addresses),
              raw_device.name, "created" if raw_device.created else "attached",
              services or "no services")
+    if config.md5_keys:
+        log.info("TCP-MD5 signatures with %s", ", ".join(Md5Keys(config.md5_keys).peers()))
     grace = settings.daemon.grace
     try:
         await stop.wait()

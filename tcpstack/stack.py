@@ -9,6 +9,9 @@ above ``0xFFFFFFFF``, :mod:`tcpstack.wire.ipv6`), and the same engine serves
 both -- what differs (headers, ICMP, the MSS, the path-MTU floor) stays here and
 in :mod:`tcpstack.wire`. It keeps one timer heap for all connections and
 exposes a single :meth:`Stack.next_deadline`, so the event loop needs one timer.
+It holds the TCP-MD5 keys (RFC 2385, :mod:`tcpstack.tcp.md5keys`): it checks the
+signatures of what arrives before anything else looks at a segment, and signs
+what leaves.
 
 Usage by an I/O shell, per wake-up::
 
@@ -44,6 +47,7 @@ from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
 from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.md5keys import Md5Keys
 from tcpstack.tcp.passive import CookieMode, PassiveOpener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
@@ -52,7 +56,7 @@ from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import icmpv6 as icmp6_wire
 from tcpstack.wire import ipv6 as ipv6_wire
-from tcpstack.wire import virtio
+from tcpstack.wire import md5sig, virtio
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import (
     FLAG_MF,
@@ -67,6 +71,8 @@ from tcpstack.wire.ipv4 import (
 from tcpstack.wire.tcp import (
     ACK,
     FIN,
+    MD5_ONLY,
+    NO_OPTIONS,
     RST,
     SYN,
     OutPacket,
@@ -155,6 +161,9 @@ class StackConfig:
     #: Seconds a datagram has to be completed from its first fragment (RFC 791's
     #: reassembly timer; Linux's ipfrag_time).
     frag_timeout: float = 30.0
+    #: TCP-MD5 keys (RFC 2385): (peer address or prefix, key) pairs; segments to
+    #: and from those peers are signed and checked (see :meth:`Stack.set_md5_key`).
+    md5_keys: tuple[tuple[str, bytes | str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -183,6 +192,7 @@ class StackConfig:
             raise ValueError(f"minimum path MTU {self.min_pmtu} out of range 128..65535")
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
+        Md5Keys(self.md5_keys)  # raises ValueError on a bad peer or key
 
 
 class Observer(Protocol):
@@ -305,10 +315,31 @@ class Stack:
         self._mss_floor6 = self._min_pmtu6 - IPV6_TCP_HEADERS
         # Listeners that take IPv6 connections only (IPV6_V6ONLY).
         self._v6only: set[int] = set()
+        # TCP-MD5 keys by peer; without any, one flag test per segment.
+        self.md5_keys = Md5Keys(self.config.md5_keys)
+        self._md5_on = bool(self.md5_keys)
 
         # Who watches (tcpstack.observe): None costs one attribute test per packet.
         self.observer: Observer | None = None
         self._packet_observer: Observer | None = None
+
+    def set_md5_key(self, peer: str | int, key: bytes | str) -> None:
+        """Sign segments to ``peer`` (an address, or a prefix such as ``10.0.0.0/24``)
+        with ``key`` and accept from it only segments so signed (RFC 2385), from its
+        next segment on -- like Linux's ``TCP_MD5SIG``, which a connection keeps
+        using for each segment. Raises ValueError on a bad peer or key (1 to 80
+        bytes; text is taken as UTF-8)."""
+        self.md5_keys.set(peer, key)
+        self._md5_on = True
+
+    def remove_md5_key(self, peer: str | int) -> bool:
+        """Forget the key of exactly ``peer``; whether there was one."""
+        found = self.md5_keys.remove(peer)
+        self._md5_on = bool(self.md5_keys)
+        return found
+
+    def _md5_key(self, remote: int) -> bytes | None:
+        return self.md5_keys.lookup(remote) if self._md5_on else None
 
     def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
         """Let ``observer`` watch connections open and close and the control packets;
@@ -393,7 +424,7 @@ class Stack:
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
         tcb = Tcb.active_open(self.tcp_config6 if v6 else self.tcp_config, (lip, local_port),
                               (rip, remote_port), iss, now, self._commons,
-                              self._isn.ts_offset(*key))
+                              self._isn.ts_offset(*key), self._md5_key(rip) is not None)
         self._adopt(key, tcb, now)
         return tcb
 
@@ -715,14 +746,35 @@ class Stack:
                      verify: bool = True) -> None:
         seg = parse_tcp(payload, src, dst, verify)
         self.counters["tcp_received"] += 1
+        checked = self._md5_on or seg.options.md5
         obs = self._packet_observer
         if obs is not None:
             key = (dst, seg.dst_port, src, seg.src_port)
             token = obs.before_segment(key, seg, now)
-            self._demux_tcp(src, dst, seg, now)
+            if not checked or self._signature_ok(src, dst, payload, seg):
+                self._demux_tcp(src, dst, seg, now)
             obs.after_segment(key, seg, token, now)
-        else:
+        elif not checked or self._signature_ok(src, dst, payload, seg):
             self._demux_tcp(src, dst, seg, now)
+
+    def _signature_ok(self, src: int, dst: int, raw: memoryview, seg: TcpSegment) -> bool:
+        """RFC 2385 2.0 and 4.0 (and Linux's tcp_inbound_md5_hash): a segment from a
+        peer we have a key for must carry a valid signature; a peer without one must
+        not sign. Whatever fails is dropped, counted, before any state sees it --
+        SYNs and RSTs alike, and never answered."""
+        key = self.md5_keys.lookup(src)
+        if key is None:
+            if seg.options.md5:
+                self.counters["tcp_md5_unexpected"] += 1
+                return False
+            return True
+        if not seg.options.md5:
+            self.counters["tcp_md5_missing"] += 1
+            return False
+        if not md5sig.verify(src, dst, raw, key):
+            self.counters["tcp_md5_failure"] += 1
+            return False
+        return True
 
     def _demux_tcp(self, src: int, dst: int, seg: TcpSegment, now: float) -> None:
         if seg.dst_port == 0 or seg.src_port == 0:
@@ -778,8 +830,9 @@ class Stack:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
         refusal = self._open_refusal()
         passive = self._passive6 if ipv6_wire.is_ipv6(key[0]) else self._passive
+        md5_key = self._md5_key(key[2])
         verdict = passive.segment(listener, key, seg, now, may_open=refusal is None,
-                                  old_snd_max=old_snd_max)
+                                  old_snd_max=old_snd_max, signed=md5_key is not None)
         if verdict.refused:
             if refusal == "tcp_syn_batch_limit" and len(self._deferred) < self._deferred_cap:
                 self._deferred.append((key, seg, old_snd_max, now))
@@ -794,8 +847,8 @@ class Stack:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
             self._syn_budget -= 1  # a cookie SYN,ACK
-            self._control.append(emit_tcp(verdict.reply, key[0], key[2],
-                                          self._next_ident(), self.config.ttl, self._vnet))
+            self._control.append(emit_tcp(verdict.reply, key[0], key[2], self._next_ident(),
+                                          self.config.ttl, self._vnet, md5_key=md5_key))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
@@ -829,14 +882,16 @@ class Stack:
         if not self._rst_bucket.allow(now):
             self.counters["tcp_rst_rate_limited"] += 1
             return
+        md5_key = self._md5_key(remote)
+        opts = NO_OPTIONS if md5_key is None else MD5_ONLY
         if seg.flags & ACK:
-            rst = OutSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+            rst = OutSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0, opts)
         else:
             rst = OutSegment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len),
-                             RST | ACK, 0)
+                             RST | ACK, 0, opts)
         self.counters["tcp_rst_sent"] += 1
-        self._control.append(
-            emit_tcp(rst, local, remote, self._next_ident(), self.config.ttl, self._vnet))
+        self._control.append(emit_tcp(rst, local, remote, self._next_ident(), self.config.ttl,
+                                      self._vnet, md5_key=md5_key))
 
     # ---------------------------------------------------------------- output
 
@@ -860,9 +915,10 @@ class Stack:
             segments = tcb.segments_to_send(now)
             if obs is not None and segments:
                 obs.on_send(tcb, segments, now)
+            md5_key = self.md5_keys.lookup(tcb.remote_ip) if tcb.md5 else None
             for seg in segments:
-                out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip,
-                                          self._next_ident(), ttl, vnet, tcb.gso_size, scatter))
+                out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
+                                          ttl, vnet, tcb.gso_size, scatter, md5_key))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

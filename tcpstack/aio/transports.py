@@ -48,6 +48,7 @@ from typing import Any, Protocol
 
 from tcpstack.aio.sockopts import ConnectionSocket, SockAddr, sockaddr
 from tcpstack.tcp import events as ev
+from tcpstack.tcp.info import tcp_info
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 
@@ -185,7 +186,9 @@ class TcpTransport(asyncio.Transport):
         """asyncio's extra information, made when asked for (an idle connection keeps
         no dictionary of it): ``peername`` and ``sockname`` (``(host, port)``, 4-tuples
         for IPv6), ``socket`` (a :class:`ConnectionSocket`, the same one each time)
-        and ``tcb``; ``default`` for anything else."""
+        ``tcp_info`` (what the handshake agreed and where the connection stands, a
+        new dictionary each time: :func:`tcpstack.tcp.info.tcp_info`) and ``tcb``;
+        ``default`` for anything else."""
         tcb = self._tcb
         if name == "peername":
             return _address(tcb.remote_ip, tcb.remote_port)
@@ -198,6 +201,8 @@ class TcpTransport(asyncio.Transport):
             return sock
         if name == "tcb":
             return tcb
+        if name == "tcp_info":
+            return tcp_info(tcb)
         return super().get_extra_info(name, default)
 
     def __repr__(self) -> str:

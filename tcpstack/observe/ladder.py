@@ -116,6 +116,8 @@ def options_json(opts: TcpOptions) -> dict[str, Any]:
         out["tsval"], out["tsecr"] = opts.timestamps
     if opts.sack_blocks:
         out["sack"] = [list(b) for b in opts.sack_blocks]
+    if opts.md5:
+        out["md5"] = True
     return out
 
 
@@ -557,6 +559,7 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "our_wscale": tcb.rcv_wscale if tcb.wscale_ok else None,
         "sack": tcb.sack_ok,
         "timestamps": tcb.ts_ok,
+        "md5": tcb.md5,
         "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
         "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(tcb.rtt.rto * 1000, 3),
@@ -585,6 +588,8 @@ def _format_options(opts: dict[str, Any] | None) -> str:
         parts.append(f"wscale {opts['wscale']}")
     if "sack" in opts:
         parts.extend(f"sack {left}-{right}" for left, right in opts["sack"])
+    if opts.get("md5"):
+        parts.append("md5 signed")
     return ", ".join(parts)
 
 
@@ -758,7 +763,9 @@ def describe_server_hello(sh: dict[str, Any]) -> list[str]:
 def describe_negotiated(neg: dict[str, Any]) -> list[str]:
     """The negotiated parameters as short lines of text."""
     mss = f"MSS {neg['mss']} (payload {neg['payload_per_segment']} per segment"
-    mss += ", 12 bytes go to the timestamp option)" if neg["timestamps"] else ")"
+    costs = (["12 bytes go to the timestamp option"] if neg["timestamps"] else []) + \
+        (["20 bytes go to the MD5 signature"] if neg.get("md5") else [])
+    mss += f", {' and '.join(costs)})" if costs else ")"
     offered = f"offered: peer {neg['peer_mss_option']}, stack {neg['our_mss_option']}"
     if neg["window_scaling"]:
         ws = f"window scaling on: peer shifts by {neg['peer_wscale']}, we by {neg['our_wscale']}"
@@ -773,7 +780,8 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
     out = [f"negotiated: {mss}; {offered}",
            f"            {ws}",
            f"            SACK {'on' if neg['sack'] else 'off'}, "
-           f"timestamps {'on' if neg['timestamps'] else 'off'}, {rtt_text}, "
+           f"timestamps {'on' if neg['timestamps'] else 'off'}, "
+           f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}{rtt_text}, "
            f"RTO {neg['rto_ms']:.0f} ms, cwnd {neg['cwnd']} bytes"]
     if "handshake_ms" in neg:
         out[-1] += f", handshake took {neg['handshake_ms']:.3f} ms"

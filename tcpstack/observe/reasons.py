@@ -21,6 +21,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tcp_syn_batch_limit": "SYN dropped: this batch already started --syn-batch-limit connections",
     "tcp_max_connections": "SYN dropped: --max-connections reached",
     "tcp_memory_pressure_refused": "SYN dropped: the stack's buffers are over --max-buffered",
+    # TCP-MD5 (RFC 2385), checked before anything else sees a segment
+    "tcp_md5_missing": "no TCP-MD5 signature from a peer with a key (--md5-key): dropped",
+    "tcp_md5_failure": "TCP-MD5 signature does not match (wrong key or altered): dropped",
+    "tcp_md5_unexpected": "TCP-MD5 signature from a peer without a key: dropped",
     # the listener (RFC 9293 3.10.7.2, RFC 4987)
     "tcp_listen_rst_ignored": "RST at a listener: ignored (RFC 9293 3.10.7.2)",
     "tcp_listen_ack_reset": "ACK for no connection at a listener: answered with RST",

@@ -63,6 +63,8 @@ def _options(ev: dict[str, Any]) -> str:
         parts.append("SACK-perm")
     if "tsval" in o:
         parts.append(f"TS {o['tsval']}/{o['tsecr']}")
+    if o.get("md5"):
+        parts.append("MD5")
     return " ".join(parts)
 
 

@@ -80,6 +80,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "retrans_bytes": info.retrans_bytes if info is not None and packets else None,
         "sack": tcb.sack_ok,
         "ts": tcb.ts_ok,
+        "md5": tcb.md5,
         "wscale": [tcb.snd_wscale, tcb.rcv_wscale] if tcb.wscale_ok else None,
         "age_s": round(now - info.created, 3) if info is not None else None,
         "cc": type(cc).__name__.lower(),
@@ -206,6 +207,8 @@ def render_rows(table: list[Row], info: bool = True) -> str:
                 flags.append("sack")
             if r["wscale"]:
                 flags.append(f"wscale:{r['wscale'][0]},{r['wscale'][1]}")
+            if r.get("md5"):
+                flags.append("md5")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"
             parts = [
                 *flags, r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",

@@ -21,7 +21,7 @@ Every rule that decides an ACK is owed goes through this module:
 
 from __future__ import annotations
 
-from tcpstack.tcp.control import TS_OPTION_LEN, ControlBlock
+from tcpstack.tcp.control import ControlBlock
 
 
 def ack_now(tcb: ControlBlock) -> None:
@@ -36,8 +36,8 @@ def on_data_received(tcb: ControlBlock, n: int) -> None:
     (The caller marks the connection for the flush.)"""
     if n > tcb.rcv_mss:
         # A super-segment (the kernel's GRO) stands for full-sized ones: our MSS less
-        # the timestamp option they carry (RFC 6691, RFC 7323 3).
-        tcb.rcv_mss = min(n, tcb.cfg.mss - (TS_OPTION_LEN if tcb.ts_ok else 0))
+        # the options they carry (RFC 6691: timestamps, a signature).
+        tcb.rcv_mss = min(n, tcb.cfg.mss - tcb.opt_len)
     elif n < tcb.rcv_mss:
         tcb.rcv_pushed = True  # see on_application_read
     tcb.rcv_unacked += n

@@ -36,6 +36,7 @@ DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: assumed when the SYN carries no MSS op
 NO_PATH_LIMIT = 65535  # path_mss when the path has not lowered the MSS
 MIN_PATH_MSS = 512  # default floor of the path MSS: RFC 1191's 552-byte IPv4 MTU minus 40
 TS_OPTION_LEN = 12  # NOP, NOP, kind 8, length 10 (RFC 7323 3)
+MD5_OPTION_LEN = 20  # NOP, NOP, kind 19, length 18 (RFC 2385 2.0)
 
 
 def _unkeyed_offset(iss: int) -> int:
@@ -63,6 +64,7 @@ class ControlBlock:
         # send sequence space (RFC 9293 3.3.1) and what the handshake agreed
         "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
+        "md5", "opt_len",
         # the path: the MSS the handshake agreed, the path's limit on it (RFC 1191,
         # RFC 4821) and when that limit expires, the floor, the last soft ICMP error
         "blackhole_mark", "mss_floor", "path_expires", "path_mss", "peer_mss", "pmtu_high",
@@ -156,6 +158,11 @@ class ControlBlock:
         # Options agreed in the handshake, and the payload per segment they leave.
         self.sack_ok = False
         self.ts_ok = False
+        #: Every segment is signed (RFC 2385): the stack has a key for the peer.
+        self.md5 = False
+        #: Option bytes on every segment (timestamps, the MD5 signature): the payload
+        #: of a segment is the MSS less these (RFC 6691).
+        self.opt_len = 0
         self.seg_mss = DEFAULT_PEER_MSS
         self.gso_size = DEFAULT_PEER_MSS
         self.sndbuf = SendBuffer(seq_add(iss, 1))
@@ -278,7 +285,7 @@ class ControlBlock:
         self.path_expires = expires
         snd = max(64, min(self.peer_mss, mss))
         self.snd_mss = snd
-        self.seg_mss = snd - (TS_OPTION_LEN if self.ts_ok else 0)
+        self.seg_mss = snd - self.opt_len
         self.cc.set_mss(self.seg_mss)
 
     def drop(self, reason: str) -> None:

@@ -3,7 +3,8 @@
 * :func:`start_passive` / :func:`start_active` -- the OPEN calls (RFC 9293 3.10.1,
   3.10.7.2): record the peer's SYN, send ours.
 * :func:`negotiate` -- apply the peer's SYN options: MSS (RFC 9293 3.7.1, RFC 6691),
-  window scale and timestamps (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2).
+  window scale and timestamps (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2);
+  on a signed connection (RFC 2385) SACK is preferred to timestamps, as Linux.
 * :func:`send_syn` -- (re)send our SYN or SYN,ACK and run its retransmission timer.
 * :func:`after_handshake` -- RFC 6298 5.7 and RFC 5681 3.1 after a lost SYN.
 * :func:`cookie_syn_ack` / :func:`start_from_cookie` -- the stateless SYN,ACK of
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from tcpstack.tcp import congestion, syncookies
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, MD5_OPTION_LEN, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
 from tcpstack.tcp.seq import seq_add
-from tcpstack.tcp.state import Trigger
+from tcpstack.tcp.state import State, Trigger
 from tcpstack.wire.tcp import ACK, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
 
 
@@ -45,9 +46,15 @@ def start_active(tcb: ControlBlock, now: float) -> None:
     send_syn(tcb, now, ack=False)
 
 
-def negotiate(tcb: ControlBlock, opts: TcpOptions) -> None:
+def negotiate(tcb: ControlBlock, opts: TcpOptions, cookie: bool = False) -> None:
     """Apply the peer's SYN options: MSS (RFC 9293 3.7.1), window scale and timestamps
-    (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2)."""
+    (RFC 7323 2.2, 3.2), SACK-permitted (RFC 2018 2).
+
+    A signed connection's 20-byte MD5 option (RFC 2385) leaves no room for a SACK
+    block beside timestamps in the 40 option bytes. As Linux, it then goes without
+    timestamps when SACK is agreed: our SYN does not offer them, our SYN,ACK declines
+    them -- but not after a ``cookie``, whose SYN,ACK carried them (they hold the
+    cookie's window scale and SACK bits, :mod:`tcpstack.tcp.syncookies`)."""
     cfg = tcb.cfg
     peer_mss = opts.mss if opts.mss else DEFAULT_PEER_MSS
     tcb.peer_mss = max(64, min(peer_mss, cfg.mss))
@@ -55,9 +62,12 @@ def negotiate(tcb: ControlBlock, opts: TcpOptions) -> None:
     tcb.snd_mss = max(64, min(tcb.peer_mss, tcb.path_mss))
     tcb.sack_ok = cfg.sack and opts.sack_permitted
     tcb.ts_ok = cfg.timestamps and opts.timestamps is not None
+    if tcb.md5 and not cookie and (tcb.sack_ok or tcb.state is State.SYN_SENT):
+        tcb.ts_ok = False
     # RFC 9293 3.7.1 / RFC 6691: the MSS excludes options, so the payload of a
     # segment shrinks by the options it carries.
-    tcb.seg_mss = tcb.snd_mss - (TS_OPTION_LEN if tcb.ts_ok else 0)
+    tcb.opt_len = (TS_OPTION_LEN if tcb.ts_ok else 0) + (MD5_OPTION_LEN if tcb.md5 else 0)
+    tcb.seg_mss = tcb.snd_mss - tcb.opt_len
     tcb.gso_size = tcb.seg_mss
     tcb.cc.set_mss(tcb.seg_mss)
     tcb.cc.cwnd = congestion.initial_window(tcb.seg_mss, cfg.initial_window)
@@ -96,15 +106,15 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
     the peer's SYN offered. MSS always (RFC 9293 3.7.1).
     """
     cfg = tcb.cfg
-    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps.
+    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5.
     if ack:
         opts = new_tuple(TcpOptions, (
             cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
-            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None))
+            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5))
     else:
         opts = new_tuple(TcpOptions, (
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
-            (tcb.tsval(now), 0) if cfg.timestamps else None))
+            (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5))
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
                 syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts)
 
@@ -125,11 +135,14 @@ def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
 
 
 def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
-                   syn: TcpSegment, cookie: int, ts_offset: int, now: float) -> OutSegment:
+                   syn: TcpSegment, cookie: int, ts_offset: int, now: float,
+                   signed: bool = False) -> OutSegment:
     """Our SYN,ACK to ``syn`` without keeping state (RFC 4987 3.6): the ISS is the
     cookie. Window scale and SACK-permitted can only be echoed when the SYN carries
     timestamps, which then carry them back (see :mod:`tcpstack.tcp.syncookies`);
-    without timestamps the SYN,ACK offers neither, as Linux does."""
+    without timestamps the SYN,ACK offers neither, as Linux does. ``signed``: the
+    stack signs it (RFC 2385); MSS, SACK-permitted, timestamps, window scale and
+    the signature fill the 40 option bytes exactly."""
     opts = syn.options
     ts = opts.timestamps if cfg.timestamps else None
     wscale = cfg.rcv_wscale if ts and cfg.window_scaling and opts.wscale is not None else None
@@ -139,7 +152,7 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         tsval = (int(now * 1000) + ts_offset) & 0xFFFFFFFF
         peer_wscale = opts.wscale if wscale is not None else None
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack), ts[0])
-    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps))
+    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1), SYN | ACK,
                                   syn_window(cfg, wscale is not None), options, b"", 0))
 
@@ -154,7 +167,7 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     tcb.last_rcv = now
     ts = ack.options.timestamps if tcb.cfg.timestamps else None
     wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
-    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts)))
+    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False)), cookie=True)
     if tcb.ts_ok and ts is not None:
         tcb.ts_recent = ts[0]
         tcb.ts_recent_age = now

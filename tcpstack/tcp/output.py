@@ -19,7 +19,18 @@ from tcpstack.tcp.seq import seq_add, seq_diff, seq_gt
 from tcpstack.tcp.state import SENDS_DATA, State
 from tcpstack.tcp.window import window_field
 from tcpstack.wire.errors import BytesLike
-from tcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, OutSegment, TcpOptions, new_tuple
+from tcpstack.wire.tcp import (
+    ACK,
+    FIN,
+    MAX_OPTIONS_LEN,
+    MD5_ONLY,
+    NO_OPTIONS,
+    PSH,
+    RST,
+    OutSegment,
+    TcpOptions,
+    new_tuple,
+)
 
 WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
 MIN_PTO = 0.04  # floor of the tail-loss-probe timeout (see arm_tlp)
@@ -28,7 +39,12 @@ AUTOCORK_FLIGHT_SEGMENTS = 4  # see _send_new_data
 
 def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
          options: TcpOptions = NO_OPTIONS, payload: BytesLike = b"") -> OutSegment:
-    """Build a segment of this connection (the engine's only segment constructor)."""
+    """Build a segment of this connection (the engine's only segment constructor).
+
+    On a signed connection every segment, RSTs included, says so (RFC 2385 2.0);
+    the stack writes the digest."""
+    if tcb.md5 and not options.md5:
+        options = MD5_ONLY if options is NO_OPTIONS else options._replace(md5=True)
     return new_tuple(OutSegment, (tcb.local_port, tcb.remote_port, seq, ack, flags, window,
                                   options, payload, 0))
 
@@ -41,14 +57,16 @@ def options(tcb: ControlBlock, now: float) -> TcpOptions:
         return NO_OPTIONS
     timestamps = (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None
     blocks: list[tuple[int, int]] = []
-    if tcb.sack_ok and (tcb.dsack is not None or ooo.nbytes):
-        limit = 3 if tcb.ts_ok else 4
+    # As many blocks as the 40 option bytes leave room for (RFC 2018 3): 4, 3 beside
+    # timestamps, 2 beside a signature, none beside both (as Linux).
+    limit = (MAX_OPTIONS_LEN - 4 - tcb.opt_len) // 8
+    if tcb.sack_ok and limit > 0 and (tcb.dsack is not None or ooo.nbytes):
         if tcb.dsack is not None:
             blocks.append(tcb.dsack)
             tcb.dsack = None
         if ooo.nbytes:
             blocks.extend(ooo.sack_blocks(limit - len(blocks)))
-    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps))
+    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5))
 
 
 def control_segment(tcb: ControlBlock, seq: int, flags: int, now: float) -> OutSegment:
@@ -118,8 +136,9 @@ def send_data(tcb: ControlBlock, now: float) -> None:
     extra = 4 + 8 * len(opts.sack_blocks) if opts.sack_blocks else 0
     mss = tcb.seg_mss - extra
     tcb.gso_size = mss
-    # With TSO the device cuts large segments into MSS-sized ones.
-    seg_max = max(mss, tcb.cfg.tso_size // mss * mss)
+    # With TSO the device cuts large segments into MSS-sized ones -- not signed ones,
+    # each of which needs its own digest.
+    seg_max = mss if tcb.md5 else max(mss, tcb.cfg.tso_size // mss * mss)
     sent = tcb.scoreboard.lost_bytes > 0 and \
         _send_retransmissions(tcb, mss, seg_max, opts, rest, now)
     if sent:

@@ -85,14 +85,16 @@ class PassiveOpener:
         self._cookie_until = -1.0  # ACKs may carry our cookies until then
 
     def segment(self, listener: Listener, key: Key, seg: TcpSegment, now: float, *,
-                may_open: bool, old_snd_max: int | None = None) -> Passive:
+                may_open: bool, old_snd_max: int | None = None,
+                signed: bool = False) -> Passive:
         """What ``seg`` (for no connection) does at ``listener``.
 
         ``may_open`` is False when the stack will not take another connection now
         (its SYN budget for this batch is spent, or its connection limit reached):
         then what would open one is ``refused``.
         ``old_snd_max`` is set when the SYN reuses the 4-tuple of a connection in
-        TIME-WAIT (RFC 6191): the new ISS must lie above it.
+        TIME-WAIT (RFC 6191): the new ISS must lie above it. ``signed``: the stack
+        has a TCP-MD5 key for the peer (RFC 2385) and signs what we send.
         """
         flags = seg.flags
         if flags & RST:
@@ -100,16 +102,16 @@ class PassiveOpener:
             return NOTHING
         if flags & ACK:
             if not flags & SYN and now <= self._cookie_until:
-                return self._cookie_ack(listener, key, seg, now, may_open)
+                return self._cookie_ack(listener, key, seg, now, may_open, signed)
             self.counters["tcp_listen_ack_reset"] += 1
             return RESET
         if not flags & SYN:
             self.counters["tcp_listen_no_syn"] += 1
             return NOTHING
-        return self._syn(listener, key, seg, now, may_open, old_snd_max)
+        return self._syn(listener, key, seg, now, may_open, old_snd_max, signed)
 
     def _syn(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
-             may_open: bool, old_snd_max: int | None) -> Passive:
+             may_open: bool, old_snd_max: int | None, signed: bool) -> Passive:
         if listener.accept_queue_full:
             self.counters["tcp_listen_accept_queue_full"] += 1
             return NOTHING
@@ -119,30 +121,31 @@ class PassiveOpener:
             if self.mode is CookieMode.OFF:
                 self.counters["tcp_listen_overflow"] += 1
                 return NOTHING
-            return Passive(reply=self._cookie_syn_ack(key, seg, now))
+            return Passive(reply=self._cookie_syn_ack(key, seg, now, signed))
         lip, lport, rip, rport = key
         iss = self.isn.isn(lip, lport, rip, rport, now)
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
         tcb = Tcb.passive_open(self.cfg, (lip, lport), (rip, rport), seg, iss, now,
-                               self.commons, self.isn.ts_offset(*key))
+                               self.commons, self.isn.ts_offset(*key), signed)
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1
         self.counters["tcp_syn_accepted"] += 1
         return Passive(tcb=tcb)
 
-    def _cookie_syn_ack(self, key: Key, syn: TcpSegment, now: float) -> OutSegment:
+    def _cookie_syn_ack(self, key: Key, syn: TcpSegment, now: float,
+                        signed: bool) -> OutSegment:
         lip, lport, rip, rport = key
         peer_mss = syn.options.mss or DEFAULT_PEER_MSS
         cookie = self.cookies.make(lip, lport, rip, rport, syn.seq, peer_mss, now)
         self._cookie_until = now + 2 * TICK_SECONDS
         self.counters["tcp_syncookie_sent"] += 1
         return handshake.cookie_syn_ack(self.cfg, (lip, lport), (rip, rport), syn, cookie,
-                                        self.isn.ts_offset(*key), now)
+                                        self.isn.ts_offset(*key), now, signed)
 
     def _cookie_ack(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
-                    may_open: bool) -> Passive:
+                    may_open: bool, signed: bool) -> Passive:
         lip, lport, rip, rport = key
         peer_mss = self.cookies.check(lip, lport, rip, rport, seq_add(seg.seq, -1),
                                       seq_add(seg.ack, -1), now)
@@ -156,7 +159,7 @@ class PassiveOpener:
         if not may_open:
             return REFUSED  # the stack counts why
         tcb = Tcb.from_cookie(self.cfg, (lip, lport), (rip, rport), seg, peer_mss, now,
-                              self.commons, self.isn.ts_offset(*key))
+                              self.commons, self.isn.ts_offset(*key), signed)
         # In SYN-RECEIVED until the stack gives it this ACK, like a queued SYN.
         tcb.listener = listener
         tcb.half_open = True

@@ -49,7 +49,7 @@ Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 from tcpstack.tcp import teardown
-from tcpstack.tcp.control import TS_OPTION_LEN, ControlBlock
+from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_le, seq_lt
 from tcpstack.tcp.state import SENDS_DATA, State, Trigger
 
@@ -137,7 +137,7 @@ def on_repeated_timeout(tcb: ControlBlock, now: float) -> bool:
     if target >= current:
         tcb.drop("tcp_plpmtud_at_floor")
         return False
-    if sent_as <= target - (TS_OPTION_LEN if tcb.ts_ok else 0):
+    if sent_as <= target - tcb.opt_len:
         return False  # small segments are lost too: not a question of their size
     tcb.blackhole_mark = tcb.retries
     tcb.set_path_mss(target, now + tcb.cfg.pmtu_expires)

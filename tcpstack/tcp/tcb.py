@@ -57,13 +57,15 @@ class Tcb(ControlBlock):
     @classmethod
     def passive_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                      syn: TcpSegment, iss: int, now: float, commons: Commons | None = None,
-                     ts_offset: int | None = None) -> Tcb:
+                     ts_offset: int | None = None, signed: bool = False) -> Tcb:
         """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK.
 
         ``commons`` are the stack's shared counters and limits (a private set if
-        None); ``ts_offset`` the timestamp clock's offset (RFC 7323 7.1).
+        None); ``ts_offset`` the timestamp clock's offset (RFC 7323 7.1); ``signed``:
+        every segment carries a TCP-MD5 signature (RFC 2385), which the stack writes.
         """
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
+        tcb.md5 = signed
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
         return tcb
@@ -71,10 +73,11 @@ class Tcb(ControlBlock):
     @classmethod
     def from_cookie(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                     ack: TcpSegment, peer_mss: int, now: float, commons: Commons | None = None,
-                    ts_offset: int | None = None) -> Tcb:
+                    ts_offset: int | None = None, signed: bool = False) -> Tcb:
         """The connection a valid SYN cookie stands for (RFC 4987 3.6), in SYN-RECEIVED;
         give it ``ack`` (:meth:`receive`) to establish it. The ISS was the cookie."""
         tcb = cls(cfg, local, remote, seq_add(ack.ack, -1), commons, ts_offset)
+        tcb.md5 = signed
         tcb.state = State.LISTEN  # born of a passive OPEN, like passive_open
         handshake.start_from_cookie(tcb, ack, peer_mss, now)
         return tcb
@@ -82,9 +85,11 @@ class Tcb(ControlBlock):
     @classmethod
     def active_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                     iss: int, now: float, commons: Commons | None = None,
-                    ts_offset: int | None = None) -> Tcb:
-        """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
+                    ts_offset: int | None = None, signed: bool = False) -> Tcb:
+        """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT (``signed``: see
+        :meth:`passive_open`)."""
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
+        tcb.md5 = signed
         handshake.start_active(tcb, now)
         return tcb
 

@@ -44,6 +44,10 @@ class TcpOptions(NamedTuple):
     sack_permitted: bool = False
     sack_blocks: tuple[tuple[int, int], ...] = ()
     timestamps: tuple[int, int] | None = None
+    #: The segment carries (received) or is to carry (sent) a TCP-MD5 signature
+    #: (RFC 2385); the digest itself is checked and written by the stack, which
+    #: holds the keys.
+    md5: bool = False
 
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]
@@ -51,6 +55,8 @@ class TcpOptions(NamedTuple):
 
 
 NO_OPTIONS = TcpOptions()
+#: The options of a signed segment that carries no other.
+MD5_ONLY = TcpOptions(md5=True)
 
 
 def _describe(kind: str, seg: TcpSegment | OutSegment) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 
 from tcpstack.wire import checksum as _ck
+from tcpstack.wire import md5sig as _md5
 from tcpstack.wire import virtio as _vnet
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
@@ -26,6 +27,7 @@ from tcpstack.wire.records import (
     CWR,
     ECE,
     FIN,
+    MD5_ONLY,
     NO_OPTIONS,
     PSH,
     RST,
@@ -49,6 +51,7 @@ OPT_WSCALE = 3
 OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMPS = 8
+OPT_MD5SIG = _md5.OPT_MD5SIG
 
 _HDR = struct.Struct("!HHIIBBHHH")
 _H = struct.Struct("!H")
@@ -69,6 +72,7 @@ def parse_options(opts: memoryview) -> TcpOptions:
     sack_permitted = False
     sack_blocks: tuple[tuple[int, int], ...] = ()
     timestamps: tuple[int, int] | None = None
+    md5 = False
     i = 0
     n = len(opts)
     while i < n:
@@ -101,8 +105,11 @@ def parse_options(opts: memoryview) -> TcpOptions:
         elif kind == OPT_TIMESTAMPS:
             if length == 10:
                 timestamps = _II.unpack_from(opts, i + 2)
+        elif kind == OPT_MD5SIG:
+            if length == _md5.OPTION_LEN:
+                md5 = True  # RFC 2385: the stack checks the digest
         i += length
-    return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps))
+    return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps, md5))
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True) -> TcpSegment:
@@ -130,13 +137,17 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True)
                      (sport, dport, seq, ack, flags, window, options, buf[doff:], urgent))
 
 
-def encode_options(o: TcpOptions, syn: bool) -> bytes:
+def encode_options(o: TcpOptions, syn: bool, md5: bool = False) -> bytes:
     """Encode options in the order Linux uses, padded to a multiple of four bytes.
 
-    SYN: MSS, SACK-permitted + timestamps (or NOPs), window scale.
-    Others: timestamps, then SACK blocks, each preceded by two NOPs.
+    With ``md5`` first two NOPs and an MD5 signature option (RFC 2385) whose digest
+    is left zero for :func:`emit_tcp_parts` to fill in. Then, in a SYN: MSS,
+    SACK-permitted + timestamps (or NOPs), window scale; in others: timestamps, then
+    SACK blocks (as many as the 40 option bytes leave room for), after two NOPs.
     """
     out = bytearray()
+    if md5:
+        out += bytes((OPT_NOP, OPT_NOP, OPT_MD5SIG, _md5.OPTION_LEN)) + bytes(_md5.DIGEST_LEN)
     if syn:
         if o.mss is not None:
             out += struct.pack("!BBH", OPT_MSS, 4, o.mss)
@@ -155,9 +166,10 @@ def encode_options(o: TcpOptions, syn: bool) -> bytes:
         if o.sack_blocks:
             room = (MAX_OPTIONS_LEN - len(out) - 4) // 8
             blocks = o.sack_blocks[:room]
-            out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
-            for left, right in blocks:
-                out += _II.pack(left, right)
+            if blocks:
+                out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
+                for left, right in blocks:
+                    out += _II.pack(left, right)
     if len(out) % 4:
         out += bytes(4 - len(out) % 4)
     return bytes(out)
@@ -178,6 +190,7 @@ def emit_tcp(
     ttl: int = 64,
     vnet: bool = False,
     gso_size: int = 0,
+    md5_key: bytes | None = None,
 ) -> bytearray:
     """Build a complete IP+TCP packet for ``seg`` in a single buffer: IPv4 (DF set,
     identification ``ident``) or IPv6 (hop limit ``ttl``) after the addresses' family.
@@ -186,8 +199,12 @@ def emit_tcp(
     prefixed with a virtio-net header asking the kernel to finish the TCP checksum
     (``NEEDS_CSUM``: the field carries the pseudo-header sum only), and, if the
     payload exceeds ``gso_size``, to cut it into ``gso_size`` segments (TSO).
+
+    With ``md5_key`` the segment is signed (RFC 2385, :mod:`tcpstack.wire.md5sig`);
+    a signed segment must not be cut by TSO (each piece needs its own digest).
     """
-    out = emit_tcp_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False)
+    out = emit_tcp_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False,
+                         md5_key=md5_key)
     assert isinstance(out, bytearray)
     return out
 
@@ -201,11 +218,18 @@ def emit_tcp_parts(
     vnet: bool = False,
     gso_size: int = 0,
     scatter: bool = True,
+    md5_key: bytes | None = None,
 ) -> OutPacket:
     """Like :func:`emit_tcp`, but a large payload is not copied: the result is
     ``(headers, payload)`` for a gathering write (``os.writev``), the payload being
     the segment's own buffer (a view into the send buffer)."""
-    opts = b"" if seg.options is NO_OPTIONS else encode_options(seg.options, bool(seg.flags & SYN))
+    if md5_key is not None:
+        opts = encode_options(seg.options, bool(seg.flags & SYN), True)
+        gso_size = 0  # every segment on the wire needs its own digest
+    elif seg.options is NO_OPTIONS or seg.options is MD5_ONLY:
+        opts = b""
+    else:
+        opts = encode_options(seg.options, bool(seg.flags & SYN))
     hlen = HEADER_LEN + len(opts)
     payload = seg.payload
     plen = len(payload)
@@ -228,6 +252,11 @@ def emit_tcp_parts(
         out[t + HEADER_LEN : t + hlen] = opts
     if plen and not split:
         out[t + hlen :] = payload
+    if md5_key is not None:
+        # The digest first: it takes the checksum as zero, and the checksum covers it.
+        at = t + HEADER_LEN + 4
+        out[at : at + _md5.DIGEST_LEN] = _md5.digest(
+            src, dst, memoryview(out)[t : t + hlen], hlen, md5_key, payload)
     if vnet:
         if gso_size and plen > gso_size:
             gso = _vnet.GSO_TCPV6 if ipv6 else _vnet.GSO_TCPV4
@@ -256,8 +285,8 @@ emit_tcp_ipv4_parts = emit_tcp_parts
 
 
 __all__ = [
-    "ACK", "CWR", "ECE", "FIN", "HEADER_LEN", "MAX_OPTIONS_LEN", "NO_OPTIONS", "PSH", "RST",
-    "SCATTER_MIN_PAYLOAD", "SYN", "URG", "AnySegment", "OutPacket", "OutSegment", "TcpOptions",
-    "TcpSegment", "emit_tcp", "emit_tcp_ipv4", "emit_tcp_ipv4_parts", "emit_tcp_parts",
-    "encode_options", "flags_str", "new_tuple", "parse_options", "parse_tcp",
+    "ACK", "CWR", "ECE", "FIN", "HEADER_LEN", "MAX_OPTIONS_LEN", "MD5_ONLY", "NO_OPTIONS", "PSH",
+    "RST", "SCATTER_MIN_PAYLOAD", "SYN", "URG", "AnySegment", "OutPacket", "OutSegment",
+    "TcpOptions", "TcpSegment", "emit_tcp", "emit_tcp_ipv4", "emit_tcp_ipv4_parts",
+    "emit_tcp_parts", "encode_options", "flags_str", "new_tuple", "parse_options", "parse_tcp",
 ]

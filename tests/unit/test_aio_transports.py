@@ -524,3 +524,27 @@ async def test_connection_lost_waits_for_data_of_a_paused_reader_before_a_reset(
     assert isinstance(await within(client.lost), ConnectionResetError)
     assert bytes(client.data) == b"before the reset"
     assert client.reads() == ["connection_made", "data", "connection_lost"]
+
+
+async def test_tcp_info_reports_what_the_handshake_agreed(nets: NetPair) -> None:
+    """get_extra_info("tcp_info"): the options both ends agreed, TCP-MD5 included
+    (RFC 2385, keys set on both stacks for each other), and live estimates."""
+    nets.a.stack.set_md5_key(B_IP, b"shared secret")
+    nets.b.stack.set_md5_key(A_IP, b"shared secret")
+    _server, made = await serve(nets, Recorder)
+    transport, _client = await connect(nets)
+    server = await accepted(made)
+    assert server.transport is not None
+    transport.write(b"x" * 10_000)
+    await until(lambda: len(server.data) == 10_000, "the data at the server")
+    for info in (transport.get_extra_info("tcp_info"),
+                 server.transport.get_extra_info("tcp_info")):
+        assert info["state"] == "ESTABLISHED"
+        assert info["md5"] is True and info["sack"] is True
+        assert info["timestamps"] is False  # a signature and SACK leave them no room
+        assert info["payload_per_segment"] == info["mss"] - 20
+        assert info["congestion_control"] == "cubic"
+        assert info["srtt_ms"] is not None and info["cwnd"] > 0
+    assert transport.get_extra_info("tcp_info") is not transport.get_extra_info("tcp_info")
+    for st in (nets.a.stack, nets.b.stack):
+        assert st.counters["tcp_md5_failure"] == st.counters["tcp_md5_missing"] == 0

@@ -205,6 +205,16 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      ("--no-ipv6",), id="host-address6-without-ipv6"),
         pytest.param(("serve", "--no-ipv4", "--host-address", "10.0.0.1/24"),
                      ("--no-ipv4",), id="host-address-without-ipv4"),
+        # TCP-MD5 keys (a key given without its peer is not echoed).
+        pytest.param(("serve", "--md5-key", "s3cret"), ("PEER=KEY",), id="md5-no-peer"),
+        pytest.param(("serve", "--md5-key", "10.0.0.x=k"), ("10.0.0.x", "address"),
+                     id="md5-bad-peer"),
+        pytest.param(("serve", "--md5-key", "10.0.0.1="), ("1 to 80 bytes",),
+                     id="md5-empty-key"),
+        pytest.param(("serve", "--md5-key", "10.0.0.1=" + "k" * 81), ("1 to 80 bytes",),
+                     id="md5-long-key"),
+        pytest.param(("serve", "--md5-key", "10.0.0.1=@/nonexistent/key"),
+                     ("cannot read", "/nonexistent/key"), id="md5-missing-key-file"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -411,3 +421,15 @@ def test_ipv6_disabled_reads_the_namespace_default(tmp_path: Path) -> None:
     flag.write_text("0\n")
     assert not ipv6_disabled(flag)
     assert ipv6_disabled(tmp_path / "missing")  # a kernel without IPv6
+
+
+def test_md5_keys_from_flags_and_files(tmp_path: Path) -> None:
+    """--md5-key PEER=KEY and PEER=@FILE (its last newline is not part of the key),
+    repeatable, into the stack's configuration."""
+    keyfile = tmp_path / "key"
+    keyfile.write_bytes(b"from a file\n")
+    settings = _settings("--md5-key", "10.0.0.1=plain text", "--md5-key",
+                         f"fd00::/64=@{keyfile}")
+    assert settings.stack.md5_keys == (("10.0.0.1", b"plain text"),
+                                       ("fd00::/64", b"from a file"))
+    assert _settings().stack.md5_keys == ()

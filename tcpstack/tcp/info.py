@@ -1,0 +1,51 @@
+"""A connection's agreed options and current state as a plain dictionary, as Linux's
+``TCP_INFO`` gives a socket's: what ``get_extra_info("tcp_info")`` returns.
+
+Everything negotiated in the handshake is here -- MSS (RFC 9293 3.7.1), window
+scaling and timestamps (RFC 7323), SACK (RFC 2018), TCP-MD5 signatures (RFC 2385)
+-- with the congestion controller (and HyStart++'s phase, RFC 9406) and the
+estimates that drive sending (RFC 6298).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.seq import MASK
+
+NO_SSTHRESH = 1 << 30  # ssthresh at or above it: still "infinite" (RFC 5681 3.1)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
+    """A snapshot of ``tcb``; a new dictionary each call."""
+    cc = tcb.cc
+    return {
+        "state": tcb.state.value,
+        "mss": tcb.snd_mss,
+        "payload_per_segment": tcb.seg_mss,
+        "peer_mss": tcb.peer_mss,
+        "sack": tcb.sack_ok,
+        "timestamps": tcb.ts_ok,
+        "window_scaling": tcb.wscale_ok,
+        "snd_wscale": tcb.snd_wscale if tcb.wscale_ok else None,
+        "rcv_wscale": tcb.rcv_wscale if tcb.wscale_ok else None,
+        "md5": tcb.md5,
+        "congestion_control": type(cc).__name__.lower(),
+        "hystart": cc.hystart_phase,
+        "cwnd": cc.cwnd,
+        "ssthresh": None if cc.ssthresh >= NO_SSTHRESH else cc.ssthresh,
+        "srtt_ms": _ms(tcb.rtt.srtt),
+        "rttvar_ms": _ms(tcb.rtt.rttvar),
+        "rto_ms": _ms(tcb.rtt.rto),
+        "snd_wnd": tcb.snd_wnd,
+        "in_flight": (tcb.snd_max - tcb.snd_una) & MASK,
+        "retransmits": tcb.retries,  # timeouts in a row, as tcpi_retransmits
+    }
+
+
+__all__ = ["tcp_info"]
