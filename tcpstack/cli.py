@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not negotiate SACK (RFC 2018)")
     tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false", default=None,
                      help="do not negotiate timestamps (RFC 7323)")
+    tcp.add_argument("--ecn", metavar="MODE",
+                     help="ECN (RFC 3168): passive (agree when a peer asks, as Linux's "
+                          "tcp_ecn=2), on (also ask on our connections), off "
+                          f"(default: {_TCP.ecn})")
     tcp.add_argument("--delayed-ack", type=float, metavar="SECONDS",
                      help="delayed-ACK timeout, 0 to ACK every segment "
                           f"(default: {_TCP.delayed_ack:g})")
@@ -448,7 +452,7 @@ def parse_md5_key(spec: str) -> tuple[str, bytes]:
                              f"{e.strerror or e}") from None
         raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
     else:
-        raw = key.encode()
+        raw = os.fsencode(key)  # the argument's bytes, whatever their encoding
     try:
         Md5Keys([(peer, raw)])
     except ValueError as e:
@@ -484,7 +488,7 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                              max_retries="max_retries",
                              congestion_control="congestion_control", hystart="hystart",
                              sack="sack",
-                             timestamps="timestamps", delayed_ack="delayed_ack",
+                             timestamps="timestamps", ecn="ecn", delayed_ack="delayed_ack",
                              user_timeout="user_timeout",
                              challenge_ack_limit="challenge_ack_limit",
                              mtu_probing="mtu_probing", pmtu_expires="pmtu_expires"))

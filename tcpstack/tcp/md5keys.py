@@ -35,11 +35,12 @@ def parse_peer(peer: str | int | Network) -> Network:
             net = ipaddress.ip_network(peer.strip(), strict=True)
         except ValueError as e:
             raise ValueError(f"not an address or prefix: {peer!r} ({e})") from None
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == 128:
+    if isinstance(net, ipaddress.IPv6Network):
         mapped = net.network_address.ipv4_mapped
-        if mapped is not None:
-            net = ipaddress.IPv4Network(mapped)
-        elif int(net.network_address) <= _LOW32:
+        if mapped is not None and net.prefixlen >= 96:
+            # ::ffff:a.b.c.d/n: the IPv4 prefix the stack sees such peers as.
+            net = ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+        elif net.prefixlen == 128 and int(net.network_address) <= _LOW32:
             raise ValueError(f"{peer!r} is no address a peer of this stack can have")
     return net
 

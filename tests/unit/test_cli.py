@@ -207,6 +207,7 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      ("--no-ipv4",), id="host-address-without-ipv4"),
         # TCP-MD5 keys (a key given without its peer is not echoed).
         pytest.param(("serve", "--md5-key", "s3cret"), ("PEER=KEY",), id="md5-no-peer"),
+        pytest.param(("serve", "--ecn", "maybe"), ("ecn", "off, passive, on"), id="ecn-mode"),
         pytest.param(("serve", "--md5-key", "10.0.0.x=k"), ("10.0.0.x", "address"),
                      id="md5-bad-peer"),
         pytest.param(("serve", "--md5-key", "10.0.0.1="), ("1 to 80 bytes",),
@@ -421,6 +422,12 @@ def test_ipv6_disabled_reads_the_namespace_default(tmp_path: Path) -> None:
     flag.write_text("0\n")
     assert not ipv6_disabled(flag)
     assert ipv6_disabled(tmp_path / "missing")  # a kernel without IPv6
+
+
+def test_a_md5_key_given_without_its_peer_is_not_echoed() -> None:
+    result = run_cli("serve", "--md5-key", "s3cret-value")
+    assert_usage_error(result, "PEER=KEY")
+    assert "s3cret-value" not in result.stderr + result.stdout
 
 
 def test_md5_keys_from_flags_and_files(tmp_path: Path) -> None:

@@ -451,3 +451,52 @@ def test_connection_table_row_shows_the_signature() -> None:
     (row,) = rows(st, None, 0.0)
     assert row["md5"] is True and row["sack"] is True and row["ts"] is False
     assert " md5 " in render_rows([row], info=True)
+
+
+def test_keys_set_and_removed_while_connections_are_open_apply_to_them() -> None:
+    """As a Linux socket whose TCP_MD5SIG key changes, open connections start (and
+    stop) signing with their next segment, their segments shrinking (and growing)
+    by the option's 20 bytes; the transfer carries on, nothing dropped."""
+    net = stack_pair(TcpConfig(msl=1.0, rto_min=0.2))
+    net.b.listen(80)
+    client = net.a.connect("10.0.0.2", 80, net.now)
+    net.run(until=lambda: client.state is State.ESTABLISHED)
+    (server,) = net.b.tcbs.values()
+    signed_sizes: list[int] = []
+    unsigned_sizes: list[int] = []
+
+    def watch(src: object, seg: TcpSegment) -> bool:
+        (signed_sizes if seg.options.md5 else unsigned_sizes).append(len(seg.payload))
+        return False
+
+    net.drop = watch
+    data = bytes(range(256)) * 1000
+    got = bytearray()
+    net.a.set_md5_key("10.0.0.2", KEY)
+    net.b.set_md5_key("10.0.0.1", KEY)
+    assert client.md5 and server.md5
+    client.send(data)
+    net.run(lambda: got.extend(server.recv()), until=lambda: len(got) >= len(data))
+    assert bytes(got) == data
+    assert max(signed_sizes) == server.snd_mss - MD5_OPTION_LEN - (12 if client.ts_ok else 0)
+    assert not unsigned_sizes
+    assert net.a.remove_md5_key("10.0.0.2") and net.b.remove_md5_key("10.0.0.1")
+    assert not client.md5 and not server.md5
+    got.clear()
+    client.send(data)
+    net.run(lambda: got.extend(server.recv()), until=lambda: len(got) >= len(data))
+    assert bytes(got) == data and unsigned_sizes
+    for st in (net.a, net.b):
+        assert st.counters["tcp_md5_missing"] == st.counters["tcp_md5_unexpected"] == 0
+
+
+def test_ipv4_mapped_prefixes_mean_their_ipv4_prefix() -> None:
+    keys = Md5Keys([("::ffff:10.1.0.0/112", b"k")])
+    assert keys.lookup(ip("10.1.3.4")) == b"k" and keys.peers() == ["10.1.0.0/16"]
+
+
+def test_keys_stay_out_of_the_configurations_repr() -> None:
+    config = StackConfig(md5_keys=((PEER, b"topsecret"),))
+    assert "topsecret" not in repr(config)
+    st = Stack(config)
+    assert st.md5_peers() == [PEER] and "topsecret" not in repr(st.md5_peers())
