@@ -163,7 +163,7 @@ class StackConfig:
     frag_timeout: float = 30.0
     #: TCP-MD5 keys (RFC 2385): (peer address or prefix, key) pairs; segments to
     #: and from those peers are signed and checked (see :meth:`Stack.set_md5_key`).
-    md5_keys: tuple[tuple[str, bytes | str], ...] = ()
+    md5_keys: tuple[tuple[str, bytes | str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -316,8 +316,8 @@ class Stack:
         # Listeners that take IPv6 connections only (IPV6_V6ONLY).
         self._v6only: set[int] = set()
         # TCP-MD5 keys by peer; without any, one flag test per segment.
-        self.md5_keys = Md5Keys(self.config.md5_keys)
-        self._md5_on = bool(self.md5_keys)
+        self._md5_keys = Md5Keys(self.config.md5_keys)
+        self._md5_on = bool(self._md5_keys)
 
         # Who watches (tcpstack.observe): None costs one attribute test per packet.
         self.observer: Observer | None = None
@@ -328,18 +328,32 @@ class Stack:
         with ``key`` and accept from it only segments so signed (RFC 2385), from its
         next segment on -- like Linux's ``TCP_MD5SIG``, which a connection keeps
         using for each segment. Raises ValueError on a bad peer or key (1 to 80
-        bytes; text is taken as UTF-8)."""
-        self.md5_keys.set(peer, key)
+        bytes; text is taken as UTF-8). Open connections to the peer start signing
+        with their next segment."""
+        self._md5_keys.set(peer, key)
         self._md5_on = True
+        self._resign_connections()
 
     def remove_md5_key(self, peer: str | int) -> bool:
-        """Forget the key of exactly ``peer``; whether there was one."""
-        found = self.md5_keys.remove(peer)
-        self._md5_on = bool(self.md5_keys)
+        """Forget the key of exactly ``peer``; whether there was one. Open connections
+        it covered (and no other key does) stop signing."""
+        found = self._md5_keys.remove(peer)
+        self._md5_on = bool(self._md5_keys)
+        self._resign_connections()
         return found
 
+    def md5_peers(self) -> list[str]:
+        """The peers (addresses and prefixes) that have TCP-MD5 keys; never the keys."""
+        return self._md5_keys.peers()
+
+    def _resign_connections(self) -> None:
+        for tcb in self.tcbs.values():
+            signed = self._md5_key(tcb.remote_ip) is not None
+            if tcb.md5 != signed:
+                tcb.set_signed(signed)
+
     def _md5_key(self, remote: int) -> bytes | None:
-        return self.md5_keys.lookup(remote) if self._md5_on else None
+        return self._md5_keys.lookup(remote) if self._md5_on else None
 
     def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
         """Let ``observer`` watch connections open and close and the control packets;
@@ -518,7 +532,7 @@ class Stack:
                 payload = memoryview(whole[1])
                 trusted = False  # no offload vouches for a reassembled datagram
         if proto == PROTO_TCP:
-            self._receive_tcp(ip.src, ip.dst, payload, now, not trusted)
+            self._receive_tcp(ip.src, ip.dst, payload, now, not trusted, ip.tos & 3)
         elif proto == PROTO_ICMP:
             self._receive_icmp(ip.src, ip.dst, payload, not trusted, now)
         elif proto == PROTO_UDP:
@@ -582,7 +596,7 @@ class Stack:
         proto = chain.proto
         payload = whole[chain.offset:]
         if proto == ipv6_wire.NH_TCP:
-            self._receive_tcp(src, dst, payload, now, not trusted)
+            self._receive_tcp(src, dst, payload, now, not trusted, ip.traffic_class & 3)
         elif proto == ipv6_wire.NH_ICMPV6:
             self._receive_icmpv6(src, dst, payload, not trusted, now)
         elif proto == ipv6_wire.NH_UDP:
@@ -743,8 +757,8 @@ class Stack:
         self._control.append(bytearray(virtio.PLAIN) + pkt if self._vnet else pkt)
 
     def _receive_tcp(self, src: int, dst: int, payload: memoryview, now: float,
-                     verify: bool = True) -> None:
-        seg = parse_tcp(payload, src, dst, verify)
+                     verify: bool = True, ecn: int = 0) -> None:
+        seg = parse_tcp(payload, src, dst, verify, ecn)
         self.counters["tcp_received"] += 1
         checked = self._md5_on or seg.options.md5
         obs = self._packet_observer
@@ -762,7 +776,7 @@ class Stack:
         peer we have a key for must carry a valid signature; a peer without one must
         not sign. Whatever fails is dropped, counted, before any state sees it --
         SYNs and RSTs alike, and never answered."""
-        key = self.md5_keys.lookup(src)
+        key = self._md5_keys.lookup(src)
         if key is None:
             if seg.options.md5:
                 self.counters["tcp_md5_unexpected"] += 1
@@ -915,7 +929,7 @@ class Stack:
             segments = tcb.segments_to_send(now)
             if obs is not None and segments:
                 obs.on_send(tcb, segments, now)
-            md5_key = self.md5_keys.lookup(tcb.remote_ip) if tcb.md5 else None
+            md5_key = self._md5_keys.lookup(tcb.remote_ip) if tcb.md5 else None
             for seg in segments:
                 out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
                                           ttl, vnet, tcb.gso_size, scatter, md5_key))

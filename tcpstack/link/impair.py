@@ -38,6 +38,11 @@ slow stretch of path:
    packet arriving when it is full is tail-dropped (``tail_dropped``), as by a
    ``pfifo limit N`` in front of a shaper (``tc-pfifo(8)``, ``tc-tbf(8)``).
    Without ``queue`` the buffer is unbounded (``limit`` still applies).
+   ``mark=N`` is ECN marking (RFC 3168 5, an AQM's step threshold as fq_codel's
+   ``ce_threshold`` or DCTCP's K): a packet arriving when N or more packets wait
+   in the buffer has its ECN field set to CE if it is ECN-capable (ECT(0) or
+   ECT(1); ``ce_marked``) -- it is queued marked instead of being dropped later.
+   Packets that are not ECN-capable pass unmarked (and meet the tail drop).
 2. **Loss** (``loss``), after the bottleneck: a lost packet has used its time
    on the link, as one lost on a later hop does; congestion loss is the
    bottleneck's tail drop. (netem drops before its rate stage; the two only
@@ -90,6 +95,7 @@ __all__ = [
     "ImpairSpec",
     "ImpairedDevice",
     "Impairment",
+    "mark_ce",
 ]
 
 Direction = Literal["in", "out"]
@@ -127,7 +133,9 @@ class ImpairSpec:
     a ``rate``) come first, then ``loss``, ``corrupt``, ``duplicate`` (the copy
     has its own jitter), and the release ``delay`` +- ``jitter`` (uniform,
     symmetric as in netem) seconds after leaving the bottleneck, plus
-    ``reorder_delay`` for the ``reorder`` percentage of packets.
+    ``reorder_delay`` for the ``reorder`` percentage of packets. ``mark`` (packets,
+    needs a ``rate``) marks ECN-capable packets CE once that many wait in the
+    bottleneck's buffer.
     ``reorder_delay`` defaults to ``max(2 * delay, 10 ms)`` (see
     :attr:`effective_reorder_delay`). ``limit`` bounds the packets held per
     direction. ``direction`` is ``"both"``, ``"in"`` (only packets towards the
@@ -143,6 +151,7 @@ class ImpairSpec:
     corrupt: float = 0.0
     rate: float | None = None
     queue: int | None = None
+    mark: int | None = None
     limit: int = DEFAULT_LIMIT
     seed: int = 0
     direction: str = "both"
@@ -163,6 +172,12 @@ class ImpairSpec:
                 raise ValueError(f"queue must be 1..{_MAX_PACKETS} packets, not {self.queue!r}")
             if self.rate is None:
                 raise ValueError("queue is the buffer of the rate bottleneck: give a rate too")
+        if self.mark is not None:
+            if not 1 <= self.mark <= _MAX_PACKETS:
+                raise ValueError(f"mark must be 1..{_MAX_PACKETS} packets, not {self.mark!r}")
+            if self.rate is None:
+                raise ValueError("mark is a threshold of the rate bottleneck's buffer: "
+                                 "give a rate too")
         if not 1 <= self.limit <= _MAX_PACKETS:
             raise ValueError(f"limit must be 1..{_MAX_PACKETS} packets, not {self.limit!r}")
         if self.direction not in _DIRECTION_VALUES:
@@ -199,6 +214,8 @@ class ImpairSpec:
         ``rate`` in bytes/s, or with a tc-style unit (``kbit``, ``mbit``,
         ``gbit``, ``bit`` are bits/s; ``bps``, ``kbps``, ``mbps``, ``gbps``
         bytes/s); ``queue`` (the bottleneck's buffer, packets; needs ``rate``),
+        ``mark`` (ECN: CE on ECN-capable packets once that many are queued; needs
+        ``rate``),
         ``limit`` (packets held per direction), ``seed`` (integer),
         ``dir`` (or ``direction``: ``both``, ``in``, ``out``). Raises
         :class:`ValueError` with a one-line message for anything wrong.
@@ -343,6 +360,7 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "corrupt": _parse_percent,
     "rate": _parse_rate,
     "queue": _parse_packets,
+    "mark": _parse_packets,
     "limit": _parse_packets,
     "seed": _parse_seed,
     "dir": _parse_direction,
@@ -353,6 +371,7 @@ _ALIASES: Final = {name: name for name in _PARSERS if name != "dir"} | {
     "direction": "direction",
     "dup": "duplicate",
     "reorder-delay": "reorder_delay",
+    "ce_threshold": "mark",
 }
 
 
@@ -395,6 +414,29 @@ def _complete_checksum(buf: bytearray) -> None:
     if proto == _IPPROTO_UDP and value == 0:
         value = 0xFFFF  # RFC 768: a computed zero is transmitted as all ones
     _H.pack_into(seg, field, value)
+
+
+def mark_ce(packet: bytes | bytearray | memoryview) -> bytes | None:
+    """A copy of ``packet`` with its ECN field set to CE (RFC 3168 5, what a congested
+    router does to an ECN-capable packet), the IPv4 header checksum updated; None if
+    it is not ECN-capable (Not-ECT, already CE, or not IPv4/IPv6)."""
+    if len(packet) < 20:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        if packet[1] & 3 not in (1, 2) or ihl < 20 or ihl > len(packet):
+            return None
+        buf = bytearray(packet)
+        buf[1] |= 3
+        buf[10:12] = b"\0\0"
+        _H.pack_into(buf, 10, _ck.checksum(buf[:ihl]))
+        return bytes(buf)
+    if version == 6 and len(packet) >= 40 and (packet[1] >> 4) & 3 in (1, 2):
+        buf = bytearray(packet)
+        buf[1] |= 0x30  # the traffic class's low two bits
+        return bytes(buf)
+    return None
 
 
 def corrupt_packet(packet: bytes | bytearray | memoryview, u: float) -> bytes | None:
@@ -479,7 +521,8 @@ class Impairment:
     were given). Call :meth:`due` before handing over new packets so that held
     packets already due are not overtaken. :attr:`counters` counts, per
     direction (``in_``/``out_`` prefix): ``packets`` seen, ``tail_dropped`` (the
-    bottleneck's buffer was full), ``dropped`` (random loss), ``corrupted``,
+    bottleneck's buffer was full), ``ce_marked`` (ECN-capable packets marked CE
+    above the ``mark`` threshold), ``dropped`` (random loss), ``corrupted``,
     ``duplicated``, ``reordered``, ``delayed`` (copies held past ``now``) and
     ``overflow`` (copies dropped because ``limit`` packets were held).
     """
@@ -530,6 +573,8 @@ class Impairment:
         loss, dup, corrupt, reorder = (spec.loss / 100.0, spec.duplicate / 100.0,
                                        spec.corrupt / 100.0, spec.reorder / 100.0)
         rate, queue, delay, jitter = spec.rate, spec.queue, spec.delay, spec.jitter
+        mark = spec.mark
+        tracked = queue is not None or mark is not None  # the buffer's occupancy
         buffered = ch.buffered
         rand = ch.rng.random
         out: list[_P | bytes] = []
@@ -539,27 +584,32 @@ class Impairment:
             u_loss, u_dup, u_corrupt, u_bit, u_reorder, u_jitter, u_dup_jitter = (
                 rand(), rand(), rand(), rand(), rand(), rand(), rand())
             # 1. The bottleneck and its buffer.
+            pkt: _P | bytes = packet
             departure = now
             if rate is not None:
-                if queue is not None:
+                if tracked:
                     # Packets that have left the link no longer occupy its buffer.
                     while buffered and buffered[0] <= now:
                         buffered.popleft()
-                    if len(buffered) >= queue:
+                    if queue is not None and len(buffered) >= queue:
                         counters[p + "tail_dropped"] += 1
                         continue
+                    if mark is not None and len(buffered) >= mark:
+                        marked = mark_ce(packet)
+                        if marked is not None:
+                            counters[p + "ce_marked"] += 1
+                            pkt = marked
                 departure = max(now, ch.link_free) + len(packet) / rate
                 ch.link_free = departure
-                if queue is not None:
+                if tracked:
                     buffered.append(departure)
             # 2. Loss on the path behind the bottleneck.
             if u_loss < loss:
                 counters[p + "dropped"] += 1
                 continue
             # 3. Corruption.
-            pkt: _P | bytes = packet
             if u_corrupt < corrupt:
-                damaged = corrupt_packet(packet, u_bit)
+                damaged = corrupt_packet(pkt, u_bit)
                 if damaged is not None:
                     counters[p + "corrupted"] += 1
                     pkt = damaged

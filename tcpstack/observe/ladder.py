@@ -560,6 +560,7 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "sack": tcb.sack_ok,
         "timestamps": tcb.ts_ok,
         "md5": tcb.md5,
+        "ecn": tcb.ecn_ok,
         "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
         "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(tcb.rtt.rto * 1000, 3),
@@ -781,6 +782,7 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
            f"            {ws}",
            f"            SACK {'on' if neg['sack'] else 'off'}, "
            f"timestamps {'on' if neg['timestamps'] else 'off'}, "
+           f"{'ECN on (RFC 3168), ' if neg.get('ecn') else ''}"
            f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}{rtt_text}, "
            f"RTO {neg['rto_ms']:.0f} ms, cwnd {neg['cwnd']} bytes"]
     if "handshake_ms" in neg:

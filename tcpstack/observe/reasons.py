@@ -25,6 +25,10 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tcp_md5_missing": "no TCP-MD5 signature from a peer with a key (--md5-key): dropped",
     "tcp_md5_failure": "TCP-MD5 signature does not match (wrong key or altered): dropped",
     "tcp_md5_unexpected": "TCP-MD5 signature from a peer without a key: dropped",
+    # ECN (RFC 3168)
+    "tcp_ecn_ce_received": "arrived marked CE (congestion): ECE echoed until CWR (RFC 3168)",
+    "tcp_ecn_cwr_received": "CWR: the peer reduced its window for our ECE; echo stops",
+    "tcp_ecn_ece_reduced": "ECE: window reduced as for a loss, once per window (RFC 3168)",
     # the listener (RFC 9293 3.10.7.2, RFC 4987)
     "tcp_listen_rst_ignored": "RST at a listener: ignored (RFC 9293 3.10.7.2)",
     "tcp_listen_ack_reset": "ACK for no connection at a listener: answered with RST",

@@ -81,6 +81,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "sack": tcb.sack_ok,
         "ts": tcb.ts_ok,
         "md5": tcb.md5,
+        "ecn": tcb.ecn_ok,
         "wscale": [tcb.snd_wscale, tcb.rcv_wscale] if tcb.wscale_ok else None,
         "age_s": round(now - info.created, 3) if info is not None else None,
         "cc": type(cc).__name__.lower(),
@@ -207,6 +208,8 @@ def render_rows(table: list[Row], info: bool = True) -> str:
                 flags.append("sack")
             if r["wscale"]:
                 flags.append(f"wscale:{r['wscale'][0]},{r['wscale'][1]}")
+            if r.get("ecn"):
+                flags.append("ecn")
             if r.get("md5"):
                 flags.append("md5")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"

@@ -12,11 +12,11 @@ else RFC 6298 with Karn's rule), detects spurious retransmissions (Eifel, RFC
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, autotune, output, recovery, teardown
+from tcpstack.tcp import ack_policy, autotune, ecn, output, recovery, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import MASK, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
-from tcpstack.wire.tcp import FIN, SYN, TcpSegment
+from tcpstack.wire.tcp import ECE, FIN, SYN, TcpSegment
 
 
 def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
@@ -40,6 +40,9 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     echo = echo_time(tcb, seg, now)
     if echo is not None:
         autotune.rtt_sample(tcb, now - echo)
+    if seg.flags & ECE and tcb.ecn_ok:
+        # RFC 3168 6.1.2, before this ACK could grow the window it reduces.
+        ecn.on_ece(tcb, prior_flight, now)
     if tcb.sack_ok and seg.options.sack_blocks and sb.recs:
         newly_sacked = sb.sack(seg.options.sack_blocks, tcb.snd_una, tcb.snd_max, now,
                                echo, ack)

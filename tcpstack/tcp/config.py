@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from tcpstack.tcp import congestion
 
+ECN_MODES = ("off", "passive", "on")
+
 
 @dataclass(frozen=True, slots=True)
 class TcpConfig:
@@ -44,6 +46,9 @@ class TcpConfig:
     tso_size: int = 0
     sack: bool = True  # RFC 2018 / RFC 6675, offered in SYNs and accepted
     timestamps: bool = True  # RFC 7323: RTTM and PAWS
+    #: ECN (RFC 3168): "passive" agrees when a peer's SYN asks (Linux's default,
+    #: tcp_ecn=2), "on" also asks in our SYNs (tcp_ecn=1), "off" never.
+    ecn: str = "passive"
     delayed_ack: float = 0.04  # RFC 1122 4.2.3.2 (<= 0.5 s; Linux's minimum 40 ms); 0 = off
     nagle: bool = True  # RFC 9293 3.7.4 / RFC 896; per connection: Tcb.set_nodelay
     tlp: bool = True  # RFC 8985 7: tail loss probes
@@ -106,6 +111,8 @@ class TcpConfig:
             raise ValueError("challenge_ack_limit must be at least 1 per second")
         if not 0 <= self.tso_size <= 65535 - 40:
             raise ValueError(f"TSO size {self.tso_size} out of range 0..65495")
+        if self.ecn not in ECN_MODES:
+            raise ValueError(f"ecn must be one of {', '.join(ECN_MODES)}, not {self.ecn!r}")
         if self.congestion_control not in congestion.ALGORITHMS:
             raise ValueError(f"unknown congestion control {self.congestion_control!r}")
 

@@ -96,6 +96,12 @@ class CongestionControl:
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh
 
+    def on_congestion_signal(self, flight: int, now: float) -> None:
+        """ECE (RFC 3168 6.1.2): the reduction a loss would cause -- and no undo can
+        reverse it, since no retransmission caused it."""
+        self.on_loss(flight, now)
+        self._saved = None
+
     def end_slow_start_search(self) -> None:
         """A loss or timeout: HyStart++ is over for this connection (RFC 9406 4.2 --
         only the initial slow start uses it)."""

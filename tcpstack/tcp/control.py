@@ -65,6 +65,9 @@ class ControlBlock:
         "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
         "md5", "opt_len",
+        # ECN (RFC 3168): agreed; ECE owed to the peer; CWR owed on our next new data;
+        # a window reduction for ECE in progress (Linux's CWR state)
+        "ecn_ok", "ecn_echo", "cwr_pending", "in_cwr",
         # the path: the MSS the handshake agreed, the path's limit on it (RFC 1191,
         # RFC 4821) and when that limit expires, the floor, the last soft ICMP error
         "blackhole_mark", "mss_floor", "path_expires", "path_mss", "peer_mss", "pmtu_high",
@@ -163,6 +166,10 @@ class ControlBlock:
         #: Option bytes on every segment (timestamps, the MD5 signature): the payload
         #: of a segment is the MSS less these (RFC 6691).
         self.opt_len = 0
+        self.ecn_ok = False
+        self.ecn_echo = False
+        self.cwr_pending = False
+        self.in_cwr = False
         self.seg_mss = DEFAULT_PEER_MSS
         self.gso_size = DEFAULT_PEER_MSS
         self.sndbuf = SendBuffer(seq_add(iss, 1))
@@ -287,6 +294,16 @@ class ControlBlock:
         self.snd_mss = snd
         self.seg_mss = snd - self.opt_len
         self.cc.set_mss(self.seg_mss)
+
+    def set_signed(self, signed: bool) -> None:
+        """Start or stop signing every segment (RFC 2385: the stack's key for the peer
+        was set or removed while the connection is open); the payload per segment
+        follows the option bytes, as Linux's MSS does per segment."""
+        self.md5 = signed
+        self.opt_len = (TS_OPTION_LEN if self.ts_ok else 0) + (MD5_OPTION_LEN if signed else 0)
+        self.seg_mss = self.snd_mss - self.opt_len
+        self.cc.set_mss(self.seg_mss)
+        self.mark()
 
     def drop(self, reason: str) -> None:
         """Count a segment the engine dropped (or answered only with an ACK/RST)."""

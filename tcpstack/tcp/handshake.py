@@ -15,13 +15,13 @@ The segments of the handshake itself are processed in :mod:`tcpstack.tcp.inbound
 
 from __future__ import annotations
 
-from tcpstack.tcp import congestion, syncookies
+from tcpstack.tcp import congestion, ecn, syncookies
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import DEFAULT_PEER_MSS, MD5_OPTION_LEN, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State, Trigger
-from tcpstack.wire.tcp import ACK, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
+from tcpstack.wire.tcp import ACK, ECE, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
 
 
 def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
@@ -30,6 +30,7 @@ def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
     tcb.rcv_nxt = seq_add(syn.seq, 1)
     tcb.last_rcv = now
     negotiate(tcb, syn.options)
+    ecn.on_peer_syn(tcb, syn.flags)
     record_syn_timestamp(tcb, syn, now)
     # The window in a SYN is never scaled (RFC 7323 2.2).
     tcb.snd_wnd = syn.window
@@ -115,7 +116,9 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
         opts = new_tuple(TcpOptions, (
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
             (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5))
-    return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, SYN | ACK if ack else SYN,
+    # RFC 3168 6.1.1: an ECN-setup SYN,ACK carries ECE; an ECN-setup SYN ECE and CWR.
+    flags = SYN | ACK | (ECE if tcb.ecn_ok else 0) if ack else SYN | ecn.syn_flags(tcb)
+    return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, flags,
                 syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts)
 
 
@@ -147,14 +150,18 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
     ts = opts.timestamps if cfg.timestamps else None
     wscale = cfg.rcv_wscale if ts and cfg.window_scaling and opts.wscale is not None else None
     sack = bool(ts) and cfg.sack and opts.sack_permitted
+    # ECN too rides in the TSval (as Linux's cookie_ecn_ok).
+    agree_ecn = ts is not None and cfg.ecn != "off" and syn.flags & ecn.SETUP == ecn.SETUP
     timestamps = None
     if ts is not None:
         tsval = (int(now * 1000) + ts_offset) & 0xFFFFFFFF
         peer_wscale = opts.wscale if wscale is not None else None
-        timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack), ts[0])
+        timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
+                      ts[0])
     options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed))
-    return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1), SYN | ACK,
-                                  syn_window(cfg, wscale is not None), options, b"", 0))
+    return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
+                                  SYN | ACK | (ECE if agree_ecn else 0),
+                                  syn_window(cfg, wscale is not None), options, b"", 0, 0))
 
 
 def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: float) -> None:
@@ -168,6 +175,7 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     ts = ack.options.timestamps if tcb.cfg.timestamps else None
     wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
     negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False)), cookie=True)
+    tcb.ecn_ok = ts is not None and tcb.cfg.ecn != "off" and syncookies.decode_ts_ecn(ts[1])
     if tcb.ts_ok and ts is not None:
         tcb.ts_recent = ts[0]
         tcb.ts_recent_age = now

@@ -36,7 +36,7 @@ a suppressed one is counted as ``tcp_challenge_ack_limited`` or
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, autotune, handshake, output, teardown
+from tcpstack.tcp import ack_policy, autotune, ecn, handshake, output, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.ack_processing import ack_advance, process_ack
 from tcpstack.tcp.control import ControlBlock
@@ -97,8 +97,11 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     handshake.negotiate(tcb, seg.options)
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
+        ecn.on_syn_ack(tcb, seg.flags)
         _established_by_syn_ack(tcb, seg, now)
     else:
+        # RFC 3168 6.1.1 for a simultaneous open: both SYNs must ask.
+        tcb.ecn_ok = tcb.cfg.ecn == "on" and seg.flags & ecn.SETUP == ecn.SETUP
         # Simultaneous open: SYN-RECEIVED, answer with SYN,ACK on our ISS.
         tcb.fire(Trigger.RCV_SYN)
         tcb.snd_wnd = seg.window
@@ -197,6 +200,8 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         _update_ts_recent(tcb, seg, now)
     if tcb.state is State.CLOSED:
         return
+    if tcb.ecn_ok:
+        ecn.on_segment(tcb, seg)  # CE and CWR (RFC 3168 6.1.3)
     process_text(tcb, seg, now, seg.seq)
 
 

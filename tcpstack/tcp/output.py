@@ -21,12 +21,16 @@ from tcpstack.tcp.window import window_field
 from tcpstack.wire.errors import BytesLike
 from tcpstack.wire.tcp import (
     ACK,
+    CWR,
+    ECE,
+    ECT_0,
     FIN,
     MAX_OPTIONS_LEN,
     MD5_ONLY,
     NO_OPTIONS,
     PSH,
     RST,
+    SYN,
     OutSegment,
     TcpOptions,
     new_tuple,
@@ -38,15 +42,20 @@ AUTOCORK_FLIGHT_SEGMENTS = 4  # see _send_new_data
 
 
 def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
-         options: TcpOptions = NO_OPTIONS, payload: BytesLike = b"") -> OutSegment:
+         options: TcpOptions = NO_OPTIONS, payload: BytesLike = b"",
+         ecn: int = 0) -> OutSegment:
     """Build a segment of this connection (the engine's only segment constructor).
 
     On a signed connection every segment, RSTs included, says so (RFC 2385 2.0);
-    the stack writes the digest."""
+    the stack writes the digest. While the peer is owed an ECN echo, every segment
+    but a SYN or RST carries ECE (RFC 3168 6.1.3). ``ecn``: the IP header's ECN
+    field (ECT(0) on new data, see :func:`emit_new`)."""
     if tcb.md5 and not options.md5:
         options = MD5_ONLY if options is NO_OPTIONS else options._replace(md5=True)
+    if tcb.ecn_echo and not flags & (SYN | RST):
+        flags |= ECE
     return new_tuple(OutSegment, (tcb.local_port, tcb.remote_port, seq, ack, flags, window,
-                                  options, payload, 0))
+                                  options, payload, 0, ecn))
 
 
 def options(tcb: ControlBlock, now: float) -> TcpOptions:
@@ -238,13 +247,20 @@ def pipe(tcb: ControlBlock, flight: int) -> int:
 
 def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions,
              now: float) -> None:
-    """Send new data (and/or the FIN) at SND.MAX."""
+    """Send new data (and/or the FIN) at SND.MAX. With ECN, data goes out ECT(0),
+    the first after a reduction with CWR (RFC 3168 6.1.2, 6.1.5)."""
     seq = tcb.snd_max
     if tcb.stall_since is None:
         # Nothing was outstanding: the user timeout's clock starts now.
         tcb.stall_since = now
         tcb.progress_una = tcb.snd_una
-    seg = make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
+    ecn = 0
+    if tcb.ecn_ok and payload:
+        ecn = ECT_0
+        if tcb.cwr_pending:
+            tcb.cwr_pending = False
+            flags |= CWR
+    seg = make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts, payload, ecn)
     tcb.out.append(seg)
     end = seq_add(seq, seg.seg_len)
     # Fresh data: time it if no measurement is running (RFC 6298 3, Karn).

@@ -36,6 +36,7 @@ def detect_loss(tcb: ControlBlock, now: float, advanced: bool, newly_sacked: int
     sb = tcb.scoreboard
     if tcb.recovery_point is not None and seq_ge(tcb.snd_una, tcb.recovery_point):
         tcb.recovery_point = None  # RFC 6675 5 / RFC 6582 3.2 step 3: full ACK ends it
+        tcb.in_cwr = False
         tcb.rtx_tsval = None
         # RFC 9937 3: at the end of recovery the window is ssthresh.
         tcb.cc.cwnd = tcb.cc.ssthresh
@@ -79,6 +80,15 @@ def _on_loss_detected(tcb: ControlBlock, now: float, flight: int) -> None:
         tcb.prr_delivered = 0
         tcb.prr_out = 0
         # RFC 6675 5 (4.3) / RFC 5681 3.2: the first retransmission goes at once.
+        tcb.rtx_now = True
+        if tcb.rtx_tsval is None and tcb.ts_ok:
+            tcb.rtx_tsval = tcb.tsval(now)
+    elif tcb.in_cwr:
+        # Loss while reducing for ECE: fast recovery from here, without a second
+        # reduction (RFC 3168 6.1.2: once per window; as Linux's CWR -> Recovery).
+        tcb.in_cwr = False
+        tcb.recovery_point = tcb.snd_max
+        tcb.scoreboard.on_recovery()
         tcb.rtx_now = True
         if tcb.rtx_tsval is None and tcb.ts_ok:
             tcb.rtx_tsval = tcb.tsval(now)
@@ -139,6 +149,7 @@ def undo_spurious(tcb: ControlBlock) -> None:
     tcb.cc.undo()
     tcb.rtx_tsval = None
     tcb.recovery_point = None
+    tcb.in_cwr = False
     tcb.rto_high = None
     tcb.scoreboard.forget_losses()
 
@@ -254,6 +265,7 @@ def _rto_enter_loss(tcb: ControlBlock, now: float) -> None:
     tcb.cc.on_timeout(flight, now)
     tcb.scoreboard.mark_lost_from()
     tcb.recovery_point = None
+    tcb.in_cwr = False
     tcb.rto_high = tcb.snd_max
     tcb.dupacks = 0
     tcb.timers.rack = None

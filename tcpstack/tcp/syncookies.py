@@ -49,12 +49,13 @@ _MAC_BITS = 32 - _TICK_BITS - _MSS_BITS
 _MAC_MASK = (1 << _MAC_BITS) - 1
 _REST = struct.Struct("!IQB")  # after the 4-tuple (isn.pack_tuple: IPv4 or IPv6)
 
-#: Low bits of a cookie SYN,ACK's TSval: window scale shift (4 bits, 15 = none) and
-#: SACK-permitted (1 bit); bit 5 is reserved (Linux: ECN) and sent as 0.
+#: Low bits of a cookie SYN,ACK's TSval: window scale shift (4 bits, 15 = none),
+#: SACK-permitted (1 bit) and, as Linux's, ECN agreed (1 bit).
 TS_OPTION_BITS = 6
 _TS_MASK = (1 << TS_OPTION_BITS) - 1
 _NO_WSCALE = 0xF
 _SACK_BIT = 0x10
+_ECN_BIT = 0x20
 
 
 def mss_index(peer_mss: int) -> int:
@@ -108,10 +109,11 @@ class SynCookies:
         return None
 
 
-def encode_ts_options(tsval: int, wscale: int | None, sack: bool) -> int:
-    """Our TSval with the peer's window scale and SACK-permitted in its low bits, never
-    ahead of ``tsval`` (a TSval must not run ahead of the clock)."""
-    bits = (_NO_WSCALE if wscale is None else min(wscale, 14)) | (_SACK_BIT if sack else 0)
+def encode_ts_options(tsval: int, wscale: int | None, sack: bool, ecn: bool = False) -> int:
+    """Our TSval with the peer's window scale, SACK-permitted and ECN in its low bits,
+    never ahead of ``tsval`` (a TSval must not run ahead of the clock)."""
+    bits = (_NO_WSCALE if wscale is None else min(wscale, 14)) | (_SACK_BIT if sack else 0) \
+        | (_ECN_BIT if ecn else 0)
     value = (tsval & ~_TS_MASK & MASK) | bits
     if ((value - tsval) & MASK) < 0x80000000 and value != tsval:
         value = (value - (1 << TS_OPTION_BITS)) & MASK
@@ -122,3 +124,8 @@ def decode_ts_options(tsecr: int) -> tuple[int | None, bool]:
     """(the peer's window scale or None, SACK-permitted) from an echoed cookie TSval."""
     wscale = tsecr & 0xF
     return (None if wscale == _NO_WSCALE else wscale), bool(tsecr & _SACK_BIT)
+
+
+def decode_ts_ecn(tsecr: int) -> bool:
+    """Whether the cookie's SYN,ACK agreed to ECN (RFC 3168), from its echoed TSval."""
+    return bool(tsecr & _ECN_BIT)

@@ -23,6 +23,13 @@ URG = 0x20
 ECE = 0x40
 CWR = 0x80
 
+#: The ECN field of the IP header (RFC 3168 5): the two low bits of the IPv4 TOS
+#: byte and of the IPv6 traffic class.
+NOT_ECT = 0
+ECT_1 = 1
+ECT_0 = 2
+CE = 3
+
 _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
                (ECE, "E"), (CWR, "W"))
 
@@ -86,7 +93,8 @@ class TcpSegment(NamedTuple):
     ``payload`` is a zero-copy view into the received packet: whoever keeps the
     bytes beyond the processing of the packet must copy them. ``seg_len`` is the
     sequence space the segment occupies (payload plus one each for SYN and FIN).
-    Tests also build these by hand to play the peer.
+    Tests also build these by hand to play the peer. ``ecn`` is the ECN field of
+    the IP header it arrived in (RFC 3168 5: ``CE`` if a router marked it).
     """
 
     src_port: int
@@ -98,6 +106,7 @@ class TcpSegment(NamedTuple):
     options: TcpOptions = NO_OPTIONS
     payload: BytesLike = b""
     urgent: int = 0
+    ecn: int = NOT_ECT
 
     @property
     def seg_len(self) -> int:
@@ -112,6 +121,8 @@ class OutSegment(NamedTuple):
 
     ``payload`` is usually a view into the connection's send buffer; the packet
     builder copies it (or hands it to a gathering write) before the buffer changes.
+    ``ecn`` is the ECN field its IP header is to carry (``ECT_0`` on new data of a
+    connection that agreed to ECN, RFC 3168 6.1.5).
     """
 
     src_port: int
@@ -123,6 +134,7 @@ class OutSegment(NamedTuple):
     options: TcpOptions = NO_OPTIONS
     payload: BytesLike = b""
     urgent: int = 0
+    ecn: int = NOT_ECT
 
     @property
     def seg_len(self) -> int:

@@ -24,11 +24,15 @@ from tcpstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
 from tcpstack.wire.ipv6 import pack_ipv6_header
 from tcpstack.wire.records import (
     ACK,
+    CE,
     CWR,
     ECE,
+    ECT_0,
+    ECT_1,
     FIN,
     MD5_ONLY,
     NO_OPTIONS,
+    NOT_ECT,
     PSH,
     RST,
     SYN,
@@ -112,8 +116,10 @@ def parse_options(opts: memoryview) -> TcpOptions:
     return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps, md5))
 
 
-def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True) -> TcpSegment:
-    """Parse and validate a TCP segment carried in IPv4 or IPv6 from ``src`` to ``dst``.
+def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
+              ecn: int = 0) -> TcpSegment:
+    """Parse and validate a TCP segment carried in IPv4 or IPv6 from ``src`` to ``dst``
+    (``ecn``: the ECN field of the IP header it came in, RFC 3168 5).
 
     Raises :class:`Malformed` with reasons ``tcp_truncated``, ``tcp_bad_data_offset``,
     ``tcp_bad_checksum`` or ``tcp_bad_option_length``.
@@ -134,7 +140,8 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True)
             raise Malformed("tcp_bad_checksum")
     options = parse_options(buf[HEADER_LEN:doff]) if doff > HEADER_LEN else NO_OPTIONS
     return new_tuple(TcpSegment,
-                     (sport, dport, seq, ack, flags, window, options, buf[doff:], urgent))
+                     (sport, dport, seq, ack, flags, window, options, buf[doff:], urgent,
+                      ecn))
 
 
 def encode_options(o: TcpOptions, syn: bool, md5: bool = False) -> bytes:
@@ -240,10 +247,10 @@ def emit_tcp_parts(
     iph = IPV6_HEADER_LEN if ipv6 else IPV4_HEADER_LEN
     out = bytearray(base + iph + (hlen if split else tcp_len))
     if ipv6:
-        pack_ipv6_header(out, base, src, dst, PROTO_TCP, tcp_len, ttl)
+        pack_ipv6_header(out, base, src, dst, PROTO_TCP, tcp_len, ttl, seg.ecn)
         pseudo = _ck.pseudo_header_ipv6(src, dst, PROTO_TCP, tcp_len)
     else:
-        pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl)
+        pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl, seg.ecn)
         pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
     t = base + iph
     _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
@@ -285,8 +292,35 @@ emit_tcp_ipv4_parts = emit_tcp_parts
 
 
 __all__ = [
-    "ACK", "CWR", "ECE", "FIN", "HEADER_LEN", "MAX_OPTIONS_LEN", "MD5_ONLY", "NO_OPTIONS", "PSH",
-    "RST", "SCATTER_MIN_PAYLOAD", "SYN", "URG", "AnySegment", "OutPacket", "OutSegment",
-    "TcpOptions", "TcpSegment", "emit_tcp", "emit_tcp_ipv4", "emit_tcp_ipv4_parts",
-    "emit_tcp_parts", "encode_options", "flags_str", "new_tuple", "parse_options", "parse_tcp",
+    "ACK",
+    "CE",
+    "CWR",
+    "ECE",
+    "ECT_0",
+    "ECT_1",
+    "FIN",
+    "HEADER_LEN",
+    "MAX_OPTIONS_LEN",
+    "MD5_ONLY",
+    "NOT_ECT",
+    "NO_OPTIONS",
+    "PSH",
+    "RST",
+    "SCATTER_MIN_PAYLOAD",
+    "SYN",
+    "URG",
+    "AnySegment",
+    "OutPacket",
+    "OutSegment",
+    "TcpOptions",
+    "TcpSegment",
+    "emit_tcp",
+    "emit_tcp_ipv4",
+    "emit_tcp_ipv4_parts",
+    "emit_tcp_parts",
+    "encode_options",
+    "flags_str",
+    "new_tuple",
+    "parse_options",
+    "parse_tcp",
 ]

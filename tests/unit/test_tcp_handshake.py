@@ -89,8 +89,8 @@ def test_listen_rst_ignored() -> None:
 
 def test_listen_syn_with_ece_cwr_accepted_without_ecn() -> None:
     """RFC 3168 6.1.1: an ECN-setup SYN (ECE|CWR) from a peer; a host not doing ECN
-    answers with a plain SYN,ACK (neither ECE nor CWR)."""
-    w = listening_wire()
+    (``ecn="off"``) answers with a plain SYN,ACK (neither ECE nor CWR)."""
+    w = listening_wire(cfg=TcpConfig(ecn="off"))
     (synack,) = w.send(syn_from_peer(flags=SYN | ECE | CWR))
     check_segment(synack, SYN | ACK, ack=IRS + 1)
     assert not synack.flags & (ECE | CWR)

@@ -4,6 +4,8 @@ ECN negotiation being declined (RFC 3168 6.1.1)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from tcp_helpers import (
     BASE_CONFIG,
@@ -86,10 +88,12 @@ def test_active_open_offers_sack_permitted() -> None:
 
 
 def test_ecn_setup_syn_accepted_synack_has_neither_ece_nor_cwr() -> None:
-    """RFC 3168 6.1.1: a host that does not do ECN answers an ECN-setup SYN (ECE|CWR)
-    with a plain SYN,ACK: neither ECE nor CWR set, and the connection proceeds."""
+    """RFC 3168 6.1.1: a host that does not do ECN (``ecn="off"``) answers an ECN-setup
+    SYN (ECE|CWR) with a plain SYN,ACK: neither ECE nor CWR set, and the connection
+    proceeds without them."""
     syn = syn_with_options(flags=SYN | ECE | CWR, sack=True)
-    tcb = Tcb.passive_open(BASE_CONFIG, LOCAL, REMOTE, syn, ISS, 0.0)
+    cfg = dataclasses.replace(BASE_CONFIG, ecn="off")
+    tcb = Tcb.passive_open(cfg, LOCAL, REMOTE, syn, ISS, 0.0)
     (synack,) = expect(tcb, 0.0, 1)
     assert synack.flags == SYN | ACK
     assert not synack.flags & (ECE | CWR)
