@@ -40,8 +40,9 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     echo = echo_time(tcb, seg, now)
     if echo is not None:
         autotune.rtt_sample(tcb, now - echo)
-    if seg.flags & ECE and tcb.ecn_ok:
-        # RFC 3168 6.1.2, before this ACK could grow the window it reduces.
+    if seg.flags & ECE and tcb.ecn_ok and seq_ge(ack, tcb.snd_una):
+        # RFC 3168 6.1.2, before this ACK could grow the window it reduces (not for
+        # an old, reordered ACK: Linux's tcp_ack ignores its ECE too).
         ecn.on_ece(tcb, prior_flight, now)
     if tcb.sack_ok and seg.options.sack_blocks and sb.recs:
         newly_sacked = sb.sack(seg.options.sack_blocks, tcb.snd_una, tcb.snd_max, now,

@@ -36,6 +36,11 @@ def syn_flags(tcb: ControlBlock) -> int:
     return SETUP if tcb.cfg.ecn == "on" and tcb.retries == 0 else 0
 
 
+def asked(tcb: ControlBlock) -> bool:
+    """Whether our latest SYN asked for ECN (it is not resent asking)."""
+    return tcb.cfg.ecn == "on" and not tcb.syn_retransmitted
+
+
 def on_peer_syn(tcb: ControlBlock, flags: int) -> None:
     """A passive open: agree if the SYN is an ECN-setup SYN and we may."""
     tcb.ecn_ok = tcb.cfg.ecn != "off" and flags & SETUP == SETUP
@@ -44,7 +49,7 @@ def on_peer_syn(tcb: ControlBlock, flags: int) -> None:
 def on_syn_ack(tcb: ControlBlock, flags: int) -> None:
     """An active open's SYN,ACK: ECN is on if we asked and it is an ECN-setup SYN,ACK
     (ECE without CWR; both set is a reflected SYN, RFC 3168 6.1.1)."""
-    tcb.ecn_ok = tcb.cfg.ecn == "on" and flags & SETUP == ECE
+    tcb.ecn_ok = asked(tcb) and flags & SETUP == ECE
 
 
 def on_segment(tcb: ControlBlock, seg: TcpSegment) -> None:
@@ -52,7 +57,7 @@ def on_segment(tcb: ControlBlock, seg: TcpSegment) -> None:
     if seg.flags & CWR:
         tcb.counters["tcp_ecn_cwr_received"] += 1
         tcb.ecn_echo = False
-    if seg.ecn == CE:
+    if seg.ecn == CE and seg.payload:  # data only, as Linux (tcp_event_data_recv)
         tcb.counters["tcp_ecn_ce_received"] += 1
         if not tcb.ecn_echo:
             tcb.ecn_echo = True
@@ -78,4 +83,4 @@ def on_ece(tcb: ControlBlock, flight: int, now: float) -> None:
     tcb.mark()
 
 
-__all__ = ["on_ece", "on_peer_syn", "on_segment", "on_syn_ack", "syn_flags"]
+__all__ = ["asked", "on_ece", "on_peer_syn", "on_segment", "on_syn_ack", "syn_flags"]

@@ -101,7 +101,7 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
         _established_by_syn_ack(tcb, seg, now)
     else:
         # RFC 3168 6.1.1 for a simultaneous open: both SYNs must ask.
-        tcb.ecn_ok = tcb.cfg.ecn == "on" and seg.flags & ecn.SETUP == ecn.SETUP
+        tcb.ecn_ok = ecn.asked(tcb) and seg.flags & ecn.SETUP == ecn.SETUP
         # Simultaneous open: SYN-RECEIVED, answer with SYN,ACK on our ISS.
         tcb.fire(Trigger.RCV_SYN)
         tcb.snd_wnd = seg.window

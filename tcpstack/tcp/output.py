@@ -311,7 +311,8 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
 def arm_tlp(tcb: ControlBlock, now: float) -> None:
     """RFC 8985 7.2: schedule a tail loss probe two SRTTs after the last send."""
     srtt = tcb.rtt.srtt
-    if not (tcb.cfg.tlp and tcb.sack_ok) or tcb.recovery_point is not None \
+    if not (tcb.cfg.tlp and tcb.sack_ok) or (tcb.recovery_point is not None
+                                              and not tcb.in_cwr) \
             or srtt is None or tcb.tlp_high is not None:
         return
     flight = seq_diff(tcb.snd_max, tcb.snd_una)

@@ -52,7 +52,9 @@ def detect_loss(tcb: ControlBlock, now: float, advanced: bool, newly_sacked: int
             if newly_lost:
                 _on_loss_detected(tcb, now, prior_flight)
                 return True
-    elif tcb.recovery_point is None and tcb.rto_high is None:
+    elif (tcb.recovery_point is None or tcb.in_cwr) and tcb.rto_high is None:
+        # (A reduction for ECE is no recovery: no partial ACKs, and three duplicate
+        # ACKs still mean a loss, RFC 3168 6.1.2.)
         if tcb.dupacks >= DUPTHRESH and sb.recs:
             # RFC 5681 3.2 / RFC 6582 3.2 step 2: fast retransmit of SND.UNA;
             # ssthresh from the flight before limited transmit added to it.
@@ -76,6 +78,7 @@ def _on_loss_detected(tcb: ControlBlock, now: float, flight: int) -> None:
         tcb.recovery_point = tcb.snd_max
         tcb.scoreboard.on_recovery()
         tcb.cc.on_loss(flight, now)
+        tcb.cwr_pending = tcb.ecn_ok  # RFC 3168 6.1.2: CWR after any reduction
         tcb.recover_fs = max(flight, 1)
         tcb.prr_delivered = 0
         tcb.prr_out = 0
@@ -160,7 +163,7 @@ def undo_spurious(tcb: ControlBlock) -> None:
 def on_tlp_timer(tcb: ControlBlock, now: float) -> None:
     """RFC 8985 7.3: send a probe -- new data if possible, else the last segment."""
     tcb.timers.tlp = None
-    if tcb.snd_una == tcb.snd_max or tcb.recovery_point is not None:
+    if tcb.snd_una == tcb.snd_max or (tcb.recovery_point is not None and not tcb.in_cwr):
         return
     sb = tcb.scoreboard
     opts = output.options(tcb, now)
@@ -199,6 +202,7 @@ def end_tlp_episode(tcb: ControlBlock, ack: int, flight: int, now: float) -> Non
     if tcb.tlp_rtx and tcb.scoreboard.dsack_seen == tcb.tlp_dsack \
             and tcb.recovery_point is None and tcb.rto_high is None:
         tcb.cc.on_loss(flight, now)
+        tcb.cwr_pending = tcb.ecn_ok
     tcb.tlp_high = None
 
 
@@ -263,6 +267,7 @@ def _rto_enter_loss(tcb: ControlBlock, now: float) -> None:
     flight = seq_diff(tcb.snd_max, tcb.snd_una)
     tcb.counters["tcp_rto_timeouts"] += 1
     tcb.cc.on_timeout(flight, now)
+    tcb.cwr_pending = tcb.ecn_ok
     tcb.scoreboard.mark_lost_from()
     tcb.recovery_point = None
     tcb.in_cwr = False

@@ -267,6 +267,8 @@ def emit_tcp_parts(
     if vnet:
         if gso_size and plen > gso_size:
             gso = _vnet.GSO_TCPV6 if ipv6 else _vnet.GSO_TCPV4
+            if seg.flags & CWR:
+                gso |= _vnet.GSO_ECN  # CWR on the first piece only (Linux's SKB_GSO_TCP_ECN)
         else:
             gso = _vnet.GSO_NONE
         _vnet.HDR.pack_into(out, 0, _vnet.F_NEEDS_CSUM, gso, iph + hlen,

@@ -210,8 +210,10 @@ def test_ce_is_echoed_at_once_and_until_cwr() -> None:
     (data,) = expect(tcb, 0.21, 1)
     assert data.flags & ECE  # data too carries the echo
     tcb.receive(peer(tcb, payload=b"b" * 100, flags=ACK | CWR), 0.3)
-    for seg in expect(tcb, 0.7):
-        assert not seg.flags & ECE
+    after = expect(tcb, 0.3)
+    tcb.handle_timer(0.7)  # the delayed ACK of that data
+    after += expect(tcb, 0.7)
+    assert after and not any(seg.flags & ECE for seg in after)
     assert not tcb.ecn_echo
 
 
@@ -348,3 +350,82 @@ def test_a_loss_while_reducing_for_ece_is_recovered_without_a_second_reduction()
     assert tcb.cc.ssthresh == ssthresh
     assert tcb.counters["tcp_ecn_ece_reduced"] == 1
     assert tcb.recovery_point is not None and not tcb.in_cwr
+
+
+def _established_without_sack() -> Tcb:
+    syn = syn_with_options(flags=SYN | SETUP, sack=False)
+    tcb = Tcb.passive_open(base_config(), LOCAL, REMOTE, syn, ISS, 0.0)
+    drain(tcb, 0.0)
+    tcb.receive(peer(tcb), 0.1)
+    assert tcb.ecn_ok and not tcb.sack_ok
+    return drain(tcb, 0.1)
+
+
+def test_without_sack_the_reduction_for_ece_retransmits_nothing() -> None:
+    """No loss, no retransmission: the ACKs of the reduction's round are not NewReno
+    partial ACKs (RFC 6582 applies to recovery from a loss)."""
+    tcb = _established_without_sack()
+    tcb.send(b"x" * 14_600)
+    sent = expect(tcb, 0.2)
+    for i, seg in enumerate(sent[:6]):
+        flags = ACK | ECE if i == 0 else ACK
+        tcb.receive(peer(tcb, ack=seg.seq + len(seg.payload), flags=flags), 0.3 + i / 100)
+        for out in expect(tcb, 0.3 + i / 100):
+            assert seq_add(out.seq, 0) not in {s.seq for s in sent}, "a retransmission"
+    assert tcb.counters["tcp_ecn_ece_reduced"] == 1
+    assert not any(k.startswith("tcp_retrans") for k in tcb.counters if tcb.counters[k])
+
+
+def test_three_duplicate_acks_during_the_reduction_still_mean_a_loss_without_sack() -> None:
+    tcb = _established_without_sack()
+    tcb.send(b"x" * 14_600)
+    sent = expect(tcb, 0.2)
+    tcb.receive(peer(tcb, ack=sent[1].seq, flags=ACK | ECE), 0.3)
+    expect(tcb, 0.3)
+    for i in range(3):
+        tcb.receive(peer(tcb, ack=sent[1].seq), 0.31 + i / 1000)
+    out = expect(tcb, 0.32)
+    assert any(s.seq == sent[1].seq for s in out), out  # fast retransmit of the hole
+    assert tcb.counters["tcp_ecn_ece_reduced"] == 1 and not tcb.in_cwr
+
+
+def test_cwr_follows_a_reduction_for_loss_too_and_later_ece_of_that_window_is_ignored(
+        ) -> None:
+    """RFC 3168 6.1.2: CWR goes on the first new data after any reduction; a receiver
+    still echoing marks from the same window causes no second reduction."""
+    tcb = established()
+    tcb.send(b"x" * 14_600)
+    sent = expect(tcb, 0.2)
+    blocks = ((sent[2].seq, sent[-1].seq + 1460),)
+    for i in range(3):
+        tcb.receive(peer(tcb, ack=sent[1].seq, options=TcpOptions(sack_blocks=blocks)),
+                    0.3 + i / 1000)
+    expect(tcb, 0.31)
+    tcb.handle_timer(0.5)
+    expect(tcb, 0.5)
+    ssthresh = tcb.cc.ssthresh
+    assert tcb.cwr_pending
+    tcb.receive(peer(tcb, ack=sent[1].seq, flags=ACK | ECE,
+                     options=TcpOptions(sack_blocks=blocks)), 0.51)
+    assert tcb.cc.ssthresh == ssthresh and tcb.counters["tcp_ecn_ece_reduced"] == 0
+    tcb.receive(peer(tcb, flags=ACK), 0.6)  # everything, the hole too
+    tcb.send(b"more")
+    (data,) = [s for s in expect(tcb, 0.61) if s.payload]
+    assert data.flags & CWR
+
+
+def test_ece_on_an_old_ack_is_ignored() -> None:
+    tcb = established()
+    tcb.send(b"x" * 14_600)
+    sent = expect(tcb, 0.2)
+    tcb.receive(peer(tcb, ack=sent[4].seq), 0.3)
+    tcb.receive(peer(tcb, ack=sent[2].seq, flags=ACK | ECE), 0.31)  # reordered, stale
+    assert tcb.counters["tcp_ecn_ece_reduced"] == 0
+
+
+def test_ce_on_a_segment_without_data_is_not_echoed() -> None:
+    """As Linux: only data counts (a peer marking its pure ACKs ECN-capable does not
+    make us echo)."""
+    tcb = established()
+    tcb.receive(peer(tcb)._replace(ecn=CE), 0.2)
+    assert not tcb.ecn_echo and tcb.counters["tcp_ecn_ce_received"] == 0
