@@ -43,9 +43,11 @@ from tcpstack.observe import daemon as observe
 from tcpstack.observe.control import ControlError
 from tcpstack.observe.logs import configure as configure_logging
 from tcpstack.stack import StackConfig
+from tcpstack.tcp.aokeys import AoKeys, Mkt
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
 from tcpstack.tcp.md5keys import Md5Keys
+from tcpstack.wire.tcpao import ALGORITHMS as ALGORITHMS_AO
 
 log = logging.getLogger("tcpstack")
 
@@ -395,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "wrongly signed ones from it dropped. KEY is the text of the key, "
                            "or @FILE to read it from a file (its last newline ignored). "
                            "Repeat for more peers; the longest prefix wins")
+    auth.add_argument("--ao-key", action="append", default=[],
+                      metavar="PEER=SENDID:RECVID[:ALG][:exclude-options]:KEY",
+                      help="a TCP-AO master key tuple (RFC 5925) for PEER (an address or "
+                           "prefix): the KeyID we send with, the one the peer sends with, "
+                           "the algorithm (hmac-sha1, the default, or aes-128-cmac), "
+                           "exclude-options to leave the other options out of the MAC, and "
+                           "the key (text, or @FILE). Repeat for more peers, or more tuples "
+                           "per peer for key rollover")
 
     tls = s.add_argument_group("TLS (HTTPS with the HTTP service)")
     cert = tls.add_mutually_exclusive_group()
@@ -438,21 +448,59 @@ def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
             if getattr(args, dest) is not None}
 
 
+def _read_key(flag: str, peer: str, key: str) -> bytes:
+    """A key given as text, or @FILE (its last newline ignored)."""
+    if not key.startswith("@"):
+        return os.fsencode(key)  # the argument's bytes, whatever their encoding
+    try:
+        raw = Path(key[1:]).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{flag} {peer}: cannot read {key[1:]}: {e.strerror or e}") from None
+    return raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+
+
+def parse_ao_key(spec: str) -> Mkt:
+    """``PEER=SENDID:RECVID[:ALG][:exclude-options]:KEY`` as an MKT; ValueError with a
+    one-line message (never echoing the key)."""
+    peer, sep, rest = spec.partition("=")
+    fields = rest.split(":")
+    if not sep or not peer.strip() or len(fields) < 3:
+        raise ValueError("--ao-key expects PEER=SENDID:RECVID[:ALG][:exclude-options]:KEY")
+    try:
+        send_id, recv_id = int(fields[0]), int(fields[1])
+    except ValueError:
+        raise ValueError(f"--ao-key {peer}: SENDID and RECVID must be numbers 0..255") \
+            from None
+    algorithm, include, i = "hmac-sha1", True, 2
+    while i < len(fields) - 1 and fields[i] in (*ALGORITHMS_AO, "exclude-options"):
+        if fields[i] == "exclude-options":
+            include = False
+        else:
+            algorithm = fields[i]
+        i += 1
+    key = _read_key("--ao-key", peer, ":".join(fields[i:]))
+    try:
+        return Mkt.make(peer.strip(), send_id, recv_id, key, algorithm, include)
+    except ValueError as e:
+        raise ValueError(f"--ao-key {peer}: {e}") from None
+
+
+def _ao_keys(specs: list[str]) -> tuple[Mkt, ...]:
+    mkts = tuple(parse_ao_key(spec) for spec in specs)
+    try:
+        AoKeys(mkts)
+    except ValueError as e:
+        raise ValueError(f"--ao-key: {e}") from None
+    return mkts
+
+
 def parse_md5_key(spec: str) -> tuple[str, bytes]:
     """``PEER=KEY`` or ``PEER=@FILE`` as (peer, key); ValueError with a one-line message."""
     peer, sep, key = spec.partition("=")
     if not sep or not peer.strip():
         # (not echoed: it may be a key given without its peer)
         raise ValueError("--md5-key expects PEER=KEY or PEER=@FILE")
-    if key.startswith("@"):
-        try:
-            raw = Path(key[1:]).read_bytes()
-        except OSError as e:
-            raise ValueError(f"--md5-key {peer}: cannot read {key[1:]}: "
-                             f"{e.strerror or e}") from None
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
-    else:
-        raw = os.fsencode(key)  # the argument's bytes, whatever their encoding
+    raw = _read_key("--md5-key", peer, key)
     try:
         Md5Keys([(peer, raw)])
     except ValueError as e:
@@ -502,7 +550,8 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                  icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
                                  reassembly="reassembly", frag_memory="frag_memory",
                                  frag_timeout="frag_timeout"),
-                        md5_keys=tuple(parse_md5_key(spec) for spec in args.md5_key))
+                        md5_keys=tuple(parse_md5_key(spec) for spec in args.md5_key),
+                        ao_keys=_ao_keys(args.ao_key))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -776,6 +825,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
              services or "no services")
     if config.md5_keys:
         log.info("TCP-MD5 signatures with %s", ", ".join(Md5Keys(config.md5_keys).peers()))
+    if config.ao_keys:
+        log.info("TCP-AO with %s", ", ".join(AoKeys(config.ao_keys).peers()))
     grace = settings.daemon.grace
     try:
         await stop.wait()

@@ -9,9 +9,9 @@ above ``0xFFFFFFFF``, :mod:`tcpstack.wire.ipv6`), and the same engine serves
 both -- what differs (headers, ICMP, the MSS, the path-MTU floor) stays here and
 in :mod:`tcpstack.wire`. It keeps one timer heap for all connections and
 exposes a single :meth:`Stack.next_deadline`, so the event loop needs one timer.
-It holds the TCP-MD5 keys (RFC 2385, :mod:`tcpstack.tcp.md5keys`): it checks the
-signatures of what arrives before anything else looks at a segment, and signs
-what leaves.
+It holds the TCP-MD5 keys (RFC 2385, :mod:`tcpstack.tcp.md5keys`) and TCP-AO's
+master key tuples (RFC 5925, :mod:`tcpstack.tcp.aokeys`): it checks the signatures
+of what arrives before anything else looks at a segment, and signs what leaves.
 
 Usage by an I/O shell, per wake-up::
 
@@ -43,6 +43,7 @@ from itertools import count
 from typing import Protocol
 
 from tcpstack.fragments import MAX_DATAGRAM_IPV6, Reassembler
+from tcpstack.tcp.aokeys import AoConn, AoKeys, Mkt
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.isn import IsnGenerator
 from tcpstack.tcp.limits import Commons, MemoryPool, ReplyBudget, TokenBucket
@@ -56,7 +57,7 @@ from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import icmpv6 as icmp6_wire
 from tcpstack.wire import ipv6 as ipv6_wire
-from tcpstack.wire import md5sig, virtio
+from tcpstack.wire import md5sig, tcpao, virtio
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import (
     FLAG_MF,
@@ -164,6 +165,9 @@ class StackConfig:
     #: TCP-MD5 keys (RFC 2385): (peer address or prefix, key) pairs; segments to
     #: and from those peers are signed and checked (see :meth:`Stack.set_md5_key`).
     md5_keys: tuple[tuple[str, bytes | str], ...] = field(default=(), repr=False)
+    #: TCP-AO master key tuples (RFC 5925; see :meth:`Stack.add_ao_key`). A peer with
+    #: MKTs uses TCP-AO, whatever TCP-MD5 key it may also have.
+    ao_keys: tuple[Mkt, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -193,6 +197,7 @@ class StackConfig:
         if not 1 <= self.ttl <= 255:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
         Md5Keys(self.md5_keys)  # raises ValueError on a bad peer or key
+        AoKeys(self.ao_keys)  # raises ValueError on clashing IDs
 
 
 class Observer(Protocol):
@@ -318,6 +323,8 @@ class Stack:
         # TCP-MD5 keys by peer; without any, one flag test per segment.
         self._md5_keys = Md5Keys(self.config.md5_keys)
         self._md5_on = bool(self._md5_keys)
+        self._ao_keys = AoKeys(self.config.ao_keys)
+        self._ao_on = bool(self._ao_keys)
 
         # Who watches (tcpstack.observe): None costs one attribute test per packet.
         self.observer: Observer | None = None
@@ -353,7 +360,57 @@ class Stack:
                 tcb.set_signed(signed)
 
     def _md5_key(self, remote: int) -> bytes | None:
+        if self._ao_on and self._ao_keys.for_peer(remote):
+            return None  # TCP-AO, not TCP-MD5, with this peer (RFC 5925 1)
         return self._md5_keys.lookup(remote) if self._md5_on else None
+
+    def add_ao_key(self, peer: str | int, send_id: int, recv_id: int, key: bytes | str,
+                   algorithm: str = "hmac-sha1", include_options: bool = True) -> None:
+        """Add a TCP-AO master key tuple (RFC 5925 3.1) for ``peer`` (an address or
+        prefix): SendID, RecvID, the master key (1 to 80 bytes), the algorithm
+        (``hmac-sha1`` or ``aes-128-cmac``, RFC 5926) and whether the MAC covers the
+        other options. New connections with the peer use TCP-AO; open ones that
+        already do may roll over to it (see :meth:`ao_prefer`). ValueError if the
+        tuple is malformed or its RecvID is taken."""
+        self._ao_keys.add(Mkt.make(peer, send_id, recv_id, key, algorithm, include_options))
+        self._ao_on = True
+        self._refresh_ao()
+
+    def remove_ao_key(self, peer: str | int, send_id: int) -> bool:
+        """Remove the MKT of ``peer`` with ``send_id``; whether there was one. Open
+        connections keep TCP-AO (it cannot be dropped mid-connection) with the MKTs
+        they have left; one left with none keeps its last."""
+        found = self._ao_keys.remove(peer, send_id)
+        self._ao_on = bool(self._ao_keys)
+        self._refresh_ao()
+        return found
+
+    def ao_prefer(self, peer: str | int, recv_id: int) -> int:
+        """Key rollover (RFC 5925 7.5.2): ask ``peer`` (an address) to send with the MKT
+        whose RecvID is ``recv_id``, on every open connection with it, by putting it
+        in our RNextKeyID. Returns how many connections now ask."""
+        address = int(ipaddress.ip_address(peer)) if isinstance(peer, str) else peer
+        n = 0
+        for tcb in self.tcbs.values():
+            conn = tcb.auth
+            if tcb.remote_ip == address and isinstance(conn, AoConn) \
+                    and any(m.recv_id == recv_id for m in conn.mkts):
+                conn.rnext = recv_id
+                tcb.mark()
+                n += 1
+        return n
+
+    def ao_peers(self) -> list[str]:
+        """The TCP-AO master key tuples as ``peer (SendID/RecvID, algorithm)``."""
+        return self._ao_keys.peers()
+
+    def _refresh_ao(self) -> None:
+        for tcb in self.tcbs.values():
+            conn = tcb.auth
+            if isinstance(conn, AoConn):
+                mkts = self._ao_keys.for_peer(tcb.remote_ip)
+                if mkts:
+                    conn.update(mkts)
 
     def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
         """Let ``observer`` watch connections open and close and the control packets;
@@ -439,6 +496,10 @@ class Stack:
         tcb = Tcb.active_open(self.tcp_config6 if v6 else self.tcp_config, (lip, local_port),
                               (rip, remote_port), iss, now, self._commons,
                               self._isn.ts_offset(*key), self._md5_key(rip) is not None)
+        mkts = self._ao_keys.for_peer(rip) if self._ao_on else ()
+        if mkts:
+            tcb.auth = AoConn(mkts, (lip, local_port), (rip, remote_port))
+            tcb.set_signature_len(tcpao.OPTION_LEN)
         self._adopt(key, tcb, now)
         return tcb
 
@@ -760,7 +821,8 @@ class Stack:
                      verify: bool = True, ecn: int = 0) -> None:
         seg = parse_tcp(payload, src, dst, verify, ecn)
         self.counters["tcp_received"] += 1
-        checked = self._md5_on or seg.options.md5
+        opts = seg.options
+        checked = self._md5_on or self._ao_on or opts.md5 or opts.ao is not None
         obs = self._packet_observer
         if obs is not None:
             key = (dst, seg.dst_port, src, seg.src_port)
@@ -775,7 +837,14 @@ class Stack:
         """RFC 2385 2.0 and 4.0 (and Linux's tcp_inbound_md5_hash): a segment from a
         peer we have a key for must carry a valid signature; a peer without one must
         not sign. Whatever fails is dropped, counted, before any state sees it --
-        SYNs and RSTs alike, and never answered."""
+        SYNs and RSTs alike, and never answered. TCP-AO likewise (RFC 5925 7.3)."""
+        if self._ao_on:
+            mkts = self._ao_keys.for_peer(src)
+            if mkts:
+                return self._ao_ok(src, dst, raw, seg, mkts)
+        if seg.options.ao is not None:
+            self.counters["tcp_ao_unexpected"] += 1
+            return False
         key = self._md5_keys.lookup(src)
         if key is None:
             if seg.options.md5:
@@ -839,14 +908,47 @@ class Stack:
             return None
         return listener
 
+    def _ao_ok(self, src: int, dst: int, raw: memoryview, seg: TcpSegment,
+               mkts: tuple[Mkt, ...]) -> bool:
+        """RFC 5925 7.3 for a peer with MKTs: its connection's state checks the MAC;
+        with no connection, a SYN is checked with its own ISN and an ACK (a SYN
+        cookie's) with the ISNs its numbers imply -- a stray segment fails."""
+        if seg.options.md5:
+            self.counters["tcp_ao_with_md5"] += 1  # RFC 5925 1: never both
+            return False
+        tcb = self.tcbs.get((dst, seg.dst_port, src, seg.src_port))
+        conn = tcb.auth if tcb is not None else None
+        if tcb is not None and isinstance(conn, AoConn):
+            irs = seg.seq if tcb.state is State.SYN_SENT else tcb.irs
+            reason = conn.verify(src, dst, raw, seg, tcb.iss, irs)
+        elif tcb is not None and tcb.state is not State.TIME_WAIT:
+            # A connection opened before the peer had keys stays unsigned.
+            reason = None if seg.options.ao is None else "tcp_ao_unexpected"
+        else:
+            conn = AoConn.for_syn(mkts, (dst, seg.dst_port), (src, seg.src_port),
+                                  seg.options.ao)
+            if seg.flags & (SYN | ACK) == SYN:
+                reason = conn.verify(src, dst, raw, seg, 0, seg.seq)
+            else:
+                reason = conn.verify(src, dst, raw, seg, seq_add(seg.ack, -1),
+                                     seq_add(seg.seq, -1))
+        if reason is not None:
+            self.counters[reason] += 1
+            return False
+        return True
+
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
         refusal = self._open_refusal()
         passive = self._passive6 if ipv6_wire.is_ipv6(key[0]) else self._passive
         md5_key = self._md5_key(key[2])
+        mkts = self._ao_keys.for_peer(key[2]) if self._ao_on else ()
         verdict = passive.segment(listener, key, seg, now, may_open=refusal is None,
                                   old_snd_max=old_snd_max, signed=md5_key is not None)
+        conn = None
+        if mkts:
+            conn = AoConn.for_syn(mkts, (key[0], key[1]), (key[2], key[3]), seg.options.ao)
         if verdict.refused:
             if refusal == "tcp_syn_batch_limit" and len(self._deferred) < self._deferred_cap:
                 self._deferred.append((key, seg, old_snd_max, now))
@@ -856,13 +958,20 @@ class Stack:
             return
         if verdict.tcb is not None:
             self._syn_budget -= 1
+            if conn is not None:
+                verdict.tcb.auth = conn
+                verdict.tcb.set_signature_len(tcpao.OPTION_LEN)
             self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
             self._syn_budget -= 1  # a cookie SYN,ACK
-            self._control.append(emit_tcp(verdict.reply, key[0], key[2], self._next_ident(),
-                                          self.config.ttl, self._vnet, md5_key=md5_key))
+            reply = verdict.reply
+            ao = None if conn is None else conn.signing(reply.flags, reply.seq, reply.seq,
+                                                        seg.seq)
+            self._control.append(emit_tcp(reply, key[0], key[2], self._next_ident(),
+                                          self.config.ttl, self._vnet, md5_key=md5_key,
+                                          ao=ao))
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
@@ -892,6 +1001,10 @@ class Stack:
         number from SEG.ACK; otherwise it is <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
         """
         if seg.flags & RST:
+            return
+        if self._ao_on and self._ao_keys.for_peer(remote):
+            # RFC 5925 7.7: with no connection there are no ISNs to sign with.
+            self.counters["tcp_ao_rst_not_sent"] += 1
             return
         if not self._rst_bucket.allow(now):
             self.counters["tcp_rst_rate_limited"] += 1
@@ -930,9 +1043,12 @@ class Stack:
             if obs is not None and segments:
                 obs.on_send(tcb, segments, now)
             md5_key = self._md5_keys.lookup(tcb.remote_ip) if tcb.md5 else None
+            auth = tcb.auth
             for seg in segments:
+                ao = None if auth is None else auth.signing(seg.flags, seg.seq, tcb.iss,
+                                                            tcb.irs)
                 out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
-                                          ttl, vnet, tcb.gso_size, scatter, md5_key))
+                                          ttl, vnet, tcb.gso_size, scatter, md5_key, ao))
             self._after_flush(tcb)
         self.counters["ip_sent"] += len(out)
         return out

@@ -235,6 +235,7 @@ COMPILED_TESTS=(
     tests/integration/test_observe.py
     tests/integration/test_tcp_md5_kernel.py
     tests/integration/test_tcp_ecn_kernel.py
+    tests/integration/test_tcp_ao_stacks.py
 )
 
 run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR

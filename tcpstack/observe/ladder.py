@@ -118,6 +118,8 @@ def options_json(opts: TcpOptions) -> dict[str, Any]:
         out["sack"] = [list(b) for b in opts.sack_blocks]
     if opts.md5:
         out["md5"] = True
+    if opts.ao is not None:
+        out["ao"] = list(opts.ao)
     return out
 
 
@@ -560,6 +562,7 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "sack": tcb.sack_ok,
         "timestamps": tcb.ts_ok,
         "md5": tcb.md5,
+        "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
         "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
         "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
@@ -591,6 +594,8 @@ def _format_options(opts: dict[str, Any] | None) -> str:
         parts.extend(f"sack {left}-{right}" for left, right in opts["sack"])
     if opts.get("md5"):
         parts.append("md5 signed")
+    if "ao" in opts:
+        parts.append(f"TCP-AO keyid {opts['ao'][0]} rnext {opts['ao'][1]}")
     return ", ".join(parts)
 
 
@@ -765,7 +770,8 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
     """The negotiated parameters as short lines of text."""
     mss = f"MSS {neg['mss']} (payload {neg['payload_per_segment']} per segment"
     costs = (["12 bytes go to the timestamp option"] if neg["timestamps"] else []) + \
-        (["20 bytes go to the MD5 signature"] if neg.get("md5") else [])
+        (["20 bytes go to the MD5 signature"] if neg.get("md5") else []) + \
+        (["16 bytes go to TCP-AO"] if neg.get("ao") else [])
     mss += f", {' and '.join(costs)})" if costs else ")"
     offered = f"offered: peer {neg['peer_mss_option']}, stack {neg['our_mss_option']}"
     if neg["window_scaling"]:
@@ -783,11 +789,19 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
            f"            SACK {'on' if neg['sack'] else 'off'}, "
            f"timestamps {'on' if neg['timestamps'] else 'off'}, "
            f"{'ECN on (RFC 3168), ' if neg.get('ecn') else ''}"
-           f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}{rtt_text}, "
+           f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}"
+           f"{_ao_text(neg.get('ao'))}{rtt_text}, "
            f"RTO {neg['rto_ms']:.0f} ms, cwnd {neg['cwnd']} bytes"]
     if "handshake_ms" in neg:
         out[-1] += f", handshake took {neg['handshake_ms']:.3f} ms"
     return out
+
+
+def _ao_text(ao: dict[str, Any] | None) -> str:
+    if not ao:
+        return ""
+    return (f"TCP-AO (RFC 5925) {ao['algorithm']}, sending with key {ao['keyid']}, "
+            f"asking for {ao['rnext']}, ")
 
 
 def render_json(doc: Ladder) -> str:

@@ -25,6 +25,13 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tcp_md5_missing": "no TCP-MD5 signature from a peer with a key (--md5-key): dropped",
     "tcp_md5_failure": "TCP-MD5 signature does not match (wrong key or altered): dropped",
     "tcp_md5_unexpected": "TCP-MD5 signature from a peer without a key: dropped",
+    # TCP-AO (RFC 5925 7.3), checked before anything else sees a segment
+    "tcp_ao_missing": "no TCP-AO option from a peer with master keys (--ao-key): dropped",
+    "tcp_ao_failure": "TCP-AO MAC does not match (wrong key, altered, or replayed): dropped",
+    "tcp_ao_key_not_found": "TCP-AO KeyID names none of our RecvIDs for this peer: dropped",
+    "tcp_ao_unexpected": "TCP-AO option from a peer without master keys: dropped",
+    "tcp_ao_with_md5": "both TCP-AO and TCP-MD5 options (RFC 5925 forbids it): dropped",
+    "tcp_ao_rst_not_sent": "no RST to a TCP-AO peer without a connection (RFC 5925 7.7)",
     # ECN (RFC 3168)
     "tcp_ecn_ce_received": "arrived marked CE (congestion): ECE echoed until CWR (RFC 3168)",
     "tcp_ecn_cwr_received": "CWR: the peer reduced its window for our ECE; echo stops",

@@ -65,6 +65,8 @@ def _options(ev: dict[str, Any]) -> str:
         parts.append(f"TS {o['tsval']}/{o['tsecr']}")
     if o.get("md5"):
         parts.append("MD5")
+    if "ao" in o:
+        parts.append(f"AO {o['ao'][0]}/{o['ao'][1]}")
     return " ".join(parts)
 
 

@@ -81,6 +81,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "sack": tcb.sack_ok,
         "ts": tcb.ts_ok,
         "md5": tcb.md5,
+        "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
         "wscale": [tcb.snd_wscale, tcb.rcv_wscale] if tcb.wscale_ok else None,
         "age_s": round(now - info.created, 3) if info is not None else None,
@@ -212,6 +213,8 @@ def render_rows(table: list[Row], info: bool = True) -> str:
                 flags.append("ecn")
             if r.get("md5"):
                 flags.append("md5")
+            if r.get("ao"):
+                flags.append(f"ao:{r['ao']['keyid']}/{r['ao']['rnext']}")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"
             parts = [
                 *flags, r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",

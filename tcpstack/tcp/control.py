@@ -64,7 +64,7 @@ class ControlBlock:
         # send sequence space (RFC 9293 3.3.1) and what the handshake agreed
         "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
-        "md5", "opt_len",
+        "md5", "opt_len", "sig_len", "auth",
         # ECN (RFC 3168): agreed; ECE owed to the peer; CWR owed on our next new data;
         # a window reduction for ECE in progress (Linux's CWR state)
         "ecn_ok", "ecn_echo", "cwr_pending", "in_cwr",
@@ -163,6 +163,10 @@ class ControlBlock:
         self.ts_ok = False
         #: Every segment is signed (RFC 2385): the stack has a key for the peer.
         self.md5 = False
+        #: Bytes of the signature option on every segment: TCP-MD5's 20, TCP-AO's 16.
+        self.sig_len = 0
+        #: The stack's TCP-AO state of this connection (tcpstack.tcp.aokeys.AoConn).
+        self.auth: Any = None
         #: Option bytes on every segment (timestamps, the MD5 signature): the payload
         #: of a segment is the MSS less these (RFC 6691).
         self.opt_len = 0
@@ -300,7 +304,13 @@ class ControlBlock:
         was set or removed while the connection is open); the payload per segment
         follows the option bytes, as Linux's MSS does per segment."""
         self.md5 = signed
-        self.opt_len = (TS_OPTION_LEN if self.ts_ok else 0) + (MD5_OPTION_LEN if signed else 0)
+        self.set_signature_len(MD5_OPTION_LEN if signed else 0)
+
+    def set_signature_len(self, n: int) -> None:
+        """Every segment carries a signature option of ``n`` bytes from now on (TCP-MD5
+        20, TCP-AO 16, none 0): the payload per segment shrinks by it (RFC 6691)."""
+        self.sig_len = n
+        self.opt_len = (TS_OPTION_LEN if self.ts_ok else 0) + n
         self.seg_mss = self.snd_mss - self.opt_len
         self.cc.set_mss(self.seg_mss)
         self.mark()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tcpstack.tcp import congestion, ecn, syncookies
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.control import DEFAULT_PEER_MSS, MD5_OPTION_LEN, TS_OPTION_LEN, ControlBlock
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State, Trigger
@@ -67,7 +67,7 @@ def negotiate(tcb: ControlBlock, opts: TcpOptions, cookie: bool = False) -> None
         tcb.ts_ok = False
     # RFC 9293 3.7.1 / RFC 6691: the MSS excludes options, so the payload of a
     # segment shrinks by the options it carries.
-    tcb.opt_len = (TS_OPTION_LEN if tcb.ts_ok else 0) + (MD5_OPTION_LEN if tcb.md5 else 0)
+    tcb.opt_len = (TS_OPTION_LEN if tcb.ts_ok else 0) + tcb.sig_len
     tcb.seg_mss = tcb.snd_mss - tcb.opt_len
     tcb.gso_size = tcb.seg_mss
     tcb.cc.set_mss(tcb.seg_mss)
@@ -111,11 +111,12 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
     if ack:
         opts = new_tuple(TcpOptions, (
             cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
-            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5))
+            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5, None))
     else:
         opts = new_tuple(TcpOptions, (
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
-            (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5))
+            (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5,
+            None))
     # RFC 3168 6.1.1: an ECN-setup SYN,ACK carries ECE; an ECN-setup SYN ECE and CWR.
     flags = SYN | ACK | (ECE if tcb.ecn_ok else 0) if ack else SYN | ecn.syn_flags(tcb)
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, flags,
@@ -158,7 +159,7 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         peer_wscale = opts.wscale if wscale is not None else None
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
                       ts[0])
-    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed))
+    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
                                   SYN | ACK | (ECE if agree_ecn else 0),
                                   syn_window(cfg, wscale is not None), options, b"", 0, 0))
@@ -174,7 +175,8 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     tcb.last_rcv = now
     ts = ack.options.timestamps if tcb.cfg.timestamps else None
     wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
-    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False)), cookie=True)
+    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False, None)),
+              cookie=True)
     tcb.ecn_ok = ts is not None and tcb.cfg.ecn != "off" and syncookies.decode_ts_ecn(ts[1])
     if tcb.ts_ok and ts is not None:
         tcb.ts_recent = ts[0]

@@ -2,8 +2,8 @@
 ``TCP_INFO`` gives a socket's: what ``get_extra_info("tcp_info")`` returns.
 
 Everything negotiated in the handshake is here -- MSS (RFC 9293 3.7.1), window
-scaling and timestamps (RFC 7323), SACK (RFC 2018), TCP-MD5 signatures (RFC 2385), ECN
-(RFC 3168)
+scaling and timestamps (RFC 7323), SACK (RFC 2018), TCP-MD5 signatures (RFC 2385),
+TCP-AO (RFC 5925: the KeyIDs in use, never a key), ECN (RFC 3168)
 -- with the congestion controller (and HyStart++'s phase, RFC 9406) and the
 estimates that drive sending (RFC 6298).
 """
@@ -36,6 +36,7 @@ def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
         "snd_wscale": tcb.snd_wscale if tcb.wscale_ok else None,
         "rcv_wscale": tcb.rcv_wscale if tcb.wscale_ok else None,
         "md5": tcb.md5,
+        "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
         "congestion_control": type(cc).__name__.lower(),
         "hystart": cc.hystart_phase,

@@ -75,7 +75,7 @@ def options(tcb: ControlBlock, now: float) -> TcpOptions:
             tcb.dsack = None
         if ooo.nbytes:
             blocks.extend(ooo.sack_blocks(limit - len(blocks)))
-    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5))
+    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5, None))
 
 
 def control_segment(tcb: ControlBlock, seq: int, flags: int, now: float) -> OutSegment:
@@ -147,7 +147,7 @@ def send_data(tcb: ControlBlock, now: float) -> None:
     tcb.gso_size = mss
     # With TSO the device cuts large segments into MSS-sized ones -- not signed ones,
     # each of which needs its own digest.
-    seg_max = mss if tcb.md5 else max(mss, tcb.cfg.tso_size // mss * mss)
+    seg_max = mss if tcb.sig_len else max(mss, tcb.cfg.tso_size // mss * mss)
     sent = tcb.scoreboard.lost_bytes > 0 and \
         _send_retransmissions(tcb, mss, seg_max, opts, rest, now)
     if sent:

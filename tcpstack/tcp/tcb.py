@@ -40,7 +40,7 @@ from tcpstack.tcp import (
     window,
 )
 from tcpstack.tcp.config import TcpConfig
-from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.control import MD5_OPTION_LEN, ControlBlock
 from tcpstack.tcp.limits import Commons
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
@@ -66,6 +66,7 @@ class Tcb(ControlBlock):
         """
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
         tcb.md5 = signed
+        tcb.sig_len = MD5_OPTION_LEN if signed else 0
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
         handshake.start_passive(tcb, syn, now)
         return tcb
@@ -78,6 +79,7 @@ class Tcb(ControlBlock):
         give it ``ack`` (:meth:`receive`) to establish it. The ISS was the cookie."""
         tcb = cls(cfg, local, remote, seq_add(ack.ack, -1), commons, ts_offset)
         tcb.md5 = signed
+        tcb.sig_len = MD5_OPTION_LEN if signed else 0
         tcb.state = State.LISTEN  # born of a passive OPEN, like passive_open
         handshake.start_from_cookie(tcb, ack, peer_mss, now)
         return tcb
@@ -90,6 +92,7 @@ class Tcb(ControlBlock):
         :meth:`passive_open`)."""
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
         tcb.md5 = signed
+        tcb.sig_len = MD5_OPTION_LEN if signed else 0
         handshake.start_active(tcb, now)
         return tcb
 

@@ -55,6 +55,9 @@ class TcpOptions(NamedTuple):
     #: (RFC 2385); the digest itself is checked and written by the stack, which
     #: holds the keys.
     md5: bool = False
+    #: The TCP-AO option (RFC 5925): its (KeyID, RNextKeyID), received or to send
+    #: (the stack writes the option and its MAC, holding the keys).
+    ao: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]

@@ -16,6 +16,7 @@ import struct
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire import md5sig as _md5
+from tcpstack.wire import tcpao as _ao
 from tcpstack.wire import virtio as _vnet
 from tcpstack.wire.errors import BytesLike, Malformed
 from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
@@ -56,6 +57,7 @@ OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMPS = 8
 OPT_MD5SIG = _md5.OPT_MD5SIG
+OPT_AO = 29  # RFC 5925 (tcpstack.wire.tcpao)
 
 _HDR = struct.Struct("!HHIIBBHHH")
 _H = struct.Struct("!H")
@@ -77,6 +79,7 @@ def parse_options(opts: memoryview) -> TcpOptions:
     sack_blocks: tuple[tuple[int, int], ...] = ()
     timestamps: tuple[int, int] | None = None
     md5 = False
+    ao: tuple[int, int] | None = None
     i = 0
     n = len(opts)
     while i < n:
@@ -112,8 +115,12 @@ def parse_options(opts: memoryview) -> TcpOptions:
         elif kind == OPT_MD5SIG:
             if length == _md5.OPTION_LEN:
                 md5 = True  # RFC 2385: the stack checks the digest
+        elif kind == OPT_AO:
+            if length >= 4:
+                ao = (opts[i + 2], opts[i + 3])  # RFC 5925 2.2: the stack checks the MAC
         i += length
-    return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps, md5))
+    return new_tuple(TcpOptions,
+                     (mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao))
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
@@ -144,7 +151,13 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
                       ecn))
 
 
-def encode_options(o: TcpOptions, syn: bool, md5: bool = False) -> bytes:
+#: How to sign a segment with TCP-AO (RFC 5925): KeyID, RNextKeyID, algorithm,
+#: traffic key, SNE, whether the MAC covers the other options.
+AoSigning = tuple[int, int, str, bytes, int, bool]
+
+
+def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
+                   ao: tuple[int, int] | None = None) -> bytes:
     """Encode options in the order Linux uses, padded to a multiple of four bytes.
 
     With ``md5`` first two NOPs and an MD5 signature option (RFC 2385) whose digest
@@ -155,6 +168,9 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False) -> bytes:
     out = bytearray()
     if md5:
         out += bytes((OPT_NOP, OPT_NOP, OPT_MD5SIG, _md5.OPTION_LEN)) + bytes(_md5.DIGEST_LEN)
+    elif ao is not None:
+        # RFC 5925 2.2: KeyID, RNextKeyID, the MAC (written by emit_tcp_parts).
+        out += bytes((OPT_AO, _ao.OPTION_LEN, ao[0], ao[1])) + bytes(_ao.MAC_LEN)
     if syn:
         if o.mss is not None:
             out += struct.pack("!BBH", OPT_MSS, 4, o.mss)
@@ -198,6 +214,7 @@ def emit_tcp(
     vnet: bool = False,
     gso_size: int = 0,
     md5_key: bytes | None = None,
+    ao: AoSigning | None = None,
 ) -> bytearray:
     """Build a complete IP+TCP packet for ``seg`` in a single buffer: IPv4 (DF set,
     identification ``ident``) or IPv6 (hop limit ``ttl``) after the addresses' family.
@@ -207,11 +224,12 @@ def emit_tcp(
     (``NEEDS_CSUM``: the field carries the pseudo-header sum only), and, if the
     payload exceeds ``gso_size``, to cut it into ``gso_size`` segments (TSO).
 
-    With ``md5_key`` the segment is signed (RFC 2385, :mod:`tcpstack.wire.md5sig`);
-    a signed segment must not be cut by TSO (each piece needs its own digest).
+    With ``md5_key`` the segment is signed (RFC 2385, :mod:`tcpstack.wire.md5sig`),
+    with ``ao`` it carries TCP-AO (RFC 5925, :mod:`tcpstack.wire.tcpao`); a signed
+    segment is not cut by TSO (each piece needs its own MAC).
     """
     out = emit_tcp_parts(seg, src, dst, ident, ttl, vnet, gso_size, scatter=False,
-                         md5_key=md5_key)
+                         md5_key=md5_key, ao=ao)
     assert isinstance(out, bytearray)
     return out
 
@@ -226,6 +244,7 @@ def emit_tcp_parts(
     gso_size: int = 0,
     scatter: bool = True,
     md5_key: bytes | None = None,
+    ao: AoSigning | None = None,
 ) -> OutPacket:
     """Like :func:`emit_tcp`, but a large payload is not copied: the result is
     ``(headers, payload)`` for a gathering write (``os.writev``), the payload being
@@ -233,6 +252,9 @@ def emit_tcp_parts(
     if md5_key is not None:
         opts = encode_options(seg.options, bool(seg.flags & SYN), True)
         gso_size = 0  # every segment on the wire needs its own digest
+    elif ao is not None:
+        opts = encode_options(seg.options, bool(seg.flags & SYN), False, (ao[0], ao[1]))
+        gso_size = 0
     elif seg.options is NO_OPTIONS or seg.options is MD5_ONLY:
         opts = b""
     else:
@@ -264,6 +286,10 @@ def emit_tcp_parts(
         at = t + HEADER_LEN + 4
         out[at : at + _md5.DIGEST_LEN] = _md5.digest(
             src, dst, memoryview(out)[t : t + hlen], hlen, md5_key, payload)
+    elif ao is not None:
+        at = t + HEADER_LEN + _ao.HEADER_LEN
+        message = _ao.mac_input(src, dst, ao[4], memoryview(out)[t : t + hlen], ao[5], payload)
+        out[at : at + _ao.MAC_LEN] = _ao.mac(ao[2], ao[3], message)
     if vnet:
         if gso_size and plen > gso_size:
             gso = _vnet.GSO_TCPV6 if ipv6 else _vnet.GSO_TCPV4
@@ -312,6 +338,7 @@ __all__ = [
     "SYN",
     "URG",
     "AnySegment",
+    "AoSigning",
     "OutPacket",
     "OutSegment",
     "TcpOptions",

@@ -440,3 +440,33 @@ def test_md5_keys_from_flags_and_files(tmp_path: Path) -> None:
     assert settings.stack.md5_keys == (("10.0.0.1", b"plain text"),
                                        ("fd00::/64", b"from a file"))
     assert _settings().stack.md5_keys == ()
+
+
+def test_ao_keys_from_flags(tmp_path: Path) -> None:
+    """--ao-key PEER=SENDID:RECVID[:ALG][:exclude-options]:KEY, repeatable; a key may
+    contain colons, or come from a file."""
+    keyfile = tmp_path / "ao.key"
+    keyfile.write_bytes(b"from:a:file\n")
+    settings = _settings("--ao-key", "10.0.0.5=1:2:se:cret", "--ao-key",
+                         f"10.0.0.5=3:4:aes-128-cmac:exclude-options:@{keyfile}")
+    first, second = settings.stack.ao_keys
+    assert (first.send_id, first.recv_id, first.key, first.algorithm, first.include_options) \
+        == (1, 2, b"se:cret", "hmac-sha1", True)
+    assert (second.send_id, second.recv_id, second.key, second.algorithm,
+            second.include_options) == (3, 4, b"from:a:file", "aes-128-cmac", False)
+
+
+@pytest.mark.parametrize(("spec", "fragment"), [
+    ("10.0.0.5=1:2", "PEER=SENDID:RECVID"),
+    ("10.0.0.5=x:2:k", "numbers 0..255"),
+    ("10.0.0.5=1:300:k", "RecvID must be 0..255"),
+    ("10.0.0.5=1:2:", "1 to 80 bytes"),
+])
+def test_bad_ao_keys_are_one_line_errors(spec: str, fragment: str) -> None:
+    assert_usage_error(run_cli("serve", "--ao-key", spec), fragment)
+
+
+def test_two_ao_keys_with_one_recvid_for_a_peer_are_refused() -> None:
+    result = run_cli("serve", "--ao-key", "10.0.0.5=1:2:k1", "--ao-key", "10.0.0.5=3:2:k2")
+    assert_usage_error(result, "RecvID 2")
+    assert "k1" not in result.stderr and "k2" not in result.stderr
