@@ -64,28 +64,32 @@ def _shift_left(block: bytes) -> bytes:
     return n.to_bytes(16, "big")
 
 
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
+_RB = (0x87).to_bytes(16, "big")
+
+
 def aes_cmac(key: bytes, message: bytes) -> bytes:
     """AES-128-CMAC (RFC 4493), 128 bits."""
     enc = _aes_ecb(key)
     zero = enc.update(bytes(16))
     k1 = _shift_left(zero)
     if zero[0] & 0x80:
-        k1 = k1[:15] + bytes((k1[15] ^ 0x87,))
+        k1 = _xor(k1, _RB)
     k2 = _shift_left(k1)
     if k1[0] & 0x80:
-        k2 = k2[:15] + bytes((k2[15] ^ 0x87,))
+        k2 = _xor(k2, _RB)
     blocks = max(1, -(-len(message) // 16))
     last = message[(blocks - 1) * 16:]
-    if len(last) == 16:
-        last = bytes(a ^ b for a, b in zip(last, k1, strict=True))
-    else:
-        padded = last + b"\x80" + bytes(15 - len(last))
-        last = bytes(a ^ b for a, b in zip(padded, k2, strict=True))
+    # A whole last block is masked with K1; a short one is padded (10*) and with K2.
+    last = _xor(last, k1) if len(last) == 16 else \
+        _xor(last + b"\x80" + bytes(15 - len(last)), k2)
     x = bytes(16)
     for i in range(blocks - 1):
-        block = message[i * 16:(i + 1) * 16]
-        x = enc.update(bytes(a ^ b for a, b in zip(x, block, strict=True)))
-    return bytes(enc.update(bytes(a ^ b for a, b in zip(x, last, strict=True))))
+        x = enc.update(_xor(x, message[i * 16:(i + 1) * 16]))
+    return bytes(enc.update(_xor(x, last)))
 
 
 # ----------------------------------------------------------------- keys
