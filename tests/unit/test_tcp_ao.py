@@ -240,3 +240,33 @@ def test_syn_cookies_work_with_tcp_ao() -> None:
     assert net.b.counters["tcp_syncookie_accepted"] == 1
     for st in (net.a, net.b):
         assert not {k: v for k, v in st.counters.items() if k.startswith("tcp_ao_") and v}
+
+
+def test_ladder_table_and_tcp_info_show_tcp_ao_never_the_key() -> None:
+    from tcpstack.observe.core import Observatory
+    from tcpstack.observe.ladder import render_json, render_text
+    from tcpstack.observe.table import render_rows, rows
+    from tcpstack.tcp.info import tcp_info
+    net = stack_pair(TcpConfig(msl=1.0))
+    net.a.add_ao_key("10.0.0.2", 1, 2, b"ladder-secret")
+    net.b.add_ao_key("10.0.0.1", 2, 1, b"ladder-secret")
+    obs = Observatory(net.b, packets=True)
+    obs.enable_ladders()
+    seen: list[dict[str, object]] = []
+    obs.on_ladder.append(seen.append)
+    obs.attach()
+    net.b.listen(80)
+    client = net.a.connect("10.0.0.2", 80, net.now)
+    net.run(until=lambda: client.state is State.ESTABLISHED and bool(seen))
+    (doc,) = [d for d in seen if d["phase"] == "opening"]
+    text = render_text(doc)  # type: ignore[arg-type]
+    assert "TCP-AO keyid 1 rnext 2" in text  # the client's SYN, as it arrived
+    assert "TCP-AO (RFC 5925) hmac-sha1, sending with key 2, asking for 1" in text
+    assert "16 bytes go to TCP-AO" in text
+    assert "ladder-secret" not in text and "ladder-secret" not in render_json(doc)  # type: ignore[arg-type]
+    (row,) = rows(net.b, None, net.now)
+    assert " ao:2/1 " in render_rows([row], info=True)
+    info = tcp_info(client)
+    assert info["ao"] == {"keyid": 1, "rnext": 2, "algorithm": "hmac-sha1",
+                          "options_covered": True}
+    assert "ladder-secret" not in repr(info)

@@ -429,3 +429,24 @@ def test_ce_on_a_segment_without_data_is_not_echoed() -> None:
     tcb = established()
     tcb.receive(peer(tcb)._replace(ecn=CE), 0.2)
     assert not tcb.ecn_echo and tcb.counters["tcp_ecn_ce_received"] == 0
+
+
+def test_ladder_and_table_show_ecn() -> None:
+    from tcpstack.observe.core import Observatory
+    from tcpstack.observe.ladder import render_text
+    from tcpstack.observe.table import render_rows, rows
+    net = stack_pair(TcpConfig(ecn="on"))
+    obs = Observatory(net.b, packets=True)
+    obs.enable_ladders()
+    seen: list[dict[str, object]] = []
+    obs.on_ladder.append(seen.append)
+    obs.attach()
+    net.b.listen(80)
+    client = net.a.connect("10.0.0.2", 80, net.now)
+    net.run(until=lambda: client.state is State.ESTABLISHED and bool(seen))
+    (doc,) = [d for d in seen if d["phase"] == "opening"]
+    flags = [e["flags"] for e in doc["events"]]  # type: ignore[index,union-attr]
+    assert "ECE" in flags[0] and "CWR" in flags[0] and "ECE" in flags[1]
+    assert "ECN on (RFC 3168)" in render_text(doc)  # type: ignore[arg-type]
+    (row,) = rows(net.b, None, net.now)
+    assert " ecn " in render_rows([row], info=True)
