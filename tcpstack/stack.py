@@ -325,6 +325,8 @@ class Stack:
         self._md5_on = bool(self._md5_keys)
         self._ao_keys = AoKeys(self.config.ao_keys)
         self._ao_on = bool(self._ao_keys)
+        # Connections using TCP-AO: checked even once their peer's MKTs are gone.
+        self._ao_conns = 0
 
         # Who watches (tcpstack.observe): None costs one attribute test per packet.
         self.observer: Observer | None = None
@@ -354,8 +356,11 @@ class Stack:
         return self._md5_keys.peers()
 
     def _resign_connections(self) -> None:
+        """TCP-MD5 keys changed: open connections follow them (not those using TCP-AO)."""
         for tcb in self.tcbs.values():
-            signed = self._md5_key(tcb.remote_ip) is not None
+            if tcb.auth is not None:
+                continue
+            signed = self._md5_on and self._md5_keys.lookup(tcb.remote_ip) is not None
             if tcb.md5 != signed:
                 tcb.set_signed(signed)
 
@@ -500,6 +505,7 @@ class Stack:
         if mkts:
             tcb.auth = AoConn(mkts, (lip, local_port), (rip, remote_port))
             tcb.set_signature_len(tcpao.OPTION_LEN)
+            self._ao_conns += 1
         self._adopt(key, tcb, now)
         return tcb
 
@@ -822,7 +828,8 @@ class Stack:
         seg = parse_tcp(payload, src, dst, verify, ecn)
         self.counters["tcp_received"] += 1
         opts = seg.options
-        checked = self._md5_on or self._ao_on or opts.md5 or opts.ao is not None
+        checked = self._md5_on or self._ao_on or self._ao_conns or opts.md5 \
+            or opts.ao is not None
         obs = self._packet_observer
         if obs is not None:
             key = (dst, seg.dst_port, src, seg.src_port)
@@ -834,29 +841,48 @@ class Stack:
             self._demux_tcp(src, dst, seg, now)
 
     def _signature_ok(self, src: int, dst: int, raw: memoryview, seg: TcpSegment) -> bool:
-        """RFC 2385 2.0 and 4.0 (and Linux's tcp_inbound_md5_hash): a segment from a
-        peer we have a key for must carry a valid signature; a peer without one must
-        not sign. Whatever fails is dropped, counted, before any state sees it --
-        SYNs and RSTs alike, and never answered. TCP-AO likewise (RFC 5925 7.3)."""
+        """RFC 2385 2.0 and 4.0 (and Linux's tcp_inbound_md5_hash), RFC 5925 7.3: a
+        segment must be signed as its connection is -- with TCP-AO (fixed when it
+        opened), with TCP-MD5 (following the peer's key), or not at all; without a
+        connection, as the key tables say for its peer. Whatever fails is dropped,
+        counted, before any state sees it -- SYNs and RSTs alike, and never answered."""
+        opts = seg.options
+        tcb = self.tcbs.get((dst, seg.dst_port, src, seg.src_port))
+        if tcb is not None and not (tcb.state is State.TIME_WAIT
+                                    and seg.flags & (SYN | ACK | RST) == SYN):
+            conn = tcb.auth
+            if isinstance(conn, AoConn):
+                if opts.md5:
+                    return self._refuse("tcp_ao_with_md5")  # RFC 5925 1: never both
+                irs = seg.seq if tcb.state is State.SYN_SENT else tcb.irs
+                reason = conn.verify(src, dst, raw, seg, tcb.iss, irs)
+                return True if reason is None else self._refuse(reason)
+            if opts.ao is not None:
+                return self._refuse("tcp_ao_unexpected")
+            return self._md5_ok(src, dst, raw, seg,
+                                self._md5_keys.lookup(src) if tcb.md5 else None)
+        # No connection (or a SYN that may reopen one in TIME-WAIT): the key tables.
         if self._ao_on:
             mkts = self._ao_keys.for_peer(src)
             if mkts:
                 return self._ao_ok(src, dst, raw, seg, mkts)
-        if seg.options.ao is not None:
-            self.counters["tcp_ao_unexpected"] += 1
-            return False
-        key = self._md5_keys.lookup(src)
+        if opts.ao is not None:
+            return self._refuse("tcp_ao_unexpected")
+        return self._md5_ok(src, dst, raw, seg, self._md5_key(src))
+
+    def _refuse(self, reason: str) -> bool:
+        self.counters[reason] += 1
+        return False
+
+    def _md5_ok(self, src: int, dst: int, raw: memoryview, seg: TcpSegment,
+                key: bytes | None) -> bool:
+        """RFC 2385 2.0: signed with ``key`` if there is one, else not signed at all."""
         if key is None:
-            if seg.options.md5:
-                self.counters["tcp_md5_unexpected"] += 1
-                return False
-            return True
+            return self._refuse("tcp_md5_unexpected") if seg.options.md5 else True
         if not seg.options.md5:
-            self.counters["tcp_md5_missing"] += 1
-            return False
+            return self._refuse("tcp_md5_missing")
         if not md5sig.verify(src, dst, raw, key):
-            self.counters["tcp_md5_failure"] += 1
-            return False
+            return self._refuse("tcp_md5_failure")
         return True
 
     def _demux_tcp(self, src: int, dst: int, seg: TcpSegment, now: float) -> None:
@@ -910,32 +936,17 @@ class Stack:
 
     def _ao_ok(self, src: int, dst: int, raw: memoryview, seg: TcpSegment,
                mkts: tuple[Mkt, ...]) -> bool:
-        """RFC 5925 7.3 for a peer with MKTs: its connection's state checks the MAC;
-        with no connection, a SYN is checked with its own ISN and an ACK (a SYN
-        cookie's) with the ISNs its numbers imply -- a stray segment fails."""
+        """RFC 5925 7.3 for a segment with no connection from a peer with MKTs: a SYN
+        is checked with its own ISN, an ACK (a SYN cookie's) with the ISNs its numbers
+        imply -- a stray segment fails."""
         if seg.options.md5:
-            self.counters["tcp_ao_with_md5"] += 1  # RFC 5925 1: never both
-            return False
-        tcb = self.tcbs.get((dst, seg.dst_port, src, seg.src_port))
-        conn = tcb.auth if tcb is not None else None
-        if tcb is not None and isinstance(conn, AoConn):
-            irs = seg.seq if tcb.state is State.SYN_SENT else tcb.irs
-            reason = conn.verify(src, dst, raw, seg, tcb.iss, irs)
-        elif tcb is not None and tcb.state is not State.TIME_WAIT:
-            # A connection opened before the peer had keys stays unsigned.
-            reason = None if seg.options.ao is None else "tcp_ao_unexpected"
+            return self._refuse("tcp_ao_with_md5")  # RFC 5925 1: never both
+        conn = AoConn.for_syn(mkts, (dst, seg.dst_port), (src, seg.src_port), seg.options.ao)
+        if seg.flags & (SYN | ACK) == SYN:
+            reason = conn.verify(src, dst, raw, seg, 0, seg.seq)
         else:
-            conn = AoConn.for_syn(mkts, (dst, seg.dst_port), (src, seg.src_port),
-                                  seg.options.ao)
-            if seg.flags & (SYN | ACK) == SYN:
-                reason = conn.verify(src, dst, raw, seg, 0, seg.seq)
-            else:
-                reason = conn.verify(src, dst, raw, seg, seq_add(seg.ack, -1),
-                                     seq_add(seg.seq, -1))
-        if reason is not None:
-            self.counters[reason] += 1
-            return False
-        return True
+            reason = conn.verify(src, dst, raw, seg, seq_add(seg.ack, -1), seq_add(seg.seq, -1))
+        return True if reason is None else self._refuse(reason)
 
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
@@ -961,6 +972,7 @@ class Stack:
             if conn is not None:
                 verdict.tcb.auth = conn
                 verdict.tcb.set_signature_len(tcpao.OPTION_LEN)
+                self._ao_conns += 1
             self._adopt(key, verdict.tcb, now)
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
@@ -1082,6 +1094,8 @@ class Stack:
 
     def _remove(self, key: Key, tcb: Tcb) -> None:
         del self.tcbs[key]
+        if tcb.auth is not None:
+            self._ao_conns -= 1
         if self.observer is not None:
             self.observer.on_close(key, tcb)
         tcb.charged = self.memory.charge(tcb.charged, 0)

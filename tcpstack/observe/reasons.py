@@ -31,6 +31,7 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tcp_ao_key_not_found": "TCP-AO KeyID names none of our RecvIDs for this peer: dropped",
     "tcp_ao_unexpected": "TCP-AO option from a peer without master keys: dropped",
     "tcp_ao_with_md5": "both TCP-AO and TCP-MD5 options (RFC 5925 forbids it): dropped",
+    "tcp_ao_duplicate": "two TCP-AO options in one segment: dropped",
     "tcp_ao_rst_not_sent": "no RST to a TCP-AO peer without a connection (RFC 5925 7.7)",
     # ECN (RFC 3168)
     "tcp_ecn_ce_received": "arrived marked CE (congestion): ECE echoed until CWR (RFC 3168)",

@@ -163,14 +163,13 @@ class AoConn:
         one while it is there, else with the first."""
         self.mkts = mkts
         self._keys.clear()
-        if self.current not in mkts:
-            self.current = mkts[0]
+        send_id = self.current.send_id
+        self.current = next((m for m in mkts if m.send_id == send_id), mkts[0])
         if not any(m.recv_id == self.rnext for m in mkts):
             self.rnext = self.current.recv_id
 
     def _key(self, mkt: Mkt, sending: bool, src_isn: int, dst_isn: int) -> bytes:
-        index = self.mkts.index(mkt)
-        cache = (index, sending, src_isn, dst_isn)
+        cache = (id(mkt), sending, src_isn, dst_isn)  # mkts keeps each MKT alive
         key = self._keys.get(cache)
         if key is None:
             (sa, sp), (da, dp) = (self.local, self.remote) if sending else (self.remote,
@@ -220,8 +219,8 @@ class AoConn:
             if high is None:
                 high = irs
             seg_sne, high, sne = _extension(high, sne, seg.seq)
-        message = tcpao.mac_input(src, dst, seg_sne, raw, mkt.include_options)
-        expected = tcpao.mac(mkt.algorithm, key, message)
+        parts = tcpao.mac_parts(src, dst, seg_sne, raw, mkt.include_options)
+        expected = tcpao.mac(mkt.algorithm, key, parts)
         if not _equal(expected, raw[at + tcpao.HEADER_LEN:at + tcpao.OPTION_LEN]):
             return "tcp_ao_failure"
         if not (flags & SYN and not flags & ACK):

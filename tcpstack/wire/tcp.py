@@ -116,6 +116,8 @@ def parse_options(opts: memoryview) -> TcpOptions:
             if length == _md5.OPTION_LEN:
                 md5 = True  # RFC 2385: the stack checks the digest
         elif kind == OPT_AO:
+            if ao is not None:
+                raise Malformed("tcp_ao_duplicate")  # which one would be checked?
             if length >= 4:
                 ao = (opts[i + 2], opts[i + 3])  # RFC 5925 2.2: the stack checks the MAC
         i += length
@@ -288,8 +290,8 @@ def emit_tcp_parts(
             src, dst, memoryview(out)[t : t + hlen], hlen, md5_key, payload)
     elif ao is not None:
         at = t + HEADER_LEN + _ao.HEADER_LEN
-        message = _ao.mac_input(src, dst, ao[4], memoryview(out)[t : t + hlen], ao[5], payload)
-        out[at : at + _ao.MAC_LEN] = _ao.mac(ao[2], ao[3], message)
+        parts = _ao.mac_parts(src, dst, ao[4], memoryview(out)[t : t + hlen], ao[5], payload)
+        out[at : at + _ao.MAC_LEN] = _ao.mac(ao[2], ao[3], parts)
     if vnet:
         if gso_size and plen > gso_size:
             gso = _vnet.GSO_TCPV6 if ipv6 else _vnet.GSO_TCPV4

@@ -1,4 +1,6 @@
-"""RFC 9235's TCP-AO test vectors (sections 4.1, 4.2, 5.2, 6.1, 7.2), as data.
+"""RFC 9235's TCP-AO test vectors, as data: packets from each of its eight scenarios
+(sections 4.1-7.2: HMAC-SHA-1-96 and AES-128-CMAC-96, options covered and excluded,
+IPv4 and IPv6).
 
 Master key "testvector"; the client 10.11.12.13 / fd00::1 sends with KeyID 61
 (0x3d) and the server 172.27.28.29 / fd00::2 with 84 (0x54). Each packet: who
@@ -74,6 +76,18 @@ SCENARIOS = (
                "06006400010100",
                "f3db1793d7910ecd806c34f155ea1f00345953e3", "710608cc696c03a271c93aa5"),
     )),
+    Scenario("5.1", "aes-128-cmac", True, 0x787A1DDF, 0xFADD6DE9, (
+        Packet("client",
+               "45e0004c7b9f4000ff0620dc0a0b0c0dac1b1c1dc4fa00b3787a1ddf00000000"
+               "e002ffff5a0f0000020405b4010303080402080a00017ed0000000001d103d54"
+               "e477e99c8040765498e55091",
+               "f5b8b3d5f34fdbb6eb8d4ab9660e60e3", "e477e99c8040765498e55091"),
+        Packet("server",
+               "45e0004c4bad4000ff0650ceac1b1c1d0a0b0c0d00b3c4fafadd6de9787a1de0"
+               "e012fffff3f20000020405b4010303080402080a93f4e9e800017ed01d10543d"
+               "d6ada7bc4cdd536d1769db5f",
+               "4bc7571a486f3264bbd888474066b4b1", "d6ada7bc4cdd536d1769db5f"),
+    )),
     Scenario("5.2", "aes-128-cmac", False, 0x389BED71, 0xD3844A6F, (
         Packet("client",
                "45e0004cf22e4000ff06aa4c0a0b0c0dac1b1c1dda1c00b3389bed7100000000"
@@ -113,6 +127,27 @@ SCENARIOS = (
                "ffffffffffffffff00430104fde800b401010179260206010400010001020280"
                "000202020002024200020641040000fde8020840060064000101 00".replace(" ", ""),
                "1ed82975f4ea444c61580c5bd90dbd61bbc91b7e", "bf0805feb4ac7b163d6fcdf2"),
+    )),
+    Scenario("6.2", "hmac-sha1", False, 0x020C1E69, 0xEBA3734D, (
+        Packet("client",
+               "6e078fcd00380640fd000000000000000000000000000001fd00000000000000"
+               "0000000000000002c6cd00b3020c1e6900000000e002ffffa41a0000020405a0"
+               "010303080402080a009db95b000000001d103d54885698b0530ed4d5a15f8346",
+               "31a3faf69effae52931b7f845467315c270a4edc", "885698b0530ed4d5a15f8346"),
+    )),
+    Scenario("7.1", "aes-128-cmac", True, 0x193CCCEC, 0xA6744ECB, (
+        Packet("client",
+               "6e04a70600380640fd000000000000000000000000000001fd00000000000000"
+               "0000000000000002f85a00b3193cccec00000000e002ffffde5d0000020405a0"
+               "010303080402080a13e4ab99000000001d103d5459b588107481ac6dc3927040",
+               "fa5a2108882d39d0c71929175ab1b7b8", "59b588107481ac6dc3927040"),
+        Packet("client",
+               "6e04a70600730640fd000000000000000000000000000001fd00000000000000"
+               "0000000000000002f85a00b3193ccceda6744eccc018010032800000 0101080a".replace(" ", "")
+               + "13e4aba371daabc81d103d547b6a455c0d4f5f01835baab3ffffffffffffffff"
+               "ffffffffffffffff00430104fde800b401010179260206010400010001020280"
+               "000202020002024200020641040000fde802084006006400010100",
+               "6174c3557abed27574dba37185f00300", "7b6a455c0d4f5f01835baab3"),
     )),
     Scenario("7.2", "aes-128-cmac", False, 0xB01DA74A, 0xA6246145, (
         Packet("client",

@@ -270,3 +270,68 @@ def test_ladder_table_and_tcp_info_show_tcp_ao_never_the_key() -> None:
     assert info["ao"] == {"keyid": 1, "rnext": 2, "algorithm": "hmac-sha1",
                           "options_covered": True}
     assert "ladder-secret" not in repr(info)
+
+
+def _connected(net):  # type: ignore[no-untyped-def]
+    net.b.listen(80)
+    client = net.a.connect("10.0.0.2", 80, net.now)
+    net.run(until=lambda: client.state is State.ESTABLISHED and bool(net.b.tcbs))
+    (server,) = net.b.tcbs.values()
+    return client, server
+
+
+def _forge(net, server, payload: bytes = b"EVIL") -> None:  # type: ignore[no-untyped-def]
+    """An unsigned data segment exactly in the server's window, from the client's
+    address and port."""
+    from tcpstack.wire.tcp import emit_tcp
+    seg = TcpSegment(server.remote_port, 80, server.rcv_nxt, server.snd_nxt, ACK, 1000,
+                     payload=payload)
+    net.b.receive(emit_tcp(seg, int(ipaddress.IPv4Address("10.0.0.1")),
+                           int(ipaddress.IPv4Address("10.0.0.2")), 1), net.now)
+
+
+def test_a_tcp_ao_connection_outlives_its_peers_mkts() -> None:
+    """RFC 5925: TCP-AO cannot be dropped mid-connection. With every MKT of the
+    peer removed, the connection goes on with the tuple it had, still refusing
+    unsigned segments."""
+    net = stack_pair(TcpConfig(msl=1.0))
+    net.a.add_ao_key("10.0.0.2", 1, 2, b"k")
+    net.b.add_ao_key("10.0.0.1", 2, 1, b"k")
+    client, server = _connected(net)
+    assert net.a.remove_ao_key("10.0.0.2", 1) and net.b.remove_ao_key("10.0.0.1", 2)
+    _forge(net, server)
+    assert net.b.counters["tcp_ao_missing"] == 1 and server.recv() == b""
+    got = bytearray()
+    client.send(b"z" * 20_000)
+    net.run(lambda: got.extend(server.recv()), until=lambda: len(got) >= 20_000)
+    assert bytes(got) == b"z" * 20_000
+
+
+def test_a_tcp_md5_connection_stays_md5_when_the_peer_gets_an_mkt() -> None:
+    """The mode is the connection's: an MKT added for a peer with an open TCP-MD5
+    connection applies to its next connections; this one keeps its signatures."""
+    net = stack_pair(TcpConfig(msl=1.0))
+    net.a.set_md5_key("10.0.0.2", b"md5 key")
+    net.b.set_md5_key("10.0.0.1", b"md5 key")
+    client, server = _connected(net)
+    net.a.add_ao_key("10.0.0.2", 1, 2, b"k")
+    net.b.add_ao_key("10.0.0.1", 2, 1, b"k")
+    net.b.set_md5_key("10.0.0.1", b"md5 key")  # re-setting the key changes nothing
+    assert client.md5 and server.md5 and client.auth is None
+    _forge(net, server)
+    assert net.b.counters["tcp_md5_missing"] == 1
+    got = bytearray()
+    client.send(b"m" * 20_000)
+    net.run(lambda: got.extend(server.recv()), until=lambda: len(got) >= 20_000)
+    assert bytes(got) == b"m" * 20_000
+    for st in (net.a, net.b):
+        assert st.counters["tcp_ao_with_md5"] == st.counters["tcp_md5_failure"] == 0
+
+
+def test_a_segment_with_two_tcp_ao_options_is_malformed() -> None:
+    from tcpstack.wire.errors import Malformed
+    from tcpstack.wire.tcp import parse_options
+    one = bytes((29, 16, 1, 1)) + bytes(12)
+    with pytest.raises(Malformed, match="tcp_ao_duplicate"):
+        parse_options(memoryview(one + one))
+    assert parse_options(memoryview(one)).ao == (1, 1)
