@@ -334,11 +334,10 @@ class Stack:
 
     def set_md5_key(self, peer: str | int, key: bytes | str) -> None:
         """Sign segments to ``peer`` (an address, or a prefix such as ``10.0.0.0/24``)
-        with ``key`` and accept from it only segments so signed (RFC 2385), from its
-        next segment on -- like Linux's ``TCP_MD5SIG``, which a connection keeps
-        using for each segment. Raises ValueError on a bad peer or key (1 to 80
-        bytes; text is taken as UTF-8). Open connections to the peer start signing
-        with their next segment."""
+        with ``key`` and accept from it only segments so signed (RFC 2385). Open
+        connections to the peer (not those using TCP-AO) start with their next
+        segment, as a Linux socket whose ``TCP_MD5SIG`` key is set. Raises
+        ValueError on a bad peer or key (1 to 80 bytes; text is taken as UTF-8)."""
         self._md5_keys.set(peer, key)
         self._md5_on = True
         self._resign_connections()
@@ -394,7 +393,7 @@ class Stack:
         """Key rollover (RFC 5925 7.5.2): ask ``peer`` (an address) to send with the MKT
         whose RecvID is ``recv_id``, on every open connection with it, by putting it
         in our RNextKeyID. Returns how many connections now ask."""
-        address = int(ipaddress.ip_address(peer)) if isinstance(peer, str) else peer
+        address = _address(peer)
         n = 0
         for tcb in self.tcbs.values():
             conn = tcb.auth
