@@ -107,7 +107,7 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
     the peer's SYN offered. MSS always (RFC 9293 3.7.1).
     """
     cfg = tcb.cfg
-    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5.
+    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao.
     if ack:
         opts = new_tuple(TcpOptions, (
             cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
