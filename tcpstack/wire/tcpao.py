@@ -155,7 +155,7 @@ def mac(algorithm: str, key: bytes, message: BytesLike | list[BytesLike]) -> byt
             h.update(part)
         return h.digest()[:MAC_LEN]
     if algorithm == AES_128_CMAC:
-        return aes_cmac(key, *(bytes(p) for p in parts))[:MAC_LEN]
+        return aes_cmac(key, *[bytes(p) for p in parts])[:MAC_LEN]
     raise ValueError(f"unknown TCP-AO algorithm {algorithm!r}")
 
 
