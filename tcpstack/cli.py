@@ -710,6 +710,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"tcpstack: warning: {e}", file=sys.stderr)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSettings,
                    config: StackConfig, https: Any = None) -> int:
     """Fork one worker per TUN queue; forward SIGINT/SIGTERM to them; exit 0 if all did.
@@ -720,6 +723,11 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
     """
     secret = os.urandom(32)
     pids: list[int] = []
+    # A stop signal waits (blocked) until it can be handled: here until `forward`
+    # is installed, in a worker until its event loop's handlers are (see _serve).
+    # Else a SIGTERM while a worker is still starting kills it with the default
+    # action, and the daemon exits 1 instead of stopping cleanly.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     for i in range(device.queue_count):
         pid = os.fork()
         if pid == 0:  # worker
@@ -745,6 +753,7 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     status = 0
     for pid in pids:
         _, wstatus = os.waitpid(pid, 0)
@@ -815,6 +824,9 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     gc.set_threshold(700, 10, 100)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A worker is forked with them blocked (_serve_workers): one that came while it
+    # started is delivered now, to the handlers above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     named = [f"{name} on {port}" for name, port in settings.ports.items() if port]
     if https is not None:
         named.append(f"https on {args.https_port}")

@@ -137,3 +137,17 @@ def test_workers_flag_rejects_out_of_range_values(netns: NetNS) -> None:
     assert not link_exists(netns)
 
 
+
+
+def test_sigterm_while_workers_are_still_starting_stops_them_cleanly(
+    netns: NetNS, serve: DaemonFactory
+) -> None:
+    """A stop signal that arrives before a worker's event loop handles signals waits
+    for it (blocked across the fork): every worker stops cleanly, exit 0 -- not a
+    worker killed by the default action and the daemon exiting 1."""
+    for _ in range(3):
+        d = serve("--workers", "2", probe_port=None)  # stopped as soon as the link is up
+        result = d.stop()
+        assert result.returncode == 0, result.log
+        assert "Traceback" not in result.log, result.log
+        assert not link_exists(netns)
