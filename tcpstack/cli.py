@@ -650,6 +650,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The impairment acts on single IP packets: a TSO super-segment lost or
     # corrupted as a whole would be unrealistic, so --impair turns offloads off.
     offload = args.offload and args.impair is None
+    # From the interface's creation on, a stop signal waits (blocked) until the event
+    # loop handles it (_serve unblocks it; with --workers, _serve_workers and each
+    # worker's _serve): a SIGTERM during start-up then stops the daemon cleanly --
+    # exit 0, interface removed -- instead of killing it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         device = TunDevice.open(args.interface, mtu=daemon.mtu, host_address=host,
                                 host_address6=host6,
@@ -723,10 +728,10 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
     """
     secret = os.urandom(32)
     pids: list[int] = []
-    # A stop signal waits (blocked) until it can be handled: here until `forward`
-    # is installed, in a worker until its event loop's handlers are (see _serve).
-    # Else a SIGTERM while a worker is still starting kills it with the default
-    # action, and the daemon exits 1 instead of stopping cleanly.
+    # Stop signals are blocked (cmd_serve) until they can be handled: here until
+    # `forward` is installed, in a worker (which inherits the mask) until its event
+    # loop's handlers are (see _serve). Else a SIGTERM while a worker is still
+    # starting kills it with the default action, and the daemon exits 1.
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     for i in range(device.queue_count):
         pid = os.fork()
@@ -797,16 +802,24 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         "echo": EchoService(limits=limits, counters=app_counters),
         "discard": DiscardService(limits=limits, counters=app_counters),
     }
+    # Created without serving, then all made to listen at once: the device is read
+    # from the first yield to the event loop on, and SYNs already queued in it (a
+    # worker starting after its queue got flows) must not meet a port that is not
+    # listening yet -- a RST, "connection refused".
     servers = [await net.start_server(handlers[name], None, port,
                                       backlog=settings.daemon.backlog,
-                                      syn_backlog=settings.daemon.syn_backlog)
+                                      syn_backlog=settings.daemon.syn_backlog,
+                                      start_serving=False)
                for name, port in settings.ports.items() if port]
     if https is not None:
         # HTTPS: the same HTTP service behind TLS (asyncio's SSL protocol).
         servers.append(await net.start_server(handlers["http"], None, args.https_port,
                                               ssl=https.context,
                                               backlog=settings.daemon.backlog,
-                                              syn_backlog=settings.daemon.syn_backlog))
+                                              syn_backlog=settings.daemon.syn_backlog,
+                                              start_serving=False))
+    for server in servers:
+        server.listen()
     if resources is not None:
         try:
             await resources.start(net)
@@ -824,8 +837,8 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     gc.set_threshold(700, 10, 100)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # A worker is forked with them blocked (_serve_workers): one that came while it
-    # started is delivered now, to the handlers above.
+    # They were blocked during start-up (cmd_serve, _serve_workers): one that came
+    # meanwhile is delivered now, to the handlers above.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     named = [f"{name} on {port}" for name, port in settings.ports.items() if port]
     if https is not None:

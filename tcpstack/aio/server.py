@@ -100,12 +100,18 @@ class Server(asyncio.AbstractServer):
     async def start_serving(self) -> None:
         """Start accepting connections (``create_server(start_serving=False)`` waits
         for this: until then SYNs are answered with RST, as a socket not listening)."""
+        self.listen()
+        await asyncio.sleep(0)
+
+    def listen(self) -> None:
+        """:meth:`start_serving` without yielding to the event loop: several servers
+        started one after another this way all listen before the stack reads another
+        packet (none of the SYNs already queued meets a port not yet listening)."""
         if self._closed:
             raise RuntimeError(f"server {self!r} is closed")
         if not self._serving:
             self._net.start_listening(self)
             self._serving = True
-        await asyncio.sleep(0)
 
     async def serve_forever(self) -> None:
         """Serve until cancelled (then close and wait for the connections) or closed."""
