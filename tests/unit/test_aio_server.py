@@ -134,6 +134,25 @@ async def test_start_serving_false_refuses_until_start_serving(nets: NetPair) ->
     assert await round_trip(nets, B_IP) == b"ping"
 
 
+async def test_listen_starts_serving_without_yielding_to_the_loop(nets: NetPair) -> None:
+    """Server.listen: several servers made to listen one after another, with no
+    packet read in between (the daemon's start-up: SYNs already queued must not meet
+    a port that is not listening yet)."""
+    first = await start_server(echo, B_IP, PORT, network=nets.b, start_serving=False)
+    second = await start_server(echo, B_IP, PORT + 1, network=nets.b, start_serving=False)
+    reads = nets.b.stack.counters["ip_received"]
+    first.listen()
+    second.listen()
+    first.listen()  # idempotent
+    assert first.is_serving() and second.is_serving()
+    assert {PORT, PORT + 1} <= set(nets.b.stack.listeners)
+    assert nets.b.stack.counters["ip_received"] == reads
+    assert await round_trip(nets, B_IP) == b"ping"
+    second.close()
+    with pytest.raises(RuntimeError):
+        second.listen()
+
+
 async def test_serve_forever_serves_until_close_and_refuses_a_second_caller(
         nets: NetPair) -> None:
     server = await start_server(echo, B_IP, PORT, network=nets.b, start_serving=False)
