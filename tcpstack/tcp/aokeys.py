@@ -54,6 +54,11 @@ class Mkt:
         if algorithm not in tcpao.ALGORITHMS:
             raise ValueError(f"TCP-AO algorithm must be one of {', '.join(tcpao.ALGORITHMS)}, "
                              f"not {algorithm!r}")
+        if algorithm == tcpao.AES_128_CMAC:
+            try:
+                tcpao.require_aes()
+            except RuntimeError as e:
+                raise ValueError(str(e)) from None
         return cls(parse_peer(peer), send_id, recv_id, check_key(key), algorithm,
                    include_options)
 

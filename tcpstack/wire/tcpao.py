@@ -23,7 +23,9 @@ each of its eight scenarios (``tests/unit/test_tcp_ao.py``).
 from __future__ import annotations
 
 import hmac
+import importlib
 import struct
+from typing import Any
 
 from tcpstack.wire.errors import BytesLike
 
@@ -49,15 +51,24 @@ _SNE = struct.Struct("!I")
 
 # ----------------------------------------------------------------- AES-CMAC
 
-def aes_cmac(key: bytes, *parts: bytes) -> bytes:
-    """AES-128-CMAC (RFC 4493), 128 bits, over the concatenation of ``parts``."""
+def _cryptography(name: str) -> Any:
+    """A module of the ``cryptography`` package, imported by name (not statically: the
+    package is optional, and the compiled build is type-checked without it)."""
     try:
-        from cryptography.hazmat.primitives.ciphers.algorithms import AES
-        from cryptography.hazmat.primitives.cmac import CMAC
-    except ImportError:  # pragma: no cover - the test extras install it
+        return importlib.import_module(f"cryptography.hazmat.primitives.{name}")
+    except ImportError:
         raise RuntimeError("TCP-AO with AES-128-CMAC needs the 'cryptography' package "
                            "(pip install 'tcpstack[tls]')") from None
-    c = CMAC(AES(key))
+
+
+def require_aes() -> None:
+    """Raise RuntimeError now, not at the first segment, if AES-CMAC is unavailable."""
+    _cryptography("cmac")
+
+
+def aes_cmac(key: bytes, *parts: bytes) -> bytes:
+    """AES-128-CMAC (RFC 4493), 128 bits, over the concatenation of ``parts``."""
+    c = _cryptography("cmac").CMAC(_cryptography("ciphers.algorithms").AES(key))
     for part in parts:
         c.update(part)
     return bytes(c.finalize())
@@ -171,5 +182,6 @@ __all__ = [
     "find_option",
     "mac",
     "mac_input",
+    "require_aes",
     "traffic_key",
 ]
