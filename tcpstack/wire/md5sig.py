@@ -23,6 +23,7 @@ import hmac
 import struct
 
 from tcpstack.wire.errors import BytesLike
+from tcpstack.wire.optscan import find_option
 
 OPT_MD5SIG = 19
 OPTION_LEN = 18
@@ -64,27 +65,9 @@ def digest(src: int, dst: int, segment: BytesLike, header_len: int, key: bytes,
 
 def find_digest(segment: BytesLike) -> int:
     """The offset of the MD5 digest in a TCP segment's options, or -1 if it has no
-    valid MD5 option. The segment must already have passed ``parse_tcp`` (its data
-    offset and option lengths are sane)."""
-    view = memoryview(segment)
-    end = (view[12] >> 4) * 4
-    i = _TCP_HEADER
-    while i < end:
-        kind = view[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        length = view[i + 1]
-        if length < 2:
-            break
-        if kind == OPT_MD5SIG and length == OPTION_LEN and i + length <= end:
-            return i + 2
-        i += length
-    return -1
+    valid MD5 option. The segment must already have passed ``parse_tcp``."""
+    at = find_option(segment, OPT_MD5SIG, OPTION_LEN, OPTION_LEN)
+    return at + 2 if at >= 0 else -1
 
 
 def verify(src: int, dst: int, segment: BytesLike, key: bytes) -> bool:

@@ -27,6 +27,7 @@ import importlib
 import struct
 from typing import Any
 
+from tcpstack.wire import optscan as _optscan
 from tcpstack.wire.errors import BytesLike
 
 OPT_AO = 29
@@ -39,7 +40,6 @@ HMAC_SHA1 = "hmac-sha1"
 AES_128_CMAC = "aes-128-cmac"
 ALGORITHMS = (HMAC_SHA1, AES_128_CMAC)
 
-_TCP_HEADER = 20
 _LOW32 = 0xFFFFFFFF
 _PROTO_TCP = 6
 _CONTEXT4 = struct.Struct("!IIHHII")
@@ -101,25 +101,7 @@ def traffic_key(algorithm: str, master_key: bytes, ctx: bytes) -> bytes:
 def find_option(segment: BytesLike) -> int:
     """Offset of the TCP-AO option in a TCP segment (already through ``parse_tcp``),
     or -1."""
-    view = memoryview(segment)
-    end = (view[12] >> 4) * 4
-    i = _TCP_HEADER
-    while i < end:
-        kind = view[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        length = view[i + 1]
-        if length < 2:
-            break
-        if kind == OPT_AO and length >= HEADER_LEN and i + length <= end:
-            return i
-        i += length
-    return -1
+    return _optscan.find_option(segment, OPT_AO, HEADER_LEN, 255)
 
 
 def mac_input(src: int, dst: int, sne: int, segment: BytesLike, include_options: bool,

@@ -19,6 +19,7 @@ _REPO_ROOT = _HERE.parents[1]
 if str(_REPO_ROOT) not in sys.path:  # so that plain `pytest` finds tests.netns and tcpstack
     sys.path.insert(0, str(_REPO_ROOT))
 
+from tests.integration.daemon import DaemonFactory  # noqa: E402
 from tests.netns import NetNS, require_root  # noqa: E402
 
 
@@ -43,3 +44,14 @@ def netns() -> Iterator[NetNS]:
         pytest.skip(reason)
     with NetNS() as ns:
         yield ns
+
+
+@pytest.fixture
+def serve(netns: NetNS, tmp_path: Path) -> Iterator[DaemonFactory]:
+    """Start daemons in ``netns`` with ``serve(*args)``; all are stopped (SIGTERM)
+    afterwards. (Some test files define their own, with extras.)"""
+    factory = DaemonFactory(netns, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()

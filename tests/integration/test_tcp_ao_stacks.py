@@ -9,8 +9,6 @@ interop partner is ourselves; the RFC 9235 vectors pin the algorithms
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -56,15 +54,6 @@ try:
 finally:
     device.close()
 '''
-
-
-@pytest.fixture
-def serve(netns: NetNS, tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(netns, tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 def _forwarding(netns: NetNS) -> None:

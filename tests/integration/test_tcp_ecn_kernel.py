@@ -14,8 +14,6 @@ threshold (``--impair rate=...,queue=...,mark=...``), each direction in turn:
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -38,15 +36,6 @@ PATH = "rate=2mbps,queue=60,mark=8,seed=1"
 # the first echo reaches it: what shows its reaction is its own count of CE
 # deliveries (from our ECE) and the CWR it sends after each reduction.
 PATH_IN = "rate=2mbps,queue=200,mark=10,seed=1"
-
-
-@pytest.fixture
-def serve(netns: NetNS, tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(netns, tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 def _ecn_on(netns: NetNS) -> None:

@@ -13,8 +13,6 @@ both ways, in a private namespace.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -48,15 +46,6 @@ def netstat(name):
         if head.startswith("TcpExt:"):
             return int(dict(zip(head.split()[1:], values.split()[1:]))[name])
 '''
-
-
-@pytest.fixture
-def serve(netns: NetNS, tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(netns, tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.stop_all()
 
 
 def test_kernel_client_with_the_key_is_served_and_others_are_refused(
