@@ -47,6 +47,7 @@ from tcpstack.tcp.aokeys import AoKeys, Mkt
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.congestion import ALGORITHMS
 from tcpstack.tcp.md5keys import Md5Keys
+from tcpstack.tcp.tfocookies import KEY_LEN, parse_key
 from tcpstack.wire.tcpao import ALGORITHMS as ALGORITHMS_AO
 
 log = logging.getLogger("tcpstack")
@@ -167,6 +168,10 @@ class DaemonConfig:
     grace: float = 2.0
     ipv4: bool = True
     ipv6: bool = True
+    #: TCP Fast Open (RFC 7413) on the services, with at most ``tfo_queue`` such
+    #: connections per listener in SYN-RECEIVED (0: ``backlog``).
+    tfo: bool = False
+    tfo_queue: int = 0
 
     def __post_init__(self) -> None:
         if not 576 <= self.mtu <= 65535:
@@ -184,6 +189,8 @@ class DaemonConfig:
             raise ValueError(f"backlog {self.backlog} out of range 1..65535")
         if not 1 <= self.syn_backlog <= 1 << 20:
             raise ValueError(f"SYN backlog {self.syn_backlog} out of range 1..{1 << 20}")
+        if not 0 <= self.tfo_queue <= 65535:
+            raise ValueError(f"Fast Open queue {self.tfo_queue} out of range 0..65535")
         if not (math.isfinite(self.grace) and 0 < self.grace <= 1e6):
             raise ValueError(f"grace period must be a positive number of seconds, "
                              f"not {self.grace!r}")
@@ -331,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ECN (RFC 3168): passive (agree when a peer asks, as Linux's "
                           "tcp_ecn=2), on (also ask on our connections), off "
                           f"(default: {_TCP.ecn})")
+    tcp.add_argument("--tfo", action="store_true", default=None,
+                     help="TCP Fast Open (RFC 7413) on the services: clients holding our "
+                          "cookie send their request in the SYN")
+    tcp.add_argument("--tfo-queue", type=int, metavar="N",
+                     help="Fast Open connections per listener still in SYN-RECEIVED; "
+                          "beyond, the ordinary handshake (default: --backlog)")
+    tcp.add_argument("--tfo-key", metavar="KEY[,BACKUP]",
+                     help="Fast Open cookie key, 32 hex digits as Linux's "
+                          "net.ipv4.tcp_fastopen_key (dashes allowed), and optionally a "
+                          "backup key also accepted (default: random at start-up)")
+    tcp.add_argument("--tfo-key-rotation", type=float, metavar="SECONDS",
+                     help="derive a new Fast Open key every SECONDS (a cookie stays valid "
+                          "one or two periods); 0: never (default)")
     tcp.add_argument("--delayed-ack", type=float, metavar="SECONDS",
                      help="delayed-ACK timeout, 0 to ACK every segment "
                           f"(default: {_TCP.delayed_ack:g})")
@@ -494,6 +514,19 @@ def _ao_keys(specs: list[str]) -> tuple[Mkt, ...]:
     return mkts
 
 
+def parse_tfo_keys(spec: str | None) -> tuple[bytes, ...]:
+    """``KEY[,BACKUP]`` (32 hex digits each) as keys; ValueError with a one-line message."""
+    if spec is None:
+        return ()
+    parts = spec.split(",")
+    if len(parts) > 2:
+        raise ValueError("--tfo-key expects KEY or KEY,BACKUP")
+    try:
+        return tuple(parse_key(part) for part in parts)
+    except ValueError as e:
+        raise ValueError(f"--tfo-key: {e}") from None
+
+
 def parse_md5_key(spec: str) -> tuple[str, bytes]:
     """``PEER=KEY`` or ``PEER=@FILE`` as (peer, key); ValueError with a one-line message."""
     peer, sep, key = spec.partition("=")
@@ -518,7 +551,7 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
     daemon = DaemonConfig(**_given(args, mtu="mtu", txqueuelen="txqueuelen",
                                    workers="workers", backlog="backlog",
                                    syn_backlog="syn_backlog", grace="grace", ipv4="ipv4",
-                                   ipv6="ipv6"))
+                                   ipv6="ipv6", tfo="tfo", tfo_queue="tfo_queue"))
     keepalive: Keepalive | None = None
     if not args.keepalive_off:
         keepalive = Keepalive(**_given(args, idle="keepalive", interval="keepalive_interval",
@@ -549,7 +582,9 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                                  rst_rate_limit="rst_rate_limit",
                                  icmp_rate_limit="icmp_rate_limit", min_pmtu="min_pmtu",
                                  reassembly="reassembly", frag_memory="frag_memory",
-                                 frag_timeout="frag_timeout"),
+                                 frag_timeout="frag_timeout",
+                                 tfo_key_rotation="tfo_key_rotation"),
+                        tfo_keys=parse_tfo_keys(args.tfo_key),
                         md5_keys=tuple(parse_md5_key(spec) for spec in args.md5_key),
                         ao_keys=_ao_keys(args.ao_key))
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
@@ -727,6 +762,9 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
     share the ISN secret so ISNs stay monotonic per 4-tuple (RFC 6528).
     """
     secret = os.urandom(32)
+    if not config.tfo_keys:
+        # One Fast Open key for all: a client's next connection may reach another worker.
+        config = dataclasses.replace(config, tfo_keys=(os.urandom(KEY_LEN),))
     pids: list[int] = []
     # Stop signals are blocked (cmd_serve) until they can be handled: here until
     # `forward` is installed, in a worker (which inherits the mask) until its event
@@ -806,18 +844,20 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     # from the first yield to the event loop on, and SYNs already queued in it (a
     # worker starting after its queue got flows) must not meet a port that is not
     # listening yet -- a RST, "connection refused".
+    daemon = settings.daemon
+    tfo = (daemon.tfo_queue or daemon.backlog) if daemon.tfo else 0
     servers = [await net.start_server(handlers[name], None, port,
-                                      backlog=settings.daemon.backlog,
-                                      syn_backlog=settings.daemon.syn_backlog,
-                                      start_serving=False)
+                                      backlog=daemon.backlog,
+                                      syn_backlog=daemon.syn_backlog,
+                                      fast_open=tfo, start_serving=False)
                for name, port in settings.ports.items() if port]
     if https is not None:
         # HTTPS: the same HTTP service behind TLS (asyncio's SSL protocol).
         servers.append(await net.start_server(handlers["http"], None, args.https_port,
                                               ssl=https.context,
-                                              backlog=settings.daemon.backlog,
-                                              syn_backlog=settings.daemon.syn_backlog,
-                                              start_serving=False))
+                                              backlog=daemon.backlog,
+                                              syn_backlog=daemon.syn_backlog,
+                                              fast_open=tfo, start_serving=False))
     for server in servers:
         server.listen()
     if resources is not None:
@@ -852,6 +892,11 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         log.info("TCP-MD5 signatures with %s", ", ".join(Md5Keys(config.md5_keys).peers()))
     if config.ao_keys:
         log.info("TCP-AO with %s", ", ".join(AoKeys(config.ao_keys).peers()))
+    if tfo:
+        log.info("TCP Fast Open on: at most %d pending per listener, %s key%s", tfo,
+                 "given" if config.tfo_keys else "random",
+                 f", rotated every {config.tfo_key_rotation:g} s"
+                 if config.tfo_key_rotation else "")
     grace = settings.daemon.grace
     try:
         await stop.wait()

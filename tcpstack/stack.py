@@ -54,6 +54,7 @@ from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State
 from tcpstack.tcp.syncookies import SynCookies
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.tcp.tfocookies import FastOpen, FastOpenCache, FastOpenKeys
 from tcpstack.wire import icmp as icmp_wire
 from tcpstack.wire import icmpv6 as icmp6_wire
 from tcpstack.wire import ipv6 as ipv6_wire
@@ -168,6 +169,13 @@ class StackConfig:
     #: TCP-AO master key tuples (RFC 5925; see :meth:`Stack.add_ao_key`). A peer with
     #: MKTs uses TCP-AO, whatever TCP-MD5 key it may also have.
     ao_keys: tuple[Mkt, ...] = field(default=(), repr=False)
+    #: TCP Fast Open server keys (RFC 7413 4.1.2; 16 bytes each): the primary makes
+    #: cookies, a second one (the backup) is accepted too. None given: a random
+    #: primary. Listeners take Fast Open only if they ask (``Stack.listen(fastopen=)``).
+    tfo_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    #: Seconds between automatic Fast Open key rotations (the primary becomes the
+    #: backup, a new random primary is made); 0: never (as Linux).
+    tfo_key_rotation: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.addresses:
@@ -198,6 +206,7 @@ class StackConfig:
             raise ValueError(f"TTL {self.ttl} out of range 1..255")
         Md5Keys(self.md5_keys)  # raises ValueError on a bad peer or key
         AoKeys(self.ao_keys)  # raises ValueError on clashing IDs
+        FastOpenKeys(self.tfo_keys, self.tfo_key_rotation)  # ValueError on bad keys
 
 
 class Observer(Protocol):
@@ -287,10 +296,15 @@ class Stack:
         self._rst_bucket = TokenBucket(self.config.rst_rate_limit,
                                        max(1, self.config.rst_rate_limit // 10))
         self._icmp_bucket = TokenBucket(self.config.icmp_rate_limit, 50)
+        #: TCP Fast Open (RFC 7413): the server's keys, the client's cookies by server.
+        self.fastopen = FastOpenKeys(self.config.tfo_keys, self.config.tfo_key_rotation)
+        self.tfo_cache = FastOpenCache()
         self._passive = PassiveOpener(self.tcp_config, self._isn, SynCookies(secret),
-                                      CookieMode(self.config.syncookies), self._commons)
+                                      CookieMode(self.config.syncookies), self._commons,
+                                      self.fastopen)
         self._passive6 = PassiveOpener(self.tcp_config6, self._isn, SynCookies(secret),
-                                       CookieMode(self.config.syncookies), self._commons)
+                                       CookieMode(self.config.syncookies), self._commons,
+                                       self.fastopen)
         self._syn_budget = self.config.syn_batch_limit
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
@@ -416,6 +430,18 @@ class Stack:
                 if mkts:
                     conn.update(mkts)
 
+    def set_tfo_keys(self, primary: bytes, backup: bytes | None = None) -> None:
+        """Make Fast Open cookies (RFC 7413 4.1.2) with ``primary`` from now on and accept
+        those made with ``backup`` too (16 bytes each; see
+        :func:`tcpstack.tcp.fastopen.parse_key` for Linux's text form) -- a rotation
+        that clients do not notice if ``backup`` is the previous primary. Raises
+        ValueError on a key of another length."""
+        self.fastopen.set(primary, backup)
+
+    def rotate_tfo_key(self) -> None:
+        """A new random Fast Open primary key; the current one becomes the backup."""
+        self.fastopen.rotate()
+
     def attach_observer(self, observer: Observer | None, *, packets: bool = True) -> None:
         """Let ``observer`` watch connections open and close and the control packets;
         with ``packets`` also every TCP segment in and out. None detaches."""
@@ -425,20 +451,22 @@ class Stack:
     # --------------------------------------------------------------- control
 
     def listen(self, port: int, backlog: int = 128, syn_backlog: int | None = None,
-               addresses: Iterable[int] | None = None, *, v6only: bool = False) -> Listener:
+               addresses: Iterable[int] | None = None, *, v6only: bool = False,
+               fastopen: int = 0) -> Listener:
         """Open a listener on ``port`` on all stack addresses, or only on ``addresses``;
         of both families unless ``v6only`` (as a socket's ``IPV6_V6ONLY``: IPv4 clients
         then find the port closed).
 
         ``backlog`` bounds its accept queue, ``syn_backlog`` its SYN queue (default:
         the larger of ``backlog`` and 256); see :class:`Listener`. For
-        ``addresses``, see :meth:`listen_on`.
+        ``addresses``, see :meth:`listen_on`. ``fastopen`` > 0 takes TCP Fast Open
+        (RFC 7413) with at most that many such connections still in SYN-RECEIVED.
         """
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} out of range 1..65535")
         if port in self.listeners:
             raise OSError(98, f"port {port} already has a listener")
-        listener = Listener(port, max(1, backlog), syn_backlog)
+        listener = Listener(port, max(1, backlog), syn_backlog, fastopen)
         self.listeners[port] = listener
         self.listen_on(port, addresses)
         if v6only:
@@ -469,12 +497,20 @@ class Stack:
         self._v6only.discard(port)
 
     def connect(self, remote_ip: int | str, remote_port: int, now: float,
-                local_ip: int | str | None = None, local_port: int | None = None) -> Tcb:
+                local_ip: int | str | None = None, local_port: int | None = None, *,
+                fast_open: bool = False) -> Tcb:
         """Active OPEN (RFC 9293 3.10.1): returns a TCB in SYN-SENT.
 
         Addresses are strings or integers of either family (IPv4-mapped IPv6
         addresses mean their IPv4 address, as on a dual-stack socket); without
         ``local_ip`` the source is the stack's first address of the peer's family.
+
+        ``fast_open`` (RFC 7413 4.1.3, as Linux's ``TCP_FASTOPEN_CONNECT``): the SYN
+        waits for the next :meth:`packets_to_send` and carries what was written by
+        then, with the cookie this stack holds for the server -- or, with none yet,
+        asks for one (the data then follows the handshake). Not on signed
+        connections (TCP-MD5, TCP-AO: no room for the option), nor while SYNs with
+        data to the server were recently lost.
         """
         rip = _address(remote_ip)
         v6 = ipv6_wire.is_ipv6(rip)
@@ -497,10 +533,19 @@ class Stack:
         if key in self.tcbs:
             raise OSError(98, "connection already exists")
         iss = self._isn.isn(lip, local_port, rip, remote_port, now)
+        signed = self._md5_key(rip) is not None
+        mkts = self._ao_keys.for_peer(rip) if self._ao_on else ()
+        tfo = None
+        if fast_open and not signed and not mkts:
+            cached = self.tfo_cache.lookup(rip, now)
+            if cached is None:
+                self.counters["tcp_tfo_active_disabled"] += 1
+            else:
+                tfo = FastOpen(cached[0], deferred=True, mss=cached[1], cache=self.tfo_cache,
+                               result="syn data" if cached[0] else "cookie requested")
         tcb = Tcb.active_open(self.tcp_config6 if v6 else self.tcp_config, (lip, local_port),
                               (rip, remote_port), iss, now, self._commons,
-                              self._isn.ts_offset(*key), self._md5_key(rip) is not None)
-        mkts = self._ao_keys.for_peer(rip) if self._ao_on else ()
+                              self._isn.ts_offset(*key), signed, tfo)
         if mkts:
             tcb.auth = AoConn(mkts, (lip, local_port), (rip, remote_port))
             tcb.set_signature_len(tcpao.OPTION_LEN)
@@ -955,7 +1000,8 @@ class Stack:
         md5_key = self._md5_key(key[2])
         mkts = self._ao_keys.for_peer(key[2]) if self._ao_on else ()
         verdict = passive.segment(listener, key, seg, now, may_open=refusal is None,
-                                  old_snd_max=old_snd_max, signed=md5_key is not None)
+                                  old_snd_max=old_snd_max, signed=md5_key is not None,
+                                  fastopen_ok=not mkts)
         conn = None
         if mkts:
             conn = AoConn.for_syn(mkts, (key[0], key[1]), (key[2], key[3]), seg.options.ao)
@@ -1110,7 +1156,10 @@ class Stack:
             listener = tcb.listener
             if listener is not None:
                 listener.half_open -= 1
-                if tcb.state is not State.CLOSED and tcb not in self._unclaimed:
+                if tcb.tfo is not None and tcb.tfo.child:
+                    # A Fast Open child went to its application with its SYN.
+                    listener.tfo_pending -= 1
+                elif tcb.state is not State.CLOSED and tcb not in self._unclaimed:
                     self._unclaimed.add(tcb)
                     listener.pending += 1
 

@@ -92,13 +92,27 @@ class Network:
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
         syn_backlog: int | None = None,
+        fast_open: bool | int = False,
     ) -> Server:
         """Listen on ``port`` (0 or None: a free one) of ``host``; like
         ``loop.create_server``. ``host`` None, ``""`` or ``"::"``: every address of
         the stack, IPv4 and IPv6 (``"::"`` as a dual-stack socket); ``"0.0.0.0"``:
         every IPv4 address; else one address (either family) or a list of them --
-        a list of the IPv6 addresses is what ``IPV6_V6ONLY`` on ``"::"`` gives."""
+        a list of the IPv6 addresses is what ``IPV6_V6ONLY`` on ``"::"`` gives.
+
+        ``fast_open`` takes TCP Fast Open (RFC 7413): clients holding a cookie send
+        their first data in the SYN, and the connection reaches ``protocol_factory``
+        with it before the handshake completes. True: at most ``backlog`` such
+        connections in SYN-RECEIVED at once; a number: at most that many (as
+        Linux's ``TCP_FASTOPEN`` socket option); beyond it, the ordinary handshake."""
         self._check_open()
+        if isinstance(fast_open, bool):
+            tfo_queue = max(1, backlog) if fast_open else 0
+        elif isinstance(fast_open, int) and fast_open >= 0:
+            tfo_queue = fast_open
+        else:
+            raise ValueError(f"fast_open must be a bool or a queue length >= 0, "
+                             f"not {fast_open!r}")
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
         if ssl is None and (ssl_handshake_timeout is not None
@@ -107,7 +121,8 @@ class Network:
         addresses = self._local_addresses(host)
         port = self._bind_port(addresses, port, reuse_address)
         server = Server(self, protocol_factory, addresses, port, backlog=backlog,
-                        syn_backlog=syn_backlog, ssl=ssl, names=self._socket_names(host),
+                        syn_backlog=syn_backlog, fast_open=tfo_queue, ssl=ssl,
+                        names=self._socket_names(host),
                         ssl_handshake_timeout=ssl_handshake_timeout,
                         ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._bindings.setdefault(port, []).append(server)
@@ -187,7 +202,8 @@ class Network:
         if port in self.stack.listeners:
             self.stack.listen_on(port, addresses)
         else:
-            self.stack.listen(port, server.backlog, server.syn_backlog, addresses)
+            self.stack.listen(port, server.backlog, server.syn_backlog, addresses,
+                              fastopen=server.fast_open)
 
     def stop_listening(self, server: Server) -> None:
         port = server.port
@@ -241,6 +257,7 @@ class Network:
         local_addr: tuple[str, int] | None = None,
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
+        fast_open: bool = False,
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         """Active open to ``host:port``; like ``loop.create_connection``.
 
@@ -249,6 +266,14 @@ class Network:
         ``ENETUNREACH`` (no route through the device), ``EADDRNOTAVAIL`` or
         ``EADDRINUSE`` (``local_addr``). A name is resolved with the host's
         resolver and its addresses tried in turn. Cancelling leaves nothing behind.
+
+        ``fast_open`` (TCP Fast Open, RFC 7413; Linux's ``TCP_FASTOPEN_CONNECT``):
+        returns at once, before the handshake, and the SYN carries what the protocol
+        writes before the event loop next runs (a request, a TLS ClientHello) with
+        the cookie the stack holds for the server -- or asks the server for one, the
+        data following the handshake as usual. A failed handshake is then reported
+        as asyncio reports a lost connection: to ``connection_lost`` (a stream
+        reader's read raises it). Only the first address of a name is tried.
         """
         self._check_open()
         if server_hostname is not None and not ssl:
@@ -265,7 +290,7 @@ class Network:
         transport: TcpTransport | None = None
         for ip in await self._resolve(host, port):
             try:
-                transport = await self._connect(ip, port, local_addr)
+                transport = await self._connect(ip, port, local_addr, fast_open)
                 break
             except OSError as e:
                 errors.append(e)
@@ -323,8 +348,8 @@ class Network:
             raise OSError(errno.ENETUNREACH, f"Network is unreachable: no route to {ip} "
                           f"(the device reaches {', '.join(map(str, self.routes))})")
 
-    async def _connect(self, ip: str, port: int,
-                       local_addr: tuple[str, int] | None) -> TcpTransport:
+    async def _connect(self, ip: str, port: int, local_addr: tuple[str, int] | None,
+                       fast_open: bool = False) -> TcpTransport:
         self.check_route(ip)
         local_ip: str | None = None
         local_port: int | None = None
@@ -341,10 +366,14 @@ class Network:
                 if lport in self.stack.listeners or lport in self._bindings:
                     raise OSError(errno.EADDRINUSE, f"local port {lport} is in use by a server")
                 local_port = lport
-        tcb = self.stack.connect(ip, port, self.runtime.clock(), local_ip, local_port)
+        tcb = self.stack.connect(ip, port, self.runtime.clock(), local_ip, local_port,
+                                 fast_open=fast_open)
         transport = TcpTransport(self, tcb)
         self.runtime.kick()
-        await transport.wait_connected()
+        if fast_open:
+            transport.connected_early()  # the handshake's outcome goes to the protocol
+        else:
+            await transport.wait_connected()
         return transport
 
     # ------------------------------------------------------------ streams

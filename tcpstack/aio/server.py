@@ -57,6 +57,7 @@ class Server(asyncio.AbstractServer):
         *,
         backlog: int = 100,
         syn_backlog: int | None = None,
+        fast_open: int = 0,
         ssl: ssl_module.SSLContext | None = None,
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
@@ -69,6 +70,8 @@ class Server(asyncio.AbstractServer):
         self.port = port
         self.backlog = backlog
         self.syn_backlog = syn_backlog
+        #: Connections opened by TCP Fast Open still in SYN-RECEIVED, at most (0: off).
+        self.fast_open = fast_open
         self._ssl = ssl
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout

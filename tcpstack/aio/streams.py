@@ -52,7 +52,7 @@ class StreamNetwork(Protocol):
         *, backlog: int = ..., ssl: ssl_module.SSLContext | None = ...,
         reuse_address: bool | None = ..., start_serving: bool = ...,
         ssl_handshake_timeout: float | None = ..., ssl_shutdown_timeout: float | None = ...,
-        syn_backlog: int | None = ...,
+        syn_backlog: int | None = ..., fast_open: bool | int = ...,
     ) -> Server: ...
 
     async def create_connection(
@@ -60,6 +60,7 @@ class StreamNetwork(Protocol):
         port: int | None = ..., *, ssl: bool | ssl_module.SSLContext | None = ...,
         server_hostname: str | None = ..., local_addr: tuple[str, int] | None = ...,
         ssl_handshake_timeout: float | None = ..., ssl_shutdown_timeout: float | None = ...,
+        fast_open: bool = ...,
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]: ...
 
 
@@ -283,6 +284,7 @@ async def start_server(
     reuse_address: bool | None = None,
     nodelay: bool = True,
     syn_backlog: int | None = None,
+    fast_open: bool | int = False,
 ) -> Server:
     """Like :func:`asyncio.start_server`, on ``network``.
 
@@ -290,7 +292,8 @@ async def start_server(
     IPv4 and IPv6; ``"0.0.0.0"`` on every IPv4 address; else on the given address
     (or list of addresses; the stack's IPv6 addresses alone are ``IPV6_V6ONLY``).
     ``nodelay=False`` keeps Nagle's algorithm on for the accepted connections
-    (asyncio turns it off).
+    (asyncio turns it off). ``fast_open``: take TCP Fast Open (see
+    :meth:`tcpstack.aio.network.Network.create_server`).
     """
     loop = asyncio.get_running_loop()
 
@@ -301,7 +304,8 @@ async def start_server(
     return await network.create_server(
         factory, host, port, backlog=backlog, ssl=ssl,
         ssl_handshake_timeout=ssl_handshake_timeout, ssl_shutdown_timeout=ssl_shutdown_timeout,
-        start_serving=start_serving, reuse_address=reuse_address, syn_backlog=syn_backlog)
+        start_serving=start_serving, reuse_address=reuse_address, syn_backlog=syn_backlog,
+        fast_open=fast_open)
 
 
 async def open_connection(
@@ -316,15 +320,27 @@ async def open_connection(
     ssl_handshake_timeout: float | None = None,
     ssl_shutdown_timeout: float | None = None,
     nodelay: bool = True,
+    fast_open: bool = False,
 ) -> tuple[asyncio.StreamReader, TcpStreamWriter]:
-    """Like :func:`asyncio.open_connection`, an active open on ``network``."""
+    """Like :func:`asyncio.open_connection`, an active open on ``network``.
+
+    ``fast_open`` (TCP Fast Open): returns before the handshake; what is written
+    before the next ``await`` goes in the SYN (see
+    :meth:`tcpstack.aio.network.Network.create_connection`); a failed handshake
+    surfaces as the reader's error."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = StreamProtocol(reader, nodelay=nodelay)
-    await network.create_connection(
-        lambda: protocol, host, port, ssl=ssl, server_hostname=server_hostname,
-        local_addr=local_addr, ssl_handshake_timeout=ssl_handshake_timeout,
-        ssl_shutdown_timeout=ssl_shutdown_timeout)
+    if fast_open:
+        await network.create_connection(
+            lambda: protocol, host, port, ssl=ssl, server_hostname=server_hostname,
+            local_addr=local_addr, ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout, fast_open=True)
+    else:
+        await network.create_connection(
+            lambda: protocol, host, port, ssl=ssl, server_hostname=server_hostname,
+            local_addr=local_addr, ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
     return reader, protocol.writer
 
 

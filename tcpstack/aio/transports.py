@@ -159,7 +159,10 @@ class TcpTransport(asyncio.Transport):
         self._protocol: asyncio.BaseProtocol | None = None
         self._buffered = False
         self._connected: asyncio.Future[None] | None = None
-        if tcb.state in (State.SYN_SENT, State.SYN_RECEIVED):
+        if tcb.state is State.SYN_SENT or (tcb.state is State.SYN_RECEIVED
+                                           and tcb.listener is None):
+            # (An accepted connection still in SYN-RECEIVED is a Fast Open one: its
+            # application has it already.)
             self._connected = self._loop.create_future()
         self._reading_paused = False
         self._delivery: asyncio.Handle | None = None
@@ -225,6 +228,11 @@ class TcpTransport(asyncio.Transport):
         except BaseException:
             self._discard()
             raise
+
+    def connected_early(self) -> None:
+        """The application takes the connection before its handshake completes (Fast
+        Open's active open): a failed handshake ends it as a lost connection does."""
+        self._connected = None
 
     def _discard(self) -> None:
         """Give up a connection no protocol has seen yet."""

@@ -120,6 +120,8 @@ def options_json(opts: TcpOptions) -> dict[str, Any]:
         out["md5"] = True
     if opts.ao is not None:
         out["ao"] = list(opts.ao)
+    if opts.tfo is not None:
+        out["tfo"] = opts.tfo.hex() if opts.tfo else "request"
     return out
 
 
@@ -564,6 +566,7 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
         "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
         "rto_ms": round(tcb.rtt.rto * 1000, 3),
@@ -596,6 +599,9 @@ def _format_options(opts: dict[str, Any] | None) -> str:
         parts.append("md5 signed")
     if "ao" in opts:
         parts.append(f"TCP-AO keyid {opts['ao'][0]} rnext {opts['ao'][1]}")
+    if "tfo" in opts:
+        parts.append("TFO cookie request" if opts["tfo"] == "request"
+                     else f"TFO cookie {opts['tfo']}")
     return ", ".join(parts)
 
 
@@ -790,11 +796,16 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
            f"timestamps {'on' if neg['timestamps'] else 'off'}, "
            f"{'ECN on (RFC 3168), ' if neg.get('ecn') else ''}"
            f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}"
+           f"{_tfo_text(neg.get('fastopen'))}"
            f"{_ao_text(neg.get('ao'))}{rtt_text}, "
            f"RTO {neg['rto_ms']:.0f} ms, cwnd {neg['cwnd']} bytes"]
     if "handshake_ms" in neg:
         out[-1] += f", handshake took {neg['handshake_ms']:.3f} ms"
     return out
+
+
+def _tfo_text(result: str | None) -> str:
+    return f"Fast Open (RFC 7413): {result}, " if result else ""
 
 
 def _ao_text(ao: dict[str, Any] | None) -> str:

@@ -37,6 +37,23 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     "tcp_ecn_ce_received": "arrived marked CE (congestion): ECE echoed until CWR (RFC 3168)",
     "tcp_ecn_cwr_received": "CWR: the peer reduced its window for our ECE; echo stops",
     "tcp_ecn_ece_reduced": "ECE: window reduced as for a loss, once per window (RFC 3168)",
+    # TCP Fast Open (RFC 7413): at a listener, and on our own active opens
+    "tcp_tfo_cookie_requested": "a SYN asked for a Fast Open cookie: the SYN,ACK gives one",
+    "tcp_tfo_passive": "a valid Fast Open cookie: the SYN's data taken, the connection "
+                       "handed to the application at once",
+    "tcp_tfo_passive_alt_key": "a Fast Open cookie of the backup key: valid, a fresh one given",
+    "tcp_tfo_passive_fail": "a Fast Open cookie not ours: its data waits for the handshake, "
+                            "a fresh cookie given",
+    "tcp_tfo_listen_overflow": "the listener's Fast Open queue is full: ordinary handshake",
+    "tcp_tfo_cookie_request_sent": "our SYN asked the server for a Fast Open cookie",
+    "tcp_tfo_syn_data_sent": "our SYN carried data with the server's Fast Open cookie",
+    "tcp_tfo_syn_cookie_sent": "our SYN carried the server's cookie, without data to send",
+    "tcp_tfo_cookie_received": "the server's SYN,ACK gave us a Fast Open cookie",
+    "tcp_tfo_active": "the server acknowledged the data of our SYN (Fast Open worked)",
+    "tcp_tfo_active_fail": "the data of our SYN was not acknowledged (or the SYN timed "
+                           "out): sent again after the handshake",
+    "tcp_tfo_active_disabled": "no Fast Open to this server for now: SYNs with data to it "
+                               "were lost (RFC 7413 4.1.3.1)",
     # the listener (RFC 9293 3.10.7.2, RFC 4987)
     "tcp_listen_rst_ignored": "RST at a listener: ignored (RFC 9293 3.10.7.2)",
     "tcp_listen_ack_reset": "ACK for no connection at a listener: answered with RST",

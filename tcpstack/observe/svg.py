@@ -67,6 +67,8 @@ def _options(ev: dict[str, Any]) -> str:
         parts.append("MD5")
     if "ao" in o:
         parts.append(f"AO {o['ao'][0]}/{o['ao'][1]}")
+    if "tfo" in o:
+        parts.append("TFO req" if o["tfo"] == "request" else "TFO cookie")
     return " ".join(parts)
 
 

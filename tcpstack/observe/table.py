@@ -83,6 +83,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "wscale": [tcb.snd_wscale, tcb.rcv_wscale] if tcb.wscale_ok else None,
         "age_s": round(now - info.created, 3) if info is not None else None,
         "cc": type(cc).__name__.lower(),
@@ -215,6 +216,8 @@ def render_rows(table: list[Row], info: bool = True) -> str:
                 flags.append("md5")
             if r.get("ao"):
                 flags.append(f"ao:{r['ao']['keyid']}/{r['ao']['rnext']}")
+            if r.get("fastopen"):
+                flags.append(f"fastopen:{r['fastopen'].replace(' ', '_')}")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"
             parts = [
                 *flags, r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",

@@ -29,6 +29,7 @@ from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.scoreboard import Scoreboard
 from tcpstack.tcp.seq import MASK, seq_add
 from tcpstack.tcp.state import APP_TRIGGERS, State, Trigger, next_state, refusal
+from tcpstack.tcp.tfocookies import FastOpen
 from tcpstack.tcp.timers import Timers
 from tcpstack.wire.tcp import OutSegment
 
@@ -65,6 +66,8 @@ class ControlBlock:
         "iss", "max_snd_wnd", "seg_mss", "gso_size", "snd_max", "snd_mss", "snd_una",
         "snd_wl1", "snd_wl2", "snd_wnd", "snd_wscale", "wscale_ok", "sack_ok", "ts_ok",
         "md5", "opt_len", "sig_len", "auth",
+        # TCP Fast Open (RFC 7413): None unless the connection uses it
+        "tfo",
         # ECN (RFC 3168): agreed; ECE owed to the peer; CWR owed on our next new data;
         # a window reduction for ECE in progress (Linux's CWR state)
         "ecn_ok", "ecn_echo", "cwr_pending", "in_cwr",
@@ -167,6 +170,8 @@ class ControlBlock:
         self.sig_len = 0
         #: The stack's TCP-AO state of this connection (tcpstack.tcp.aokeys.AoConn).
         self.auth: Any = None
+        #: Fast Open's state (tcpstack.tcp.tfocookies), for the connections that use it.
+        self.tfo: FastOpen | None = None
         #: Option bytes on every segment (timestamps, the MD5 signature): the payload
         #: of a segment is the MSS less these (RFC 6691).
         self.opt_len = 0

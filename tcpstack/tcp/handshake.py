@@ -10,17 +10,22 @@
 * :func:`cookie_syn_ack` / :func:`start_from_cookie` -- the stateless SYN,ACK of
   SYN cookies (RFC 4987 3.6) and the connection rebuilt from the ACK.
 
+Fast Open (RFC 7413) rides on these: the cookie option in our SYN or SYN,ACK,
+the data of a client's SYN taken by :func:`start_passive`, and the data our own
+SYN carries (:func:`send_syn`); its rules are in :mod:`tcpstack.tcp.fastopen`.
+
 The segments of the handshake itself are processed in :mod:`tcpstack.tcp.inbound`.
 """
 
 from __future__ import annotations
 
-from tcpstack.tcp import congestion, ecn, syncookies
+from tcpstack.tcp import congestion, ecn, fastopen, syncookies
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
-from tcpstack.tcp.seq import seq_add
+from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.state import State, Trigger
+from tcpstack.wire.errors import BytesLike
 from tcpstack.wire.tcp import ACK, ECE, SYN, OutSegment, TcpOptions, TcpSegment, new_tuple
 
 
@@ -38,12 +43,20 @@ def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
     tcb.snd_wl1 = syn.seq
     tcb.snd_wl2 = tcb.iss
     tcb.fire(Trigger.RCV_SYN)
+    if fastopen.sends_early(tcb):
+        fastopen.accept_syn_data(tcb, syn)  # RFC 7413 4.2.2: a valid cookie
     send_syn(tcb, now, ack=True)
 
 
 def start_active(tcb: ControlBlock, now: float) -> None:
-    """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
+    """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT. With Fast Open
+    (``tcb.tfo``) the SYN waits for the next flush, to carry the application's first
+    write (RFC 7413 4.1.3; Linux's ``TCP_FASTOPEN_CONNECT``)."""
     tcb.fire_app(Trigger.CONNECT)
+    tfo = tcb.tfo
+    if tfo is not None and tfo.deferred:
+        tcb.mark()
+        return
     send_syn(tcb, now, ack=False)
 
 
@@ -100,39 +113,64 @@ def syn_window(cfg: TcpConfig, scaled: bool) -> int:
     return min(cfg.rcv_buf, 0xFFFF) >> shift << shift
 
 
-def syn_segment(tcb: ControlBlock, now: float, ack: bool) -> OutSegment:
+def syn_segment(tcb: ControlBlock, now: float, ack: bool,
+                payload: BytesLike = b"") -> OutSegment:
     """Our SYN (active open) or SYN,ACK; its window is never scaled (RFC 7323 2.2).
 
     A SYN offers everything we are configured for; a SYN,ACK answers only what
-    the peer's SYN offered. MSS always (RFC 9293 3.7.1).
+    the peer's SYN offered. MSS always (RFC 9293 3.7.1). ``payload``: a Fast Open
+    SYN's data (RFC 7413 4.1.3).
     """
     cfg = tcb.cfg
-    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao.
+    # RFC 7413 4.1.1: the Fast Open cookie (or request) of a SYN; the cookie a
+    # SYN,ACK gives.
+    tfo = tcb.tfo.cookie if tcb.tfo is not None else None
+    # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao,
+    # tfo.
     if ack:
         opts = new_tuple(TcpOptions, (
             cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
-            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5, None))
+            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5, None, tfo))
     else:
         opts = new_tuple(TcpOptions, (
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
             (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5,
-            None))
+            None, tfo))
     # RFC 3168 6.1.1: an ECN-setup SYN,ACK carries ECE; an ECN-setup SYN ECE and CWR.
     flags = SYN | ACK | (ECE if tcb.ecn_ok else 0) if ack else SYN | ecn.syn_flags(tcb)
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, flags,
-                syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts)
+                syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts,
+                payload)
 
 
 def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
-    """Send (or resend on a timeout) our SYN or SYN,ACK and run its timer."""
-    seg = syn_segment(tcb, now, ack)
+    """Send (or resend on a timeout) our SYN or SYN,ACK and run its timer.
+
+    Fast Open (RFC 7413): a client's first SYN carries what the application wrote
+    (:func:`tcpstack.tcp.fastopen.syn_payload`), which SND.MAX then covers; a
+    retransmitted one carries none. A Fast Open child resending its SYN,ACK keeps
+    the data it sent since in flight, marked lost, to go again once the handshake
+    is done."""
+    tfo = tcb.tfo
+    n = fastopen.syn_payload(tcb) if tfo is not None and not ack else 0
+    seg = syn_segment(tcb, now, ack, memoryview(tcb.sndbuf.data)[:n] if n else b"")
     tcb.out.append(seg)
     tcb.rcv_adv = seq_add(tcb.rcv_nxt, seg.window)
     if ack:
         tcb.last_ack_sent = tcb.rcv_nxt  # RFC 7323 4.3: Last.ACK.sent
-    tcb.snd_max = seq_add(tcb.iss, 1)
+    syn_end = seq_add(tcb.iss, 1)
+    if tfo is not None and tfo.child and seq_gt(tcb.snd_max, syn_end):
+        tcb.scoreboard.mark_lost_from()
+        tcb.rto_high = tcb.snd_max
+    else:
+        tcb.snd_max = seq_add(syn_end, n)
+    if tfo is not None and not ack and tcb.retries == 0:
+        tfo.syn_data = n
+        tcb.counters["tcp_tfo_syn_data_sent" if n else
+                     "tcp_tfo_cookie_request_sent" if tfo.cookie == b"" else
+                     "tcp_tfo_syn_cookie_sent"] += 1
     if tcb.retries == 0:
-        tcb.rtt_seq = tcb.snd_max
+        tcb.rtt_seq = syn_end
         tcb.rtt_time = now
     tcb.timers.rto = now + tcb.rtt.rto
     tcb.mark()
@@ -159,7 +197,8 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         peer_wscale = opts.wscale if wscale is not None else None
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
                       ts[0])
-    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None))
+    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None,
+                                         None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
                                   SYN | ACK | (ECE if agree_ecn else 0),
                                   syn_window(cfg, wscale is not None), options, b"", 0, 0))
@@ -175,7 +214,7 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     tcb.last_rcv = now
     ts = ack.options.timestamps if tcb.cfg.timestamps else None
     wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
-    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False, None)),
+    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False, None, None)),
               cookie=True)
     tcb.ecn_ok = ts is not None and tcb.cfg.ecn != "off" and syncookies.decode_ts_ecn(ts[1])
     if tcb.ts_ok and ts is not None:

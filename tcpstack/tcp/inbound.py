@@ -36,7 +36,7 @@ a suppressed one is counted as ``tcp_challenge_ack_limited`` or
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, autotune, ecn, handshake, output, teardown
+from tcpstack.tcp import ack_policy, autotune, ecn, fastopen, handshake, output, teardown
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.ack_processing import ack_advance, process_ack
 from tcpstack.tcp.control import ControlBlock
@@ -98,6 +98,8 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
         ecn.on_syn_ack(tcb, seg.flags)
+        if tcb.tfo is not None:
+            fastopen.on_syn_ack(tcb, seg, now)  # RFC 7413 4.1.3, 4.2.1
         _established_by_syn_ack(tcb, seg, now)
     else:
         # RFC 3168 6.1.1 for a simultaneous open: both SYNs must ask.
@@ -272,7 +274,8 @@ def _ack_of_syn(tcb: ControlBlock, seg: TcpSegment) -> bool:
     tcb.max_snd_wnd = tcb.snd_wnd
     tcb.snd_wl1 = seg.seq
     tcb.snd_wl2 = seg.ack
-    tcb.events.append(ev.ESTABLISHED)
+    if not fastopen.sends_early(tcb):
+        tcb.events.append(ev.ESTABLISHED)  # (a Fast Open child's came with its SYN)
     tcb.mark()
     _run_queued_close(tcb)
     return True

@@ -3,7 +3,8 @@
 
 Everything negotiated in the handshake is here -- MSS (RFC 9293 3.7.1), window
 scaling and timestamps (RFC 7323), SACK (RFC 2018), TCP-MD5 signatures (RFC 2385),
-TCP-AO (RFC 5925: the KeyIDs in use, never a key), ECN (RFC 3168)
+TCP-AO (RFC 5925: the KeyIDs in use, never a key), ECN (RFC 3168), Fast Open
+(RFC 7413)
 -- with the congestion controller (and HyStart++'s phase, RFC 9406) and the
 estimates that drive sending (RFC 6298).
 """
@@ -38,6 +39,9 @@ def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        # TCP Fast Open (RFC 7413): how it went ("data accepted", "cookie sent",
+        # "data acked", "cookie requested", ...), None when not used.
+        "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "congestion_control": type(cc).__name__.lower(),
         "hystart": cc.hystart_phase,
         "cwnd": cc.cwnd,

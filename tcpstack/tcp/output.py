@@ -75,7 +75,8 @@ def options(tcb: ControlBlock, now: float) -> TcpOptions:
             tcb.dsack = None
         if ooo.nbytes:
             blocks.extend(ooo.sack_blocks(limit - len(blocks)))
-    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5, None))
+    return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5, None,
+                                   None))
 
 
 def control_segment(tcb: ControlBlock, seq: int, flags: int, now: float) -> OutSegment:
@@ -112,8 +113,11 @@ def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
     if state is State.FIN_WAIT_2 and tcb.closed_by_app and tcb.timers.fin_wait is None:
         # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
         tcb.timers.fin_wait = now + tcb.cfg.fin_timeout
+    tfo = tcb.tfo
     if state in SENDS_DATA:
         send_data(tcb, now)
+    elif tfo is not None and tfo.child and state is State.SYN_RECEIVED:
+        send_data(tcb, now)  # RFC 7413 4.2.2: a Fast Open child sends at once
     if tcb.ack_pending and state is not State.CLOSED and state is not State.SYN_SENT:
         tcb.out.append(control_segment(tcb, tcb.snd_max, ACK, now))
         ack_policy.on_ack_sent(tcb)
@@ -217,7 +221,8 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
             flags = ACK
             if n == unsent:
                 flags |= PSH
-                if tcb.fin_queued:
+                if tcb.fin_queued and tcb.state is not State.SYN_RECEIVED:
+                    # (A Fast Open child's FIN waits for the handshake, RFC 9293 3.10.4.)
                     flags |= FIN
             emit_new(tcb, flags, payload, opts, now)
             opts = rest

@@ -17,7 +17,20 @@ tcp_syncookie_sent            a SYN answered with a cookie (SYN queue full, or a
 tcp_syncookie_accepted        an ACK carrying a valid cookie: the connection is made
 tcp_syncookie_invalid         an ACK while cookies were recently sent, but not one of
                               ours (or too old): RST
+tcp_tfo_cookie_requested      a SYN asking for a Fast Open cookie (RFC 7413 4.1.1)
+tcp_tfo_passive               a SYN with a valid Fast Open cookie: its data taken, the
+                              connection handed to the application at once
+tcp_tfo_passive_alt_key       ... valid with the backup key: a fresh cookie given too
+tcp_tfo_passive_fail          a SYN with a Fast Open cookie not ours (or of an old
+                              key): its data ignored, a fresh cookie given
+tcp_tfo_listen_overflow       a SYN with a cookie or request while the listener's
+                              Fast Open queue is full: the ordinary handshake
 ============================  ==========================================================
+
+Fast Open (RFC 7413 4.2.2) is decided here too, for listeners that allow it
+(``Listener.fastopen``), as Linux's ``tcp_try_fastopen`` does: never for a SYN
+answered with a SYN cookie (a Fast Open connection needs its state), nor for a
+signed one (TCP-MD5 or TCP-AO: no room for the option).
 
 Limits decided by the stack (a batch's SYN budget, the connection limit) are
 passed in as ``may_open``; a SYN or a valid cookie ACK that would open a
@@ -40,6 +53,7 @@ from tcpstack.tcp.listener import Listener
 from tcpstack.tcp.seq import seq_add, seq_gt
 from tcpstack.tcp.syncookies import TICK_SECONDS, SynCookies
 from tcpstack.tcp.tcb import Tcb
+from tcpstack.tcp.tfocookies import FastOpen, FastOpenKeys
 from tcpstack.wire.tcp import ACK, RST, SYN, OutSegment, TcpSegment
 
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
@@ -72,11 +86,14 @@ REFUSED = Passive(refused=True)
 class PassiveOpener:
     """RFC 9293 3.10.7.2 for every listener of a stack."""
 
-    __slots__ = ("_cookie_until", "cfg", "commons", "cookies", "counters", "isn", "mode")
+    __slots__ = ("_cookie_until", "cfg", "commons", "cookies", "counters", "fastopen", "isn",
+                 "mode")
 
     def __init__(self, cfg: TcpConfig, isn: IsnGenerator, cookies: SynCookies,
-                 mode: CookieMode, commons: Commons) -> None:
+                 mode: CookieMode, commons: Commons,
+                 fastopen: FastOpenKeys | None = None) -> None:
         self.cfg = cfg
+        self.fastopen = fastopen
         self.isn = isn
         self.cookies = cookies
         self.mode = mode
@@ -86,7 +103,7 @@ class PassiveOpener:
 
     def segment(self, listener: Listener, key: Key, seg: TcpSegment, now: float, *,
                 may_open: bool, old_snd_max: int | None = None,
-                signed: bool = False) -> Passive:
+                signed: bool = False, fastopen_ok: bool = True) -> Passive:
         """What ``seg`` (for no connection) does at ``listener``.
 
         ``may_open`` is False when the stack will not take another connection now
@@ -95,6 +112,8 @@ class PassiveOpener:
         ``old_snd_max`` is set when the SYN reuses the 4-tuple of a connection in
         TIME-WAIT (RFC 6191): the new ISS must lie above it. ``signed``: the stack
         has a TCP-MD5 key for the peer (RFC 2385) and signs what we send.
+        ``fastopen_ok``: False where the stack signs with TCP-AO (no room for Fast
+        Open's option beside it).
         """
         flags = seg.flags
         if flags & RST:
@@ -108,10 +127,12 @@ class PassiveOpener:
         if not flags & SYN:
             self.counters["tcp_listen_no_syn"] += 1
             return NOTHING
-        return self._syn(listener, key, seg, now, may_open, old_snd_max, signed)
+        return self._syn(listener, key, seg, now, may_open, old_snd_max, signed,
+                         fastopen_ok and not signed)
 
     def _syn(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
-             may_open: bool, old_snd_max: int | None, signed: bool) -> Passive:
+             may_open: bool, old_snd_max: int | None, signed: bool,
+             fastopen_ok: bool) -> Passive:
         if listener.accept_queue_full:
             self.counters["tcp_listen_accept_queue_full"] += 1
             return NOTHING
@@ -126,13 +147,45 @@ class PassiveOpener:
         iss = self.isn.isn(lip, lport, rip, rport, now)
         if old_snd_max is not None and not seq_gt(iss, old_snd_max):
             iss = seq_add(old_snd_max, 65537)  # as Linux does after TIME-WAIT
+        tfo = None
+        if seg.options.tfo is not None and listener.fastopen and fastopen_ok \
+                and self.fastopen is not None:
+            tfo = self._fast_open(listener, key, seg, now, self.fastopen)
         tcb = Tcb.passive_open(self.cfg, (lip, lport), (rip, rport), seg, iss, now,
-                               self.commons, self.isn.ts_offset(*key), signed)
+                               self.commons, self.isn.ts_offset(*key), signed, tfo)
         tcb.listener = listener
         tcb.half_open = True
         listener.half_open += 1
+        if tfo is not None and tfo.child:
+            listener.tfo_pending += 1
         self.counters["tcp_syn_accepted"] += 1
         return Passive(tcb=tcb)
+
+    def _fast_open(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
+                   keys: FastOpenKeys) -> FastOpen | None:
+        """RFC 7413 4.2.2 for a SYN carrying the Fast Open option: a valid cookie makes
+        a Fast Open child (its data taken now); a request or a cookie not ours gets a
+        fresh cookie in our SYN,ACK (and the data waits for the handshake)."""
+        counters = self.counters
+        cookie = seg.options.tfo
+        if cookie == b"":
+            counters["tcp_tfo_cookie_requested"] += 1
+        if listener.fastopen_full:
+            counters["tcp_tfo_listen_overflow"] += 1
+            return None
+        lip, _, rip, _ = key
+        if cookie:
+            valid = keys.check(cookie, lip, rip, now)
+            if valid:
+                counters["tcp_tfo_passive"] += 1
+                fresh = None
+                if valid == 2:
+                    counters["tcp_tfo_passive_alt_key"] += 1
+                    fresh = keys.cookie(lip, rip, now)
+                return FastOpen(fresh, child=True, result="data accepted" if seg.payload
+                                else "cookie accepted")
+            counters["tcp_tfo_passive_fail"] += 1
+        return FastOpen(keys.cookie(lip, rip, now), result="cookie sent")
 
     def _cookie_syn_ack(self, key: Key, syn: TcpSegment, now: float,
                         signed: bool) -> OutSegment:

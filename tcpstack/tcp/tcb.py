@@ -44,6 +44,7 @@ from tcpstack.tcp.control import MD5_OPTION_LEN, ControlBlock
 from tcpstack.tcp.limits import Commons
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import CAN_SEND, State, Trigger, refusal
+from tcpstack.tcp.tfocookies import FastOpen
 from tcpstack.wire.tcp import OutSegment, TcpSegment
 
 
@@ -57,14 +58,18 @@ class Tcb(ControlBlock):
     @classmethod
     def passive_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                      syn: TcpSegment, iss: int, now: float, commons: Commons | None = None,
-                     ts_offset: int | None = None, signed: bool = False) -> Tcb:
+                     ts_offset: int | None = None, signed: bool = False,
+                     tfo: FastOpen | None = None) -> Tcb:
         """A listener received ``syn`` (RFC 9293 3.10.7.2): enter SYN-RECEIVED, send SYN,ACK.
 
         ``commons`` are the stack's shared counters and limits (a private set if
         None); ``ts_offset`` the timestamp clock's offset (RFC 7323 7.1); ``signed``:
-        every segment carries a TCP-MD5 signature (RFC 2385), which the stack writes.
+        every segment carries a TCP-MD5 signature (RFC 2385), which the stack writes;
+        ``tfo``: what Fast Open decided for this SYN (RFC 7413 4.2.2: a cookie to
+        give, or a valid cookie whose SYN data is taken at once).
         """
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
+        tcb.tfo = tfo
         tcb.md5 = signed
         tcb.sig_len = MD5_OPTION_LEN if signed else 0
         tcb.state = State.LISTEN  # born of a passive OPEN; the SYN moves it on
@@ -87,10 +92,14 @@ class Tcb(ControlBlock):
     @classmethod
     def active_open(cls, cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, int],
                     iss: int, now: float, commons: Commons | None = None,
-                    ts_offset: int | None = None, signed: bool = False) -> Tcb:
+                    ts_offset: int | None = None, signed: bool = False,
+                    fast_open: FastOpen | None = None) -> Tcb:
         """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT (``signed``: see
-        :meth:`passive_open`)."""
+        :meth:`passive_open`). With ``fast_open`` (RFC 7413 4.1.3) the SYN carries
+        its cookie (or asks for one) and, if ``fast_open.deferred``, waits for the
+        next :meth:`segments_to_send` to carry what :meth:`send` queued by then."""
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
+        tcb.tfo = fast_open
         tcb.md5 = signed
         tcb.sig_len = MD5_OPTION_LEN if signed else 0
         handshake.start_active(tcb, now)
@@ -251,6 +260,12 @@ class Tcb(ControlBlock):
 
     def segments_to_send(self, now: float) -> list[OutSegment]:
         """Everything this connection wants transmitted now; clears the dirty mark."""
+        tfo = self.tfo
+        if tfo is not None and tfo.deferred and self.state is State.SYN_SENT:
+            # Fast Open: the SYN deferred by the active open goes now, carrying what
+            # the application wrote meanwhile (RFC 7413 4.1.3).
+            tfo.deferred = False
+            handshake.send_syn(self, now, ack=False)
         return output.flush(self, now)
 
     # ----------------------------------------------------------------- timers

@@ -58,9 +58,13 @@ class TcpOptions(NamedTuple):
     #: The TCP-AO option (RFC 5925): its (KeyID, RNextKeyID), received or to send
     #: (the stack writes the option and its MAC, holding the keys).
     ao: tuple[int, int] | None = None
+    #: TCP Fast Open (RFC 7413 4.1.1, option kind 34): ``b""`` asks for a cookie, a
+    #: non-empty value is the cookie; None: the segment carries no such option.
+    tfo: bytes | None = None
 
     def __repr__(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if v]
+        parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True)
+                 if v or (k == "tfo" and v is not None)]
         return f"TcpOptions({', '.join(parts)})"
 
 

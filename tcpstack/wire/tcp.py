@@ -58,6 +58,10 @@ OPT_SACK = 5
 OPT_TIMESTAMPS = 8
 OPT_MD5SIG = _md5.OPT_MD5SIG
 OPT_AO = 29  # RFC 5925 (tcpstack.wire.tcpao)
+OPT_FASTOPEN = 34  # RFC 7413 4.1.1
+#: A Fast Open cookie is 4 to 16 bytes, of even length (RFC 7413 4.1.1).
+TFO_COOKIE_MIN = 4
+TFO_COOKIE_MAX = 16
 
 _HDR = struct.Struct("!HHIIBBHHH")
 _H = struct.Struct("!H")
@@ -80,6 +84,7 @@ def parse_options(opts: memoryview) -> TcpOptions:
     timestamps: tuple[int, int] | None = None
     md5 = False
     ao: tuple[int, int] | None = None
+    tfo: bytes | None = None
     i = 0
     n = len(opts)
     while i < n:
@@ -120,9 +125,16 @@ def parse_options(opts: memoryview) -> TcpOptions:
                 raise Malformed("tcp_ao_duplicate")  # which one would be checked?
             if length >= 4:
                 ao = (opts[i + 2], opts[i + 3])  # RFC 5925 2.2: the stack checks the MAC
+        elif kind == OPT_FASTOPEN:
+            # RFC 7413 4.1.1: length 2 asks for a cookie; else the cookie, 4 to 16
+            # bytes of even length -- another length is ignored, as Linux does.
+            n_cookie = length - 2
+            if n_cookie == 0 or (TFO_COOKIE_MIN <= n_cookie <= TFO_COOKIE_MAX
+                                 and not n_cookie & 1):
+                tfo = bytes(opts[i + 2 : i + length])
         i += length
     return new_tuple(TcpOptions,
-                     (mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao))
+                     (mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao, tfo))
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
@@ -164,7 +176,8 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
 
     With ``md5`` first two NOPs and an MD5 signature option (RFC 2385) whose digest
     is left zero for :func:`emit_tcp_parts` to fill in. Then, in a SYN: MSS,
-    SACK-permitted + timestamps (or NOPs), window scale; in others: timestamps, then
+    SACK-permitted + timestamps (or NOPs), window scale, a Fast Open cookie or request
+    (RFC 7413) if it fits; in others: timestamps, then
     SACK blocks (as many as the 40 option bytes leave room for), after two NOPs.
     """
     out = bytearray()
@@ -185,6 +198,12 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
             out += bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
         if o.wscale is not None:
             out += bytes((OPT_NOP, OPT_WSCALE, 3, o.wscale))
+        if o.tfo is not None and MAX_OPTIONS_LEN - len(out) >= 4 + len(o.tfo):
+            # RFC 7413 4.1.1, last (as Linux): the cookie or an empty request,
+            # padded with NOPs to a word.
+            out += bytes((OPT_FASTOPEN, 2 + len(o.tfo))) + o.tfo
+            if len(out) % 4:
+                out += bytes((OPT_NOP,)) * (4 - len(out) % 4)
     else:
         if o.timestamps is not None:
             out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *o.timestamps)

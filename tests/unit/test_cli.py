@@ -216,6 +216,17 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="md5-long-key"),
         pytest.param(("serve", "--md5-key", "10.0.0.1=@/nonexistent/key"),
                      ("cannot read", "/nonexistent/key"), id="md5-missing-key-file"),
+        # TCP Fast Open
+        pytest.param(("serve", "--tfo-key", "0011"), ("--tfo-key", "32 hex digits"),
+                     id="tfo-short-key"),
+        pytest.param(("serve", "--tfo-key", "x" * 32), ("--tfo-key", "other characters"),
+                     id="tfo-not-hex"),
+        pytest.param(("serve", "--tfo-key", ",".join(["00" * 16] * 3)),
+                     ("KEY,BACKUP",), id="tfo-three-keys"),
+        pytest.param(("serve", "--tfo-queue", "-1"), ("Fast Open queue",),
+                     id="tfo-negative-queue"),
+        pytest.param(("serve", "--tfo-key-rotation", "0.5"), ("rotation",),
+                     id="tfo-rotation-too-short"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -440,6 +451,24 @@ def test_md5_keys_from_flags_and_files(tmp_path: Path) -> None:
     assert settings.stack.md5_keys == (("10.0.0.1", b"plain text"),
                                        ("fd00::/64", b"from a file"))
     assert _settings().stack.md5_keys == ()
+
+
+def test_fast_open_flags_into_the_configurations() -> None:
+    settings = _settings("--tfo", "--tfo-queue", "32", "--tfo-key",
+                         "00010203-04050607-08090a0b-0c0d0e0f,"
+                         "101112131415161718191a1b1c1d1e1f", "--tfo-key-rotation", "3600")
+    assert settings.daemon.tfo and settings.daemon.tfo_queue == 32
+    assert settings.stack.tfo_keys == (bytes(range(16)), bytes(range(16, 32)))
+    assert settings.stack.tfo_key_rotation == 3600
+    assert "0001020304" not in repr(settings.stack)
+    default = _settings()
+    assert not default.daemon.tfo and default.stack.tfo_keys == ()
+
+
+def test_a_bad_tfo_key_is_not_echoed() -> None:
+    result = run_cli("serve", "--tfo-key", "s3cret-but-not-hex-s3cret-value!")
+    assert_usage_error(result, "--tfo-key")
+    assert "s3cret" not in result.stderr + result.stdout
 
 
 def test_ao_keys_from_flags(tmp_path: Path) -> None:
