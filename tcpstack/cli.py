@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--tfo-key", metavar="KEY[,BACKUP]",
                      help="Fast Open cookie key, 32 hex digits as Linux's "
                           "net.ipv4.tcp_fastopen_key (dashes allowed), and optionally a "
-                          "backup key also accepted (default: random at start-up)")
+                          "backup key also accepted; @FILE reads them from a file "
+                          "(default: random at start-up)")
     tcp.add_argument("--tfo-key-rotation", type=float, metavar="SECONDS",
                      help="derive a new Fast Open key every SECONDS (a cookie stays valid "
                           "one or two periods); 0: never (default)")
@@ -515,9 +516,16 @@ def _ao_keys(specs: list[str]) -> tuple[Mkt, ...]:
 
 
 def parse_tfo_keys(spec: str | None) -> tuple[bytes, ...]:
-    """``KEY[,BACKUP]`` (32 hex digits each) as keys; ValueError with a one-line message."""
+    """``KEY[,BACKUP]`` (32 hex digits each), or ``@FILE`` holding that text, as keys;
+    ValueError with a one-line message (never the key itself)."""
     if spec is None:
         return ()
+    if spec.startswith("@"):
+        try:
+            spec = Path(spec[1:]).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else "unreadable"
+            raise ValueError(f"--tfo-key: cannot read {spec[1:]}: {reason}") from None
     parts = spec.split(",")
     if len(parts) > 2:
         raise ValueError("--tfo-key expects KEY or KEY,BACKUP")
@@ -587,6 +595,13 @@ def build_settings(args: argparse.Namespace) -> ServeSettings:
                         tfo_keys=parse_tfo_keys(args.tfo_key),
                         md5_keys=tuple(parse_md5_key(spec) for spec in args.md5_key),
                         ao_keys=_ao_keys(args.ao_key))
+    if not daemon.tfo:
+        given = [flag for flag, value in (("--tfo-queue", args.tfo_queue),
+                                          ("--tfo-key", args.tfo_key),
+                                          ("--tfo-key-rotation", args.tfo_key_rotation))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs --tfo")
     ports = {name: getattr(args, f"{name}_port") for name in ("http", "echo", "discard")}
     used = [p for p in ports.values() if p]
     if len(used) != len(set(used)):
@@ -894,7 +909,7 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         log.info("TCP-AO with %s", ", ".join(AoKeys(config.ao_keys).peers()))
     if tfo:
         log.info("TCP Fast Open on: at most %d pending per listener, %s key%s", tfo,
-                 "given" if config.tfo_keys else "random",
+                 "given" if args.tfo_key else "random",
                  f", rotated every {config.tfo_key_rotation:g} s"
                  if config.tfo_key_rotation else "")
     grace = settings.daemon.grace

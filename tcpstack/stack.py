@@ -173,8 +173,9 @@ class StackConfig:
     #: cookies, a second one (the backup) is accepted too. None given: a random
     #: primary. Listeners take Fast Open only if they ask (``Stack.listen(fastopen=)``).
     tfo_keys: tuple[bytes, ...] = field(default=(), repr=False)
-    #: Seconds between automatic Fast Open key rotations (the primary becomes the
-    #: backup, a new random primary is made); 0: never (as Linux).
+    #: Seconds between Fast Open key rotations: each period's key is derived from the
+    #: primary (so worker processes agree), a cookie staying valid for one or two
+    #: periods; 0: never (as Linux).
     tfo_key_rotation: float = 0.0
 
     def __post_init__(self) -> None:
@@ -541,8 +542,8 @@ class Stack:
             if cached is None:
                 self.counters["tcp_tfo_active_disabled"] += 1
             else:
-                tfo = FastOpen(cached[0], deferred=True, mss=cached[1], cache=self.tfo_cache,
-                               result="syn data" if cached[0] else "cookie requested")
+                tfo = FastOpen(cached[0], client=True, deferred=True, mss=cached[1],
+                               cache=self.tfo_cache)
         tcb = Tcb.active_open(self.tcp_config6 if v6 else self.tcp_config, (lip, local_port),
                               (rip, remote_port), iss, now, self._commons,
                               self._isn.ts_offset(*key), signed, tfo)
@@ -1019,6 +1020,12 @@ class Stack:
                 verdict.tcb.set_signature_len(tcpao.OPTION_LEN)
                 self._ao_conns += 1
             self._adopt(key, verdict.tcb, now)
+            tfo = verdict.tcb.tfo
+            if tfo is not None and tfo.child:
+                # Handed to the application at once: in the accept queue until taken,
+                # as Linux's Fast Open child.
+                self._unclaimed.add(verdict.tcb)
+                listener.pending += 1
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
         elif verdict.reply is not None:
@@ -1157,7 +1164,7 @@ class Stack:
             if listener is not None:
                 listener.half_open -= 1
                 if tcb.tfo is not None and tcb.tfo.child:
-                    # A Fast Open child went to its application with its SYN.
+                    # A Fast Open child entered the accept queue with its SYN.
                     listener.tfo_pending -= 1
                 elif tcb.state is not State.CLOSED and tcb not in self._unclaimed:
                     self._unclaimed.add(tcb)

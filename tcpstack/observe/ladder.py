@@ -121,7 +121,9 @@ def options_json(opts: TcpOptions) -> dict[str, Any]:
     if opts.ao is not None:
         out["ao"] = list(opts.ao)
     if opts.tfo is not None:
-        out["tfo"] = opts.tfo.hex() if opts.tfo else "request"
+        # The cookie's length only: a client's cookie lets whoever can spoof its
+        # address have a request taken in a SYN (RFC 7413 5.1).
+        out["tfo"] = f"cookie {len(opts.tfo)} bytes" if opts.tfo else "request"
     return out
 
 
@@ -601,7 +603,7 @@ def _format_options(opts: dict[str, Any] | None) -> str:
         parts.append(f"TCP-AO keyid {opts['ao'][0]} rnext {opts['ao'][1]}")
     if "tfo" in opts:
         parts.append("TFO cookie request" if opts["tfo"] == "request"
-                     else f"TFO cookie {opts['tfo']}")
+                     else f"TFO {opts['tfo']}")
     return ", ".join(parts)
 
 

@@ -15,8 +15,13 @@ round trip sooner. The cookies, keys and the per-connection record are in
 * :func:`syn_payload` -- client: what the SYN carries (RFC 7413 4.1.3);
 * :func:`on_syn_ack` -- client: the cookie learned; data the server did not
   acknowledge is sent again as ordinary data (RFC 7413 4.2.1);
-* :func:`on_syn_timeout` -- client: the retransmitted SYN carries no data, and the
-  cache counts a loss (RFC 7413 4.1.3.1).
+* :func:`syn_due` -- client: the deferred SYN goes with the first write (or after
+  :data:`DEFER_LIMIT`, for an application that reads first).
+
+A client's retransmitted SYN carries neither data nor the option (as Linux), but
+SND.MAX still covers the first SYN's data, so a late SYN,ACK acknowledging it is
+taken; a SYN,ACK after a retransmission that acknowledges neither the data nor
+gives a cookie counts as a SYN lost to the path (RFC 7413 4.1.3.1).
 
 Which SYNs get Fast Open at a listener is decided in :mod:`tcpstack.tcp.passive`.
 
@@ -37,6 +42,10 @@ from tcpstack.tcp.seq import seq_add, seq_diff
 from tcpstack.wire.tcp import MAX_OPTIONS_LEN, TcpSegment
 
 DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: a server whose MSS we do not know yet
+#: Seconds a client's deferred SYN waits for the application's first write (Linux's
+#: ``TCP_FASTOPEN_CONNECT`` waits for it without limit; an application that reads
+#: first should not ask for Fast Open, but gets its SYN sent after this).
+DEFER_LIMIT = 0.05
 
 
 # ------------------------------------------------------------------ server
@@ -52,7 +61,7 @@ def accept_syn_data(tcb: ControlBlock, syn: TcpSegment) -> None:
     if n:
         tcb.rcv_buf.append(bytes(payload))
         tcb.rcv_nxt = seq_add(tcb.rcv_nxt, n)
-        tcb.rcv_mss = max(tcb.rcv_mss, n)
+        tcb.rcv_mss = max(tcb.rcv_mss, min(n, tcb.cfg.mss))
         tcb.data_event_pending = True
         tcb.events.append(ev.DATA_RECEIVED)
 
@@ -77,6 +86,14 @@ def syn_payload(tcb: ControlBlock) -> int:
     return max(0, min(len(tcb.sndbuf.data), space))
 
 
+def syn_due(tcb: ControlBlock, now: float) -> bool:
+    """The deferred SYN goes now: something to send (or a close queued), or its wait
+    is over."""
+    tfo = tcb.tfo
+    assert tfo is not None
+    return bool(tcb.sndbuf.data) or tcb.fin_queued or now >= tfo.defer_until
+
+
 def on_syn_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     """Our SYN is acknowledged (RFC 7413 4.1.3, 4.2.1): remember the server's cookie
     and MSS; data of our SYN the server did not acknowledge goes again, as new data
@@ -87,34 +104,30 @@ def on_syn_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     cookie = seg.options.tfo
     if cookie:
         counters["tcp_tfo_cookie_received"] += 1
-    if tfo.cache is not None:
-        tfo.cache.learn(tcb.remote_ip, cookie or None, seg.options.mss or 0)
+    cache = tfo.cache
+    if cache is not None:
+        cache.learn(tcb.remote_ip, cookie or None, seg.options.mss or 0)
     if not tfo.syn_data:
-        tfo.result = "cookie received" if cookie else tfo.result or "no cookie"
+        if cookie:
+            tfo.result = "cookie received"
+        elif tfo.cookie == b"":
+            tfo.result = "no cookie"
         return
     unacked = seq_diff(tcb.snd_max, seg.ack)
     if unacked <= 0:
         counters["tcp_tfo_active"] += 1
         tfo.result = "data acked"
-        if tfo.cache is not None:
-            tfo.cache.syn_data_acked(tcb.remote_ip)
+        if cache is not None:
+            cache.syn_data_acked(tcb.remote_ip)
         return
     counters["tcp_tfo_active_fail"] += 1
     tfo.result = "data not acked"
     tcb.snd_max = seg.ack  # the rest is unsent again
+    if cache is not None and tcb.syn_retransmitted and not cookie:
+        # Only the retransmitted (plain) SYN got through, it seems: the path may
+        # drop SYNs with data (Linux's syn_drop).
+        cache.syn_lost(tcb.remote_ip, now)
 
 
-def on_syn_timeout(tcb: ControlBlock, now: float) -> None:
-    """Our SYN with data timed out: the retransmitted SYN carries none (the data
-    follows the handshake), and the cache notes a loss (RFC 7413 4.1.3.1)."""
-    tfo = tcb.tfo
-    if tfo is None or not tfo.syn_data:
-        return
-    tfo.syn_data = 0
-    tfo.result = "syn timed out"
-    tcb.counters["tcp_tfo_active_fail"] += 1
-    if tfo.cache is not None:
-        tfo.cache.syn_lost(tcb.remote_ip, now)
-
-
-__all__ = ["accept_syn_data", "on_syn_ack", "on_syn_timeout", "sends_early", "syn_payload"]
+__all__ = ["DEFER_LIMIT", "accept_syn_data", "on_syn_ack", "sends_early", "syn_due",
+           "syn_payload"]

@@ -55,6 +55,9 @@ def start_active(tcb: ControlBlock, now: float) -> None:
     tcb.fire_app(Trigger.CONNECT)
     tfo = tcb.tfo
     if tfo is not None and tfo.deferred:
+        # Until the first write, or the deadline (fastopen.DEFER_LIMIT).
+        tfo.defer_until = now + fastopen.DEFER_LIMIT
+        tcb.timers.rto = tfo.defer_until
         tcb.mark()
         return
     send_syn(tcb, now, ack=False)
@@ -122,9 +125,12 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool,
     SYN's data (RFC 7413 4.1.3).
     """
     cfg = tcb.cfg
-    # RFC 7413 4.1.1: the Fast Open cookie (or request) of a SYN; the cookie a
-    # SYN,ACK gives.
-    tfo = tcb.tfo.cookie if tcb.tfo is not None else None
+    # RFC 7413 4.1.1: the cookie (or request) of a client's first SYN -- not of its
+    # retransmissions, as Linux -- and the cookie a server's SYN,ACK gives.
+    fo = tcb.tfo
+    tfo = None
+    if fo is not None and fo.client != ack and (ack or tcb.retries == 0):
+        tfo = fo.cookie
     # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao,
     # tfo.
     if ack:
@@ -148,11 +154,13 @@ def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
 
     Fast Open (RFC 7413): a client's first SYN carries what the application wrote
     (:func:`tcpstack.tcp.fastopen.syn_payload`), which SND.MAX then covers; a
-    retransmitted one carries none. A Fast Open child resending its SYN,ACK keeps
-    the data it sent since in flight, marked lost, to go again once the handshake
-    is done."""
+    retransmitted one carries no data, but SND.MAX keeps covering the first one's,
+    so that a late SYN,ACK acknowledging it is taken. A Fast Open child resending
+    its SYN,ACK keeps the data it sent since in flight, marked lost, to go again
+    once the handshake is done."""
     tfo = tcb.tfo
-    n = fastopen.syn_payload(tcb) if tfo is not None and not ack else 0
+    client = tfo is not None and tfo.client and not ack
+    n = fastopen.syn_payload(tcb) if client else 0
     seg = syn_segment(tcb, now, ack, memoryview(tcb.sndbuf.data)[:n] if n else b"")
     tcb.out.append(seg)
     tcb.rcv_adv = seq_add(tcb.rcv_nxt, seg.window)
@@ -162,13 +170,14 @@ def send_syn(tcb: ControlBlock, now: float, ack: bool) -> None:
     if tfo is not None and tfo.child and seq_gt(tcb.snd_max, syn_end):
         tcb.scoreboard.mark_lost_from()
         tcb.rto_high = tcb.snd_max
-    else:
+    elif not (client and tcb.retries):
         tcb.snd_max = seq_add(syn_end, n)
-    if tfo is not None and not ack and tcb.retries == 0:
+    if tfo is not None and client and tcb.retries == 0:
         tfo.syn_data = n
-        tcb.counters["tcp_tfo_syn_data_sent" if n else
-                     "tcp_tfo_cookie_request_sent" if tfo.cookie == b"" else
-                     "tcp_tfo_syn_cookie_sent"] += 1
+        name, tfo.result = (("tcp_tfo_syn_data_sent", "syn data") if n else
+                            ("tcp_tfo_cookie_request_sent", "cookie requested")
+                            if tfo.cookie == b"" else ("tcp_tfo_syn_cookie_sent", "syn cookie"))
+        tcb.counters[name] += 1
     if tcb.retries == 0:
         tcb.rtt_seq = syn_end
         tcb.rtt_time = now

@@ -19,7 +19,7 @@ which resends records the scoreboard marks lost, within the congestion window.
 
 from __future__ import annotations
 
-from tcpstack.tcp import ack_policy, fastopen, handshake, output, path, teardown
+from tcpstack.tcp import ack_policy, handshake, output, path, teardown
 from tcpstack.tcp.control import ControlBlock
 from tcpstack.tcp.seq import seq_diff, seq_ge
 from tcpstack.tcp.state import State, Trigger
@@ -253,8 +253,6 @@ def on_rto(tcb: ControlBlock, now: float) -> None:
     if handshaking:
         tcb.counters["tcp_retrans_syn"] += 1
         tcb.syn_retransmitted = True
-        if tcb.tfo is not None:
-            fastopen.on_syn_timeout(tcb, now)  # RFC 7413 4.1.3.1: the SYN goes bare
         tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
         handshake.send_syn(tcb, now, ack=state is State.SYN_RECEIVED)
         return

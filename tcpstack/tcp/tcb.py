@@ -30,6 +30,7 @@ import errno
 from tcpstack.tcp import (
     ack_policy,
     autotune,
+    fastopen,
     handshake,
     inbound,
     output,
@@ -210,13 +211,19 @@ class Tcb(ControlBlock):
 
         Unread received data makes this an abort (RST), as RFC 2525 2.17 asks and
         Linux does, so the peer learns its data was not consumed. A connection still
-        in SYN-SENT is deleted (RFC 9293 3.10.4). Raises :class:`ConnectionError`
-        if the connection no longer exists.
+        in SYN-SENT is deleted (RFC 9293 3.10.4) -- unless it is a Fast Open one
+        holding data written before the handshake: that data and the FIN follow the
+        handshake. Raises :class:`ConnectionError` if the connection no longer exists.
         """
         if self.state is State.CLOSED:
             raise refusal(self.state, Trigger.CLOSE)
         self.closed_by_app = True
         if self.state is State.SYN_SENT:
+            if self.tfo is not None and self.sndbuf.data:
+                # A Fast Open client wrote before the handshake: as an asyncio
+                # transport's close, what was written goes first, then the FIN.
+                self.shutdown_write()
+                return
             teardown.terminate(self, None, Trigger.ABORT)
             return
         if self.rcv_buf and self.state is not State.TIME_WAIT:
@@ -261,9 +268,10 @@ class Tcb(ControlBlock):
     def segments_to_send(self, now: float) -> list[OutSegment]:
         """Everything this connection wants transmitted now; clears the dirty mark."""
         tfo = self.tfo
-        if tfo is not None and tfo.deferred and self.state is State.SYN_SENT:
+        if tfo is not None and tfo.deferred and self.state is State.SYN_SENT \
+                and fastopen.syn_due(self, now):
             # Fast Open: the SYN deferred by the active open goes now, carrying what
-            # the application wrote meanwhile (RFC 7413 4.1.3).
+            # the application wrote (RFC 7413 4.1.3).
             tfo.deferred = False
             handshake.send_syn(self, now, ack=False)
         return output.flush(self, now)
@@ -277,6 +285,9 @@ class Tcb(ControlBlock):
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed, in :data:`tcpstack.tcp.timers.ORDER`."""
         t = self.timers
+        tfo = self.tfo
+        if tfo is not None and tfo.deferred and t.rto is not None and now >= t.rto:
+            t.rto = None  # a deferred Fast Open SYN waited long enough: it goes now
         if t.time_wait is not None and now >= t.time_wait:
             teardown.on_time_wait_timer(self)
         if t.fin_wait is not None and now >= t.fin_wait:

@@ -108,12 +108,17 @@ class FastOpenKeys:
         if period != self._period:
             derive = self._derive
             self._period = period
-            self._period_keys = (derive(period), derive(period - 1)) + \
-                ((self.backup,) if self.backup is not None else ())
+            keys = [derive(self.primary, period), derive(self.primary, period - 1)]
+            backup = self.backup
+            if backup is not None:
+                # The previous primary's cookies, rotated or not, stay good too.
+                keys += [derive(backup, period), derive(backup, period - 1), backup]
+            self._period_keys = tuple(keys)
         return self._period_keys
 
-    def _derive(self, period: int) -> bytes:
-        return hashlib.blake2s(period.to_bytes(8, "big", signed=True), key=self.primary,
+    @staticmethod
+    def _derive(key: bytes, period: int) -> bytes:
+        return hashlib.blake2s(period.to_bytes(8, "big", signed=True), key=key,
                                digest_size=KEY_LEN, person=b"tfo-rot").digest()
 
     @staticmethod
@@ -207,20 +212,25 @@ class FastOpen:
     Server: ``cookie`` is the cookie our SYN,ACK gives the client (None: none);
     ``child`` is set when the client's cookie was valid, so the connection is
     handed to the application in SYN-RECEIVED, with the SYN's data, and may send
-    before the handshake completes (RFC 7413 4.2.2). Client: ``cookie`` is what our
-    SYN carries (``b""``: a request); ``deferred`` while the SYN waits for the
-    application's first write; ``syn_data`` the bytes it carried; ``mss`` the
-    server's MSS from the cache, ``cache`` the stack's cache to teach.
+    before the handshake completes (RFC 7413 4.2.2). Client (``client``): ``cookie``
+    is what our first SYN carries (``b""``: a request); ``deferred`` while the SYN
+    waits for the application's first write, at most until ``defer_until``;
+    ``syn_data`` the bytes it carried; ``mss`` the server's MSS from the cache,
+    ``cache`` the stack's cache to teach.
     ``result`` says how it went (for ``tcp_info`` and the connection table).
     """
 
-    __slots__ = ("cache", "child", "cookie", "deferred", "mss", "result", "syn_data")
+    __slots__ = ("cache", "child", "client", "cookie", "defer_until", "deferred", "mss",
+                 "result", "syn_data")
 
-    def __init__(self, cookie: bytes | None, *, child: bool = False, deferred: bool = False,
-                 mss: int = 0, cache: FastOpenCache | None = None, result: str = "") -> None:
+    def __init__(self, cookie: bytes | None, *, child: bool = False, client: bool = False,
+                 deferred: bool = False, defer_until: float = 0.0, mss: int = 0,
+                 cache: FastOpenCache | None = None, result: str = "") -> None:
         self.cookie = cookie
         self.child = child
+        self.client = client
         self.deferred = deferred
+        self.defer_until = defer_until
         self.mss = mss
         self.cache = cache
         self.syn_data = 0

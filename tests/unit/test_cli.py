@@ -227,6 +227,10 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      id="tfo-negative-queue"),
         pytest.param(("serve", "--tfo-key-rotation", "0.5"), ("rotation",),
                      id="tfo-rotation-too-short"),
+        pytest.param(("serve", "--tfo-queue", "8"), ("--tfo-queue needs --tfo",),
+                     id="tfo-queue-without-tfo"),
+        pytest.param(("serve", "--tfo-key", "00" * 16), ("--tfo-key needs --tfo",),
+                     id="tfo-key-without-tfo"),
     ],
 )
 def test_bad_input_exits_2_with_one_error_line(
@@ -465,8 +469,16 @@ def test_fast_open_flags_into_the_configurations() -> None:
     assert not default.daemon.tfo and default.stack.tfo_keys == ()
 
 
+def test_tfo_keys_from_a_file(tmp_path: Path) -> None:
+    keyfile = tmp_path / "tfo.key"
+    keyfile.write_text("00010203-04050607-08090a0b-0c0d0e0f\n")
+    assert _settings("--tfo", "--tfo-key", f"@{keyfile}").stack.tfo_keys == (bytes(range(16)),)
+    assert_usage_error(run_cli("serve", "--tfo", "--tfo-key", f"@{tmp_path}/none"),
+                       "cannot read")
+
+
 def test_a_bad_tfo_key_is_not_echoed() -> None:
-    result = run_cli("serve", "--tfo-key", "s3cret-but-not-hex-s3cret-value!")
+    result = run_cli("serve", "--tfo", "--tfo-key", "s3cret-but-not-hex-s3cret-value!")
     assert_usage_error(result, "--tfo-key")
     assert "s3cret" not in result.stderr + result.stdout
 

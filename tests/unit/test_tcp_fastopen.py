@@ -29,6 +29,7 @@ from tcpstack.aio import open_connection
 from tcpstack.cli import parse_tfo_keys
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.tcp import events as ev
+from tcpstack.tcp.fastopen import DEFER_LIMIT
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
 from tcpstack.tcp.tfocookies import (
@@ -47,6 +48,7 @@ from tcpstack.wire.tcp import (
     SYN,
     TcpOptions,
     TcpSegment,
+    emit_tcp,
     encode_options,
     parse_options,
 )
@@ -55,6 +57,10 @@ KEY = bytes(range(16))
 OTHER_KEY = bytes(range(16, 32))
 CLIENT = "10.0.0.1"
 SERVER = "10.0.0.2"
+
+
+def ip6(addr: str) -> int:
+    return int(ipaddress.IPv6Address(addr))
 
 
 def _key_source(seed: int = 0) -> random.Random:
@@ -255,7 +261,10 @@ def test_a_valid_cookie_hands_the_data_to_the_application_at_once() -> None:
     assert tcb.take_events() == [ev.ESTABLISHED, ev.DATA_RECEIVED]
     assert tcb.recv() == b"GET /"
     listener = w.stack.listeners[80]
-    assert listener.tfo_pending == 1 and listener.half_open == 1
+    # In the accept queue at once (as Linux's Fast Open child), until taken.
+    assert listener.tfo_pending == 1 and listener.half_open == 1 and listener.pending == 1
+    w.stack.take_notified()
+    assert listener.pending == 0
     # The answer goes out before the handshake completes (RFC 7413 4.2.2) ...
     tcb.send(b"200 OK")
     (data,) = w.out()
@@ -331,14 +340,77 @@ def test_no_fast_open_for_a_syn_answered_with_a_cookie() -> None:
 
 
 def test_no_fast_open_with_a_tcp_md5_peer() -> None:
-    """No room for the option beside the signature: the SYN gets the ordinary
-    handshake, the cookie option ignored."""
+    """No room for a cookie beside the signature: a signed SYN with a valid cookie
+    and data gets the ordinary handshake, its data not taken."""
     w = _tfo_wire(md5_keys=((CLIENT, b"k"),))
     assert w.stack.listeners[80].fastopen
     syn = _syn(b"GET /", cookie=_cookie())
-    w.stack.receive(packet(syn, CLIENT, SERVER), 0.0)  # unsigned: dropped
-    assert w.stack.counters["tcp_md5_missing"] == 1
+    w.stack.receive(emit_tcp(syn, ip(CLIENT), ip(SERVER), 1, md5_key=b"k"), 0.0)
+    (synack,) = [parse(bytes(pkt)).seg for pkt in w.stack.packets_to_send(0.0)]
+    assert synack.flags == SYN | ACK and synack.options.md5
+    assert synack.ack == 5001 and synack.options.tfo is None
+    (tcb,) = w.stack.tcbs.values()
+    assert tcb.tfo is None and tcb.recv_buffered == 0
     assert not [k for k in w.stack.counters if k.startswith("tcp_tfo")]
+
+
+def test_a_cookie_of_the_backup_key_is_taken_and_replaced() -> None:
+    w = _tfo_wire()
+    old_cookie = _cookie()
+    w.stack.set_tfo_keys(OTHER_KEY, KEY)
+    (synack,) = w.send(_syn(b"GET /", cookie=old_cookie))
+    assert synack.ack == 5006  # taken
+    assert synack.options.tfo == _keys(OTHER_KEY).cookie(ip(SERVER), ip(CLIENT), 0.0)
+    assert w.stack.counters["tcp_tfo_passive_alt_key"] == 1
+
+
+def test_a_cookie_request_while_the_queue_is_full_gets_no_cookie() -> None:
+    """As Linux's tcp_try_fastopen: a full Fast Open queue answers nothing Fast Open."""
+    w = _tfo_wire(fastopen=1)
+    w.send(_syn(b"first", cookie=_cookie(), port=40000))
+    (synack,) = w.send(_syn(cookie=b"", port=40001))
+    assert synack.options.tfo is None
+    assert w.stack.counters["tcp_tfo_cookie_requested"] == 1
+    assert w.stack.counters["tcp_tfo_listen_overflow"] == 1
+
+
+def test_fast_open_children_wait_in_the_accept_queue() -> None:
+    """Each counts against the backlog until the application takes it (as Linux puts
+    a Fast Open child in the accept queue at once): a full queue drops the next SYN."""
+    w = _tfo_wire()
+    w.stack.listeners[80].backlog = 2
+    for port in (40000, 40001):
+        w.send(_syn(b"GET /", cookie=_cookie(), port=port))
+    assert w.stack.listeners[80].pending == 2
+    assert w.send(_syn(b"GET /", cookie=_cookie(), port=40002)) == []
+    assert w.stack.counters["tcp_listen_accept_queue_full"] == 1
+    w.stack.take_notified()
+    assert w.stack.listeners[80].pending == 0
+    (synack,) = w.send(_syn(b"GET /", cookie=_cookie(), port=40003))
+    assert synack.ack == 5006
+
+
+def test_the_option_outside_a_syn_is_ignored() -> None:
+    w = _tfo_wire()
+    (synack,) = w.send(_syn())
+    (tcb,) = w.stack.tcbs.values()
+    ack = TcpSegment(40000, 80, 5001, synack.seq + 1, ACK, 65535,
+                     TcpOptions(tfo=_cookie()), b"data")
+    w.send(ack)
+    assert tcb.state is State.ESTABLISHED and tcb.recv() == b"data"
+    assert w.stack.counters["tcp_tfo_passive"] == 0
+
+
+def test_fast_open_over_ipv6() -> None:
+    server6, client6 = "fd00::2", "fd00::1"
+    st = Stack(StackConfig(addresses=(ipaddress.IPv6Address(server6),), tcp=BASE_CONFIG,
+                           tfo_keys=(KEY,)))
+    st.listen(80, fastopen=4)
+    cookie = _keys(KEY).cookie(ip6(server6), ip6(client6), 0.0)
+    assert cookie != _keys(KEY).cookie(ip6(server6), ip6("fd00::3"), 0.0)
+    st.receive(emit_tcp(_syn(b"GET /", cookie=cookie), ip6(client6), ip6(server6), 1), 0.0)
+    (tcb,) = st.tcbs.values()
+    assert tcb.recv() == b"GET /" and st.counters["tcp_tfo_passive"] == 1
 
 
 def test_a_lost_syn_ack_resends_it_and_then_the_data_sent_meanwhile() -> None:
@@ -369,7 +441,7 @@ def test_a_lost_syn_ack_resends_it_and_then_the_data_sent_meanwhile() -> None:
 
 def _client(cookie: bytes | None, cache: FastOpenCache | None = None, mss: int = 1460,
             data: bytes = b"") -> tuple[Tcb, list[TcpSegment]]:
-    fo = FastOpen(cookie, deferred=True, mss=mss, cache=cache)
+    fo = FastOpen(cookie, client=True, deferred=True, mss=mss, cache=cache)
     tcb = Tcb.active_open(BASE_CONFIG, REMOTE, LOCAL, ISS, 0.0, fast_open=fo)
     assert tcb.state is State.SYN_SENT
     if data:
@@ -382,14 +454,47 @@ def _synack(tcb: Tcb, ack: int, cookie: bytes | None = None, mss: int = 1400) ->
 
 
 def test_the_syn_waits_for_the_first_write_and_carries_it() -> None:
-    fo = FastOpen(b"cookie!!", deferred=True, mss=1400)
+    fo = FastOpen(b"cookie!!", client=True, deferred=True, mss=1400)
     tcb = Tcb.active_open(BASE_CONFIG, REMOTE, LOCAL, ISS, 0.0, fast_open=fo)
-    assert tcb.dirty and tcb.next_deadline() is None  # nothing sent yet
+    assert tcb.next_deadline() == DEFER_LIMIT
+    assert tcb.segments_to_send(0.001) == []  # nothing written yet: no SYN
     tcb.send(b"GET / HTTP/1.0\r\n\r\n")
-    (syn,) = tcb.segments_to_send(0.0)
+    (syn,) = tcb.segments_to_send(0.002)
     assert syn.flags == SYN and syn.options.tfo == b"cookie!!"
     assert bytes(syn.payload) == b"GET / HTTP/1.0\r\n\r\n"
     assert tcb.snd_nxt == ISS + 1 + 18 and tcb.counters["tcp_tfo_syn_data_sent"] == 1
+    assert fo.result == "syn data"
+    assert tcb.next_deadline() == pytest.approx(0.002 + BASE_CONFIG.rto_initial)
+
+
+def test_without_a_write_the_deferred_syn_goes_after_a_while() -> None:
+    """An application that reads first (it should not ask for Fast Open) still gets
+    its connection, DEFER_LIMIT later, with a SYN carrying the cookie alone."""
+    fo = FastOpen(b"cookie!!", client=True, deferred=True, mss=1400)
+    tcb = Tcb.active_open(BASE_CONFIG, REMOTE, LOCAL, ISS, 0.0, fast_open=fo)
+    tcb.handle_timer(DEFER_LIMIT)
+    (syn,) = tcb.segments_to_send(DEFER_LIMIT)
+    assert syn.payload == b"" and syn.options.tfo == b"cookie!!" and fo.result == "syn cookie"
+    assert tcb.counters["tcp_retrans_syn"] == 0  # the wait was no timeout
+
+
+def test_a_close_before_the_handshake_sends_the_data_then_the_fin() -> None:
+    """asyncio's close() flushes what was written: so does the engine's CLOSE of a
+    Fast Open connection still in SYN-SENT (instead of deleting it)."""
+    tcb, _ = _client(b"cookie!!", data=b"bye")
+    tcb.close()
+    assert tcb.state is State.SYN_SENT and tcb.fin_queued
+    tcb.receive(_synack(tcb, ISS + 4), 0.1)
+    assert tcb.state is State.FIN_WAIT_1
+    (fin,) = tcb.segments_to_send(0.1)
+    assert fin.flags & FIN and fin.seq == ISS + 4
+
+
+def test_a_close_before_anything_is_written_deletes_the_connection() -> None:
+    fo = FastOpen(b"cookie!!", client=True, deferred=True)
+    tcb = Tcb.active_open(BASE_CONFIG, REMOTE, LOCAL, ISS, 0.0, fast_open=fo)
+    tcb.close()
+    assert tcb.state is State.CLOSED and tcb.segments_to_send(0.0) == []
 
 
 def test_the_syns_data_is_limited_by_the_servers_mss_less_all_options() -> None:
@@ -438,17 +543,42 @@ def test_data_the_server_did_not_take_goes_again_as_new_data() -> None:
     assert not [k for k in tcb.counters if k.startswith("tcp_retrans")]
 
 
-def test_a_lost_syn_with_data_goes_again_without_it() -> None:
+def test_a_retransmitted_syn_carries_neither_data_nor_the_option() -> None:
+    """As Linux: the retry is a plain SYN. If only it got through, the server
+    acknowledges the SYN alone: the data follows the handshake, and the path is
+    suspected of dropping SYNs with data (no cookie came back either)."""
     cache = FastOpenCache()
     tcb, (syn,) = _client(b"cookie!!", cache, data=b"hello")
     assert syn.payload == b"hello"
     tcb.handle_timer(tcb.next_deadline() or 0.0)
     (again,) = tcb.segments_to_send(1.5)
-    assert again.flags == SYN and again.payload == b"" and tcb.snd_nxt == ISS + 1
-    assert cache._entries[LOCAL[0]][2] == 1
+    assert again.flags == SYN and again.payload == b"" and again.options.tfo is None
+    assert tcb.snd_nxt == ISS + 6  # still covers the first SYN's data
     tcb.receive(_synack(tcb, ISS + 1), 2.0)
     (data,) = [s for s in tcb.segments_to_send(2.0) if s.payload]
     assert bytes(data.payload) == b"hello" and data.seq == ISS + 1
+    assert cache._entries[LOCAL[0]][2] == 1 and tcb.counters["tcp_tfo_active_fail"] == 1
+
+
+def test_a_late_syn_ack_for_the_first_syn_is_taken_not_reset() -> None:
+    """The first SYN (with data) arrived; its SYN,ACK came after our timeout. It
+    acknowledges the data: taken, no RST (the server has delivered the data)."""
+    cache = FastOpenCache()
+    tcb, _ = _client(b"cookie!!", cache, data=b"hello")
+    tcb.handle_timer(tcb.next_deadline() or 0.0)
+    tcb.segments_to_send(1.5)  # the plain retry
+    tcb.receive(_synack(tcb, ISS + 6), 1.6)
+    assert tcb.state is State.ESTABLISHED and tcb.snd_una == ISS + 6
+    assert tcb.counters["tcp_syn_sent_bad_ack"] == 0 and tcb.counters["tcp_tfo_active"] == 1
+    assert [s.flags for s in tcb.segments_to_send(1.6)] == [ACK]
+
+
+def test_a_syn_ack_taking_part_of_the_data_gets_the_rest_as_new_data() -> None:
+    tcb, _ = _client(b"cookie!!", data=b"hello world")
+    tcb.receive(_synack(tcb, ISS + 1 + 5), 0.1)
+    assert tcb.snd_una == ISS + 6 and tcb.snd_nxt == ISS + 6
+    (data,) = [s for s in tcb.segments_to_send(0.1) if s.payload]
+    assert bytes(data.payload) == b" world" and data.seq == ISS + 6
 
 
 def test_the_stack_stops_using_fast_open_after_repeated_syn_losses() -> None:
@@ -538,6 +668,58 @@ async def test_asyncio_fast_open_client_and_server() -> None:
         server.close()
     finally:
         await nets.aclose()
+
+
+async def test_write_and_close_before_the_handshake_delivers_the_data() -> None:
+    """asyncio's close() flushes: a fast_open client that writes and closes at once
+    still delivers (the SYN carries the data when a cookie is held)."""
+    nets = NetPair()
+    try:
+        got: list[bytes] = []
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.append(await reader.read())
+            writer.close()
+
+        await nets.b.start_server(handler, B_IP, 80, fast_open=True)
+        for i in range(2):
+            _, writer = await open_connection(B_IP, 80, network=nets.a, fast_open=True)
+            writer.write(b"log line %d" % i)
+            writer.close()
+            await within(writer.wait_closed())
+        await within(_until(lambda: len(got) == 2))
+        assert got == [b"log line 0", b"log line 1"]
+        assert nets.a.stack.counters["tcp_tfo_active"] == 1
+    finally:
+        await nets.aclose()
+
+
+async def test_the_first_write_rides_in_the_syn_even_under_wait_for() -> None:
+    """asyncio.wait_for runs the open in another task (Python 3.11): the SYN still
+    waits for the write instead of leaving at the next turn of the loop."""
+    nets = NetPair()
+    try:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            writer.close()
+
+        await nets.b.start_server(handler, B_IP, 80, fast_open=True)
+        results = []
+        for _ in range(2):
+            reader, writer = await asyncio.wait_for(
+                open_connection(B_IP, 80, network=nets.a, fast_open=True), 5)
+            writer.write(b"ping")
+            results.append((await within(reader.read()),
+                            writer.get_extra_info("tcp_info")["fastopen"]))
+            writer.close()
+        assert results == [(b"ping", "cookie received"), (b"ping", "data acked")]
+    finally:
+        await nets.aclose()
+
+
+async def _until(predicate: object) -> None:
+    while not predicate():  # type: ignore[operator]
+        await asyncio.sleep(0.005)
 
 
 async def test_a_refused_fast_open_connection_surfaces_as_the_readers_error() -> None:
