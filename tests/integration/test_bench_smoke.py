@@ -3,8 +3,8 @@
 Runs the whole tool (tcpstack over TUN and the kernel reference, each in
 namespaces the tool creates) with very small sizes and one repetition, then
 checks the exit status, the JSON (every workload -- tcpstack's own services over
-IPv4 and IPv6 and the aiohttp application over HTTP and HTTPS --, both stacks,
-positive numbers,
+IPv4 and IPv6, with TCP Fast Open over a 20 ms RTT path, and the aiohttp
+application over HTTP and HTTPS --, both stacks, positive numbers,
 the impairing relay's counters), the Markdown table, the README section the tool
 rewrites, and that the tool's namespaces are gone.
 """
@@ -24,8 +24,12 @@ from tools.bench import report, settings
 
 pytestmark = pytest.mark.root
 
+# tfo (tiny: 10 short requests per mode over a 20 ms RTT path, after 4 warm-up ones) adds
+# about 2.3 s per stack on an idle machine: the server's start with Fast Open on (~0.7 s),
+# the relay's path (~0.4 s), the quiet check (0.3 s, up to 1 s on a busy machine) and the
+# requests (~1 s).
 WORKLOADS = ("download", "download6", "upload", "echo", "latency", "latency6", "impaired_c2s",
-             "impaired_both", "idle", "aiohttp", "https", "connrate", "flood")
+             "impaired_both", "idle", "aiohttp", "https", "tfo", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
     "download6": ("mbps",),
@@ -42,6 +46,7 @@ METRICS = {
     # The flood's outcome (success during it, recovery) is what it measures, and may be
     # zero; that it ran is shown by the SYNs it sent and the fetches before it.
     "flood": ("syn_rate", "baseline_rate", "recovery_s"),
+    "tfo": ("plain_ms", "tfo_ms", "saving_ms", "connect_ms", "tfo_syn_data"),
 }
 
 
@@ -107,6 +112,15 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
             for direction in ("a2b", "b2a"):
                 delayed = relay.get(f"{direction}_delayed", 0) > 0
                 assert delayed == (direction in impaired), (stack, workload, relay)
+        tfo = results["tfo"]
+        # Every timed Fast Open request went in the SYN (its data acknowledged there, as
+        # the client's TCP_INFO and its namespace's TCPFastOpenActive both say), and it
+        # saved a good part of the path's round trip (20 ms: 10 ms each way, both delayed).
+        assert tfo["summary"]["tfo_syn_data"] == tfo["summary"]["tfo_requests"] == 10, tfo
+        assert tfo["summary"]["tfo_active"] == 10, tfo
+        assert tfo["summary"]["saving_ms"] > settings.TFO_RTT_MS / 2, tfo["summary"]
+        relay = tfo["reps"][0]["relay"]
+        assert relay.get("a2b_delayed", 0) > 0 and relay.get("b2a_delayed", 0) > 0, relay
         flood = results["flood"]["reps"][0]
         # Tiny: 2,000 SYN/s for 1 s, fetches before, during and after it.
         assert flood["syn_sent"] >= 1000 and flood["syn_send_errors"] == 0, flood

@@ -25,7 +25,15 @@ from tools.bench import netns, report
 from tools.bench.netns import SetupError
 from tools.bench.profiling import PySpy
 from tools.bench.pytcp_env import DEFAULT_VENV, PytcpUnavailable, ensure_pytcp
-from tools.bench.settings import FLOOD_STACKS, WEB_WORKLOADS, WORKLOADS, sizes_for
+from tools.bench.settings import (
+    STACK_WORKLOADS,
+    TFO_DELAY_MS,
+    TFO_PATH,
+    TFO_RTT_MS,
+    WEB_WORKLOADS,
+    WORKLOADS,
+    sizes_for,
+)
 from tools.bench.targets import (
     KernelTarget,
     PytcpTarget,
@@ -51,6 +59,8 @@ WORKLOAD_HELP = {
     "https": "the same app over TLS: handshakes/s (openssl s_time -new), bulk MB/s (curl)",
     "flood": "spoofed SYN flood: fetches OK during it vs before, first OK fetch after it "
              "(tcpstack and kernel only)",
+    "tfo": "short HTTP requests over a 20 ms RTT path (relay, 10 ms each way), plain and "
+           "with TCP Fast Open: median/p99 ms, the saving (tcpstack and kernel only)",
 }
 
 
@@ -270,10 +280,11 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
         missing += [f"pytcp {w}: skipped ({why})" for w in workloads]
     else:
         reason = None
-        pytcp_workloads = [w for w in workloads if w != "flood" or "pytcp" in FLOOD_STACKS]
-        if len(pytcp_workloads) < len(workloads):
-            missing.append("pytcp flood: not run (the SYN flood compares tcpstack with the "
-                           "kernel only)")
+        pytcp_workloads = [w for w in workloads if "pytcp" in STACK_WORKLOADS.get(w, ("pytcp",))]
+        why_not = {"flood": "the SYN flood compares tcpstack with the kernel only",
+                   "tfo": "PyTCP has no TCP Fast Open"}
+        missing += [f"pytcp {w}: not run ({why_not.get(w, 'tcpstack and kernel only')})"
+                    for w in workloads if w not in pytcp_workloads]
         if not pytcp_workloads:
             reason = "no workload for it"
         else:
@@ -356,6 +367,8 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     if k_idle is not None:
         notes += _kernel_socket_memory(k_idle)
     for stack in ("tcpstack", "kernel"):
+        notes += _tfo_note(stack, results.get(stack, {}).get("tfo"))
+    for stack in ("tcpstack", "kernel"):
         fl = results.get(stack, {}).get("flood")
         if fl is not None and fl.status == "ok":
             s = fl.summary
@@ -369,6 +382,27 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
                  "namespaces; tcpstack a TUN device; in both the clients and the server share "
                  "this machine's CPUs")
     return notes
+
+
+def _tfo_note(stack: str, tfo: Outcome | None) -> list[str]:
+    """The Fast Open workload's path and what its Fast Open requests really did."""
+    if tfo is None or tfo.status != "ok":
+        return []
+    s, p = tfo.summary, tfo.params
+    server = ("tcpstack serve --tfo" if stack == "tcpstack" else
+              "TCP_FASTOPEN on the listeners, net.ipv4.tcp_fastopen=3 in the server namespace")
+    active = (f"; the client namespace's TCPFastOpenActive grew by {s['tfo_active']:.0f} "
+              f"(TCPFastOpenActiveFail {s.get('tfo_active_fail', 0):.0f})"
+              if "tfo_active" in s else "")
+    return [f"{stack} tfo: GET {p.get('path', TFO_PATH)} HTTP/1.0, a new connection each, "
+            f"{p.get('requests_per_mode')} per mode per repetition after "
+            f"{p.get('warmup')} Fast Open warm-up requests (the first gets the cookie), "
+            f"through the relay with {TFO_DELAY_MS} ms delay each way and nothing else "
+            f"(RTT {TFO_RTT_MS} ms; a plain connect() took {s.get('connect_ms', 0):.1f} ms, "
+            f"median); server: {server}; client: net.ipv4.tcp_fastopen=1, "
+            f"sendto(MSG_FASTOPEN); {s.get('tfo_syn_data', 0):.0f} of "
+            f"{s.get('tfo_requests', 0):.0f} timed Fast Open requests had their SYN's data "
+            f"acknowledged (TCP_INFO){active}"]
 
 
 def _kernel_socket_memory(idle: Outcome) -> list[str]:

@@ -20,7 +20,13 @@ loop is bounded both in count and by a deadline. Subcommands:
   as a fraction of the rate before it, and how soon after the flood a fresh
   fetch succeeds;
 * ``synflood`` -- the flood itself: SYNs from random unused addresses of a subnet
-  through a raw socket, at a fixed rate, bounded in count and time.
+  through a raw socket, at a fixed rate, bounded in count and time;
+* ``tfo`` -- short HTTP/1.0 requests, a new connection each, timed from before
+  the connect to the last byte of the response: plain (``connect()``, then the
+  request) and TCP Fast Open (the request in the SYN: ``sendto(MSG_FASTOPEN)``),
+  interleaved, after a few Fast Open requests that get the server's cookie;
+  every response is checked, and whether each Fast Open SYN's data was
+  acknowledged (``TCP_INFO``, and the namespace's ``TCPFastOpenActive``).
 
 (The download and connection-rate workloads use ``curl`` and ``ab``.)
 """
@@ -566,6 +572,186 @@ def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# -- TCP Fast Open -------------------------------------------------------------------
+
+MSG_FASTOPEN = getattr(socket, "MSG_FASTOPEN", 0x20000000)
+"""``sendto`` flag: connect and send the data in the SYN if a cookie is cached (Linux)."""
+TCPI_OPT_SYN_DATA = 32
+"""``tcpi_options`` bit: the data of our SYN was acknowledged (``linux/tcp.h``)."""
+_TCPI_OPTIONS = 5
+"""Offset of ``tcpi_options`` in ``struct tcp_info``."""
+NETSTAT_TFO = ("TCPFastOpenActive", "TCPFastOpenActiveFail")
+"""TcpExt counters of the client's namespace: SYN data acknowledged / not."""
+
+
+def netstat_tcpext(names: tuple[str, ...]) -> dict[str, int]:
+    """TcpExt counters of this process's network namespace (``/proc/net/netstat``)."""
+    found: dict[str, int] = {}
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return found
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            for name in names:
+                if name in table:
+                    found[name] = int(table[name])
+    return found
+
+
+def http_body(n: int) -> bytes:
+    """The body of ``/bytes/N`` (tcpstack.apps.http: byte i is i % 251)."""
+    unit = bytes(range(251))
+    return (unit * (n // 251 + 1))[:n]
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
+class HttpExchange:
+    """One request on a fresh connection: its times and whether its SYN's data was taken."""
+
+    def __init__(self, total: float, connect: float | None, syn_data: bool) -> None:
+        self.total = total
+        """Seconds from before the connect to the response's last byte."""
+        self.connect = connect
+        """Seconds the plain ``connect()`` took (one round trip); None with Fast Open."""
+        self.syn_data = syn_data
+        """The server acknowledged data in our SYN (``TCPI_OPT_SYN_DATA``)."""
+
+
+def _read_response(sock: socket.socket, body: bytes) -> None:
+    """Read one HTTP response with ``body`` (status 200, Content-Length); raise
+    ValueError if it is not that."""
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(4096)
+        if not data:
+            raise ValueError(f"connection closed after {len(buf)} bytes of the head")
+        buf += data
+        if len(buf) > 65536:
+            raise ValueError("response head over 64 KiB")
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or not status[0].startswith("HTTP/1.") or status[1] != "200":
+        raise ValueError(f"status line {lines[0]!r}")
+    length = None
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if length != len(body):
+        raise ValueError(f"Content-Length {length}, expected {len(body)}")
+    got = bytearray(rest)
+    while len(got) < length:
+        data = sock.recv(65536)
+        if not data:
+            raise ValueError(f"connection closed after {len(got)} of {length} body bytes")
+        got += data
+    if bytes(got) != body:
+        raise ValueError(f"body differs ({len(got)} bytes)")
+
+
+def http_exchange(host: str, port: int, request: bytes, body: bytes, fast_open: bool,
+                  timeout: float) -> HttpExchange:
+    """``request`` on a new connection, plain or with Fast Open; the response checked.
+
+    Blocking sockets with kernel timeouts (``SO_SNDTIMEO`` bounds the connect and a
+    blocking ``sendto(MSG_FASTOPEN)`` alike, ``SO_RCVTIMEO`` every read), the same
+    for both modes. Raises OSError or ValueError.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        tv = _timeval(timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        connect: float | None = None
+        t0 = time.perf_counter()
+        if fast_open:
+            # With a cookie the request goes in the SYN; without one the kernel asks for
+            # a cookie and sends the request after the handshake (still one call).
+            sent = sock.sendto(request, MSG_FASTOPEN, (host, port))
+            if sent < len(request):
+                sock.sendall(request[sent:])
+        else:
+            sock.connect((host, port))
+            connect = time.perf_counter() - t0
+            sock.sendall(request)
+        _read_response(sock, body)
+        total = time.perf_counter() - t0
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+        syn_data = len(info) > _TCPI_OPTIONS and bool(info[_TCPI_OPTIONS] & TCPI_OPT_SYN_DATA)
+    return HttpExchange(total, connect, syn_data)
+
+
+def _ms_stats(prefix: str, seconds: list[float]) -> dict[str, float]:
+    values = sorted(1000 * s for s in seconds)
+    return {f"{prefix}_ms": percentile(values, 50), f"{prefix}_p99_ms": percentile(values, 99),
+            f"{prefix}_min_ms": values[0], f"{prefix}_max_ms": values[-1]}
+
+
+def cmd_tfo(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain and Fast Open requests, interleaved (see the module docstring)."""
+    count = args.path[len("/bytes/"):] if args.path.startswith("/bytes/") else ""
+    if not count.isdigit():
+        return {"error": f"--path must be /bytes/N, not {args.path!r}"}
+    if args.count < 1:
+        return {"error": "--count must be at least 1"}
+    size = int(count)
+    body = http_body(size)
+    request = (f"GET {args.path} HTTP/1.0\r\nHost: {args.host}\r\n"
+               "User-Agent: tools.bench.client\r\n\r\n").encode()
+    deadline = time.monotonic() + args.timeout
+    done = 0
+
+    def one(fast_open: bool) -> HttpExchange:
+        nonlocal done
+        if time.monotonic() > deadline:
+            raise ValueError(f"timed out after {done} requests")
+        try:
+            ex = http_exchange(args.host, args.port, request, body, fast_open,
+                               args.op_timeout)
+        except (OSError, ValueError) as exc:
+            mode = "Fast Open" if fast_open else "plain"
+            raise ValueError(f"{mode} request {done + 1}: {type(exc).__name__}: {exc}") \
+                from None
+        done += 1
+        return ex
+
+    try:
+        # The first Fast Open request only gets the cookie; the next ones use it.
+        warm = [one(True) for _ in range(args.warmup)]
+        one(False)
+        before = netstat_tcpext(NETSTAT_TFO)
+        plain: list[HttpExchange] = []
+        fast: list[HttpExchange] = []
+        for i in range(args.count):
+            # Alternate which mode goes first, so neither always follows the other.
+            for fast_open in ((False, True) if i % 2 == 0 else (True, False)):
+                (fast if fast_open else plain).append(one(fast_open))
+        after = netstat_tcpext(NETSTAT_TFO)
+    except ValueError as exc:
+        return {"error": str(exc), "requests_done": done}
+    result: dict[str, Any] = {
+        "count": args.count, "path": args.path, "response_body": size,
+        "warmup": args.warmup, "warmup_syn_data": sum(ex.syn_data for ex in warm),
+        **_ms_stats("plain", [ex.total for ex in plain]),
+        **_ms_stats("tfo", [ex.total for ex in fast]),
+        **_ms_stats("connect", [ex.connect for ex in plain if ex.connect is not None]),
+        "tfo_syn_data": sum(ex.syn_data for ex in fast),
+        "plain_syn_data": sum(ex.syn_data for ex in plain),
+    }
+    result["saving_ms"] = result["plain_ms"] - result["tfo_ms"]
+    for name in NETSTAT_TFO:
+        if name in before and name in after:
+            result[name] = after[name] - before[name]
+    return result
+
+
 # -- main --------------------------------------------------------------------------
 
 
@@ -635,12 +821,23 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--seconds", type=float, required=True)
     sf.add_argument("--max-packets", type=int, required=True)
     sf.add_argument("--seed", type=int, default=1)
+
+    t = sub.add_parser("tfo")
+    t.add_argument("--host", required=True)
+    t.add_argument("--port", type=int, default=80)
+    t.add_argument("--path", default="/bytes/100", help="/bytes/N")
+    t.add_argument("--count", type=int, required=True, help="timed requests per mode")
+    t.add_argument("--warmup", type=int, default=3,
+                   help="Fast Open requests before (the first one gets the cookie)")
+    t.add_argument("--op-timeout", type=float, default=5.0,
+                   help="seconds for each connect, send and read")
+    t.add_argument("--timeout", type=float, default=60.0)
     return parser
 
 
 COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "echo": cmd_echo,
             "latency": cmd_latency, "idle": cmd_idle, "flood": cmd_flood,
-            "synflood": cmd_synflood}
+            "synflood": cmd_synflood, "tfo": cmd_tfo}
 
 
 def main(argv: list[str] | None = None) -> int:

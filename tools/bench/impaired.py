@@ -42,7 +42,7 @@ class ImpairedPath:
 
     def __init__(self, server_ns: Netns, host: str, log_dir: Path, *, a2b: str | None,
                  b2a: str | None, duration_limit: float, python_env: dict[str, str],
-                 cwd: Path) -> None:
+                 cwd: Path, client_sysctls: dict[str, str] | None = None) -> None:
         self.server_ns = server_ns
         self.host = host
         self.log_dir = log_dir
@@ -51,6 +51,8 @@ class ImpairedPath:
         self.duration_limit = duration_limit
         self.env = python_env
         self.cwd = cwd
+        self.client_sysctls = dict(client_sysctls or {})
+        """Extra ``net.*`` sysctls set in namespace I (e.g. ``net.ipv4.tcp_fastopen``)."""
         self.client_ns: Netns | None = None
         self.relay: subprocess.Popen[str] | None = None
         self.counters: dict[str, int] = {}
@@ -89,6 +91,8 @@ class ImpairedPath:
             ns.sysctl(f"net.ipv4.conf.{'rc0' if ns is cli else 'rs0'}.rp_filter", "0")
         srv.sysctl("net.ipv4.ip_forward", "1")
         cli.sysctl("net.ipv4.ip_local_port_range", "10000 65000")
+        for key, value in self.client_sysctls.items():
+            cli.sysctl(key, value)
         argv = [sys.executable, "-m", "tools.impair_relay",
                 "--ns-a", cli.name, "--tun-a", CLIENT_TUN,
                 "--ns-b", srv.name, "--tun-b", SERVER_TUN,

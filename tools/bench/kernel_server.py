@@ -7,6 +7,11 @@ uvloop, on every ``--host`` address (IPv4 or IPv6) -- the very handlers
 ``tcpstack serve`` runs over its own TCP, so the benchmark compares the TCP
 implementations, not the applications. Prints ``READY`` once listening; exits 0
 on SIGTERM/SIGINT.
+
+``--tfo-queue N`` turns TCP Fast Open (RFC 7413) on for every listening socket
+(``setsockopt(IPPROTO_TCP, TCP_FASTOPEN, N)``: at most N connections opened by
+Fast Open still in SYN-RECEIVED); the namespace's ``net.ipv4.tcp_fastopen`` must
+have the server bit (2) as well, which the benchmark sets for the tfo workload.
 """
 
 from __future__ import annotations
@@ -15,20 +20,27 @@ import argparse
 import asyncio
 import resource
 import signal
+import socket
 import sys
 from typing import Any
 
 from tcpstack.apps import HttpService, discard, echo
 
 
-async def serve(hosts: list[str], ports: dict[str, int], backlog: int) -> int:
+async def serve(hosts: list[str], ports: dict[str, int], backlog: int,
+                tfo_queue: int = 0) -> int:
     handlers: dict[str, Any] = {"http": HttpService(), "echo": echo, "discard": discard}
     servers = []
     for host in hosts:
         for name, port in ports.items():
             if port:
-                servers.append(await asyncio.start_server(handlers[name], host, port,
-                                                          backlog=backlog, reuse_address=True))
+                server = await asyncio.start_server(handlers[name], host, port,
+                                                    backlog=backlog, reuse_address=True)
+                if tfo_queue:
+                    # Allowed on a listening socket; it takes effect for the next SYN.
+                    for sock in server.sockets:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, tfo_queue)
+                servers.append(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo-port", type=int, default=7)
     parser.add_argument("--discard-port", type=int, default=9)
     parser.add_argument("--backlog", type=int, default=1024)
+    parser.add_argument("--tfo-queue", type=int, default=0, metavar="N",
+                        help="TCP Fast Open on every listener, at most N pending (0: off)")
     parser.add_argument("--nofile", type=int, default=0,
                         help="raise RLIMIT_NOFILE to this (also settable from outside)")
     args = parser.parse_args(argv)
@@ -63,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args.host or ["10.9.0.1"], ports, args.backlog))
+        return runner.run(serve(args.host or ["10.9.0.1"], ports, args.backlog,
+                                args.tfo_queue))
 
 
 if __name__ == "__main__":

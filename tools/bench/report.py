@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.bench.settings import MIB, Sizes
+from tools.bench.settings import MIB, TFO_RTT_MS, Sizes
 from tools.bench.workloads import Outcome
 
 STACKS = ("tcpstack", "kernel", "pytcp")
@@ -120,6 +120,18 @@ ROWS: tuple[Row, ...] = (
     Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
         _recovers_in_1s, ratio=False),
     Row("flood", "SYN flood: SYN rate achieved (/s)", "syn_rate", _f0),
+    # TCP Fast Open over a path of TFO_RTT_MS: no target, the ratios to the kernel.
+    Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, plain: median (ms)", "plain_ms", _f1),
+    Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, plain: p99 (ms)", "plain_p99_ms",
+        _f1),
+    Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, Fast Open: median (ms)", "tfo_ms",
+        _f1),
+    Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, Fast Open: p99 (ms)", "tfo_p99_ms",
+        _f1),
+    Row("tfo", f"Fast Open saving, plain - Fast Open median (ms; 1 RTT = {TFO_RTT_MS})",
+        "saving_ms", _f1, ratio=False),
+    Row("tfo", "Fast Open requests whose SYN data was acknowledged", "tfo_syn_data", _f0,
+        ratio=False),
 )
 
 
@@ -138,6 +150,8 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
     v = _value(outcome, row.key)
     if row.key == "answered" and v is not None:
         text = f"{v:,.0f}/{outcome.summary.get('connections', 0):,.0f}"
+    elif row.key == "tfo_syn_data" and v is not None:
+        text = f"{v:,.0f}/{outcome.summary.get('tfo_requests', 0):,.0f}"
     elif v is None:
         text = "—"
     else:
@@ -270,7 +284,8 @@ def sizes_line(name: str, sz: Sizes) -> str:
             f"{sz.web_n} -c {sz.web_c}; https: s_time {sz.tls_seconds} s, download "
             f"{_mib(sz.tls_bulk_bytes)}; SYN flood {sz.flood_seconds:g} s at "
             f"{sz.flood_rate:,}/s (x{sz.flood_reps}; fetches {sz.flood_baseline:g} s before, "
-            f"up to {sz.flood_recovery:g} s after)")
+            f"up to {sz.flood_recovery:g} s after); Fast Open: {sz.tfo_requests} requests "
+            f"per mode (x{sz.tfo_reps}, after {sz.tfo_warmup} warm-up ones)")
 
 
 def machine_line(doc: dict[str, Any]) -> str:

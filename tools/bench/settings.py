@@ -9,12 +9,20 @@ MIB = 1024 * 1024
 
 WORKLOADS: tuple[str, ...] = ("download", "download6", "upload", "echo", "latency", "latency6",
                                "impaired_c2s", "impaired_both", "idle", "aiohttp", "https",
-                               "connrate", "flood")
+                               "tfo", "connrate", "flood")
 """Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
-half-open connections behind; every workload starts on a fresh server anyway)."""
+half-open connections behind; every workload starts on a fresh server anyway. tfo comes
+before them: a kernel listener whose SYN queue still holds a flood's half-open
+connections answers with SYN cookies, and a SYN cookie means no Fast Open)."""
 
 FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
 """The SYN flood runs against these only (PyTCP is not part of the comparison)."""
+
+TFO_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
+"""The Fast Open workload runs against these only (PyTCP has no TCP Fast Open)."""
+
+STACK_WORKLOADS: dict[str, tuple[str, ...]] = {"flood": FLOOD_STACKS, "tfo": TFO_STACKS}
+"""Workloads that run against some stacks only; every other one runs against all."""
 
 WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
 """The workloads served by the aiohttp application (:mod:`tools.bench.web_server`)
@@ -23,6 +31,12 @@ rather than by tcpstack's own services."""
 IPV6_WORKLOADS: frozenset[str] = frozenset({"download6", "latency6"})
 """The workloads that reach the server at its IPv6 address (``download`` and ``latency``
 over IPv6: the same code, another address family)."""
+
+WORKLOAD_APPS: dict[str, str] = {"aiohttp": "web", "https": "web", "tfo": "tfo"}
+"""Which server application a workload needs (:attr:`tools.bench.targets.Target.app`):
+``web`` is the aiohttp application, ``tfo`` the usual services with TCP Fast Open on
+(their own server start, so no other workload runs with Fast Open); every other
+workload gets ``services``."""
 
 WEB_HTTP_PORT = 8080
 """The web application's plain HTTP port."""
@@ -89,6 +103,14 @@ class Sizes:
     """After the flood, wait at most this long for a fresh fetch to succeed."""
     flood_reps: int
     """Repetitions of the flood workload (each on a freshly started server)."""
+    tfo_requests: int
+    """Timed short HTTP requests of the tfo workload, per mode (plain and Fast Open)."""
+    tfo_warmup: int
+    """Fast Open requests before the timed ones (the first only gets the cookie)."""
+    tfo_reps: int
+    """Repetitions of the tfo workload (each through a fresh impaired path)."""
+    timeout_tfo: float
+    """The tfo client's deadline for all its requests (each also has its own 5 s)."""
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -108,6 +130,7 @@ FULL = Sizes(
     timeout_web=120.0, timeout_tls=60.0,
     flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
     flood_reps=3,
+    tfo_requests=200, tfo_warmup=3, tfo_reps=3, timeout_tfo=120.0,
 )
 
 QUICK = replace(
@@ -122,6 +145,7 @@ QUICK = replace(
     timeout_web=60.0, timeout_tls=40.0,
     flood_seconds=10.0, flood_rate=20_000, flood_baseline=3.0, flood_recovery=15.0,
     flood_reps=1,
+    tfo_requests=50, tfo_reps=2, timeout_tfo=60.0,
 )
 
 TINY = replace(
@@ -135,6 +159,7 @@ TINY = replace(
     web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
     timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
     flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
+    tfo_requests=10, tfo_reps=1, timeout_tfo=30.0,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per
@@ -160,6 +185,19 @@ PYTCP_TINY = replace(PYTCP_QUICK, connrate_n=50, latency_n=50, idle_n=20,
 IMPAIRMENT = "loss=2,delay=5ms,reorder=5"
 """What the relay does to each impaired direction (issue 12's path): 2 % loss, 5 ms
 delay, 5 % of packets held back behind later ones; ``seed`` is added per repetition."""
+
+
+TFO_DELAY_MS = 10
+"""One-way delay of the tfo workload's path, added by the relay in each direction."""
+TFO_RTT_MS = 2 * TFO_DELAY_MS
+"""So the path's round-trip time (plus what the relay and the stacks add)."""
+TFO_IMPAIRMENT = f"delay={TFO_DELAY_MS}ms"
+"""What the relay does to each direction of the tfo workload's path: the delay, nothing else."""
+TFO_PATH = "/bytes/100"
+"""What each of its requests fetches (``GET TFO_PATH HTTP/1.0``, a connection each)."""
+TFO_QUEUE = 128
+"""Fast Open queue of every listener (connections opened by Fast Open still in
+SYN-RECEIVED): the same for both stacks, tcpstack's default (its ``--backlog``)."""
 
 
 def sizes_for(mode: str, stack: str) -> Sizes:

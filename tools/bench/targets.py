@@ -10,11 +10,14 @@
   and fd08::1/64) with PyTCP on 10.8.0.2 and fd08::2 behind it, run by
   :mod:`tools.bench.pytcp_server` under PyTCP's own virtualenv; clients run in P.
 
-A target's server process runs one of two applications (:attr:`Target.app`):
+A target's server process runs one of three applications (:attr:`Target.app`):
 ``services`` (tcpstack's own HTTP, echo and discard services: ``tcpstack serve``
-on the stack, :mod:`tools.bench.kernel_server` on the kernel) or ``web`` (the
-aiohttp application of :mod:`tools.bench.web_server`, plain HTTP and HTTPS, on
-either stack); each workload says which one it needs.
+on the stack, :mod:`tools.bench.kernel_server` on the kernel), ``tfo`` (the same
+services with TCP Fast Open on: ``tcpstack serve --tfo``, the kernel server with
+``TCP_FASTOPEN`` on its listeners and ``net.ipv4.tcp_fastopen=3`` in its
+namespace; tcpstack and the kernel only) or ``web`` (the aiohttp application of
+:mod:`tools.bench.web_server`, plain HTTP and HTTPS, on either stack); each
+workload says which one it needs (:data:`tools.bench.settings.WORKLOAD_APPS`).
 
 Every address is a 10.x address, or for the IPv6 workloads a unique local
 (``fd00::/8``) one, inside these namespaces.
@@ -34,7 +37,7 @@ from typing import IO, Any
 
 from tools.bench import client as client_mod
 from tools.bench.netns import Netns, SetupError, terminate, wait_for
-from tools.bench.settings import WEB_HTTP_PORT, WEB_HTTPS_PORT, Sizes
+from tools.bench.settings import TFO_QUEUE, WEB_HTTP_PORT, WEB_HTTPS_PORT, Sizes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_NOFILE = 65536
@@ -115,7 +118,7 @@ class Target:
         self.pin: tuple[int, int] | None = None
         """(server CPU, client CPU) to pin processes to, or None to let the scheduler decide."""
         self.app = "services"
-        """Which application the server runs: ``services`` or ``web``."""
+        """Which application the server runs: ``services``, ``tfo`` or ``web``."""
         self.web_tls: tuple[Path, Path] | None = None
         """Certificate and key files (PEM) for the web application's HTTPS port."""
         self.notes: list[str] = []
@@ -129,10 +132,18 @@ class Target:
 
     def server_argv(self) -> list[str]:
         """The server command for the current :attr:`app`."""
-        return self.web_argv() if self.app == "web" else self.services_argv()
+        if self.app == "web":
+            return self.web_argv()
+        if self.app == "tfo":
+            return self.tfo_argv()
+        return self.services_argv()
 
     def services_argv(self) -> list[str]:
         raise NotImplementedError
+
+    def tfo_argv(self) -> list[str]:
+        """The services with TCP Fast Open on (the tfo workload only)."""
+        raise SetupError(f"{self.name} cannot run the services with TCP Fast Open")
 
     def web_argv(self) -> list[str]:
         raise SetupError(f"{self.name} cannot run the web application")
@@ -279,6 +290,10 @@ class TcpstackTarget(Target):
                 "--address", self.host, "--host-address", "10.0.0.1/24",
                 "--address6", self.host6, "--host-address6", "fd00::1/64"]
 
+    def tfo_argv(self) -> list[str]:
+        # Its own server start: no other workload runs with Fast Open on.
+        return [*self.services_argv(), "--tfo", "--tfo-queue", str(TFO_QUEUE)]
+
     def web_argv(self) -> list[str]:
         return self._web_server("tcpstack")
 
@@ -307,6 +322,10 @@ class KernelTarget(Target):
     ready_timeout = 20.0
     flood_subnet = "10.9.0.0/24"
     flood_exclude = ("10.9.0.1", "10.9.0.2")
+    _fastopen_default = "1"
+    """``net.ipv4.tcp_fastopen`` of the server namespace as created (read at set-up)."""
+    _fastopen = "1"
+    """Its value now."""
 
     def setup(self) -> None:
         srv = self._new_ns("S")
@@ -333,11 +352,25 @@ class KernelTarget(Target):
         self.notes.append(f"kernel server namespace: net.ipv4.tcp_syncookies = "
                           f"{cookies.stdout.strip() or '?'} (the Linux default: SYN cookies "
                           "once a listener's SYN queue is full)")
+        fastopen = srv.run(["cat", "/proc/sys/net/ipv4/tcp_fastopen"], timeout=10.0)
+        self._fastopen_default = self._fastopen = fastopen.stdout.strip() or "1"
         self.start_server()
+
+    def start_server(self) -> None:
+        # Fast Open's server bit (2) for the tfo workload only, the namespace's own
+        # value (Linux's default 1: client only) for every other one.
+        wanted = "3" if self.app == "tfo" else self._fastopen_default
+        if self.server_ns is not None and wanted != self._fastopen:
+            self.server_ns.sysctl("net.ipv4.tcp_fastopen", wanted)
+            self._fastopen = wanted
+        super().start_server()
 
     def services_argv(self) -> list[str]:
         return [sys.executable, "-m", "tools.bench.kernel_server", "--host", self.host,
                 "--host", self.host6, "--nofile", str(SERVER_NOFILE)]
+
+    def tfo_argv(self) -> list[str]:
+        return [*self.services_argv(), "--tfo-queue", str(TFO_QUEUE)]
 
     def web_argv(self) -> list[str]:
         return self._web_server("kernel")
@@ -409,6 +442,11 @@ def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any
         proc = target.run_client(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g}s (hard timeout)"}
+    return client_result(proc)
+
+
+def client_result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The RESULT fields a finished ``tools.bench.client`` printed, or ``{"error": ...}``."""
     for line in proc.stdout.splitlines():
         if line.startswith(client_mod.RESULT_PREFIX):
             fields: dict[str, Any] = json.loads(line[len(client_mod.RESULT_PREFIX):])
