@@ -90,6 +90,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         # HyStart++ (RFC 9406): where the initial slow start is, and the round's
         # minimum RTT that ended it.
         "hystart": cc.hystart_phase,
+        "bbr": cc.info(),
         "hystart_exit_rtt_ms": None if cc.hystart is None or cc.hystart.exit_rtt is None
         else round(cc.hystart.exit_rtt * 1000, 3),
     }
@@ -219,8 +220,17 @@ def render_rows(table: list[Row], info: bool = True) -> str:
             if r.get("fastopen"):
                 flags.append(f"fastopen:{r['fastopen'].replace(' ', '_')}")
             rtt = "rtt:-" if r["rtt_ms"] is None else f"rtt:{r['rtt_ms']}/{r['rttvar_ms']}"
+            bbr = r.get("bbr")
+            cc_text = r["cc"]
+            if bbr:
+                # As ss shows Linux's: bbr:(bw:...,mrtt:...,pacing_gain:...,cwnd_gain:...)
+                cc_text += (f" bbr:(mode:{bbr['mode']},bw:{_rate(bbr['bw'])},"
+                            f"mrtt:{_num(bbr['min_rtt_ms'])},pacing_gain:{bbr['pacing_gain']:g},"
+                            f"cwnd_gain:{bbr['cwnd_gain']:g}"
+                            f"{',policed' if bbr['policed'] else ''}) "
+                            f"pacing_rate:{_rate(bbr['pacing_rate'])}")
             parts = [
-                *flags, r["cc"], f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",
+                *flags, cc_text, f"rto:{r['rto_ms']:g}", rtt, f"mss:{r['mss']}",
                 f"cwnd:{r['cwnd_segments']}", f"cwnd_bytes:{r['cwnd']}",
                 f"ssthresh:{_num(r['ssthresh'])}", f"bytes_acked:{r['bytes_acked']}",
                 f"bytes_received:{r['bytes_received']}", f"unacked:{r['in_flight']}",
@@ -228,6 +238,15 @@ def render_rows(table: list[Row], info: bool = True) -> str:
                 f"age:{_num(r['age_s'], 's')}", f"id:{_num(r['id'])}"]
             lines.append("\t " + " ".join(parts))
     return "\n".join(lines)
+
+
+def _rate(bytes_per_second: float) -> str:
+    """A rate in bits per second, as ss prints it (``12.3Mbps``)."""
+    bits = bytes_per_second * 8
+    for unit, scale in (("Gbps", 1e9), ("Mbps", 1e6), ("Kbps", 1e3)):
+        if bits >= scale:
+            return f"{bits / scale:.1f}{unit}"
+    return f"{bits:.0f}bps"
 
 
 def render_detail(table: list[Row]) -> str:

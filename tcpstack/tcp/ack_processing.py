@@ -37,6 +37,9 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     prior_una = tcb.snd_una
     prior_sacked = sb.sacked_bytes
     newly_sacked = 0
+    rate = sb.rate
+    if rate is not None:
+        rate.start_ack(output.pipe(tcb, prior_flight))
     echo = echo_time(tcb, seg, now)
     if echo is not None:
         autotune.rtt_sample(tcb, now - echo)
@@ -54,6 +57,8 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     advanced = seq_gt(ack, tcb.snd_una)
     if advanced:
         ack_advance(tcb, ack, now, seg, echo)
+        if rate is not None and not tcb.sack_ok:
+            rate.on_reno_ack()
         tcb.dupacks = 0
         tcb.dupack_flight = 0
     elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
@@ -63,22 +68,43 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             tcb.dupack_flight = prior_flight
         tcb.dupacks += 1
         if not tcb.sack_ok:
+            if rate is not None:
+                rate.on_reno_dupack(tcb.seg_mss, now)
             tcb.mark()
     update_send_window(tcb, seg)
     if tcb.probes and seq_ge(ack, tcb.snd_una):
         tcb.probes = 0
+    cc = tcb.cc
     if sb.recs or tcb.recovery_point is not None:
         newly_lost = recovery.detect_loss(tcb, now, advanced, newly_sacked, prior_flight)
-        if tcb.recovery_point is not None:
+        if tcb.recovery_point is not None and not cc.controls_recovery:
             # RFC 9937 DeliveredData: the change in SND.UNA plus the change in SACKed
             # bytes; without SACK a duplicate ACK stands for one segment.
             delivered = seq_diff(tcb.snd_una, prior_una) + sb.sacked_bytes - prior_sacked
             if not tcb.sack_ok and not advanced and tcb.dupacks:
                 delivered = tcb.seg_mss
             recovery.reduce_window(tcb, delivered, advanced, newly_lost)
+    if rate is not None:
+        # A model-based controller (BBR) sets its window and pacing rate from the
+        # ACK's delivery rate sample (draft-cheng-iccrg-delivery-rate-estimation).
+        rs = rate.finish_ack(now, sb.min_rtt)
+        cc.on_rate_sample(rs, rate, output.pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una)),
+                          loss_state(tcb), now)
+        tcb.mark()
     # RFC 9293 3.10.8: an ACK that brings no progress does not extend the user timeout.
     expired = tcb.stall_since is not None and recovery.user_timeout_expired(tcb, now)
     return not expired
+
+
+def loss_state(tcb: ControlBlock) -> int:
+    """Where the sender stands, as Linux's TCP_CA_* values: 4 after a timeout (until
+    what was then in flight is acknowledged), 3 in fast recovery, 2 reducing for
+    ECE, 0 otherwise."""
+    if tcb.rto_high is not None:
+        return 4
+    if tcb.recovery_point is not None:
+        return 2 if tcb.in_cwr else 3
+    return 0
 
 
 def update_send_window(tcb: ControlBlock, seg: TcpSegment) -> None:

@@ -22,8 +22,10 @@ from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
+from tcpstack.tcp.controller import CongestionControl
 from tcpstack.tcp.limits import Commons, standalone
 from tcpstack.tcp.listener import Listener
+from tcpstack.tcp.rate import DeliveryRate
 from tcpstack.tcp.reassembly import DEFAULT_MAX_PIECES, ReassemblyQueue
 from tcpstack.tcp.rtt import RttEstimator
 from tcpstack.tcp.scoreboard import Scoreboard
@@ -94,8 +96,8 @@ class ControlBlock:
         # probes: zero window and keepalive; the user timeout's progress clock
         "ka_probes", "keepalive", "keepalive_count", "keepalive_idle", "keepalive_interval",
         "last_rcv", "persist_backoff", "probes", "progress_una", "stall_since",
-        # timers, output and events
-        "data_event_pending", "events", "out", "timers",
+        # timers, output and events; when a paced sender may next send
+        "data_event_pending", "events", "out", "pace_next", "timers",
         # the owner's links: dirty hook, timer bookkeeping, listener, application side,
         # the memory pool and what this connection is charged in it, a tracer
         "charged", "dirty", "half_open", "listener", "on_dirty", "on_transition", "pool",
@@ -122,6 +124,7 @@ class ControlBlock:
         self._init_recovery()
         self._init_probes()
         self.timers = Timers()
+        self.pace_next = 0.0
         self.out: list[OutSegment] = []
         self.events: list[ev.Event] = []
         self.data_event_pending = False
@@ -191,8 +194,8 @@ class ControlBlock:
         self.rtt_time = 0.0
         self.retries = 0
         self.syn_retransmitted = False
-        self.cc: congestion.CongestionControl = congestion.create(
-            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window, cfg.hystart)
+        self.cc: CongestionControl = congestion.create(
+            cfg.congestion_control, DEFAULT_PEER_MSS, cfg.initial_window, cfg.hystart, iss)
         # RFC 7323 7.1: our timestamp clock's offset, unpredictable per connection; the
         # stack derives it from its secret and the 4-tuple (IsnGenerator.ts_offset).
         # A TCB made without one (tests) mixes the ISS in, unkeyed.
@@ -231,6 +234,8 @@ class ControlBlock:
 
     def _init_recovery(self) -> None:
         self.scoreboard = Scoreboard()
+        if self.cc.wants_rate:
+            self.scoreboard.rate = DeliveryRate()  # (only for the controllers using it)
         self.recovery_point: int | None = None  # RFC 6675 RecoveryPoint / RFC 6582 recover
         self.rto_high: int | None = None  # SND.MAX at the last RTO, until acknowledged
         # Proportional rate reduction during fast recovery (RFC 9937): the flight

@@ -44,6 +44,10 @@ def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
         "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "congestion_control": type(cc).__name__.lower(),
         "hystart": cc.hystart_phase,
+        # BBR's model (as Linux's tcp_bbr_info): mode, bottleneck bandwidth (bytes/s),
+        # RTprop, gains, pacing rate, whether a policer was detected; None otherwise.
+        "bbr": cc.info(),
+        "pacing_rate": round(cc.pacing_rate) if cc.pacing_rate > 0 else None,
         "cwnd": cc.cwnd,
         "ssthresh": None if cc.ssthresh >= NO_SSTHRESH else cc.ssthresh,
         "srtt_ms": _ms(tcb.rtt.srtt),

@@ -8,12 +8,15 @@
 * Sender silly-window avoidance and Nagle's algorithm (RFC 9293 3.8.6.2.1, 3.7.4),
   with Linux-like autocorking: a sub-MSS tail waits while much is in flight.
 * After sending, the tail-loss-probe (RFC 8985 7.2) and persist (3.8.6.1) timers.
+* Pacing, for controllers with a pacing rate (BBR): each transmission has a
+  departure time, and the ``pace`` timer wakes the sender for the next one.
 """
 
 from __future__ import annotations
 
 from tcpstack.tcp import ack_policy
 from tcpstack.tcp.control import NO_PATH_LIMIT, ControlBlock
+from tcpstack.tcp.rate import DeliveryRate
 from tcpstack.tcp.scoreboard import Sent
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_gt
 from tcpstack.tcp.state import SENDS_DATA, State
@@ -39,6 +42,8 @@ from tcpstack.wire.tcp import (
 WORST_CASE_DELAYED_ACK = 0.2  # RFC 8985 7.2 WCDelAckT
 MIN_PTO = 0.04  # floor of the tail-loss-probe timeout (see arm_tlp)
 AUTOCORK_FLIGHT_SEGMENTS = 4  # see _send_new_data
+PACE_BURST = 1 / 1024  # seconds of data a paced sender sends at once (see send_data)
+PACE_CREDIT = 0.001  # seconds a late pacing timer may catch up (see _paced)
 
 
 def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
@@ -152,11 +157,19 @@ def send_data(tcb: ControlBlock, now: float) -> None:
     # With TSO the device cuts large segments into MSS-sized ones -- not signed ones,
     # each of which needs its own digest.
     seg_max = mss if tcb.sig_len else max(mss, tcb.cfg.tso_size // mss * mss)
+    rate = tcb.cc.pacing_rate
+    if rate > 0:
+        # A paced sender sends bursts of about a millisecond's worth (Linux's TSO
+        # autosizing at sk_pacing_shift 10), at least two segments.
+        seg_max = min(seg_max, max(2 * mss, int(rate * PACE_BURST) // mss * mss))
     sent = tcb.scoreboard.lost_bytes > 0 and \
         _send_retransmissions(tcb, mss, seg_max, opts, rest, now)
     if sent:
         opts = rest
     sent = _send_new_data(tcb, mss, seg_max, opts, rest, now) or sent
+    sample = tcb.scoreboard.rate
+    if sample is not None:
+        _check_app_limited(tcb, mss, sample)
     if sent:
         ack_policy.on_ack_sent(tcb)
         arm_tlp(tcb, now)
@@ -175,6 +188,8 @@ def _send_retransmissions(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOp
     while sb.lost_bytes > 0:
         pipe_now = pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
         if pipe_now > 0 and cwnd - pipe_now < mss and not tcb.rtx_now:
+            break
+        if not _pace_allows(tcb, now):
             break
         tcb.rtx_now = False
         rec = sb.first_lost()
@@ -216,6 +231,8 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
                 # Linux's autocorking): the next ACK or write comes soon and sends
                 # it in a full segment instead of a runt.
                 break
+            if not _pace_allows(tcb, now):
+                break
             # A view, not a copy: the packet builder copies it once into the packet.
             payload = memoryview(buf)[off:off + n]
             flags = ACK
@@ -234,6 +251,40 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
             sent = True
         break
     return sent
+
+
+def _pace_allows(tcb: ControlBlock, now: float) -> bool:
+    """A paced sender (``cc.pacing_rate`` > 0) sends when its next departure time has
+    come, else arms the pacing timer for it (Linux's EDT pacing)."""
+    if tcb.cc.pacing_rate <= 0:
+        return True
+    at = tcb.pace_next
+    if at <= now:
+        return True
+    if tcb.timers.pace is None or at < tcb.timers.pace:
+        tcb.timers.pace = at
+    return False
+
+
+def _paced(tcb: ControlBlock, n: int, now: float) -> None:
+    """``n`` bytes left: the next departure is that much later at the pacing rate.
+    A timer that woke late leaves up to :data:`PACE_CREDIT` of credit, so the event
+    loop's millisecond timers do not lower the rate."""
+    rate = tcb.cc.pacing_rate
+    if rate > 0:
+        tcb.pace_next = max(tcb.pace_next, now - PACE_CREDIT) + n / rate
+
+
+def _check_app_limited(tcb: ControlBlock, mss: int, rate: DeliveryRate) -> None:
+    """Less than a segment left to send, room in the window, no loss to repair: the
+    application is the limit now, and rate samples say so (Linux's
+    tcp_rate_check_app_limited)."""
+    unsent = len(tcb.sndbuf.data) - seq_diff(tcb.snd_max, tcb.sndbuf.seq)
+    if unsent >= mss or tcb.scoreboard.lost_bytes:
+        return
+    in_flight = pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
+    if in_flight < tcb.cc.cwnd:
+        rate.check_app_limited(in_flight)
 
 
 def pipe(tcb: ControlBlock, flight: int) -> int:
@@ -255,6 +306,9 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
     """Send new data (and/or the FIN) at SND.MAX. With ECN, data goes out ECT(0),
     the first after a reduction with CWR (RFC 3168 6.1.2, 6.1.5)."""
     seq = tcb.snd_max
+    rate = tcb.scoreboard.rate
+    if rate is not None and seq == tcb.snd_una:
+        tcb.cc.on_tx_start(now, rate)  # nothing in flight: sending restarts
     if tcb.stall_since is None:
         # Nothing was outstanding: the user timeout's clock starts now.
         tcb.stall_since = now
@@ -273,6 +327,7 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
         tcb.rtt_seq = end
         tcb.rtt_time = now
     tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
+    _paced(tcb, len(payload), now)
     if tcb.recovery_point is not None:
         tcb.prr_out += seg.seg_len
     tcb.snd_max = end
@@ -298,6 +353,7 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
         flags |= PSH
     seg = make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
     tcb.out.append(seg)
+    _paced(tcb, n, now)
     if tcb.recovery_point is not None:
         tcb.prr_out += seg.seg_len
     tcb.scoreboard.on_retransmit(rec, now)

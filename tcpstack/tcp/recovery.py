@@ -38,8 +38,8 @@ def detect_loss(tcb: ControlBlock, now: float, advanced: bool, newly_sacked: int
         tcb.recovery_point = None  # RFC 6675 5 / RFC 6582 3.2 step 3: full ACK ends it
         tcb.in_cwr = False
         tcb.rtx_tsval = None
-        # RFC 9937 3: at the end of recovery the window is ssthresh.
-        tcb.cc.cwnd = tcb.cc.ssthresh
+        # RFC 9937 3: at the end of recovery the window is ssthresh (BBR: its own).
+        tcb.cc.on_recovery_end()
     if tcb.rto_high is not None and seq_ge(tcb.snd_una, tcb.rto_high):
         tcb.rto_high = None
         tcb.rtx_tsval = None
@@ -140,7 +140,7 @@ def on_rack_timer(tcb: ControlBlock, now: float) -> None:
     if newly_lost:
         entering = tcb.recovery_point is None and tcb.rto_high is None
         _on_loss_detected(tcb, now, flight)
-        if entering and tcb.recovery_point is not None:
+        if entering and tcb.recovery_point is not None and not tcb.cc.controls_recovery:
             # No ACK came with this loss: as Linux (tcp_rack_reo_timeout), PRR runs
             # as if one segment had been delivered, so the episode starts with one
             # retransmission instead of cwnd - pipe of them at once.
@@ -201,7 +201,7 @@ def end_tlp_episode(tcb: ControlBlock, ack: int, flight: int, now: float) -> Non
         return
     if tcb.tlp_rtx and tcb.scoreboard.dsack_seen == tcb.tlp_dsack \
             and tcb.recovery_point is None and tcb.rto_high is None:
-        tcb.cc.on_loss(flight, now)
+        tcb.cc.on_tlp_loss(flight, now)
         tcb.cwr_pending = tcb.ecn_ok
     tcb.tlp_high = None
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 
+from tcpstack.tcp.rate import DeliveryRate
 from tcpstack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
 REO_WND_MIN = 0.002
@@ -36,7 +37,8 @@ class Sent:
     """A transmitted run ``[start, end)`` of ``seg``-byte segments and its delivery state
     (``seg`` 0: the run went out as one segment)."""
 
-    __slots__ = ("acked", "end", "lost", "retrans", "sacked", "seg", "start", "xmit_ts")
+    __slots__ = ("acked", "end", "lost", "r_app_limited", "r_delivered", "r_delivered_time",
+                 "r_first_sent", "retrans", "sacked", "seg", "start", "xmit_ts")
 
     def __init__(self, start: int, end: int, xmit_ts: float, seg: int = 0) -> None:
         self.start = start
@@ -47,6 +49,12 @@ class Sent:
         self.sacked = False
         self.lost = False
         self.acked = False  # cumulatively acknowledged: gone from the scoreboard
+        # Delivery rate estimation (tcpstack.tcp.rate): where delivery stood when
+        # this was sent -- kept only for connections that sample rates.
+        self.r_delivered = 0
+        self.r_delivered_time = 0.0
+        self.r_first_sent = 0.0
+        self.r_app_limited = False
 
     @property
     def length(self) -> int:
@@ -63,7 +71,8 @@ class Scoreboard:
 
     __slots__ = ("_anchor", "_dsack_round", "_lost_hint", "_tsorted", "_tsorted_head",
                  "dsack_seen", "frozen", "lost_bytes", "min_rtt", "rack_end", "rack_rtt",
-                 "rack_xmit_ts", "recs", "reo_wnd_mult", "reo_wnd_persist", "sacked_bytes")
+                 "rack_xmit_ts", "rate", "recs", "reo_wnd_mult", "reo_wnd_persist",
+                 "sacked_bytes")
 
     def __init__(self) -> None:
         self.recs: list[Sent] = []
@@ -90,6 +99,8 @@ class Scoreboard:
         # No lost record starts below this sequence number (None: none is lost).
         self._lost_hint: int | None = None
         self.frozen = False  # the shared scoreboard of TIME-WAIT connections: no changes
+        #: Delivery rate estimation, for congestion controls that use it (BBR).
+        self.rate: DeliveryRate | None = None
 
     # ---------------------------------------------------------------- records
 
@@ -101,6 +112,8 @@ class Scoreboard:
         if not self.recs:
             self._anchor = start
         rec = Sent(start, end, now, seg)
+        if self.rate is not None:
+            self.rate.on_send(rec, now, not self.recs)
         self.recs.append(rec)
         self._tsorted.append((now, end, rec))
 
@@ -110,6 +123,8 @@ class Scoreboard:
             self.lost_bytes -= rec.length
         rec.retrans += 1
         rec.xmit_ts = now
+        if self.rate is not None:
+            self.rate.on_send(rec, now, False)
         self._tsorted.append((now, rec.end, rec))
 
     def clear(self) -> None:
@@ -142,6 +157,8 @@ class Scoreboard:
         rec = self.recs[i]
         tail = Sent(at, rec.end, rec.xmit_ts, rec.seg)
         tail.retrans, tail.sacked, tail.lost = rec.retrans, rec.sacked, rec.lost
+        tail.r_delivered, tail.r_delivered_time = rec.r_delivered, rec.r_delivered_time
+        tail.r_first_sent, tail.r_app_limited = rec.r_first_sent, rec.r_app_limited
         rec.end = at
         self.recs.insert(i + 1, tail)
         if not (rec.sacked or rec.lost):
@@ -205,6 +222,7 @@ class Scoreboard:
         if self.frozen:
             return 0
         recs = self.recs
+        rate = self.rate
         i = 0
         acked = 0
         while i < len(recs) and seq_le(recs[i].end, snd_una):
@@ -215,6 +233,8 @@ class Scoreboard:
                 self.sacked_bytes -= n
             else:
                 self._delivered(rec, now, echo)
+                if rate is not None:
+                    rate.on_delivered(rec, n, now)
             if rec.lost:
                 self.lost_bytes -= n
             rec.acked = True
@@ -228,6 +248,8 @@ class Scoreboard:
                 self.sacked_bytes -= cut
             else:
                 self._delivered(rec, now, echo)
+                if rate is not None:
+                    rate.on_delivered(rec, cut, now)
             if rec.lost:
                 self.lost_bytes -= cut
             rec.start = snd_una
@@ -296,6 +318,8 @@ class Scoreboard:
                 rec.lost = False
                 self.lost_bytes -= n
             self._delivered(rec, now, echo)
+            if self.rate is not None:
+                self.rate.on_delivered(rec, n, now)
             i += 1
         return newly
 
@@ -369,6 +393,8 @@ class Scoreboard:
         self._tsorted_head = head
 
     def _note_lost(self, rec: Sent) -> None:
+        if self.rate is not None:
+            self.rate.lost += rec.length
         hint = self._lost_hint
         if hint is None or seq_lt(rec.start, hint):
             self._lost_hint = rec.start

@@ -306,4 +306,6 @@ class Tcb(ControlBlock):
             probes.on_persist_timer(self, now)
         if t.keepalive is not None and now >= t.keepalive:
             probes.on_keepalive_timer(self, now)
+        if t.pace is not None and now >= t.pace:
+            t.pace = None  # the paced sender's next transmission is due: flush
         self.mark()

@@ -17,6 +17,7 @@ timer          what happens when it fires                              rule
 ``rto``        retransmission timeout                                  RFC 6298 5
 ``persist``    a zero-window probe is sent                             RFC 9293 3.8.6.1
 ``keepalive``  an idle connection is probed                            RFC 1122 4.2.3.6
+``pace``       a paced sender may send again (BBR's pacing rate)       Linux tcp_bbr
 =============  =====================================================  ===========
 """
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 #: The order in which due timers run within one ``handle_timer`` call. A tail
 #: loss probe due together with the RTO runs first (it re-arms the RTO).
-ORDER = ("time_wait", "fin_wait", "delack", "rack", "tlp", "rto", "persist", "keepalive")
+ORDER = ("time_wait", "fin_wait", "delack", "rack", "tlp", "rto", "persist", "keepalive",
+         "pace")
 
 
 class Timers:
@@ -41,12 +43,13 @@ class Timers:
         self.rto: float | None = None
         self.persist: float | None = None
         self.keepalive: float | None = None
+        self.pace: float | None = None
 
     def next_deadline(self) -> float | None:
         """The earliest deadline that is set, or None."""
         best: float | None = None
         for d in (self.rto, self.persist, self.time_wait, self.fin_wait, self.delack,
-                  self.rack, self.tlp, self.keepalive):
+                  self.rack, self.tlp, self.keepalive, self.pace):
             if d is not None and (best is None or d < best):
                 best = d
         return best
@@ -54,7 +57,7 @@ class Timers:
     def clear(self) -> None:
         """Stop every timer (the connection is closed)."""
         self.time_wait = self.fin_wait = self.delack = self.rack = None
-        self.tlp = self.rto = self.persist = self.keepalive = None
+        self.tlp = self.rto = self.persist = self.keepalive = self.pace = None
 
     def stop_retransmission(self) -> None:
         """Stop what watches data in flight: RTO, tail loss probe, reordering timer
@@ -64,7 +67,7 @@ class Timers:
     def stop_for_time_wait(self) -> None:
         """In TIME-WAIT only the 2*MSL timer runs (nothing is sent or expected)."""
         self.rto = self.persist = self.fin_wait = None
-        self.tlp = self.rack = self.keepalive = None
+        self.tlp = self.rack = self.keepalive = self.pace = None
 
     def __repr__(self) -> str:
         on = ", ".join(f"{name}={getattr(self, name):.6f}" for name in ORDER

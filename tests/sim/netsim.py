@@ -90,6 +90,8 @@ class Result:
     sack: bool
     timestamps: bool
     seed: int
+    #: The initial slow start was left by HyStart++ (RFC 9406; NewReno and CUBIC).
+    hystart: bool
     #: The server read exactly the bytes the client sent, and then the end of stream.
     delivered_ok: bool
     #: When the server had read all ``size`` bytes (None if it never did).
@@ -228,7 +230,7 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
              timestamps: bool = True, bandwidth: float | None = 10e6, queue: int | None = 100,
              jitter: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0,
              seed: int = 1, time_limit: float = 600.0, max_iterations: int = 2_000_000,
-             tcp: TcpConfig | None = None) -> Result:
+             tcp: TcpConfig | None = None, hystart: bool | None = None) -> Result:
     """Transfer ``size`` bytes client -> server over a simulated path; see the module doc.
 
     ``loss``, ``duplicate`` and ``reorder`` (probabilities, 0..1; a reordered packet is
@@ -236,10 +238,12 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
     ``bandwidth`` (bytes/s, None = unlimited) and ``queue`` (packets, None =
     unbounded; ignored without a bandwidth) apply to each direction; the one-way
     propagation delay is ``rtt / 2``. ``cc``, ``sack`` and ``timestamps`` override
-    the corresponding fields of ``tcp`` (the engine's defaults if None).
+    the corresponding fields of ``tcp`` (the engine's defaults if None), and so does
+    ``hystart`` unless None.
     """
     base = tcp if tcp is not None else TcpConfig()
-    cfg = replace(base, congestion_control=cc, sack=sack, timestamps=timestamps)
+    cfg = replace(base, congestion_control=cc, sack=sack, timestamps=timestamps,
+                  hystart=base.hystart if hystart is None else hystart)
 
     def make_stack(address: str, role: str) -> Stack:
         secret = random.Random(_seed_for(seed, role + " isn")).randbytes(32)
@@ -336,7 +340,7 @@ def simulate(*, loss: float, rtt: float, size: int, cc: str = "newreno", sack: b
     done = receiver.complete_at
     return Result(
         loss=loss, rtt=rtt, size=size, cc=cc, sack=sack, timestamps=timestamps, seed=seed,
-        delivered_ok=delivered_ok,
+        hystart=cfg.hystart and cc != "bbr", delivered_ok=delivered_ok,
         completion_time=done,
         goodput=size / done if done is not None and done > 0 and delivered_ok else 0.0,
         retransmits=counter.retransmits,

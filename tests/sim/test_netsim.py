@@ -71,7 +71,13 @@ def test_every_cell_delivered_byte_exact(grid: dict[table.Cell, Result]) -> None
 
 
 def test_goodput_does_not_rise_with_loss(grid: dict[table.Cell, Result]) -> None:
+    """For the loss-based controllers. Not BBR: its model ignores random loss, and
+    on the long path its STARTUP overshoots the 100-packet queue by far (BBR v1 has
+    no loss-based exit from STARTUP), so the loss-free run can be the worse one --
+    random losses starting packet conservation earlier."""
     for cc in table.ALGORITHMS:
+        if cc == "bbr":
+            continue
         for rtt in table.RTTS:
             series = [(loss, grid[table.Cell(cc, loss, rtt)].goodput) for loss in table.LOSSES]
             for (loss_a, a), (loss_b, b) in pairwise(series):

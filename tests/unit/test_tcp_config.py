@@ -35,7 +35,7 @@ def test_defaults_are_valid() -> None:
         ({"max_retries": 1000}, "retry limits"),
         ({"fin_timeout": 0}, "fin_timeout must be positive"),
         ({"initial_window": 0}, "initial window"),
-        ({"congestion_control": "bbr"}, "unknown congestion control 'bbr'"),
+        ({"congestion_control": "vegas"}, "unknown congestion control 'vegas'"),
     ],
 )
 def test_invalid_values_raise(kwargs: dict[str, Any], message: str) -> None:
