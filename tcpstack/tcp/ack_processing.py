@@ -58,7 +58,7 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     if advanced:
         ack_advance(tcb, ack, now, seg, echo)
         if rate is not None and not tcb.sack_ok:
-            rate.on_reno_ack()
+            rate.on_reno_ack(seq_diff(ack, prior_una), tcb.seg_mss)
         tcb.dupacks = 0
         tcb.dupack_flight = 0
     elif prior_flight and not seg.payload and not seg.flags & (SYN | FIN) \
@@ -69,7 +69,7 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
         tcb.dupacks += 1
         if not tcb.sack_ok:
             if rate is not None:
-                rate.on_reno_dupack(tcb.seg_mss, now)
+                rate.on_reno_dupack(tcb.seg_mss, prior_flight, now)
             tcb.mark()
     update_send_window(tcb, seg)
     if tcb.probes and seq_ge(ack, tcb.snd_una):
@@ -84,9 +84,10 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             if not tcb.sack_ok and not advanced and tcb.dupacks:
                 delivered = tcb.seg_mss
             recovery.reduce_window(tcb, delivered, advanced, newly_lost)
-    if rate is not None:
+    if rate is not None and not seq_lt(ack, prior_una):
         # A model-based controller (BBR) sets its window and pacing rate from the
-        # ACK's delivery rate sample (draft-cheng-iccrg-delivery-rate-estimation).
+        # ACK's delivery rate sample (draft-cheng-iccrg-delivery-rate-estimation);
+        # not from an old, reordered ACK (as Linux's old_ack path).
         rs = rate.finish_ack(now, sb.min_rtt)
         cc.on_rate_sample(rs, rate, output.pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una)),
                           loss_state(tcb), now)

@@ -162,7 +162,7 @@ class Bbr(CongestionControl):
         self.mode = STARTUP
         self._bw = WindowedMax()
         self._min_rtt: float | None = None
-        self._min_rtt_time = 0.0
+        self._min_rtt_time: float | None = None  # set at the first ACK (Linux: at init)
         self._probe_rtt_done: float | None = None
         self._probe_rtt_round_done = False
         self._rtt_count = 0
@@ -264,6 +264,10 @@ class Bbr(CongestionControl):
         """Window growth comes from the model (:meth:`on_rate_sample`), not from ACKs."""
 
     def on_rtt(self, rtt: float) -> None:
+        """An RTT sample (the handshake's first): it seeds RTprop (Linux's bbr_init
+        takes tcp_min_rtt) and, once, the pacing rate."""
+        if self._min_rtt is None and rtt > 0:
+            self._min_rtt = rtt
         if not self._has_seen_rtt and self.srtt is not None:
             self._init_pacing_rate(self.srtt)
 
@@ -373,6 +377,8 @@ class Bbr(CongestionControl):
 
     def _update_min_rtt(self, rs: RateSample, rate: DeliveryRate, in_flight: int,
                         now: float) -> None:
+        if self._min_rtt_time is None:
+            self._min_rtt_time = now  # the RTprop filter's window starts now
         expired = now > self._min_rtt_time + MIN_RTT_WIN
         rtt = rs.rtt
         if rtt is not None and rtt >= 0 and (
@@ -550,10 +556,14 @@ class Bbr(CongestionControl):
         self._save_cwnd()
 
     def on_tlp_loss(self, flight: int, now: float) -> None:
-        """A tail loss probe repaired a loss: nothing for BBR (as Linux's CWR state)."""
+        """A tail loss probe repaired a loss: the model is not cut (Linux's CWR state);
+        the window is noted, as Linux's tcp_init_cwnd_reduction does."""
+        self._save_cwnd()
 
     def on_congestion_signal(self, flight: int, now: float) -> None:
-        """ECE: BBR v1 does not react to it (as Linux's)."""
+        """ECE: BBR v1 does not reduce for it (as Linux's); the window is noted, in case
+        a loss turns the reduction into recovery."""
+        self._save_cwnd()
 
     def on_timeout(self, flight: int, now: float) -> None:
         """A retransmission timeout: the window restarts at one segment and grows back

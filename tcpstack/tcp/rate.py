@@ -83,8 +83,9 @@ class DeliveryRate:
         #: When the transmission most recently reported delivered was sent.
         self.first_sent_time = 0.0
         #: Non-zero while the application is the limit: samples are app-limited
-        #: until ``delivered`` passes it (C.app_limited).
-        self.app_limited = 0
+        #: until ``delivered`` passes it (C.app_limited). Set at first, as Linux's
+        #: ``~0U``: the first flight is a bubble until its first ACK.
+        self.app_limited = 1
         #: Bytes marked lost so far (Linux's tp->lost, in bytes).
         self.lost = 0
         self._lost_before = 0
@@ -137,24 +138,31 @@ class DeliveryRate:
             # The next sample's send interval starts where this one's ended.
             self.first_sent_time = rec.xmit_ts
 
-    def on_reno_dupack(self, mss: int, now: float) -> None:
+    def on_reno_dupack(self, mss: int, flight: int, now: float) -> None:
         """Without SACK a duplicate ACK stands for one segment delivered beyond a hole
-        (as Linux's tcp_add_reno_sack counts it): recovery may send one for it."""
-        self.delivered += mss
+        (as Linux's tcp_add_reno_sack counts it): recovery may send one for it -- but
+        no more of them than what is in flight beyond that hole
+        (tcp_limit_reno_sacked)."""
+        room = flight - mss - self._reno_delivered
+        if room <= 0:
+            return
+        n = min(mss, room)
+        self.delivered += n
         self.delivered_time = now
-        self._reno_delivered += mss
-        self.sample.acked_sacked += mss
+        self._reno_delivered += n
+        self.sample.acked_sacked += n
 
-    def on_reno_ack(self) -> None:
-        """Without SACK, SND.UNA advanced: what the duplicate ACKs already counted is
-        not counted again (at least one segment's worth stays, as Linux)."""
+    def on_reno_ack(self, acked: int, mss: int) -> None:
+        """Without SACK, SND.UNA advanced by ``acked`` bytes: what duplicate ACKs
+        counted already is not counted again -- the ACK counts ``acked`` less that,
+        but at least a segment (Linux's tcp_remove_reno_sacks, in bytes)."""
         counted = self._reno_delivered
-        if counted:
-            rs = self.sample
-            taken = min(counted, max(0, rs.acked_sacked - 1))
+        if counted and acked > 0:
+            own = min(acked, mss)
+            taken = min(counted, acked - own)
             self.delivered -= taken
-            rs.acked_sacked -= taken
-            self._reno_delivered = 0
+            self.sample.acked_sacked -= taken
+            self._reno_delivered = max(0, counted - (acked - own))
 
     def finish_ack(self, now: float, min_rtt: float | None) -> RateSample:
         """The sample of the ACK just processed (the draft's UpdateRateSample)."""

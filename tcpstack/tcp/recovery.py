@@ -253,7 +253,10 @@ def on_rto(tcb: ControlBlock, now: float) -> None:
     if handshaking:
         tcb.counters["tcp_retrans_syn"] += 1
         tcb.syn_retransmitted = True
-        tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
+        if not tcb.cc.controls_recovery:
+            # (A model-based controller starts with the connection, as Linux's BBR
+            # is initialised after the handshake: nothing to tell it.)
+            tcb.cc.on_timeout(seq_diff(tcb.snd_max, tcb.snd_una), now)
         handshake.send_syn(tcb, now, ack=state is State.SYN_RECEIVED)
         return
     path.on_repeated_timeout(tcb, now)  # a black hole for large segments? (RFC 4821)
@@ -266,9 +269,11 @@ def _rto_enter_loss(tcb: ControlBlock, now: float) -> None:
     not fast recovery."""
     flight = seq_diff(tcb.snd_max, tcb.snd_una)
     tcb.counters["tcp_rto_timeouts"] += 1
+    # Losses first, then the controller (as Linux's tcp_enter_loss): BBR's policer
+    # detector counts them in its interval.
+    tcb.scoreboard.mark_lost_from()
     tcb.cc.on_timeout(flight, now)
     tcb.cwr_pending = tcb.ecn_ok
-    tcb.scoreboard.mark_lost_from()
     tcb.recovery_point = None
     tcb.in_cwr = False
     tcb.rto_high = tcb.snd_max

@@ -52,10 +52,27 @@ def test_windowed_max_keeps_second_choices_from_later_in_the_window() -> None:
 # ---------------------------------------------------------------- rate samples
 
 
-def _board() -> tuple[Scoreboard, DeliveryRate]:
+def _board(first_flight: bool = False) -> tuple[Scoreboard, DeliveryRate]:
+    """A scoreboard with rate sampling, past its first flight unless ``first_flight``."""
     board = Scoreboard()
     board.rate = DeliveryRate()
+    if not first_flight:
+        board.rate.app_limited = 0
     return board, board.rate
+
+
+def test_the_first_flight_is_app_limited_until_its_first_ack() -> None:
+    """As Linux (tp->app_limited = ~0U at start): the first flight is a bubble, not a
+    measure of the path."""
+    board, rate = _board(first_flight=True)
+    board.on_send(0, MSS, 0.0)
+    rate.start_ack(MSS)
+    board.ack(MSS, 0.02)
+    assert rate.finish_ack(0.02, None).is_app_limited and rate.app_limited == 0
+    board.on_send(MSS, 2 * MSS, 0.02)
+    rate.start_ack(MSS)
+    board.ack(2 * MSS, 0.04)
+    assert not rate.finish_ack(0.04, None).is_app_limited
 
 
 def test_a_rate_sample_is_delivered_bytes_over_the_longer_interval() -> None:
@@ -259,11 +276,12 @@ def test_bbr_is_created_by_name_with_its_seed() -> None:
 
 def _transfer(size: int, rtt: float, *, loss: float = 0.0, queue: int = 100,
               rate: float = LINK, watch: Callable[[Pair[Stack], Tcb], None] | None = None,
-              drop: Callable[[Stack, AnySegment], bool] | None = None
-              ) -> tuple[Pair[Stack], Tcb]:
+              drop: Callable[[Stack, AnySegment], bool] | None = None,
+              cc: str = "bbr", clock: float = 0.0) -> tuple[Pair[Stack], Tcb]:
     spec = ImpairSpec(rate=rate, queue=queue, delay=rtt / 2, loss=loss * 100,
                       limit=1_000_000, seed=1)
-    net = stack_pair(TcpConfig(congestion_control="bbr"), path=spec)
+    net = stack_pair(TcpConfig(congestion_control=cc), path=spec)
+    net.now = clock
     net.drop = drop  # type: ignore[assignment]
     net.b.listen(80)
     client = net.a.connect("10.0.0.2", 80, net.now)
@@ -281,14 +299,16 @@ def _transfer(size: int, rtt: float, *, loss: float = 0.0, queue: int = 100,
         if watch is not None:
             watch(net, client)
 
-    net.run(app, until=lambda: got[0] >= size, max_time=120, max_rounds=2_000_000)
+    net.run(app, until=lambda: got[0] >= size, max_time=clock + 120, max_rounds=2_000_000)
     return net, client
 
 
-def test_a_bulk_transfer_finds_the_bottleneck_and_keeps_its_queue_short() -> None:
+@pytest.mark.parametrize("clock", [0.0, 1000.0])
+def test_a_bulk_transfer_finds_the_bottleneck_and_keeps_its_queue_short(clock: float) -> None:
     """10 MB/s, 20 ms: STARTUP, DRAIN, then PROBE_BW with the model right -- and after
     STARTUP's overshoot no packet lost at the queue (a loss-based sender refills it
-    until it overflows, again and again)."""
+    until it overflows, again and again). Whatever the clock reads at the start (the
+    runtime's is the system's monotonic clock): no PROBE_RTT before 10 s."""
     modes: list[str] = []
     drops_after: list[int] = []
 
@@ -296,17 +316,18 @@ def test_a_bulk_transfer_finds_the_bottleneck_and_keeps_its_queue_short() -> Non
         name = client.cc.info()["mode"]  # type: ignore[index]
         if not modes or modes[-1] != name:
             modes.append(str(name))
-        if net.now > 1.0:
+        if net.now > clock + 1.0:
             drops_after.append(net.path.counters["out_tail_dropped"])
 
-    net, client = _transfer(30_000_000, 0.02, watch=watch)
+    net, client = _transfer(30_000_000, 0.02, watch=watch, clock=clock)
     assert modes[:3] == ["startup", "drain", "probe_bw"], modes
     info = tcp_info(client)
     assert info["bbr"]["bw"] == pytest.approx(PAYLOAD_RATE, rel=0.03)
     assert info["bbr"]["min_rtt_ms"] == pytest.approx(20, rel=0.05)
     assert info["pacing_rate"] and info["congestion_control"] == "bbr"
     assert drops_after[0] == drops_after[-1]  # nothing dropped after the first second
-    assert 30_000_000 / net.now >= 0.9 * PAYLOAD_RATE
+    assert modes == ["startup", "drain", "probe_bw"], modes
+    assert 30_000_000 / (net.now - clock) >= 0.9 * PAYLOAD_RATE
     text = render_rows(rows(net.a, None, net.now), info=True)
     assert "bbr:(mode:probe_bw,bw:" in text and "pacing_rate:" in text
 
@@ -359,3 +380,76 @@ def test_random_loss_barely_slows_bbr_down() -> None:
     net, client = _transfer(8_000_000, 0.02, loss=0.01)
     assert 8_000_000 / net.now >= 0.6 * PAYLOAD_RATE
     assert client.cc.info()["mode"] == "probe_bw"  # type: ignore[index]
+
+
+def test_a_loss_is_recovered_without_cutting_bbrs_window() -> None:
+    """One segment lost in PROBE_BW: fast recovery conserves packets for a round trip
+    and gives the window back -- no proportional rate reduction to ssthresh, no
+    timeout -- and the loss state the controller sees says recovery (3) meanwhile."""
+    seen: list[tuple[int, int]] = []
+    dropped: list[int] = []
+
+    def drop(src: Stack, seg: AnySegment) -> bool:
+        if src is not net_of[0].a or not seg.payload or dropped:
+            return False
+        if net_of[0].now > 1.0:
+            dropped.append(seg.seq)
+            return True
+        return False
+
+    net_of: list[Pair[Stack]] = []
+    from tcpstack.tcp.ack_processing import loss_state
+
+    def watch(net: Pair[Stack], client: Tcb) -> None:
+        if not net_of:
+            net_of.append(net)
+        seen.append((loss_state(client), client.cc.cwnd))
+
+    # A queue deep enough for STARTUP's overshoot: the one loss is the one dropped.
+    spec = ImpairSpec(rate=LINK, queue=1000, delay=0.01, limit=1_000_000, seed=1)
+    net = stack_pair(TcpConfig(congestion_control="bbr"), path=spec)
+    net_of.append(net)
+    net.drop = drop  # type: ignore[assignment]
+    net.b.listen(80)
+    client = net.a.connect("10.0.0.2", 80, net.now)
+    sent = [0]
+
+    def app() -> None:
+        while sent[0] < 20_000_000 and client.state is State.ESTABLISHED \
+                and client.send_buffered < 2_000_000:
+            client.send(bytes(65536))
+            sent[0] += 65536
+        for tcb in net.b.tcbs.values():
+            tcb.recv()
+        watch(net, client)
+
+    net.run(app, until=lambda: sent[0] >= 20_000_000 and client.snd_una == client.snd_nxt,
+            max_time=60, max_rounds=2_000_000)
+    assert len(dropped) == 1 and client.counters["tcp_rto_timeouts"] == 0
+    first = next(i for i, (state, _) in enumerate(seen) if state == 3)
+    before = seen[first - 1][1]
+    during = [cwnd for state, cwnd in seen if state == 3]
+    after = [cwnd for state, cwnd in seen[first:] if state == 0]
+    # PRR would bring the window down to ssthresh; BBR keeps about what is in flight,
+    # and has its window back when recovery ends.
+    assert during and min(during) >= 0.5 * before
+    assert after and after[0] >= before
+
+
+@pytest.mark.parametrize("cc", ["cubic", "newreno"])
+def test_loss_based_controllers_pay_nothing_for_rates_or_pacing(cc: str) -> None:
+    _, client = _transfer(2_000_000, 0.02, cc=cc)
+    assert client.scoreboard.rate is None and client.cc.pacing_rate == 0
+    assert client.timers.pace is None and client.pace_next == 0.0
+    assert tcp_info(client)["bbr"] is None and tcp_info(client)["pacing_rate"] is None
+
+
+def test_the_pace_timer_stops_with_the_connection() -> None:
+    from tcpstack.tcp.timers import Timers
+    t = Timers()
+    t.pace = 5.0
+    t.stop_for_time_wait()
+    assert t.pace is None and t.next_deadline() is None
+    t.pace = 5.0
+    t.clear()
+    assert t.pace is None
