@@ -189,7 +189,7 @@ def _send_retransmissions(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOp
         pipe_now = pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
         if pipe_now > 0 and cwnd - pipe_now < mss and not tcb.rtx_now:
             break
-        if not _pace_allows(tcb, now):
+        if tcb.cc.pacing_rate > 0 and not _pace_allows(tcb, now):
             break
         tcb.rtx_now = False
         rec = sb.first_lost()
@@ -210,6 +210,7 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
     sndbuf = tcb.sndbuf
     buf = sndbuf.data
     cwnd = tcb.cc.cwnd
+    paced = tcb.cc.pacing_rate > 0
     sent = False
     while True:
         off = seq_diff(tcb.snd_max, sndbuf.seq)
@@ -231,7 +232,7 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
                 # Linux's autocorking): the next ACK or write comes soon and sends
                 # it in a full segment instead of a runt.
                 break
-            if not _pace_allows(tcb, now):
+            if paced and not _pace_allows(tcb, now):
                 break
             # A view, not a copy: the packet builder copies it once into the packet.
             payload = memoryview(buf)[off:off + n]
@@ -254,10 +255,8 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
 
 
 def _pace_allows(tcb: ControlBlock, now: float) -> bool:
-    """A paced sender (``cc.pacing_rate`` > 0) sends when its next departure time has
-    come, else arms the pacing timer for it (Linux's EDT pacing)."""
-    if tcb.cc.pacing_rate <= 0:
-        return True
+    """A paced sender (``cc.pacing_rate`` > 0: the callers check) sends when its next
+    departure time has come, else arms the pacing timer for it (Linux's EDT pacing)."""
     at = tcb.pace_next
     if at <= now:
         return True
@@ -267,12 +266,10 @@ def _pace_allows(tcb: ControlBlock, now: float) -> bool:
 
 
 def _paced(tcb: ControlBlock, n: int, now: float) -> None:
-    """``n`` bytes left: the next departure is that much later at the pacing rate.
-    A timer that woke late leaves up to :data:`PACE_CREDIT` of credit, so the event
-    loop's millisecond timers do not lower the rate."""
-    rate = tcb.cc.pacing_rate
-    if rate > 0:
-        tcb.pace_next = max(tcb.pace_next, now - PACE_CREDIT) + n / rate
+    """``n`` bytes left a paced sender: the next departure is that much later at the
+    pacing rate. A timer that woke late leaves up to :data:`PACE_CREDIT` of credit,
+    so the event loop's millisecond timers do not lower the rate."""
+    tcb.pace_next = max(tcb.pace_next, now - PACE_CREDIT) + n / tcb.cc.pacing_rate
 
 
 def _check_app_limited(tcb: ControlBlock, mss: int, rate: DeliveryRate) -> None:
@@ -327,7 +324,8 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
         tcb.rtt_seq = end
         tcb.rtt_time = now
     tcb.scoreboard.on_send(seq, end, now, tcb.gso_size)
-    _paced(tcb, len(payload), now)
+    if tcb.cc.pacing_rate > 0:
+        _paced(tcb, len(payload), now)
     if tcb.recovery_point is not None:
         tcb.prr_out += seg.seg_len
     tcb.snd_max = end
@@ -353,7 +351,8 @@ def retransmit(tcb: ControlBlock, rec: Sent, limit: int, opts: TcpOptions,
         flags |= PSH
     seg = make(tcb, rec.start, tcb.rcv_nxt, flags, window_field(tcb), opts, payload)
     tcb.out.append(seg)
-    _paced(tcb, n, now)
+    if tcb.cc.pacing_rate > 0:
+        _paced(tcb, n, now)
     if tcb.recovery_point is not None:
         tcb.prr_out += seg.seg_len
     tcb.scoreboard.on_retransmit(rec, now)
