@@ -280,6 +280,7 @@ class Stack:
         self._isn = IsnGenerator(secret)
         self._rng = rng or random.SystemRandom()
         self._dirty: list[Tcb] = []
+        self._now = 0.0  # the time of the last flush or timer run
         self._notified: list[Tcb] = []
         self._control: list[OutPacket] = []
         # (deadline, tie-break, 4-tuple): entries name a connection by its key, so an
@@ -1091,6 +1092,7 @@ class Stack:
 
         Also the end of a batch: the budget of new connections starts afresh.
         """
+        self._now = now
         self._syn_budget = self.config.syn_batch_limit
         out = self._control
         self._control = []
@@ -1164,8 +1166,11 @@ class Stack:
             if listener is not None:
                 listener.half_open -= 1
                 if tcb.tfo is not None and tcb.tfo.child:
-                    # A Fast Open child entered the accept queue with its SYN.
+                    # A Fast Open child entered the accept queue with its SYN; one that
+                    # ends here keeps its Fast Open slot a while (Listener.fastopen).
                     listener.tfo_pending -= 1
+                    if tcb.state is State.CLOSED:
+                        listener.hold_fastopen_slot(self._now)
                 elif tcb.state is not State.CLOSED and tcb not in self._unclaimed:
                     self._unclaimed.add(tcb)
                     listener.pending += 1
@@ -1238,6 +1243,7 @@ class Stack:
     def handle_timer(self, now: float) -> None:
         """Open what waits for a SYN budget (:data:`SYN_DEFERRED_BATCHES`), then run all
         connection timers due at ``now``. Lazy: stale entries are skipped."""
+        self._now = now
         if self._deferred:
             self._replay_deferred(now)
         timers = self._timers

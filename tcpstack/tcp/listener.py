@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
+
+#: Seconds the slot of a Fast Open connection that ended in SYN-RECEIVED stays taken
+#: (Linux's reset Fast Open requests: 60 s).
+FASTOPEN_HOLD = 60.0
+
 
 class Listener:
     """A listening port, on every address of the stack, with its two queues.
@@ -16,13 +22,17 @@ class Listener:
     * ``fastopen`` bounds the connections opened by TCP Fast Open (RFC 7413 5.1)
       still in SYN-RECEIVED (``tfo_pending``), as the queue length Linux's
       ``TCP_FASTOPEN`` socket option sets; 0: Fast Open is off for this port.
-      When it is full, SYNs with a cookie get the ordinary handshake.
+      When it is full, SYNs with a cookie get the ordinary handshake. One that
+      ended before its handshake completed (reset -- its SYN spoofed with a stolen
+      cookie, the real client answering with a RST -- or timed out) keeps its slot
+      for :data:`FASTOPEN_HOLD` seconds more, as Linux keeps reset Fast Open
+      requests: else a flood of such SYNs would pass the bound.
 
     The stack keeps the counts as connections come, are claimed and go.
     """
 
-    __slots__ = ("backlog", "fastopen", "half_open", "pending", "port", "syn_backlog",
-                 "tfo_pending")
+    __slots__ = ("_tfo_held", "backlog", "fastopen", "half_open", "pending", "port",
+                 "syn_backlog", "tfo_pending")
 
     def __init__(self, port: int, backlog: int, syn_backlog: int | None = None,
                  fastopen: int = 0) -> None:
@@ -37,6 +47,8 @@ class Listener:
         self.pending = 0
         self.fastopen = fastopen
         self.tfo_pending = 0
+        # When the slots of Fast Open connections that ended early free up, oldest first.
+        self._tfo_held: deque[float] | None = None
 
     @property
     def syn_queue_full(self) -> bool:
@@ -46,9 +58,21 @@ class Listener:
     def accept_queue_full(self) -> bool:
         return self.pending >= self.backlog
 
-    @property
-    def fastopen_full(self) -> bool:
+    def fastopen_full(self, now: float) -> bool:
+        """No room for another Fast Open connection at ``now``."""
+        held = self._tfo_held
+        if held:
+            while held and held[0] <= now:
+                held.popleft()
+            return self.tfo_pending + len(held) >= self.fastopen
         return self.tfo_pending >= self.fastopen
+
+    def hold_fastopen_slot(self, now: float) -> None:
+        """A Fast Open connection ended before its handshake completed: its slot stays
+        taken for :data:`FASTOPEN_HOLD` seconds."""
+        if self._tfo_held is None:
+            self._tfo_held = deque()
+        self._tfo_held.append(now + FASTOPEN_HOLD)
 
     def __repr__(self) -> str:
         tfo = f" fastopen={self.fastopen} tfo_pending={self.tfo_pending}" \

@@ -170,7 +170,7 @@ class PassiveOpener:
         cookie = seg.options.tfo
         if cookie == b"":
             counters["tcp_tfo_cookie_requested"] += 1
-        if listener.fastopen_full:
+        if listener.fastopen_full(now):
             counters["tcp_tfo_listen_overflow"] += 1
             return None
         lip, _, rip, _ = key

@@ -45,6 +45,7 @@ from tcpstack.wire.tcp import (
     ACK,
     FIN,
     MAX_OPTIONS_LEN,
+    RST,
     SYN,
     TcpOptions,
     TcpSegment,
@@ -763,3 +764,20 @@ def test_ladder_table_and_tcp_info_show_fast_open() -> None:
     assert tcp_info(client)["fastopen"] == "data acked"
     (server,) = net.b.tcbs.values()
     assert tcp_info(server)["fastopen"] == "data accepted"
+
+
+def test_a_reset_fast_open_connection_keeps_its_slot_for_a_minute() -> None:
+    """A SYN with data and a stolen cookie, its source spoofed: the real client answers
+    our SYN,ACK with a RST. As Linux, the slot stays taken for 60 s, so a flood of
+    such SYNs cannot get past --tfo-queue by having each reset at once."""
+    w = _tfo_wire(fastopen=1)
+    (synack,) = w.send(_syn(b"spoofed", cookie=_cookie(), port=40000))
+    w.stack.take_notified()
+    w.send(TcpSegment(40000, 80, synack.ack, 0, RST, 0), now=0.1)
+    assert not w.stack.tcbs and w.stack.listeners[80].tfo_pending == 0
+    (synack,) = w.send(_syn(b"next", cookie=_cookie(), port=40001), now=30.0)
+    assert synack.ack == 5001  # the ordinary handshake: the slot is held
+    assert w.stack.counters["tcp_tfo_listen_overflow"] == 1
+    w.send(TcpSegment(40001, 80, 5001, synack.seq + 1, RST, 0), now=30.1)
+    (synack,) = w.send(_syn(b"later", cookie=_cookie(), port=40002), now=61.0)
+    assert synack.ack == 5006  # a minute on: Fast Open again
