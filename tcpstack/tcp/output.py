@@ -223,6 +223,10 @@ def _send_new_data(tcb: ControlBlock, mss: int, seg_max: int, opts: TcpOptions,
                 if tcb.snd_wnd == 0 and flight == 0:
                     arm_persist(tcb, now)
                 break
+            if mss < n < unsent:
+                # A super-segment the window cuts short ends on a segment boundary,
+                # or the device's last piece is a runt (Linux's tcp_mss_split_point).
+                n -= n % mss
             if n < mss and n < unsent and flight > 0:
                 break  # sender SWS avoidance (RFC 9293 3.8.6.2.1)
             if n < mss and flight > 0 and not tcb.fin_queued and (
@@ -277,8 +281,8 @@ def _check_app_limited(tcb: ControlBlock, mss: int, rate: DeliveryRate) -> None:
     application is the limit now, and rate samples say so (Linux's
     tcp_rate_check_app_limited)."""
     unsent = len(tcb.sndbuf.data) - seq_diff(tcb.snd_max, tcb.sndbuf.seq)
-    if unsent >= mss or tcb.scoreboard.lost_bytes:
-        return
+    if unsent >= mss or tcb.scoreboard.lost_bytes or tcb.write_blocked:
+        return  # (write_blocked: the application has more waiting to come in)
     in_flight = pipe(tcb, seq_diff(tcb.snd_max, tcb.snd_una))
     if in_flight < tcb.cc.cwnd:
         rate.check_app_limited(in_flight)

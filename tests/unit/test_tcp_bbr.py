@@ -453,3 +453,21 @@ def test_the_pace_timer_stops_with_the_connection() -> None:
     t.pace = 5.0
     t.clear()
     assert t.pace is None
+
+
+def test_a_sender_whose_application_has_data_waiting_is_not_app_limited() -> None:
+    """The send buffer ran dry, but the transport holds more (the TCB is
+    write-blocked: its WriteSpace is due): the network, not the application, is the
+    limit, and the samples must say so -- else STARTUP never sees three rounds."""
+    from tcp_helpers import base_config, tcb_established_opts
+    tcb = tcb_established_opts(base_config(congestion_control="bbr", tlp=False))
+    rate = tcb.scoreboard.rate
+    assert rate is not None
+    rate.app_limited = 0
+    tcb.write_blocked = True
+    tcb.segments_to_send(0.2)
+    assert rate.app_limited == 0
+    tcb.write_blocked = False
+    tcb.mark()
+    tcb.segments_to_send(0.3)
+    assert rate.app_limited != 0  # nothing to send, nothing waiting: app-limited

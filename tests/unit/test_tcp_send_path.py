@@ -106,3 +106,14 @@ def test_time_wait_keeps_no_send_or_reassembly_state() -> None:
     # Data on a retransmitted FIN is not queued anywhere: it only draws the ACK.
     tcb.receive(peer(tcb, FIN | ACK, seq=tcb.rcv_nxt - 4, payload=b"late"), 1.0)
     assert not tcb.reassembly and tcb.recv_buffered == 0
+
+
+def test_a_super_segment_cut_short_by_the_window_ends_on_a_segment_boundary() -> None:
+    """With TSO the device cuts a super-segment into MSS-sized pieces: one the window
+    limits to 10 segments and 100 bytes goes as 10 full segments -- not 10 and a
+    100-byte runt (Linux's tcp_mss_split_point); the rest waits for the window."""
+    tcb = tcb_established_opts(base_config(tlp=False, tso_size=64_000, snd_buf=1 << 22))
+    tcb.cc.cwnd = 10 * MT + 100
+    tcb.send(pattern(100_000))
+    (seg,) = expect(tcb, 0.1)
+    assert len(seg.payload) == 10 * MT
