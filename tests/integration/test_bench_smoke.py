@@ -3,8 +3,9 @@
 Runs the whole tool (tcpstack over TUN and the kernel reference, each in
 namespaces the tool creates) with very small sizes and one repetition, then
 checks the exit status, the JSON (every workload -- tcpstack's own services over
-IPv4 and IPv6, with TCP Fast Open over a 20 ms RTT path, and the aiohttp
-application over HTTP and HTTPS --, both stacks, positive numbers,
+IPv4 and IPv6, with TCP Fast Open over a 20 ms RTT path, with CUBIC and BBR through
+a bottleneck, and the aiohttp application over HTTP and HTTPS --, both stacks,
+positive numbers,
 the impairing relay's counters), the Markdown table, the README section the tool
 rewrites, and that the tool's namespaces are gone.
 """
@@ -28,8 +29,13 @@ pytestmark = pytest.mark.root
 # about 2.3 s per stack on an idle machine: the server's start with Fast Open on (~0.7 s),
 # the relay's path (~0.4 s), the quiet check (0.3 s, up to 1 s on a busy machine) and the
 # requests (~1 s).
+# bbr (tiny: a 1 s download per algorithm and path, CUBIC then BBR, each through its own
+# relay) adds about 11 s per stack on an idle machine: two server starts (~0.7 s each)
+# and four downloads of ~2.5 s (the relay's path and the sender's view starting ~0.5 s,
+# the quiet check 0.3 s, ten probes of the idle path ~0.5 s, the download 1 s, the
+# path's teardown).
 WORKLOADS = ("download", "download6", "upload", "echo", "latency", "latency6", "impaired_c2s",
-             "impaired_both", "idle", "aiohttp", "https", "tfo", "connrate", "flood")
+             "impaired_both", "idle", "aiohttp", "https", "tfo", "bbr", "connrate", "flood")
 METRICS = {
     "download": ("mbps",),
     "download6": ("mbps",),
@@ -47,6 +53,9 @@ METRICS = {
     # zero; that it ran is shown by the SYNs it sent and the fetches before it.
     "flood": ("syn_rate", "baseline_rate", "recovery_s"),
     "tfo": ("plain_ms", "tfo_ms", "saving_ms", "connect_ms", "tfo_syn_data"),
+    # Goodput of every algorithm on every path (the queueing delay may be ~0: checked below).
+    "bbr": tuple(f"{cc}_{path}_{key}" for cc in settings.BBR_ALGORITHMS
+                 for path in settings.BBR_PATHS for key in ("mbps", "base_rtt_ms", "rtt_ms")),
 }
 
 
@@ -121,6 +130,29 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
         assert tfo["summary"]["saving_ms"] > settings.TFO_RTT_MS / 2, tfo["summary"]
         relay = tfo["reps"][0]["relay"]
         assert relay.get("a2b_delayed", 0) > 0 and relay.get("b2a_delayed", 0) > 0, relay
+        bbr = results["bbr"]
+        # The server really ran each algorithm: its own stack says so (ss -ti in the
+        # kernel server's namespace, the daemon's control socket for tcpstack).
+        assert bbr["params"]["sender_cc"] == {"cubic": ["cubic"], "bbr": ["bbr"]}, bbr["params"]
+        assert len(bbr["reps"]) == len(settings.BBR_ALGORITHMS) * len(settings.BBR_PATHS)
+        for cc in settings.BBR_ALGORITHMS:
+            for path in settings.BBR_PATHS:
+                s = bbr["summary"]
+                # The probe crossed the 20 ms path (10 ms each way), and a queueing delay
+                # (median and p95 minus the idle minimum) was measured during the download.
+                assert s[f"{cc}_{path}_base_rtt_ms"] >= settings.BBR_RTT_MS, (stack, s)
+                for key in ("qdelay_ms", "qdelay_p95_ms"):
+                    value = s.get(f"{cc}_{path}_{key}")
+                    assert isinstance(value, float) and value > -1.0, (stack, cc, path, s)
+                assert s[f"{cc}_{path}_qdelay_p95_ms"] >= s[f"{cc}_{path}_qdelay_ms"]
+        for rep in bbr["reps"]:
+            assert rep["probes"] > 0 and rep["sender"]["samples"] > 0, rep
+            relay = rep["relay"]
+            # The bottleneck and the delay are on the server -> client direction, the
+            # delay alone on the other.
+            assert relay.get("a2b_delayed", 0) > 0 and relay.get("b2a_delayed", 0) > 0, relay
+        lossy = [r for r in bbr["reps"] if r["path"] == "lossy"]
+        assert sum(r["relay"].get("b2a_dropped", 0) for r in lossy) > 0, lossy
         flood = results["flood"]["reps"][0]
         # Tiny: 2,000 SYN/s for 1 s, fetches before, during and after it.
         assert flood["syn_sent"] >= 1000 and flood["syn_send_errors"] == 0, flood

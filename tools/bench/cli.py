@@ -26,6 +26,14 @@ from tools.bench.netns import SetupError
 from tools.bench.profiling import PySpy
 from tools.bench.pytcp_env import DEFAULT_VENV, PytcpUnavailable, ensure_pytcp
 from tools.bench.settings import (
+    BBR_ALGORITHMS,
+    BBR_C2S,
+    BBR_LOSS,
+    BBR_PATHS,
+    BBR_PROBE_INTERVAL,
+    BBR_QUEUE,
+    BBR_RATE_MBIT,
+    BBR_RTT_MS,
     STACK_WORKLOADS,
     TFO_DELAY_MS,
     TFO_PATH,
@@ -61,6 +69,9 @@ WORKLOAD_HELP = {
              "(tcpstack and kernel only)",
     "tfo": "short HTTP requests over a 20 ms RTT path (relay, 10 ms each way), plain and "
            "with TCP Fast Open: median/p99 ms, the saving (tcpstack and kernel only)",
+    "bbr": f"downloads through a {BBR_RATE_MBIT} Mbit/s bottleneck ({BBR_QUEUE}-packet "
+           f"queue, {BBR_RTT_MS} ms RTT; and with {BBR_LOSS}% loss) from CUBIC and BBR "
+           "servers: goodput MB/s, queueing delay ms (tcpstack and kernel only)",
 }
 
 
@@ -163,7 +174,9 @@ def _progress(message: str) -> None:
 def _headline(o: Outcome) -> str:
     if o.status != "ok":
         return f"{o.status}: {o.reason}"
-    parts = [f"{k}={v:,.1f}" for k, v in o.summary.items()]
+    # The medians only: each one's spread (_min, _max, _n) is in the table.
+    parts = [f"{k}={v:,.1f}" for k, v in o.summary.items()
+             if not k.endswith(("_min", "_max", "_n"))]
     return ", ".join(parts)
 
 
@@ -282,7 +295,8 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
         reason = None
         pytcp_workloads = [w for w in workloads if "pytcp" in STACK_WORKLOADS.get(w, ("pytcp",))]
         why_not = {"flood": "the SYN flood compares tcpstack with the kernel only",
-                   "tfo": "PyTCP has no TCP Fast Open"}
+                   "tfo": "PyTCP has no TCP Fast Open",
+                   "bbr": "PyTCP has neither BBR nor a choice of congestion control"}
         missing += [f"pytcp {w}: not run ({why_not.get(w, 'tcpstack and kernel only')})"
                     for w in workloads if w not in pytcp_workloads]
         if not pytcp_workloads:
@@ -369,6 +383,8 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
     for stack in ("tcpstack", "kernel"):
         notes += _tfo_note(stack, results.get(stack, {}).get("tfo"))
     for stack in ("tcpstack", "kernel"):
+        notes += _bbr_note(stack, results.get(stack, {}).get("bbr"))
+    for stack in ("tcpstack", "kernel"):
         fl = results.get(stack, {}).get("flood")
         if fl is not None and fl.status == "ok":
             s = fl.summary
@@ -403,6 +419,45 @@ def _tfo_note(stack: str, tfo: Outcome | None) -> list[str]:
             f"sendto(MSG_FASTOPEN); {s.get('tfo_syn_data', 0):.0f} of "
             f"{s.get('tfo_requests', 0):.0f} timed Fast Open requests had their SYN's data "
             f"acknowledged (TCP_INFO){active}"]
+
+
+def _bbr_note(stack: str, bbr: Outcome | None) -> list[str]:
+    """The bbr workload's path, how its server chose the algorithm, what the sender saw."""
+    if bbr is None or bbr.status == "skipped":
+        return []
+    s, p = bbr.summary, bbr.params
+    server = ("tcpstack serve --congestion-control NAME" if stack == "tcpstack" else
+              "TCP_CONGESTION NAME on the kernel server's listeners (read back; accepted "
+              "connections inherit it)")
+    seen = "; ".join(f"{cc}: {', '.join(names) or 'none seen'}"
+                     for cc, names in p.get("sender_cc", {}).items())
+    figures = []
+    for path in BBR_PATHS:
+        for cc in BBR_ALGORITHMS:
+            key = f"{cc}_{path}"
+            if f"{key}_mbps" in s:
+                figures.append(
+                    f"{cc} {path}: {s[key + '_mbps']:.2f} MB/s, probe RTT "
+                    f"{s.get(key + '_rtt_ms', 0):.1f} ms (idle {s.get(key + '_base_rtt_ms', 0):.1f}"
+                    f"), sender's srtt {s.get(key + '_sender_rtt_ms', 0):.1f} ms, "
+                    f"{s.get(key + '_retrans', 0):.0f} retransmissions, "
+                    f"{s.get(key + '_path_drops', 0):.0f} packets dropped by the path")
+    return [f"{stack} bbr: each download runs {p.get('seconds')} s (GET /bytes/"
+            f"{p.get('bytes')}, the client then stops), x{p.get('reps')} per algorithm and "
+            f"path, through the relay: server -> client "
+            + " or ".join(f"{spec} ({name})" for name, spec in BBR_PATHS.items())
+            + f" (seed = repetition), client -> server {BBR_C2S}; rate in bits/s, queue = "
+            f"the bottleneck's FIFO in packets, tail drop; loss after the bottleneck. "
+            f"Queueing delay = a 64-byte ping-pong to echo (every "
+            f"{BBR_PROBE_INTERVAL * 1000:g} ms, its own connection through the same "
+            f"path) during the download, median and p95, minus its minimum on the idle path "
+            f"just before. Server: {server}; the congestion control the sender's connection "
+            f"used (ss -ti / tcpstack ss): {seen}. Retransmissions: "
+            + ("the daemon's tcp_retrans_* counters (rack, fast, rto, tlp), each one run "
+               "of up to a super-segment resent, not segments"
+               if stack == "tcpstack" else "RetransSegs of the server's namespace")
+            + "; dropped: the relay's tail drops and random losses server -> client. "
+            "Medians: " + "; ".join(figures)]
 
 
 def _kernel_socket_memory(idle: Outcome) -> list[str]:

@@ -26,7 +26,16 @@ loop is bounded both in count and by a deadline. Subcommands:
   request) and TCP Fast Open (the request in the SYN: ``sendto(MSG_FASTOPEN)``),
   interleaved, after a few Fast Open requests that get the server's cookie;
   every response is checked, and whether each Fast Open SYN's data was
-  acknowledged (``TCP_INFO``, and the namespace's ``TCPFastOpenActive``).
+  acknowledged (``TCP_INFO``, and the namespace's ``TCPFastOpenActive``);
+* ``bulkrtt`` -- a bulk download (``GET /bytes/N``, HTTP/1.0, every byte checked)
+  for at most S seconds, while a second connection to echo does a 64-byte ping-pong
+  every few milliseconds: goodput, and the round trips during the download minus
+  the idle path's (measured just before): the queueing delay the download causes;
+* ``sender`` -- run in the *server's* namespace during such a download: the
+  sending connection as its stack sees it (``ss -tin`` for the kernel, the
+  daemon's control socket for tcpstack: congestion control, smoothed RTT, BBR's
+  model) every few tenths of a second until its stdin closes, and the stack's
+  retransmission counters before and after.
 
 (The download and connection-rate workloads use ``curl`` and ``ab``.)
 """
@@ -40,8 +49,11 @@ import ipaddress
 import json
 import os
 import random
+import re
 import resource
+import select
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -752,6 +764,335 @@ def cmd_tfo(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# -- bulk download and queueing delay (bbr workload) ---------------------------------
+
+_PATTERN_PERIOD = 251
+"""``/bytes/N``'s body repeats every 251 bytes (byte i is i % 251)."""
+_TCPI_RCV_RTT = 92
+"""Offset of ``tcpi_rcv_rtt`` (the receiver's RTT estimate, µs) in ``struct tcp_info``."""
+
+
+def _ping(sock: socket.socket, payload: bytes, buf: memoryview) -> float:
+    """One round trip of ``payload`` to echo on ``sock``, in seconds; raises OSError or
+    ValueError."""
+    t0 = time.perf_counter()
+    sock.sendall(payload)
+    got = 0
+    while got < len(payload):
+        n = sock.recv_into(buf[got:], len(payload) - got)
+        if n == 0:
+            raise ValueError("echo closed the probe connection")
+        got += n
+    rtt = time.perf_counter() - t0
+    if bytes(buf[:len(payload)]) != payload:
+        raise ValueError("echo returned different bytes")
+    return rtt
+
+
+class Prober(threading.Thread):
+    """64-byte ping-pong on its own connection, one every ``interval`` seconds (or at once
+    when the last one took longer), until :meth:`stop`."""
+
+    def __init__(self, sock: socket.socket, interval: float) -> None:
+        super().__init__(name="prober", daemon=True)
+        self.sock = sock
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        """(start, seconds) of every round trip, ``time.perf_counter`` times."""
+        self.error = ""
+        self._stop_event = threading.Event()
+
+    def stop(self, timeout: float) -> None:
+        self._stop_event.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        payload = bytes(range(64))
+        buf = memoryview(bytearray(len(payload)))
+        next_at = time.perf_counter()
+        try:
+            while not self._stop_event.is_set():
+                start = time.perf_counter()
+                self.samples.append((start, _ping(self.sock, payload, buf)))
+                next_at = max(next_at + self.interval, time.perf_counter())
+                self._stop_event.wait(next_at - time.perf_counter())
+        except (OSError, ValueError) as exc:
+            self.error = f"probe {len(self.samples) + 1}: {type(exc).__name__}: {exc}"
+
+
+def _read_head(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
+    """An HTTP response's head (status 200 and Content-Length required): (length, the
+    body bytes read with it). Raises ValueError, OSError."""
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        if time.perf_counter() > deadline:
+            raise ValueError("no response head in time")
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if not data:
+            raise ValueError(f"connection closed after {len(buf)} bytes of the head")
+        buf += data
+        if len(buf) > 65536:
+            raise ValueError("response head over 64 KiB")
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split()
+    if len(status) < 2 or status[1] != "200":
+        raise ValueError(f"status line {lines[0]!r}")
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            return int(value.strip()), rest
+    raise ValueError("no Content-Length")
+
+
+def cmd_bulkrtt(args: argparse.Namespace) -> dict[str, Any]:
+    """A download of at most ``--seconds`` with a ping-pong probe beside it."""
+    if args.seconds <= 0 or args.bytes < 1 or args.base_probes < 1:
+        return {"error": "--seconds, --bytes and --base-probes must be positive"}
+    payload = bytes(range(64))
+    pbuf = memoryview(bytearray(len(payload)))
+    deadline = time.perf_counter() + args.timeout
+    with socket.create_connection((args.host, args.echo_port), timeout=10.0) as probe:
+        probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        probe.settimeout(args.op_timeout)
+        # The idle path's round trip first: the base the queueing delay is measured from.
+        base: list[float] = []
+        for _ in range(args.base_probes):
+            base.append(_ping(probe, payload, pbuf))
+            time.sleep(args.interval)
+        base.sort()
+        request = (f"GET /bytes/{args.bytes} HTTP/1.0\r\nHost: {args.host}\r\n"
+                   "User-Agent: tools.bench.client\r\n\r\n").encode()
+        unit = memoryview(bytes(range(_PATTERN_PERIOD)) * (args.chunk // _PATTERN_PERIOD + 2))
+        buf = bytearray(args.chunk)
+        view = memoryview(buf)
+        prober = Prober(probe, args.interval)
+        with socket.create_connection((args.host, args.port), timeout=10.0) as dl:
+            dl.settimeout(0.2)  # so the loop sees its deadlines
+            t0 = time.perf_counter()
+            stop_at = t0 + args.seconds
+            dl.sendall(request)
+            prober.start()
+            try:
+                length, rest = _read_head(dl, min(deadline, t0 + args.op_timeout))
+                if length != args.bytes:
+                    raise ValueError(f"Content-Length {length}, expected {args.bytes}")
+                first = time.perf_counter()
+                if bytes(rest) != bytes(unit[:len(rest)]):
+                    raise ValueError("body differs in its first bytes")
+                got = len(rest)
+                last_data = first
+                while got < length:
+                    now = time.perf_counter()
+                    if now >= stop_at:
+                        break
+                    if now > deadline:
+                        raise ValueError(f"timed out after {got} bytes")
+                    try:
+                        n = dl.recv_into(view, min(len(buf), length - got))
+                    except TimeoutError:
+                        if now - last_data > args.op_timeout:
+                            raise ValueError(f"no data for {args.op_timeout:g} s after "
+                                             f"{got} bytes") from None
+                        continue
+                    if n == 0:
+                        raise ValueError(f"connection closed after {got} of {length} bytes")
+                    off = got % _PATTERN_PERIOD
+                    if view[:n] != unit[off:off + n]:
+                        raise ValueError(f"body differs in bytes {got}..{got + n}")
+                    got += n
+                    last_data = time.perf_counter()
+                end = time.perf_counter()
+                info = dl.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            except (OSError, ValueError) as exc:
+                prober.stop(args.op_timeout + 1)
+                return {"error": f"download: {type(exc).__name__}: {exc}"}
+            prober.stop(args.op_timeout + 1)
+    if prober.error:
+        return {"error": prober.error}
+    during = [rtt for start, rtt in prober.samples if first <= start <= end]
+    if not during:
+        return {"error": "no probe round trip completed during the download"}
+    rtts = sorted(1000 * r for r in during)
+    base_ms = 1000 * base[0]
+    rcv_rtt = struct.unpack_from("I", info, _TCPI_RCV_RTT)[0] if len(info) >= 96 else 0
+    return {
+        "bytes": got, "content_length": length, "complete": got == length,
+        "seconds": end - t0, "mbps": got / (end - t0) / 1e6,
+        "first_byte_ms": 1000 * (first - t0),
+        "base_rtt_ms": base_ms, "base_rtt_median_ms": 1000 * statistics.median(base),
+        "probes": len(rtts), "rtt_ms": percentile(rtts, 50), "rtt_p95_ms": percentile(rtts, 95),
+        "rtt_max_ms": rtts[-1],
+        "qdelay_ms": percentile(rtts, 50) - base_ms,
+        "qdelay_p95_ms": percentile(rtts, 95) - base_ms,
+        "client_rcv_rtt_ms": rcv_rtt / 1000,
+        # The probe's round trips over time (seconds since the request, ms), for a reader.
+        "probe_series": [[round(start - t0, 3), round(1000 * rtt, 2)]
+                         for start, rtt in prober.samples],
+    }
+
+
+# -- the sender's view (bbr workload, in the server's namespace) -----------------------
+
+_SS_RTT = re.compile(r"\brtt:([\d.]+)/([\d.]+)")
+_SS_INT = re.compile(r"\b(cwnd|bytes_sent|bytes_acked|bytes_retrans|lost|unacked):(\d+)\b")
+_SS_RETRANS = re.compile(r"\bretrans:\d+/(\d+)")
+_SS_BBR = re.compile(r"\bbbr:\(([^)]*)\)")
+_SS_RATE = re.compile(r"\b(pacing_rate|delivery_rate) (\S+)")
+_KERNEL_COUNTERS = {"Tcp": ("RetransSegs", "OutSegs"),
+                    "TcpExt": ("TCPTimeouts", "TCPLossProbes", "TCPSackRecovery",
+                               "TCPFastRetrans", "TCPLostRetransmit")}
+
+
+def _proc_counters(path: str, tables: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Counters of this network namespace from /proc/net/snmp or /proc/net/netstat."""
+    found: dict[str, int] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return found
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        table = head.split(":", 1)[0]
+        if table in tables and values.startswith(table + ":"):
+            row = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            for name in tables[table]:
+                if name in row:
+                    found[name] = int(row[name])
+    return found
+
+
+def kernel_counters() -> dict[str, int]:
+    """The kernel's retransmission counters of this namespace (Tcp and TcpExt)."""
+    return {**_proc_counters("/proc/net/snmp", {"Tcp": _KERNEL_COUNTERS["Tcp"]}),
+            **_proc_counters("/proc/net/netstat", {"TcpExt": _KERNEL_COUNTERS["TcpExt"]})}
+
+
+def parse_ss(text: str) -> list[dict[str, Any]]:
+    """The connections of ``ss -H -tin`` output: congestion control, RTT, counters."""
+    conns: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            fields = line.split()
+            conns.append({"local": fields[-2] if len(fields) >= 2 else "",
+                          "remote": fields[-1] if fields else ""})
+            continue
+        if not conns:
+            continue
+        conn = conns[-1]
+        tokens = line.split()
+        if tokens and ":" not in tokens[0]:
+            conn["cc"] = tokens[0]
+        m = _SS_RTT.search(line)
+        if m:
+            conn["rtt_ms"] = float(m.group(1))
+        for key, value in _SS_INT.findall(line):
+            conn[key] = int(value)
+        m = _SS_RETRANS.search(line)
+        if m:
+            conn["retrans"] = int(m.group(1))
+        m = _SS_BBR.search(line)
+        if m:
+            conn["bbr"] = m.group(1)
+        for key, value in _SS_RATE.findall(line):
+            conn[key] = value
+    return conns
+
+
+def _kernel_sample(port: int) -> list[dict[str, Any]]:
+    proc = subprocess.run(["ss", "-H", "-t", "-i", "-n", "state", "established",
+                           "sport", "=", f":{port}"], capture_output=True, text=True,
+                          timeout=5, check=False)
+    conns = parse_ss(proc.stdout)
+    for conn in conns:
+        conn["bytes"] = conn.get("bytes_acked", conn.get("bytes_sent", 0))
+    return conns
+
+
+def _tcpstack_view(interface: str, port: int) -> tuple[
+        Callable[[], list[dict[str, Any]]], Callable[[], dict[str, int]]]:
+    """(connections on ``port``, retransmission counters) of the tcpstack daemon of this
+    namespace, through its control socket (``tcpstack ss``)."""
+    from tcpstack.observe.control import default_socket_path, request
+
+    path = default_socket_path(interface)
+
+    def sample() -> list[dict[str, Any]]:
+        rows = request(path, {"cmd": "ss", "sport": port, "state": "established"})["rows"]
+        return [{"local": r["local"], "remote": r["remote"], "cc": r["cc"],
+                 "rtt_ms": r["rtt_ms"], "cwnd": r["cwnd_segments"],
+                 "bytes": r["bytes_acked"] or 0, "in_flight": r["in_flight"],
+                 "send_q": r["send_q"], "snd_wnd": r["snd_wnd"],
+                 "bbr": r.get("bbr")} for r in rows]
+
+    def counters() -> dict[str, int]:
+        found = request(path, {"cmd": "counters"})["counters"]
+        return {k: int(v) for k, v in found.items()
+                if k.startswith(("tcp_retrans_", "tcp_rto"))}
+
+    return sample, counters
+
+
+def cmd_sender(args: argparse.Namespace) -> dict[str, Any]:
+    """The sending connection(s) on ``--port`` as the server's stack sees them."""
+    sample: Callable[[], list[dict[str, Any]]]
+    counters: Callable[[], dict[str, int]]
+    if args.stack == "kernel":
+        port = args.port
+        sample, counters = (lambda: _kernel_sample(port)), kernel_counters
+    else:
+        sample, counters = _tcpstack_view(args.interface, args.port)
+    try:
+        before = counters()
+    except Exception as exc:  # ControlError, OSError, a daemon's odd answer
+        return {"error": f"cannot read the sender's counters: {type(exc).__name__}: {exc}"}
+    print("SAMPLING", flush=True)
+    start = time.monotonic()
+    deadline = start + args.timeout
+    seen: list[dict[str, Any]] = []
+    errors = 0
+    while time.monotonic() < deadline:
+        try:
+            conns = sample()
+        except Exception as exc:  # one failed look is not the end (ss, the control socket)
+            errors += 1
+            conns = []
+            if errors > 20:
+                return {"error": f"sampling failed: {type(exc).__name__}: {exc}"}
+        if conns:
+            # The download: the connection that has sent the most.
+            conn = max(conns, key=lambda c: int(c.get("bytes") or 0))
+            conn["t"] = round(time.monotonic() - start, 3)
+            seen.append(conn)
+        ready, _, _ = select.select([sys.stdin], [], [], args.interval)
+        if ready and not os.read(sys.stdin.fileno(), 4096):
+            break  # stdin closed: the download is over
+    try:
+        after = counters()
+    except Exception as exc:
+        return {"error": f"cannot read the sender's counters: {type(exc).__name__}: {exc}"}
+    rtts = sorted(float(c["rtt_ms"]) for c in seen if c.get("rtt_ms") is not None)
+    result: dict[str, Any] = {
+        "samples": len(seen), "sample_errors": errors,
+        "cc": sorted({str(c.get("cc")) for c in seen}),
+        "counters": {k: after[k] - before.get(k, 0) for k in after},
+        "series": seen,
+    }
+    if rtts:
+        result["rtt_ms"] = percentile(rtts, 50)
+        result["rtt_p95_ms"] = percentile(rtts, 95)
+    if args.stack == "kernel":
+        result["retrans"] = result["counters"].get("RetransSegs", 0)
+    else:
+        result["retrans"] = sum(v for k, v in result["counters"].items()
+                                if k.startswith("tcp_retrans_") and k != "tcp_retrans_syn")
+    return result
+
+
 # -- main --------------------------------------------------------------------------
 
 
@@ -832,12 +1173,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--op-timeout", type=float, default=5.0,
                    help="seconds for each connect, send and read")
     t.add_argument("--timeout", type=float, default=60.0)
+
+    b = sub.add_parser("bulkrtt")
+    b.add_argument("--host", required=True)
+    b.add_argument("--port", type=int, default=80)
+    b.add_argument("--echo-port", type=int, default=7)
+    b.add_argument("--bytes", type=int, required=True, help="N of GET /bytes/N")
+    b.add_argument("--seconds", type=float, required=True,
+                   help="stop reading after this long (or when the body is complete)")
+    b.add_argument("--interval", type=float, default=0.025,
+                   help="seconds between the starts of two probe round trips")
+    b.add_argument("--base-probes", type=int, default=10,
+                   help="probe round trips on the idle path first (their minimum: the base)")
+    b.add_argument("--chunk", type=int, default=256 * 1024)
+    b.add_argument("--op-timeout", type=float, default=5.0,
+                   help="longest wait for any one read or probe")
+    b.add_argument("--timeout", type=float, default=60.0)
+
+    sd = sub.add_parser("sender")
+    sd.add_argument("--stack", choices=("kernel", "tcpstack"), required=True)
+    sd.add_argument("--port", type=int, default=80, help="the sender's local port")
+    sd.add_argument("--interface", default="tcpstack0",
+                    help="tcpstack: the daemon's interface (names its control socket)")
+    sd.add_argument("--interval", type=float, default=0.2)
+    sd.add_argument("--timeout", type=float, default=120.0,
+                    help="stop after this long even if stdin stays open")
     return parser
 
 
 COMMANDS = {"probe": cmd_probe, "upload": cmd_upload, "echo": cmd_echo,
             "latency": cmd_latency, "idle": cmd_idle, "flood": cmd_flood,
-            "synflood": cmd_synflood, "tfo": cmd_tfo}
+            "synflood": cmd_synflood, "tfo": cmd_tfo, "bulkrtt": cmd_bulkrtt,
+            "sender": cmd_sender}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,12 @@ on SIGTERM/SIGINT.
 (``setsockopt(IPPROTO_TCP, TCP_FASTOPEN, N)``: at most N connections opened by
 Fast Open still in SYN-RECEIVED); the namespace's ``net.ipv4.tcp_fastopen`` must
 have the server bit (2) as well, which the benchmark sets for the tfo workload.
+
+``--congestion-control NAME`` (``cubic``, ``bbr``, ... as in
+``net.ipv4.tcp_available_congestion_control``) sets ``TCP_CONGESTION`` on every
+listening socket and reads it back (exit 1 if the kernel does not use it); Linux
+gives an accepted connection its listener's algorithm when it was set this way
+(``tcp_ca_openreq_child``), whatever the namespace's default.
 """
 
 from __future__ import annotations
@@ -27,8 +33,21 @@ from typing import Any
 from tcpstack.apps import HttpService, discard, echo
 
 
+def set_congestion_control(sock: Any, name: str) -> None:
+    """``TCP_CONGESTION`` on ``sock`` (a listener, as the server lists it), read back;
+    SystemExit with a message if the kernel does not take it."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode())
+    except OSError as exc:
+        raise SystemExit(f"kernel_server: TCP_CONGESTION {name!r}: {exc}") from None
+    got = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+    used = got.split(b"\0", 1)[0].decode()
+    if used != name:
+        raise SystemExit(f"kernel_server: TCP_CONGESTION {name!r} read back as {used!r}")
+
+
 async def serve(hosts: list[str], ports: dict[str, int], backlog: int,
-                tfo_queue: int = 0) -> int:
+                tfo_queue: int = 0, congestion_control: str = "") -> int:
     handlers: dict[str, Any] = {"http": HttpService(), "echo": echo, "discard": discard}
     servers = []
     for host in hosts:
@@ -40,6 +59,9 @@ async def serve(hosts: list[str], ports: dict[str, int], backlog: int,
                     # Allowed on a listening socket; it takes effect for the next SYN.
                     for sock in server.sockets:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, tfo_queue)
+                if congestion_control:
+                    for sock in server.sockets:
+                        set_congestion_control(sock, congestion_control)
                 servers.append(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -63,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=1024)
     parser.add_argument("--tfo-queue", type=int, default=0, metavar="N",
                         help="TCP Fast Open on every listener, at most N pending (0: off)")
+    parser.add_argument("--congestion-control", default="", metavar="NAME",
+                        help="TCP_CONGESTION on every listener (inherited by accepted "
+                             "connections; default: the namespace's)")
     parser.add_argument("--nofile", type=int, default=0,
                         help="raise RLIMIT_NOFILE to this (also settable from outside)")
     args = parser.parse_args(argv)
@@ -78,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(args.host or ["10.9.0.1"], ports, args.backlog,
-                                args.tfo_queue))
+                                args.tfo_queue, args.congestion_control))
 
 
 if __name__ == "__main__":

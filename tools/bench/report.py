@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.bench.settings import MIB, TFO_RTT_MS, Sizes
+from tools.bench.settings import (
+    BBR_ALGORITHMS,
+    BBR_PATH_LABELS,
+    BBR_PATHS,
+    MIB,
+    TFO_RTT_MS,
+    Sizes,
+)
 from tools.bench.workloads import Outcome
 
 STACKS = ("tcpstack", "kernel", "pytcp")
@@ -85,6 +92,21 @@ def _recovers_in_1s(t: float, k: float | None, o: Outcome) -> bool:
     return o.summary.get("recovered") == 1.0 and t <= 1.0
 
 
+_CC_NAMES = {"cubic": "CUBIC", "bbr": "BBR"}
+
+
+def _bbr_rows() -> tuple[Row, ...]:
+    """The bbr workload's rows: per path, per algorithm, goodput and queueing delay."""
+    rows = []
+    for path in BBR_PATHS:
+        for cc in BBR_ALGORITHMS:
+            where = f"{_CC_NAMES.get(cc, cc)} download, {BBR_PATH_LABELS[path]}"
+            rows.append(Row("bbr", f"{where}: goodput (MB/s)", f"{cc}_{path}_mbps", _f2))
+            rows.append(Row("bbr", f"{where}: queueing delay, median (ms)",
+                            f"{cc}_{path}_qdelay_ms", _f1))
+    return tuple(rows)
+
+
 # The targets of issue 12 (ratios to the kernel in the same run) and issue 8 (flood).
 # The IPv6 rows (issue 11) have no target: their ratios to the kernel over IPv6 are shown.
 ROWS: tuple[Row, ...] = (
@@ -132,6 +154,8 @@ ROWS: tuple[Row, ...] = (
         "saving_ms", _f1, ratio=False),
     Row("tfo", "Fast Open requests whose SYN data was acknowledged", "tfo_syn_data", _f0,
         ratio=False),
+    # BBR and CUBIC through a bottleneck, with and without random loss: no target.
+    *_bbr_rows(),
 )
 
 
@@ -160,6 +184,17 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
         hi = outcome.summary.get(f"{row.key}_max")
         if lo is not None and hi is not None and outcome.summary.get(f"{row.key}_n", 1) > 1:
             text += f" [{row.fmt(lo)}-{row.fmt(hi)}]"
+    if row.workload == "bbr" and v is not None and row.key.endswith("_qdelay_ms"):
+        p95 = outcome.summary.get(row.key.replace("_qdelay_ms", "_qdelay_p95_ms"))
+        if p95 is not None:
+            text += f" (p95 {row.fmt(p95)})"
+    if row.workload == "bbr" and v is not None and row.key.endswith("_mbps"):
+        # The sender's retransmissions (its own count: segments for Linux, retransmitted
+        # runs for tcpstack) and the packets the path dropped (the relay's count).
+        retrans = outcome.summary.get(row.key.replace("_mbps", "_retrans"))
+        drops = outcome.summary.get(row.key.replace("_mbps", "_path_drops"))
+        if retrans is not None and drops is not None:
+            text += f" ({retrans:,.0f} retrans., {drops:,.0f} dropped)"
     if row.key == "rps" and v is not None:
         text += f" ({outcome.summary.get('failed', 0):.0f} failed req.)"
     if row.key == "flood_ratio" and v is not None:
@@ -285,7 +320,8 @@ def sizes_line(name: str, sz: Sizes) -> str:
             f"{_mib(sz.tls_bulk_bytes)}; SYN flood {sz.flood_seconds:g} s at "
             f"{sz.flood_rate:,}/s (x{sz.flood_reps}; fetches {sz.flood_baseline:g} s before, "
             f"up to {sz.flood_recovery:g} s after); Fast Open: {sz.tfo_requests} requests "
-            f"per mode (x{sz.tfo_reps}, after {sz.tfo_warmup} warm-up ones)")
+            f"per mode (x{sz.tfo_reps}, after {sz.tfo_warmup} warm-up ones); BBR vs CUBIC: "
+            f"{sz.bbr_seconds:g} s downloads (x{sz.bbr_reps} per algorithm and path)")
 
 
 def machine_line(doc: dict[str, Any]) -> str:

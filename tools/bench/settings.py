@@ -9,7 +9,7 @@ MIB = 1024 * 1024
 
 WORKLOADS: tuple[str, ...] = ("download", "download6", "upload", "echo", "latency", "latency6",
                                "impaired_c2s", "impaired_both", "idle", "aiohttp", "https",
-                               "tfo", "connrate", "flood")
+                               "tfo", "bbr", "connrate", "flood")
 """Every workload, in the order they run (connrate and flood late: they leave TIME-WAIT and
 half-open connections behind; every workload starts on a fresh server anyway. tfo comes
 before them: a kernel listener whose SYN queue still holds a flood's half-open
@@ -21,7 +21,11 @@ FLOOD_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
 TFO_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
 """The Fast Open workload runs against these only (PyTCP has no TCP Fast Open)."""
 
-STACK_WORKLOADS: dict[str, tuple[str, ...]] = {"flood": FLOOD_STACKS, "tfo": TFO_STACKS}
+BBR_STACKS: tuple[str, ...] = ("tcpstack", "kernel")
+"""The BBR-vs-CUBIC workload runs against these only (PyTCP has neither)."""
+
+STACK_WORKLOADS: dict[str, tuple[str, ...]] = {"flood": FLOOD_STACKS, "tfo": TFO_STACKS,
+                                               "bbr": BBR_STACKS}
 """Workloads that run against some stacks only; every other one runs against all."""
 
 WEB_WORKLOADS: frozenset[str] = frozenset({"aiohttp", "https"})
@@ -32,11 +36,14 @@ IPV6_WORKLOADS: frozenset[str] = frozenset({"download6", "latency6"})
 """The workloads that reach the server at its IPv6 address (``download`` and ``latency``
 over IPv6: the same code, another address family)."""
 
-WORKLOAD_APPS: dict[str, str] = {"aiohttp": "web", "https": "web", "tfo": "tfo"}
+WORKLOAD_APPS: dict[str, str] = {"aiohttp": "web", "https": "web", "tfo": "tfo",
+                                 "bbr": "cc:cubic"}
 """Which server application a workload needs (:attr:`tools.bench.targets.Target.app`):
 ``web`` is the aiohttp application, ``tfo`` the usual services with TCP Fast Open on
-(their own server start, so no other workload runs with Fast Open); every other
-workload gets ``services``."""
+(their own server start, so no other workload runs with Fast Open), ``cc:NAME`` the
+usual services with congestion control NAME on every connection (the bbr workload
+starts with ``cc:cubic`` and switches to ``cc:bbr`` itself); every other workload gets
+``services``."""
 
 WEB_HTTP_PORT = 8080
 """The web application's plain HTTP port."""
@@ -111,6 +118,10 @@ class Sizes:
     """Repetitions of the tfo workload (each through a fresh impaired path)."""
     timeout_tfo: float
     """The tfo client's deadline for all its requests (each also has its own 5 s)."""
+    bbr_seconds: float
+    """How long each download of the bbr workload runs (then the client stops reading)."""
+    bbr_reps: int
+    """Repetitions of the bbr workload (each algorithm, each path, a fresh relay each)."""
     quiet_wait: float = 10.0
     """Before each measured repetition, wait at most this long for the CPUs to be idle."""
 
@@ -131,6 +142,7 @@ FULL = Sizes(
     flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
     flood_reps=3,
     tfo_requests=200, tfo_warmup=3, tfo_reps=3, timeout_tfo=120.0,
+    bbr_seconds=8.0, bbr_reps=3,
 )
 
 QUICK = replace(
@@ -146,6 +158,7 @@ QUICK = replace(
     flood_seconds=10.0, flood_rate=20_000, flood_baseline=3.0, flood_recovery=15.0,
     flood_reps=1,
     tfo_requests=50, tfo_reps=2, timeout_tfo=60.0,
+    bbr_seconds=4.0, bbr_reps=1,
 )
 
 TINY = replace(
@@ -160,6 +173,7 @@ TINY = replace(
     timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
     flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
     tfo_requests=10, tfo_reps=1, timeout_tfo=30.0,
+    bbr_seconds=1.0, bbr_reps=1,
 )
 
 # PyTCP moves about 1 MB/s (0.5 MB/s upstream), with one thread per
@@ -198,6 +212,43 @@ TFO_PATH = "/bytes/100"
 TFO_QUEUE = 128
 """Fast Open queue of every listener (connections opened by Fast Open still in
 SYN-RECEIVED): the same for both stacks, tcpstack's default (its ``--backlog``)."""
+
+
+BBR_ALGORITHMS: tuple[str, ...] = ("cubic", "bbr")
+"""The congestion controls the bbr workload compares, on tcpstack and on the kernel."""
+BBR_RATE_MBIT = 40
+"""The bbr workload's bottleneck, server -> client (Mbit/s): 5 MB/s, well below what
+tcpstack (and the relay, also pure Python) move on a clean path."""
+BBR_DELAY_MS = 10
+"""One-way delay added by the relay in each direction of the bbr workload's path."""
+BBR_RTT_MS = 2 * BBR_DELAY_MS
+"""So its base round-trip time (plus what the relay and the stacks add: measured)."""
+BBR_QUEUE = 200
+"""The bottleneck's FIFO buffer (packets, tail drop): 3 bandwidth-delay products (BDP =
+5 MB/s x 20 ms = 100 kB = 67 full-size packets); full, it holds 60 ms of data. Deeper
+than BBR v1's own limit (2 BDP in flight, so at most about 1 BDP queued, plus its
+allowance for ACK aggregation): a loss-based sender fills what BBR leaves empty. (With
+1.5 BDP both BBRs -- Linux's too -- sat at ~1 BDP of queue, as deep as CUBIC's median.)"""
+BBR_LOSS = 1
+"""Random loss (%) of the lossy path, after the bottleneck."""
+BBR_C2S = f"delay={BBR_DELAY_MS}ms"
+"""What the relay does client -> server (requests and ACKs): the delay, nothing else."""
+BBR_S2C = f"rate={BBR_RATE_MBIT}mbit,queue={BBR_QUEUE},delay={BBR_DELAY_MS}ms"
+"""And server -> client (the download's data): the bottleneck, its queue, the delay."""
+BBR_PATHS: dict[str, str] = {"clean": BBR_S2C, "lossy": f"{BBR_S2C},loss={BBR_LOSS}"}
+"""The bbr workload's paths by name: the server -> client impairment (``seed`` added)."""
+BBR_PATH_LABELS: dict[str, str] = {
+    "clean": f"{BBR_RATE_MBIT} Mbit/s, {BBR_RTT_MS} ms RTT, {BBR_QUEUE}-packet queue",
+    "lossy": f"{BBR_RATE_MBIT} Mbit/s, {BBR_RTT_MS} ms RTT, {BBR_QUEUE}-packet queue, "
+             f"{BBR_LOSS} % loss",
+}
+"""How the table names each path."""
+BBR_PROBE_INTERVAL = 0.025
+"""Seconds between the starts of the bbr workload's 64-byte ping-pong probes."""
+BBR_BASE_PROBES = 10
+"""Probes on the idle path before each download: their minimum is the base RTT."""
+BBR_SAMPLE_INTERVAL = 0.2
+"""Seconds between two looks at the sender's connection (``ss -ti``, ``tcpstack ss``)."""
 
 
 def sizes_for(mode: str, stack: str) -> Sizes:

@@ -10,14 +10,18 @@
   and fd08::1/64) with PyTCP on 10.8.0.2 and fd08::2 behind it, run by
   :mod:`tools.bench.pytcp_server` under PyTCP's own virtualenv; clients run in P.
 
-A target's server process runs one of three applications (:attr:`Target.app`):
+A target's server process runs one of four applications (:attr:`Target.app`):
 ``services`` (tcpstack's own HTTP, echo and discard services: ``tcpstack serve``
 on the stack, :mod:`tools.bench.kernel_server` on the kernel), ``tfo`` (the same
 services with TCP Fast Open on: ``tcpstack serve --tfo``, the kernel server with
 ``TCP_FASTOPEN`` on its listeners and ``net.ipv4.tcp_fastopen=3`` in its
-namespace; tcpstack and the kernel only) or ``web`` (the aiohttp application of
-:mod:`tools.bench.web_server`, plain HTTP and HTTPS, on either stack); each
-workload says which one it needs (:data:`tools.bench.settings.WORKLOAD_APPS`).
+namespace; tcpstack and the kernel only), ``cc:NAME`` (the same services with
+congestion control NAME, ``cubic`` or ``bbr``: ``tcpstack serve
+--congestion-control NAME``, the kernel server with ``TCP_CONGESTION`` set on its
+listeners, which accepted connections inherit; tcpstack and the kernel only) or
+``web`` (the aiohttp application of :mod:`tools.bench.web_server`, plain HTTP
+and HTTPS, on either stack); each workload says which one it needs
+(:data:`tools.bench.settings.WORKLOAD_APPS`).
 
 Every address is a 10.x address, or for the IPv6 workloads a unique local
 (``fd00::/8``) one, inside these namespaces.
@@ -118,7 +122,7 @@ class Target:
         self.pin: tuple[int, int] | None = None
         """(server CPU, client CPU) to pin processes to, or None to let the scheduler decide."""
         self.app = "services"
-        """Which application the server runs: ``services``, ``tfo`` or ``web``."""
+        """Which application the server runs: ``services``, ``tfo``, ``cc:NAME`` or ``web``."""
         self.web_tls: tuple[Path, Path] | None = None
         """Certificate and key files (PEM) for the web application's HTTPS port."""
         self.notes: list[str] = []
@@ -136,6 +140,8 @@ class Target:
             return self.web_argv()
         if self.app == "tfo":
             return self.tfo_argv()
+        if self.app.startswith("cc:"):
+            return self.cc_argv(self.app[len("cc:"):])
         return self.services_argv()
 
     def services_argv(self) -> list[str]:
@@ -144,6 +150,10 @@ class Target:
     def tfo_argv(self) -> list[str]:
         """The services with TCP Fast Open on (the tfo workload only)."""
         raise SetupError(f"{self.name} cannot run the services with TCP Fast Open")
+
+    def cc_argv(self, algorithm: str) -> list[str]:
+        """The services with congestion control ``algorithm`` (the bbr workload only)."""
+        raise SetupError(f"{self.name} cannot choose its congestion control")
 
     def web_argv(self) -> list[str]:
         raise SetupError(f"{self.name} cannot run the web application")
@@ -294,6 +304,9 @@ class TcpstackTarget(Target):
         # Its own server start: no other workload runs with Fast Open on.
         return [*self.services_argv(), "--tfo", "--tfo-queue", str(TFO_QUEUE)]
 
+    def cc_argv(self, algorithm: str) -> list[str]:
+        return [*self.services_argv(), "--congestion-control", algorithm]
+
     def web_argv(self) -> list[str]:
         return self._web_server("tcpstack")
 
@@ -371,6 +384,11 @@ class KernelTarget(Target):
 
     def tfo_argv(self) -> list[str]:
         return [*self.services_argv(), "--tfo-queue", str(TFO_QUEUE)]
+
+    def cc_argv(self, algorithm: str) -> list[str]:
+        # Per socket: TCP_CONGESTION on the listeners (read back at start-up), which the
+        # accepted connections inherit; the namespace's default stays as it is.
+        return [*self.services_argv(), "--congestion-control", algorithm]
 
     def web_argv(self) -> list[str]:
         return self._web_server("kernel")

@@ -21,6 +21,14 @@
   start, ``app`` ``tfo``). Median and p99 per mode, the saving (plain - Fast
   Open median: one RTT expected), and how many Fast Open SYNs' data the server
   acknowledged. tcpstack and the kernel only.
+* ``bbr`` -- bulk downloads through the relay with a bottleneck server -> client
+  (40 Mbit/s, a 200-packet FIFO with tail drop, 10 ms each way: 20 ms RTT), and
+  the same with 1 % random loss, from a server running CUBIC and then one running
+  BBR (``app`` ``cc:cubic``, ``cc:bbr``: tcpstack's ``--congestion-control``, the
+  kernel's ``TCP_CONGESTION``); goodput, and the queueing delay (a ping-pong
+  probe's round trips during the download minus the idle path's), the sender's
+  retransmissions, and the congestion control the sender really used. tcpstack
+  and the kernel only.
 * ``connrate`` -- ``ab -n N -c 16`` (HTTP/1.0, one connection per request).
 * ``latency`` -- 64-byte ping-pong to echo over one connection; p50 and p99.
 * ``idle`` -- N concurrent idle connections to echo, all checked afterwards
@@ -49,7 +57,9 @@ the workload is reported as failed rather than hanging the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import select
 import statistics
 import subprocess
 import sys
@@ -63,6 +73,14 @@ from typing import Any
 from tools.bench.impaired import ImpairedPath
 from tools.bench.netns import SetupError
 from tools.bench.settings import (
+    BBR_ALGORITHMS,
+    BBR_BASE_PROBES,
+    BBR_C2S,
+    BBR_PATHS,
+    BBR_PROBE_INTERVAL,
+    BBR_RATE_MBIT,
+    BBR_RTT_MS,
+    BBR_SAMPLE_INTERVAL,
     IMPAIRMENT,
     IPV6_WORKLOADS,
     MIB,
@@ -325,6 +343,154 @@ def run_tfo(target: Target, hook: Hook | None) -> Outcome:
             out.summary["tfo_active"] = float(sum(int(r["TCPFastOpenActive"]) for r in ok))
             out.summary["tfo_active_fail"] = float(sum(int(r.get("TCPFastOpenActiveFail", 0))
                                                        for r in ok))
+    return out
+
+
+# -- BBR vs CUBIC through a bottleneck ------------------------------------------------
+
+BBR_METRICS = ("mbps", "qdelay_ms", "qdelay_p95_ms", "retrans", "path_drops",
+               "sender_rtt_ms", "base_rtt_ms", "rtt_ms")
+"""What the bbr workload summarises per algorithm and path (``cubic_clean_mbps`` ...)."""
+
+
+def bbr_bytes(sz: Sizes) -> int:
+    """N of its ``GET /bytes/N``: more than the bottleneck carries in ``bbr_seconds`` (the
+    client stops reading then)."""
+    return int(BBR_RATE_MBIT * 1e6 / 8 * sz.bbr_seconds * 2) + MIB
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line ``proc`` writes on stdout, read from the pipe itself (so nothing
+    is left in a buffer that ``communicate`` would not see), or "" after ``timeout``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    end = time.monotonic() + timeout
+    while b"\n" not in data and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def _sender_view(target: Target, timeout: float) -> subprocess.Popen[str]:
+    """``client.py sender`` in the server's namespace: it looks at the download's
+    connection until its stdin closes."""
+    assert target.server_ns is not None
+    return target.server_ns.popen(
+        [sys.executable, "-m", "tools.bench.client", "sender", "--stack", target.name,
+         "--port", "80", "--interval", f"{BBR_SAMPLE_INTERVAL:g}", "--timeout",
+         f"{timeout:g}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=python_env(), cwd=str(REPO_ROOT))
+
+
+def _bbr_transfer(target: Target, algorithm: str, path_name: str, rep: int,
+                  out: Outcome, hook: Hook | None) -> dict[str, Any]:
+    """One download through the bottleneck path ``path_name``, the sender watched."""
+    sz = target.sizes
+    assert target.server_ns is not None
+    spec = f"{BBR_PATHS[path_name]},seed={rep + 1}"
+    log_dir = target.log_dir / f"{target.name}-bbr-{algorithm}-{path_name}-{rep + 1}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    client_timeout = sz.bbr_seconds + BBR_BASE_PROBES * (BBR_PROBE_INTERVAL + 0.2) + 20
+    path = ImpairedPath(target.server_ns, target.host, log_dir, a2b=BBR_C2S, b2a=spec,
+                        duration_limit=client_timeout + 60, python_env=python_env(),
+                        cwd=REPO_ROOT)
+    argv = [sys.executable, "-m", "tools.bench.client", "bulkrtt", "--host", target.host,
+            "--port", "80", "--echo-port", "7", "--bytes", str(bbr_bytes(sz)),
+            "--seconds", f"{sz.bbr_seconds:g}", "--interval", f"{BBR_PROBE_INTERVAL:g}",
+            "--base-probes", str(BBR_BASE_PROBES), "--timeout", f"{client_timeout:g}"]
+    sender: dict[str, Any] = {}
+    # The sender's view starts first (its interpreter's start-up overlaps the relay's);
+    # the wait for a quiet machine comes once both are up.
+    view = _sender_view(target, client_timeout + 90)
+    try:
+        with path:
+            first = _read_line(view, 15.0)
+            if not first.startswith("SAMPLING"):
+                rec: dict[str, Any] = {"error": "the sender's view did not start: "
+                                                + (first.strip() or "no output")[-300:]}
+            else:
+                with _rep(target, out, hook, rep):
+                    try:
+                        rec = client_result(path.run(argv, timeout=client_timeout + 15))
+                    except subprocess.TimeoutExpired:
+                        rec = {"error": f"timed out after {client_timeout + 15:g}s "
+                                        "(hard timeout)"}
+            try:
+                stdout, stderr = view.communicate(timeout=15)  # closes its stdin: done
+                sender = client_result(subprocess.CompletedProcess(
+                    view.args, view.returncode, stdout, stderr))
+            except subprocess.TimeoutExpired:
+                sender = {"error": "the sender's view did not finish"}
+    finally:
+        target.server_ns.forget(view)
+    relay = path.counters
+    rec.update({"cc": algorithm, "path": path_name, "s2c": spec, "c2s": BBR_C2S,
+                "sender": sender, "relay": relay,
+                # What the path dropped server -> client: tail drops at the bottleneck's
+                # queue and random loss (the same count for either stack).
+                "path_drops": relay.get("b2a_tail_dropped", 0) + relay.get("b2a_dropped", 0),
+                "path_packets": relay.get("b2a_packets", 0)})
+    if "error" not in rec:
+        seen = sender.get("cc")
+        if "error" in sender:
+            rec["error"] = f"the sender's view: {sender['error']}"
+        elif not sender.get("samples"):
+            rec["error"] = "the sender's connection was never seen (ss / tcpstack ss)"
+        elif seen != [algorithm]:
+            rec["error"] = f"the sender used {', '.join(seen or ['?'])}, not {algorithm}"
+        else:
+            rec["retrans"] = sender.get("retrans", 0)
+            if sender.get("rtt_ms") is not None:
+                rec["sender_rtt_ms"] = sender["rtt_ms"]
+    return rec
+
+
+def run_bbr(target: Target, hook: Hook | None) -> Outcome:
+    """Goodput and queueing delay of CUBIC and BBR through a bottleneck, with and
+    without random loss."""
+    sz = target.sizes
+    out = Outcome("bbr", params={
+        "seconds": sz.bbr_seconds, "bytes": bbr_bytes(sz), "reps": sz.bbr_reps,
+        "algorithms": list(BBR_ALGORITHMS), "c2s": BBR_C2S, "s2c": dict(BBR_PATHS),
+        "rtt_ms": BBR_RTT_MS, "probe_interval": BBR_PROBE_INTERVAL,
+        "base_probes": BBR_BASE_PROBES})
+    if target.server_ns is None:
+        raise SetupError(f"{target.name}: not set up")
+    for algorithm in BBR_ALGORITHMS:
+        if target.app != f"cc:{algorithm}":
+            target.ensure_fresh(f"cc:{algorithm}")  # a server running this algorithm
+        for rep in range(sz.bbr_reps):
+            for path_name in BBR_PATHS:
+                if _gave_up(out):
+                    break
+                out.reps.append(_bbr_transfer(target, algorithm, path_name, rep, out, hook))
+    bad = [r for r in out.reps if "error" in r]
+    if bad:
+        out.fail(f"{len(bad)} of {len(out.reps)} downloads failed: {bad[0]['cc']} "
+                 f"{bad[0]['path']}: {bad[0]['error']}")
+    seen: dict[str, list[str]] = {}
+    for algorithm in BBR_ALGORITHMS:
+        for path_name in BBR_PATHS:
+            ok = [r for r in out.reps if r["cc"] == algorithm and r["path"] == path_name
+                  and "error" not in r]
+            for metric in BBR_METRICS:
+                values = [float(r[metric]) for r in ok if r.get(metric) is not None]
+                if values:
+                    key = f"{algorithm}_{path_name}_{metric}"
+                    out.summary[key] = _median(values)
+                    out.summary[f"{key}_min"] = min(values)
+                    out.summary[f"{key}_max"] = max(values)
+                    out.summary[f"{key}_n"] = float(len(values))
+        seen[algorithm] = sorted({cc for r in out.reps if r["cc"] == algorithm
+                                  for cc in r.get("sender", {}).get("cc", [])})
+    out.params["sender_cc"] = seen
     return out
 
 
@@ -611,6 +777,7 @@ RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
     "https": run_https,
     "flood": run_flood,
     "tfo": run_tfo,
+    "bbr": run_bbr,
 }
 
 
