@@ -50,8 +50,9 @@ def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
 
 def start_active(tcb: ControlBlock, now: float) -> None:
     """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT. With Fast Open
-    (``tcb.tfo``) the SYN waits for the next flush, to carry the application's first
-    write (RFC 7413 4.1.3; Linux's ``TCP_FASTOPEN_CONNECT``)."""
+    (``tcb.tfo``) the SYN waits for the application's first write, to carry it -- at
+    most :data:`tcpstack.tcp.fastopen.DEFER_LIMIT` (RFC 7413 4.1.3; Linux's
+    ``TCP_FASTOPEN_CONNECT``)."""
     tcb.fire_app(Trigger.CONNECT)
     tfo = tcb.tfo
     if tfo is not None and tfo.deferred:
@@ -207,7 +208,7 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
                       ts[0])
     options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None,
-                                         None))
+                                     None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
                                   SYN | ACK | (ECE if agree_ecn else 0),
                                   syn_window(cfg, wscale is not None), options, b"", 0, 0))

@@ -98,7 +98,8 @@ class Tcb(ControlBlock):
         """An active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT (``signed``: see
         :meth:`passive_open`). With ``fast_open`` (RFC 7413 4.1.3) the SYN carries
         its cookie (or asks for one) and, if ``fast_open.deferred``, waits for the
-        next :meth:`segments_to_send` to carry what :meth:`send` queued by then."""
+        application's first :meth:`send` (at most ``fastopen.DEFER_LIMIT``) to carry
+        it."""
         tcb = cls(cfg, local, remote, iss, commons, ts_offset)
         tcb.tfo = fast_open
         tcb.md5 = signed
