@@ -638,24 +638,7 @@ class HttpExchange:
 def _read_response(sock: socket.socket, body: bytes) -> None:
     """Read one HTTP response with ``body`` (status 200, Content-Length); raise
     ValueError if it is not that."""
-    buf = bytearray()
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(4096)
-        if not data:
-            raise ValueError(f"connection closed after {len(buf)} bytes of the head")
-        buf += data
-        if len(buf) > 65536:
-            raise ValueError("response head over 64 KiB")
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = lines[0].split()
-    if len(status) < 2 or not status[0].startswith("HTTP/1.") or status[1] != "200":
-        raise ValueError(f"status line {lines[0]!r}")
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
+    length, rest = _read_head(sock)
     if length != len(body):
         raise ValueError(f"Content-Length {length}, expected {len(body)}")
     got = bytearray(rest)
@@ -820,16 +803,20 @@ class Prober(threading.Thread):
             self.error = f"probe {len(self.samples) + 1}: {type(exc).__name__}: {exc}"
 
 
-def _read_head(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
-    """An HTTP response's head (status 200 and Content-Length required): (length, the
-    body bytes read with it). Raises ValueError, OSError."""
+def _read_head(sock: socket.socket, deadline: float | None = None) -> tuple[int, bytes]:
+    """An HTTP/1 response's head (status 200 and Content-Length required): (length,
+    the body bytes read with it). With ``deadline`` (``time.perf_counter()``) a read
+    timeout is retried until it passes; without, it propagates. Raises ValueError,
+    OSError."""
     buf = bytearray()
     while b"\r\n\r\n" not in buf:
-        if time.perf_counter() > deadline:
+        if deadline is not None and time.perf_counter() > deadline:
             raise ValueError("no response head in time")
         try:
             data = sock.recv(4096)
         except TimeoutError:
+            if deadline is None:
+                raise
             continue
         if not data:
             raise ValueError(f"connection closed after {len(buf)} bytes of the head")
@@ -839,7 +826,7 @@ def _read_head(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
     head, _, rest = bytes(buf).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = lines[0].split()
-    if len(status) < 2 or status[1] != "200":
+    if len(status) < 2 or not status[0].startswith("HTTP/1.") or status[1] != "200":
         raise ValueError(f"status line {lines[0]!r}")
     for line in lines[1:]:
         name, _, value = line.partition(":")
