@@ -536,11 +536,13 @@ class Bbr(CongestionControl):
         self._lt_last_lost = rate.lost
         self._lt_rtt_count = 0
 
-    def _reset_lt_bw_sampling(self, rate: DeliveryRate) -> None:
+    def _reset_lt_bw_sampling(self, rate: DeliveryRate | None) -> None:
         self._lt_bw = 0.0
         self._lt_use_bw = False
         self._lt_is_sampling = False
-        self._reset_lt_bw_interval(rate)
+        self._lt_rtt_count = 0
+        if rate is not None:
+            self._reset_lt_bw_interval(rate)
 
     # ----------------------------------------------------------- events
 
@@ -600,10 +602,7 @@ class Bbr(CongestionControl):
         policer estimate restart (Linux's bbr_undo_cwnd)."""
         self._full_bw = 0.0
         self._full_bw_count = 0
-        self._lt_bw = 0.0
-        self._lt_use_bw = False
-        self._lt_is_sampling = False
-        self._lt_rtt_count = 0
+        self._reset_lt_bw_sampling(self._rate)
         self._saved = None
 
     def info(self) -> dict[str, object]:

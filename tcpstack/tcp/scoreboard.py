@@ -35,7 +35,16 @@ REO_WND_MIN = 0.002
 
 class Sent:
     """A transmitted run ``[start, end)`` of ``seg``-byte segments and its delivery state
-    (``seg`` 0: the run went out as one segment)."""
+    (``seg`` 0: the run went out as one segment).
+
+    The ``r_*`` fields (delivery rate estimation, :mod:`tcpstack.tcp.rate`) are set
+    only on the scoreboards that sample rates: a loss-based sender does not pay for
+    them per transmission."""
+
+    r_delivered: int
+    r_delivered_time: float
+    r_first_sent: float
+    r_app_limited: bool
 
     __slots__ = ("acked", "end", "lost", "r_app_limited", "r_delivered", "r_delivered_time",
                  "r_first_sent", "retrans", "sacked", "seg", "start", "xmit_ts")
@@ -49,12 +58,6 @@ class Sent:
         self.sacked = False
         self.lost = False
         self.acked = False  # cumulatively acknowledged: gone from the scoreboard
-        # Delivery rate estimation (tcpstack.tcp.rate): where delivery stood when
-        # this was sent -- kept only for connections that sample rates.
-        self.r_delivered = 0
-        self.r_delivered_time = 0.0
-        self.r_first_sent = 0.0
-        self.r_app_limited = False
 
     @property
     def length(self) -> int:
@@ -157,8 +160,9 @@ class Scoreboard:
         rec = self.recs[i]
         tail = Sent(at, rec.end, rec.xmit_ts, rec.seg)
         tail.retrans, tail.sacked, tail.lost = rec.retrans, rec.sacked, rec.lost
-        tail.r_delivered, tail.r_delivered_time = rec.r_delivered, rec.r_delivered_time
-        tail.r_first_sent, tail.r_app_limited = rec.r_first_sent, rec.r_app_limited
+        if self.rate is not None:
+            tail.r_delivered, tail.r_delivered_time = rec.r_delivered, rec.r_delivered_time
+            tail.r_first_sent, tail.r_app_limited = rec.r_first_sent, rec.r_app_limited
         rec.end = at
         self.recs.insert(i + 1, tail)
         if not (rec.sacked or rec.lost):
