@@ -37,11 +37,10 @@ Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 from tcpstack.tcp import events as ev
-from tcpstack.tcp.control import ControlBlock
+from tcpstack.tcp.control import DEFAULT_PEER_MSS, ControlBlock
 from tcpstack.tcp.seq import seq_add, seq_diff
 from tcpstack.wire.tcp import MAX_OPTIONS_LEN, TcpSegment
 
-DEFAULT_PEER_MSS = 536  # RFC 9293 3.7.1: a server whose MSS we do not know yet
 #: Seconds a client's deferred SYN waits for the application's first write (Linux's
 #: ``TCP_FASTOPEN_CONNECT`` waits for it without limit; an application that reads
 #: first should not ask for Fast Open, but gets its SYN sent after this).
@@ -82,6 +81,7 @@ def syn_payload(tcb: ControlBlock) -> int:
     tfo = tcb.tfo
     if tfo is None or not tfo.cookie or tcb.retries:
         return 0
+    # A server whose MSS we do not know yet: RFC 9293 3.7.1's default.
     space = min(tfo.mss or DEFAULT_PEER_MSS, tcb.cfg.mss) - MAX_OPTIONS_LEN
     return max(0, min(len(tcb.sndbuf.data), space))
 
