@@ -22,6 +22,9 @@ ACK = 0x10
 URG = 0x20
 ECE = 0x40
 CWR = 0x80
+#: Accurate ECN's flag (RFC 9768 2: the former NS bit, the low bit of the header's
+#: data-offset byte); with CWR and ECE it forms the 3-bit ACE field.
+AE = 0x100
 
 #: The ECN field of the IP header (RFC 3168 5): the two low bits of the IPv4 TOS
 #: byte and of the IPv6 traffic class.
@@ -31,7 +34,7 @@ ECT_0 = 2
 CE = 3
 
 _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
-               (ECE, "E"), (CWR, "W"))
+               (ECE, "E"), (CWR, "W"), (AE, "e"))
 
 
 def flags_str(flags: int) -> str:

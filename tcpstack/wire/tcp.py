@@ -25,6 +25,7 @@ from tcpstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
 from tcpstack.wire.ipv6 import pack_ipv6_header
 from tcpstack.wire.records import (
     ACK,
+    AE,
     CE,
     CWR,
     ECE,
@@ -151,6 +152,8 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
         raise Malformed("tcp_truncated")
     sport, dport, seq, ack, off, flags, window, _csum, urgent = _HDR.unpack_from(buf)
     doff = (off >> 4) * 4
+    if off & 1:
+        flags |= AE  # RFC 9768 2: the AE bit sits in the data-offset byte
     if doff < HEADER_LEN or doff > n:
         raise Malformed("tcp_bad_data_offset")
     if verify_checksum:
@@ -296,8 +299,10 @@ def emit_tcp_parts(
         pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl, seg.ecn)
         pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
     t = base + iph
-    _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
-                   seg.flags, seg.window, 0, seg.urgent)
+    flags = seg.flags
+    _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                   (hlen // 4) << 4 | (flags >> 8 & 1), flags & 0xFF, seg.window, 0,
+                   seg.urgent)
     if opts:
         out[t + HEADER_LEN : t + hlen] = opts
     if plen and not split:
@@ -342,6 +347,7 @@ emit_tcp_ipv4_parts = emit_tcp_parts
 
 __all__ = [
     "ACK",
+    "AE",
     "CE",
     "CWR",
     "ECE",
