@@ -43,7 +43,8 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     echo = echo_time(tcb, seg, now)
     if echo is not None:
         autotune.rtt_sample(tcb, now - echo)
-    if seg.flags & ECE and tcb.ecn_ok and seq_ge(ack, tcb.snd_una):
+    a = tcb.accecn
+    if seg.flags & ECE and tcb.ecn_ok and a is None and seq_ge(ack, tcb.snd_una):
         # RFC 3168 6.1.2, before this ACK could grow the window it reduces (not for
         # an old, reordered ACK: Linux's tcp_ack ignores its ECE too).
         ecn.on_ece(tcb, prior_flight, now)
@@ -71,6 +72,12 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             if rate is not None:
                 rate.on_reno_dupack(tcb.seg_mss, prior_flight, now)
             tcb.mark()
+    if a is not None:
+        # RFC 9768 3.2.2.5: the CE marks in the ACE field, read against the data
+        # this ACK delivered (RFC 9937's DeliveredData).
+        ecn.on_accecn_ack(tcb, a, seg,
+                          seq_diff(tcb.snd_una, prior_una) + sb.sacked_bytes - prior_sacked,
+                          prior_flight, now)
     update_send_window(tcb, seg)
     if tcb.probes and seq_ge(ack, tcb.snd_una):
         tcb.probes = 0

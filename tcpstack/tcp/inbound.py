@@ -97,7 +97,7 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     handshake.negotiate(tcb, seg.options)
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
-        ecn.on_syn_ack(tcb, seg.flags)
+        ecn.on_syn_ack(tcb, seg)
         if tcb.tfo is not None:
             fastopen.on_syn_ack(tcb, seg, now)  # RFC 7413 4.1.3, 4.2.1
         _established_by_syn_ack(tcb, seg, now)
@@ -270,6 +270,7 @@ def _ack_of_syn(tcb: ControlBlock, seg: TcpSegment) -> bool:
         return False
     tcb.fire(Trigger.RCV_ACK_OF_SYN)
     handshake.after_handshake(tcb)
+    ecn.on_first_ack(tcb, seg)  # AccECN: how our SYN,ACK arrived (RFC 9768 3.2.2.3)
     tcb.snd_wnd = seg.window << tcb.snd_wscale
     tcb.max_snd_wnd = tcb.snd_wnd
     tcb.snd_wl1 = seg.seq

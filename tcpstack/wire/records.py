@@ -64,10 +64,15 @@ class TcpOptions(NamedTuple):
     #: TCP Fast Open (RFC 7413 4.1.1, option kind 34): ``b""`` asks for a cookie, a
     #: non-empty value is the cookie; None: the segment carries no such option.
     tfo: bytes | None = None
+    #: Accurate ECN's option (RFC 9768 3.2.3, kinds 172 and 174): its 24-bit fields
+    #: as on the wire (with their initial offsets), always in the order (EE0B, ECEB,
+    #: EE1B) whichever kind carried them; None for a field the option left out. An
+    #: empty option is ``(None, None, None)``; None: the segment carries none.
+    accecn: tuple[int | None, int | None, int | None] | None = None
 
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True)
-                 if v or (k == "tfo" and v is not None)]
+                 if v or (k in ("tfo", "accecn") and v is not None)]
         return f"TcpOptions({', '.join(parts)})"
 
 
