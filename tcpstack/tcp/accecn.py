@@ -28,6 +28,8 @@ CEP_INIT = 5
 E0B_INIT = 1
 CEB_INIT = 0
 E1B_INIT = 1
+#: The option's fields before any payload arrived, as a SYN,ACK carries them.
+INITIAL_FIELDS = (E0B_INIT, CEB_INIT, E1B_INIT)
 #: At most this many CE marks arrive before the receiver ACKs at once (3.2.2.5.1:
 #: n SHOULD be 2 and MUST lie in 2 to 6, so that ACE cannot wrap unseen).
 CE_ACK_LIMIT = 2
@@ -244,6 +246,6 @@ class AccEcn:
         }
 
 
-__all__ = ["ACE_FLAGS", "CEP_INIT", "CE_ACK_LIMIT", "REFLECT",
+__all__ = ["ACE_FLAGS", "CEP_INIT", "CE_ACK_LIMIT", "INITIAL_FIELDS", "REFLECT",
            "AccEcn", "ace", "ace_flags", "ce_delta", "option_delta", "reflected_ecn",
            "syn_requests_accecn", "synack_mode", "valid_transition"]

@@ -56,6 +56,14 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             # let more go (RFC 6675 5 step 5, for a duplicate ACK too).
             tcb.mark()
     advanced = seq_gt(ack, tcb.snd_una)
+    if a is not None:
+        # RFC 9768 3.2.2.5: the CE marks in the ACE field, read against the data this
+        # ACK delivers (RFC 9937's DeliveredData) -- before it could grow the window
+        # it reduces, as for ECE.
+        delivered = newly_sacked
+        if advanced:
+            delivered += seq_diff(ack, tcb.snd_una) - sb.sacked_below(ack)
+        ecn.on_accecn_ack(tcb, a, seg, delivered, prior_flight, now)
     if advanced:
         ack_advance(tcb, ack, now, seg, echo)
         if rate is not None and not tcb.sack_ok:
@@ -72,12 +80,6 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             if rate is not None:
                 rate.on_reno_dupack(tcb.seg_mss, prior_flight, now)
             tcb.mark()
-    if a is not None:
-        # RFC 9768 3.2.2.5: the CE marks in the ACE field, read against the data
-        # this ACK delivered (RFC 9937's DeliveredData).
-        ecn.on_accecn_ack(tcb, a, seg,
-                          seq_diff(tcb.snd_una, prior_una) + sb.sacked_bytes - prior_sacked,
-                          prior_flight, now)
     update_send_window(tcb, seg)
     if tcb.probes and seq_ge(ack, tcb.snd_una):
         tcb.probes = 0

@@ -218,7 +218,7 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
                       ts[0])
     options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None,
-                                     None, AccEcn().option_fields() if accecn_ok else None))
+                                     None, accecn.INITIAL_FIELDS if accecn_ok else None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
                                   SYN | ACK | (ECE if agree_ecn else 0)
                                   | (accecn.REFLECT[syn.ecn] if accecn_ok else 0),
