@@ -61,11 +61,12 @@ def syn_requests_accecn(flags: int) -> bool:
 def synack_mode(flags: int) -> str:
     """RFC 9768 Table 3: what an AccECN-asking client makes of the SYN,ACK's flags:
     "off" (000: the server does no ECN; 111: a broken server reflecting the SYN),
-    "classic" (001, and the reserved 101) or "accecn" (any other)."""
+    "classic" (001) or "accecn" (any other -- the currently unused 101 included, as
+    3.1.3 requires of a value it may come to mean; Linux takes 101 as classic)."""
     v = ace(flags)
     if v == 0 or v == 7:
         return "off"
-    if v == 1 or v == 5:
+    if v == 1:
         return "classic"
     return "accecn"
 
@@ -136,14 +137,17 @@ class AccEcn:
     expected at ``(s_ce + 5) & 7``), ``s_e0b`` / ``s_ceb`` / ``s_e1b`` its byte
     counts from the option. ``ect``: our data goes out ECT(0) (False once the
     handshake showed the path mangles the field: 3.1.5, 3.2.2.3 -- feedback goes
-    on). ``opt_seen``: 0 no option from the peer yet, 1 seen, 2 seen zeroed (3.2.3.2:
-    ignored from then on). ``skip_ace``: the next ACK's ACE is the server's view of
-    the handshake, not a counter (the client's first ACK).
+    on). ``feedback``: the peer's ACE field is read (False once the client's first
+    ACK showed it 0: RFC 9768 Table 4 note 1 -- a client not in AccECN mode, or a
+    path zeroing the flags). ``opt_seen``: 0 no option from the peer yet, 1 seen, 2
+    seen zeroed (3.2.3.2: ignored from then on). ``skip_ace``: the next ACK's ACE is
+    the server's view of the handshake, not a counter (the client's first ACK).
     """
 
     __slots__ = (
         "ce_unacked",
         "ect",
+        "feedback",
         "opt_seen",
         "prev_ecn",
         "r_ceb",
@@ -173,14 +177,16 @@ class AccEcn:
         self.s_ceb = 0
         self.s_e1b = 0
         self.ect = True
+        self.feedback = True
         self.opt_seen = 0
         self.skip_ace = False
 
-    def ace_to_send(self) -> int:
+    def ace_to_send(self, pure: bool) -> int:
         """The flags of our next non-SYN segment's ACE field: the SYN,ACK's IP-ECN
-        field on the client's first ACK (Table 4), else r.cep + 5 (mod 8)."""
+        field on the client's first pure ACK (Table 4: only a segment without data
+        carries it, 3.2.2.1), else r.cep + 5 (mod 8)."""
         reflect = self.reflect
-        if reflect is not None:
+        if reflect is not None and pure:
             self.reflect = None
             return REFLECT[reflect]
         self.ce_unacked = 0

@@ -7,9 +7,9 @@ SYN,ACK ECE alone; any other combination means no ECN. ``TcpConfig.ecn`` is
 SYNs too: ``tcp_ecn=1``), "accecn" (ask for Accurate ECN: AE, CWR and ECE, as
 Linux's ``tcp_ecn=3``) or "off". Every mode but "off" agrees to what a peer's SYN
 asks, AccECN included. A SYN that has to be retransmitted asks no more (6.1.1.1:
-a middlebox may drop ECN-setup SYNs), as Linux's; so does an AccECN SYN,ACK
-(RFC 9768 3.1.4: the retransmission goes without the flags, and a first ACK with
-ACE 0 then means the client got only that one: no ECN).
+a middlebox may drop ECN-setup SYNs), as Linux's; an AccECN SYN,ACK likewise goes
+again without its flags (RFC 9768 3.1.4), and an AccECN end that sent or got such
+a flagless handshake packet sends no ECT (3.1.5).
 
 Once agreed:
 
@@ -93,15 +93,13 @@ def syn_ack_flags(tcb: ControlBlock) -> int:
 def on_syn_ack(tcb: ControlBlock, seg: TcpSegment) -> None:
     """An active open's SYN,ACK. Asking for classic ECN, ECN is on for an ECN-setup
     SYN,ACK (ECE without CWR; both set is a reflected SYN, RFC 3168 6.1.1). Asking
-    for AccECN, RFC 9768 Table 3 decides: no ECN, classic, or AccECN -- whose SYN,ACK
-    also says how our (Not-ECT) SYN arrived: changed means a mangling path, and our
-    data then goes Not-ECT (3.1.5). A CE-marked SYN,ACK counts in r.cep."""
+    for AccECN, RFC 9768 Table 3 decides -- also after our SYN was resent without
+    the flags: the SYN,ACK may answer the first one (3.1.4.1) --: no ECN, classic,
+    or AccECN, whose SYN,ACK also says how our (Not-ECT) SYN arrived: changed means
+    a mangling path. Either that or a flagless SYN of ours keeps our data Not-ECT
+    (3.1.5). A CE-marked SYN,ACK counts in r.cep."""
     flags = seg.flags
-    if not asked(tcb):
-        tcb.ecn_ok = False
-    elif tcb.cfg.ecn != "accecn":
-        tcb.ecn_ok = flags & SETUP == ECE
-    else:
+    if tcb.cfg.ecn == "accecn":
         mode = accecn.synack_mode(flags)
         tcb.ecn_ok = mode != "off"
         if mode == "accecn":
@@ -109,31 +107,61 @@ def on_syn_ack(tcb: ControlBlock, seg: TcpSegment) -> None:
             a.reflect = seg.ecn  # our first ACK says how the SYN,ACK came (Table 4)
             if seg.ecn == CE:
                 a.r_cep = 1
-            if accecn.reflected_ecn(accecn.ace(flags)) != NOT_ECT:
+            reflected = accecn.reflected_ecn(accecn.ace(flags))
+            if reflected is not None and reflected != NOT_ECT:
                 _mangled(tcb, a)
+            elif tcb.syn_retransmitted:
+                a.ect = False
             if seg.options.accecn is not None:
                 a.take_option(seg.options.accecn)
             tcb.counters["tcp_accecn_negotiated"] += 1
+    elif asked(tcb):
+        tcb.ecn_ok = flags & SETUP == ECE
+    else:
+        tcb.ecn_ok = False
+
+
+def on_repeated_syn(tcb: ControlBlock, seg: TcpSegment) -> None:
+    """A SYN again in SYN-RECEIVED (our SYN,ACK was lost): on an AccECN connection the
+    SYN,ACK answering it reflects this latest SYN (RFC 9768 3.1.5); one without the
+    flags (a client falling back) means our data goes Not-ECT."""
+    a = tcb.accecn
+    if a is None:
+        return
+    if accecn.syn_requests_accecn(seg.flags):
+        a.syn_ecn = seg.ecn
+    elif accecn.ace(seg.flags) == 0:
+        a.ect = False
 
 
 def on_first_ack(tcb: ControlBlock, seg: TcpSegment) -> None:
     """The server's AccECN handshake ends with the client's first ACK, whose ACE
-    field reflects how our SYN,ACK arrived (RFC 9768 Table 4, 3.2.2.3): 0 after a
-    retransmitted (flagless) SYN,ACK means the client only got that one -- no ECN;
-    0 otherwise, or a reflection of anything but the Not-ECT we sent, means the
-    path zeroes or changes the field: no ECT from us, feedback goes on."""
+    field reflects how our SYN,ACK arrived (RFC 9768 Table 4, 3.2.2.3).
+
+    0 (Table 4 note 1): the client is not in AccECN mode -- it got only a
+    retransmitted, flagless SYN,ACK -- or the path zeroes the flags: we stay in
+    AccECN mode and keep sending the ACE field, but send no ECT and read no ACE. A
+    reflection of anything but the Not-ECT we sent means a path changing the field:
+    no ECT (3.1.5); of CE, the client's count starts at 6, so does ours (s.cep). A
+    flagless SYN,ACK of ours (a retransmission) also means no ECT (3.1.5)."""
     a = tcb.accecn
     if a is None:
         return
     value = accecn.ace(seg.flags)
-    if value == 0 and tcb.syn_retransmitted:
-        tcb.accecn = None
-        tcb.ecn_ok = False
-        return
     a.skip_ace = True  # not a count: process_ack leaves it
-    reflected = accecn.reflected_ecn(value)
-    if value == 0 or (reflected is not None and not seg.payload and reflected != NOT_ECT):
-        _mangled(tcb, a)
+    if value == 0:
+        a.ect = False
+        a.feedback = False
+        if not tcb.syn_retransmitted:
+            tcb.counters["tcp_accecn_mangled"] += 1
+    elif not seg.payload:
+        reflected = accecn.reflected_ecn(value)
+        if reflected == CE:
+            a.s_ce = 1  # Table 4: s.cep = 6
+        if reflected is not None and reflected != NOT_ECT:
+            _mangled(tcb, a)
+    if tcb.syn_retransmitted:
+        a.ect = False
     tcb.counters["tcp_accecn_negotiated"] += 1
 
 
@@ -176,7 +204,7 @@ def on_accecn_ack(tcb: ControlBlock, a: AccEcn, seg: TcpSegment, delivered: int,
         if seg.options.accecn is not None:
             a.take_option(seg.options.accecn)
         return
-    if delivered <= 0:
+    if delivered <= 0 or not a.feedback:
         return
     ce_bytes = a.take_option(seg.options.accecn) if seg.options.accecn is not None else None
     mss = tcb.seg_mss
@@ -206,5 +234,5 @@ def on_ece(tcb: ControlBlock, flight: int, now: float) -> None:
     tcb.mark()
 
 
-__all__ = ["asked", "on_accecn_ack", "on_ece", "on_first_ack", "on_peer_syn", "on_segment",
-           "on_syn_ack", "syn_ack_flags", "syn_flags"]
+__all__ = ["asked", "on_accecn_ack", "on_ece", "on_first_ack", "on_peer_syn",
+           "on_repeated_syn", "on_segment", "on_syn_ack", "syn_ack_flags", "syn_flags"]

@@ -62,7 +62,7 @@ def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
         flags |= ECE
     a = tcb.accecn
     if a is not None and not flags & (SYN | RST):
-        flags |= a.ace_to_send()
+        flags |= a.ace_to_send(not payload)
     return new_tuple(OutSegment, (tcb.local_port, tcb.remote_port, seq, ack, flags, window,
                                   options, payload, 0, ecn))
 
@@ -131,6 +131,12 @@ def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
         # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
         tcb.timers.fin_wait = now + tcb.cfg.fin_timeout
     tfo = tcb.tfo
+    a = tcb.accecn
+    if a is not None and a.reflect is not None and state is not State.SYN_SENT:
+        # RFC 9768 3.2.2.1: the client's first ACK, which reflects the SYN,ACK's
+        # IP-ECN field, is a pure ACK -- before any data.
+        tcb.out.append(control_segment(tcb, tcb.snd_max, ACK, now))
+        ack_policy.on_ack_sent(tcb)
     if state in SENDS_DATA:
         send_data(tcb, now)
     elif tfo is not None and tfo.child and state is State.SYN_RECEIVED:

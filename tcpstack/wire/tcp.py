@@ -140,8 +140,8 @@ def parse_options(opts: memoryview) -> TcpOptions:
             # RFC 9768 3.2.3.1: 0 to 3 fields of 24 bits; another length is ignored.
             if (length - 2) % 3 == 0 and length <= 11:
                 f: list[int | None] = [None, None, None]
-                for n, j in enumerate(range(i + 2, i + length, 3)):
-                    f[n] = (opts[j] << 16) | (opts[j + 1] << 8) | opts[j + 2]
+                for k, j in enumerate(range(i + 2, i + length, 3)):
+                    f[k] = (opts[j] << 16) | (opts[j + 1] << 8) | opts[j + 2]
                 accecn = (f[0], f[1], f[2]) if kind == OPT_ACCECN0 else (f[2], f[1], f[0])
         i += length
     return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps, md5,

@@ -15,6 +15,7 @@ from tcp_helpers import (
     LOCAL,
     REMOTE,
     REMOTE_PORT,
+    Pair,
     base_config,
     drain,
     expect,
@@ -117,6 +118,23 @@ def test_the_accecn_option_parses_in_either_order_and_any_length(
     assert parse_options(memoryview(raw + bytes(-len(raw) % 4))).accecn == fields
 
 
+def test_options_after_the_accecn_option_are_parsed_too() -> None:
+    """Linux writes the option right after timestamps: before SACK blocks on an ACK,
+    before window scale on a SYN,ACK; nothing after it may be lost."""
+    ts = bytes((1, 1, 8, 10)) + (111).to_bytes(4, "big") + (222).to_bytes(4, "big")
+    sack = bytes((1, 1, 5, 10)) + (1000).to_bytes(4, "big") + (2000).to_bytes(4, "big")
+    ack = parse_options(memoryview(ts + bytes((174, 11, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1))
+                                   + sack))
+    assert ack.timestamps == (111, 222) and ack.accecn == (1, 0, 1)
+    assert ack.sack_blocks == ((1000, 2000),)
+    synack = parse_options(memoryview(bytes((2, 4, 5, 0xB4, 4, 2)) + ts[2:]
+                                      + bytes((174, 8, 0, 0, 1, 0, 0, 0, 1, 3, 3, 7))))
+    assert (synack.mss, synack.sack_permitted, synack.accecn, synack.wscale) == \
+        (1460, True, (None, 0, 1), 7)
+    one = parse_options(memoryview(bytes((172, 5, 0, 0, 9, 1, 1, 1)) + ts))
+    assert one.accecn == (9, None, None) and one.timestamps == (111, 222)
+
+
 def test_an_accecn_option_of_another_length_is_ignored() -> None:
     assert parse_options(memoryview(bytes((172, 6, 0, 0, 1, 0, 1, 0)))).accecn is None
 
@@ -195,45 +213,79 @@ def test_the_first_ack_reflecting_not_ect_completes_accecn() -> None:
     assert all(_ace_of(s) == 5 for s in segs)
 
 
-@pytest.mark.parametrize(("first_ace", "ect"), [(2, True), (5, True), (1, True), (7, True),
-                                                (0, False), (3, False), (4, False),
-                                                (6, False)])
-def test_a_zeroed_or_changed_reflection_stops_ect_but_not_feedback(first_ace: int,
-                                                                   ect: bool) -> None:
-    """RFC 9768 3.2.2.3 / 3.1.5: ACE 0 on the first ACK means the path zeroes the
-    flags; 3 (ECT(1)), 4 (ECT(0)), 6 (CE) mean our Not-ECT SYN,ACK was changed on
-    the way: either way our data goes Not-ECT, while the ACE field goes on. 1, 5
-    and 7 reflect nothing and are fine (5: the first ACK was lost, this is a count)."""
+@pytest.mark.parametrize(("first_ace", "ect", "s_ce"), [
+    (2, True, 0), (5, True, 0), (1, True, 0), (7, True, 0),  # reflect nothing, or Not-ECT
+    (3, False, 0), (4, False, 0), (6, False, 1)])
+def test_a_changed_reflection_stops_ect_but_not_feedback(first_ace: int, ect: bool,
+                                                         s_ce: int) -> None:
+    """RFC 9768 3.1.5: 3 (ECT(1)), 4 (ECT(0)), 6 (CE) mean our Not-ECT SYN,ACK was
+    changed on the way: our data goes Not-ECT, the ACE field goes on both ways; for
+    6 the client's count starts at 6 and so does ours (Table 4: s.cep = 6) -- its
+    next ACKs bring no new mark. 1, 5 and 7 reflect nothing and are fine (5: the
+    first ACK was lost, this is a count)."""
     tcb = server_established(first_ace)
-    assert tcb.accecn is not None and tcb.accecn.ect is ect
+    a = tcb.accecn
+    assert a is not None and a.ect is ect and a.feedback and a.s_ce == s_ce
     assert tcb.counters["tcp_accecn_mangled"] == (0 if ect else 1)
     tcb.send(b"x" * 3000)
     segs = expect(tcb, T + 0.2)
     assert all(s.ecn == (ECT_0 if ect else NOT_ECT) for s in segs)
     assert all(_ace_of(s) == 5 for s in segs)
+    tcb.receive(peer(tcb, ack=segs[0].seq + len(segs[0].payload),
+                     flags=ACK | accecn.ace_flags(5 + s_ce)), T + 0.3)
+    assert tcb.counters["tcp_accecn_ce_delivered"] == 0
 
 
-def test_a_retransmitted_syn_ack_drops_the_flags_and_ace_0_then_means_no_ecn() -> None:
+def test_ace_0_on_the_first_ack_means_no_ect_and_no_reading_of_ace() -> None:
+    """RFC 9768 Table 4 note 1: a first ACK with ACE 0 comes from a client not in
+    AccECN mode (or through a path zeroing the flags): send no ECT, read no ACE --
+    its 000 is not 3 marks -- but keep sending the ACE field."""
+    tcb = server_established(0)
+    a = tcb.accecn
+    assert a is not None and not a.ect and not a.feedback
+    assert tcb.counters["tcp_accecn_mangled"] == 1
+    tcb.send(b"x" * 3000)
+    segs = expect(tcb, T + 0.2)
+    assert segs and all(s.ecn == NOT_ECT and _ace_of(s) == 5 for s in segs)
+    cwnd = tcb.cc.cwnd
+    tcb.receive(peer(tcb, ack=segs[0].seq + len(segs[0].payload), flags=ACK), T + 0.3)
+    assert tcb.counters["tcp_accecn_ce_delivered"] == 0
+    assert tcb.counters["tcp_ecn_ece_reduced"] == 0 and tcb.cc.cwnd >= cwnd
+
+
+def test_a_retransmitted_syn_ack_goes_without_flags_and_option_and_then_no_ect() -> None:
     """RFC 9768 3.1.4: the SYN,ACK may be what a middlebox drops; the retransmission
-    goes without flags or option, and a first ACK with ACE 0 then comes from a
-    client that only saw it: no ECN."""
-    tcb, _ = server()
-    tcb.handle_timer(T + 1.5)
-    (again,) = expect(tcb, T + 1.5, 1)
-    assert again.flags == SYN | ACK and again.options.accecn is None
-    tcb.receive(peer(tcb, flags=ACK), T + 1.6)
-    assert tcb.state is State.ESTABLISHED and not tcb.ecn_ok and tcb.accecn is None
-    tcb.send(b"x" * 100)
-    (data,) = expect(tcb, T + 1.7, 1)
-    assert data.ecn == NOT_ECT and not data.flags & ALL
+    goes without flags or option. A first ACK with ACE 0 then comes from a client
+    that saw only it (note 1); either way, having sent a flagless SYN,ACK, we send
+    no ECT (3.1.5)."""
+    for first_ace in (0, 2):
+        tcb, _ = server()
+        tcb.handle_timer(T + 1.5)
+        (again,) = expect(tcb, T + 1.5, 1)
+        assert again.flags == SYN | ACK and again.options.accecn is None
+        tcb.receive(peer(tcb, flags=ACK | accecn.ace_flags(first_ace)), T + 1.6)
+        a = tcb.accecn
+        assert tcb.state is State.ESTABLISHED and a is not None and not a.ect
+        assert a.feedback is (first_ace != 0)
+        tcb.send(b"x" * 100)
+        (data,) = expect(tcb, T + 1.7, 1)
+        assert data.ecn == NOT_ECT and _ace_of(data) == 5
 
 
-def test_after_a_retransmitted_syn_ack_a_reflection_still_means_accecn() -> None:
-    tcb, _ = server()
-    tcb.handle_timer(T + 1.5)
-    expect(tcb, T + 1.5, 1)
-    tcb.receive(peer(tcb, flags=ACK | CWR), T + 1.6)
-    assert tcb.accecn is not None and tcb.accecn.ect
+@pytest.mark.parametrize(("flags", "ip_ecn", "reflected", "ect"), [
+    (SYN | ALL, ECT_0, AE, True), (SYN, NOT_ECT, CWR, False)])
+def test_a_repeated_syn_is_reflected_or_stops_ect(flags: int, ip_ecn: int, reflected: int,
+                                                  ect: bool) -> None:
+    """RFC 9768 3.1.5: the SYN,ACK answering a repeated SYN reflects that latest SYN;
+    one without the flags (a client falling back) means no ECT from us."""
+    tcb, first = server()
+    assert first.flags == SYN | ACK | CWR
+    again = syn_with_options(flags=flags, sack=True)._replace(ecn=ip_ecn)
+    tcb.receive(again, T + 1.0)
+    (synack,) = expect(tcb, T + 1.0, 1)
+    assert synack.flags == SYN | ACK | reflected
+    tcb.receive(peer(tcb, flags=ACK | CWR), T + 1.1)
+    assert tcb.accecn is not None and tcb.accecn.ect is ect
 
 
 # ------------------------------------------------------------ client handshake
@@ -249,7 +301,8 @@ def test_the_client_asks_with_all_three_flags_and_a_retransmission_does_not() ->
 
 @pytest.mark.parametrize(("flags", "mode", "ect"), [
     (0, None, False), (ALL, None, False),  # no ECN; a reflected SYN (broken)
-    (ECE, "classic", True), (AE | ECE, "classic", True),  # 101: reserved, as classic
+    (ECE, "classic", True),
+    (AE | ECE, "accecn", True),  # 101, unused so far: AccECN (3.1.3; Linux: classic)
     (CWR, "accecn", True),  # our Not-ECT SYN arrived Not-ECT
     (CWR | ECE, "accecn", False), (AE, "accecn", False), (AE | CWR, "accecn", False),
 ])
@@ -279,6 +332,55 @@ def test_the_first_ack_reflects_the_syn_acks_ip_ecn_field(ecn: int, first_ace: i
     tcb.send(b"x" * 10)
     (data,) = expect(tcb, T + 0.2, 1)
     assert _ace_of(data) == (6 if ecn == CE else 5)
+
+
+def test_after_a_flagless_retransmitted_syn_an_accecn_syn_ack_still_counts() -> None:
+    """RFC 9768 3.1.4.1, 3.1.5: the SYN,ACK may answer our first SYN; its mode is
+    taken (the server is in it), but having sent a flagless SYN we send no ECT."""
+    tcb, _ = client()
+    tcb.handle_timer(T + 1.5)
+    (again,) = expect(tcb, T + 1.5, 1)
+    assert again.flags == SYN
+    tcb.receive(syn_ack(CWR), T + 1.6)
+    (ack,) = expect(tcb, T + 1.6, 1)
+    assert tcp_info(tcb)["ecn_mode"] == "accecn" and _ace_of(ack) == 2
+    assert tcb.accecn is not None and not tcb.accecn.ect
+
+
+def test_the_reflecting_first_ack_is_a_pure_ack_before_any_data() -> None:
+    """RFC 9768 3.2.2.1: only a pure ACK carries the handshake encoding; data written
+    before the SYN,ACK follows it, with the count (5)."""
+    tcb, _ = client()
+    tcb.send(b"early bytes")
+    tcb.receive(syn_ack(CWR, ECT_0), T + 0.1)
+    first, data = expect(tcb, T + 0.1, 2)
+    assert not first.payload and _ace_of(first) == 4  # the SYN,ACK came ECT(0)
+    assert data.payload == b"early bytes" and _ace_of(data) == 5
+
+
+def test_a_simultaneous_open_answers_the_peers_syn_as_a_server_would() -> None:
+    """RFC 9768 3.1.2: each end of a simultaneous open enters the mode it would as a
+    responder and reflects the other's SYN (Table 2); both end in AccECN mode."""
+    cfg = base_config(ecn="accecn")
+    a = Tcb.active_open(cfg, REMOTE, LOCAL, 111, T)
+    b = Tcb.active_open(cfg, LOCAL, REMOTE, 999, T)
+    syn_a, syn_b = a.segments_to_send(T), b.segments_to_send(T)
+    for s in syn_a:
+        b.receive(s._replace(ecn=ECT_1), T + 0.01)  # as if the path marked it ECT(1)
+    for s in syn_b:
+        a.receive(s, T + 0.01)
+    assert a.state is State.SYN_RECEIVED and b.state is State.SYN_RECEIVED
+    (synack_b,) = b.segments_to_send(T + 0.01)
+    (synack_a,) = a.segments_to_send(T + 0.01)
+    assert synack_b.flags == SYN | ACK | CWR | ECE and synack_a.flags == SYN | ACK | CWR
+    pair = Pair(a, b, now=T + 0.01)
+    a.receive(synack_b, T + 0.02)
+    b.receive(synack_a, T + 0.02)
+    pair.run(until=lambda: a.state is State.ESTABLISHED and b.state is State.ESTABLISHED)
+    assert tcp_info(a)["ecn_mode"] == tcp_info(b)["ecn_mode"] == "accecn"
+    a.send(b"ping")
+    pair.run(until=lambda: b.recv_buffered == 4)
+    assert b.recv() == b"ping"
 
 
 def test_the_client_sends_the_option_only_if_the_syn_ack_had_one() -> None:
