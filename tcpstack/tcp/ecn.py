@@ -101,7 +101,9 @@ def on_syn_ack(tcb: ControlBlock, seg: TcpSegment) -> None:
     flags = seg.flags
     if tcb.cfg.ecn == "accecn":
         mode = accecn.synack_mode(flags)
-        tcb.ecn_ok = mode != "off"
+        # Classic ECN answering our first SYN after a flagless one: no ECN (RFC 3168
+        # 6.1.1: no ECT after a non-ECN-setup SYN), as "on" and Linux.
+        tcb.ecn_ok = mode == "accecn" or (mode == "classic" and not tcb.syn_retransmitted)
         if mode == "accecn":
             a = tcb.accecn = AccEcn(seg.ecn)
             a.reflect = seg.ecn  # our first ACK says how the SYN,ACK came (Table 4)

@@ -132,7 +132,8 @@ def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
         tcb.timers.fin_wait = now + tcb.cfg.fin_timeout
     tfo = tcb.tfo
     a = tcb.accecn
-    if a is not None and a.reflect is not None and state is not State.SYN_SENT:
+    if a is not None and a.reflect is not None and state is not State.SYN_SENT \
+            and state is not State.CLOSED:
         # RFC 9768 3.2.2.1: the client's first ACK, which reflects the SYN,ACK's
         # IP-ECN field, is a pure ACK -- before any data.
         tcb.out.append(control_segment(tcb, tcb.snd_max, ACK, now))

@@ -45,6 +45,7 @@ from tcpstack.wire.tcp import (
     ECT_0,
     ECT_1,
     NOT_ECT,
+    RST,
     SYN,
     OutSegment,
     TcpOptions,
@@ -345,6 +346,32 @@ def test_after_a_flagless_retransmitted_syn_an_accecn_syn_ack_still_counts() -> 
     (ack,) = expect(tcb, T + 1.6, 1)
     assert tcp_info(tcb)["ecn_mode"] == "accecn" and _ace_of(ack) == 2
     assert tcb.accecn is not None and not tcb.accecn.ect
+
+
+def test_a_classic_syn_ack_after_a_flagless_retransmitted_syn_means_no_ecn() -> None:
+    """RFC 3168 6.1.1: no ECT after a non-ECN-setup SYN; classic ECN has no feedback
+    mode apart from sending ECT, so the connection does no ECN (as with "on")."""
+    tcb, _ = client()
+    tcb.handle_timer(T + 1.5)
+    expect(tcb, T + 1.5, 1)
+    tcb.receive(syn_ack(ECE), T + 1.6)
+    assert tcp_info(tcb)["ecn_mode"] is None
+    tcb.send(b"x")
+    assert all(s.ecn == NOT_ECT for s in expect(tcb, T + 1.7))
+
+
+@pytest.mark.parametrize("end", ["rst", "abort"])
+def test_no_reflecting_ack_once_the_connection_is_gone(end: str) -> None:
+    """A RST (or abort) right after the SYN,ACK: nothing more is sent, the first ACK
+    with its reflection included."""
+    tcb, _ = client()
+    tcb.receive(syn_ack(CWR), T + 0.1)
+    if end == "rst":
+        tcb.receive(peer(tcb, flags=RST), T + 0.1)
+    else:
+        tcb.abort()
+    assert tcb.state is State.CLOSED
+    assert all(s.flags & RST for s in expect(tcb, T + 0.1))
 
 
 def test_the_reflecting_first_ack_is_a_pure_ack_before_any_data() -> None:
