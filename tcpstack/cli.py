@@ -335,9 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     tcp.add_argument("--no-timestamps", dest="timestamps", action="store_false", default=None,
                      help="do not negotiate timestamps (RFC 7323)")
     tcp.add_argument("--ecn", metavar="MODE",
-                     help="ECN (RFC 3168): passive (agree when a peer asks, as Linux's "
-                          "tcp_ecn=2), on (also ask on our connections), off "
-                          f"(default: {_TCP.ecn})")
+                     help="ECN: passive (agree to classic ECN, RFC 3168, or Accurate ECN, "
+                          "RFC 9768, when a peer asks), on (also ask for classic ECN on "
+                          "our connections, as Linux's tcp_ecn=1), accecn (ask for "
+                          f"Accurate ECN, as tcp_ecn=3), off (default: {_TCP.ecn})")
     tcp.add_argument("--tfo", action="store_true", default=None,
                      help="TCP Fast Open (RFC 7413) on the services: clients holding our "
                           "cookie send their request in the SYN")

@@ -238,6 +238,7 @@ COMPILED_TESTS=(
     tests/integration/test_tcp_ao_stacks.py
     tests/integration/test_tcp_fastopen_kernel.py
     tests/integration/test_bbr_daemon.py
+    tests/integration/test_tcp_accecn_stacks.py
 )
 
 run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tcpstack.observe.reasons import TERMINATION, describe
+from tcpstack.tcp.info import ecn_mode
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
-from tcpstack.wire.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions
+from tcpstack.wire.tcp import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG, TcpOptions
 
 Key = tuple[int, int, int, int]
 Ladder = dict[str, Any]
@@ -59,19 +60,19 @@ CLOSED_BY_PEER_FIN: Final = frozenset({State.CLOSE_WAIT, State.LAST_ACK, State.C
                                        State.TIME_WAIT})
 
 _FLAG_WORDS: Final = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"),
-                      (URG, "URG"), (ECE, "ECE"), (CWR, "CWR"))
+                      (URG, "URG"), (ECE, "ECE"), (CWR, "CWR"), (AE, "AE"))
 
 
 def _flag_words(flags: int) -> str:
     return ",".join(word for bit, word in _FLAG_WORDS if flags & bit) or "none"
 
 
-_FLAG_TEXT: Final = tuple(_flag_words(f) for f in range(256))
+_FLAG_TEXT: Final = tuple(_flag_words(f) for f in range(512))
 
 
 def flag_words(flags: int) -> str:
-    """``SYN,ACK``-style flag names."""
-    return _FLAG_TEXT[flags & 0xFF]
+    """``SYN,ACK``-style flag names (AE too: RFC 9768's ninth flag)."""
+    return _FLAG_TEXT[flags & 0x1FF]
 
 
 def endpoint(ip: int, port: int) -> str:
@@ -124,6 +125,10 @@ def options_json(opts: TcpOptions) -> dict[str, Any]:
         # The cookie's length only: a client's cookie lets whoever can spoof its
         # address have a request taken in a SYN (RFC 7413 5.1).
         out["tfo"] = f"cookie {len(opts.tfo)} bytes" if opts.tfo else "request"
+    if opts.accecn is not None:
+        # RFC 9768 3.2.3: the fields as sent (ECT(0) and ECT(1) bytes start at 1).
+        out["accecn"] = {k: v for k, v in zip(("ee0b", "eceb", "ee1b"), opts.accecn,
+                                              strict=True) if v is not None}
     return out
 
 
@@ -568,6 +573,7 @@ def negotiated(tcb: Tcb, rungs: list[Rung]) -> dict[str, Any]:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        "ecn_mode": ecn_mode(tcb),
         "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "initial_rtt_ms": None if first_rtt is None else round(first_rtt * 1000, 3),
         "srtt_ms": None if srtt is None else round(srtt * 1000, 3),
@@ -604,6 +610,9 @@ def _format_options(opts: dict[str, Any] | None) -> str:
     if "tfo" in opts:
         parts.append("TFO cookie request" if opts["tfo"] == "request"
                      else f"TFO {opts['tfo']}")
+    if "accecn" in opts:
+        fields = " ".join(f"{k.upper()} {v}" for k, v in opts["accecn"].items())
+        parts.append(f"AccECN {fields}" if fields else "AccECN")
     return ", ".join(parts)
 
 
@@ -796,7 +805,7 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
            f"            {ws}",
            f"            SACK {'on' if neg['sack'] else 'off'}, "
            f"timestamps {'on' if neg['timestamps'] else 'off'}, "
-           f"{'ECN on (RFC 3168), ' if neg.get('ecn') else ''}"
+           f"{_ecn_text(neg)}"
            f"{'TCP-MD5 signed (RFC 2385), ' if neg.get('md5') else ''}"
            f"{_tfo_text(neg.get('fastopen'))}"
            f"{_ao_text(neg.get('ao'))}{rtt_text}, "
@@ -804,6 +813,14 @@ def describe_negotiated(neg: dict[str, Any]) -> list[str]:
     if "handshake_ms" in neg:
         out[-1] += f", handshake took {neg['handshake_ms']:.3f} ms"
     return out
+
+
+def _ecn_text(neg: dict[str, Any]) -> str:
+    if not neg.get("ecn"):
+        return ""
+    if neg.get("ecn_mode") == "accecn":
+        return "Accurate ECN (RFC 9768), "
+    return "ECN on (RFC 3168), "
 
 
 def _tfo_text(result: str | None) -> str:

@@ -36,7 +36,13 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     # ECN (RFC 3168)
     "tcp_ecn_ce_received": "arrived marked CE (congestion): ECE echoed until CWR (RFC 3168)",
     "tcp_ecn_cwr_received": "CWR: the peer reduced its window for our ECE; echo stops",
-    "tcp_ecn_ece_reduced": "ECE: window reduced as for a loss, once per window (RFC 3168)",
+    "tcp_ecn_ece_reduced": "ECE or AccECN marks: window reduced as for a loss, once per "
+                           "window (RFC 3168, RFC 9768)",
+    # Accurate ECN (RFC 9768)
+    "tcp_accecn_negotiated": "a connection agreed Accurate ECN (RFC 9768)",
+    "tcp_accecn_ce_delivered": "CE marks on our data the peer fed back in the ACE field",
+    "tcp_accecn_mangled": "the handshake showed the path zeroes or changes the IP-ECN "
+                          "field: our data goes Not-ECT (RFC 9768 3.1.5)",
     # TCP Fast Open (RFC 7413): at a listener, and on our own active opens
     "tcp_tfo_cookie_requested": "a SYN asked for a Fast Open cookie: the SYN,ACK gives one",
     "tcp_tfo_passive": "a valid Fast Open cookie: the SYN's data taken, the connection "

@@ -23,6 +23,7 @@ from typing import Any, Final
 from tcpstack.observe.core import ConnInfo, Observatory, bytes_acked, bytes_received
 from tcpstack.observe.ladder import endpoint, parse_endpoint
 from tcpstack.stack import Stack
+from tcpstack.tcp.info import ecn_mode
 from tcpstack.tcp.seq import MASK
 from tcpstack.tcp.state import State
 from tcpstack.tcp.tcb import Tcb
@@ -83,6 +84,7 @@ def row(tcb: Tcb, info: ConnInfo | None, now: float, packets: bool) -> Row:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        "ecn_mode": ecn_mode(tcb),
         "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
         "wscale": [tcb.snd_wscale, tcb.rcv_wscale] if tcb.wscale_ok else None,
         "age_s": round(now - info.created, 3) if info is not None else None,
@@ -212,7 +214,7 @@ def render_rows(table: list[Row], info: bool = True) -> str:
             if r["wscale"]:
                 flags.append(f"wscale:{r['wscale'][0]},{r['wscale'][1]}")
             if r.get("ecn"):
-                flags.append("ecn")
+                flags.append("accecn" if r.get("ecn_mode") == "accecn" else "ecn")
             if r.get("md5"):
                 flags.append("md5")
             if r.get("ao"):

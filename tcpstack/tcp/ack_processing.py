@@ -43,7 +43,8 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
     echo = echo_time(tcb, seg, now)
     if echo is not None:
         autotune.rtt_sample(tcb, now - echo)
-    if seg.flags & ECE and tcb.ecn_ok and seq_ge(ack, tcb.snd_una):
+    a = tcb.accecn
+    if seg.flags & ECE and tcb.ecn_ok and a is None and seq_ge(ack, tcb.snd_una):
         # RFC 3168 6.1.2, before this ACK could grow the window it reduces (not for
         # an old, reordered ACK: Linux's tcp_ack ignores its ECE too).
         ecn.on_ece(tcb, prior_flight, now)
@@ -55,6 +56,14 @@ def process_ack(tcb: ControlBlock, seg: TcpSegment, now: float) -> bool:
             # let more go (RFC 6675 5 step 5, for a duplicate ACK too).
             tcb.mark()
     advanced = seq_gt(ack, tcb.snd_una)
+    if a is not None:
+        # RFC 9768 3.2.2.5: the CE marks in the ACE field, read against the data this
+        # ACK delivers (RFC 9937's DeliveredData) -- before it could grow the window
+        # it reduces, as for ECE.
+        delivered = newly_sacked
+        if advanced:
+            delivered += seq_diff(ack, tcb.snd_una) - sb.sacked_below(ack)
+        ecn.on_accecn_ack(tcb, a, seg, delivered, prior_flight, now)
     if advanced:
         ack_advance(tcb, ack, now, seg, echo)
         if rate is not None and not tcb.sack_ok:

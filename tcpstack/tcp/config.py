@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tcpstack.tcp import congestion
 
-ECN_MODES = ("off", "passive", "on")
+ECN_MODES = ("off", "passive", "on", "accecn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,10 @@ class TcpConfig:
     tso_size: int = 0
     sack: bool = True  # RFC 2018 / RFC 6675, offered in SYNs and accepted
     timestamps: bool = True  # RFC 7323: RTTM and PAWS
-    #: ECN (RFC 3168): "passive" agrees when a peer's SYN asks (Linux's default,
-    #: tcp_ecn=2), "on" also asks in our SYNs (tcp_ecn=1), "off" never.
+    #: ECN (RFC 3168) and Accurate ECN (RFC 9768): "passive" agrees to either when a
+    #: peer's SYN asks (Linux's default, tcp_ecn=2, agrees to classic only), "on"
+    #: also asks for classic ECN in our SYNs (tcp_ecn=1), "accecn" for AccECN
+    #: (tcp_ecn=3), "off" never (see tcpstack.tcp.ecn).
     ecn: str = "passive"
     delayed_ack: float = 0.04  # RFC 1122 4.2.3.2 (<= 0.5 s; Linux's minimum 40 ms); 0 = off
     nagle: bool = True  # RFC 9293 3.7.4 / RFC 896; per connection: Tcb.set_nodelay

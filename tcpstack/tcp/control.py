@@ -20,6 +20,7 @@ from typing import Any, Protocol, Self
 
 from tcpstack.tcp import congestion
 from tcpstack.tcp import events as ev
+from tcpstack.tcp.accecn import AccEcn
 from tcpstack.tcp.buffers import ReceiveBuffer, SendBuffer
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.controller import CongestionControl
@@ -71,8 +72,9 @@ class ControlBlock:
         # TCP Fast Open (RFC 7413): None unless the connection uses it
         "tfo",
         # ECN (RFC 3168): agreed; ECE owed to the peer; CWR owed on our next new data;
-        # a window reduction for ECE in progress (Linux's CWR state)
-        "ecn_ok", "ecn_echo", "cwr_pending", "in_cwr",
+        # a window reduction for ECE in progress (Linux's CWR state); Accurate ECN's
+        # counters (RFC 9768), None unless in AccECN mode
+        "ecn_ok", "ecn_echo", "cwr_pending", "in_cwr", "accecn",
         # the path: the MSS the handshake agreed, the path's limit on it (RFC 1191,
         # RFC 4821) and when that limit expires, the floor, the last soft ICMP error
         "blackhole_mark", "mss_floor", "path_expires", "path_mss", "peer_mss", "pmtu_high",
@@ -180,6 +182,7 @@ class ControlBlock:
         self.opt_len = 0
         self.ecn_ok = False
         self.ecn_echo = False
+        self.accecn: AccEcn | None = None
         self.cwr_pending = False
         self.in_cwr = False
         self.seg_mss = DEFAULT_PEER_MSS

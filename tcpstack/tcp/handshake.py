@@ -19,7 +19,8 @@ The segments of the handshake itself are processed in :mod:`tcpstack.tcp.inbound
 
 from __future__ import annotations
 
-from tcpstack.tcp import congestion, ecn, fastopen, syncookies
+from tcpstack.tcp import accecn, congestion, ecn, fastopen, syncookies
+from tcpstack.tcp.accecn import AccEcn
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.control import DEFAULT_PEER_MSS, TS_OPTION_LEN, ControlBlock
 from tcpstack.tcp.output import make
@@ -35,7 +36,7 @@ def start_passive(tcb: ControlBlock, syn: TcpSegment, now: float) -> None:
     tcb.rcv_nxt = seq_add(syn.seq, 1)
     tcb.last_rcv = now
     negotiate(tcb, syn.options)
-    ecn.on_peer_syn(tcb, syn.flags)
+    ecn.on_peer_syn(tcb, syn)
     record_syn_timestamp(tcb, syn, now)
     # The window in a SYN is never scaled (RFC 7323 2.2).
     tcb.snd_wnd = syn.window
@@ -133,18 +134,23 @@ def syn_segment(tcb: ControlBlock, now: float, ack: bool,
     if fo is not None and fo.client != ack and (ack or tcb.retries == 0):
         tfo = fo.cookie
     # TcpOptions fields: mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao,
-    # tfo.
+    # tfo, accecn.
     if ack:
+        # RFC 9768 3.2.3: an AccECN SYN,ACK carries the option (the initial counts),
+        # where it fits; not a retransmitted one (3.1.4).
+        a = tcb.accecn
         opts = new_tuple(TcpOptions, (
             cfg.mss, tcb.rcv_wscale if tcb.wscale_ok else None, tcb.sack_ok, (),
-            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5, None, tfo))
+            (tcb.tsval(now), tcb.ts_recent) if tcb.ts_ok else None, tcb.md5, None, tfo,
+            a.option_fields() if a is not None and not tcb.syn_retransmitted else None))
     else:
         opts = new_tuple(TcpOptions, (
             cfg.mss, cfg.rcv_wscale if cfg.window_scaling else None, cfg.sack, (),
             (tcb.tsval(now), 0) if cfg.timestamps and not tcb.md5 else None, tcb.md5,
-            None, tfo))
-    # RFC 3168 6.1.1: an ECN-setup SYN,ACK carries ECE; an ECN-setup SYN ECE and CWR.
-    flags = SYN | ACK | (ECE if tcb.ecn_ok else 0) if ack else SYN | ecn.syn_flags(tcb)
+            None, tfo, None))
+    # RFC 3168 6.1.1: an ECN-setup SYN,ACK carries ECE; an ECN-setup SYN ECE and CWR
+    # (and AE to ask for AccECN, whose SYN,ACK reflects the SYN: RFC 9768 3.1).
+    flags = SYN | ACK | ecn.syn_ack_flags(tcb) if ack else SYN | ecn.syn_flags(tcb)
     return make(tcb, tcb.iss, tcb.rcv_nxt if ack else 0, flags,
                 syn_window(cfg, tcb.wscale_ok if ack else cfg.window_scaling), opts,
                 payload)
@@ -199,8 +205,12 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
     ts = opts.timestamps if cfg.timestamps else None
     wscale = cfg.rcv_wscale if ts and cfg.window_scaling and opts.wscale is not None else None
     sack = bool(ts) and cfg.sack and opts.sack_permitted
-    # ECN too rides in the TSval (as Linux's cookie_ecn_ok).
-    agree_ecn = ts is not None and cfg.ecn != "off" and syn.flags & ecn.SETUP == ecn.SETUP
+    # Classic ECN too rides in the TSval (as Linux's cookie_ecn_ok); AccECN needs no
+    # state: the SYN,ACK reflects the SYN (RFC 9768 Table 2) and the client's first
+    # ACK shows it took AccECN (as Linux's cookie_accecn_ok).
+    accecn_ok = cfg.ecn != "off" and accecn.syn_requests_accecn(syn.flags)
+    agree_ecn = ts is not None and cfg.ecn != "off" and not accecn_ok \
+        and syn.flags & ecn.SETUP == ecn.SETUP
     timestamps = None
     if ts is not None:
         tsval = (int(now * 1000) + ts_offset) & 0xFFFFFFFF
@@ -208,9 +218,10 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
         timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
                       ts[0])
     options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None,
-                                     None))
+                                     None, accecn.INITIAL_FIELDS if accecn_ok else None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
-                                  SYN | ACK | (ECE if agree_ecn else 0),
+                                  SYN | ACK | (ECE if agree_ecn else 0)
+                                  | (accecn.REFLECT[syn.ecn] if accecn_ok else 0),
                                   syn_window(cfg, wscale is not None), options, b"", 0, 0))
 
 
@@ -224,9 +235,15 @@ def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: fl
     tcb.last_rcv = now
     ts = ack.options.timestamps if tcb.cfg.timestamps else None
     wscale, sack = syncookies.decode_ts_options(ts[1]) if ts else (None, False)
-    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False, None, None)),
+    negotiate(tcb, new_tuple(TcpOptions, (peer_mss, wscale, sack, (), ts, False, None, None,
+                                          None)),
               cookie=True)
     tcb.ecn_ok = ts is not None and tcb.cfg.ecn != "off" and syncookies.decode_ts_ecn(ts[1])
+    if tcb.cfg.ecn != "off" and accecn.ace(ack.flags) > 1:
+        # RFC 9768 3.1.2 / 3.2.2.3: only an AccECN client's first ACK has ACE above 1
+        # (our SYN,ACK's reflection is not known here: taken as Not-ECT, as it went).
+        tcb.ecn_ok = True
+        tcb.accecn = AccEcn()
     if tcb.ts_ok and ts is not None:
         tcb.ts_recent = ts[0]
         tcb.ts_recent_age = now

@@ -97,13 +97,18 @@ def receive_syn_sent(tcb: ControlBlock, seg: TcpSegment, now: float) -> None:
     handshake.negotiate(tcb, seg.options)
     handshake.record_syn_timestamp(tcb, seg, now)
     if ack_ok:
-        ecn.on_syn_ack(tcb, seg.flags)
+        ecn.on_syn_ack(tcb, seg)
         if tcb.tfo is not None:
             fastopen.on_syn_ack(tcb, seg, now)  # RFC 7413 4.1.3, 4.2.1
         _established_by_syn_ack(tcb, seg, now)
     else:
-        # RFC 3168 6.1.1 for a simultaneous open: both SYNs must ask.
-        tcb.ecn_ok = ecn.asked(tcb) and seg.flags & ecn.SETUP == ecn.SETUP
+        if tcb.cfg.ecn == "accecn":
+            # RFC 9768 3.1.2: in a simultaneous open each end answers the other's
+            # SYN as a server would (AccECN if it asks, Table 2's reflection).
+            ecn.on_peer_syn(tcb, seg)
+        else:
+            # RFC 3168 6.1.1 for a simultaneous open: both SYNs must ask.
+            tcb.ecn_ok = ecn.asked(tcb) and seg.flags & ecn.SETUP == ecn.SETUP
         # Simultaneous open: SYN-RECEIVED, answer with SYN,ACK on our ISS.
         tcb.fire(Trigger.RCV_SYN)
         tcb.snd_wnd = seg.window
@@ -167,6 +172,7 @@ def receive_synchronized(tcb: ControlBlock, seg: TcpSegment, now: float) -> None
         # the RTT measurement carry on as they are) -- at most once per
         # cfg.invalid_ratelimit, so repeated SYNs cannot make us a SYN,ACK cannon.
         tcb.fire(Trigger.RCV_SYN)
+        ecn.on_repeated_syn(tcb, seg)  # AccECN reflects the latest SYN (RFC 9768 3.1.5)
         if now - tcb.last_oow_reply < tcb.cfg.invalid_ratelimit:
             tcb.drop("tcp_syn_repeat_limited")
             return
@@ -270,6 +276,7 @@ def _ack_of_syn(tcb: ControlBlock, seg: TcpSegment) -> bool:
         return False
     tcb.fire(Trigger.RCV_ACK_OF_SYN)
     handshake.after_handshake(tcb)
+    ecn.on_first_ack(tcb, seg)  # AccECN: how our SYN,ACK arrived (RFC 9768 3.2.2.3)
     tcb.snd_wnd = seg.window << tcb.snd_wscale
     tcb.max_snd_wnd = tcb.snd_wnd
     tcb.snd_wl1 = seg.seq

@@ -3,8 +3,8 @@
 
 Everything negotiated in the handshake is here -- MSS (RFC 9293 3.7.1), window
 scaling and timestamps (RFC 7323), SACK (RFC 2018), TCP-MD5 signatures (RFC 2385),
-TCP-AO (RFC 5925: the KeyIDs in use, never a key), ECN (RFC 3168), Fast Open
-(RFC 7413)
+TCP-AO (RFC 5925: the KeyIDs in use, never a key), ECN (RFC 3168) or Accurate
+ECN (RFC 9768, with its counters), Fast Open (RFC 7413)
 -- with the congestion controller (and HyStart++'s phase, RFC 9406) and the
 estimates that drive sending (RFC 6298).
 """
@@ -23,6 +23,14 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def ecn_mode(tcb: ControlBlock) -> str | None:
+    """"accecn" (RFC 9768), "classic" (RFC 3168), or None: how the connection does
+    ECN."""
+    if not tcb.ecn_ok:
+        return None
+    return "classic" if tcb.accecn is None else "accecn"
+
+
 def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
     """A snapshot of ``tcb``; a new dictionary each call."""
     cc = tcb.cc
@@ -39,6 +47,9 @@ def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
         "md5": tcb.md5,
         "ao": tcb.auth.info() if tcb.auth is not None else None,
         "ecn": tcb.ecn_ok,
+        # "accecn" (RFC 9768), "classic" (RFC 3168) or None; AccECN's counters.
+        "ecn_mode": ecn_mode(tcb),
+        "accecn": tcb.accecn.info() if tcb.accecn is not None else None,
         # TCP Fast Open (RFC 7413): how it went ("data accepted", "cookie sent",
         # "data acked", "cookie requested", ...), None when not used.
         "fastopen": tcb.tfo.result or None if tcb.tfo is not None else None,
@@ -59,4 +70,4 @@ def tcp_info(tcb: ControlBlock) -> dict[str, Any]:
     }
 
 
-__all__ = ["tcp_info"]
+__all__ = ["ecn_mode", "tcp_info"]

@@ -53,12 +53,16 @@ def make(tcb: ControlBlock, seq: int, ack: int, flags: int, window: int,
 
     On a signed connection every segment, RSTs included, says so (RFC 2385 2.0);
     the stack writes the digest. While the peer is owed an ECN echo, every segment
-    but a SYN or RST carries ECE (RFC 3168 6.1.3). ``ecn``: the IP header's ECN
-    field (ECT(0) on new data, see :func:`emit_new`)."""
+    but a SYN or RST carries ECE (RFC 3168 6.1.3); with AccECN all of those carry
+    the ACE field instead (RFC 9768 3.2.2). ``ecn``: the IP header's ECN field
+    (ECT(0) on new data, see :func:`emit_new`)."""
     if tcb.md5 and not options.md5:
         options = MD5_ONLY if options is NO_OPTIONS else options._replace(md5=True)
     if tcb.ecn_echo and not flags & (SYN | RST):
         flags |= ECE
+    a = tcb.accecn
+    if a is not None and not flags & (SYN | RST):
+        flags |= a.ace_to_send(not payload)
     return new_tuple(OutSegment, (tcb.local_port, tcb.remote_port, seq, ack, flags, window,
                                   options, payload, 0, ecn))
 
@@ -81,12 +85,20 @@ def options(tcb: ControlBlock, now: float) -> TcpOptions:
         if ooo.nbytes:
             blocks.extend(ooo.sack_blocks(limit - len(blocks)))
     return new_tuple(TcpOptions, (None, None, False, tuple(blocks), timestamps, tcb.md5, None,
-                                   None))
+                                   None, None))
 
 
 def control_segment(tcb: ControlBlock, seq: int, flags: int, now: float) -> OutSegment:
-    """A segment carrying no data (ACK, probe, FIN) with the current ACK and window."""
-    return make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), options(tcb, now))
+    """A segment carrying no data (ACK, probe, FIN) with the current ACK and window.
+
+    With AccECN it carries the AccECN option (RFC 9768 3.2.3.3), where it fits
+    beside the SACK blocks, once the peer has sent one; data segments do not (the
+    option would cost payload, and the ACE field is on every segment)."""
+    opts = options(tcb, now)
+    a = tcb.accecn
+    if a is not None and a.opt_seen:
+        opts = opts._replace(accecn=a.option_fields())
+    return make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts)
 
 
 def send_probe(tcb: ControlBlock, seq: int, now: float) -> None:
@@ -119,6 +131,13 @@ def flush(tcb: ControlBlock, now: float) -> list[OutSegment]:
         # Linux tcp_fin_timeout: an orphaned FIN-WAIT-2 does not wait forever.
         tcb.timers.fin_wait = now + tcb.cfg.fin_timeout
     tfo = tcb.tfo
+    a = tcb.accecn
+    if a is not None and a.reflect is not None and state is not State.SYN_SENT \
+            and state is not State.CLOSED:
+        # RFC 9768 3.2.2.1: the client's first ACK, which reflects the SYN,ACK's
+        # IP-ECN field, is a pure ACK -- before any data.
+        tcb.out.append(control_segment(tcb, tcb.snd_max, ACK, now))
+        ack_policy.on_ack_sent(tcb)
     if state in SENDS_DATA:
         send_data(tcb, now)
     elif tfo is not None and tfo.child and state is State.SYN_RECEIVED:
@@ -316,10 +335,14 @@ def emit_new(tcb: ControlBlock, flags: int, payload: BytesLike, opts: TcpOptions
         tcb.progress_una = tcb.snd_una
     ecn = 0
     if tcb.ecn_ok and payload:
-        ecn = ECT_0
-        if tcb.cwr_pending:
-            tcb.cwr_pending = False
-            flags |= CWR
+        a = tcb.accecn
+        if a is None:
+            ecn = ECT_0
+            if tcb.cwr_pending:
+                tcb.cwr_pending = False
+                flags |= CWR
+        elif a.ect:  # AccECN has no CWR (RFC 9768 3.2.2)
+            ecn = ECT_0
     seg = make(tcb, seq, tcb.rcv_nxt, flags, window_field(tcb), opts, payload, ecn)
     tcb.out.append(seg)
     end = seq_add(seq, seg.seg_len)

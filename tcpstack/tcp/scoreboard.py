@@ -221,6 +221,19 @@ class Scoreboard:
         if not rec.retrans and (self.min_rtt is None or rtt < self.min_rtt):
             self.min_rtt = rtt
 
+    def sacked_below(self, seq: int) -> int:
+        """Bytes SACKed below ``seq``: what a cumulative ACK up to it acknowledges
+        again (0 at once without SACKed bytes; else a walk over those records)."""
+        if not self.sacked_bytes:
+            return 0
+        n = 0
+        for rec in self.recs:
+            if not seq_lt(rec.start, seq):
+                break
+            if rec.sacked:
+                n += seq_diff(seq, rec.start) if seq_gt(rec.end, seq) else rec.length
+        return n
+
     def ack(self, snd_una: int, now: float, echo: float | None = None) -> int:
         """Drop records below the new cumulative ACK; return how many bytes that acked."""
         if self.frozen:

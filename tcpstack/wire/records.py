@@ -22,6 +22,9 @@ ACK = 0x10
 URG = 0x20
 ECE = 0x40
 CWR = 0x80
+#: Accurate ECN's flag (RFC 9768 2: the former NS bit, the low bit of the header's
+#: data-offset byte); with CWR and ECE it forms the 3-bit ACE field.
+AE = 0x100
 
 #: The ECN field of the IP header (RFC 3168 5): the two low bits of the IPv4 TOS
 #: byte and of the IPv6 traffic class.
@@ -31,7 +34,7 @@ ECT_0 = 2
 CE = 3
 
 _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
-               (ECE, "E"), (CWR, "W"))
+               (ECE, "E"), (CWR, "W"), (AE, "e"))
 
 
 def flags_str(flags: int) -> str:
@@ -61,10 +64,15 @@ class TcpOptions(NamedTuple):
     #: TCP Fast Open (RFC 7413 4.1.1, option kind 34): ``b""`` asks for a cookie, a
     #: non-empty value is the cookie; None: the segment carries no such option.
     tfo: bytes | None = None
+    #: Accurate ECN's option (RFC 9768 3.2.3, kinds 172 and 174): its 24-bit fields
+    #: as on the wire (with their initial offsets), always in the order (EE0B, ECEB,
+    #: EE1B) whichever kind carried them; None for a field the option left out. An
+    #: empty option is ``(None, None, None)``; None: the segment carries none.
+    accecn: tuple[int | None, int | None, int | None] | None = None
 
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True)
-                 if v or (k == "tfo" and v is not None)]
+                 if v or (k in ("tfo", "accecn") and v is not None)]
         return f"TcpOptions({', '.join(parts)})"
 
 

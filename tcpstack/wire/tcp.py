@@ -25,6 +25,7 @@ from tcpstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
 from tcpstack.wire.ipv6 import pack_ipv6_header
 from tcpstack.wire.records import (
     ACK,
+    AE,
     CE,
     CWR,
     ECE,
@@ -59,6 +60,8 @@ OPT_TIMESTAMPS = 8
 OPT_MD5SIG = _md5.OPT_MD5SIG
 OPT_AO = 29  # RFC 5925 (tcpstack.wire.tcpao)
 OPT_FASTOPEN = 34  # RFC 7413 4.1.1
+OPT_ACCECN0 = 172  # RFC 9768 3.2.3: fields EE0B, ECEB, EE1B
+OPT_ACCECN1 = 174  # the same fields in the order EE1B, ECEB, EE0B
 #: A Fast Open cookie is 4 to 16 bytes, of even length (RFC 7413 4.1.1).
 TFO_COOKIE_MIN = 4
 TFO_COOKIE_MAX = 16
@@ -85,6 +88,7 @@ def parse_options(opts: memoryview) -> TcpOptions:
     md5 = False
     ao: tuple[int, int] | None = None
     tfo: bytes | None = None
+    accecn: tuple[int | None, int | None, int | None] | None = None
     i = 0
     n = len(opts)
     while i < n:
@@ -132,9 +136,16 @@ def parse_options(opts: memoryview) -> TcpOptions:
             if n_cookie == 0 or (TFO_COOKIE_MIN <= n_cookie <= TFO_COOKIE_MAX
                                  and not n_cookie & 1):
                 tfo = bytes(opts[i + 2 : i + length])
+        elif kind in (OPT_ACCECN0, OPT_ACCECN1):
+            # RFC 9768 3.2.3.1: 0 to 3 fields of 24 bits; another length is ignored.
+            if (length - 2) % 3 == 0 and length <= 11:
+                f: list[int | None] = [None, None, None]
+                for k, j in enumerate(range(i + 2, i + length, 3)):
+                    f[k] = (opts[j] << 16) | (opts[j + 1] << 8) | opts[j + 2]
+                accecn = (f[0], f[1], f[2]) if kind == OPT_ACCECN0 else (f[2], f[1], f[0])
         i += length
-    return new_tuple(TcpOptions,
-                     (mss, wscale, sack_permitted, sack_blocks, timestamps, md5, ao, tfo))
+    return new_tuple(TcpOptions, (mss, wscale, sack_permitted, sack_blocks, timestamps, md5,
+                                  ao, tfo, accecn))
 
 
 def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
@@ -151,6 +162,8 @@ def parse_tcp(data: BytesLike, src: int, dst: int, verify_checksum: bool = True,
         raise Malformed("tcp_truncated")
     sport, dport, seq, ack, off, flags, window, _csum, urgent = _HDR.unpack_from(buf)
     doff = (off >> 4) * 4
+    if off & 1:
+        flags |= AE  # RFC 9768 2: the AE bit sits in the data-offset byte
     if doff < HEADER_LEN or doff > n:
         raise Malformed("tcp_bad_data_offset")
     if verify_checksum:
@@ -177,8 +190,10 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
     With ``md5`` first two NOPs and an MD5 signature option (RFC 2385) whose digest
     is left zero for :func:`emit_tcp_parts` to fill in. Then, in a SYN: MSS,
     SACK-permitted + timestamps (or NOPs), window scale, a Fast Open cookie or request
-    (RFC 7413) if it fits; in others: timestamps, then
-    SACK blocks (as many as the 40 option bytes leave room for), after two NOPs.
+    (RFC 7413) if it fits, Accurate ECN's option (RFC 9768 3.2.3) with the fields
+    that fit; in others: timestamps, then SACK blocks (as many as the 40 option
+    bytes leave room for), after two NOPs, then Accurate ECN's option if at least
+    one field fits.
     """
     out = bytearray()
     if md5:
@@ -204,6 +219,8 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
             out += bytes((OPT_FASTOPEN, 2 + len(o.tfo))) + o.tfo
             if len(out) % 4:
                 out += bytes((OPT_NOP,)) * (4 - len(out) % 4)
+        if o.accecn is not None:
+            out += _accecn_option(o.accecn, MAX_OPTIONS_LEN - len(out), 0)
     else:
         if o.timestamps is not None:
             out += struct.pack("!BBBBII", OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10, *o.timestamps)
@@ -214,9 +231,35 @@ def encode_options(o: TcpOptions, syn: bool, md5: bool = False,
                 out += bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(blocks)))
                 for left, right in blocks:
                     out += _II.pack(left, right)
+        if o.accecn is not None:
+            out += _accecn_option(o.accecn, MAX_OPTIONS_LEN - len(out), 1)
     if len(out) % 4:
         out += bytes(4 - len(out) % 4)
     return bytes(out)
+
+
+def _accecn_option(fields: tuple[int | None, int | None, int | None], room: int,
+                   least: int) -> bytes:
+    """Accurate ECN's option (RFC 9768 3.2.3) as kind 172 (EE0B, ECEB, EE1B), with as
+    many of the leading given fields as fit in ``room`` bytes once NOPs (in front)
+    pad it to a word; nothing if fewer than ``least`` fields fit."""
+    n = 0
+    while n < 3 and fields[n] is not None and _word(2 + 3 * (n + 1)) <= room:
+        n += 1
+    if n < least or _word(2 + 3 * n) > room:
+        return b""
+    size = 2 + 3 * n
+    out = bytearray((OPT_NOP,) * (_word(size) - size))
+    out += bytes((OPT_ACCECN0, size))
+    for v in fields[:n]:
+        assert v is not None
+        out += (v & 0xFFFFFF).to_bytes(3, "big")
+    return bytes(out)
+
+
+def _word(n: int) -> int:
+    """``n`` rounded up to a multiple of four."""
+    return (n + 3) & ~3
 
 
 #: A packet to write: one buffer, or the header and payload for a gathering write.
@@ -296,8 +339,10 @@ def emit_tcp_parts(
         pack_ipv4_header(out, base, src, dst, PROTO_TCP, tcp_len, ident, ttl, seg.ecn)
         pseudo = _ck.pseudo_header_ipv4(src, dst, PROTO_TCP, tcp_len)
     t = base + iph
-    _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack, (hlen // 4) << 4,
-                   seg.flags, seg.window, 0, seg.urgent)
+    flags = seg.flags
+    _HDR.pack_into(out, t, seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                   (hlen // 4) << 4 | (flags >> 8 & 1), flags & 0xFF, seg.window, 0,
+                   seg.urgent)
     if opts:
         out[t + HEADER_LEN : t + hlen] = opts
     if plen and not split:
@@ -342,6 +387,7 @@ emit_tcp_ipv4_parts = emit_tcp_parts
 
 __all__ = [
     "ACK",
+    "AE",
     "CE",
     "CWR",
     "ECE",

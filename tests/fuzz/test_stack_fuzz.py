@@ -34,6 +34,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tcpstack.stack import Stack, StackConfig
+from tcpstack.tcp.accecn import ace_flags
 from tcpstack.tcp.config import TcpConfig
 from tcpstack.tcp.seq import seq_add
 from tcpstack.tcp.state import State
@@ -124,7 +125,7 @@ packets = st.builds(
     peer=st.integers(0, len(PEERS) - 1),
     dport=st.sampled_from(PORTS),
     length=st.sampled_from([0, 0, 1, 100, 536, 1460]),
-    flags=st.integers(0, 0xFF),
+    flags=st.integers(0, 0x1FF),  # AE too: SYNs asking for Accurate ECN (RFC 9768)
     mutation=st.sampled_from(MUTATIONS),
     where=st.integers(0, 2000),
     value=st.integers(0, 0xFFFFFFFF),
@@ -133,10 +134,10 @@ packets = st.builds(
 
 
 def _tcp(w: World, p: Peer, flags: int, seq: int, ack: int, payload: bytes = b"",
-         options: TcpOptions = NO_OPTIONS) -> bytearray:
+         options: TcpOptions = NO_OPTIONS, ecn: int = 0) -> bytearray:
     w.ident += 1
     seg = TcpSegment(p.port, p.dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags, 65535,
-                     options, payload)
+                     options, payload, 0, ecn)
     return emit_tcp_ipv4(seg, p.addr, US, w.ident)
 
 
@@ -150,13 +151,17 @@ def base_packet(w: World, pk: Packet) -> bytearray:
         p.ack = 0
         opts = TcpOptions(mss=1460, wscale=pk.where % 15, sack_permitted=bool(pk.flags & 1),
                           timestamps=(pk.value, 0) if pk.flags & 2 else None)
-        pkt = _tcp(w, p, SYN, p.seq, 0, options=opts)
+        # The flags' top three bits ask for ECN or Accurate ECN (RFC 9768 3.1.2) in
+        # every combination; the low two the IP-ECN field (ECT, CE) -- here as below.
+        pkt = _tcp(w, p, SYN | ace_flags(pk.flags >> 6), p.seq, 0, options=opts,
+                   ecn=pk.flags & 3)
         p.seq = seq_add(p.seq, 1)
         return pkt
     if kind == "ack":
-        return _tcp(w, p, ACK, p.seq, p.ack)
+        return _tcp(w, p, ACK | ace_flags(pk.flags >> 6), p.seq, p.ack, ecn=pk.flags & 3)
     if kind == "data":
-        pkt = _tcp(w, p, ACK | PSH, p.seq, p.ack, data)
+        pkt = _tcp(w, p, ACK | PSH | ace_flags(pk.flags >> 6), p.seq, p.ack, data,
+                   ecn=pk.flags & 3)
         p.seq = seq_add(p.seq, len(data))
         return pkt
     if kind == "fin":
@@ -176,7 +181,7 @@ def base_packet(w: World, pk: Packet) -> bytearray:
                           w.ident)
     if kind == "icmp_other":
         return build_ipv4(p.addr, US, PROTO_ICMP,
-                          icmp_wire.build_icmp(pk.flags, pk.where & 0xFF, pk.value, data),
+                          icmp_wire.build_icmp(pk.flags & 0xFF, pk.where & 0xFF, pk.value, data),
                           w.ident)
     if kind == "udp":
         return build_ipv4(p.addr, US, PROTO_UDP,
@@ -405,7 +410,8 @@ tcp_configs = st.builds(
     TcpConfig, rcv_buf=st.sampled_from([1024, 65535, 262144]),
     snd_buf=st.sampled_from([1024, 262144]), msl=st.sampled_from([0.5, 30.0]),
     synack_retries=st.sampled_from([1, 5]), delayed_ack=st.sampled_from([0.0, 0.04]),
-    sack=st.booleans(), timestamps=st.booleans())
+    sack=st.booleans(), timestamps=st.booleans(),
+    ecn=st.sampled_from(["passive", "accecn", "off"]))
 
 
 @examples(200)

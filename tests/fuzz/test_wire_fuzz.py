@@ -38,6 +38,8 @@ u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 sack_block = st.tuples(u32, u32)
+u24 = st.integers(0, 0xFFFFFF)
+accecn_fields = st.none() | st.tuples(u24, u24, u24)
 
 # The reasons each parser documents (its docstring; the stack counts them by name).
 IPV4_REASONS = frozenset({"ip_truncated", "ip_bad_version",
@@ -137,7 +139,8 @@ def test_parse_options_on_arbitrary_bytes_only_raises_malformed(data: bytes) -> 
 
 
 @examples(300)
-@given(st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 8, 10, 18, 30, 255]), max_size=MAX_OPTIONS_LEN))
+@given(st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 8, 10, 11, 18, 30, 172, 174, 255]),
+                max_size=MAX_OPTIONS_LEN))
 def test_parse_options_on_option_like_bytes_only_raises_malformed(data: list[int]) -> None:
     # Drawing from option kinds and plausible lengths reaches the per-kind branches.
     _parses_or_malformed(OPTION_REASONS, parse_options, memoryview(bytes(data)))
@@ -166,7 +169,7 @@ def test_parse_vnet_flags_on_arbitrary_bytes_returns_the_first_byte_or_malformed
 
 @st.composite
 def segments(draw: st.DrawFn) -> TcpSegment:
-    flags = draw(u8)
+    flags = draw(st.integers(0, 0x1FF))  # the ninth: AE (RFC 9768)
     ts = draw(st.none() | st.tuples(u32, u32))
     if flags & SYN:
         opts = TcpOptions(
@@ -174,12 +177,15 @@ def segments(draw: st.DrawFn) -> TcpSegment:
             wscale=draw(st.none() | st.integers(0, 14)),
             sack_permitted=draw(st.booleans()),
             timestamps=ts,
+            accecn=draw(accecn_fields),  # 20 bytes at most before it: all three fit
         )
     else:
         room = 3 if ts is not None else 4
-        opts = TcpOptions(
-            sack_blocks=tuple(draw(st.lists(sack_block, max_size=room))), timestamps=ts
-        )
+        blocks = tuple(draw(st.lists(sack_block, max_size=room)))
+        used = (12 if ts is not None else 0) + (4 + 8 * len(blocks) if blocks else 0)
+        # The AccECN option (all three fields, 12 bytes padded) where it fits whole.
+        opts = TcpOptions(sack_blocks=blocks, timestamps=ts,
+                          accecn=draw(accecn_fields) if used <= 28 else None)
     return TcpSegment(
         src_port=draw(u16),
         dst_port=draw(u16),

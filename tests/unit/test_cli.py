@@ -207,7 +207,8 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str
                      ("--no-ipv4",), id="host-address-without-ipv4"),
         # TCP-MD5 keys (a key given without its peer is not echoed).
         pytest.param(("serve", "--md5-key", "s3cret"), ("PEER=KEY",), id="md5-no-peer"),
-        pytest.param(("serve", "--ecn", "maybe"), ("ecn", "off, passive, on"), id="ecn-mode"),
+        pytest.param(("serve", "--ecn", "maybe"), ("ecn", "off, passive, on, accecn"),
+                     id="ecn-mode"),
         pytest.param(("serve", "--md5-key", "10.0.0.x=k"), ("10.0.0.x", "address"),
                      id="md5-bad-peer"),
         pytest.param(("serve", "--md5-key", "10.0.0.1="), ("1 to 80 bytes",),
@@ -351,6 +352,11 @@ def test_flags_reach_their_configs() -> None:
                                        max_requests=17)
     assert settings.daemon == DaemonConfig(mtu=9000, workers=2, backlog=20, txqueuelen=21,
                                            grace=0.5)
+
+
+@pytest.mark.parametrize("mode", ["off", "passive", "on", "accecn"])
+def test_every_ecn_mode_reaches_the_tcp_config(mode: str) -> None:
+    assert _settings("--ecn", mode).stack.tcp.ecn == mode
 
 
 def test_buffer_autotuning_flags_reach_the_tcp_config() -> None:

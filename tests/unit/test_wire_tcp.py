@@ -448,3 +448,21 @@ def test_parsed_syn_seg_len() -> None:
 )
 def test_flags_str_uses_tcpdump_letters(flags: int, expected: str) -> None:
     assert flags_str(flags) == expected
+
+
+def test_the_ae_flag_lives_in_the_data_offset_byte_and_round_trips() -> None:
+    """RFC 9768 2: Accurate ECN's AE flag is the former NS bit, the low bit of the
+    byte holding the data offset; parsed into ``flags`` as AE (0x100), written back
+    there, the offset untouched."""
+    from tcpstack.wire.ipv4 import parse_ipv4
+    from tcpstack.wire.records import AE, flags_str
+    from tcpstack.wire.tcp import ACK, CWR, ECE, SYN, TcpSegment, emit_tcp_ipv4, parse_tcp
+    seg = TcpSegment(1234, 80, 1, 0, SYN | ECE | CWR | AE, 65535)
+    pkt = emit_tcp_ipv4(seg, 0x0A000001, 0x0A000002, 1)
+    tcp = bytes(pkt[20:])
+    assert tcp[12] == (5 << 4) | 1 and tcp[13] == SYN | ECE | CWR
+    ip = parse_ipv4(pkt)
+    back = parse_tcp(ip.payload, ip.src, ip.dst)
+    assert back.flags == SYN | ECE | CWR | AE and flags_str(back.flags) == "SEWe"
+    plain = emit_tcp_ipv4(TcpSegment(1234, 80, 1, 0, ACK, 65535), 0x0A000001, 0x0A000002, 1)
+    assert plain[32] == 5 << 4
