@@ -862,11 +862,23 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
     # listening yet -- a RST, "connection refused".
     daemon = settings.daemon
     tfo = (daemon.tfo_queue or daemon.backlog) if daemon.tfo else 0
-    servers = [await net.start_server(handlers[name], None, port,
-                                      backlog=daemon.backlog,
-                                      syn_backlog=daemon.syn_backlog,
-                                      fast_open=tfo, start_serving=False)
-               for name, port in settings.ports.items() if port]
+    servers = []
+    for name, port in settings.ports.items():
+        if not port:
+            continue
+        handler = handlers[name]
+        if isinstance(handler, (EchoService, DiscardService)):
+            # Echo and discard as protocols: no task and streams per connection
+            # (tcpstack.apps.protocols), which is most of an idle connection's cost.
+            servers.append(await net.create_server(handler.protocol, None, port,
+                                                   backlog=daemon.backlog,
+                                                   syn_backlog=daemon.syn_backlog,
+                                                   fast_open=tfo, start_serving=False))
+        else:
+            servers.append(await net.start_server(handler, None, port,
+                                                  backlog=daemon.backlog,
+                                                  syn_backlog=daemon.syn_backlog,
+                                                  fast_open=tfo, start_serving=False))
     if https is not None:
         # HTTPS: the same HTTP service behind TLS (asyncio's SSL protocol).
         servers.append(await net.start_server(handlers["http"], None, args.https_port,

@@ -12,6 +12,7 @@ from typing import Final
 
 from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike
 from tcpstack.apps.limits import ConnectionGuard, IdleTimeout, ServiceLimits
+from tcpstack.apps.protocols import DiscardProtocol
 
 logger = logging.getLogger("tcpstack.discard")
 
@@ -30,6 +31,12 @@ class DiscardService:
                  counters: Counter[str] | None = None) -> None:
         self.limits = limits if limits is not None else ServiceLimits()
         self.counters: Counter[str] = counters if counters is not None else Counter()
+
+    def protocol(self) -> DiscardProtocol:
+        """A new :class:`~tcpstack.apps.protocols.DiscardProtocol` with these limits and
+        counters: the factory for ``create_server``, which the daemon uses (the
+        same service without a task and streams per connection)."""
+        return DiscardProtocol(self.limits, self.counters)
 
     async def __call__(self, reader: StreamReaderLike, writer: StreamWriterLike) -> None:
         """Discard one connection's input until EOF, a limit or a reset."""

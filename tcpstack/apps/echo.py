@@ -12,6 +12,7 @@ from typing import Final
 
 from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike
 from tcpstack.apps.limits import ConnectionGuard, IdleTimeout, ServiceLimits
+from tcpstack.apps.protocols import EchoProtocol
 
 logger = logging.getLogger("tcpstack.echo")
 
@@ -35,6 +36,12 @@ class EchoService:
                  counters: Counter[str] | None = None) -> None:
         self.limits = limits if limits is not None else ServiceLimits()
         self.counters: Counter[str] = counters if counters is not None else Counter()
+
+    def protocol(self) -> EchoProtocol:
+        """A new :class:`~tcpstack.apps.protocols.EchoProtocol` with these limits and
+        counters: the factory for ``create_server``, which the daemon uses (the
+        same service without a task and streams per connection)."""
+        return EchoProtocol(self.limits, self.counters)
 
     async def __call__(self, reader: StreamReaderLike, writer: StreamWriterLike) -> None:
         """Echo one connection until EOF, a limit or a reset."""

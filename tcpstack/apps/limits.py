@@ -153,10 +153,19 @@ class HttpLimits:
 
 
 @runtime_checkable
-class _SocketOptions(Protocol):
+class SocketOptions(Protocol):
     """What ``get_extra_info("socket")`` must offer to set keepalive."""
 
     def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+
+class Timed(Protocol):
+    """What the guard clock calls: a :class:`ConnectionGuard`, or a service protocol
+    (:mod:`tcpstack.apps.protocols`) that bounds its waits itself."""
+
+    _timer_entry: int
+
+    def _on_timer(self) -> None: ...
 
 
 class LimitExpired(Exception):
@@ -217,13 +226,13 @@ class _GuardClock:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, weakref.ref[ConnectionGuard]]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Timed]]] = []
         self._seq = count()
         self._handle: asyncio.TimerHandle | None = None
         self._when = math.inf
         self._floor = COMPACT_MIN
 
-    def schedule(self, when: float, guard: ConnectionGuard) -> int:
+    def schedule(self, when: float, guard: Timed) -> int:
         """Call ``guard._on_timer()`` at ``when`` unless the entry is stale by then
         (the guard's ``_timer_entry`` is no longer the number returned here)."""
         heap = self._heap
@@ -268,7 +277,7 @@ class _GuardClock:
         return len(self._heap)
 
 
-def _is_live(entry: tuple[float, int, weakref.ref[ConnectionGuard]]) -> bool:
+def _is_live(entry: tuple[float, int, weakref.ref[Timed]]) -> bool:
     guard = entry[2]()
     return guard is not None and guard._timer_entry == entry[1]
 
@@ -395,7 +404,7 @@ class ConnectionGuard:
         if keepalive is None:
             return
         sock = self.writer.get_extra_info("socket")
-        if not isinstance(sock, _SocketOptions):
+        if not isinstance(sock, SocketOptions):
             self.count("keepalive_unavailable")
             return
         try:

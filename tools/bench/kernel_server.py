@@ -1,11 +1,11 @@
 """The kernel reference server: tcpstack's own services on the Linux kernel's TCP.
 
 ``python -m tools.bench.kernel_server --host 10.9.0.1 [--host fd09::1]`` serves
-:class:`tcpstack.apps.HttpService` on 80, :func:`tcpstack.apps.echo` on 7 and
-:func:`tcpstack.apps.discard` on 9 with :func:`asyncio.start_server` on
-uvloop, on every ``--host`` address (IPv4 or IPv6) -- the very handlers
-``tcpstack serve`` runs over its own TCP, so the benchmark compares the TCP
-implementations, not the applications. Prints ``READY`` once listening; exits 0
+:class:`tcpstack.apps.HttpService` on 80 (with :func:`asyncio.start_server`), echo on 7
+and discard on 9 (their protocols, ``echo.protocol`` and ``discard.protocol``, with
+``loop.create_server``) on uvloop, on every ``--host`` address (IPv4 or IPv6) -- the
+very services ``tcpstack serve`` runs over its own TCP, so the benchmark compares
+the TCP implementations, not the applications. Prints ``READY`` once listening; exits 0
 on SIGTERM/SIGINT.
 
 ``--tfo-queue N`` turns TCP Fast Open (RFC 7413) on for every listening socket
@@ -48,13 +48,19 @@ def set_congestion_control(sock: Any, name: str) -> None:
 
 async def serve(hosts: list[str], ports: dict[str, int], backlog: int,
                 tfo_queue: int = 0, congestion_control: str = "") -> int:
-    handlers: dict[str, Any] = {"http": HttpService(), "echo": echo, "discard": discard}
+    # The services as the daemon runs them: echo and discard as protocols.
+    loop = asyncio.get_running_loop()
     servers = []
     for host in hosts:
         for name, port in ports.items():
             if port:
-                server = await asyncio.start_server(handlers[name], host, port,
-                                                    backlog=backlog, reuse_address=True)
+                if name == "http":
+                    server = await asyncio.start_server(HttpService(), host, port,
+                                                        backlog=backlog, reuse_address=True)
+                else:
+                    factory = echo.protocol if name == "echo" else discard.protocol
+                    server = await loop.create_server(factory, host, port, backlog=backlog,
+                                                      reuse_address=True)
                 if tfo_queue:
                     # Allowed on a listening socket; it takes effect for the next SYN.
                     for sock in server.sockets:
@@ -64,7 +70,6 @@ async def serve(hosts: list[str], ports: dict[str, int], backlog: int,
                         set_congestion_control(sock, congestion_control)
                 servers.append(server)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print("READY", flush=True)
