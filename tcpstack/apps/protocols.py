@@ -51,6 +51,7 @@ class ByteServiceProtocol(asyncio.Protocol):
                  "_timer_when", "counters", "limits", "received", "transport")
 
     name: ClassVar[str] = "service"
+    verb: ClassVar[str] = "received"  # for the log: "N bytes <verb>, peer sent EOF"
 
     def __init__(self, limits: ServiceLimits, counters: Counter[str]) -> None:
         self.limits = limits
@@ -95,7 +96,9 @@ class ByteServiceProtocol(asyncio.Protocol):
             return
         if kind == IDLE:
             self._count("idle_timeout")
-            logger.debug("%s: idle for %ss, closing", self.name, self.limits.idle_timeout)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s %s: idle for %ss, closing", self.name, self._peer(),
+                             self.limits.idle_timeout)
             self._close(transport)
         elif kind == SEND:
             self._count("send_timeout")
@@ -108,6 +111,10 @@ class ByteServiceProtocol(asyncio.Protocol):
 
     def _count(self, reason: str) -> None:
         self.counters[f"{self.name}_{reason}"] += 1
+
+    def _peer(self) -> object:
+        transport = self.transport
+        return transport.get_extra_info("peername") if transport is not None else None
 
     def _close(self, transport: asyncio.Transport) -> None:
         """Close (FIN after what is queued), at most ``close_timeout``; then reset."""
@@ -150,11 +157,16 @@ class ByteServiceProtocol(asyncio.Protocol):
         """The peer sent FIN (RFC 862/863: it is done): close once our data is out."""
         transport = self.transport
         if transport is not None:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s %s: %d bytes %s, peer sent EOF", self.name, self._peer(),
+                             self.received, self.verb)
             self._close(transport)
         return True  # we close it ourselves (above), bounded
 
     def connection_lost(self, exc: Exception | None) -> None:
-        logger.debug("%s: %d bytes, connection ended: %r", self.name, self.received, exc)
+        if exc is not None and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s: aborted after %d bytes: %r", self.name, self._peer(),
+                         self.received, exc)
         self._kind = 0
         self._timer_when = None
         self._timer_entry = -1  # our clock entry, if any, is stale now
@@ -168,6 +180,7 @@ class EchoProtocol(ByteServiceProtocol):
 
     __slots__ = ()
     name = "echo"
+    verb = "echoed"
 
     def data_received(self, data: bytes) -> None:
         self._input(len(data))
@@ -195,6 +208,7 @@ class DiscardProtocol(ByteServiceProtocol):
 
     __slots__ = ()
     name = "discard"
+    verb = "discarded"
 
     def data_received(self, data: bytes) -> None:
         self._input(len(data))

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import logging
 import os
+import re
 import socket
 import struct
 from collections import Counter
@@ -372,3 +374,18 @@ def test_the_protocols_serve_on_uvloop_too() -> None:
         return data, sum(counters.values())
 
     assert uvloop.run(main()) == (b"on uvloop", 0)
+
+
+@pytest.mark.parametrize(("name", "verb"), [("echo", "echoed"), ("discard", "discarded")])
+async def test_the_end_of_a_connection_is_logged_as_the_stream_services_do(
+        name: str, verb: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``<service> PEER: N bytes <verb>, peer sent EOF`` at debug level: what the
+    daemon's log has always said (tests and users read it)."""
+    caplog.set_level(logging.DEBUG, logger="tcpstack.apps")
+    async with serving(_service(name)) as (port, made), \
+            connection(port) as (reader, writer):
+        writer.write(b"z" * 1234)
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), WAIT)
+        await _until(lambda: made[0].transport is None)
+    assert re.search(rf"{name} .*: 1234 bytes {verb}, peer sent EOF", caplog.text)
