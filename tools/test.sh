@@ -231,14 +231,17 @@ COMPILED_TESTS=(
     tests/integration/test_daemon.py
     tests/integration/test_daemon_clients.py
     tests/integration/test_capture_clean_link.py
-    tests/integration/test_impaired_transfers.py
+    # Impaired transfers: the compiled sender under every impairment, the compiled
+    # receiver's reassembly under reordering (the pure pass runs all twelve; keeping
+    # .ci/run within its 15 minutes).
+    tests/integration/test_impaired_transfers.py::test_download_50_mib_byte_exact
+    "tests/integration/test_impaired_transfers.py::test_upload_50_mib_echoed_back_byte_exact[reorder]"
     tests/integration/test_observe.py
     tests/integration/test_tcp_md5_kernel.py
     tests/integration/test_tcp_ecn_kernel.py
     tests/integration/test_tcp_ao_stacks.py
     tests/integration/test_tcp_fastopen_kernel.py
     tests/integration/test_bbr_daemon.py
-    tests/integration/test_tcp_accecn_stacks.py
 )
 
 run_suite() { # run_suite LABEL DIR [PYTEST ARGS...]: pytest from DIR
