@@ -153,10 +153,29 @@ class HttpLimits:
 
 
 @runtime_checkable
-class SocketOptions(Protocol):
+class _SocketOptions(Protocol):
     """What ``get_extra_info("socket")`` must offer to set keepalive."""
 
     def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+
+def switch_keepalive_on(sock: object, keepalive: Keepalive) -> bool:
+    """Switch TCP keepalive on (RFC 1122 4.2.3.6) through ``sock``'s ``setsockopt``
+    (what a transport's ``get_extra_info("socket")`` gives, on kernel sockets and on
+    tcpstack connections alike). False if ``sock`` has no socket options or refuses
+    them."""
+    if not isinstance(sock, _SocketOptions):
+        return False
+    try:
+        # The timing first: on some stacks switching keepalive on arms the timer
+        # with whatever idle time is set at that moment.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive.idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive.interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, keepalive.count)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class Timed(Protocol):
@@ -401,20 +420,8 @@ class ConnectionGuard:
         alike. A transport without socket options is counted, not fatal.
         """
         keepalive = self.limits.keepalive
-        if keepalive is None:
-            return
-        sock = self.writer.get_extra_info("socket")
-        if not isinstance(sock, SocketOptions):
-            self.count("keepalive_unavailable")
-            return
-        try:
-            # The timing first: on some stacks switching keepalive on arms the
-            # timer with whatever idle time is set at that moment.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive.idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive.interval)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, keepalive.count)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        except (OSError, ValueError):
+        if keepalive is not None and not switch_keepalive_on(
+                self.writer.get_extra_info("socket"), keepalive):
             self.count("keepalive_unavailable")
 
     async def wait_input(self, read: Awaitable[_T]) -> _T:

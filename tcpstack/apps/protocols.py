@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import Counter
 from typing import ClassVar, Final, cast
 
-from tcpstack.apps.limits import ServiceLimits, SocketOptions, guard_clock
+from tcpstack.apps.limits import ServiceLimits, guard_clock, switch_keepalive_on
 
 logger = logging.getLogger("tcpstack.apps")
 
@@ -128,20 +127,9 @@ class ByteServiceProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
         keepalive = self.limits.keepalive
-        if keepalive is not None:
-            sock = transport.get_extra_info("socket")
-            if not isinstance(sock, SocketOptions):
-                self._count("keepalive_unavailable")
-            else:
-                try:
-                    # The timing first: some stacks arm the timer on SO_KEEPALIVE.
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive.idle)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL,
-                                    keepalive.interval)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, keepalive.count)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                except (OSError, ValueError):
-                    self._count("keepalive_unavailable")
+        if keepalive is not None and not switch_keepalive_on(
+                transport.get_extra_info("socket"), keepalive):
+            self._count("keepalive_unavailable")
         self._bound(IDLE, self.limits.idle_timeout)
 
     def _input(self, n: int) -> None:
