@@ -582,6 +582,22 @@ def stack_pair(cfg: TcpConfig | None = None, *, seed: int = 7,
                 stack("10.0.0.2", cfg, seed=seed + 1, isn_secret=secret_b), path)
 
 
+def opening_ladder(net: Pair[Stack], port: int = 80) -> tuple[dict[str, Any], Tcb]:
+    """Open a connection from ``net.a`` to ``net.b:port`` with ``net.b``'s handshake
+    ladders on; return the opening ladder's document and the client's Tcb."""
+    from tcpstack.observe.core import Observatory
+    obs = Observatory(net.b, packets=True)
+    obs.enable_ladders()
+    seen: list[dict[str, Any]] = []
+    obs.on_ladder.append(seen.append)
+    obs.attach()
+    net.b.listen(port)
+    client = net.a.connect("10.0.0.2", port, net.now)
+    net.run(until=lambda: client.state is State.ESTABLISHED and bool(seen))
+    (doc,) = [d for d in seen if d["phase"] == "opening"]
+    return doc, client
+
+
 # ------------------------------------------------- SACK / timestamps builders
 #
 # The builders above open connections with a SYN that offers neither SACK nor

@@ -20,6 +20,7 @@ from tcp_helpers import (
     drain,
     expect,
     ip,
+    opening_ladder,
     parse,
     peer,
     stack_pair,
@@ -420,6 +421,29 @@ def test_the_client_sends_the_option_only_if_the_syn_ack_had_one() -> None:
         assert (ack.options.accecn is None) is not sends
 
 
+@pytest.mark.parametrize("client_option", [True, False])
+def test_the_server_sends_the_option_on_pure_acks_only_once_the_client_did(
+        client_option: bool) -> None:
+    """RFC 9768 3.2.3: a peer whose first ACK came without the option may sit behind a
+    path stripping it (as Linux, we then send none); data segments never carry it."""
+    tcb, _ = server()
+    opts = TcpOptions(accecn=FIELDS_INIT) if client_option else TcpOptions()
+    tcb.receive(peer(tcb, flags=ACK | CWR, options=opts), T + 0.1)
+    tcb.receive(peer(tcb, payload=b"q" * 100)._replace(ecn=ECT_0), T + 0.2)
+    tcb.send(b"r" * 100)
+    segs = expect(tcb, T + 0.2)
+    acks = [s for s in segs if not s.payload]
+    data = [s for s in segs if s.payload]
+    assert data and all(s.options.accecn is None for s in data)
+    tcb.receive(peer(tcb, payload=b"s" * 100)._replace(ecn=ECT_0), T + 0.3)
+    acks += [s for s in expect(tcb, T + 0.3) if not s.payload]
+    assert acks
+    if client_option:  # 200 bytes of ECT(0) received so far: EE0B = 1 + 200
+        assert acks[-1].options.accecn == (1 + 200, 0, 1)
+    else:
+        assert all(s.options.accecn is None for s in acks)
+
+
 # --------------------------------------------------------------------- receiver
 
 
@@ -650,19 +674,10 @@ def test_the_ip_ecn_field_and_ae_flag_survive_the_wire() -> None:
 
 
 def test_ladder_and_table_show_accecn() -> None:
-    from tcpstack.observe.core import Observatory
     from tcpstack.observe.ladder import render_text
     from tcpstack.observe.table import render_rows, rows
     net = stack_pair(TcpConfig(ecn="accecn"))
-    obs = Observatory(net.b, packets=True)
-    obs.enable_ladders()
-    seen: list[dict[str, object]] = []
-    obs.on_ladder.append(seen.append)
-    obs.attach()
-    net.b.listen(80)
-    conn = net.a.connect("10.0.0.2", 80, net.now)
-    net.run(until=lambda: conn.state is State.ESTABLISHED and bool(seen))
-    (doc,) = [d for d in seen if d["phase"] == "opening"]
+    doc, _ = opening_ladder(net)
     events = doc["events"]
     assert isinstance(events, list)
     assert events[0]["flags"] == "SYN,ECE,CWR,AE" and events[1]["flags"] == "SYN,ACK,CWR"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from tcp_helpers import stack_pair
+from tcp_helpers import opening_ladder, stack_pair
 from tcpao_vectors import CLIENT_KEYID, MASTER_KEY, SCENARIOS, SERVER_KEYID, Scenario
 from test_stack_end_to_end import transfer
 
@@ -243,22 +243,13 @@ def test_syn_cookies_work_with_tcp_ao() -> None:
 
 
 def test_ladder_table_and_tcp_info_show_tcp_ao_never_the_key() -> None:
-    from tcpstack.observe.core import Observatory
     from tcpstack.observe.ladder import render_json, render_text
     from tcpstack.observe.table import render_rows, rows
     from tcpstack.tcp.info import tcp_info
     net = stack_pair(TcpConfig(msl=1.0))
     net.a.add_ao_key("10.0.0.2", 1, 2, b"ladder-secret")
     net.b.add_ao_key("10.0.0.1", 2, 1, b"ladder-secret")
-    obs = Observatory(net.b, packets=True)
-    obs.enable_ladders()
-    seen: list[dict[str, object]] = []
-    obs.on_ladder.append(seen.append)
-    obs.attach()
-    net.b.listen(80)
-    client = net.a.connect("10.0.0.2", 80, net.now)
-    net.run(until=lambda: client.state is State.ESTABLISHED and bool(seen))
-    (doc,) = [d for d in seen if d["phase"] == "opening"]
+    doc, client = opening_ladder(net)
     text = render_text(doc)  # type: ignore[arg-type]
     assert "TCP-AO keyid 1 rnext 2" in text  # the client's SYN, as it arrived
     assert "TCP-AO (RFC 5925) hmac-sha1, sending with key 2, asking for 1" in text

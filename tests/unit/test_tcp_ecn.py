@@ -18,6 +18,7 @@ from tcp_helpers import (
     drain,
     expect,
     ip,
+    opening_ladder,
     parse,
     peer,
     peer_tsval,
@@ -433,20 +434,11 @@ def test_ce_on_a_segment_without_data_is_not_echoed() -> None:
 
 
 def test_ladder_and_table_show_ecn() -> None:
-    from tcpstack.observe.core import Observatory
     from tcpstack.observe.ladder import render_text
     from tcpstack.observe.table import render_rows, rows
     net = stack_pair(TcpConfig(ecn="on"))
-    obs = Observatory(net.b, packets=True)
-    obs.enable_ladders()
-    seen: list[dict[str, object]] = []
-    obs.on_ladder.append(seen.append)
-    obs.attach()
-    net.b.listen(80)
-    client = net.a.connect("10.0.0.2", 80, net.now)
-    net.run(until=lambda: client.state is State.ESTABLISHED and bool(seen))
-    (doc,) = [d for d in seen if d["phase"] == "opening"]
-    flags = [e["flags"] for e in doc["events"]]  # type: ignore[index,union-attr]
+    doc, _ = opening_ladder(net)
+    flags = [e["flags"] for e in doc["events"]]
     assert "ECE" in flags[0] and "CWR" in flags[0] and "ECE" in flags[1]
     assert "ECN on (RFC 3168)" in render_text(doc)  # type: ignore[arg-type]
     (row,) = rows(net.b, None, net.now)
