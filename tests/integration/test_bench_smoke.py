@@ -22,6 +22,7 @@ import pytest
 
 from tests.netns import REPO_ROOT
 from tools.bench import report, settings
+from tools.bench.targets import COMPARABLE_ALGORITHMS
 
 pytestmark = pytest.mark.root
 
@@ -93,6 +94,9 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
 
     doc = json.loads((out / "latest.json").read_text())
     assert doc["mode"] == "tiny"
+    # One congestion control on both stacks (the kernel's default here, if tcpstack has it).
+    algorithm = doc["congestion_control"]
+    assert algorithm in COMPARABLE_ALGORITHMS, algorithm
     for stack in ("tcpstack", "kernel"):
         results = doc["results"][stack]
         for workload in WORKLOADS:
@@ -173,4 +177,4 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
     assert text.startswith("# Title\n\nbefore\n<!-- bench:begin -->\n")
     assert text.endswith("<!-- bench:end -->\nafter\n")
     assert "old figures" not in text
-    assert header in text and "tiny mode, unpinned" in text
+    assert header in text and f"tiny mode, unpinned, {algorithm} on both stacks" in text

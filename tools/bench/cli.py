@@ -43,11 +43,13 @@ from tools.bench.settings import (
     sizes_for,
 )
 from tools.bench.targets import (
+    COMPARABLE_ALGORITHMS,
     KernelTarget,
     PytcpTarget,
     Target,
     TcpstackTarget,
     default_pinning,
+    kernel_default_congestion_control,
 )
 from tools.bench.workloads import Hook, Outcome, run_workload
 
@@ -128,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pin servers to the first CPU and clients to the second (default: "
                         "unpinned, as users run; pinned runs vary less but flatter "
                         "whichever placement suits a stack)")
+    p.add_argument("--congestion-control", default="", metavar="NAME",
+                   choices=("", *COMPARABLE_ALGORITHMS),
+                   help="the congestion control of both stacks in every workload but bbr: "
+                        f"{', '.join(COMPARABLE_ALGORITHMS)} (default: the kernel's default "
+                        "in a fresh namespace, so that the kernel reference runs as it "
+                        "would for a user and tcpstack runs the same algorithm)")
     p.add_argument("--readme", type=Path, default=None, metavar="FILE",
                    help="also write the results table into FILE between the lines "
                         "'<!-- bench:begin -->' and '<!-- bench:end -->' (the README's "
@@ -202,6 +210,17 @@ def run_target(target: Target, workloads: list[str], hook: Hook | None,
     return outcomes, None
 
 
+def _choose_congestion_control(asked: str) -> tuple[str, str]:
+    """The algorithm both stacks run, and why that one."""
+    if asked:
+        return asked, "chosen with --congestion-control"
+    default = kernel_default_congestion_control()
+    if default in COMPARABLE_ALGORITHMS:
+        return default, "the kernel's default here"
+    return "cubic", (f"the kernel's default here, {default!r}, is not one tcpstack has; "
+                     "cubic is Linux's usual default")
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -272,6 +291,13 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
                      "the scheduler places servers, clients and the relay as it would for "
                      "a user; the spread [min-max] of the repetitions is in each cell")
     tcp.pin = kernel.pin = pin
+    algorithm, why = _choose_congestion_control(args.congestion_control)
+    tcp.congestion_control = kernel.congestion_control = algorithm
+    notes.append(f"congestion control: {algorithm} on both tcpstack and the kernel in every "
+                 f"workload but bbr ({why}; --congestion-control chooses): comparing one "
+                 "algorithm with another would measure the algorithms, not the stacks -- on "
+                 "the impaired paths above all, where BBR does not take random loss for "
+                 "congestion and CUBIC does")
     if WEB_WORKLOADS.intersection(workloads):
         tcp.web_tls = kernel.web_tls = _web_certificate(log_dir, (tcp, kernel))
         notes.append("aiohttp and https: the same aiohttp application (tools/bench/"
@@ -342,6 +368,7 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
     doc: dict[str, Any] = {
         "mode": mode,
         "pinned": pin is not None,
+        "congestion_control": algorithm,
         "workloads": workloads,
         "meta": report.machine_meta(),
         "targets": targets,

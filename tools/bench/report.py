@@ -329,9 +329,10 @@ def machine_line(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     commit = f", commit {meta['git_commit']}" if meta.get("git_commit") else ""
     pinned = "pinned" if doc.get("pinned") else "unpinned"
+    cc = f", {doc['congestion_control']} on both stacks" if doc.get("congestion_control") else ""
     return (f"{meta['date'][:10]}, {meta['cpu']}, {meta['cores']} cores, Linux "
             f"{meta['kernel']}, Python {meta['python']}, uvloop {meta['uvloop']}, tcpstack "
-            f"{meta.get('build', '?')}{commit}; {doc['mode']} mode, {pinned}")
+            f"{meta.get('build', '?')}{commit}; {doc['mode']} mode, {pinned}{cc}")
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -344,6 +345,9 @@ def render(doc: dict[str, Any]) -> str:
         f", {meta.get('build', '?')} build"
         + (f" ({meta['git_commit']})" if meta.get("git_commit") else ""),
     ]
+    if doc.get("congestion_control"):
+        out.append(f"- congestion control: {doc['congestion_control']} on tcpstack and the "
+                   "kernel (every workload but bbr)")
     for name, desc in doc["targets"].items():
         out.append(f"- {name}: {desc}")
     out += ["", markdown_table(doc["rows"], doc["workloads"]), ""]

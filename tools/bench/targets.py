@@ -47,8 +47,28 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_NOFILE = 65536
 """RLIMIT_NOFILE given to every server process started (needed by the kernel reference)."""
 
+TCPSTACK_NAMES = {"reno": "newreno"}
+"""Kernel congestion control names that tcpstack spells differently."""
+
+COMPARABLE_ALGORITHMS = ("cubic", "bbr", "reno")
+"""Kernel congestion controls tcpstack also has (under :data:`TCPSTACK_NAMES`)."""
+
 PORT_RANGE = "10000 65000"
 """Client ephemeral ports in the client namespaces (room for many short connections)."""
+
+
+def kernel_default_congestion_control() -> str:
+    """``net.ipv4.tcp_congestion_control`` as a fresh network namespace gets it: the
+    algorithm the kernel reference would use unless told otherwise ("" if unreadable)."""
+    ns = Netns("cc")
+    try:
+        ns.create()
+        got = ns.run(["cat", "/proc/sys/net/ipv4/tcp_congestion_control"], timeout=10.0)
+        return got.stdout.strip()
+    except (SetupError, OSError, subprocess.SubprocessError):
+        return ""
+    finally:
+        ns.close()
 
 
 def python_env() -> dict[str, str]:
@@ -125,6 +145,9 @@ class Target:
         """Which application the server runs: ``services``, ``tfo``, ``cc:NAME`` or ``web``."""
         self.web_tls: tuple[Path, Path] | None = None
         """Certificate and key files (PEM) for the web application's HTTPS port."""
+        self.congestion_control = ""
+        """The congestion control of every workload but the bbr one (which chooses its
+        own): an algorithm name, or "" for the stack's own default."""
         self.notes: list[str] = []
         self._log: IO[bytes] | None = None
 
@@ -162,8 +185,14 @@ class Target:
         if self.web_tls is None:
             raise SetupError(f"{self.name}: no certificate for the web application")
         cert, key = self.web_tls
-        return [sys.executable, "-m", "tools.bench.web_server", "--stack", stack,
+        argv = [sys.executable, "-m", "tools.bench.web_server", "--stack", stack,
                 "--host", self.host, "--cert", str(cert), "--key", str(key)]
+        if self.congestion_control:
+            algorithm = self.congestion_control
+            if stack == "tcpstack":
+                algorithm = TCPSTACK_NAMES.get(algorithm, algorithm)
+            argv += ["--congestion-control", algorithm]
+        return argv
 
     @property
     def ports(self) -> str:
@@ -294,18 +323,24 @@ class TcpstackTarget(Target):
         self.start_server()
 
     def services_argv(self) -> list[str]:
+        return self._services(self.congestion_control)
+
+    def _services(self, algorithm: str) -> list[str]:
         # The daemon's defaults, spelled out: the IPv6 workloads depend on them.
         # It adds the TUN's IPv6 address without duplicate address detection.
-        return [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning",
+        argv = [sys.executable, "-m", "tcpstack", "serve", "--log-level", "warning",
                 "--address", self.host, "--host-address", "10.0.0.1/24",
                 "--address6", self.host6, "--host-address6", "fd00::1/64"]
+        if algorithm:
+            argv += ["--congestion-control", TCPSTACK_NAMES.get(algorithm, algorithm)]
+        return argv
 
     def tfo_argv(self) -> list[str]:
         # Its own server start: no other workload runs with Fast Open on.
         return [*self.services_argv(), "--tfo", "--tfo-queue", str(TFO_QUEUE)]
 
     def cc_argv(self, algorithm: str) -> list[str]:
-        return [*self.services_argv(), "--congestion-control", algorithm]
+        return self._services(algorithm)
 
     def web_argv(self) -> list[str]:
         return self._web_server("tcpstack")
@@ -379,8 +414,14 @@ class KernelTarget(Target):
         super().start_server()
 
     def services_argv(self) -> list[str]:
-        return [sys.executable, "-m", "tools.bench.kernel_server", "--host", self.host,
+        return self._services(self.congestion_control)
+
+    def _services(self, algorithm: str) -> list[str]:
+        argv = [sys.executable, "-m", "tools.bench.kernel_server", "--host", self.host,
                 "--host", self.host6, "--nofile", str(SERVER_NOFILE)]
+        if algorithm:
+            argv += ["--congestion-control", algorithm]
+        return argv
 
     def tfo_argv(self) -> list[str]:
         return [*self.services_argv(), "--tfo-queue", str(TFO_QUEUE)]
@@ -388,7 +429,7 @@ class KernelTarget(Target):
     def cc_argv(self, algorithm: str) -> list[str]:
         # Per socket: TCP_CONGESTION on the listeners (read back at start-up), which the
         # accepted connections inherit; the namespace's default stays as it is.
-        return [*self.services_argv(), "--congestion-control", algorithm]
+        return self._services(algorithm)
 
     def web_argv(self) -> list[str]:
         return self._web_server("kernel")

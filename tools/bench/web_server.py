@@ -10,8 +10,10 @@ HTTPS, the TLS protocol layer: uvloop's own on kernel sockets, asyncio's
 
 With ``--stack tcpstack`` it owns ``--host`` (10.0.0.2) behind the TUN ``tcpstack0``
 through :class:`tcpstack.TunStack` and :class:`tcpstack.aio.aiohttp_site.TcpStackSite`;
-with ``--stack kernel`` it uses ``web.TCPSite`` on ``--host``. Prints ``READY`` once
-listening; exits 0 on SIGTERM.
+with ``--stack kernel`` it uses ``web.SockSite`` on kernel listening sockets on
+``--host``. ``--congestion-control NAME`` gives every connection that algorithm
+(tcpstack's ``TcpConfig.congestion_control``; the kernel's ``TCP_CONGESTION`` on the
+listeners, read back). Prints ``READY`` once listening; exits 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import ssl
 import sys
 
@@ -52,7 +55,19 @@ def make_app() -> web.Application:
     return app
 
 
-async def serve(stack_name: str, host: str, context: ssl.SSLContext) -> int:
+def _listener(host: str, port: int, congestion_control: str) -> socket.socket:
+    """A kernel listening socket, with ``TCP_CONGESTION`` set (and read back) if asked."""
+    from tools.bench.kernel_server import set_congestion_control
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    if congestion_control:
+        set_congestion_control(sock, congestion_control)
+    return sock
+
+
+async def serve(stack_name: str, host: str, context: ssl.SSLContext,
+                congestion_control: str = "") -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -62,8 +77,13 @@ async def serve(stack_name: str, host: str, context: ssl.SSLContext) -> int:
     if stack_name == "tcpstack":
         import tcpstack
         from tcpstack.aio.aiohttp_site import TcpStackSite
+        from tcpstack.stack import StackConfig
+        from tcpstack.tcp.config import TcpConfig
 
-        async with tcpstack.TunStack(interface="tcpstack0", address=host) as stack:
+        config = StackConfig(tcp=TcpConfig(congestion_control=congestion_control)
+                             if congestion_control else TcpConfig())
+        async with tcpstack.TunStack(interface="tcpstack0", address=host,
+                                     config=config) as stack:
             await TcpStackSite(runner, stack, host, HTTP_PORT, backlog=1024).start()
             await TcpStackSite(runner, stack, host, HTTPS_PORT, ssl_context=context,
                                backlog=1024).start()
@@ -71,8 +91,9 @@ async def serve(stack_name: str, host: str, context: ssl.SSLContext) -> int:
             await stop.wait()
             await runner.cleanup()
     else:
-        await web.TCPSite(runner, host, HTTP_PORT, backlog=1024).start()
-        await web.TCPSite(runner, host, HTTPS_PORT, ssl_context=context, backlog=1024).start()
+        await web.SockSite(runner, _listener(host, HTTP_PORT, congestion_control)).start()
+        await web.SockSite(runner, _listener(host, HTTPS_PORT, congestion_control),
+                           ssl_context=context).start()
         print("READY", flush=True)
         await stop.wait()
         await runner.cleanup()
@@ -86,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--congestion-control", default="", metavar="NAME",
+                        help="congestion control of every connection (default: the "
+                             "stack's own)")
     args = parser.parse_args(argv)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
@@ -93,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(args.stack, args.host, context))
+        return runner.run(serve(args.stack, args.host, context, args.congestion_control))
 
 
 if __name__ == "__main__":
