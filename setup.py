@@ -23,12 +23,15 @@ from typing import Any
 
 from setuptools import setup
 
-#: The modules that run per packet: the wire layer, the engine, the demux, and the
-#: observer's per-packet path (connection records, handshake ladders, plot
+#: The modules that run per packet: the wire layer, the engine, the demux, the
+#: runtime's read/process/write loop and the TUN device's batch reads and writes, and
+#: the observer's per-packet path (connection records, handshake ladders, plot
 #: histories: what --trace-handshakes, --metrics and the dashboard pay per packet).
-#: The records (NamedTuple definitions) stay Python; mypyc builds those poorly.
+#: The records (NamedTuple definitions) and the runtime's device protocols
+#: (tcpstack/aio/devices.py) stay Python; mypyc builds those poorly.
 _PACKAGES = ("tcpstack/wire", "tcpstack/tcp")
-_SINGLE = ("tcpstack/stack.py", "tcpstack/observe/core.py", "tcpstack/observe/ladder.py",
+_SINGLE = ("tcpstack/stack.py", "tcpstack/aio/runtime.py", "tcpstack/link/tun.py",
+           "tcpstack/observe/core.py", "tcpstack/observe/ladder.py",
            "tcpstack/observe/history.py")
 _KEEP_PYTHON = {"tcpstack/wire/records.py"}
 

@@ -824,8 +824,8 @@ def _serve_workers(args: argparse.Namespace, device: Any, settings: ServeSetting
 async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
                  config: StackConfig, isn_secret: bytes | None = None, *,
                  https: Any = None, resources: observe.Resources | None = None) -> int:
+    from tcpstack.aio.devices import DeviceError
     from tcpstack.aio.network import Network
-    from tcpstack.aio.runtime import DeviceError
     from tcpstack.apps import DiscardService, EchoService, HttpService
     from tcpstack.stack import Stack
 

@@ -42,8 +42,8 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from tcpstack.aio import streams
+from tcpstack.aio.devices import DeviceError
 from tcpstack.aio.network import Network, Route
-from tcpstack.aio.runtime import DeviceError
 from tcpstack.aio.server import ProtocolFactory, Server
 from tcpstack.stack import StackConfig
 from tcpstack.wire.ipv6 import MIN_MTU as IPV6_MIN_MTU

@@ -35,7 +35,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tcpstack.aio import streams, tls
-from tcpstack.aio.runtime import FatalHandler, PacketDevice, StackRuntime
+from tcpstack.aio.devices import FatalHandler, PacketDevice
+from tcpstack.aio.runtime import StackRuntime
 from tcpstack.aio.server import ProtocolFactory, Server
 from tcpstack.aio.transports import TcpTransport
 from tcpstack.stack import EPHEMERAL_PORTS, Stack, StackConfig

@@ -18,6 +18,10 @@ stack's deadline moves earlier (a late wake-up is harmless: the stack re-checks)
 Application calls (write, read, close) only mark connections dirty; a single
 ``call_soon`` flush per loop iteration gathers their output.
 
+What the runtime needs from a device, and how it reports a device's failure, is in
+:mod:`tcpstack.aio.devices` (kept in Python: the runtime itself is compiled with
+the engine, and mypyc builds typing protocols poorly).
+
 A device may hold packets itself (a :class:`TimedDevice`, such as
 :class:`tcpstack.link.impair.ImpairedDevice` delaying them): the single timer is
 then armed for the earlier of the stack's and the device's deadlines, and every
@@ -56,9 +60,16 @@ import errno
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Final
 
+from tcpstack.aio.devices import (
+    DeviceError,
+    FatalHandler,
+    PacketDevice,
+    StallReporting,
+    TimedDevice,
+)
 from tcpstack.stack import Stack
 from tcpstack.tcp.events import Event
 from tcpstack.tcp.tcb import Tcb
@@ -84,63 +95,6 @@ WRITE_RETRY_DELAYS: Final = (0.0, 0.001, 0.01)
 
 MAX_HELD_PACKETS: Final = 4096
 """Most packets kept for a retry; beyond it new output is dropped (and counted)."""
-
-
-class PacketDevice(Protocol):
-    """What the runtime needs from a device (a TUN, or a test double).
-
-    ``read_batch`` returns the packets queued now (``[]`` if none); it raises
-    :class:`OSError` on failure and :class:`EOFError` at end of file.
-    ``write_batch`` writes packets in order until one is not taken and returns
-    how many were written; a device that can tell why it stopped sets
-    ``last_write_errno`` (see :class:`StallReporting`). When it raises
-    :class:`OSError` instead, the exception's ``written`` attribute, if
-    present, says how many packets went out before the failing one.
-    """
-
-    def fileno(self) -> int: ...
-
-    def read_batch(self, max_packets: int = ..., bufsize: int = ...) -> list[bytes]: ...
-
-    def write_batch(self, packets: Iterable[OutPacket]) -> int: ...
-
-
-@runtime_checkable
-class StallReporting(Protocol):
-    """A device that says why its last ``write_batch`` stopped short.
-
-    ``last_write_errno`` is ``ENOBUFS`` or ``EAGAIN`` after a short write, None
-    after a complete one.
-    """
-
-    last_write_errno: int | None
-
-
-class DeviceError(Exception):
-    """The device failed for good: ``operation`` ("read" or "write") and ``errno``
-    (None for end of file) say how."""
-
-    def __init__(self, operation: str, code: int | None, detail: str) -> None:
-        what = errno.errorcode.get(code, str(code)) if code is not None else "EOF"
-        super().__init__(f"{operation} failed: {what} ({detail})")
-        self.operation = operation
-        self.errno = code
-
-
-FatalHandler = Callable[[DeviceError], None]
-
-
-@runtime_checkable
-class TimedDevice(PacketDevice, Protocol):
-    """A device that holds packets until deadlines of its own (e.g. a fault injector).
-
-    ``poll`` sends the held outbound packets that are due and returns the held
-    inbound ones that are due; ``next_deadline`` is when that next happens.
-    """
-
-    def next_deadline(self) -> float | None: ...
-
-    def poll(self) -> list[bytes]: ...
 
 
 EventHandler = Callable[[Tcb, list[Event]], None]

@@ -23,9 +23,9 @@ Three pieces:
   seed and the direction's name, so the two streams of decisions never affect
   each other and the same seed always makes the same decisions.
 * :class:`ImpairedDevice` -- wraps a packet device (``fileno``/``read_batch``/
-  ``write_batch``, see :class:`tcpstack.aio.runtime.PacketDevice`) and adds
+  ``write_batch``, see :class:`tcpstack.aio.devices.PacketDevice`) and adds
   ``next_deadline``/``poll`` for the runtime's single timer
-  (:class:`tcpstack.aio.runtime.TimedDevice`).
+  (:class:`tcpstack.aio.devices.TimedDevice`).
 
 A packet's way through one direction -- a bottleneck link, then a lossy,
 slow stretch of path:

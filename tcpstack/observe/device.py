@@ -1,7 +1,7 @@
 """A device wrapper that counts and captures what crosses the TUN.
 
 :class:`TapDevice` wraps a packet device (the TUN, or anything shaped like
-:class:`tcpstack.aio.runtime.PacketDevice`), as
+:class:`tcpstack.aio.devices.PacketDevice`), as
 :class:`tcpstack.link.impair.ImpairedDevice` does, and sees exactly the packets
 read from it and written to it:
 

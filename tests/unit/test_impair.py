@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tcpstack.aio.devices import TimedDevice
 from tcpstack.aio.network import Network
-from tcpstack.aio.runtime import TimedDevice
 from tcpstack.link.impair import ImpairedDevice, Impairment, ImpairSpec, corrupt_packet
 from tcpstack.stack import Stack, StackConfig
 from tcpstack.wire import checksum as ck

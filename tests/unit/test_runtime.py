@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator
 import pytest
 from tcp_helpers import IRS, packet, parse, stack, syn_from_peer
 
-from tcpstack.aio.runtime import DeviceError, StackRuntime
+from tcpstack.aio.devices import DeviceError
+from tcpstack.aio.runtime import StackRuntime
 from tcpstack.link.tun import TunDevice
 from tcpstack.stack import Stack
 from tcpstack.wire.tcp import ACK, RST, OutPacket
