@@ -90,7 +90,7 @@ the link is down, which is not fatal (the administrator may bring it up again)."
 STALL_ERRNOS: Final = frozenset({errno.ENOBUFS, errno.EAGAIN})
 """Errors meaning "no room right now": worth a retry."""
 
-WRITE_RETRY_DELAYS: Final = (0.0, 0.001, 0.01)
+WRITE_RETRY_DELAYS: tuple[float, ...] = (0.0, 0.001, 0.01)
 """Seconds before each retry of refused packets (the first on the next loop pass)."""
 
 MAX_HELD_PACKETS: Final = 4096
