@@ -188,7 +188,7 @@ fi
 # (an extension module wins over the .py beside it), tested from the copy.
 if [[ $builds != pure ]]; then
     compiled_tree=$(mktemp -d "${TMPDIR:-/tmp}/tcpstack-compiled.XXXXXX")
-    say "compiling the wire layer, the engine, the demux and the observer with mypyc (in $compiled_tree)"
+    say "compiling the wire layer, the engine, the demux, the runtime and the observer with mypyc (in $compiled_tree)"
     if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$compiled_tree"
     else
@@ -225,9 +225,10 @@ export TCPSTACK_ARTIFACTS=${TCPSTACK_ARTIFACTS:-$PWD/test-artifacts}
 
 # What the compiled pass runs by default: every unit test (the engine's and the
 # observer's among them) and the integration tests that drive the compiled code
-# through real clients (transfers, loss, captures, ladders, ss, metrics). The rest
-# (the asyncio API, attacks, topologies, the container's helpers) exercise code
-# that is not compiled, on top of the same engine.
+# through real clients (transfers, loss, captures, ladders, ss, metrics), all of them
+# through the compiled runtime and TUN device. The rest (the asyncio API, attacks,
+# topologies, the container's helpers) exercise code that is not compiled, on top of
+# the same engine and runtime (whose own unit tests run here).
 COMPILED_TESTS=(
     tests/unit tests/sim tests/fuzz
     tests/integration/test_daemon.py
