@@ -134,7 +134,7 @@ FULL = Sizes(
     download_max=200 * MIB, download_seconds=10.0, download_probe=16 * MIB,
     upload_max=200 * MIB, upload_seconds=10.0,
     connrate_n=5000, connrate_c=16, latency_n=5000, idle_n=10_000,
-    echo_bytes=100 * MIB, impaired_bytes=20 * MIB, impaired_reps=3,
+    echo_bytes=100 * MIB, impaired_bytes=20 * MIB, impaired_reps=5,
     timeout_download=60.0, timeout_upload=60.0, timeout_connrate=180.0,
     timeout_latency=90.0, timeout_idle=300.0, timeout_echo=90.0, timeout_impaired=120.0,
     web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
