@@ -39,7 +39,6 @@ cycle comes from a generator seeded per connection.
 from __future__ import annotations
 
 import math
-import random
 
 from tcpstack.tcp.controller import CongestionControl
 from tcpstack.tcp.rate import DeliveryRate, RateSample
@@ -63,6 +62,10 @@ CWND_GAIN = 2.0
 PACING_GAINS = (5 / 4, 3 / 4, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 CYCLE_LEN = len(PACING_GAINS)
 CYCLE_RAND = 7  # the gain cycle starts at a random phase other than the 3/4 one
+_MASK64 = (1 << 64) - 1
+_LCG_MUL = 6364136223846793005  # Knuth, MMIX
+_LCG_INC = 1442695040888963407
+_LCG_SALT = 0x5DEECE66D  # so that seed 0 does not start from state 0
 BW_RTTS = CYCLE_LEN + 2  # the BtlBw filter's window, in round trips
 MIN_RTT_WIN = 10.0  # seconds: the RTprop filter's window
 PROBE_RTT_TIME = 0.2  # seconds in PROBE_RTT (and at least one round trip)
@@ -158,7 +161,10 @@ class Bbr(CongestionControl):
     def __init__(self, mss: int, iw_segments: int = 10, hystart: bool = False,
                  seed: int = 0) -> None:
         super().__init__(mss, iw_segments, False)  # BBR leaves STARTUP its own way
-        self._rng = random.Random(seed)
+        # A 64-bit LCG state, not a random.Random: this is drawn from a few times per
+        # connection, and a Mersenne Twister's state would be ~2.5 KiB of every idle
+        # connection's memory.
+        self._rng = (seed ^ _LCG_SALT) & _MASK64
         self.mode = STARTUP
         self._bw = WindowedMax()
         self._min_rtt: float | None = None
@@ -420,9 +426,15 @@ class Bbr(CongestionControl):
         else:
             self._reset_probe_bw_mode(now)
 
+    def _draw(self, n: int) -> int:
+        """A pseudo-random integer in [0, n): Knuth's MMIX linear congruential
+        generator, its high bits (the low ones of an LCG repeat quickly)."""
+        self._rng = (self._rng * _LCG_MUL + _LCG_INC) & _MASK64
+        return (self._rng >> 33) % n
+
     def _reset_probe_bw_mode(self, now: float) -> None:
         self.mode = PROBE_BW
-        self._cycle_idx = CYCLE_LEN - 1 - self._rng.randrange(CYCLE_RAND)
+        self._cycle_idx = CYCLE_LEN - 1 - self._draw(CYCLE_RAND)
         self._advance_cycle_phase(now)  # never the 3/4 phase first
 
     def _update_gains(self) -> None:

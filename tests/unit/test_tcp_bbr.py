@@ -471,3 +471,33 @@ def test_a_sender_whose_application_has_data_waiting_is_not_app_limited() -> Non
     tcb.mark()
     tcb.segments_to_send(0.3)
     assert rate.app_limited != 0  # nothing to send, nothing waiting: app-limited
+
+
+def _first_probe_bw_phase(seed: int) -> int:
+    b = Bbr(1460, 10, False, seed)
+    b._reset_probe_bw_mode(1000.0)
+    return b._cycle_idx
+
+
+def test_probe_bw_starts_at_a_seeded_random_phase_never_the_draining_one() -> None:
+    # Linux's bbr_reset_probe_bw_mode: a random phase of the eight, but never the 3/4
+    # one (index 1) first; the same seed always gives the same choice.
+    phases = [_first_probe_bw_phase(seed) for seed in range(300)]
+    assert set(phases) == set(range(B.CYCLE_LEN)) - {1}
+    assert phases == [_first_probe_bw_phase(seed) for seed in range(300)]
+    assert max(phases.count(p) for p in set(phases)) < 80  # spread, not stuck on one
+
+
+def test_a_bbr_controller_is_small_enough_for_idle_connections() -> None:
+    # Every connection of a BBR daemon carries one: no Mersenne Twister (2.5 KiB of
+    # state each, half an idle connection's budget) or other per-connection baggage.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        controllers = [Bbr(1460, 10, False, seed) for seed in range(500)]
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(controllers) == 500
+    assert size / 500 < 1536, f"{size / 500:.0f} bytes per BBR controller"
