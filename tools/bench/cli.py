@@ -302,8 +302,9 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
         tcp.web_tls = kernel.web_tls = _web_certificate(log_dir, (tcp, kernel))
         notes.append("aiohttp and https: the same aiohttp application (tools/bench/"
                      "web_server.py, uvloop) on each stack -- on tcpstack through TunStack and "
-                     "TcpStackSite, on the kernel through aiohttp's own TCPSite; over TLS "
-                     "(TLS 1.3, a throw-away self-signed certificate) the protocol layer is "
+                     "TcpStackSite, on the kernel through aiohttp's SockSite on kernel "
+                     "listening sockets; over TLS (TLS 1.3, a throw-away self-signed "
+                     "certificate) the protocol layer is "
                      "uvloop's on kernel sockets and asyncio's SSLProtocol on tcpstack")
     for target, h in ((tcp, hook), (kernel, None)):
         if target.name not in args.stacks:

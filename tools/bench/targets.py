@@ -436,7 +436,7 @@ class KernelTarget(Target):
 
     def describe(self) -> str:
         return ("Linux TCP: asyncio.start_server + uvloop with the same tcpstack.apps "
-                "services, or for aiohttp/https the same web application on web.TCPSite; "
+                "services, or for aiohttp/https the same web application on web.SockSite; "
                 "veth 10.9.0.2 -> 10.9.0.1 and fd09::2 -> fd09::1 between two namespaces")
 
 
