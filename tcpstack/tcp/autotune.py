@@ -14,9 +14,14 @@ chosen for the maximum, see :attr:`TcpConfig.rcv_wscale`):
   factor). A slow or idle reader never grows it. The round trip is the
   receiver's: the time since the timestamp the peer echoes (RFC 7323 4), or our
   SRTT where we send data too.
-* **Send side.** The high-water mark above which writers wait follows the
-  congestion window: twice cwnd, between ``cfg.snd_buf`` and ``cfg.snd_buf_max``,
-  so a window's worth is always queued behind what is in flight.
+* **Send side.** The high-water mark above which writers wait grows with the
+  congestion window: twice the largest cwnd seen, between ``cfg.snd_buf`` and
+  ``cfg.snd_buf_max``, so a window's worth is always queued behind what is in
+  flight. It never shrinks when the window does (as Linux's ``tcp_sndbuf_expand``,
+  which only raises ``sk_sndbuf``): after a reduction the unacknowledged data above
+  a hole may fill more than twice the new window, and a buffer that shrank with it
+  would stop the writer -- and with it the new data whose SACKs let RACK detect a
+  lost retransmission -- until a retransmission timeout.
 
 Neither grows while the stack's memory pool is over its limit.
 """
@@ -66,9 +71,13 @@ def on_data(tcb: ControlBlock, now: float) -> None:
 
 
 def send_space(tcb: ControlBlock) -> int:
-    """The send buffer's high-water mark: twice the congestion window, within the
-    configured bounds (the initial size only, under memory pressure)."""
+    """The send buffer's high-water mark: twice the largest congestion window seen,
+    within the configured bounds (the initial size only, under memory pressure)."""
     cfg = tcb.cfg
     if not cfg.autotune or tcb.pool.pressure:
+        tcb.snd_space = cfg.snd_buf  # pressure shrinks it (Linux: sk_stream_moderate_sndbuf)
         return cfg.snd_buf
-    return min(max(cfg.snd_buf, 2 * tcb.cc.cwnd), cfg.snd_buf_limit)
+    want = 2 * tcb.cc.cwnd
+    if want > tcb.snd_space:
+        tcb.snd_space = min(want, cfg.snd_buf_limit)
+    return tcb.snd_space

@@ -80,7 +80,7 @@ class ControlBlock:
         "blackhole_mark", "mss_floor", "path_expires", "path_mss", "peer_mss", "pmtu_high",
         "soft_error",
         # the sender's buffer and the application's requests
-        "closed_by_app", "fin_queued", "nodelay", "sndbuf", "write_blocked",
+        "closed_by_app", "fin_queued", "nodelay", "snd_space", "sndbuf", "write_blocked",
         # receive sequence space and buffers; receive-buffer autotuning
         "irs", "rcv_adv", "rcv_buf", "rcv_mss", "rcv_nxt", "rcv_rtt", "rcv_space", "rcv_wscale",
         "rcvq_copied", "rcvq_space", "rcvq_time", "reassembly",
@@ -217,6 +217,9 @@ class ControlBlock:
         # The receive buffer's size -- the window we may offer -- and what autotuning
         # measures to grow it (tcpstack/tcp/autotune.py).
         self.rcv_space = self.cfg.rcv_buf
+        # The send buffer's autotuned high-water mark: it only grows (see
+        # autotune.send_space).
+        self.snd_space = self.cfg.snd_buf
         self.rcvq_space = 0  # bytes read in the last measured round trip
         self.rcvq_copied = 0  # bytes read since rcvq_time
         self.rcvq_time = 0.0

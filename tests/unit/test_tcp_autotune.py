@@ -122,6 +122,27 @@ def test_send_space_follows_the_congestion_window() -> None:
     assert tcb.send_space == 1024 * KIB
 
 
+def test_send_space_does_not_shrink_when_the_window_does() -> None:
+    """As Linux's sk_sndbuf: a reduction (a loss, BBR's packet conservation) leaves the
+    data above a hole in the buffer; a high-water mark that fell with cwnd would stop
+    the writer, and the new data whose SACKs reveal a lost retransmission."""
+    tcb = tcb_established_opts(autotuned(snd_buf_max=1024 * KIB), wscale=7)
+    tcb.cc.cwnd = 300 * MT
+    assert tcb.send_space == 600 * MT
+    tcb.cc.cwnd = 2 * MT  # e.g. BBR in its first round of recovery
+    assert tcb.send_space == 600 * MT
+    tcb.cc.cwnd = 350 * MT
+    assert tcb.send_space == 700 * MT
+    # Memory pressure takes it back to the initial size, for good.
+    pool = MemoryPool(1)
+    pool.used = 2
+    tcb.pool = pool
+    assert tcb.send_space == 64 * KIB
+    pool.used = 0
+    tcb.cc.cwnd = 10 * MT
+    assert tcb.send_space == 64 * KIB
+
+
 def test_write_blocks_above_the_send_space_and_unblocks_below_half() -> None:
     tcb = tcb_established_opts(autotuned(), wscale=7)
     tcb.cc.cwnd = 100 * MT  # send space 200 segments
