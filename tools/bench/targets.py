@@ -50,6 +50,11 @@ SERVER_NOFILE = 65536
 TCPSTACK_NAMES = {"reno": "newreno"}
 """Kernel congestion control names that tcpstack spells differently."""
 
+
+def tcpstack_algorithm(name: str) -> str:
+    """The kernel's congestion control ``name`` as ``tcpstack serve`` spells it."""
+    return TCPSTACK_NAMES.get(name, name)
+
 COMPARABLE_ALGORITHMS = ("cubic", "bbr", "reno")
 """Kernel congestion controls tcpstack also has (under :data:`TCPSTACK_NAMES`)."""
 
@@ -190,7 +195,7 @@ class Target:
         if self.congestion_control:
             algorithm = self.congestion_control
             if stack == "tcpstack":
-                algorithm = TCPSTACK_NAMES.get(algorithm, algorithm)
+                algorithm = tcpstack_algorithm(algorithm)
             argv += ["--congestion-control", algorithm]
         return argv
 
@@ -332,7 +337,7 @@ class TcpstackTarget(Target):
                 "--address", self.host, "--host-address", "10.0.0.1/24",
                 "--address6", self.host6, "--host-address6", "fd00::1/64"]
         if algorithm:
-            argv += ["--congestion-control", TCPSTACK_NAMES.get(algorithm, algorithm)]
+            argv += ["--congestion-control", tcpstack_algorithm(algorithm)]
         return argv
 
     def tfo_argv(self) -> list[str]:
