@@ -34,6 +34,8 @@ from tcpstack.tcp.tcb import Tcb
 from tcpstack.wire import virtio
 from tcpstack.wire.errors import Malformed
 from tcpstack.wire.ipv4 import PROTO_TCP, parse_ipv4
+from tcpstack.wire.ipv6 import HEADER_LEN as IPV6_HEADER_LEN
+from tcpstack.wire.ipv6 import parse_ipv6
 from tcpstack.wire.tcp import ACK, RST, SYN, OutPacket, OutSegment, TcpSegment, parse_tcp
 
 log = logging.getLogger("tcpstack.observe")
@@ -203,12 +205,19 @@ class Observatory:
             callback(info, tcb, error, self.now)
 
     def on_control(self, packets: list[OutPacket], now: float) -> None:
+        ladders = self.ladders
+        if ladders is None and not self.on_stray_rst:
+            if self.clock is None:
+                self.now = now
+            return  # nothing to see: a SYN flood's cookie SYN,ACKs cost nothing here
         if self.clock is not None:
             now = self.clock()
         self.now = now
-        ladders = self.ladders
+        vnet = self.stack.config.vnet_hdr
         for pkt in packets:
-            parsed = _parse_out(pkt, self.stack.config.vnet_hdr)
+            if ladders is None and not _tcp_flags(pkt, vnet) & RST:
+                continue  # only RSTs matter without ladders: not parsed
+            parsed = _parse_out(pkt, vnet)
             if parsed is None:
                 continue
             src, dst, seg = parsed
@@ -374,6 +383,27 @@ def _termination(tcb: Tcb) -> str | None:
     return None
 
 
+def _tcp_flags(pkt: OutPacket, vnet: bool) -> int:
+    """The TCP flags of a packet the stack built, read in place (0 if it is no TCP
+    packet): IPv4 with its header length, IPv6 without extension headers (the
+    stack sends none)."""
+    data: Any = pkt[0] if isinstance(pkt, tuple) else pkt
+    base = virtio.HEADER_LEN if vnet else 0
+    n = len(data)
+    if n <= base:
+        return 0
+    version = data[base] >> 4
+    if version == 4:
+        at = base + (data[base] & 0x0F) * 4 + 13
+        ok = n > base + 9 and data[base + 9] == PROTO_TCP
+    elif version == 6:
+        at = base + 40 + 13
+        ok = n > base + 6 and data[base + 6] == PROTO_TCP
+    else:
+        return 0
+    return int(data[at]) if ok and at < n else 0
+
+
 def _parse_out(pkt: OutPacket, vnet: bool) -> tuple[int, int, TcpSegment] | None:
     """(src, dst, segment) of a TCP packet the stack built, else None."""
     data: Any = pkt[0] if isinstance(pkt, tuple) else pkt
@@ -381,6 +411,13 @@ def _parse_out(pkt: OutPacket, vnet: bool) -> tuple[int, int, TcpSegment] | None
     if vnet:
         view = view[virtio.HEADER_LEN:]
     try:
+        if len(view) and view[0] >> 4 == 6:
+            # The stack's own IPv6 packets carry no extension headers.
+            ip6 = parse_ipv6(view)
+            if ip6.next_header != PROTO_TCP:
+                return None
+            return ip6.src, ip6.dst, parse_tcp(ip6.packet[IPV6_HEADER_LEN:], ip6.src, ip6.dst,
+                                               verify_checksum=False)
         ip = parse_ipv4(view)
         if ip.proto != PROTO_TCP:
             return None

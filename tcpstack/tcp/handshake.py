@@ -203,26 +203,43 @@ def cookie_syn_ack(cfg: TcpConfig, local: tuple[int, int], remote: tuple[int, in
     the signature fill the 40 option bytes exactly."""
     opts = syn.options
     ts = opts.timestamps if cfg.timestamps else None
-    wscale = cfg.rcv_wscale if ts and cfg.window_scaling and opts.wscale is not None else None
-    sack = bool(ts) and cfg.sack and opts.sack_permitted
     # Classic ECN too rides in the TSval (as Linux's cookie_ecn_ok); AccECN needs no
     # state: the SYN,ACK reflects the SYN (RFC 9768 Table 2) and the client's first
     # ACK shows it took AccECN (as Linux's cookie_accecn_ok).
     accecn_ok = cfg.ecn != "off" and accecn.syn_requests_accecn(syn.flags)
     agree_ecn = ts is not None and cfg.ecn != "off" and not accecn_ok \
         and syn.flags & ecn.SETUP == ecn.SETUP
-    timestamps = None
-    if ts is not None:
-        tsval = (int(now * 1000) + ts_offset) & 0xFFFFFFFF
-        peer_wscale = opts.wscale if wscale is not None else None
-        timestamps = (syncookies.encode_ts_options(tsval, peer_wscale, sack, agree_ecn),
-                      ts[0])
-    options = new_tuple(TcpOptions, (cfg.mss, wscale, sack, (), timestamps, signed, None,
-                                     None, accecn.INITIAL_FIELDS if accecn_ok else None))
+    wscale, sack, tsval, window = cookie_syn_ack_options(
+        cfg, -1 if opts.wscale is None else opts.wscale, opts.sack_permitted, ts is not None,
+        ts_offset, now, agree_ecn)
+    timestamps = None if ts is None else (tsval, ts[0])
+    options = new_tuple(TcpOptions, (cfg.mss, None if wscale < 0 else wscale, sack, (),
+                                     timestamps, signed, None, None,
+                                     accecn.INITIAL_FIELDS if accecn_ok else None))
     return new_tuple(OutSegment, (local[1], remote[1], cookie, seq_add(syn.seq, 1),
                                   SYN | ACK | (ECE if agree_ecn else 0)
                                   | (accecn.REFLECT[syn.ecn] if accecn_ok else 0),
-                                  syn_window(cfg, wscale is not None), options, b"", 0, 0))
+                                  window, options, b"", 0, 0))
+
+
+def cookie_syn_ack_options(cfg: TcpConfig, peer_wscale: int, peer_sack: bool,
+                           peer_ts: bool, ts_offset: int, now: float,
+                           agree_ecn: bool) -> tuple[int, bool, int, int]:
+    """What a cookie SYN,ACK offers (RFC 4987 3.6, RFC 7323 2.2): (our window scale
+    shift, -1 for none; SACK-permitted; our TSval, -1 for none; the window field).
+    Window scaling and SACK are offered only if the SYN carried timestamps
+    (``peer_ts``), whose TSval then carries the peer's shift (``peer_wscale``, -1:
+    none) and SACK-permitted back to us (:func:`syncookies.encode_ts_options`).
+    Decided here for both the general path and :mod:`tcpstack.wire.syn`'s."""
+    ts = peer_ts and cfg.timestamps
+    wscale = cfg.rcv_wscale if ts and cfg.window_scaling and peer_wscale >= 0 else -1
+    sack = ts and cfg.sack and peer_sack
+    tsval = -1
+    if ts:
+        tsval = syncookies.encode_ts_options((int(now * 1000) + ts_offset) & 0xFFFFFFFF,
+                                             peer_wscale if wscale >= 0 else None, sack,
+                                             agree_ecn)
+    return wscale, sack, tsval, syn_window(cfg, wscale >= 0)
 
 
 def start_from_cookie(tcb: ControlBlock, ack: TcpSegment, peer_mss: int, now: float) -> None:
@@ -266,6 +283,6 @@ def after_handshake(tcb: ControlBlock) -> None:
         tcb.cc.cwnd = tcb.snd_mss
 
 
-__all__ = ["after_handshake", "cookie_syn_ack", "negotiate",
+__all__ = ["after_handshake", "cookie_syn_ack", "cookie_syn_ack_options", "negotiate",
            "record_syn_timestamp", "send_syn", "start_active", "start_from_cookie",
            "start_passive", "syn_segment", "syn_window"]

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
+from typing import Final
 
 from tcpstack.tcp.seq import MASK
 
-_TUPLE = struct.Struct("!IHIH")
-_TUPLE6 = struct.Struct("!QQHQQH")
-_LOW32 = 0xFFFFFFFF
-_LOW64 = 0xFFFFFFFFFFFFFFFF
-TICKS_PER_SECOND = 250_000  # one tick every 4 microseconds (RFC 9293 3.4.1)
+_TUPLE: Final = struct.Struct("!IHIH")
+_TUPLE6: Final = struct.Struct("!QQHQQH")
+_LOW32: Final = 0xFFFFFFFF
+_LOW64: Final = 0xFFFFFFFFFFFFFFFF
+TICKS_PER_SECOND: Final = 250_000  # one tick every 4 microseconds (RFC 9293 3.4.1)
 
 
 def pack_tuple(local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> bytes:
@@ -36,32 +37,28 @@ def pack_tuple(local_ip: int, local_port: int, remote_ip: int, remote_port: int)
 class IsnGenerator:
     """Produce RFC 6528 initial sequence numbers; ``now`` is supplied by the caller."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_isn_keyed", "_ts_keyed")
 
     def __init__(self, secret: bytes | None = None) -> None:
-        self._secret = secret if secret is not None else secrets.token_bytes(32)
-        if not 16 <= len(self._secret) <= 32:
+        key = secret if secret is not None else secrets.token_bytes(32)
+        if not 16 <= len(key) <= 32:
             raise ValueError("ISN secret must be 16 to 32 bytes")
+        # Keyed states, copied for each hash (cheaper than keying anew).
+        self._isn_keyed = hashlib.blake2s(key=key, digest_size=4)
+        self._ts_keyed = hashlib.blake2s(key=key, digest_size=4, person=b"tcp-ts")
 
     def offset(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
         """F(): the keyed hash of the 4-tuple, a 32-bit value."""
-        h = hashlib.blake2s(
-            pack_tuple(local_ip, local_port, remote_ip, remote_port),
-            key=self._secret,
-            digest_size=4,
-        )
+        h = self._isn_keyed.copy()
+        h.update(pack_tuple(local_ip, local_port, remote_ip, remote_port))
         return int.from_bytes(h.digest(), "big")
 
     def ts_offset(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int) -> int:
         """The connection's timestamp-clock offset (RFC 7323 7.1): a keyed hash of the
         4-tuple alone, independent of the ISN's clock, so TSvals reveal neither the
         host's uptime nor the ISN (as Linux's secure_tcp_ts_off)."""
-        h = hashlib.blake2s(
-            pack_tuple(local_ip, local_port, remote_ip, remote_port),
-            key=self._secret,
-            digest_size=4,
-            person=b"tcp-ts",
-        )
+        h = self._ts_keyed.copy()
+        h.update(pack_tuple(local_ip, local_port, remote_ip, remote_port))
         return int.from_bytes(h.digest(), "big")
 
     def isn(

@@ -190,12 +190,42 @@ class PassiveOpener:
     def _cookie_syn_ack(self, key: Key, syn: TcpSegment, now: float,
                         signed: bool) -> OutSegment:
         lip, lport, rip, rport = key
-        peer_mss = syn.options.mss or DEFAULT_PEER_MSS
-        cookie = self.cookies.make(lip, lport, rip, rport, syn.seq, peer_mss, now)
+        cookie = self._cookie(key, syn.seq, syn.options.mss or 0, now)
+        ts_offset = self.isn.ts_offset(*key) if syn.options.timestamps is not None else 0
+        return handshake.cookie_syn_ack(self.cfg, (lip, lport), (rip, rport), syn, cookie,
+                                        ts_offset, now, signed)
+
+    def _cookie(self, key: Key, peer_isn: int, peer_mss: int, now: float) -> int:
+        """A SYN cookie for the SYN of ``key`` with ``peer_isn`` and the MSS option
+        ``peer_mss`` (0: none, RFC 9293 3.7.1's default then), counted."""
+        lip, lport, rip, rport = key
+        cookie = self.cookies.make(lip, lport, rip, rport, peer_isn,
+                                   peer_mss or DEFAULT_PEER_MSS, now)
         self._cookie_until = now + 2 * TICK_SECONDS
         self.counters["tcp_syncookie_sent"] += 1
-        return handshake.cookie_syn_ack(self.cfg, (lip, lport), (rip, rport), syn, cookie,
-                                        self.isn.ts_offset(*key), now, signed)
+        return cookie
+
+    def plain_syn_cookie(self, listener: Listener, key: Key, peer_isn: int, peer_mss: int,
+                         peer_wscale: int, peer_sack: bool, peer_tsval: int,
+                         now: float) -> tuple[int, int, int, int, bool, int] | None:
+        """For a plain SYN (:mod:`tcpstack.wire.syn`: flags SYN alone, no data, no
+        options but MSS, window scale, SACK-permitted and timestamps) that ``listener``
+        answers with a SYN cookie: what the SYN,ACK carries -- (cookie, window, our
+        MSS, our window scale shift or -1, SACK-permitted, our TSval or -1), exactly
+        as :meth:`segment` would answer it. None if the listener would do anything
+        else with it (its accept queue full, its SYN queue not, cookies off): then
+        :meth:`segment` decides. The caller has checked that the SYN may open a
+        connection (``may_open``) and that the peer signs nothing."""
+        if listener.accept_queue_full:
+            return None
+        mode = self.mode
+        if mode is CookieMode.OFF or (mode is CookieMode.AUTO and not listener.syn_queue_full):
+            return None
+        cookie = self._cookie(key, peer_isn, peer_mss, now)
+        ts_offset = self.isn.ts_offset(*key) if peer_tsval >= 0 else 0
+        wscale, sack, tsval, window = handshake.cookie_syn_ack_options(
+            self.cfg, peer_wscale, peer_sack, peer_tsval >= 0, ts_offset, now, False)
+        return cookie, window, self.cfg.mss, wscale, sack, tsval
 
     def _cookie_ack(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                     may_open: bool, signed: bool) -> Passive:

@@ -6,8 +6,10 @@ Sequence numbers wrap, so they are only ever compared through these helpers:
 
 from __future__ import annotations
 
-MASK = 0xFFFFFFFF
-_HALF = 0x80000000
+from typing import Final
+
+MASK: Final = 0xFFFFFFFF
+_HALF: Final = 0x80000000
 
 
 def seq_add(a: int, n: int) -> int:

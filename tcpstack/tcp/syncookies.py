@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import Final
 
 from tcpstack.tcp.isn import pack_tuple
 from tcpstack.tcp.seq import MASK
@@ -42,47 +43,47 @@ from tcpstack.tcp.seq import MASK
 #: common values. The index of the largest one not above the peer's MSS is sent.
 MSS_TABLE = (216, 536, 1200, 1300, 1360, 1400, 1440, 1460)
 
-TICK_SECONDS = 64
-_TICK_BITS = 5
-_MSS_BITS = 3
-_MAC_BITS = 32 - _TICK_BITS - _MSS_BITS
-_MAC_MASK = (1 << _MAC_BITS) - 1
-_REST = struct.Struct("!IQB")  # after the 4-tuple (isn.pack_tuple: IPv4 or IPv6)
+TICK_SECONDS: Final = 64
+_TICK_BITS: Final = 5
+_MSS_BITS: Final = 3
+_MAC_BITS: Final = 32 - _TICK_BITS - _MSS_BITS
+_MAC_MASK: Final = (1 << _MAC_BITS) - 1
+_REST: Final = struct.Struct("!IQB")  # after the 4-tuple (isn.pack_tuple: IPv4 or IPv6)
 
 #: Low bits of a cookie SYN,ACK's TSval: window scale shift (4 bits, 15 = none),
 #: SACK-permitted (1 bit) and, as Linux's, ECN agreed (1 bit).
-TS_OPTION_BITS = 6
-_TS_MASK = (1 << TS_OPTION_BITS) - 1
-_NO_WSCALE = 0xF
-_SACK_BIT = 0x10
-_ECN_BIT = 0x20
+TS_OPTION_BITS: Final = 6
+_TS_MASK: Final = (1 << TS_OPTION_BITS) - 1
+_NO_WSCALE: Final = 0xF
+_SACK_BIT: Final = 0x10
+_ECN_BIT: Final = 0x20
 
 
 def mss_index(peer_mss: int) -> int:
     """Index of the largest :data:`MSS_TABLE` entry not above ``peer_mss`` (0 if all are)."""
-    best = 0
-    for i, mss in enumerate(MSS_TABLE):
-        if mss <= peer_mss:
-            best = i
-    return best
+    for i in range(len(MSS_TABLE) - 1, 0, -1):  # the table is sorted: from the top
+        if MSS_TABLE[i] <= peer_mss:
+            return i
+    return 0
 
 
 class SynCookies:
     """Makes and checks cookies under a secret (16 to 32 bytes)."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, secret: bytes) -> None:
         if not 16 <= len(secret) <= 32:
             raise ValueError("SYN cookie secret must be 16 to 32 bytes")
-        self._secret = secret
+        # The keyed state, copied for each MAC: cheaper than keying anew (the key
+        # block is compressed once).
+        self._keyed = hashlib.blake2s(key=secret, digest_size=4, person=b"syncooki")
 
     def _mac(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
              peer_isn: int, tick: int, mss_idx: int) -> int:
-        h = hashlib.blake2s(
-            pack_tuple(local_ip, local_port, remote_ip, remote_port)
-            + _REST.pack(peer_isn, tick, mss_idx),
-            key=self._secret, digest_size=4, person=b"syncooki")
+        h = self._keyed.copy()
+        h.update(pack_tuple(local_ip, local_port, remote_ip, remote_port)
+                 + _REST.pack(peer_isn, tick, mss_idx))
         return int.from_bytes(h.digest(), "big") & _MAC_MASK
 
     def make(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,

@@ -4,6 +4,7 @@ against connections whose traffic the test knows (two stacks in memory)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import xml.etree.ElementTree as ET
@@ -331,3 +332,32 @@ async def test_http_server_serves_the_page_events_and_errors_over_a_socket() -> 
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("vnet", [False, True])
+def test_only_the_rsts_among_control_packets_reach_stray_rst_subscribers(vnet: bool) -> None:
+    # Without ladders the observatory reads the flags of each control packet in place
+    # (a SYN flood's cookie SYN,ACKs are never parsed): RSTs still reach it, over
+    # IPv4 and IPv6, with or without a virtio-net header.
+    from tcpstack.wire.records import OutSegment, TcpOptions
+    from tcpstack.wire.tcp import ACK, RST, SYN, emit_tcp
+
+    net = stack_pair()
+    obs = Observatory(net.b)
+    obs.attach()
+    seen: list[tuple[int, int, int, int]] = []
+    obs.on_stray_rst.append(lambda key, now: seen.append(key))
+    v4, peer4 = 0x0A000002, 0x0A000001
+    v6, peer6 = (0xFD00 << 112) | 2, (0xFD00 << 112) | 1
+    synack = OutSegment(80, 5000, 1, 2, SYN | ACK, 100, TcpOptions(mss=1460))
+    rst = OutSegment(81, 5001, 0, 7, RST | ACK, 0, TcpOptions())
+    packets: list[Any] = [emit_tcp(synack, v4, peer4, 1, vnet=vnet),
+                          emit_tcp(rst, v4, peer4, 2, vnet=vnet),
+                          emit_tcp(synack, v6, peer6, 3, vnet=vnet),
+                          (emit_tcp(rst, v6, peer6, 4, vnet=vnet), b"")]
+    net.b.config = dataclasses.replace(net.b.config, vnet_hdr=vnet)
+    obs.on_control(packets, 1.0)
+    assert seen == [(v4, 81, peer4, 5001), (v6, 81, peer6, 5001)]
+    obs.on_stray_rst.clear()
+    obs.on_control(packets, 2.0)  # no subscriber, no ladders: nothing looked at
+    assert obs.now == 2.0
