@@ -315,7 +315,8 @@ class Stack:
         self._syn_budget = self.config.syn_batch_limit
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
-        self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
+        # Set aside: a parsed segment, or the bytes of a plain SYN (_answer_plain_syn).
+        self._deferred: deque[tuple[Key, TcpSegment | bytes, int | None, float]] = deque()
         self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
@@ -617,14 +618,16 @@ class Stack:
             self.counters["internal_error"] += 1
             log.exception("internal error while processing a packet")
 
-    def _answer_plain_syn(self, packet: BytesLike, now: float) -> bool:
+    def _answer_plain_syn(self, packet: BytesLike, now: float, replay: bool = False) -> bool:
         """Answer a plain IPv4 SYN (:mod:`tcpstack.wire.syn`) to a listener that answers
         with SYN cookies (RFC 4987) without building segment objects: under a SYN flood
         nearly every packet is one, and the general path costs several times more per
-        packet. True if answered; False for everything else -- another packet, a SYN
-        that opens a connection or is refused, a connection's 4-tuple, signing keys, a
-        packet observer -- which :meth:`_receive` then takes, deciding as it would
-        have decided here (the tests compare both paths' output and counters)."""
+        packet. True if answered, or set aside for the next round (beyond the batch's
+        SYN budget: replayed here, ``replay``, by :meth:`_replay_deferred`); False for
+        everything else -- another packet, a SYN that opens a connection or is
+        refused, a connection's 4-tuple, signing keys, a packet observer -- which
+        :meth:`_receive` then takes, deciding as it would have decided here (the
+        tests compare both paths' output and counters)."""
         start = virtio.HEADER_LEN if self._vnet else 0
         if not isinstance(packet, bytes) or len(packet) < start + 40 \
                 or packet[start + 33] != SYN_FLAG \
@@ -642,16 +645,31 @@ class Stack:
         if key in self.tcbs:
             return False
         listener = self._listener_for(dst, dport)
-        if listener is None or self._open_refusal() is not None:
+        if listener is None:
             return False
+        refusal = self._open_refusal()
+        if refusal is not None:
+            if refusal != "tcp_syn_batch_limit" or len(self._deferred) >= self._deferred_cap \
+                    or not self._passive.answers_with_cookie(listener):
+                return False
+            # As _receive_listen would: set aside for the next round, but as bytes, so
+            # that the replay takes this path again.
+            counters = self.counters
+            if not replay:
+                counters["ip_received"] += 1
+                counters["tcp_received"] += 1
+            self._deferred.append((key, packet, None, now))
+            counters["tcp_syn_deferred"] += 1
+            return True
         answer = self._passive.plain_syn_cookie(listener, key, seq, mss, wscale, bool(sack),
                                                 tsval, now)
         if answer is None:
             return False
         cookie, window, our_mss, our_wscale, our_sack, our_tsval = answer
         counters = self.counters
-        counters["ip_received"] += 1
-        counters["tcp_received"] += 1
+        if not replay:
+            counters["ip_received"] += 1
+            counters["tcp_received"] += 1
         self._syn_budget -= 1
         self._control.append(write_syn_ack(dst, src, dport, sport, cookie, (seq + 1) & 0xFFFFFFFF,
                                            window, our_mss, our_wscale, our_sack, our_tsval,
@@ -1105,7 +1123,25 @@ class Stack:
         deferred = self._deferred
         while deferred and self._syn_budget > 0:
             key, seg, old_snd_max, _ = deferred.popleft()
-            self._dispatch(key, seg, now, old_snd_max)
+            if isinstance(seg, bytes):
+                self._replay_plain_syn(seg, now)
+            else:
+                self._dispatch(key, seg, now, old_snd_max)
+
+    def _replay_plain_syn(self, packet: bytes, now: float) -> None:
+        """A plain SYN set aside by :meth:`_answer_plain_syn` (already counted as
+        received): answered by it again, or, if things changed meanwhile (its SYN
+        queue has room now, a connection took the 4-tuple), dispatched as the general
+        path replays what it set aside."""
+        try:
+            if self._answer_plain_syn(packet, now, replay=True):
+                return
+            start = virtio.HEADER_LEN if self._vnet else 0
+            ip = parse_ipv4(memoryview(packet)[start:])
+            seg = parse_tcp(ip.payload, ip.src, ip.dst, False, ip.tos & 3)
+            self._dispatch((ip.dst, seg.dst_port, ip.src, seg.src_port), seg, now)
+        except Malformed as e:  # checked when it was set aside: cannot happen
+            self.counters[e.reason] += 1
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).

@@ -387,7 +387,7 @@ def _tcp_flags(pkt: OutPacket, vnet: bool) -> int:
     """The TCP flags of a packet the stack built, read in place (0 if it is no TCP
     packet): IPv4 with its header length, IPv6 without extension headers (the
     stack sends none)."""
-    data: Any = pkt[0] if isinstance(pkt, tuple) else pkt
+    data: bytearray = pkt[0] if isinstance(pkt, tuple) else pkt
     base = virtio.HEADER_LEN if vnet else 0
     n = len(data)
     if n <= base:
@@ -401,7 +401,7 @@ def _tcp_flags(pkt: OutPacket, vnet: bool) -> int:
         ok = n > base + 6 and data[base + 6] == PROTO_TCP
     else:
         return 0
-    return int(data[at]) if ok and at < n else 0
+    return data[at] if ok and at < n else 0
 
 
 def _parse_out(pkt: OutPacket, vnet: bool) -> tuple[int, int, TcpSegment] | None:

@@ -205,6 +205,15 @@ class PassiveOpener:
         self.counters["tcp_syncookie_sent"] += 1
         return cookie
 
+    def answers_with_cookie(self, listener: Listener) -> bool:
+        """Whether a SYN that may open a connection is answered with a SYN cookie now
+        (as :meth:`segment` decides): cookies always, or the SYN queue full -- and
+        the accept queue not full (then the SYN is dropped)."""
+        if listener.accept_queue_full:
+            return False
+        mode = self.mode
+        return mode is CookieMode.ALWAYS or (mode is CookieMode.AUTO and listener.syn_queue_full)
+
     def plain_syn_cookie(self, listener: Listener, key: Key, peer_isn: int, peer_mss: int,
                          peer_wscale: int, peer_sack: bool, peer_tsval: int,
                          now: float) -> tuple[int, int, int, int, bool, int] | None:
@@ -216,10 +225,7 @@ class PassiveOpener:
         else with it (its accept queue full, its SYN queue not, cookies off): then
         :meth:`segment` decides. The caller has checked that the SYN may open a
         connection (``may_open``) and that the peer signs nothing."""
-        if listener.accept_queue_full:
-            return None
-        mode = self.mode
-        if mode is CookieMode.OFF or (mode is CookieMode.AUTO and not listener.syn_queue_full):
+        if not self.answers_with_cookie(listener):
             return None
         cookie = self._cookie(key, peer_isn, peer_mss, now)
         ts_offset = self.isn.ts_offset(*key) if peer_tsval >= 0 else 0

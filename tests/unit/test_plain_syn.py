@@ -160,7 +160,7 @@ def two_stacks(vnet: bool, cookies: str, **tcp: object) -> tuple[Stack, Stack]:
     stacks = []
     for fast in (True, False):
         cfg = StackConfig(addresses=(ipaddress.IPv4Address("10.0.0.2"),), vnet_hdr=vnet,
-                          syncookies=cookies, syn_batch_limit=16, tcp=TcpConfig(**tcp))
+                          syncookies=cookies, syn_batch_limit=4, tcp=TcpConfig(**tcp))
         s = Stack(cfg, isn_secret=SECRET, rng=random.Random(9))
         s.plain_syn_path = fast
         s.listen(80, backlog=4, syn_backlog=2)
@@ -231,6 +231,8 @@ def test_the_plain_path_sends_and_counts_what_the_general_path_does(
         for s in (fast, general):
             s.receive(bytes(pkt), now)
         if flush:
+            for s in (fast, general):
+                s.handle_timer(now)  # the next round: what was set aside goes first
             assert [bytes(p) if not isinstance(p, tuple) else p
                     for p in fast.packets_to_send(now)] == \
                 [bytes(p) if not isinstance(p, tuple) else p
@@ -240,6 +242,7 @@ def test_the_plain_path_sends_and_counts_what_the_general_path_does(
         [bytes(p) for p in general.packets_to_send(now) if not isinstance(p, tuple)]
     assert dict(fast.counters) == dict(general.counters)
     assert set(fast.tcbs) == set(general.tcbs)
+    assert len(fast._deferred) == len(general._deferred)
 
 
 def flood_syn(i: int) -> bytes:
@@ -283,3 +286,22 @@ def test_the_cookie_the_plain_path_sent_opens_the_connection() -> None:
     (tcb,) = s.tcbs.values()
     assert tcb.state.name == "ESTABLISHED"
     assert (tcb.snd_wscale, tcb.sack_ok) == (7, True)  # echoed back through the TSval
+
+
+def test_plain_syns_beyond_the_budget_wait_for_the_next_round_and_take_the_plain_path() -> None:
+    fast, general = two_stacks(False, "always")  # a budget of 4 SYNs per batch
+    now = 20.0
+    for i in range(10):
+        for s in (fast, general):
+            s.receive(flood_syn(i), now)
+    assert fast.counters["tcp_syncookie_sent"] == 4
+    assert fast.counters["tcp_syn_deferred"] == 6
+    assert all(isinstance(seg, bytes) for _, seg, _, _ in fast._deferred)  # not parsed
+    assert [bytes(p) for p in fast.packets_to_send(now)] == \
+        [bytes(p) for p in general.packets_to_send(now)]
+    for s in (fast, general):
+        s.handle_timer(now + 0.001)  # the next round: the oldest four first
+    assert fast.counters["tcp_syncookie_sent"] == 8 and len(fast._deferred) == 2
+    assert [bytes(p) for p in fast.packets_to_send(now)] == \
+        [bytes(p) for p in general.packets_to_send(now)]
+    assert dict(fast.counters) == dict(general.counters)
