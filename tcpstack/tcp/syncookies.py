@@ -49,6 +49,8 @@ _MSS_BITS: Final = 3
 _MAC_BITS: Final = 32 - _TICK_BITS - _MSS_BITS
 _MAC_MASK: Final = (1 << _MAC_BITS) - 1
 _REST: Final = struct.Struct("!IQB")  # after the 4-tuple (isn.pack_tuple: IPv4 or IPv6)
+_IPV4_INPUT: Final = struct.Struct("!IHIHIQB")  # an IPv4 4-tuple (pack_tuple's) and the rest
+_LOW32: Final = 0xFFFFFFFF
 
 #: Low bits of a cookie SYN,ACK's TSval: window scale shift (4 bits, 15 = none),
 #: SACK-permitted (1 bit) and, as Linux's, ECN agreed (1 bit).
@@ -61,8 +63,9 @@ _ECN_BIT: Final = 0x20
 
 def mss_index(peer_mss: int) -> int:
     """Index of the largest :data:`MSS_TABLE` entry not above ``peer_mss`` (0 if all are)."""
-    for i in range(len(MSS_TABLE) - 1, 0, -1):  # the table is sorted: from the top
-        if MSS_TABLE[i] <= peer_mss:
+    table = MSS_TABLE
+    for i in range(len(table) - 1, 0, -1):  # the table is sorted: from the top
+        if table[i] <= peer_mss:
             return i
     return 0
 
@@ -82,8 +85,12 @@ class SynCookies:
     def _mac(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,
              peer_isn: int, tick: int, mss_idx: int) -> int:
         h = self._keyed.copy()
-        h.update(pack_tuple(local_ip, local_port, remote_ip, remote_port)
-                 + _REST.pack(peer_isn, tick, mss_idx))
+        if local_ip > _LOW32 or remote_ip > _LOW32:
+            h.update(pack_tuple(local_ip, local_port, remote_ip, remote_port)
+                     + _REST.pack(peer_isn, tick, mss_idx))
+        else:  # the same bytes, in one go
+            h.update(_IPV4_INPUT.pack(local_ip, local_port, remote_ip, remote_port, peer_isn,
+                                      tick, mss_idx))
         return int.from_bytes(h.digest(), "big") & _MAC_MASK
 
     def make(self, local_ip: int, local_port: int, remote_ip: int, remote_port: int,

@@ -355,3 +355,19 @@ def test_memory_pressure_clamps_windows_and_refuses_new_connections() -> None:
     net.run(until=lambda: net.b.counters["tcp_memory_pressure_refused"] > 0)
     assert late.state is State.SYN_SENT
     net.run(lambda: [t.recv() for t in hogs], until=lambda: late.state is State.ESTABLISHED)
+
+
+def test_an_ipv4_cookie_macs_the_same_bytes_as_the_general_4_tuple_packing() -> None:
+    # The IPv4 MAC input is packed in one go; it must equal isn.pack_tuple's 4-tuple
+    # followed by the rest, as for IPv6 (cookies made before and after agree).
+    import hashlib
+    import struct
+
+    from tcpstack.tcp.isn import pack_tuple
+
+    c = SynCookies(SECRET)
+    cookie = c.make(*TUPLE, IRS, 1460, 100.0)
+    tick, idx = int(100.0 // TICK_SECONDS), MSS_TABLE.index(1460)
+    data = pack_tuple(*TUPLE) + struct.pack("!IQB", IRS, tick, idx)
+    mac = hashlib.blake2s(data, key=SECRET, digest_size=4, person=b"syncooki").digest()
+    assert cookie & 0xFFFFFF == int.from_bytes(mac, "big") & 0xFFFFFF
