@@ -634,6 +634,10 @@ class Stack:
                 or not self.plain_syn_path or self._packet_observer is not None \
                 or self._md5_on or self._ao_on or self._ao_conns:
             return False
+        # No listener answering with cookies on its port: not worth reading further.
+        port = self.listeners.get(packet[start + 22] << 8 | packet[start + 23])
+        if port is None or not self._passive.answers_with_cookie(port):
+            return False
         syn = read_plain_syn(packet, start,
                              not (start and virtio.checksum_trusted(packet[0])))
         if syn is None:
