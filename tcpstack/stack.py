@@ -635,8 +635,8 @@ class Stack:
                 or self._md5_on or self._ao_on or self._ao_conns:
             return False
         # No listener answering with cookies on its port: not worth reading further.
-        port = self.listeners.get(packet[start + 22] << 8 | packet[start + 23])
-        if port is None or not self._passive.answers_with_cookie(port):
+        at_port = self.listeners.get(packet[start + 22] << 8 | packet[start + 23])
+        if at_port is None or not self._passive.answers_with_cookie(at_port):
             return False
         syn = read_plain_syn(packet, start,
                              not (start and virtio.checksum_trusted(packet[0])))
