@@ -648,34 +648,27 @@ class Stack:
         key = (dst, dport, src, sport)
         if key in self.tcbs:
             return False
-        listener = self._listener_for(dst, dport)
+        listener = self._listener_for(dst, dport)  # at_port, if its addresses allow
         if listener is None:
             return False
         refusal = self._open_refusal()
-        if refusal is not None:
-            if refusal != "tcp_syn_batch_limit" or len(self._deferred) >= self._deferred_cap \
-                    or not self._passive.answers_with_cookie(listener):
-                return False
-            # As _receive_listen would: set aside for the next round, but as bytes, so
-            # that the replay takes this path again.
-            counters = self.counters
-            if not replay:
-                counters["ip_received"] += 1
-                counters["tcp_received"] += 1
-            self._deferred.append((key, packet, None, now))
-            counters["tcp_syn_deferred"] += 1
-            return True
-        answer = self._passive.plain_syn_cookie(listener, key, seq, mss, wscale, bool(sack),
-                                                tsval, now)
-        if answer is None:
-            return False
-        cookie, window, our_mss, our_wscale, our_sack, our_tsval = answer
+        if refusal is not None and (refusal != "tcp_syn_batch_limit"
+                                    or len(self._deferred) >= self._deferred_cap):
+            return False  # the general path counts the refusal
         counters = self.counters
         if not replay:
             counters["ip_received"] += 1
             counters["tcp_received"] += 1
+        if refusal is not None:
+            # As _receive_listen would: set aside for the next round, but as bytes, so
+            # that the replay takes this path again.
+            self._deferred.append((key, packet, None, now))
+            counters["tcp_syn_deferred"] += 1
+            return True
+        cookie, window, our_mss, our_wscale, our_sack, our_tsval = \
+            self._passive.plain_syn_cookie(key, seq, mss, wscale, bool(sack), tsval, now)
         self._syn_budget -= 1
-        self._control.append(write_syn_ack(dst, src, dport, sport, cookie, (seq + 1) & 0xFFFFFFFF,
+        self._control.append(write_syn_ack(dst, src, dport, sport, cookie, seq_add(seq, 1),
                                            window, our_mss, our_wscale, our_sack, our_tsval,
                                            tsval, self._next_ident(), self.config.ttl,
                                            self._vnet))

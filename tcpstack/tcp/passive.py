@@ -214,19 +214,16 @@ class PassiveOpener:
         mode = self.mode
         return mode is CookieMode.ALWAYS or (mode is CookieMode.AUTO and listener.syn_queue_full)
 
-    def plain_syn_cookie(self, listener: Listener, key: Key, peer_isn: int, peer_mss: int,
-                         peer_wscale: int, peer_sack: bool, peer_tsval: int,
-                         now: float) -> tuple[int, int, int, int, bool, int] | None:
-        """For a plain SYN (:mod:`tcpstack.wire.syn`: flags SYN alone, no data, no
-        options but MSS, window scale, SACK-permitted and timestamps) that ``listener``
-        answers with a SYN cookie: what the SYN,ACK carries -- (cookie, window, our
-        MSS, our window scale shift or -1, SACK-permitted, our TSval or -1), exactly
-        as :meth:`segment` would answer it. None if the listener would do anything
-        else with it (its accept queue full, its SYN queue not, cookies off): then
-        :meth:`segment` decides. The caller has checked that the SYN may open a
-        connection (``may_open``) and that the peer signs nothing."""
-        if not self.answers_with_cookie(listener):
-            return None
+    def plain_syn_cookie(self, key: Key, peer_isn: int, peer_mss: int, peer_wscale: int,
+                         peer_sack: bool, peer_tsval: int,
+                         now: float) -> tuple[int, int, int, int, bool, int]:
+        """The SYN,ACK for a plain SYN (:mod:`tcpstack.wire.syn`: flags SYN alone, no
+        data, no options but MSS, window scale, SACK-permitted and timestamps) to a
+        listener that :meth:`answers_with_cookie`, exactly as :meth:`segment` would
+        answer it: (cookie, window, our MSS, our window scale shift or -1,
+        SACK-permitted, our TSval or -1). The caller has checked that the listener
+        answers with a cookie, that the SYN may open a connection (``may_open``) and
+        that the peer signs nothing."""
         cookie = self._cookie(key, peer_isn, peer_mss, now)
         ts_offset = self.isn.ts_offset(*key) if peer_tsval >= 0 else 0
         wscale, sack, tsval, window = handshake.cookie_syn_ack_options(

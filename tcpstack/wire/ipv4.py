@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire.errors import BytesLike as Buffer
 from tcpstack.wire.errors import Malformed
 from tcpstack.wire.records import IPv4Packet
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 
-HEADER_LEN = 20
+HEADER_LEN: Final = 20
 _FLAG_DF = 0x4000
 _FLAG_MF = 0x2000
 _FRAG_OFFSET_MASK = 0x1FFF
@@ -79,12 +80,16 @@ def pack_ipv4_header(
 ) -> None:
     """Write a 20-byte IPv4 header (DF set, no options) with its checksum into ``buf``."""
     total = HEADER_LEN + payload_len
-    _HDR.pack_into(buf, offset, 0x45, tos, total, ident & 0xFFFF, _FLAG_DF, ttl, proto, 0, src, dst)
-    # Residue of the header words without the checksum field, computed arithmetically.
-    s = (
-        0x4500 + tos + total + (ident & 0xFFFF) + _FLAG_DF + (ttl << 8) + proto + src + dst
-    )
-    struct.pack_into("!H", buf, offset + 10, _ck.finish(s))
+    _HDR.pack_into(buf, offset, 0x45, tos, total, ident & 0xFFFF, _FLAG_DF, ttl, proto,
+                   header_checksum(total, ident, ttl, proto, src, dst, tos), src, dst)
+
+
+def header_checksum(total: int, ident: int, ttl: int, proto: int, src: int, dst: int,
+                    tos: int = 0) -> int:
+    """The checksum field of the header :func:`pack_ipv4_header` writes (DF set, no
+    options), summed from the fields rather than from the bytes (RFC 1071)."""
+    return _ck.finish(0x4500 + tos + total + (ident & 0xFFFF) + _FLAG_DF + (ttl << 8) + proto
+                      + src + dst)
 
 
 def build_ipv4(

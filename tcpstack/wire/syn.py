@@ -27,10 +27,8 @@ from typing import Final, cast
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire import virtio as _vnet
-
-# Final: the compiled build inlines these instead of looking them up per packet.
-IPV4_HEADER_LEN: Final = 20
-PROTO_TCP: Final = 6
+from tcpstack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
+from tcpstack.wire.ipv4 import PROTO_TCP, header_checksum
 
 #: The IPv4 header and the fixed TCP header of a SYN, read as 16- and 32-bit words:
 #: version/IHL/TOS, total length, identification, flags/fragment offset, TTL/protocol,
@@ -39,18 +37,15 @@ PROTO_TCP: Final = 6
 _SYN: Final = struct.Struct("!HHHHHHIIHHIIHHHH")
 _Words = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
 _MSS_WORD: Final = 0x0204  # MSS option: kind 2, length 4
-_SACK_TS_WORDS: Final = 0x0402 + 0x080A  # SACK-permitted, then timestamps' kind and length
-_NOP_TS_WORDS: Final = 0x0101 + 0x080A  # NOP NOP, then timestamps' kind and length
+_TS_WORD: Final = 0x080A  # timestamps' kind and length (after SACK-permitted or NOP NOP)
 _NOP_WS_WORD: Final = 0x0103  # NOP, then the window scale option's kind...
 _WS_LEN: Final = 3  # ... and its length, in the high byte of the last word
 
-#: The SYN,ACK written, by shape: the IPv4 header, the TCP header, the MSS option,
-#: then [SACK-permitted or NOP NOP, timestamps] and [NOP, window scale]. One call
-#: writes it all.
-_SYN_ACK: Final = struct.Struct("!BBHHHBBHIIHHIIBBHHHBBH")
-_SYN_ACK_WS: Final = struct.Struct("!BBHHHBBHIIHHIIBBHHHBBHBBBB")
-_SYN_ACK_TS: Final = struct.Struct("!BBHHHBBHIIHHIIBBHHHBBHBBBBII")
-_SYN_ACK_TS_WS: Final = struct.Struct("!BBHHHBBHIIHHIIBBHHHBBHBBBBIIBBBB")
+#: The SYN,ACK written: the IPv4 header, the TCP header and the MSS option; then, if
+#: present, SACK-permitted (or NOP NOP) and timestamps; then NOP and the window scale.
+_SYN_ACK_HEAD: Final = struct.Struct("!BBHHHBBHIIHHIIBBHHHBBH")
+_TS_OPTION: Final = struct.Struct("!BBBBII")
+_WS_OPTION: Final = struct.Struct("!BBBB")
 
 SYN_FLAG: Final = 0x02
 SYN_ACK_FLAGS: Final = 0x12
@@ -63,7 +58,6 @@ _DF: Final = 0x4000
 _FRAGMENT_BITS: Final = 0x3FFF  # MF and the fragment offset (DF may be set)
 _LEN: Final = IPV4_HEADER_LEN + 20
 _M: Final = 0xFFFF
-_VNET_LEN: Final = 10  # tcpstack.wire.virtio.HEADER_LEN
 
 #: What :func:`read_plain_syn` returns: source and destination address, source and
 #: destination port, sequence number, the MSS option's value (0: none), the window
@@ -91,7 +85,7 @@ def read_plain_syn(packet: bytes, start: int, verify: bool) -> PlainSyn | None:
     doff = (off_flags >> 12) * 4
     if doff < 20 or IPV4_HEADER_LEN + doff != n:
         return None  # a bad data offset, or data: the general path
-    if (vtos + total + ident + frag + ttl_proto + ipsum + src + dst) % _M:
+    if not _ck.verify(vtos + total + ident + frag + ttl_proto + ipsum + src + dst):
         return None  # the IP header checksum: the general path counts it
     end = start + n
     i = start + _LEN
@@ -100,7 +94,7 @@ def read_plain_syn(packet: bytes, start: int, verify: bool) -> PlainSyn | None:
                  + tcpsum + urgent)
         if i < end:
             words += int.from_bytes(packet[i:end], "big")
-        if words % _M:
+        if not _ck.verify(words):
             return None
     mss = 0
     wscale = -1
@@ -149,49 +143,35 @@ def write_syn_ack(src: int, dst: int, sport: int, dport: int, seq: int, ack: int
     prefixed with a virtio-net header leaving the TCP checksum to the kernel. Both
     checksums are summed from the fields, not from the bytes written."""
     has_ts = tsval >= 0
-    has_ws = wscale >= 0
-    hlen = 24 + (12 if has_ts else 0) + (4 if has_ws else 0)
+    hlen = 24 + (12 if has_ts else 0) + (4 if wscale >= 0 else 0)
     total = IPV4_HEADER_LEN + hlen
-    ident &= 0xFFFF
-    ipsum = _ck.finish(0x4500 + total + ident + _DF + (ttl << 8) + PROTO_TCP + src + dst)
     off_flags = (hlen // 4) << 12 | SYN_ACK_FLAGS
     pseudo = src + dst + PROTO_TCP + hlen
+    first, second = (_SACK_PERMITTED, 2) if sack else (_NOP, _NOP)
     if vnet:
-        tcpsum = pseudo % _M or _M  # the kernel finishes it (NEEDS_CSUM)
+        tcpsum = pseudo % _M or _M  # the kernel finishes it (NEEDS_CSUM), as emit_tcp's
     else:
         words = (pseudo + sport + dport + seq + ack + off_flags + window + _MSS_WORD + mss)
         if has_ts:
-            words += (_SACK_TS_WORDS if sack else _NOP_TS_WORDS) + tsval + tsecr
-        if has_ws:
+            words += (first << 8 | second) + _TS_WORD + tsval + tsecr
+        if wscale >= 0:
             words += _NOP_WS_WORD + (_WS_LEN << 8 | wscale)
         tcpsum = _ck.finish(words)
-    base = _VNET_LEN if vnet else 0
+    base = _vnet.HEADER_LEN if vnet else 0
     out = bytearray(base + total)
     if vnet:
         _vnet.HDR.pack_into(out, 0, _vnet.F_NEEDS_CSUM, _vnet.GSO_NONE, total, 0,
                             IPV4_HEADER_LEN, 16)
+    _SYN_ACK_HEAD.pack_into(
+        out, base, 0x45, 0, total, ident & 0xFFFF, _DF, ttl, PROTO_TCP,
+        header_checksum(total, ident, ttl, PROTO_TCP, src, dst), src, dst, sport, dport, seq,
+        ack, off_flags >> 8, SYN_ACK_FLAGS, window, tcpsum, 0, _MSS, 4, mss)
+    at = base + _LEN + 4
     if has_ts:
-        first = _SACK_PERMITTED if sack else _NOP
-        second = 2 if sack else _NOP
-        if has_ws:
-            _SYN_ACK_TS_WS.pack_into(
-                out, base, 0x45, 0, total, ident, _DF, ttl, PROTO_TCP, ipsum, src, dst, sport,
-                dport, seq, ack, off_flags >> 8, SYN_ACK_FLAGS, window, tcpsum, 0, _MSS, 4, mss,
-                first, second, _TIMESTAMPS, 10, tsval, tsecr, _NOP, _WSCALE, _WS_LEN, wscale)
-        else:
-            _SYN_ACK_TS.pack_into(
-                out, base, 0x45, 0, total, ident, _DF, ttl, PROTO_TCP, ipsum, src, dst, sport,
-                dport, seq, ack, off_flags >> 8, SYN_ACK_FLAGS, window, tcpsum, 0, _MSS, 4, mss,
-                first, second, _TIMESTAMPS, 10, tsval, tsecr)
-    elif has_ws:
-        _SYN_ACK_WS.pack_into(
-            out, base, 0x45, 0, total, ident, _DF, ttl, PROTO_TCP, ipsum, src, dst, sport, dport,
-            seq, ack, off_flags >> 8, SYN_ACK_FLAGS, window, tcpsum, 0, _MSS, 4, mss, _NOP,
-            _WSCALE, _WS_LEN, wscale)
-    else:
-        _SYN_ACK.pack_into(
-            out, base, 0x45, 0, total, ident, _DF, ttl, PROTO_TCP, ipsum, src, dst, sport, dport,
-            seq, ack, off_flags >> 8, SYN_ACK_FLAGS, window, tcpsum, 0, _MSS, 4, mss)
+        _TS_OPTION.pack_into(out, at, first, second, _TIMESTAMPS, 10, tsval, tsecr)
+        at += 12
+    if wscale >= 0:
+        _WS_OPTION.pack_into(out, at, _NOP, _WSCALE, _WS_LEN, wscale)
     return out
 
 

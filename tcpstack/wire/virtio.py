@@ -17,15 +17,16 @@ little-endian on every architecture Linux runs TUN offloads on)::
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from tcpstack.wire.errors import BytesLike, Malformed
 
-HEADER_LEN = 10
+HEADER_LEN: Final = 10
 
-F_NEEDS_CSUM = 1
+F_NEEDS_CSUM: Final = 1
 F_DATA_VALID = 2
 
-GSO_NONE = 0
+GSO_NONE: Final = 0
 GSO_TCPV4 = 1
 GSO_UDP = 3
 GSO_TCPV6 = 4
