@@ -162,6 +162,10 @@ def test_bench_tiny_runs_every_workload(tmp_path: Path) -> None:
         assert flood["syn_sent"] >= 1000 and flood["syn_send_errors"] == 0, flood
         assert flood["baseline_ok"] > 0 and flood["flood_attempts"] > 0, flood
         assert flood["ratio"] >= 0 and flood["recovery_limit"] == 2.0, flood
+        # What the flood cost: the machine is busy (the fetch loop at least) before and
+        # during it, and the server process was read.
+        assert flood["baseline_machine_cores"] > 0 and flood["flood_machine_cores"] > 0, flood
+        assert flood["flood_server_cores"] >= 0 and "server_us_per_syn" in flood, flood
     assert all("skipped" in line for line in doc["missing"])
 
     markdown = (out / "latest.md").read_text()

@@ -142,6 +142,12 @@ ROWS: tuple[Row, ...] = (
     Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
         _recovers_in_1s, ratio=False),
     Row("flood", "SYN flood: SYN rate achieved (/s)", "syn_rate", _f0),
+    Row("flood", "SYN flood: machine CPU busy before it (cores)", "baseline_machine_cores",
+        _f2),
+    Row("flood", "SYN flood: machine CPU busy during it (cores)", "flood_machine_cores", _f2),
+    Row("flood", "SYN flood: machine CPU per flood SYN (µs)", "machine_us_per_syn", _f1),
+    Row("flood", "SYN flood: server process CPU per flood SYN (µs; the kernel's SYN work "
+        "is softirq, outside it)", "server_us_per_syn", _f1),
     # TCP Fast Open over a path of TFO_RTT_MS: no target, the ratios to the kernel.
     Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, plain: median (ms)", "plain_ms", _f1),
     Row("tfo", f"short HTTP request, {TFO_RTT_MS} ms RTT, plain: p99 (ms)", "plain_p99_ms",

@@ -729,10 +729,15 @@ def run_flood(target: Target, hook: Hook | None) -> Outcome:
                 "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
                 "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
                 "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
+                "--server-pid", str(target.server_pid),
             ], timeout=timeout + 30))
     _summarise(out, {"flood_ratio": "ratio", "recovery_s": "recovery_seconds",
                      "syn_rate": "syn_rate", "baseline_rate": "baseline_rate",
-                     "flood_rate": "flood_rate"})
+                     "flood_rate": "flood_rate",
+                     "baseline_machine_cores": "baseline_machine_cores",
+                     "flood_machine_cores": "flood_machine_cores",
+                     "machine_us_per_syn": "machine_us_per_syn",
+                     "server_us_per_syn": "server_us_per_syn"})
     ok = [r for r in out.reps if "error" not in r]
     if ok:
         # The target is about the worst case: every repetition answers within 1 s.
