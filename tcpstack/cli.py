@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from tcpstack import __version__
 from tcpstack.apps.limits import HttpLimits, Keepalive, ServiceLimits
 from tcpstack.build import build_kind
+from tcpstack.counters import Counters
 from tcpstack.link.tun import ipv6_disabled
 from tcpstack.observe import commands as observe_commands
 from tcpstack.observe import daemon as observe
@@ -848,7 +849,7 @@ async def _serve(args: argparse.Namespace, device: Any, settings: ServeSettings,
         stop.set()
 
     net = Network(device, stack=Stack(config, isn_secret=isn_secret), on_fatal=device_failed)
-    app_counters: Counter[str] = Counter()
+    app_counters: Counter[str] = Counters()
     limits = settings.limits
     handlers: dict[str, Any] = {
         "http": HttpService(www=args.www, limits=limits, http=settings.http,

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Protocol
 
+from tcpstack.counters import Counters
 from tcpstack.fragments import MAX_DATAGRAM_IPV6, Reassembler
 from tcpstack.tcp.aokeys import AoConn, AoKeys, Mkt
 from tcpstack.tcp.config import TcpConfig
@@ -274,7 +275,7 @@ class Stack:
         self.tcp_config6 = dataclasses.replace(
             self.tcp_config, mss=max(88, self.tcp_config.mss - (IPV6_TCP_HEADERS
                                                                  - IPV4_TCP_HEADERS)))
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counters()
         self.tcbs: dict[Key, Tcb] = {}
         self.listeners: dict[int, Listener] = {}
         secret = isn_secret if isn_secret is not None else secrets.token_bytes(32)
@@ -603,9 +604,8 @@ class Stack:
 
     def receive_batch(self, packets: Iterable[BytesLike], now: float) -> None:
         """Process the packets of one read from the device (see :meth:`receive`)."""
-        receive = self.receive
         for packet in packets:
-            receive(packet, now)
+            self.receive(packet, now)  # a direct (native, when compiled) call
 
     def receive(self, packet: BytesLike, now: float) -> None:
         """Process one IP packet. Malformed input is counted by reason and dropped."""

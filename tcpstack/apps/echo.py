@@ -13,6 +13,7 @@ from typing import Final
 from tcpstack.apps import CLIENT_ERRORS, StreamReaderLike, StreamWriterLike
 from tcpstack.apps.limits import ConnectionGuard, IdleTimeout, ServiceLimits
 from tcpstack.apps.protocols import EchoProtocol
+from tcpstack.counters import Counters
 
 logger = logging.getLogger("tcpstack.echo")
 
@@ -35,7 +36,7 @@ class EchoService:
     def __init__(self, *, limits: ServiceLimits | None = None,
                  counters: Counter[str] | None = None) -> None:
         self.limits = limits if limits is not None else ServiceLimits()
-        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.counters: Counter[str] = counters if counters is not None else Counters()
 
     def protocol(self) -> EchoProtocol:
         """A new :class:`~tcpstack.apps.protocols.EchoProtocol` with these limits and

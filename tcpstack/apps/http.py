@@ -108,6 +108,7 @@ from tcpstack.apps.limits import (
     ServiceLimits,
 )
 from tcpstack.apps.static import OpenedFile, open_beneath
+from tcpstack.counters import Counters
 
 logger = logging.getLogger("tcpstack.http")
 
@@ -455,7 +456,7 @@ class HttpService:
         self._server_name = server_name
         self.limits = limits if limits is not None else ServiceLimits()
         self.http = http if http is not None else HttpLimits()
-        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.counters: Counter[str] = counters if counters is not None else Counters()
         self._root_page = self._render_root_page()
 
     @property

@@ -87,6 +87,7 @@ from itertools import count
 from random import Random
 from typing import Any, Final, Literal, Protocol, TypeVar
 
+from tcpstack.counters import Counters
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire.tcp import OutPacket
 
@@ -529,7 +530,7 @@ class Impairment:
 
     def __init__(self, spec: ImpairSpec) -> None:
         self.spec = spec
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counters()
         self._channels = {d: _Channel(spec, d) for d in DIRECTIONS}
         self._reorder_delay = spec.effective_reorder_delay
 

@@ -23,6 +23,8 @@ import random
 from collections import Counter
 from typing import NamedTuple
 
+from tcpstack.counters import Counters
+
 
 class ReplyBudget:
     """The stack-wide budget of challenge ACKs per second, randomized per second."""
@@ -114,5 +116,5 @@ class Commons(NamedTuple):
 
 def standalone(challenge_ack_limit: int, seed: int) -> Commons:
     """Commons for a connection that belongs to no stack (deterministic, unlimited)."""
-    return Commons(Counter(), ReplyBudget(challenge_ack_limit, random.Random(seed)),
+    return Commons(Counters(), ReplyBudget(challenge_ack_limit, random.Random(seed)),
                    MemoryPool(UNLIMITED))
