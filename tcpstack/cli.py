@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SYN cookies: auto (when the SYN queue is full), always, off "
                             f"(default: {_STACK.syncookies})")
     guard.add_argument("--syn-batch-limit", type=int, metavar="N",
-                       help="new connections one batch of received packets may start "
+                       help="new connections one batch of received packets may start; "
+                            "SYNs answered with a cookie start none "
                             f"(default: {_STACK.syn_batch_limit})")
     guard.add_argument("--max-connections", type=int, metavar="N",
                        help=f"connections, TIME-WAIT aside (default: {_STACK.max_connections})")

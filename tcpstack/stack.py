@@ -92,9 +92,10 @@ log = logging.getLogger("tcpstack.stack")
 Key = tuple[int, int, int, int]  # (local ip, local port, remote ip, remote port)
 
 SYN_DEFERRED_BATCHES = 4
-"""SYNs (and cookie ACKs) beyond a batch's budget set aside for later rounds, in budgets:
-a burst of up to this many budgets' worth is answered a few milliseconds late instead
-of dropped (which costs a legitimate client a 1 s SYN retransmission)."""
+"""SYNs that open connections (and cookie ACKs) beyond a batch's budget set aside for later
+rounds, in budgets: a burst of up to this many budgets' worth is answered a few
+milliseconds late instead of dropped (which costs a legitimate client a 1 s SYN
+retransmission). SYNs answered with a cookie are not budgeted (they start nothing)."""
 
 _TIMER_HEAP_SLACK = 64
 """Stale timer entries tolerated beyond one per connection before the heap is rebuilt."""
@@ -137,11 +138,13 @@ class StackConfig:
     #: SYN cookies (RFC 4987): "auto" when a listener's SYN queue is full, "always",
     #: or "off" (then SYNs beyond the queue are dropped).
     syncookies: str = "auto"
-    #: New connections a batch of received packets may start (SYNs queued or
-    #: answered with cookies, cookies accepted): under a SYN flood the stack spends
-    #: the rest of each batch on the connections it has. Those beyond it wait, up to
-    #: ``SYN_DEFERRED_BATCHES`` times as many, for the next rounds of the event loop
-    #: (:meth:`Stack.next_deadline` asks for one at once); beyond that, dropped.
+    #: New connections a batch of received packets may start (SYNs queued, cookies
+    #: accepted): the stack spends the rest of each batch on the connections it has.
+    #: Those beyond it wait, up to ``SYN_DEFERRED_BATCHES`` times as many, for the
+    #: next rounds of the event loop (:meth:`Stack.next_deadline` asks for one at
+    #: once); beyond that, dropped. A SYN answered with a cookie starts nothing and is
+    #: not counted: a flood's SYNs are answered as they are read, a read being
+    #: bounded (the runtime's batch) as is the work it brings.
     syn_batch_limit: int = 64
     #: Connections (not counting TIME-WAIT) beyond which SYNs are dropped.
     max_connections: int = 100_000
@@ -317,7 +320,7 @@ class Stack:
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
         # Set aside: a parsed segment, or the bytes of a plain SYN (_answer_plain_syn).
-        self._deferred: deque[tuple[Key, TcpSegment | bytes, int | None, float]] = deque()
+        self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
         self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their
         # Established event not yet taken): each listener's accept queue.
@@ -618,16 +621,14 @@ class Stack:
             self.counters["internal_error"] += 1
             log.exception("internal error while processing a packet")
 
-    def _answer_plain_syn(self, packet: BytesLike, now: float, replay: bool = False) -> bool:
+    def _answer_plain_syn(self, packet: BytesLike, now: float) -> bool:
         """Answer a plain IPv4 SYN (:mod:`tcpstack.wire.syn`) to a listener that answers
         with SYN cookies (RFC 4987) without building segment objects: under a SYN flood
         nearly every packet is one, and the general path costs several times more per
-        packet. True if answered, or set aside for the next round (beyond the batch's
-        SYN budget: replayed here, ``replay``, by :meth:`_replay_deferred`); False for
-        everything else -- another packet, a SYN that opens a connection or is
-        refused, a connection's 4-tuple, signing keys, a packet observer -- which
-        :meth:`_receive` then takes, deciding as it would have decided here (the
-        tests compare both paths' output and counters)."""
+        packet. True if answered; False for everything else -- another packet, a SYN
+        that opens a connection or is refused, a connection's 4-tuple, signing keys, a
+        packet observer -- which :meth:`_receive` then takes, deciding as it would
+        have decided here (the tests compare both paths' output and counters)."""
         start = virtio.HEADER_LEN if self._vnet else 0
         if not isinstance(packet, bytes) or len(packet) < start + 40 \
                 or packet[start + 33] != SYN_FLAG \
@@ -651,23 +652,13 @@ class Stack:
         listener = self._listener_for(dst, dport)  # at_port, if its addresses allow
         if listener is None:
             return False
-        refusal = self._open_refusal()
-        if refusal is not None and (refusal != "tcp_syn_batch_limit"
-                                    or len(self._deferred) >= self._deferred_cap):
+        if self._open_refusal(budget=False) is not None:
             return False  # the general path counts the refusal
         counters = self.counters
-        if not replay:
-            counters["ip_received"] += 1
-            counters["tcp_received"] += 1
-        if refusal is not None:
-            # As _receive_listen would: set aside for the next round, but as bytes, so
-            # that the replay takes this path again.
-            self._deferred.append((key, packet, None, now))
-            counters["tcp_syn_deferred"] += 1
-            return True
+        counters["ip_received"] += 1
+        counters["tcp_received"] += 1
         cookie, window, our_mss, our_wscale, our_sack, our_tsval = \
             self._passive.plain_syn_cookie(key, seq, mss, wscale, bool(sack), tsval, now)
-        self._syn_budget -= 1
         self._control.append(write_syn_ack(dst, src, dport, sport, cookie, seq_add(seq, 1),
                                            window, our_mss, our_wscale, our_sack, our_tsval,
                                            tsval, self._next_ident(), self.config.ttl,
@@ -1060,8 +1051,11 @@ class Stack:
     def _receive_listen(self, listener: Listener, key: Key, seg: TcpSegment, now: float,
                         old_snd_max: int | None = None) -> None:
         """RFC 9293 3.10.7.2: SEGMENT ARRIVES in LISTEN (see :mod:`tcpstack.tcp.passive`)."""
-        refusal = self._open_refusal()
         passive = self._passive6 if ipv6_wire.is_ipv6(key[0]) else self._passive
+        # A SYN answered with a cookie starts nothing (RFC 4987 3.6: no state until its
+        # ACK): the batch's SYN budget, kept for what does, does not hold it back.
+        cookie_syn = seg.flags & (SYN | ACK | RST) == SYN and passive.answers_with_cookie(listener)
+        refusal = self._open_refusal(budget=not cookie_syn)
         md5_key = self._md5_key(key[2])
         mkts = self._ao_keys.for_peer(key[2]) if self._ao_on else ()
         verdict = passive.segment(listener, key, seg, now, may_open=refusal is None,
@@ -1092,8 +1086,7 @@ class Stack:
                 listener.pending += 1
             if verdict.tcb.state is State.SYN_RECEIVED and seg.flags & ACK:
                 verdict.tcb.receive(seg, now)  # the ACK that carried a valid cookie
-        elif verdict.reply is not None:
-            self._syn_budget -= 1  # a cookie SYN,ACK
+        elif verdict.reply is not None:  # a cookie SYN,ACK
             reply = verdict.reply
             ao = None if conn is None else conn.signing(reply.flags, reply.seq, reply.seq,
                                                         seg.seq)
@@ -1103,11 +1096,12 @@ class Stack:
         elif verdict.reset:
             self._reply_rst(key[0], key[2], seg, now)
 
-    def _open_refusal(self) -> str | None:
+    def _open_refusal(self, budget: bool = True) -> str | None:
         """Why a segment may not open a connection now (the counter to bump), or None:
-        the SYN budget of this batch is spent, the connection limit reached, or buffer
-        memory short. Only what does open one spends the budget."""
-        if self._syn_budget <= 0:
+        the SYN budget of this batch is spent (``budget``: it applies), the connection
+        limit reached, or buffer memory short. Only what does open one spends the
+        budget: a SYN answered with a cookie neither spends nor waits for it."""
+        if budget and self._syn_budget <= 0:
             return "tcp_syn_batch_limit"
         if len(self.tcbs) - len(self._time_wait) >= self.config.max_connections:
             return "tcp_max_connections"
@@ -1120,25 +1114,7 @@ class Stack:
         deferred = self._deferred
         while deferred and self._syn_budget > 0:
             key, seg, old_snd_max, _ = deferred.popleft()
-            if isinstance(seg, bytes):
-                self._replay_plain_syn(seg, now)
-            else:
-                self._dispatch(key, seg, now, old_snd_max)
-
-    def _replay_plain_syn(self, packet: bytes, now: float) -> None:
-        """A plain SYN set aside by :meth:`_answer_plain_syn` (already counted as
-        received): answered by it again, or, if things changed meanwhile (its SYN
-        queue has room now, a connection took the 4-tuple), dispatched as the general
-        path replays what it set aside."""
-        try:
-            if self._answer_plain_syn(packet, now, replay=True):
-                return
-            start = virtio.HEADER_LEN if self._vnet else 0
-            ip = parse_ipv4(memoryview(packet)[start:])
-            seg = parse_tcp(ip.payload, ip.src, ip.dst, False, ip.tos & 3)
-            self._dispatch((ip.dst, seg.dst_port, ip.src, seg.src_port), seg, now)
-        except Malformed as e:  # checked when it was set aside: cannot happen
-            self.counters[e.reason] += 1
+            self._dispatch(key, seg, now, old_snd_max)
 
     def _reply_rst(self, local: int, remote: int, seg: TcpSegment, now: float) -> None:
         """RST for a segment that has no connection (RFC 9293 3.10.7.1).

@@ -288,20 +288,33 @@ def test_the_cookie_the_plain_path_sent_opens_the_connection() -> None:
     assert (tcb.snd_wscale, tcb.sack_ok) == (7, True)  # echoed back through the TSval
 
 
-def test_plain_syns_beyond_the_budget_wait_for_the_next_round_and_take_the_plain_path() -> None:
-    fast, general = two_stacks(False, "always")  # a budget of 4 SYNs per batch
+def test_syns_answered_with_cookies_neither_spend_nor_wait_for_the_syn_budget() -> None:
+    """A cookie SYN,ACK starts nothing (RFC 4987 3.6), so the batch's SYN budget (4
+    here), kept for what does, holds none back: a burst far beyond the budget and the
+    deferral cap (4 budgets) is answered in its own batch, none set aside or dropped
+    -- by both paths alike."""
+    fast, general = two_stacks(False, "always")
     now = 20.0
-    for i in range(10):
+    for i in range(100):
         for s in (fast, general):
             s.receive(flood_syn(i), now)
-    assert fast.counters["tcp_syncookie_sent"] == 4
-    assert fast.counters["tcp_syn_deferred"] == 6
-    assert all(isinstance(seg, bytes) for _, seg, _, _ in fast._deferred)  # not parsed
-    assert [bytes(p) for p in fast.packets_to_send(now)] == \
-        [bytes(p) for p in general.packets_to_send(now)]
     for s in (fast, general):
-        s.handle_timer(now + 0.001)  # the next round: the oldest four first
-    assert fast.counters["tcp_syncookie_sent"] == 8 and len(fast._deferred) == 2
-    assert [bytes(p) for p in fast.packets_to_send(now)] == \
-        [bytes(p) for p in general.packets_to_send(now)]
+        assert s.counters["tcp_syncookie_sent"] == 100
+        assert s.counters["tcp_syn_deferred"] == 0 and s.counters["tcp_syn_batch_limit"] == 0
+        assert not s._deferred
+    out = [bytes(p) for p in fast.packets_to_send(now)]
+    assert len(out) == 100 and out == [bytes(p) for p in general.packets_to_send(now)]
     assert dict(fast.counters) == dict(general.counters)
+
+
+def test_syns_that_open_connections_still_spend_the_budget_beside_cookie_ones() -> None:
+    """With the SYN queue not yet full (cookies "auto"), SYNs open connections and are
+    budgeted; once it is full, the rest are cookie SYNs, answered beyond the budget."""
+    s, _ = two_stacks(False, "auto")  # a SYN queue of 2, a budget of 4
+    now = 10.0
+    for i in range(10):
+        s.receive(flood_syn(i), now)
+    assert s.counters["tcp_syn_accepted"] == 2  # the SYN queue's two
+    assert s.counters["tcp_syncookie_sent"] == 8  # the rest, none held back
+    assert s.counters["tcp_syn_deferred"] == 0
+    assert len(s.packets_to_send(now)) == 10
