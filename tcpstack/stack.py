@@ -1147,19 +1147,27 @@ class Stack:
     def packets_to_send(self, now: float) -> list[OutPacket]:
         """Flush every connection touched since the last call; return IP packets to write.
 
+        The connections' segments come first, then the answers to packets of no
+        connection (SYN cookies' SYN,ACKs, RSTs, ICMP errors): under a SYN flood
+        those are most of a batch, and a connection's reply need not wait behind
+        their writes. (Between different connections the order means nothing to TCP.)
         Also the end of a batch: the budget of new connections starts afresh.
         """
         self._now = now
         self._syn_budget = self.config.syn_batch_limit
-        out = self._control
+        control = self._control
         self._control = []
         dirty = self._dirty
         self._dirty = []
         ttl = self.config.ttl
         vnet = self._vnet
         scatter = self.config.scatter
-        if self.observer is not None and out:
-            self.observer.on_control(out, now)
+        if self.observer is not None and control:
+            self.observer.on_control(control, now)
+        if not dirty:
+            self.counters["ip_sent"] += len(control)
+            return control
+        out: list[OutPacket] = []
         obs = self._packet_observer
         for tcb in dirty:
             segments = tcb.segments_to_send(now)
@@ -1173,6 +1181,7 @@ class Stack:
                 out.append(emit_tcp_parts(seg, tcb.local_ip, tcb.remote_ip, self._next_ident(),
                                           ttl, vnet, tcb.gso_size, scatter, md5_key, ao))
             self._after_flush(tcb)
+        out += control
         self.counters["ip_sent"] += len(out)
         return out
 

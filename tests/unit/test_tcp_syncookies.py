@@ -245,6 +245,26 @@ def test_a_valid_cookie_ack_beyond_the_budget_waits_and_then_connects() -> None:
     assert st.counters["tcp_syncookie_accepted"] == 2
 
 
+def test_a_connections_reply_goes_out_before_the_cookie_syn_acks_of_its_batch() -> None:
+    """Under a flood the answers to packets of no connection are most of a batch: an
+    established connection's reply is written first, not behind them."""
+    st = server(syncookies="always", tcp=TcpConfig(delayed_ack=0.0))  # ACK data at once
+    st.listen(80)
+    st.receive(_packet(syn(port=2000, ts=False)), 0.0)
+    (synack,) = (_parse(p) for p in st.packets_to_send(0.0))
+    st.receive(_packet(TcpSegment(2000, 80, IRS + 1, seq_add(synack.seq, 1), ACK, 64240)), 0.1)
+    st.packets_to_send(0.1)
+    (tcb,) = st.tcbs.values()
+    assert tcb.state is State.ESTABLISHED
+    for i in range(10):  # the flood first, then the connection's data, in one batch
+        st.receive(_packet(syn(port=3000 + i)), 0.2)
+    st.receive(_packet(TcpSegment(2000, 80, IRS + 1, seq_add(synack.seq, 1), ACK | PSH,
+                                  64240, payload=b"GET / HTTP/1.0\r\n\r\n")), 0.2)
+    out = [_parse(p) for p in st.packets_to_send(0.2)]
+    assert [seg.flags & (SYN | ACK) for seg in out] == [ACK] + [SYN | ACK] * 10
+    assert out[0].dst_port == 2000 and out[0].ack == IRS + 1 + 18
+
+
 def test_connections_beyond_the_limit_are_refused_and_counted() -> None:
     st = server(max_connections=3)
     st.listen(80)
