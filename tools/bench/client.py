@@ -551,7 +551,7 @@ def _first_success(url: str, timeout: float, start: float, limit: float,
 
 class CpuWindow:
     """CPU busy over a stretch of time, in cores: the whole machine's (every process
-    and interrupt work, ``/proc/stat``: all but idle and iowait) and one process's
+    and interrupt work, ``/proc/stat``: user, nice, system, irq, softirq) and one process's
     (``/proc/PID/stat``; the network namespace does not matter for either)."""
 
     def __init__(self, pid: int) -> None:
@@ -583,8 +583,9 @@ def _machine_busy_seconds() -> float | None:
         return None
     if len(fields) < 5:
         return None
-    # user nice system idle iowait irq softirq steal (guest time is inside user)
-    busy = sum(fields[:8]) - fields[3] - fields[4]
+    # user nice system idle iowait irq softirq steal (guest time is inside user):
+    # steal is time the hypervisor gave to others, not this machine's work.
+    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
     return busy / os.sysconf("SC_CLK_TCK")
 
 
