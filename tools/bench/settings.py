@@ -139,8 +139,8 @@ FULL = Sizes(
     timeout_latency=90.0, timeout_idle=300.0, timeout_echo=90.0, timeout_impaired=120.0,
     web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
     timeout_web=120.0, timeout_tls=60.0,
-    flood_seconds=10.0, flood_rate=20_000, flood_baseline=5.0, flood_recovery=60.0,
-    flood_reps=3,
+    flood_seconds=10.0, flood_rate=20_000, flood_baseline=10.0, flood_recovery=60.0,
+    flood_reps=5,
     tfo_requests=200, tfo_warmup=3, tfo_reps=3, timeout_tfo=120.0,
     bbr_seconds=8.0, bbr_reps=3,
 )
