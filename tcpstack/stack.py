@@ -319,7 +319,6 @@ class Stack:
         self._syn_budget = self.config.syn_batch_limit
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
-        # Set aside: a parsed segment, or the bytes of a plain SYN (_answer_plain_syn).
         self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
         self._deferred_cap = SYN_DEFERRED_BATCHES * self.config.syn_batch_limit
         # Passive connections established but not yet claimed by the owner (their

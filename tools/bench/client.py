@@ -581,7 +581,7 @@ def _machine_busy_seconds() -> float | None:
             fields = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    if len(fields) < 5:
+    if len(fields) < 7:
         return None
     # user nice system idle iowait irq softirq steal (guest time is inside user):
     # steal is time the hypervisor gave to others, not this machine's work.
@@ -600,6 +600,7 @@ def _process_cpu_seconds(pid: int) -> float | None:
 
 
 def _cpu_fields(prefix: str, window: CpuWindow) -> dict[str, float]:
+    """The window's cores as result fields: ``PREFIX_machine_cores``, ``PREFIX_server_cores``."""
     machine, process = window.cores()
     out: dict[str, float] = {}
     if machine is not None:
