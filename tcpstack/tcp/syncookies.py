@@ -61,8 +61,16 @@ _SACK_BIT: Final = 0x10
 _ECN_BIT: Final = 0x20
 
 
+_TOP_MSS: Final = 1460
+_TOP_INDEX: Final = 7
+"""MSS_TABLE's last entry and its index, as constants: most SYNs (an Ethernet path's
+MSS) stop there, without reading the table."""
+
+
 def mss_index(peer_mss: int) -> int:
     """Index of the largest :data:`MSS_TABLE` entry not above ``peer_mss`` (0 if all are)."""
+    if peer_mss >= _TOP_MSS:
+        return _TOP_INDEX
     table = MSS_TABLE
     for i in range(len(table) - 1, 0, -1):  # the table is sorted: from the top
         if table[i] <= peer_mss:

@@ -9,9 +9,11 @@ sum in C, far faster than summing words in a Python loop. Values returned by
 
 from __future__ import annotations
 
+from typing import Final
+
 from tcpstack.wire.errors import BytesLike as Buffer
 
-_M = 0xFFFF
+_M: Final = 0xFFFF
 
 
 def partial(data: Buffer) -> int:

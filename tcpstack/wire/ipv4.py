@@ -15,11 +15,11 @@ PROTO_TCP: Final = 6
 PROTO_UDP: Final = 17
 
 HEADER_LEN: Final = 20
-_FLAG_DF = 0x4000
-_FLAG_MF = 0x2000
-_FRAG_OFFSET_MASK = 0x1FFF
+_FLAG_DF: Final = 0x4000
+_FLAG_MF: Final = 0x2000
+_FRAG_OFFSET_MASK: Final = 0x1FFF
 
-_HDR = struct.Struct("!BBHHHBBHII")
+_HDR: Final = struct.Struct("!BBHHHBBHII")
 
 
 _new = tuple.__new__  # NamedTuple construction without its Python-level argument handling
@@ -63,8 +63,8 @@ def fragment_field(data: Buffer) -> int:
     return ((data[6] << 8) | data[7]) & (_FLAG_MF | _FRAG_OFFSET_MASK)
 
 
-FLAG_MF = _FLAG_MF
-FRAG_OFFSET_MASK = _FRAG_OFFSET_MASK
+FLAG_MF: Final = _FLAG_MF
+FRAG_OFFSET_MASK: Final = _FRAG_OFFSET_MASK
 
 
 def pack_ipv4_header(

@@ -10,28 +10,28 @@ NamedTuple classes poorly); the parsers and builders live in
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from tcpstack.wire.errors import BytesLike
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 #: Accurate ECN's flag (RFC 9768 2: the former NS bit, the low bit of the header's
 #: data-offset byte); with CWR and ECE it forms the 3-bit ACE field.
-AE = 0x100
+AE: Final = 0x100
 
 #: The ECN field of the IP header (RFC 3168 5): the two low bits of the IPv4 TOS
 #: byte and of the IPv6 traffic class.
-NOT_ECT = 0
-ECT_1 = 1
-ECT_0 = 2
-CE = 3
+NOT_ECT: Final = 0
+ECT_1: Final = 1
+ECT_0: Final = 2
+CE: Final = 3
 
 _FLAG_NAMES = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."), (URG, "U"),
                (ECE, "E"), (CWR, "W"), (AE, "e"))

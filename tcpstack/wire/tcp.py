@@ -13,6 +13,7 @@ pseudo-header (RFC 8200 8.1) where IPv4's would be used.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from tcpstack.wire import checksum as _ck
 from tcpstack.wire import md5sig as _md5
@@ -47,30 +48,30 @@ from tcpstack.wire.records import (
     new_tuple,
 )
 
-HEADER_LEN = 20
-MAX_OPTIONS_LEN = 40
+HEADER_LEN: Final = 20
+MAX_OPTIONS_LEN: Final = 40
 
-OPT_EOL = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WSCALE = 3
-OPT_SACK_PERMITTED = 4
-OPT_SACK = 5
-OPT_TIMESTAMPS = 8
-OPT_MD5SIG = _md5.OPT_MD5SIG
-OPT_AO = 29  # RFC 5925 (tcpstack.wire.tcpao)
-OPT_FASTOPEN = 34  # RFC 7413 4.1.1
-OPT_ACCECN0 = 172  # RFC 9768 3.2.3: fields EE0B, ECEB, EE1B
-OPT_ACCECN1 = 174  # the same fields in the order EE1B, ECEB, EE0B
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WSCALE: Final = 3
+OPT_SACK_PERMITTED: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMPS: Final = 8
+OPT_MD5SIG: Final = _md5.OPT_MD5SIG
+OPT_AO: Final = 29  # RFC 5925 (tcpstack.wire.tcpao)
+OPT_FASTOPEN: Final = 34  # RFC 7413 4.1.1
+OPT_ACCECN0: Final = 172  # RFC 9768 3.2.3: fields EE0B, ECEB, EE1B
+OPT_ACCECN1: Final = 174  # the same fields in the order EE1B, ECEB, EE0B
 #: A Fast Open cookie is 4 to 16 bytes, of even length (RFC 7413 4.1.1).
-TFO_COOKIE_MIN = 4
-TFO_COOKIE_MAX = 16
+TFO_COOKIE_MIN: Final = 4
+TFO_COOKIE_MAX: Final = 16
 
-_HDR = struct.Struct("!HHIIBBHHH")
-_H = struct.Struct("!H")
-_I = struct.Struct("!I")
-_II = struct.Struct("!II")
-_LOW32 = 0xFFFFFFFF  # addresses above it are IPv6
+_HDR: Final = struct.Struct("!HHIIBBHHH")
+_H: Final = struct.Struct("!H")
+_I: Final = struct.Struct("!I")
+_II: Final = struct.Struct("!II")
+_LOW32: Final = 0xFFFFFFFF  # addresses above it are IPv6
 
 def parse_options(opts: memoryview) -> TcpOptions:
     """Parse the option bytes of a TCP header (RFC 9293 3.2).
@@ -266,7 +267,7 @@ def _word(n: int) -> int:
 OutPacket = bytearray | tuple[bytearray, BytesLike]
 
 # Below this payload size copying into one buffer is cheaper than a second iovec.
-SCATTER_MIN_PAYLOAD = 2048
+SCATTER_MIN_PAYLOAD: Final = 2048
 
 
 def emit_tcp(

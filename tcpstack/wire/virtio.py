@@ -24,15 +24,15 @@ from tcpstack.wire.errors import BytesLike, Malformed
 HEADER_LEN: Final = 10
 
 F_NEEDS_CSUM: Final = 1
-F_DATA_VALID = 2
+F_DATA_VALID: Final = 2
 
 GSO_NONE: Final = 0
-GSO_TCPV4 = 1
-GSO_UDP = 3
-GSO_TCPV6 = 4
-GSO_ECN = 0x80
+GSO_TCPV4: Final = 1
+GSO_UDP: Final = 3
+GSO_TCPV6: Final = 4
+GSO_ECN: Final = 0x80
 
-HDR = struct.Struct("<BBHHHH")
+HDR: Final = struct.Struct("<BBHHHH")
 
 #: The header for a packet that needs nothing from the kernel.
 PLAIN = bytes(HEADER_LEN)
