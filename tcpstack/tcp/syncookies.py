@@ -61,9 +61,9 @@ _SACK_BIT: Final = 0x10
 _ECN_BIT: Final = 0x20
 
 
-_TOP_MSS: Final = 1460
-_TOP_INDEX: Final = 7
-"""MSS_TABLE's last entry and its index, as constants: most SYNs (an Ethernet path's
+_TOP_INDEX: Final[int] = len(MSS_TABLE) - 1
+_TOP_MSS: Final[int] = MSS_TABLE[_TOP_INDEX]
+"""MSS_TABLE's last entry and its index, read once: most SYNs (an Ethernet path's
 MSS) stop there, without reading the table."""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tcpstack.cli import build_parser
 from tools.bench import observe_cost
+from tools.bench.client import process_cpu_seconds
 
 
 def test_the_in_process_measurement_runs_every_observer_mode() -> None:
@@ -31,18 +32,18 @@ def test_every_daemon_variant_is_a_valid_serve_command_line(tmp_path: Path) -> N
 
 
 def test_cpu_seconds_reads_this_process_and_is_none_for_a_missing_one() -> None:
-    start = observe_cost.cpu_seconds(os.getpid())
+    start = process_cpu_seconds(os.getpid())
     assert start is not None and start > 0
     # Burn CPU until the figure moves (it counts in clock ticks), for at most 5 s.
     after = start
     deadline = time.monotonic() + 5.0
     while after == start and time.monotonic() < deadline:
         sum(range(100_000))
-        after = observe_cost.cpu_seconds(os.getpid()) or start
+        after = process_cpu_seconds(os.getpid()) or start
     assert after > start, "the CPU time did not move while this process computed"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    assert observe_cost.cpu_seconds(gone.pid) is None
+    assert process_cpu_seconds(gone.pid) is None
 
 
 def test_connrate_table_gives_medians_and_ratios_to_the_default() -> None:

@@ -17,8 +17,8 @@ loop is bounded both in count and by a deadline. Subcommands:
 * ``flood`` -- legitimate ``curl --max-time 2`` fetches of a small page, one
   after the other, before, during and after a spoofed SYN flood sent by
   ``synflood`` (a child process): successful fetches per second during the flood
-  as a fraction of the rate before it, and how soon after the flood a fresh
-  fetch succeeds;
+  as a fraction of the rate before it, how soon after the flood a fresh
+  fetch succeeds, and the CPU it costs (the machine's, the server's);
 * ``synflood`` -- the flood itself: SYNs from random unused addresses of a subnet
   through a raw socket, at a fixed rate, bounded in count and time;
 * ``tfo`` -- short HTTP/1.0 requests, a new connection each, timed from before
@@ -558,7 +558,7 @@ class CpuWindow:
         self.pid = pid
         self.t0 = time.monotonic()
         self.machine0 = _machine_busy_seconds()
-        self.process0 = _process_cpu_seconds(pid) if pid else None
+        self.process0 = process_cpu_seconds(pid) if pid else None
 
     def cores(self) -> tuple[float | None, float | None]:
         """(machine, process) cores busy since the window opened; None: unknown."""
@@ -566,7 +566,7 @@ class CpuWindow:
         if elapsed <= 0:
             return None, None
         m1 = _machine_busy_seconds()
-        p1 = _process_cpu_seconds(self.pid) if self.pid else None
+        p1 = process_cpu_seconds(self.pid) if self.pid else None
         machine = (m1 - self.machine0) / elapsed \
             if m1 is not None and self.machine0 is not None else None
         process = (p1 - self.process0) / elapsed \
@@ -589,8 +589,9 @@ def _machine_busy_seconds() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far, or None if it is gone."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (``/proc/PID/stat``), or None if it
+    is gone. (Also :mod:`tools.bench.observe_cost`'s.)"""
     try:
         # The command name may hold spaces: count from the last ')'.
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

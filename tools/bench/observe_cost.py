@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 from tools.bench import netns
 from tools.bench.cli import preflight
+from tools.bench.client import process_cpu_seconds
 from tools.bench.netns import SetupError
 from tools.bench.settings import sizes_for
 from tools.bench.targets import TcpstackTarget, default_pinning
@@ -63,18 +63,6 @@ class _Variant(TcpstackTarget):
         return [*super().server_argv(), *self.flags]
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``), or
-    None if it is gone."""
-    try:
-        # The command name (field 2) may hold spaces: count from the last ')'.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
-
-
 def connrate(mode: str, rounds: int, log_dir: Path
              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Connections per second and the server's CPU seconds per connection, for each
@@ -90,9 +78,9 @@ def connrate(mode: str, rounds: int, log_dir: Path
     @contextlib.contextmanager
     def measure_cpu(workload: str, rep: int) -> Iterator[None]:
         pid = target.server_pid
-        before = cpu_seconds(pid)
+        before = process_cpu_seconds(pid)
         yield
-        after = cpu_seconds(pid)
+        after = process_cpu_seconds(pid)
         if before is not None and after is not None:
             cpu[current].append((after - before) / sizes.connrate_n)
 
