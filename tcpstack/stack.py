@@ -86,6 +86,7 @@ from tcpstack.wire.tcp import (
     emit_tcp_parts,
     parse_tcp,
 )
+from tcpstack.wire.triage import flow_key, is_bare_syn
 
 log = logging.getLogger("tcpstack.stack")
 
@@ -317,6 +318,8 @@ class Stack:
                                        CookieMode(self.config.syncookies), self._commons,
                                        self.fastopen)
         self._syn_budget = self.config.syn_batch_limit
+        # The SYN budget the first pass of a split read left (receive_batch).
+        self._pass_budget = self.config.syn_batch_limit
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
         self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
@@ -604,10 +607,54 @@ class Stack:
 
     # --------------------------------------------------------------- receive
 
-    def receive_batch(self, packets: Iterable[BytesLike], now: float) -> None:
-        """Process the packets of one read from the device (see :meth:`receive`)."""
+    def receive_batch(self, packets: Iterable[BytesLike], now: float) -> list[BytesLike]:
+        """Process the packets of one read from the device (see :meth:`receive`), all
+        but its bare SYNs, which are returned, in order, for :meth:`receive_rest`.
+
+        Under a SYN flood most of a read is bare SYNs (flags SYN alone): a connection's
+        segment among them is processed, and its reply can be written (the caller
+        flushes in between), before they are -- new connections, real or spoofed, do
+        not hold up the ones that exist. A later packet of a set-aside SYN's flow is
+        set aside behind it (:func:`tcpstack.wire.triage.flow_key`): no flow is
+        reordered. A read of only SYNs, or of none, is processed in one pass
+        (returns []).
+        """
+        start = virtio.HEADER_LEN if self._vnet else 0
+        syns: list[BytesLike] = []
+        flows: set[bytes] | None = None  # of the set-aside packets, once needed
+        others = False  # something was processed in this pass
+        receive = self.receive
         for packet in packets:
-            self.receive(packet, now)  # a direct (native, when compiled) call
+            if is_bare_syn(packet, start):
+                syns.append(packet)
+                if flows is not None:
+                    flows.add(flow_key(packet, start))
+                continue
+            if syns:
+                if flows is None:
+                    flows = {flow_key(p, start) for p in syns}
+                if flow_key(packet, start) in flows:
+                    syns.append(packet)
+                    continue
+            others = True
+            receive(packet, now)  # a direct (native, when compiled) call
+        if not others:  # only SYNs (and their flows' packets): one pass
+            for packet in syns:
+                receive(packet, now)
+            return []
+        self._pass_budget = self._syn_budget
+        return syns
+
+    def receive_rest(self, packets: Iterable[BytesLike], now: float) -> None:
+        """The second pass of a read (:meth:`receive_batch`'s set-aside packets), after
+        the caller has written the first pass's output. The SYN budget is what the
+        first pass left, not a fresh one: a read opens at most ``syn_batch_limit``
+        connections, however it is split."""
+        if self._pass_budget < self._syn_budget:
+            self._syn_budget = self._pass_budget
+        receive = self.receive
+        for packet in packets:
+            receive(packet, now)
 
     def receive(self, packet: BytesLike, now: float) -> None:
         """Process one IP packet. Malformed input is counted by reason and dropped."""

@@ -2,7 +2,10 @@
 
 The runtime holds no protocol logic. Per wake-up it reads every packet the device
 has (until EAGAIN), feeds them to the stack with one timestamp, runs due timers,
-hands connection events to their owners, and writes all resulting packets.
+hands connection events to their owners, and writes all resulting packets. A read
+that mixes bare SYNs with other packets is fed in two passes with a flush between
+(:meth:`~tcpstack.stack.Stack.receive_batch`, then ``receive_rest``): under a SYN
+flood, a connection's reply is written before the read's SYNs are answered.
 
 Time: the stack is given :func:`time.monotonic` (microseconds), not uvloop's
 ``loop.time()``, which is libuv's clock truncated to milliseconds; both count
@@ -205,7 +208,11 @@ class StackRuntime:
             self.stack.counters["device_read_error"] += 1
             return True
         if packets:
-            self.stack.receive_batch(packets, self.clock())
+            stack = self.stack
+            syns = stack.receive_batch(packets, self.clock())
+            if syns:  # the connections' replies go out before the read's SYNs are answered
+                self._process()
+                stack.receive_rest(syns, self.clock())
         return True
 
     def _on_readable(self) -> None:
