@@ -1,5 +1,10 @@
 """``python -m tools.bench``: run the workloads against tcpstack, the kernel and PyTCP.
 
+Each stack in turn is set up, runs its workloads and is torn down: tcpstack, the
+kernel, PyTCP. When both tcpstack and the kernel run the SYN flood, it comes after
+their other workloads: both are set up again at once and the flood's repetitions
+alternate between them in ABBA order (:func:`tools.bench.workloads.run_flood_paired`).
+
 Exit status: 0 when the benchmark ran (missed targets and failed workloads are
 reported in the table, not as an error); 1 with a one-line ``bench: error:
 ...`` message when the environment could not be set up; 2 for bad
@@ -10,6 +15,7 @@ every case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -51,7 +57,7 @@ from tools.bench.targets import (
     default_pinning,
     kernel_default_congestion_control,
 )
-from tools.bench.workloads import Hook, Outcome, run_workload
+from tools.bench.workloads import Hook, Outcome, run_flood_paired, run_workload
 
 WORKLOAD_HELP = {
     "download": "bulk download over one connection (curl GET /bytes/N), MB/s",
@@ -68,7 +74,7 @@ WORKLOAD_HELP = {
     "aiohttp": "an aiohttp app's small JSON endpoint: requests/s (ab -k -c 16, keep-alive)",
     "https": "the same app over TLS: handshakes/s (openssl s_time -new), bulk MB/s (curl)",
     "flood": "spoofed SYN flood: fetches OK during it vs before, first OK fetch after it "
-             "(tcpstack and kernel only)",
+             "(tcpstack and kernel only, their repetitions alternating)",
     "tfo": "short HTTP requests over a 20 ms RTT path (relay, 10 ms each way), plain and "
            "with TCP Fast Open: median/p99 ms, the saving (tcpstack and kernel only)",
     "bbr": f"downloads through a {BBR_RATE_MBIT} Mbit/s bottleneck ({BBR_QUEUE}-packet "
@@ -210,6 +216,23 @@ def run_target(target: Target, workloads: list[str], hook: Hook | None,
     return outcomes, None
 
 
+def run_flood_alternating(targets: tuple[Target, Target],
+                          hooks: dict[str, Hook | None]) -> dict[str, Outcome]:
+    """Set up both targets at once, run the flood with their repetitions alternating
+    (:func:`run_flood_paired`), tear both down (always). A set-up error is raised."""
+    with contextlib.ExitStack() as cleanup:
+        for target in targets:
+            cleanup.callback(target.teardown)
+            _progress(f"[{target.name}] setting up for the flood: {target.describe()}")
+            target.setup()
+        _progress(f"[{' and '.join(t.name for t in targets)}] flood, the repetitions "
+                  "alternating (ABBA) ...")
+        outcomes = run_flood_paired(targets, hooks)
+    for name, outcome in outcomes.items():
+        _progress(f"[{name}] flood: {_headline(outcome)} ({outcome.seconds:.1f} s)")
+    return outcomes
+
+
 def _choose_congestion_control(asked: str) -> tuple[str, str]:
     """The algorithm both stacks run, and why that one."""
     if asked:
@@ -306,13 +329,25 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
                      "listening sockets; over TLS (TLS 1.3, a throw-away self-signed "
                      "certificate) the protocol layer is "
                      "uvloop's on kernel sockets and asyncio's SSLProtocol on tcpstack")
+    # The flood of both: afterwards, both set up at once, the repetitions alternating.
+    paired_flood = "flood" in workloads and {"tcpstack", "kernel"} <= set(args.stacks)
+    own = [w for w in workloads if not (paired_flood and w == "flood")]
     for target, h in ((tcp, hook), (kernel, None)):
         if target.name not in args.stacks:
             targets[target.name] = "skipped (--stacks)"
             continue
         targets[target.name] = target.describe()
-        results[target.name], _ = run_target(target, workloads, h, fatal_setup=True)
+        results[target.name] = {}
+        if own:
+            results[target.name], _ = run_target(target, own, h, fatal_setup=True)
         notes += target.notes
+    if paired_flood:
+        taken = {t.name: len(t.notes) for t in (tcp, kernel)}
+        flood = run_flood_alternating((tcp, kernel), {"tcpstack": hook, "kernel": None})
+        for name, outcome in flood.items():
+            results[name]["flood"] = outcome
+        for t in (tcp, kernel):  # the second set-up's notes, without repeating the first's
+            notes += [n for n in t.notes[taken[t.name]:] if n not in notes]
 
     if args.skip_pytcp or "pytcp" not in args.stacks:
         why = "--skip-pytcp" if args.skip_pytcp else "--stacks"
@@ -422,10 +457,27 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
                 f"{fl.params['spoofed_from']}); fetches OK {s.get('baseline_ok', 0):.0f}/"
                 f"{s.get('baseline_attempts', 0):.0f} before, {s.get('flood_ok', 0):.0f}/"
                 f"{s.get('flood_attempts', 0):.0f} during")
+    fl = results.get("tcpstack", {}).get("flood")
+    if fl is not None and "paired" in fl.params:
+        notes.append(_flood_pairing_note(fl.params["paired"]))
     notes.append("the kernel reference uses a veth pair (with its offloads) between two "
                  "namespaces; tcpstack a TUN device; in both the clients and the server share "
                  "this machine's CPUs")
     return notes
+
+
+def _flood_pairing_note(paired: dict[str, Any]) -> str:
+    """How the flood's repetitions were ordered, and the paired figure."""
+    n = paired.get("pairs", 0)
+    median = paired.get("tcpstack_ratio_minus_kernel_median")
+    figure = (f"median {median:+.2f} over the {n} pair(s) where both succeeded, tcpstack's "
+              f"ratio >= the kernel's in {paired.get('tcpstack_ratio_ge_kernel_pairs', 0)} "
+              f"of {n}" if n and median is not None else "no pair where both succeeded")
+    return ("SYN flood: both stacks were set up at once and the repetitions alternated "
+            "between them in ABBA order (tcpstack first in pair 1, the kernel first in "
+            "pair 2, ...), so that the machine's drift falls on both alike; the rows are "
+            "still each stack's medians. Paired, per pair tcpstack's ratio (fetches/s "
+            f"during / before) minus the kernel's: {figure}")
 
 
 def _tfo_note(stack: str, tfo: Outcome | None) -> list[str]:

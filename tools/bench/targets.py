@@ -205,13 +205,19 @@ class Target:
         return self.web_ports if self.app == "web" else self.service_ports
 
     def teardown(self) -> None:
-        """Stop every process (by PID) and delete every namespace. Idempotent."""
+        """Stop every process (by PID) and delete every namespace. Idempotent.
+
+        Afterwards :meth:`setup` may be called again: it starts as a new target's does
+        (the usual services, on new namespaces).
+        """
         try:
             self.stop_server()
         finally:
             for ns in reversed(self.namespaces):
                 ns.close()
             self.namespaces.clear()
+            self.server_ns = self.client_ns = None
+            self.app, self.fresh = "services", False
 
     def _new_ns(self, role: str) -> Netns:
         ns = Netns(role)

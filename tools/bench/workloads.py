@@ -45,7 +45,11 @@
   fetches the small HTTP page in a loop: successful fetches per second during the
   flood as a fraction of the same stack's rate just before it, how soon after the flood a
   fresh fetch succeeds, and the SYN rate actually achieved. Each repetition starts
-  on a fresh server (a flood leaves half-open connections behind).
+  on a fresh server (a flood leaves half-open connections behind). When tcpstack and
+  the kernel both run, both are set up at once and their repetitions alternate in
+  ABBA order (:func:`run_flood_paired`: the machine's speed drifts over minutes, and
+  so the drift falls on both alike); the outcomes also get the paired figure, per
+  pair tcpstack's ratio minus the kernel's.
 
 Every workload starts on a freshly started server process, so none inherits
 another's leftovers (closing connections, TIME-WAIT state, a grown heap).
@@ -65,7 +69,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -708,36 +712,55 @@ def run_idle(target: Target, hook: Hook | None) -> Outcome:
 
 # -- SYN flood ----------------------------------------------------------------------------
 
+FLOOD_SUMMARY = {"flood_ratio": "ratio", "recovery_s": "recovery_seconds",
+                 "syn_rate": "syn_rate", "baseline_rate": "baseline_rate",
+                 "flood_rate": "flood_rate",
+                 "baseline_machine_cores": "baseline_machine_cores",
+                 "flood_machine_cores": "flood_machine_cores",
+                 "machine_us_per_syn": "machine_us_per_syn",
+                 "server_us_per_syn": "server_us_per_syn"}
+"""The flood's summary figures (medians) and the repetition field each comes from."""
 
-def run_flood(target: Target, hook: Hook | None) -> Outcome:
+
+def flood_outcome(target: Target) -> Outcome:
+    """A flood outcome for ``target`` with no repetition yet, its parameters filled in."""
     sz = target.sizes
-    out = Outcome("flood", params={
+    return Outcome("flood", params={
         "seconds": sz.flood_seconds, "target_rate": sz.flood_rate,
         "baseline_seconds": sz.flood_baseline, "recovery_limit": sz.flood_recovery,
         "fetch": "curl --max-time 2 GET /", "spoofed_from": target.flood_subnet,
         "fresh_server_per_rep": True})
+
+
+def flood_rep(target: Target, out: Outcome, hook: Hook | None, rep: int) -> bool:
+    """Repetition ``rep`` (from 0) of the flood on ``target``, appended to ``out.reps``.
+
+    Repetition 0 runs on the server as it is (the caller made it fresh), every later
+    one on a restarted server. Returns False, running nothing, once an earlier
+    repetition timed out (:func:`_gave_up`).
+    """
+    if _gave_up(out):
+        return False
+    sz = target.sizes
     timeout = sz.flood_baseline + sz.flood_seconds + sz.flood_recovery + 30
-    for rep in range(sz.flood_reps):
-        if _gave_up(out):
-            break
-        if rep:
-            target.restart_server()
-        with _rep(target, out, hook, rep):
-            out.reps.append(client_run(target, [
-                "flood", "--host", target.host, "--port", "80", "--path", "/",
-                "--subnet", target.flood_subnet, "--exclude", ",".join(target.flood_exclude),
-                "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
-                "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
-                "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
-                "--server-pid", str(target.server_pid),
-            ], timeout=timeout + 30))
-    _summarise(out, {"flood_ratio": "ratio", "recovery_s": "recovery_seconds",
-                     "syn_rate": "syn_rate", "baseline_rate": "baseline_rate",
-                     "flood_rate": "flood_rate",
-                     "baseline_machine_cores": "baseline_machine_cores",
-                     "flood_machine_cores": "flood_machine_cores",
-                     "machine_us_per_syn": "machine_us_per_syn",
-                     "server_us_per_syn": "server_us_per_syn"})
+    if rep:
+        target.restart_server()
+    with _rep(target, out, hook, rep):
+        out.reps.append(client_run(target, [
+            "flood", "--host", target.host, "--port", "80", "--path", "/",
+            "--subnet", target.flood_subnet, "--exclude", ",".join(target.flood_exclude),
+            "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
+            "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
+            "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
+            "--server-pid", str(target.server_pid),
+        ], timeout=timeout + 30))
+    return True
+
+
+def summarise_flood(out: Outcome) -> None:
+    """The flood's summary from its repetitions: medians, the slowest recovery, fetch
+    counts; the outcome fails if any repetition did."""
+    _summarise(out, FLOOD_SUMMARY)
     ok = [r for r in out.reps if "error" not in r]
     if ok:
         # The target is about the worst case: every repetition answers within 1 s.
@@ -745,7 +768,120 @@ def run_flood(target: Target, hook: Hook | None) -> Outcome:
         out.summary["recovered"] = float(all(r.get("recovered") for r in ok))
         for key in ("baseline_ok", "baseline_attempts", "flood_ok", "flood_attempts"):
             out.summary[key] = float(sum(int(r.get(key, 0)) for r in ok))
+
+
+def run_flood(target: Target, hook: Hook | None) -> Outcome:
+    """Every repetition of the flood on one target, one after the other."""
+    out = flood_outcome(target)
+    for rep in range(target.sizes.flood_reps):
+        if not flood_rep(target, out, hook, rep):
+            break
+    summarise_flood(out)
     return out
+
+
+def abba(pairs: int) -> list[tuple[int, int]]:
+    """Which of two targets (0 and 1) runs first in each pair: (0, 1), (1, 0), (0, 1) ..."""
+    return [(0, 1) if p % 2 == 0 else (1, 0) for p in range(pairs)]
+
+
+def paired_ratios(first: str, first_out: Outcome, second: str,
+                  second_out: Outcome) -> dict[str, Any]:
+    """The paired figure of two flood outcomes whose repetitions alternated.
+
+    Pair r is repetition r of each; only pairs where both succeeded (with a ``ratio``)
+    count. ``FIRST_ratio_minus_SECOND`` lists, per such pair, the first's ratio
+    (fetches/s during the flood / before it) minus the second's, ``..._median`` is
+    their median (None without a pair), ``FIRST_ratio_ge_SECOND_pairs`` counts the
+    pairs where the first's ratio was >= the second's.
+    """
+    # One may have fewer repetitions (it stopped early, or the other has more): pairs
+    # up to the shorter.
+    diffs = [float(x["ratio"]) - float(y["ratio"])
+             for x, y in zip(first_out.reps, second_out.reps, strict=False)
+             if "error" not in x and "error" not in y
+             and x.get("ratio") is not None and y.get("ratio") is not None]
+    key = f"{first}_ratio_minus_{second}"
+    return {"pairs": len(diffs),
+            key: diffs,
+            f"{key}_median": _median(diffs) if diffs else None,
+            f"{first}_ratio_ge_{second}_pairs": sum(1 for d in diffs if d >= 0)}
+
+
+def run_flood_paired(targets: Sequence[Target],
+                     hooks: Mapping[str, Hook | None] | None = None) -> dict[str, Outcome]:
+    """The flood on two targets set up at once, their repetitions alternating (ABBA).
+
+    Each target is checked and its server made fresh as :func:`run_workload` does: one
+    the flood is not run against gets a skipped outcome and the other runs alone; an
+    exception (its server cannot be restarted, a bug) fails that target's outcome as
+    :func:`run_workload` would, and it runs no further repetition while the other goes
+    on. Repetition r of each target is pair r; pair 0 runs ``targets[0]`` first, pair 1
+    ``targets[1]`` first, and so on, so that the machine's drift over the minutes falls
+    on both alike. A target with more repetitions (``sizes.flood_reps``) runs its extra
+    ones at the end. ``hooks`` maps a target's name to its hook (profiling).
+
+    Each outcome's ``seconds`` is the time spent on that target alone (making its
+    server fresh, its repetitions), not the other's. When both ran, ``params`` hold
+    ``paired_with`` (the other's name), ``order`` (per pair, the names in the order
+    they ran) and ``paired`` (:func:`paired_ratios` of ``targets[0]`` against
+    ``targets[1]``, the same in both). Returns the outcomes by target name, in the
+    order of ``targets``.
+    """
+    if len(targets) != 2:
+        raise ValueError(f"run_flood_paired needs two targets, not {len(targets)}")
+    hooks = hooks or {}
+    outs: dict[str, Outcome] = {}
+    seconds = dict.fromkeys((t.name for t in targets), 0.0)
+    running: list[Target] = []
+    crashed: set[str] = set()
+
+    def step(target: Target, rep: int | None) -> bool:
+        """Make ``target``'s server fresh (``rep`` None) or run repetition ``rep``; False
+        when that target is done (gave up, or an exception failed its outcome)."""
+        t0 = time.monotonic()
+        try:
+            if rep is None:
+                target.ensure_fresh(WORKLOAD_APPS.get("flood", "services"))
+                return True
+            return flood_rep(target, outs[target.name], hooks.get(target.name), rep)
+        except Exception as exc:  # as run_workload: report it, go on with the other
+            outs[target.name] = _failed("flood", exc)
+            crashed.add(target.name)
+            return False
+        finally:
+            seconds[target.name] += time.monotonic() - t0
+
+    for target in targets:
+        skip = _skip_reason("flood", target)
+        if skip is not None:
+            outs[target.name] = Outcome("flood", status="skipped", reason=skip)
+            continue
+        outs[target.name] = flood_outcome(target)
+        if step(target, None):
+            running.append(target)
+    order: list[list[str]] = []
+    for rep, pair in enumerate(abba(max((t.sizes.flood_reps for t in running), default=0))):
+        ran: list[str] = []
+        for target in (targets[i] for i in pair):
+            if target not in running or rep >= target.sizes.flood_reps:
+                continue
+            if step(target, rep):
+                ran.append(target.name)
+            else:
+                running.remove(target)
+        if ran:
+            order.append(ran)
+    for name, out in outs.items():
+        if out.status != "skipped" and name not in crashed:
+            summarise_flood(out)
+        out.seconds = seconds[name]
+    a, b = (t.name for t in targets)
+    if outs[a].status != "skipped" and outs[b].status != "skipped":
+        figure = paired_ratios(a, outs[a], b, outs[b])
+        for name, other in ((a, b), (b, a)):
+            outs[name].params.update(paired_with=other, order=order, paired=figure)
+    return outs
 
 
 # -- common ------------------------------------------------------------------------------
@@ -786,30 +922,40 @@ RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
 }
 
 
+def _skip_reason(name: str, target: Target) -> str | None:
+    """Why workload ``name`` is not run against ``target`` (None: it is)."""
+    if name in WEB_WORKLOADS and not target.supports_web:
+        return f"{target.name} cannot run the aiohttp application"
+    if name in IPV6_WORKLOADS and not target.host6:
+        return f"{target.name} has no IPv6 address in this benchmark"
+    if target.name not in STACK_WORKLOADS.get(name, (target.name,)):
+        return f"{name} is not run against {target.name}"
+    return None
+
+
+def _failed(name: str, exc: Exception) -> Outcome:
+    """The outcome of a workload that raised ``exc`` (call it in the ``except`` block)."""
+    out = Outcome(name)
+    if isinstance(exc, SetupError):
+        out.fail(f"server could not be (re)started: {exc}")
+    else:  # a bug or an unexpected tool failure: report, go on
+        out.fail(f"{type(exc).__name__}: {exc}")
+        out.params["traceback"] = traceback.format_exc()[-2000:]
+    return out
+
+
 def run_workload(name: str, target: Target, hook: Hook | None = None) -> Outcome:
     """Run one workload; never raises for a workload failure (only for Ctrl-C)."""
     t0 = time.monotonic()
     try:
-        web = name in WEB_WORKLOADS
-        if web and not target.supports_web:
-            out = Outcome(name, status="skipped",
-                          reason=f"{target.name} cannot run the aiohttp application")
-        elif name in IPV6_WORKLOADS and not target.host6:
-            out = Outcome(name, status="skipped",
-                          reason=f"{target.name} has no IPv6 address in this benchmark")
-        elif target.name not in STACK_WORKLOADS.get(name, (target.name,)):
-            out = Outcome(name, status="skipped",
-                          reason=f"{name} is not run against {target.name}")
+        skip = _skip_reason(name, target)
+        if skip is not None:
+            out = Outcome(name, status="skipped", reason=skip)
         else:
             if name != "idle":  # idle starts a fresh server for every repetition itself
                 target.ensure_fresh(WORKLOAD_APPS.get(name, "services"))
             out = RUNNERS[name](target, hook)
-    except SetupError as exc:
-        out = Outcome(name)
-        out.fail(f"server could not be (re)started: {exc}")
-    except Exception as exc:  # a bug or an unexpected tool failure: report, go on
-        out = Outcome(name)
-        out.fail(f"{type(exc).__name__}: {exc}")
-        out.params["traceback"] = traceback.format_exc()[-2000:]
+    except Exception as exc:
+        out = _failed(name, exc)
     out.seconds = time.monotonic() - t0
     return out

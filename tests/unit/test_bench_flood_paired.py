@@ -1,0 +1,332 @@
+"""The SYN flood's repetitions alternate between tcpstack and the kernel (ABBA), both set
+up at once, and the outcomes carry a paired figure. Nothing is run here: the targets are
+fakes and the flood client (``client_run``) and the quiet-machine wait are replaced;
+tests/integration/test_bench_smoke.py runs the tool."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.bench import cli, report, workloads
+from tools.bench.netns import SetupError
+from tools.bench.settings import TINY
+from tools.bench.targets import Target
+from tools.bench.workloads import Outcome
+
+Events = list[tuple[str, ...]]
+
+
+class FakeTarget(Target):
+    """A target that starts nothing: it records its server's (re)starts."""
+
+    def __init__(self, name: str, reps: int, events: Events, tmp_path: Path) -> None:
+        super().__init__(dataclasses.replace(TINY, flood_reps=reps), tmp_path)
+        self.name = name
+        self.host = "10.0.0.2" if name == "tcpstack" else "10.9.0.1"
+        self.flood_subnet = "10.0.0.0/24" if name == "tcpstack" else "10.9.0.0/24"
+        self.events = events
+        self.fail_restart = False
+
+    def ensure_fresh(self, app: str = "services") -> None:
+        self.events.append((self.name, "fresh", app))
+
+    def restart_server(self) -> None:
+        if self.fail_restart:
+            raise SetupError("the server did not become ready")
+        self.events.append((self.name, "restart"))
+
+
+def _rep(ratio: float, recovery: float = 0.1) -> dict[str, Any]:
+    """A successful repetition's fields, as ``client.py flood`` prints them."""
+    return {"ratio": ratio, "recovery_seconds": recovery, "recovered": True,
+            "syn_rate": 2000.0, "baseline_rate": 10.0, "flood_rate": 10.0 * ratio,
+            "baseline_ok": 10, "baseline_attempts": 10, "flood_ok": 9, "flood_attempts": 10}
+
+
+@pytest.fixture
+def events() -> Events:
+    return []
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch, events: Events) -> dict[str, list[dict[str, Any]]]:
+    """Per target name, what each repetition (by seed) of the flood client returns."""
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:
+        assert args[0] == "flood" and args[args.index("--host") + 1] == target.host
+        seed = int(args[args.index("--seed") + 1])
+        events.append((target.name, "rep", str(seed)))
+        return dict(results[target.name][seed - 1])
+
+    monkeypatch.setattr(workloads, "client_run", client_run)
+    monkeypatch.setattr(workloads, "wait_quiet", lambda limit: (True, 0.0, 0.0))
+    return results
+
+
+def _reps_run(events: Events) -> list[str]:
+    return [f"{name}{seed}" for name, what, *rest in events if what == "rep"
+            for seed in rest]
+
+
+def test_repetitions_alternate_abba(tmp_path: Path, events: Events,
+                                    script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 4, events, tmp_path)
+    kern = FakeTarget("kernel", 4, events, tmp_path)
+    script["tcpstack"] = [_rep(1.0)] * 4
+    script["kernel"] = [_rep(1.0)] * 4
+    outs = workloads.run_flood_paired([tcp, kern])
+    assert list(outs) == ["tcpstack", "kernel"]
+    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2",
+                                 "tcpstack3", "kernel3", "kernel4", "tcpstack4"]
+    # Both made fresh (the flood's own application) before the first pair; every later
+    # repetition on a restarted server, just before it.
+    assert events[:2] == [("tcpstack", "fresh", "services"), ("kernel", "fresh", "services")]
+    for i, event in enumerate(events):
+        if event[1] == "rep" and event[2] != "1":
+            assert events[i - 1] == (event[0], "restart")
+    for name, other in (("tcpstack", "kernel"), ("kernel", "tcpstack")):
+        out = outs[name]
+        assert out.status == "ok" and len(out.reps) == 4
+        assert out.params["paired_with"] == other
+        assert out.params["order"] == [["tcpstack", "kernel"], ["kernel", "tcpstack"]] * 2
+        assert out.params["paired"]["pairs"] == 4
+        assert out.seconds >= 0
+
+
+def test_extra_repetitions_of_one_target_run_at_the_end(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 1, events, tmp_path)
+    kern = FakeTarget("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [_rep(1.0)]
+    script["kernel"] = [_rep(1.0)] * 3
+    outs = workloads.run_flood_paired([tcp, kern])
+    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
+    assert outs["kernel"].params["order"] == [["tcpstack", "kernel"], ["kernel"], ["kernel"]]
+    assert outs["kernel"].params["paired"]["pairs"] == 1
+
+
+def test_the_paired_figure_counts_pairs_where_both_succeeded(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
+    kern = FakeTarget("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [_rep(1.0), _rep(0.8), _rep(0.5)]
+    script["kernel"] = [_rep(0.9), _rep(1.0), {"error": "client exited with status 1"}]
+    outs = workloads.run_flood_paired([tcp, kern])
+    figure = outs["tcpstack"].params["paired"]
+    assert figure == outs["kernel"].params["paired"]
+    assert figure["pairs"] == 2
+    assert figure["tcpstack_ratio_minus_kernel"] == pytest.approx([0.1, -0.2])
+    assert figure["tcpstack_ratio_minus_kernel_median"] == pytest.approx(-0.05)
+    assert figure["tcpstack_ratio_ge_kernel_pairs"] == 1
+    # The rows stay each stack's own medians.
+    assert outs["tcpstack"].summary["flood_ratio"] == pytest.approx(0.8)
+    assert outs["kernel"].summary["flood_ratio"] == pytest.approx(0.95)
+
+
+def test_paired_ratios_without_a_good_pair() -> None:
+    a = Outcome("flood", reps=[{"error": "x"}])
+    b = Outcome("flood", reps=[_rep(1.0)])
+    assert workloads.paired_ratios("tcpstack", a, "kernel", b) == {
+        "pairs": 0, "tcpstack_ratio_minus_kernel": [],
+        "tcpstack_ratio_minus_kernel_median": None, "tcpstack_ratio_ge_kernel_pairs": 0}
+
+
+def test_a_failing_repetition_fails_only_that_targets_outcome(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
+    kern = FakeTarget("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [_rep(1.0)] * 3
+    script["kernel"] = [_rep(1.0), {"error": "curl exit 28"}, _rep(1.0)]
+    outs = workloads.run_flood_paired([tcp, kern])
+    assert outs["tcpstack"].status == "ok"
+    assert outs["kernel"].status == "failed"
+    assert outs["kernel"].reason == "1 of 3 repetitions failed: curl exit 28"
+    assert len(outs["kernel"].reps) == 3  # not a timeout: it went on
+
+
+def test_a_timeout_stops_only_that_target(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
+    kern = FakeTarget("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [{"error": "timed out after 40s (hard timeout)"}]
+    script["kernel"] = [_rep(1.0)] * 3
+    outs = workloads.run_flood_paired([tcp, kern])
+    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
+    assert outs["tcpstack"].status == "failed" and "stopped_early" in outs["tcpstack"].params
+    assert outs["kernel"].status == "ok" and len(outs["kernel"].reps) == 3
+
+
+def test_an_exception_fails_that_target_as_run_workload_would(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
+    kern = FakeTarget("kernel", 3, events, tmp_path)
+    kern.fail_restart = True
+    script["tcpstack"] = [_rep(1.0)] * 3
+    script["kernel"] = [_rep(1.0)] * 3
+    outs = workloads.run_flood_paired([tcp, kern])
+    assert _reps_run(events) == ["tcpstack1", "kernel1", "tcpstack2", "tcpstack3"]
+    kernel = outs["kernel"]
+    assert kernel.status == "failed" and kernel.reps == []
+    assert kernel.reason == "server could not be (re)started: the server did not become ready"
+    assert outs["tcpstack"].status == "ok" and len(outs["tcpstack"].reps) == 3
+    assert kernel.params["paired"]["pairs"] == 0
+
+
+def test_a_target_the_flood_skips_leaves_the_other_alone(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 2, events, tmp_path)
+    other = FakeTarget("pytcp", 2, events, tmp_path)
+    script["tcpstack"] = [_rep(1.0)] * 2
+    outs = workloads.run_flood_paired([tcp, other])
+    assert outs["pytcp"].status == "skipped"
+    assert outs["pytcp"].reason == "flood is not run against pytcp"
+    assert _reps_run(events) == ["tcpstack1", "tcpstack2"]
+    assert outs["tcpstack"].status == "ok" and "paired_with" not in outs["tcpstack"].params
+
+
+def test_each_target_gets_its_own_hook(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 2, events, tmp_path)
+    kern = FakeTarget("kernel", 2, events, tmp_path)
+    script["tcpstack"] = script["kernel"] = [_rep(1.0)] * 2
+
+    @contextlib.contextmanager
+    def hook(workload: str, rep: int) -> Iterator[None]:
+        events.append(("hook", workload, str(rep)))
+        yield
+
+    workloads.run_flood_paired([tcp, kern], {"tcpstack": hook, "kernel": None})
+    reps = [e for e in events if e[1] in ("rep", "flood")]
+    assert reps == [("hook", "flood", "0"), ("tcpstack", "rep", "1"), ("kernel", "rep", "1"),
+                    ("kernel", "rep", "2"), ("hook", "flood", "1"), ("tcpstack", "rep", "2")]
+
+
+def test_run_flood_on_one_target_is_unchanged(
+        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
+    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
+    script["tcpstack"] = [_rep(0.9, 0.2), _rep(0.5, 0.6), _rep(0.7, 0.1)]
+    out = workloads.run_workload("flood", tcp)
+    assert events == [("tcpstack", "fresh", "services"), ("tcpstack", "rep", "1"),
+                      ("tcpstack", "restart"), ("tcpstack", "rep", "2"),
+                      ("tcpstack", "restart"), ("tcpstack", "rep", "3")]
+    assert out.status == "ok" and len(out.reps) == 3
+    s = out.summary
+    assert (s["flood_ratio"], s["flood_ratio_min"], s["flood_ratio_max"],
+            s["flood_ratio_n"]) == pytest.approx((0.7, 0.5, 0.9, 3.0))
+    assert s["recovery_s"] == pytest.approx(0.6)  # the slowest, not the median
+    assert s["recovered"] == 1.0
+    assert (s["baseline_ok"], s["baseline_attempts"], s["flood_ok"],
+            s["flood_attempts"]) == (30.0, 30.0, 27.0, 30.0)
+    assert s["syn_rate"] == 2000.0 and s["flood_rate"] == pytest.approx(7.0)
+    assert out.params["spoofed_from"] == "10.0.0.0/24" and out.params["fresh_server_per_rep"]
+    assert "paired_with" not in out.params and "order" not in out.params
+
+
+def test_teardown_lets_a_target_be_set_up_again(tmp_path: Path) -> None:
+    target = Target(TINY, tmp_path)
+    target.app, target.fresh = "cc:bbr", True
+    target.teardown()  # no server, no namespace: nothing to stop
+    assert (target.app, target.fresh, target.server_ns, target.client_ns) == \
+        ("services", False, None, None)
+
+
+# -- the CLI: which runner gets the flood ------------------------------------------------
+
+
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """``run_target`` and ``run_flood_alternating`` replaced: records what each was given."""
+    calls: list[tuple[str, ...]] = []
+
+    def run_target(target: Target, names: list[str], hook: Any,
+                   fatal_setup: bool) -> tuple[dict[str, Outcome], str | None]:
+        calls.append((target.name, *names))
+        return {w: Outcome(w, status="skipped", reason="fake") for w in names}, None
+
+    def run_flood_alternating(targets: tuple[Target, Target],
+                              hooks: dict[str, Any]) -> dict[str, Outcome]:
+        calls.append(("paired", *(t.name for t in targets)))
+        figure = {"pairs": 2, "tcpstack_ratio_minus_kernel": [0.1, -0.2],
+                  "tcpstack_ratio_minus_kernel_median": -0.05,
+                  "tcpstack_ratio_ge_kernel_pairs": 1}
+        return {t.name: Outcome("flood", status="skipped", reason="fake",
+                                params={"paired": figure}) for t in targets}
+
+    monkeypatch.setattr(cli, "run_target", run_target)
+    monkeypatch.setattr(cli, "run_flood_alternating", run_flood_alternating)
+    monkeypatch.setattr(report, "machine_meta", lambda: {})
+    return calls
+
+
+def _args(stacks: list[str]) -> argparse.Namespace:
+    return cli.build_parser().parse_args(
+        ["--stacks", ",".join(stacks), "--skip-pytcp", "--congestion-control", "cubic"])
+
+
+def test_the_cli_pairs_the_flood_when_both_stacks_run(
+        tmp_path: Path, routed: list[tuple[str, ...]]) -> None:
+    doc = cli._run(_args(["tcpstack", "kernel"]), "tiny", ["connrate", "flood"], tmp_path)
+    assert routed == [("tcpstack", "connrate"), ("kernel", "connrate"),
+                      ("paired", "tcpstack", "kernel")]
+    for stack in ("tcpstack", "kernel"):
+        assert list(doc["results"][stack]) == ["connrate", "flood"]
+    (note,) = [n for n in doc["notes"] if "ABBA" in n]
+    assert "median -0.05 over the 2 pair(s)" in note
+    assert "tcpstack's ratio >= the kernel's in 1 of 2" in note
+
+
+def test_the_cli_runs_only_the_paired_flood_when_it_is_the_only_workload(
+        tmp_path: Path, routed: list[tuple[str, ...]]) -> None:
+    doc = cli._run(_args(["tcpstack", "kernel"]), "tiny", ["flood"], tmp_path)
+    assert routed == [("paired", "tcpstack", "kernel")]
+    assert list(doc["results"]) == ["tcpstack", "kernel"]
+    assert list(doc["results"]["kernel"]) == ["flood"]
+
+
+@pytest.mark.parametrize("stack", ["tcpstack", "kernel"])
+def test_the_cli_runs_the_flood_as_before_for_one_stack(
+        tmp_path: Path, routed: list[tuple[str, ...]], stack: str) -> None:
+    doc = cli._run(_args([stack]), "tiny", ["connrate", "flood"], tmp_path)
+    assert routed == [(stack, "connrate", "flood")]
+    assert not [n for n in doc["notes"] if "ABBA" in n]
+
+
+def test_the_paired_flood_sets_up_both_and_always_tears_both_down(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    class Recording(Target):
+        fail = False
+
+        def setup(self) -> None:
+            calls.append(f"{self.name} setup")
+            if self.fail:
+                raise SetupError("no veth")
+
+        def teardown(self) -> None:
+            calls.append(f"{self.name} teardown")
+
+    def paired(targets: list[Target], hooks: dict[str, Any]) -> dict[str, Outcome]:
+        calls.append("run " + ",".join(t.name for t in targets))
+        return {t.name: Outcome("flood") for t in targets}
+
+    monkeypatch.setattr(cli, "run_flood_paired", paired)
+    tcp, kern = Recording(TINY, tmp_path), Recording(TINY, tmp_path)
+    tcp.name, kern.name = "tcpstack", "kernel"
+    outs = cli.run_flood_alternating((tcp, kern), {"tcpstack": None, "kernel": None})
+    assert list(outs) == ["tcpstack", "kernel"]
+    assert calls == ["tcpstack setup", "kernel setup", "run tcpstack,kernel",
+                     "kernel teardown", "tcpstack teardown"]
+    calls.clear()
+    kern.fail = True
+    with pytest.raises(SetupError):
+        cli.run_flood_alternating((tcp, kern), {})
+    assert calls == ["tcpstack setup", "kernel setup", "kernel teardown", "tcpstack teardown"]
