@@ -318,8 +318,8 @@ class Stack:
                                        CookieMode(self.config.syncookies), self._commons,
                                        self.fastopen)
         self._syn_budget = self.config.syn_batch_limit
-        # The SYN budget the first pass of a split read left (receive_batch).
-        self._pass_budget = self.config.syn_batch_limit
+        # The SYN budget the first pass of a split read left, until receive_rest.
+        self._pass_budget: int | None = None
         # Segments that would open a connection, beyond the budget of their batch:
         # (4-tuple, segment, sequence limit after TIME-WAIT, when it was set aside).
         self._deferred: deque[tuple[Key, TcpSegment, int | None, float]] = deque()
@@ -650,8 +650,11 @@ class Stack:
         the caller has written the first pass's output. The SYN budget is what the
         first pass left, not a fresh one: a read opens at most ``syn_batch_limit``
         connections, however it is split."""
-        if self._pass_budget < self._syn_budget:
-            self._syn_budget = self._pass_budget
+        left = self._pass_budget
+        if left is not None:
+            self._pass_budget = None
+            if left < self._syn_budget:
+                self._syn_budget = left
         receive = self.receive
         for packet in packets:
             receive(packet, now)

@@ -248,3 +248,21 @@ async def test_the_runtime_writes_a_connections_reply_before_answering_the_reads
         rt.stop()
         dev.sock.close()
         dev.peer.close()
+
+
+def test_the_budget_a_split_read_left_applies_to_its_own_second_pass_only() -> None:
+    st = server(syn_batch_limit=1)
+    st.listen(81, syn_backlog=1)
+    st.listen(80)
+    st.receive_rest(st.receive_batch([syn(1000, dport=81)], 0.0), 0.0)
+    out(st, 0.0)
+    st.receive_rest(st.receive_batch([syn(1001, dport=81)], 0.0), 0.0)
+    (cookie,) = out(st, 0.0)
+    read = [syn(2000), seg(1001, IRS + 1, seq_add(cookie.seq, 1), ACK, dport=81)]
+    syns = st.receive_batch(read, 0.1)
+    st.receive_rest(syns, 0.1)
+    st.packets_to_send(0.1)  # the read is over: a fresh budget
+    st.receive_rest([], 0.2)  # nothing set aside: nothing of the old read applies
+    st.receive_rest(st.receive_batch([syn(3000)], 0.2), 0.2)
+    assert any(t.remote_port == 3000 for t in st.tcbs.values())
+    assert st.counters["tcp_syn_deferred"] == 1  # only 2000, earlier
