@@ -74,7 +74,8 @@ WORKLOAD_HELP = {
     "aiohttp": "an aiohttp app's small JSON endpoint: requests/s (ab -k -c 16, keep-alive)",
     "https": "the same app over TLS: handshakes/s (openssl s_time -new), bulk MB/s (curl)",
     "flood": "spoofed SYN flood: fetches OK during it vs before, first OK fetch after it "
-             "(tcpstack and kernel only, their repetitions alternating)",
+             "(tcpstack and kernel only, their repetitions alternating; full and quick "
+             "add a control on tcpstack with the flood dropped before the TUN)",
     "tfo": "short HTTP requests over a 20 ms RTT path (relay, 10 ms each way), plain and "
            "with TCP Fast Open: median/p99 ms, the saving (tcpstack and kernel only)",
     "bbr": f"downloads through a {BBR_RATE_MBIT} Mbit/s bottleneck ({BBR_QUEUE}-packet "
@@ -459,25 +460,66 @@ def _notes(results: dict[str, dict[str, Outcome]], sz: Any) -> list[str]:
                 f"{s.get('flood_attempts', 0):.0f} during")
     fl = results.get("tcpstack", {}).get("flood")
     if fl is not None and "paired" in fl.params:
-        notes.append(_flood_pairing_note(fl.params["paired"]))
+        notes.append(_flood_pairing_note(fl.params["paired"], fl.params.get("control")))
     notes.append("the kernel reference uses a veth pair (with its offloads) between two "
                  "namespaces; tcpstack a TUN device; in both the clients and the server share "
                  "this machine's CPUs")
     return notes
 
 
-def _flood_pairing_note(paired: dict[str, Any]) -> str:
-    """How the flood's repetitions were ordered, and the paired figure."""
+def _flood_pairing_note(paired: dict[str, Any], control: dict[str, Any] | None = None) -> str:
+    """How the flood's repetitions were ordered, the paired figure, and tcpstack's
+    control arm (``params["control"]``: what it measured, or why it was not run)."""
     n = paired.get("pairs", 0)
     median = paired.get("tcpstack_ratio_minus_kernel_median")
     figure = (f"median {median:+.2f} over the {n} pair(s) where both succeeded, tcpstack's "
               f"ratio >= the kernel's in {paired.get('tcpstack_ratio_ge_kernel_pairs', 0)} "
               f"of {n}" if n and median is not None else "no pair where both succeeded")
-    return ("SYN flood: both stacks were set up at once and the repetitions alternated "
-            "between them in ABBA order (tcpstack first in pair 1, the kernel first in "
-            "pair 2, ...), so that the machine's drift falls on both alike; the rows are "
-            "still each stack's medians. Paired, per pair tcpstack's ratio (fetches/s "
-            f"during / before) minus the kernel's: {figure}")
+    with_control = control is not None and "reps" in control
+    if with_control:
+        order = ("with tcpstack's control repetition as a third arm, in mirrored order "
+                 "(tcpstack, the kernel, the control in pair 1; the control, the kernel, "
+                 "tcpstack in pair 2; ...)")
+    else:
+        order = "in ABBA order (tcpstack first in pair 1, the kernel first in pair 2, ...)"
+    alike = "every arm" if with_control else "both"
+    note = ("SYN flood: both stacks were set up at once and the repetitions alternated "
+            f"between them {order}, so that the machine's drift falls on {alike} alike; the "
+            "rows are still each stack's medians. Paired, per pair tcpstack's ratio "
+            f"(fetches/s during / before) minus the kernel's: {figure}")
+    more = _flood_control_note(paired, control)
+    return f"{note}. {more}" if more else note
+
+
+def _flood_control_note(paired: dict[str, Any], control: dict[str, Any] | None) -> str:
+    """The control arm's sentence of the pairing note ("" when none was recorded)."""
+    if control is None:
+        return ""
+    if "reps" not in control:
+        return f"The control arm was not run: {control.get('skipped', 'no reason recorded')}"
+    median = control.get("ratio_median")
+    runs = len(control["reps"])
+    if median is None:
+        text = f"Control ({control.get('what', '')}): no repetition succeeded ({runs} run)"
+    else:
+        n = paired.get("control_pairs", 0)
+        diff = paired.get("control_ratio_minus_tcpstack_median")
+        pairs = (f"; paired, the control's ratio minus tcpstack's: median {diff:+.2f}, the "
+                 f"control >= tcpstack in {paired.get('control_ratio_ge_tcpstack_pairs', 0)} "
+                 f"of {n} pair(s)" if n and diff is not None else
+                 "; no pair where both the control and tcpstack succeeded")
+        text = (f"Control ({control.get('what', '')}; the flooder's socket marked "
+                f"{control.get('mark', '?')}, each dropped SYN's sendto fails with EPERM): "
+                f"ratio median {median:.2f} [{control.get('ratio_min', 0):.2f}-"
+                f"{control.get('ratio_max', 0):.2f}] over {control.get('n', 0)} "
+                f"repetition(s){pairs}")
+    if control.get("failed"):
+        text += (f"; {control['failed']} of {runs} control repetition(s) failed (first: "
+                 f"{control.get('first_error', '?')}), which does not count against "
+                 "tcpstack's flood")
+    if control.get("stopped_early"):
+        text += f"; the control stopped {control['stopped_early']}"
+    return text
 
 
 def _tfo_note(stack: str, tfo: Outcome | None) -> list[str]:

@@ -16,11 +16,15 @@ loop is bounded both in count and by a deadline. Subcommands:
   (1 byte sent and read back on every connection);
 * ``flood`` -- legitimate ``curl --max-time 2`` fetches of a small page, one
   after the other, before, during and after a spoofed SYN flood sent by
-  ``synflood`` (a child process): successful fetches per second during the flood
-  as a fraction of the rate before it, how soon after the flood a fresh
-  fetch succeeds, and the CPU it costs (the machine's, the server's);
+  ``synflood`` (a child process; ``--mark`` is passed on to it): successful fetches
+  per second during the flood as a fraction of the rate before it, how soon after
+  the flood a fresh fetch succeeds, and the CPU it costs (the machine's, the server's);
 * ``synflood`` -- the flood itself: SYNs from random unused addresses of a subnet
-  through a raw socket, at a fixed rate, bounded in count and time;
+  through a raw socket, at a fixed rate, bounded in count and time; with
+  ``--mark N`` (``flood`` passes it on) the socket gets ``SO_MARK`` N (needs
+  CAP_NET_ADMIN), so that a netfilter rule can tell its SYNs apart (the flood's
+  control arm drops them in OUTPUT: each ``sendto`` then fails with EPERM,
+  counted in ``send_errors``);
 * ``tfo`` -- short HTTP/1.0 requests, a new connection each, timed from before
   the connect to the last byte of the response: plain (``connect()``, then the
   request) and TCP Fast Open (the request in the SYN: ``sendto(MSG_FASTOPEN)``),
@@ -397,10 +401,35 @@ def syn_packet(src: int, dst: int, sport: int, dport: int, seq: int, base: int) 
                      64240, ~total & 0xFFFF, 0) + _MSS_OPTION
 
 
+def mark_socket(sock: socket.socket, mark: int) -> str | None:
+    """Give ``sock`` the netfilter mark ``mark`` (``SO_MARK``, needs CAP_NET_ADMIN); 0
+    leaves it unmarked. None when done, else why it could not be."""
+    if not mark:
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    except OSError as exc:
+        return (f"cannot set SO_MARK {mark:#x} on the flood's raw socket (it needs "
+                f"CAP_NET_ADMIN): {exc.strerror or exc}")
+    return None
+
+
+def mark_value(text: str) -> int:
+    """A ``--mark`` value: decimal or 0x hex, 0 to 2**32 - 1."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"out of range (0 to 0xffffffff): {text!r}")
+    return value
+
+
 def cmd_synflood(args: argparse.Namespace) -> dict[str, Any]:
     """SYNs with random source addresses (of ``--subnet``, minus ``--exclude``), ports
     and sequence numbers, at ``--rate`` per second for ``--seconds``, at most
-    ``--max-packets``. IP_HDRINCL: the kernel fills in the IP checksum and length."""
+    ``--max-packets``. IP_HDRINCL: the kernel fills in the IP checksum and length.
+    ``--mark N`` (not 0): the socket's packets carry netfilter mark N (``SO_MARK``)."""
     net = ipaddress.IPv4Network(args.subnet)
     exclude = {int(ipaddress.IPv4Address(a)) for a in args.exclude.split(",") if a}
     sources = [int(a) for a in net.hosts() if int(a) not in exclude]
@@ -409,6 +438,10 @@ def cmd_synflood(args: argparse.Namespace) -> dict[str, Any]:
     dst = int(ipaddress.IPv4Address(args.host))
     rng = random.Random(args.seed)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    refused = mark_socket(sock, args.mark)
+    if refused is not None:
+        sock.close()
+        return {"error": refused}
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     base = syn_checksum_base(dst, args.port)
     addr = (args.host, 0)
@@ -436,7 +469,7 @@ def cmd_synflood(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.monotonic() - t0
     return {"sent": sent, "send_errors": errors, "seconds": elapsed,
             "rate": sent / elapsed if elapsed > 0 else 0.0, "target_rate": args.rate,
-            "sources": len(sources)}
+            "sources": len(sources), "mark": args.mark}
 
 
 def _fetch(url: str, timeout: float) -> subprocess.Popen[bytes]:
@@ -637,7 +670,8 @@ def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, "-m", "tools.bench.client", "synflood", "--host", args.host,
             "--port", str(args.port), "--subnet", args.subnet, "--exclude", args.exclude,
             "--rate", f"{args.rate:g}", "--seconds", f"{args.seconds:g}",
-            "--max-packets", str(int(args.rate * args.seconds) + 1), "--seed", str(args.seed)]
+            "--max-packets", str(int(args.rate * args.seconds) + 1), "--seed", str(args.seed),
+            "--mark", str(args.mark)]
     flooder = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=os.environ.copy())
     try:
@@ -673,6 +707,7 @@ def cmd_flood(args: argparse.Namespace) -> dict[str, Any]:
         "recovery_limit": args.recovery,
         "syn_sent": flood["sent"], "syn_rate": flood["rate"], "syn_target_rate": args.rate,
         "syn_seconds": flood["seconds"], "syn_send_errors": flood["send_errors"],
+        "syn_mark": args.mark,
         **cpu, **_per_syn_us(cpu, float(flood["rate"])),
     }
 
@@ -1247,6 +1282,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--timeout", type=float, default=120.0)
     f.add_argument("--server-pid", type=int, default=0,
                    help="the server process, for its CPU before and during the flood")
+    f.add_argument("--mark", type=mark_value, default=0,
+                   help="passed to synflood: its socket's SO_MARK (0: none)")
 
     sf = sub.add_parser("synflood")
     sf.add_argument("--host", required=True)
@@ -1257,6 +1294,9 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--seconds", type=float, required=True)
     sf.add_argument("--max-packets", type=int, required=True)
     sf.add_argument("--seed", type=int, default=1)
+    sf.add_argument("--mark", type=mark_value, default=0,
+                    help="SO_MARK of the raw socket, decimal or 0x hex (0: none; needs "
+                         "CAP_NET_ADMIN)")
 
     t = sub.add_parser("tfo")
     t.add_argument("--host", required=True)

@@ -139,6 +139,9 @@ ROWS: tuple[Row, ...] = (
     Row("https", "aiohttp over TLS: bulk download (MB/s)", "mbps", _f1),
     Row("flood", "SYN flood: fetches/s OK during / before", "flood_ratio", _f2,
         ">= kernel's", _flood_ratio_ok),
+    # tcpstack's control arm (the kernel has none: its cell shows "—"); no target.
+    Row("flood", "SYN flood, control: fetches/s OK during / before with the flood dropped "
+        "before the TUN (the daemon does no SYN work)", "control_ratio", _f2, ratio=False),
     Row("flood", "SYN flood: first fetch OK after it (s)", "recovery_s", _f2, "<= 1 s",
         _recovers_in_1s, ratio=False),
     Row("flood", "SYN flood: SYN rate achieved (/s)", "syn_rate", _f0),
@@ -208,6 +211,10 @@ def _cell(outcome: Outcome | None, row: Row) -> str:
         text += (f" ({s.get('flood_rate', 0):.1f} vs {s.get('baseline_rate', 0):.1f} "
                  f"fetches/s; {s.get('flood_ok', 0):.0f} of {s.get('flood_attempts', 0):.0f} "
                  "OK during)")
+    if row.key == "control_ratio":
+        control = outcome.params.get("control") or {}
+        if control.get("failed"):
+            text += f" ({control['failed']} of {len(control.get('reps', []))} control runs failed)"
     if row.key == "recovery_s" and v is not None and outcome.summary.get("recovered") == 0:
         text = f"none within {v:g}"
     if outcome.status == "failed":

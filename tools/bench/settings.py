@@ -110,6 +110,10 @@ class Sizes:
     """After the flood, wait at most this long for a fresh fetch to succeed."""
     flood_reps: int
     """Repetitions of the flood workload (each on a freshly started server)."""
+    flood_control: bool
+    """Whether the paired flood (tcpstack and the kernel) adds tcpstack's control arm: a
+    repetition per pair with the flood's SYNs dropped by netfilter before the TUN
+    (:func:`tools.bench.workloads.run_flood_paired`)."""
     tfo_requests: int
     """Timed short HTTP requests of the tfo workload, per mode (plain and Fast Open)."""
     tfo_warmup: int
@@ -140,7 +144,7 @@ FULL = Sizes(
     web_n=20_000, web_c=16, tls_seconds=5, tls_bulk_bytes=100 * MIB,
     timeout_web=120.0, timeout_tls=60.0,
     flood_seconds=10.0, flood_rate=20_000, flood_baseline=10.0, flood_recovery=60.0,
-    flood_reps=5,
+    flood_reps=5, flood_control=True,
     tfo_requests=200, tfo_warmup=3, tfo_reps=3, timeout_tfo=120.0,
     bbr_seconds=8.0, bbr_reps=3,
 )
@@ -172,6 +176,7 @@ TINY = replace(
     web_n=200, tls_seconds=1, tls_bulk_bytes=1 * MIB,
     timeout_web=20.0, timeout_tls=20.0, quiet_wait=1.0,
     flood_seconds=1.0, flood_rate=2_000, flood_baseline=1.0, flood_recovery=2.0,
+    flood_control=False,  # the smoke test's run does not grow
     tfo_requests=10, tfo_reps=1, timeout_tfo=30.0,
     bbr_seconds=1.0, bbr_reps=1,
 )

@@ -49,7 +49,13 @@
   the kernel both run, both are set up at once and their repetitions alternate in
   ABBA order (:func:`run_flood_paired`: the machine's speed drifts over minutes, and
   so the drift falls on both alike); the outcomes also get the paired figure, per
-  pair tcpstack's ratio minus the kernel's.
+  pair tcpstack's ratio minus the kernel's. In full and quick mode (with ``iptables``)
+  each pair adds a control repetition on tcpstack, the order mirrored between pairs
+  (tcpstack, kernel, control; control, kernel, tcpstack; ...): the same flood, but the
+  flooder's socket marked (``SO_MARK``) and its SYNs dropped by netfilter in the
+  namespace's OUTPUT chain before the TUN, so the daemon does no SYN work while the
+  flooder and the client run as in the flood (``summary["control_ratio"]``,
+  ``params["control"]``; it never fails tcpstack's outcome).
 
 Every workload starts on a freshly started server process, so none inherits
 another's leftovers (closing connections, TIME-WAIT state, a grown heap).
@@ -64,6 +70,7 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import statistics
 import subprocess
 import sys
@@ -732,6 +739,22 @@ def flood_outcome(target: Target) -> Outcome:
         "fresh_server_per_rep": True})
 
 
+def _flood_client(target: Target, rep: int, mark: int = 0) -> dict[str, Any]:
+    """``client.py flood`` for repetition ``rep`` (seed ``rep + 1``), the flooder's
+    socket marked ``mark`` (0: not)."""
+    sz = target.sizes
+    timeout = sz.flood_baseline + sz.flood_seconds + sz.flood_recovery + 30
+    args = ["flood", "--host", target.host, "--port", "80", "--path", "/",
+            "--subnet", target.flood_subnet, "--exclude", ",".join(target.flood_exclude),
+            "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
+            "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
+            "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
+            "--server-pid", str(target.server_pid)]
+    if mark:
+        args += ["--mark", f"{mark:#x}"]
+    return client_run(target, args, timeout=timeout + 30)
+
+
 def flood_rep(target: Target, out: Outcome, hook: Hook | None, rep: int) -> bool:
     """Repetition ``rep`` (from 0) of the flood on ``target``, appended to ``out.reps``.
 
@@ -741,20 +764,128 @@ def flood_rep(target: Target, out: Outcome, hook: Hook | None, rep: int) -> bool
     """
     if _gave_up(out):
         return False
-    sz = target.sizes
-    timeout = sz.flood_baseline + sz.flood_seconds + sz.flood_recovery + 30
     if rep:
         target.restart_server()
     with _rep(target, out, hook, rep):
-        out.reps.append(client_run(target, [
-            "flood", "--host", target.host, "--port", "80", "--path", "/",
-            "--subnet", target.flood_subnet, "--exclude", ",".join(target.flood_exclude),
-            "--rate", str(sz.flood_rate), "--seconds", f"{sz.flood_seconds:g}",
-            "--baseline", f"{sz.flood_baseline:g}", "--recovery", f"{sz.flood_recovery:g}",
-            "--fetch-timeout", "2", "--seed", str(rep + 1), "--timeout", f"{timeout:g}",
-            "--server-pid", str(target.server_pid),
-        ], timeout=timeout + 30))
+        out.reps.append(_flood_client(target, rep))
     return True
+
+
+FLOOD_CONTROL_MARK = 0x7E1
+"""The flooder's socket mark (``SO_MARK``) in the flood's control repetitions: the
+server namespace's OUTPUT chain drops every packet that carries it."""
+FLOOD_CONTROL_ARM = "tcpstack-control"
+"""The control repetitions' name in ``params["order"]``."""
+FLOOD_CONTROL_STACK = "tcpstack"
+"""The target the control runs on (the daemon whose SYN work it leaves out)."""
+FLOOD_CONTROL_WHAT = ("the flood's SYNs dropped by netfilter (OUTPUT, by the flooder's "
+                      "socket mark) before the TUN: the daemon does no SYN work, the flooder "
+                      "and the client run as in the flood")
+"""What the control measures, in one line (``params["control"]["what"]``)."""
+IPTABLES_TIMEOUT = 30.0
+"""Seconds one ``iptables`` command may take (``-w`` waits for the xtables lock)."""
+
+
+def control_rule(op: str, mark: int = FLOOD_CONTROL_MARK) -> list[str]:
+    """The control's iptables rule, added (``op`` ``-A``) or deleted (``-D``)."""
+    return [op, "OUTPUT", "-m", "mark", "--mark", f"{mark:#x}", "-j", "DROP"]
+
+
+def run_iptables(target: Target, args: Sequence[str]) -> None:
+    """``iptables -w ARGS`` in ``target``'s server namespace; raises :class:`SetupError`
+    (one line) when it fails."""
+    ns = target.server_ns
+    if ns is None:
+        raise SetupError(f"{target.name}: not set up")
+    argv = ["iptables", "-w", *args]
+    try:
+        proc = ns.run(argv, timeout=IPTABLES_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"{' '.join(argv)}: timed out after {IPTABLES_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise SetupError(f"{' '.join(argv)}: {detail}")
+
+
+@contextlib.contextmanager
+def flood_dropped(target: Target, mark: int = FLOOD_CONTROL_MARK) -> Iterator[None]:
+    """While inside, ``target``'s server namespace drops in OUTPUT every packet marked
+    ``mark``; the rule is deleted afterwards, also when the body raises."""
+    run_iptables(target, control_rule("-A", mark))
+    try:
+        yield
+    finally:
+        run_iptables(target, control_rule("-D", mark))
+
+
+def flood_control_rep(target: Target, control: Outcome, hook: Hook | None, rep: int) -> bool:
+    """Control repetition ``rep`` (from 0) on ``target``, appended to ``control.reps``: on
+    a restarted server, the flood with the flooder's socket marked
+    :data:`FLOOD_CONTROL_MARK` while :func:`flood_dropped` drops what it marks, the
+    same seed as the pair's other repetitions. Returns False, running nothing, once an
+    earlier control repetition timed out; raises as :func:`flood_rep` may (a server
+    that does not restart) or when the rule cannot be added or deleted."""
+    if _gave_up(control):
+        return False
+    target.restart_server()
+    with _rep(target, control, hook, rep), flood_dropped(target):
+        control.reps.append(_flood_client(target, rep, FLOOD_CONTROL_MARK))
+    return True
+
+
+def flood_control_skip(target: Target) -> str | None:
+    """Why the control is not run on ``target`` (None: it is)."""
+    if target.name != FLOOD_CONTROL_STACK:
+        return f"the control runs on {FLOOD_CONTROL_STACK} only"
+    if not target.sizes.flood_control:
+        return "this mode's sizes leave it out (flood_control is off in tiny mode)"
+    if shutil.which("iptables") is None:
+        return "iptables is not installed"
+    return None
+
+
+def control_summary(control: Outcome, stopped: str = "") -> dict[str, Any]:
+    """``params["control"]`` from the control repetitions (``control.reps``); ``stopped``:
+    why they stopped early (an exception), if they did."""
+    ratios = [float(r["ratio"]) for r in control.reps
+              if "error" not in r and r.get("ratio") is not None]
+    bad = [r for r in control.reps if "error" in r]
+    doc: dict[str, Any] = {
+        "what": FLOOD_CONTROL_WHAT,
+        "rule": " ".join(["iptables", "-w", *control_rule("-A")]) + " (server namespace)",
+        "mark": f"{FLOOD_CONTROL_MARK:#x}",
+        "reps": control.reps,
+        "ratio_median": _median(ratios) if ratios else None,
+        "ratio_min": min(ratios) if ratios else None,
+        "ratio_max": max(ratios) if ratios else None,
+        "n": len(ratios),
+        "failed": len(bad),
+        "seconds": round(control.seconds, 3),
+    }
+    syn = [float(r["syn_rate"]) for r in control.reps
+           if "error" not in r and r.get("syn_rate") is not None]
+    if syn:
+        doc["syn_rate_median"] = _median(syn)
+    if bad:
+        doc["first_error"] = str(bad[0]["error"])
+    stopped = stopped or str(control.params.get("stopped_early", ""))
+    if stopped:
+        doc["stopped_early"] = stopped
+    if "background_busy" in control.params:
+        doc["background_busy"] = control.params["background_busy"]
+    if control.disturbed:
+        doc["disturbed"] = control.disturbed
+    return doc
+
+
+def control_figure(control: Outcome, tcp: Outcome) -> dict[str, Any]:
+    """The control's part of the paired figure: its median ratio and, per pair where
+    both succeeded, the control's ratio minus tcpstack's (:func:`paired_ratios`)."""
+    fig = paired_ratios("control", control, FLOOD_CONTROL_STACK, tcp)
+    ratios = [float(r["ratio"]) for r in control.reps
+              if "error" not in r and r.get("ratio") is not None]
+    return {"control_ratio_median": _median(ratios) if ratios else None,
+            "control_pairs": fig.pop("pairs"), **fig}
 
 
 def summarise_flood(out: Outcome) -> None:
@@ -785,6 +916,14 @@ def abba(pairs: int) -> list[tuple[int, int]]:
     return [(0, 1) if p % 2 == 0 else (1, 0) for p in range(pairs)]
 
 
+def mirrored(pairs: int, arms: int) -> list[tuple[int, ...]]:
+    """The order of ``arms`` arms (0 ...) in each pair: ascending in even pairs, descending
+    in odd ones -- (0, 1, 2), (2, 1, 0), (0, 1, 2) ...: a drift that is linear over two
+    pairs falls alike on every arm. Two arms: :func:`abba`."""
+    up = tuple(range(arms))
+    return [up if p % 2 == 0 else up[::-1] for p in range(pairs)]
+
+
 def paired_ratios(first: str, first_out: Outcome, second: str,
                   second_out: Outcome) -> dict[str, Any]:
     """The paired figure of two flood outcomes whose repetitions alternated.
@@ -810,7 +949,8 @@ def paired_ratios(first: str, first_out: Outcome, second: str,
 
 def run_flood_paired(targets: Sequence[Target],
                      hooks: Mapping[str, Hook | None] | None = None) -> dict[str, Outcome]:
-    """The flood on two targets set up at once, their repetitions alternating (ABBA).
+    """The flood on two targets set up at once, their repetitions alternating (ABBA),
+    plus tcpstack's control arm when it is available.
 
     Each target is checked and its server made fresh as :func:`run_workload` does: one
     the flood is not run against gets a skipped outcome and the other runs alone; an
@@ -821,12 +961,24 @@ def run_flood_paired(targets: Sequence[Target],
     on both alike. A target with more repetitions (``sizes.flood_reps``) runs its extra
     ones at the end. ``hooks`` maps a target's name to its hook (profiling).
 
+    The control (:func:`flood_control_rep`, named :data:`FLOOD_CONTROL_ARM`) runs on the
+    tcpstack target when :func:`flood_control_skip` finds no reason against it: each
+    pair then has three repetitions, in mirrored order (:func:`mirrored`): pair 0
+    ``targets[0]``, ``targets[1]``, the control; pair 1 the control, ``targets[1]``,
+    ``targets[0]``; ... It runs while tcpstack does, as many times as tcpstack's
+    repetitions, the pair's seed. Its repetitions are not tcpstack's: they go to
+    tcpstack's ``params["control"]`` (:func:`control_summary`; or ``{"skipped":
+    reason}``) and its median, with the spread, to ``summary["control_ratio"]``
+    (``_min``, ``_max``, ``_n``); a failed one, or an exception (stopping the control),
+    never fails tcpstack's outcome.
+
     Each outcome's ``seconds`` is the time spent on that target alone (making its
-    server fresh, its repetitions), not the other's. When both ran, ``params`` hold
-    ``paired_with`` (the other's name), ``order`` (per pair, the names in the order
-    they ran) and ``paired`` (:func:`paired_ratios` of ``targets[0]`` against
-    ``targets[1]``, the same in both). Returns the outcomes by target name, in the
-    order of ``targets``.
+    server fresh, its repetitions), not the other's, nor the control's (in
+    ``params["control"]["seconds"]``). When both ran, ``params`` hold ``paired_with``
+    (the other's name), ``order`` (per pair, the names in the order they ran) and
+    ``paired`` (:func:`paired_ratios` of ``targets[0]`` against ``targets[1]``, the
+    same in both; with the control, also :func:`control_figure`). Returns the outcomes
+    by target name, in the order of ``targets``.
     """
     if len(targets) != 2:
         raise ValueError(f"run_flood_paired needs two targets, not {len(targets)}")
@@ -860,47 +1012,107 @@ def run_flood_paired(targets: Sequence[Target],
         outs[target.name] = flood_outcome(target)
         if step(target, None):
             running.append(target)
+
+    # tcpstack's control arm: its own outcome, never tcpstack's.
+    tcp = next((t for t in running if t.name == FLOOD_CONTROL_STACK), None)
+    control_skip = flood_control_skip(tcp) if tcp is not None else None
+    control = Outcome("flood-control") if tcp is not None and control_skip is None else None
+    control_stopped = ""
+
+    def control_step(rep: int) -> bool:
+        """Control repetition ``rep``; False when the control is done (gave up, or an
+        exception: recorded, tcpstack's outcome untouched)."""
+        nonlocal control_stopped
+        assert tcp is not None and control is not None
+        t0 = time.monotonic()
+        before = len(control.reps)
+        try:
+            return flood_control_rep(tcp, control, hooks.get(tcp.name), rep)
+        except Exception as exc:
+            reason = (f"{exc}" if isinstance(exc, SetupError)
+                      else f"{type(exc).__name__}: {exc}")
+            if len(control.reps) == before:  # the repetition itself left no record
+                control.reps.append({"error": reason})
+            control_stopped = f"at repetition {rep + 1}: {reason}"
+            return False
+        finally:
+            control.seconds += time.monotonic() - t0
+
+    # The arms in pair 0's order (odd pairs mirror it); None is the control.
+    arms: list[Target | None] = [*targets, *([None] if control is not None else [])]
+    control_on = control is not None
     order: list[list[str]] = []
-    for rep, pair in enumerate(abba(max((t.sizes.flood_reps for t in running), default=0))):
+    pairs = max((t.sizes.flood_reps for t in running), default=0)
+    for rep, pair in enumerate(mirrored(pairs, len(arms))):
         ran: list[str] = []
-        for target in (targets[i] for i in pair):
-            if target not in running or rep >= target.sizes.flood_reps:
+        for arm in (arms[i] for i in pair):
+            if arm is None:
+                assert tcp is not None
+                if not control_on or tcp not in running or rep >= tcp.sizes.flood_reps:
+                    continue
+                if control_step(rep):
+                    ran.append(FLOOD_CONTROL_ARM)
+                else:
+                    control_on = False
                 continue
-            if step(target, rep):
-                ran.append(target.name)
+            if arm not in running or rep >= arm.sizes.flood_reps:
+                continue
+            if step(arm, rep):
+                ran.append(arm.name)
             else:
-                running.remove(target)
+                running.remove(arm)
         if ran:
             order.append(ran)
     for name, out in outs.items():
         if out.status != "skipped" and name not in crashed:
             summarise_flood(out)
         out.seconds = seconds[name]
+    figure: dict[str, Any] = {}
     a, b = (t.name for t in targets)
-    if outs[a].status != "skipped" and outs[b].status != "skipped":
+    both = outs[a].status != "skipped" and outs[b].status != "skipped"
+    if both:
         figure = paired_ratios(a, outs[a], b, outs[b])
+    if tcp is not None:
+        tcp_out = outs[tcp.name]
+        if control is None:
+            tcp_out.params["control"] = {"skipped": control_skip}
+        else:
+            tcp_out.params["control"] = control_summary(control, control_stopped)
+            tcp_out.summary.update(_medians(control.reps, {"control_ratio": "ratio"}))
+            figure.update(control_figure(control, tcp_out))
+    if both:
         for name, other in ((a, b), (b, a)):
             outs[name].params.update(paired_with=other, order=order, paired=figure)
+    elif tcp is not None and control is not None:  # tcpstack and its control alone
+        outs[tcp.name].params.update(order=order, paired=figure)
     return outs
 
 
 # -- common ------------------------------------------------------------------------------
 
 
-def _summarise(out: Outcome, keys: dict[str, str]) -> None:
-    """Medians of the successful repetitions; the outcome fails if any repetition did."""
-    ok = [r for r in out.reps if "error" not in r]
-    bad = [r for r in out.reps if "error" in r]
-    if bad:
-        out.fail(f"{len(bad)} of {len(out.reps)} repetitions failed: {bad[0]['error']}")
+def _medians(reps: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, float]:
+    """Per summary name, the median of its field (``keys``) over the successful ``reps``,
+    and its spread: ``NAME_min``, ``NAME_max``, ``NAME_n`` (the report's [min-max])."""
+    ok = [r for r in reps if "error" not in r]
+    summary: dict[str, float] = {}
     for name, key in keys.items():
         values = [float(r[key]) for r in ok if r.get(key) is not None]
         if values:
-            out.summary[name] = _median(values)
+            summary[name] = _median(values)
             # The spread, so a reader sees how much one figure can be trusted.
-            out.summary[f"{name}_min"] = min(values)
-            out.summary[f"{name}_max"] = max(values)
-            out.summary[f"{name}_n"] = float(len(values))
+            summary[f"{name}_min"] = min(values)
+            summary[f"{name}_max"] = max(values)
+            summary[f"{name}_n"] = float(len(values))
+    return summary
+
+
+def _summarise(out: Outcome, keys: dict[str, str]) -> None:
+    """Medians of the successful repetitions; the outcome fails if any repetition did."""
+    bad = [r for r in out.reps if "error" in r]
+    if bad:
+        out.fail(f"{len(bad)} of {len(out.reps)} repetitions failed: {bad[0]['error']}")
+    out.summary.update(_medians(out.reps, keys))
 
 
 RUNNERS: dict[str, Callable[[Target, Hook | None], Outcome]] = {
