@@ -330,3 +330,25 @@ def test_the_paired_flood_sets_up_both_and_always_tears_both_down(
     with pytest.raises(SetupError):
         cli.run_flood_alternating((tcp, kern), {})
     assert calls == ["tcpstack setup", "kernel setup", "kernel teardown", "tcpstack teardown"]
+
+
+def test_flood_reps_overrides_the_modes_repetitions_for_every_stack(
+        tmp_path: Path, routed: list[tuple[str, ...]]) -> None:
+    args = cli.build_parser().parse_args(
+        ["--stacks", "tcpstack,kernel", "--skip-pytcp", "--congestion-control", "cubic",
+         "--flood-reps", "12"])
+    doc = cli._run(args, "full", ["flood"], tmp_path)
+    assert {doc["sizes"][s]["flood_reps"] for s in ("tcpstack", "kernel", "pytcp")} == {12}
+    assert doc["sizes"]["tcpstack"]["flood_seconds"] == 10.0  # the rest of the mode's sizes
+    plain = cli._run(_args(["tcpstack", "kernel"]), "full", ["flood"], tmp_path)
+    assert plain["sizes"]["tcpstack"]["flood_reps"] == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "101", "five", "2.5"])
+def test_flood_reps_out_of_range_is_a_one_line_usage_error(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(["--flood-reps", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--flood-reps" in err[-1] and "from 1 to 100" in err[-1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -109,6 +110,16 @@ def _stack_list(value: str) -> list[str]:
     return [s for s in report.STACKS if s in names]
 
 
+def _positive_count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, not {value!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = "workloads:\n" + "\n".join(f"  {k:13} {v}" for k, v in WORKLOAD_HELP.items())
     p = _Parser(prog="python -m tools.bench",
@@ -147,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the results table into FILE between the lines "
                         "'<!-- bench:begin -->' and '<!-- bench:end -->' (the README's "
                         "figures come from the tool, never edited by hand)")
+    p.add_argument("--flood-reps", type=_positive_count, default=None, metavar="N",
+                   help="repetitions of the SYN flood per stack (default: the mode's, 5 in "
+                        "full mode): its ratios vary by +-10 %% per repetition on a small "
+                        "machine, so a comparison wants more of them")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record py-spy profiles of the tcpstack server into DIR "
                         "(every repetition; slows it down, so use such a run for the "
@@ -291,6 +306,9 @@ def _run(args: argparse.Namespace, mode: str, workloads: list[str],
     missing: list[str] = []
     notes: list[str] = []
     sizes = {s: sizes_for(mode, s) for s in report.STACKS}
+    if args.flood_reps is not None:
+        sizes = {s: dataclasses.replace(sz, flood_reps=args.flood_reps)
+                 for s, sz in sizes.items()}
 
     tcp = TcpstackTarget(sizes["tcpstack"], log_dir)
     hook: Hook | None = None
