@@ -1,7 +1,8 @@
 """The SYN flood's control arm on tcpstack: the same flood with the flooder's socket
 marked (SO_MARK) and its SYNs dropped by netfilter before the TUN. Nothing is run here:
 the targets are fakes, and the flood client (``client_run``), the quiet-machine wait and
-the iptables runner are replaced; the flooder's socket is a fake too."""
+the iptables runner are replaced (the shared fakes: flood_fakes.py); the flooder's
+socket is a fake too."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flood_fakes import MARK, Events, FakeTarget, rep_fields, reps_run
+from flood_fakes import events as events  # a fixture: pytest finds it here
+from flood_fakes import script as script  # a fixture: pytest finds it here
 
 from tools.bench import cli, client, report, settings, workloads
 from tools.bench.netns import SetupError
@@ -21,42 +25,9 @@ from tools.bench.settings import FULL, QUICK, TINY, Sizes
 from tools.bench.targets import Target
 from tools.bench.workloads import FLOOD_CONTROL_ARM, FLOOD_CONTROL_MARK, Outcome
 
-Events = list[tuple[str, ...]]
-
-MARK = f"{FLOOD_CONTROL_MARK:#x}"
-
-
-class FakeTarget(Target):
-    """A target that starts nothing: it records its server's (re)starts."""
-
-    def __init__(self, name: str, sizes: Sizes, events: Events, tmp_path: Path) -> None:
-        super().__init__(sizes, tmp_path)
-        self.name = name
-        self.host = "10.0.0.2" if name == "tcpstack" else "10.9.0.1"
-        self.flood_subnet = "10.0.0.0/24" if name == "tcpstack" else "10.9.0.0/24"
-        self.events = events
-
-    def ensure_fresh(self, app: str = "services") -> None:
-        self.events.append((self.name, "fresh"))
-
-    def restart_server(self) -> None:
-        self.events.append((self.name, "restart"))
-
 
 def _sizes(reps: int, control: bool = True) -> Sizes:
     return dataclasses.replace(TINY, flood_reps=reps, flood_control=control)
-
-
-def _rep(ratio: float) -> dict[str, Any]:
-    """A successful repetition's fields, as ``client.py flood`` prints them."""
-    return {"ratio": ratio, "recovery_seconds": 0.1, "recovered": True,
-            "syn_rate": 2000.0, "baseline_rate": 10.0, "flood_rate": 10.0 * ratio,
-            "baseline_ok": 10, "baseline_attempts": 10, "flood_ok": 9, "flood_attempts": 10}
-
-
-@pytest.fixture
-def events() -> Events:
-    return []
 
 
 @pytest.fixture
@@ -72,35 +43,6 @@ def iptables(monkeypatch: pytest.MonkeyPatch, events: Events) -> list[list[str]]
     monkeypatch.setattr(shutil, "which",
                         lambda name: f"/usr/sbin/{name}" if name == "iptables" else None)
     return commands
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, events: Events) -> dict[str, list[Any]]:
-    """Per arm name (tcpstack, kernel, tcpstack-control), what each repetition (by seed)
-    of the flood client returns; an exception instance is raised instead."""
-    results: dict[str, list[Any]] = {}
-
-    def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:
-        assert args[0] == "flood" and args[args.index("--host") + 1] == target.host
-        seed = int(args[args.index("--seed") + 1])
-        marked = "--mark" in args
-        if marked:
-            assert target.name == "tcpstack" and args[args.index("--mark") + 1] == MARK
-        arm = FLOOD_CONTROL_ARM if marked else target.name
-        events.append((arm, "rep", str(seed)))
-        result = results[arm][seed - 1]
-        if isinstance(result, Exception):
-            raise result
-        return dict(result)
-
-    monkeypatch.setattr(workloads, "client_run", client_run)
-    monkeypatch.setattr(workloads, "wait_quiet", lambda limit: (True, 0.0, 0.0))
-    return results
-
-
-def _reps_run(events: Events) -> list[str]:
-    return [f"{name}{seed}" for name, what, *rest in events if what == "rep"
-            for seed in rest]
 
 
 def _pair(tmp_path: Path, events: Events, reps: int,
@@ -122,12 +64,12 @@ def test_each_pair_runs_three_repetitions_in_mirrored_order(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 4)
-    script["tcpstack"] = [_rep(0.9)] * 4
-    script["kernel"] = [_rep(1.0)] * 4
-    script[FLOOD_CONTROL_ARM] = [_rep(1.05)] * 4
+    script["tcpstack"] = [rep_fields(0.9)] * 4
+    script["kernel"] = [rep_fields(1.0)] * 4
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.05)] * 4
     outs = workloads.run_flood_paired([tcp, kern])
     c = FLOOD_CONTROL_ARM
-    assert _reps_run(events) == [
+    assert reps_run(events) == [
         "tcpstack1", "kernel1", f"{c}1",
         f"{c}2", "kernel2", "tcpstack2",
         "tcpstack3", "kernel3", f"{c}3",
@@ -155,13 +97,14 @@ def test_the_rule_is_deleted_even_when_the_control_repetition_raises(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 3)
-    script["tcpstack"] = [_rep(0.9)] * 3
-    script["kernel"] = [_rep(1.0)] * 3
-    script[FLOOD_CONTROL_ARM] = [_rep(1.05), RuntimeError("the client blew up"), _rep(1.0)]
+    script["tcpstack"] = [rep_fields(0.9)] * 3
+    script["kernel"] = [rep_fields(1.0)] * 3
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.05), RuntimeError("the client blew up"),
+                                 rep_fields(1.0)]
     outs = workloads.run_flood_paired([tcp, kern])
     assert iptables == [workloads.control_rule("-A"), workloads.control_rule("-D")] * 2
     # The exception stops the control (recorded), not tcpstack nor the kernel.
-    assert _reps_run(events) == ["tcpstack1", "kernel1", f"{FLOOD_CONTROL_ARM}1",
+    assert reps_run(events) == ["tcpstack1", "kernel1", f"{FLOOD_CONTROL_ARM}1",
                                  f"{FLOOD_CONTROL_ARM}2", "kernel2", "tcpstack2",
                                  "tcpstack3", "kernel3"]
     control = outs["tcpstack"].params["control"]
@@ -192,10 +135,10 @@ def test_a_rule_that_cannot_be_added_stops_only_the_control(
 
     monkeypatch.setattr(workloads, "run_iptables", refuse)
     tcp, kern = _pair(tmp_path, events, 2)
-    script["tcpstack"] = [_rep(0.9)] * 2
-    script["kernel"] = [_rep(1.0)] * 2
+    script["tcpstack"] = [rep_fields(0.9)] * 2
+    script["kernel"] = [rep_fields(1.0)] * 2
     outs = workloads.run_flood_paired([tcp, kern])
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2"]
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2"]
     control = outs["tcpstack"].params["control"]
     assert control["reps"] == [{"error": "iptables -w -A OUTPUT ...: Couldn't load match "
                                          "`mark'"}]
@@ -210,9 +153,9 @@ def test_control_repetitions_stay_out_of_tcpstacks_reps_and_status(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 3)
-    script["tcpstack"] = [_rep(0.9), _rep(0.8), _rep(0.85)]
-    script["kernel"] = [_rep(1.0)] * 3
-    script[FLOOD_CONTROL_ARM] = [_rep(1.05), {"error": "curl exit 28"}, _rep(1.0)]
+    script["tcpstack"] = [rep_fields(0.9), rep_fields(0.8), rep_fields(0.85)]
+    script["kernel"] = [rep_fields(1.0)] * 3
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.05), {"error": "curl exit 28"}, rep_fields(1.0)]
     outs = workloads.run_flood_paired([tcp, kern])
     out = outs["tcpstack"]
     assert out.status == "ok" and out.reason == ""
@@ -235,9 +178,9 @@ def test_control_summary_and_paired_figure(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 3)
-    script["tcpstack"] = [_rep(0.9), _rep(0.8), _rep(0.95)]
-    script["kernel"] = [_rep(1.0), _rep(1.02), _rep(0.98)]
-    script[FLOOD_CONTROL_ARM] = [_rep(1.05), _rep(0.75), _rep(1.1)]
+    script["tcpstack"] = [rep_fields(0.9), rep_fields(0.8), rep_fields(0.95)]
+    script["kernel"] = [rep_fields(1.0), rep_fields(1.02), rep_fields(0.98)]
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.05), rep_fields(0.75), rep_fields(1.1)]
     outs = workloads.run_flood_paired([tcp, kern])
     tout, kout = outs["tcpstack"], outs["kernel"]
     s = tout.summary
@@ -271,9 +214,9 @@ def test_the_report_shows_the_control_row_for_tcpstack_only(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 2)
-    script["tcpstack"] = [_rep(0.9)] * 2
-    script["kernel"] = [_rep(1.0)] * 2
-    script[FLOOD_CONTROL_ARM] = [_rep(1.0), _rep(1.1)]
+    script["tcpstack"] = [rep_fields(0.9)] * 2
+    script["kernel"] = [rep_fields(1.0)] * 2
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.0), rep_fields(1.1)]
     outs = workloads.run_flood_paired([tcp, kern])
     rows = report.evaluate({name: {"flood": out} for name, out in outs.items()})
     (row,) = [r for r in rows if r["key"] == "control_ratio"]
@@ -296,11 +239,11 @@ def test_without_iptables_the_control_is_skipped_and_abba_kept(
     monkeypatch.setattr(workloads, "run_iptables", lambda target, args: ran.append(args))
     monkeypatch.setattr(shutil, "which", lambda name: None)
     tcp, kern = _pair(tmp_path, events, 4)
-    script["tcpstack"] = [_rep(0.9)] * 4
-    script["kernel"] = [_rep(1.0)] * 4
+    script["tcpstack"] = [rep_fields(0.9)] * 4
+    script["kernel"] = [rep_fields(1.0)] * 4
     outs = workloads.run_flood_paired([tcp, kern])
     assert ran == []
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2",
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2",
                                  "tcpstack3", "kernel3", "kernel4", "tcpstack4"]
     assert outs["tcpstack"].params["order"] == [["tcpstack", "kernel"],
                                                 ["kernel", "tcpstack"]] * 2
@@ -320,10 +263,10 @@ def test_tiny_sizes_leave_the_control_out(
     assert settings.FULL.flood_control is True and settings.QUICK.flood_control is True
     assert settings.sizes_for("tiny", "tcpstack").flood_control is False
     tcp, kern = _pair(tmp_path, events, 2, control=False)
-    script["tcpstack"] = script["kernel"] = [_rep(1.0)] * 2
+    script["tcpstack"] = script["kernel"] = [rep_fields(1.0)] * 2
     outs = workloads.run_flood_paired([tcp, kern])
     assert iptables == []
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2"]
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2"]
     reason = outs["tcpstack"].params["control"]["skipped"]
     assert "tiny" in reason
 
@@ -341,9 +284,9 @@ def test_run_flood_on_one_target_has_no_control(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp = FakeTarget("tcpstack", _sizes(2), events, tmp_path)
-    script["tcpstack"] = [_rep(0.9)] * 2
+    script["tcpstack"] = [rep_fields(0.9)] * 2
     out = workloads.run_workload("flood", tcp)
-    assert iptables == [] and _reps_run(events) == ["tcpstack1", "tcpstack2"]
+    assert iptables == [] and reps_run(events) == ["tcpstack1", "tcpstack2"]
     assert "control" not in out.params and "control_ratio" not in out.summary
 
 
@@ -352,9 +295,9 @@ def test_the_kernel_alone_gets_no_control(
         script: dict[str, list[Any]]) -> None:
     kern = FakeTarget("kernel", _sizes(2), events, tmp_path)
     other = FakeTarget("pytcp", _sizes(2), events, tmp_path)
-    script["kernel"] = [_rep(1.0)] * 2
+    script["kernel"] = [rep_fields(1.0)] * 2
     outs = workloads.run_flood_paired([kern, other])
-    assert iptables == [] and _reps_run(events) == ["kernel1", "kernel2"]
+    assert iptables == [] and reps_run(events) == ["kernel1", "kernel2"]
     assert "control" not in outs["kernel"].params
 
 
@@ -508,7 +451,7 @@ def test_the_control_rep_passes_the_mark_to_the_flood_client(
 
     def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:
         seen.append(args)
-        return _rep(1.0)
+        return rep_fields(1.0)
 
     monkeypatch.setattr(workloads, "client_run", client_run)
     monkeypatch.setattr(workloads, "wait_quiet", lambda limit: (True, 0.0, 0.0))
@@ -530,9 +473,9 @@ def test_the_notes_carry_the_control_with_the_pairing(
         tmp_path: Path, events: Events, iptables: list[list[str]],
         script: dict[str, list[Any]]) -> None:
     tcp, kern = _pair(tmp_path, events, 2)
-    script["tcpstack"] = [_rep(0.9), _rep(0.8)]
-    script["kernel"] = [_rep(1.0)] * 2
-    script[FLOOD_CONTROL_ARM] = [_rep(1.05), _rep(1.0)]
+    script["tcpstack"] = [rep_fields(0.9), rep_fields(0.8)]
+    script["kernel"] = [rep_fields(1.0)] * 2
+    script[FLOOD_CONTROL_ARM] = [rep_fields(1.05), rep_fields(1.0)]
     outs = workloads.run_flood_paired([tcp, kern])
     notes = cli._notes({name: {"flood": out} for name, out in outs.items()}, tcp.sizes)
     (note,) = [n for n in notes if "the repetitions alternated" in n]

@@ -1,7 +1,7 @@
 """The SYN flood's repetitions alternate between tcpstack and the kernel (ABBA), both set
 up at once, and the outcomes carry a paired figure. Nothing is run here: the targets are
-fakes and the flood client (``client_run``) and the quiet-machine wait are replaced;
-tests/integration/test_bench_smoke.py runs the tool."""
+fakes and the flood client (``client_run``) and the quiet-machine wait are replaced
+(flood_fakes.py); tests/integration/test_bench_smoke.py runs the tool."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flood_fakes import Events, FakeTarget, rep_fields, reps_run
+from flood_fakes import events as events  # a fixture: pytest finds it here
+from flood_fakes import script as script  # a fixture: pytest finds it here
 
 from tools.bench import cli, report, workloads
 from tools.bench.netns import SetupError
@@ -20,71 +23,20 @@ from tools.bench.settings import TINY
 from tools.bench.targets import Target
 from tools.bench.workloads import Outcome
 
-Events = list[tuple[str, ...]]
 
-
-class FakeTarget(Target):
-    """A target that starts nothing: it records its server's (re)starts."""
-
-    def __init__(self, name: str, reps: int, events: Events, tmp_path: Path) -> None:
-        super().__init__(dataclasses.replace(TINY, flood_reps=reps), tmp_path)
-        self.name = name
-        self.host = "10.0.0.2" if name == "tcpstack" else "10.9.0.1"
-        self.flood_subnet = "10.0.0.0/24" if name == "tcpstack" else "10.9.0.0/24"
-        self.events = events
-        self.fail_restart = False
-
-    def ensure_fresh(self, app: str = "services") -> None:
-        self.events.append((self.name, "fresh", app))
-
-    def restart_server(self) -> None:
-        if self.fail_restart:
-            raise SetupError("the server did not become ready")
-        self.events.append((self.name, "restart"))
-
-
-def _rep(ratio: float, recovery: float = 0.1) -> dict[str, Any]:
-    """A successful repetition's fields, as ``client.py flood`` prints them."""
-    return {"ratio": ratio, "recovery_seconds": recovery, "recovered": True,
-            "syn_rate": 2000.0, "baseline_rate": 10.0, "flood_rate": 10.0 * ratio,
-            "baseline_ok": 10, "baseline_attempts": 10, "flood_ok": 9, "flood_attempts": 10}
-
-
-@pytest.fixture
-def events() -> Events:
-    return []
-
-
-@pytest.fixture
-def script(monkeypatch: pytest.MonkeyPatch, events: Events) -> dict[str, list[dict[str, Any]]]:
-    """Per target name, what each repetition (by seed) of the flood client returns."""
-    results: dict[str, list[dict[str, Any]]] = {}
-
-    def client_run(target: Target, args: list[str], timeout: float) -> dict[str, Any]:
-        assert args[0] == "flood" and args[args.index("--host") + 1] == target.host
-        seed = int(args[args.index("--seed") + 1])
-        events.append((target.name, "rep", str(seed)))
-        return dict(results[target.name][seed - 1])
-
-    monkeypatch.setattr(workloads, "client_run", client_run)
-    monkeypatch.setattr(workloads, "wait_quiet", lambda limit: (True, 0.0, 0.0))
-    return results
-
-
-def _reps_run(events: Events) -> list[str]:
-    return [f"{name}{seed}" for name, what, *rest in events if what == "rep"
-            for seed in rest]
+def _target(name: str, reps: int, events: Events, tmp_path: Path) -> FakeTarget:
+    return FakeTarget(name, dataclasses.replace(TINY, flood_reps=reps), events, tmp_path)
 
 
 def test_repetitions_alternate_abba(tmp_path: Path, events: Events,
-                                    script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 4, events, tmp_path)
-    kern = FakeTarget("kernel", 4, events, tmp_path)
-    script["tcpstack"] = [_rep(1.0)] * 4
-    script["kernel"] = [_rep(1.0)] * 4
+                                    script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 4, events, tmp_path)
+    kern = _target("kernel", 4, events, tmp_path)
+    script["tcpstack"] = [rep_fields(1.0)] * 4
+    script["kernel"] = [rep_fields(1.0)] * 4
     outs = workloads.run_flood_paired([tcp, kern])
     assert list(outs) == ["tcpstack", "kernel"]
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2",
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "tcpstack2",
                                  "tcpstack3", "kernel3", "kernel4", "tcpstack4"]
     # Both made fresh (the flood's own application) before the first pair; every later
     # repetition on a restarted server, just before it.
@@ -102,23 +54,23 @@ def test_repetitions_alternate_abba(tmp_path: Path, events: Events,
 
 
 def test_extra_repetitions_of_one_target_run_at_the_end(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 1, events, tmp_path)
-    kern = FakeTarget("kernel", 3, events, tmp_path)
-    script["tcpstack"] = [_rep(1.0)]
-    script["kernel"] = [_rep(1.0)] * 3
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 1, events, tmp_path)
+    kern = _target("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [rep_fields(1.0)]
+    script["kernel"] = [rep_fields(1.0)] * 3
     outs = workloads.run_flood_paired([tcp, kern])
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
     assert outs["kernel"].params["order"] == [["tcpstack", "kernel"], ["kernel"], ["kernel"]]
     assert outs["kernel"].params["paired"]["pairs"] == 1
 
 
 def test_the_paired_figure_counts_pairs_where_both_succeeded(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
-    kern = FakeTarget("kernel", 3, events, tmp_path)
-    script["tcpstack"] = [_rep(1.0), _rep(0.8), _rep(0.5)]
-    script["kernel"] = [_rep(0.9), _rep(1.0), {"error": "client exited with status 1"}]
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 3, events, tmp_path)
+    kern = _target("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [rep_fields(1.0), rep_fields(0.8), rep_fields(0.5)]
+    script["kernel"] = [rep_fields(0.9), rep_fields(1.0), {"error": "client exited with status 1"}]
     outs = workloads.run_flood_paired([tcp, kern])
     figure = outs["tcpstack"].params["paired"]
     assert figure == outs["kernel"].params["paired"]
@@ -133,18 +85,18 @@ def test_the_paired_figure_counts_pairs_where_both_succeeded(
 
 def test_paired_ratios_without_a_good_pair() -> None:
     a = Outcome("flood", reps=[{"error": "x"}])
-    b = Outcome("flood", reps=[_rep(1.0)])
+    b = Outcome("flood", reps=[rep_fields(1.0)])
     assert workloads.paired_ratios("tcpstack", a, "kernel", b) == {
         "pairs": 0, "tcpstack_ratio_minus_kernel": [],
         "tcpstack_ratio_minus_kernel_median": None, "tcpstack_ratio_ge_kernel_pairs": 0}
 
 
 def test_a_failing_repetition_fails_only_that_targets_outcome(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
-    kern = FakeTarget("kernel", 3, events, tmp_path)
-    script["tcpstack"] = [_rep(1.0)] * 3
-    script["kernel"] = [_rep(1.0), {"error": "curl exit 28"}, _rep(1.0)]
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 3, events, tmp_path)
+    kern = _target("kernel", 3, events, tmp_path)
+    script["tcpstack"] = [rep_fields(1.0)] * 3
+    script["kernel"] = [rep_fields(1.0), {"error": "curl exit 28"}, rep_fields(1.0)]
     outs = workloads.run_flood_paired([tcp, kern])
     assert outs["tcpstack"].status == "ok"
     assert outs["kernel"].status == "failed"
@@ -153,26 +105,26 @@ def test_a_failing_repetition_fails_only_that_targets_outcome(
 
 
 def test_a_timeout_stops_only_that_target(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
-    kern = FakeTarget("kernel", 3, events, tmp_path)
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 3, events, tmp_path)
+    kern = _target("kernel", 3, events, tmp_path)
     script["tcpstack"] = [{"error": "timed out after 40s (hard timeout)"}]
-    script["kernel"] = [_rep(1.0)] * 3
+    script["kernel"] = [rep_fields(1.0)] * 3
     outs = workloads.run_flood_paired([tcp, kern])
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
+    assert reps_run(events) == ["tcpstack1", "kernel1", "kernel2", "kernel3"]
     assert outs["tcpstack"].status == "failed" and "stopped_early" in outs["tcpstack"].params
     assert outs["kernel"].status == "ok" and len(outs["kernel"].reps) == 3
 
 
 def test_an_exception_fails_that_target_as_run_workload_would(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
-    kern = FakeTarget("kernel", 3, events, tmp_path)
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 3, events, tmp_path)
+    kern = _target("kernel", 3, events, tmp_path)
     kern.fail_restart = True
-    script["tcpstack"] = [_rep(1.0)] * 3
-    script["kernel"] = [_rep(1.0)] * 3
+    script["tcpstack"] = [rep_fields(1.0)] * 3
+    script["kernel"] = [rep_fields(1.0)] * 3
     outs = workloads.run_flood_paired([tcp, kern])
-    assert _reps_run(events) == ["tcpstack1", "kernel1", "tcpstack2", "tcpstack3"]
+    assert reps_run(events) == ["tcpstack1", "kernel1", "tcpstack2", "tcpstack3"]
     kernel = outs["kernel"]
     assert kernel.status == "failed" and kernel.reps == []
     assert kernel.reason == "server could not be (re)started: the server did not become ready"
@@ -181,22 +133,22 @@ def test_an_exception_fails_that_target_as_run_workload_would(
 
 
 def test_a_target_the_flood_skips_leaves_the_other_alone(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 2, events, tmp_path)
-    other = FakeTarget("pytcp", 2, events, tmp_path)
-    script["tcpstack"] = [_rep(1.0)] * 2
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 2, events, tmp_path)
+    other = _target("pytcp", 2, events, tmp_path)
+    script["tcpstack"] = [rep_fields(1.0)] * 2
     outs = workloads.run_flood_paired([tcp, other])
     assert outs["pytcp"].status == "skipped"
     assert outs["pytcp"].reason == "flood is not run against pytcp"
-    assert _reps_run(events) == ["tcpstack1", "tcpstack2"]
+    assert reps_run(events) == ["tcpstack1", "tcpstack2"]
     assert outs["tcpstack"].status == "ok" and "paired_with" not in outs["tcpstack"].params
 
 
 def test_each_target_gets_its_own_hook(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 2, events, tmp_path)
-    kern = FakeTarget("kernel", 2, events, tmp_path)
-    script["tcpstack"] = script["kernel"] = [_rep(1.0)] * 2
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 2, events, tmp_path)
+    kern = _target("kernel", 2, events, tmp_path)
+    script["tcpstack"] = script["kernel"] = [rep_fields(1.0)] * 2
 
     @contextlib.contextmanager
     def hook(workload: str, rep: int) -> Iterator[None]:
@@ -210,9 +162,9 @@ def test_each_target_gets_its_own_hook(
 
 
 def test_run_flood_on_one_target_is_unchanged(
-        tmp_path: Path, events: Events, script: dict[str, list[dict[str, Any]]]) -> None:
-    tcp = FakeTarget("tcpstack", 3, events, tmp_path)
-    script["tcpstack"] = [_rep(0.9, 0.2), _rep(0.5, 0.6), _rep(0.7, 0.1)]
+        tmp_path: Path, events: Events, script: dict[str, list[Any]]) -> None:
+    tcp = _target("tcpstack", 3, events, tmp_path)
+    script["tcpstack"] = [rep_fields(0.9, 0.2), rep_fields(0.5, 0.6), rep_fields(0.7, 0.1)]
     out = workloads.run_workload("flood", tcp)
     assert events == [("tcpstack", "fresh", "services"), ("tcpstack", "rep", "1"),
                       ("tcpstack", "restart"), ("tcpstack", "rep", "2"),
