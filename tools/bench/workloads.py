@@ -847,25 +847,22 @@ def flood_control_skip(target: Target) -> str | None:
 def control_summary(control: Outcome, stopped: str = "") -> dict[str, Any]:
     """``params["control"]`` from the control repetitions (``control.reps``); ``stopped``:
     why they stopped early (an exception), if they did."""
-    ratios = [float(r["ratio"]) for r in control.reps
-              if "error" not in r and r.get("ratio") is not None]
+    spread = _medians(control.reps, {"ratio": "ratio", "syn_rate": "syn_rate"})
     bad = [r for r in control.reps if "error" in r]
     doc: dict[str, Any] = {
         "what": FLOOD_CONTROL_WHAT,
         "rule": " ".join(["iptables", "-w", *control_rule("-A")]) + " (server namespace)",
         "mark": f"{FLOOD_CONTROL_MARK:#x}",
         "reps": control.reps,
-        "ratio_median": _median(ratios) if ratios else None,
-        "ratio_min": min(ratios) if ratios else None,
-        "ratio_max": max(ratios) if ratios else None,
-        "n": len(ratios),
+        "ratio_median": spread.get("ratio"),
+        "ratio_min": spread.get("ratio_min"),
+        "ratio_max": spread.get("ratio_max"),
+        "n": int(spread.get("ratio_n", 0)),
         "failed": len(bad),
         "seconds": round(control.seconds, 3),
     }
-    syn = [float(r["syn_rate"]) for r in control.reps
-           if "error" not in r and r.get("syn_rate") is not None]
-    if syn:
-        doc["syn_rate_median"] = _median(syn)
+    if "syn_rate" in spread:
+        doc["syn_rate_median"] = spread["syn_rate"]
     if bad:
         doc["first_error"] = str(bad[0]["error"])
     stopped = stopped or str(control.params.get("stopped_early", ""))
@@ -882,9 +879,7 @@ def control_figure(control: Outcome, tcp: Outcome) -> dict[str, Any]:
     """The control's part of the paired figure: its median ratio and, per pair where
     both succeeded, the control's ratio minus tcpstack's (:func:`paired_ratios`)."""
     fig = paired_ratios("control", control, FLOOD_CONTROL_STACK, tcp)
-    ratios = [float(r["ratio"]) for r in control.reps
-              if "error" not in r and r.get("ratio") is not None]
-    return {"control_ratio_median": _median(ratios) if ratios else None,
+    return {"control_ratio_median": _medians(control.reps, {"ratio": "ratio"}).get("ratio"),
             "control_pairs": fig.pop("pairs"), **fig}
 
 
